@@ -1,0 +1,65 @@
+"""The side server every service runs: /metrics for Prometheus, /healthz and /readyz for Kubernetes.
+
+Liveness says the process's event loop answers; readiness says each dependency (broker,
+database, peers) is reachable, with the reason when it is not, so an operator reading
+`/readyz` or the logs learns *what* is wrong.
+"""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class Readiness:
+    """Named readiness checks, each set by the component that owns the dependency."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, tuple[bool, str]] = {}
+
+    def set(self, name: str, ok: bool, detail: str = "") -> None:
+        previous = self._checks.get(name)
+        self._checks[name] = (ok, detail)
+        if previous is not None and previous[0] != ok:
+            log.log(logging.INFO if ok else logging.WARNING, "readiness %s: %s %s",
+                    name, "ready" if ok else "not ready", detail)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._checks) and all(ok for ok, _ in self._checks.values())
+
+    def report(self) -> dict[str, dict[str, object]]:
+        return {k: {"ok": ok, "detail": d} for k, (ok, d) in self._checks.items()}
+
+
+def side_app(readiness: Readiness, registry: CollectorRegistry = REGISTRY) -> web.Application:
+    """aiohttp app with the three operational endpoints."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        status = 200 if readiness.ready else 503
+        return web.json_response({"ready": readiness.ready, "checks": readiness.report()},
+                                 status=status)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_side_server(readiness: Readiness, host: str, port: int) -> web.AppRunner:
+    """Serve /metrics, /healthz, /readyz on host:port; returns the runner to clean up."""
+    runner = web.AppRunner(side_app(readiness), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,46 @@
+"""How a service process starts and stops: logs, tracing, side server, signal handling.
+
+Each service's `__main__` calls `run(name, main)`; `main` builds its app, starts it, and
+returns an async `stop` callable. SIGINT/SIGTERM stop the service cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from common import logs, tracing
+from common.health import Readiness, start_side_server
+from common.settings import Settings, load
+
+log = logging.getLogger(__name__)
+
+Stop = Callable[[], Awaitable[None]]
+Main = Callable[[Settings, Readiness], Awaitable[Stop]]
+
+
+async def _serve(name: str, main: Main) -> None:
+    settings = load()
+    readiness = Readiness()
+    side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
+    stop = await main(settings, readiness)
+    log.info("%s started; metrics on http://%s:%d/metrics", name, settings.bind_host,
+             settings.metrics_ports[name])
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    await done.wait()
+    log.info("%s stopping", name)
+    await stop()
+    await side.cleanup()
+    log.info("%s stopped", name)
+
+
+def run(name: str, main: Main) -> None:
+    """Entry point used by every service's __main__."""
+    settings = load()
+    logs.setup(name, settings.log_level)
+    tracing.setup(name)
+    asyncio.run(_serve(name, main))
