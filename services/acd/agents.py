@@ -1,0 +1,112 @@
+"""The agent state machine: which transitions are legal, and who is ready for a call.
+
+Every transition goes through `AgentBook.transition`, which refuses illegal moves with a
+message naming both states, so an agent's state can be trusted (an agent on a call can never
+be offered a second call, a logged-out agent can never be rung).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from hotline.v1.events_pb2 import AgentState
+
+S = AgentState
+LOGGED_OUT, READY, NOT_READY = S.AGENT_STATE_LOGGED_OUT, S.AGENT_STATE_READY, S.AGENT_STATE_NOT_READY
+RINGING, ON_CALL, WRAP_UP = S.AGENT_STATE_RINGING, S.AGENT_STATE_ON_CALL, S.AGENT_STATE_WRAP_UP
+
+#: state -> states it may move to.
+TRANSITIONS: dict[int, frozenset[int]] = {
+    LOGGED_OUT: frozenset({NOT_READY, READY}),
+    NOT_READY: frozenset({READY, LOGGED_OUT, NOT_READY}),
+    READY: frozenset({NOT_READY, RINGING, LOGGED_OUT}),
+    RINGING: frozenset({ON_CALL, NOT_READY, READY}),
+    ON_CALL: frozenset({WRAP_UP}),
+    WRAP_UP: frozenset({READY, NOT_READY, LOGGED_OUT}),
+}
+
+#: states an agent may ask for through SetState; the others are driven by calls.
+REQUESTABLE = frozenset({READY, NOT_READY})
+
+
+def state_name(state: int) -> str:
+    """'ready', 'not_ready', ... (the enum name without its prefix, lower-case)."""
+    return AgentState.Name(state).removeprefix("AGENT_STATE_").lower()
+
+
+class InvalidTransition(Exception):
+    """An agent cannot move from its current state to the requested one."""
+
+
+class UnknownAgent(KeyError):
+    """No agent with this id has logged in."""
+
+
+@dataclass
+class Agent:
+    agent_id: str
+    extension: str
+    queues: frozenset[str] = frozenset()
+    skills: frozenset[str] = frozenset()
+    state: int = LOGGED_OUT
+    reason: str = ""
+    call_id: str = ""
+    since: float = field(default_factory=time.monotonic)
+    since_wall: float = field(default_factory=time.time)
+    idle_since: float = field(default_factory=time.monotonic)
+
+    def serves(self, queue: str) -> bool:
+        """An agent with no queue list serves every queue."""
+        return not self.queues or queue in self.queues
+
+
+class AgentBook:
+    """All agents known to this ACD, by id."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, Agent] = {}
+
+    def get(self, agent_id: str) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise UnknownAgent(f"agent {agent_id!r} is not logged in") from None
+
+    def login(self, agent_id: str, extension: str, queues: frozenset[str],
+              skills: frozenset[str]) -> tuple[Agent, int]:
+        """Log an agent in (Not Ready until they say Ready); returns (agent, previous state)."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            agent = self.agents[agent_id] = Agent(agent_id, extension, queues, skills)
+        elif agent.state in (RINGING, ON_CALL):
+            raise InvalidTransition(f"agent {agent_id} is {state_name(agent.state)}; "
+                                    "cannot log in again during a call")
+        previous = agent.state
+        agent.extension, agent.queues, agent.skills = extension, queues, skills
+        if agent.state == LOGGED_OUT:
+            self.transition(agent, NOT_READY, "login")
+        return agent, previous
+
+    def transition(self, agent: Agent, new: int, reason: str = "", call_id: str = "") -> int:
+        """Move an agent to `new`; returns the previous state. Raises InvalidTransition."""
+        old = agent.state
+        if new not in TRANSITIONS[old]:
+            raise InvalidTransition(
+                f"agent {agent.agent_id} cannot go from {state_name(old)} to {state_name(new)}")
+        now = time.monotonic()
+        agent.state, agent.reason, agent.since, agent.since_wall = new, reason, now, time.time()
+        agent.call_id = call_id if new in (RINGING, ON_CALL, WRAP_UP) else ""
+        if new == READY and old != READY:
+            if old in (WRAP_UP, NOT_READY, LOGGED_OUT) or not agent.idle_since:
+                agent.idle_since = now
+        return old
+
+    def ready_for(self, queue: str) -> list[Agent]:
+        """Agents who could take a call of `queue` right now."""
+        return [a for a in self.agents.values() if a.state == READY and a.serves(queue)]
+
+    def count_by_state(self) -> dict[str, int]:
+        counts = {state_name(s): 0 for s in TRANSITIONS}
+        for agent in self.agents.values():
+            counts[state_name(agent.state)] += 1
+        return counts
