@@ -1,0 +1,201 @@
+"""The recording catalog: one row per recording, in the recorder's own database.
+
+The row is written when a stream starts (status `recording`) and completed when the file is
+stored, so a recording interrupted by a crash is still known and can be salvaged. The row
+also remembers whether `RecordingReady` went out (`announced_at`), which makes the catalog
+the outbox of the recordings topic.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (BigInteger, DateTime, Dialect, Index, Integer, String, Text,
+                        TypeDecorator, event, select, update)
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (AsyncEngine, AsyncSession, async_sessionmaker,
+                                    create_async_engine)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: own version table: several services may share one database (HOTLINE_DATABASE_URL)
+VERSION_TABLE = "recorder_alembic_version"
+
+RECORDING = "recording"
+COMPLETE = "complete"
+PARTIAL = "partial"
+FAILED = "failed"
+STATUSES = (RECORDING, COMPLETE, PARTIAL, FAILED)
+#: statuses whose audio is worth announcing to the rest of the platform
+ANNOUNCED_STATUSES = (COMPLETE, PARTIAL)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog; use UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Recording(Base):
+    """Metadata of one recording; `path` is the store key, not a filesystem path."""
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        Index("ix_recordings_call_id", "call_id"),
+        Index("ix_recordings_agent_started", "agent_id", "started_at"),
+        Index("ix_recordings_started_at", "started_at"),
+        Index("ix_recordings_status", "status"),
+    )
+
+    recording_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(255))
+    duration_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[str] = mapped_column(String(128), default="")
+    queue: Mapped[str] = mapped_column(String(128), default="")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    announced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+def open_engine(url: str) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so concurrent streams do not trip
+    over each other's short transactions."""
+    if url.startswith("sqlite"):
+        database = url.split("///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+    return engine
+
+
+def _upgrade(connection: Connection) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest Alembic revision (run at every start; idempotent)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+class Catalog:
+    """Queries and updates of the recordings table; returns detached `Recording` rows."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._session = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def begin(self, recording: Recording) -> None:
+        """Register a recording that is starting (status `recording`)."""
+        async with self._session.begin() as session:
+            session.add(recording)
+
+    async def finish(self, recording_id: str, *, status: str, ended_at: datetime,
+                     duration_ms: int, size_bytes: int, sha256: str | None,
+                     failure: str | None = None) -> bool:
+        """Record how a recording ended; False if it was no longer `recording`.
+
+        The status condition makes finishing safe when two recorder replicas both try to
+        salvage the same abandoned recording.
+        """
+        if status not in STATUSES or status == RECORDING:
+            raise ValueError(f"cannot finish a recording as {status!r}")
+        async with self._session.begin() as session:
+            result = await session.execute(
+                update(Recording)
+                .where(Recording.recording_id == recording_id, Recording.status == RECORDING)
+                .values(status=status, ended_at=ended_at, duration_ms=duration_ms,
+                        bytes=size_bytes, sha256=sha256, failure=failure))
+            return result.rowcount == 1
+
+    async def mark_announced(self, recording_id: str, at: datetime) -> None:
+        async with self._session.begin() as session:
+            await session.execute(update(Recording)
+                                  .where(Recording.recording_id == recording_id)
+                                  .values(announced_at=at))
+
+    async def _all(self, stmt) -> list[Recording]:  # noqa: ANN001 - a Select of Recording
+        async with self._session() as session:
+            return list((await session.scalars(stmt)).all())
+
+    async def get(self, recording_id: str) -> Recording | None:
+        async with self._session() as session:
+            return await session.get(Recording, recording_id)
+
+    async def by_call(self, call_id: str) -> list[Recording]:
+        """All recordings of a call (transfers and consultations may make several), oldest first."""
+        return await self._all(select(Recording).where(Recording.call_id == call_id)
+                               .order_by(Recording.started_at))
+
+    async def by_agent(self, agent_id: str, since: datetime | None = None,
+                       until: datetime | None = None, limit: int = 100) -> list[Recording]:
+        """An agent's recordings, newest first, optionally within [since, until)."""
+        stmt = select(Recording).where(Recording.agent_id == agent_id)
+        if since is not None:
+            stmt = stmt.where(Recording.started_at >= since)
+        if until is not None:
+            stmt = stmt.where(Recording.started_at < until)
+        return await self._all(stmt.order_by(Recording.started_at.desc()).limit(limit))
+
+    async def between(self, since: datetime, until: datetime, *,
+                      statuses: Sequence[str] | None = None,
+                      limit: int = 1000) -> list[Recording]:
+        """Recordings started within [since, until), oldest first (retention, QA sampling)."""
+        stmt = select(Recording).where(Recording.started_at >= since,
+                                       Recording.started_at < until)
+        if statuses is not None:
+            stmt = stmt.where(Recording.status.in_(list(statuses)))
+        return await self._all(stmt.order_by(Recording.started_at).limit(limit))
+
+    async def in_progress(self) -> list[Recording]:
+        """Recordings still marked `recording`: live streams, or orphans of a crash."""
+        return await self._all(select(Recording).where(Recording.status == RECORDING)
+                               .order_by(Recording.started_at))
+
+    async def unannounced(self, limit: int = 1000) -> list[Recording]:
+        """Stored recordings whose `RecordingReady` has not reached the broker yet."""
+        return await self._all(select(Recording)
+                               .where(Recording.status.in_(ANNOUNCED_STATUSES),
+                                      Recording.announced_at.is_(None))
+                               .order_by(Recording.started_at).limit(limit))
