@@ -1,0 +1,1 @@
+"""CRM: the system of record (users, customers, CDRs, audit) and the agent web desktop."""

@@ -1,0 +1,6 @@
+"""`python -m crm` (with services/ and the generated code on PYTHONPATH) runs the CRM."""
+from common.service import run
+from crm.app import main
+
+if __name__ == "__main__":
+    run("crm", main)

@@ -1,0 +1,83 @@
+"""The agent's seat in the ACD, driven from the desktop: log in, ready / not ready, log out.
+
+The ACD owns the agent state machine; the CRM only forwards the agent's wish over gRPC and
+translates the ACD's refusal into an HTTP status the browser can show.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
+
+from crm.rest import ApiError
+
+#: per-call deadline: the desktop must not hang when the ACD is slow.
+TIMEOUT_S = 5.0
+
+#: not-ready reasons of the service standards (示忙 with reason), as the ACD receives them.
+NOT_READY_REASONS = ("meal", "meeting", "training", "restroom", "helping", "break", "other")
+REQUESTABLE_STATES = {"ready": events_pb2.AGENT_STATE_READY,
+                      "not_ready": events_pb2.AGENT_STATE_NOT_READY}
+
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def state_name(state: int) -> str:
+    """`AGENT_STATE_NOT_READY` -> "not_ready"."""
+    return events_pb2.AgentState.Name(state).removeprefix("AGENT_STATE_").lower()
+
+
+def agent_json(agent: acd_pb2.Agent) -> dict[str, Any]:
+    return {"agent_id": agent.agent_id, "extension": agent.extension,
+            "state": state_name(agent.state), "reason": agent.reason,
+            "queues": list(agent.queues), "call_id": agent.call_id,
+            "state_since_ms": agent.state_since_ms}
+
+
+class AgentControl:
+    """Thin, typed front of the `hotline.v1.Acd` stub with HTTP-shaped errors."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = acd_pb2_grpc.AcdStub(channel)
+
+    async def login(self, agent_id: str, extension: str) -> acd_pb2.Agent:
+        return await self._call(self._stub.Login, acd_pb2.LoginRequest(
+            agent_id=agent_id, extension=extension, queues=[]))
+
+    async def set_state(self, agent_id: str, state: str, reason: str) -> acd_pb2.Agent:
+        return await self._call(self._stub.SetState, acd_pb2.SetStateRequest(
+            agent_id=agent_id, state=REQUESTABLE_STATES[state], reason=reason))
+
+    async def logout(self, agent_id: str) -> acd_pb2.Agent:
+        return await self._call(self._stub.Logout, acd_pb2.AgentRef(agent_id=agent_id))
+
+    @staticmethod
+    async def _call(method: Any, request: Any) -> acd_pb2.Agent:
+        try:
+            return await method(request, timeout=TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise AcdRefused(exc.code(), exc.details() or "") from None
+
+
+class AcdRefused(ApiError):
+    """The ACD said no (or could not be reached); carries the HTTP status for the browser."""
+
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        status = _HTTP_STATUS.get(code, 502)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            message = f"ACD unavailable: {detail}"
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            message = f"ACD did not answer within {TIMEOUT_S:.0f} s"
+        elif status == 502:
+            message = f"ACD error {code.name}: {detail}"
+        else:
+            message = detail or code.name.lower()
+        super().__init__(status, message)
+        self.code = code

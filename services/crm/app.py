@@ -1,0 +1,131 @@
+"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD client."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from hotline.v1 import crm_pb2_grpc
+from sqlalchemy.exc import SQLAlchemyError
+
+from common import rpc
+from common.events import EventConsumer
+from common.health import Readiness
+from common.service import Stop
+from common.settings import Settings
+from crm.agent_control import AgentControl
+from crm.api import ACD, CDRS, add_routes
+from crm.auth import DB, THROTTLE, access_control
+from crm.cdr_store import CdrStore
+from crm.customer_lookup import CrmService
+from crm.db import Database, describe, watch
+from crm.desk import HUB, DeskHub, websocket
+from crm.intake import EventIntake
+from crm.rest import json_errors
+from crm.seed import seed
+from crm.throttle import LoginThrottle
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+TOPICS = ("calls", "queues", "agents", "recordings")
+DB_RETRY_S = 2.0
+
+_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+async def _index(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Content-Security-Policy", _CSP)
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    else:
+        response.headers.setdefault("Cache-Control", "no-cache")
+
+
+def web_app(db: Database, control: AgentControl, cdrs: CdrStore, hub: DeskHub,
+            throttle: LoginThrottle | None = None) -> web.Application:
+    """The browser-facing app: REST under /api, the websocket at /ws, the desktop at /."""
+    app = web.Application(middlewares=[json_errors, access_control])
+    app[DB] = db
+    app[THROTTLE] = throttle or LoginThrottle()
+    app[ACD] = control
+    app[CDRS] = cdrs
+    app[HUB] = hub
+    add_routes(app)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static", WEB_DIR)
+    app.on_response_prepare.append(_security_headers)
+
+    async def close_sockets(_: web.Application) -> None:
+        await hub.close_all()
+
+    app.on_shutdown.append(close_sockets)
+    return app
+
+
+async def open_database(url: str, readiness: Readiness) -> Database:
+    """Connect, migrate to head and seed; retry while the database is unreachable."""
+    db = Database(url)
+    where = describe(url)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with db.exclusive():
+                await db.migrate()
+                await seed(db)
+        except (SQLAlchemyError, OSError) as exc:
+            readiness.set("database", False, f"{where}: {exc!r}")
+            log.warning("database %s not usable, retrying in %.0f s (attempt %d): %r",
+                        where, DB_RETRY_S, attempt, exc)
+            await asyncio.sleep(DB_RETRY_S)
+            continue
+        readiness.set("database", True, where)
+        log.info("database %s migrated and ready", where)
+        return db
+
+
+async def main(settings: Settings, readiness: Readiness) -> Stop:
+    """Start every part of the CRM; returns the coroutine function that stops them."""
+    readiness.set("database", False, "connecting")
+    db = await open_database(settings.db_url("crm"), readiness)
+    db_watch = asyncio.create_task(watch(db, readiness), name="crm-db-watch")
+
+    acd_channel: grpc.aio.Channel = rpc.channel(settings.grpc_target("acd"))
+    control = AgentControl(acd_channel)
+    cdrs = CdrStore(db)
+    hub = DeskHub(db, cdrs)
+
+    grpc_server = rpc.server(settings.bind_host, settings.grpc_ports["crm"])
+    crm_pb2_grpc.add_CrmServicer_to_server(CrmService(db), grpc_server)
+    await grpc_server.start()
+
+    runner = web.AppRunner(web_app(db, control, cdrs, hub))
+    await runner.setup()
+    await web.TCPSite(runner, settings.bind_host, settings.http_port).start()
+
+    consumer = EventConsumer(settings, "crm", TOPICS, EventIntake(hub, cdrs).handle, readiness)
+    consumer.start()
+    log.info("agent desktop on http://%s:%d/ ; gRPC Crm on %s:%d ; ACD at %s",
+             settings.bind_host, settings.http_port, settings.bind_host,
+             settings.grpc_ports["crm"], settings.grpc_target("acd"))
+
+    async def stop() -> None:
+        await consumer.stop()
+        await runner.cleanup()
+        await grpc_server.stop(grace=2.0)
+        await acd_channel.close()
+        db_watch.cancel()
+        await db.dispose()
+
+    return stop

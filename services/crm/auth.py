@@ -1,0 +1,156 @@
+"""Web sessions and access control for the REST API, the websocket and the desktop.
+
+A login returns a random token (also set as an HttpOnly, SameSite=Strict cookie for the
+browser); the database keeps only its SHA-256, so a leaked table opens no sessions. Every
+route's allowed roles come from `crm.roles.POLICY`; the middleware refuses a route that has
+no entry, so a new endpoint cannot ship unguarded by accident.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from datetime import timedelta
+
+from aiohttp import web
+from sqlalchemy import delete, select
+
+from crm import audit
+from crm.db import Database
+from crm.metrics import LOGINS
+from crm.models import Session, User, utcnow
+from crm.passwords import hash_password, needs_rehash, verify_password
+from crm.rest import ApiError, Handler, json_body, text_field
+from crm.roles import PUBLIC, allowed
+from crm.throttle import LoginThrottle
+
+COOKIE = "hotline_session"
+SESSION_TTL = timedelta(hours=12)
+#: request key under which handlers find the authenticated `User`.
+USER = web.RequestKey("user", User)
+DB = web.AppKey("db", Database)
+THROTTLE = web.AppKey("throttle", LoginThrottle)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def presented_token(request: web.Request) -> str | None:
+    """Bearer header first, then the cookie; `?token=` only for the websocket, where
+    browsers cannot set headers."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    if cookie := request.cookies.get(COOKIE):
+        return cookie
+    if request.path == "/ws":
+        return request.query.get("token") or None
+    return None
+
+
+async def authenticate(request: web.Request) -> User | None:
+    """The user behind the request's token, None when absent, unknown or expired."""
+    token = presented_token(request)
+    if not token:
+        return None
+    query = (select(User).join(Session, Session.username == User.username)
+             .where(Session.token_hash == token_hash(token), Session.expires > utcnow()))
+    async with request.app[DB].sessions() as session:
+        return await session.scalar(query)
+
+
+def current_user(request: web.Request) -> User:
+    """The authenticated user (the middleware has already refused anonymous requests)."""
+    return request[USER]
+
+
+@web.middleware
+async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 without a valid session, 403 when the role is not on the route's list."""
+    match = request.match_info
+    if match.http_exception is not None:
+        return await handler(request)  # unknown path or method: let the router say 404/405
+    resource = match.route.resource
+    roles = allowed(request.method, resource.canonical if resource else "")
+    if roles is None:
+        raise ApiError(403, f"no access policy for {request.method} {request.path}")
+    if roles == PUBLIC:
+        return await handler(request)
+    user = await authenticate(request)
+    if user is None:
+        raise ApiError(401, "authentication required: log in first")
+    if user.role not in roles:
+        raise ApiError(403, f"role {user.role} may not use {request.method} {resource.canonical}")
+    request[USER] = user
+    return await handler(request)
+
+
+async def login(request: web.Request) -> web.Response:
+    """POST /api/login {"username", "password"} -> {"token", "user", "expires"}."""
+    body = await json_body(request)
+    username = text_field(body, "username", max_len=64)
+    password = text_field(body, "password", max_len=1024)
+    assert username is not None and password is not None
+    address = request.remote or "unknown"
+    db, throttle = request.app[DB], request.app[THROTTLE]
+
+    wait = throttle.retry_after(username, address)
+    if wait:
+        LOGINS.labels("rate_limited").inc()
+        async with db.sessions() as session:
+            audit.record(session, username, "login.throttled", username, f"from {address}")
+            await session.commit()
+        raise ApiError(429, f"too many failed logins for {username}; try again in {wait} s",
+                       {"Retry-After": str(wait)})
+
+    async with db.sessions() as session:
+        user = await session.scalar(select(User).where(User.username == username))
+        ok = await asyncio.to_thread(verify_password, user.password_hash if user else None,
+                                     password)
+        if not ok or user is None:
+            throttle.failed(username, address)
+            LOGINS.labels("rejected").inc()
+            audit.record(session, username, "login.failed", username, f"from {address}")
+            await session.commit()
+            raise ApiError(401, "wrong username or password")
+
+        throttle.succeeded(username, address)
+        if needs_rehash(user.password_hash):
+            user.password_hash = await asyncio.to_thread(hash_password, password)
+        token = secrets.token_urlsafe(32)
+        now = utcnow()
+        expires = now + SESSION_TTL
+        await session.execute(delete(Session).where(Session.expires <= now))
+        session.add(Session(token_hash=token_hash(token), username=user.username,
+                            created_at=now, expires=expires))
+        audit.record(session, user.username, "login", user.username, f"from {address}")
+        await session.commit()
+
+    LOGINS.labels("ok").inc()
+    response = web.json_response({"token": token, "user": user.public(),
+                                  "expires": expires.isoformat(timespec="seconds")})
+    response.set_cookie(COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), path="/",
+                        httponly=True, samesite="Strict", secure=request.secure)
+    return response
+
+
+async def end_session(request: web.Request) -> str | None:
+    """Delete the request's session (its token stops working at once); its hash, if any."""
+    user = current_user(request)
+    token = presented_token(request)
+    hashed = token_hash(token) if token else None
+    async with request.app[DB].sessions() as session:
+        if hashed:
+            await session.execute(delete(Session).where(Session.token_hash == hashed))
+        audit.record(session, user.username, "logout", user.username)
+        await session.commit()
+    return hashed
+
+
+async def session_expiry(request: web.Request, token: str) -> float:
+    """When the session behind `token` expires, as a Unix time (0 when it does not exist)."""
+    async with request.app[DB].sessions() as session:
+        expires = await session.scalar(
+            select(Session.expires).where(Session.token_hash == token_hash(token)))
+    return expires.timestamp() if expires else 0.0

@@ -1,0 +1,53 @@
+"""Who may call what: the role of every user and the allowed roles of every route.
+
+One explicit table instead of checks scattered through handlers, so a reviewer can read the
+whole access policy in one place and a route without an entry is refused (fail closed).
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """The roles of REQUIREMENTS.md (座席员, 班长, 主管, 质检员, 管理员)."""
+
+    AGENT = "agent"
+    TEAM_LEADER = "team_leader"
+    SUPERVISOR = "supervisor"
+    QA = "qa"
+    ADMIN = "admin"
+
+
+EVERYONE = frozenset(Role)
+#: roles that take calls themselves and so may log in to the ACD and change their state.
+CALL_TAKERS = frozenset({Role.AGENT, Role.TEAM_LEADER})
+#: roles that see every agent's calls and live desk events, not only their own.
+WATCHERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.ADMIN})
+#: roles that may read every CDR (QA listens to everyone's calls).
+ALL_CDR_READERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.QA, Role.ADMIN})
+
+#: sentinel for routes that need no session (the login itself, the static desktop).
+PUBLIC: frozenset[Role] = frozenset()
+
+#: (method, route pattern) -> roles allowed. Every route the web app serves has an entry.
+POLICY: dict[tuple[str, str], frozenset[Role]] = {
+    ("POST", "/api/login"): PUBLIC,
+    ("POST", "/api/logout"): EVERYONE,
+    ("GET", "/api/me"): EVERYONE,
+    ("POST", "/api/agent/login"): CALL_TAKERS,
+    ("POST", "/api/agent/state"): CALL_TAKERS,
+    ("POST", "/api/agent/logout"): CALL_TAKERS,
+    ("GET", "/api/customers"): EVERYONE,
+    ("GET", "/api/cdrs"): EVERYONE,
+    ("GET", "/api/cdrs/{call_id}"): EVERYONE,
+    ("GET", "/ws"): EVERYONE,
+    ("GET", "/"): PUBLIC,
+    ("GET", "/static"): PUBLIC,
+}
+
+
+def allowed(method: str, pattern: str) -> frozenset[Role] | None:
+    """Roles allowed on a route, PUBLIC for open routes, None when the route has no policy."""
+    if method == "HEAD":
+        method = "GET"
+    return POLICY.get((method, pattern))
