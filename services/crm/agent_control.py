@@ -55,6 +55,9 @@ class AgentControl:
         return await self._call(self._stub.SetState, acd_pb2.SetStateRequest(
             agent_id=agent_id, state=REQUESTABLE_STATES[state], reason=reason))
 
+    async def get(self, agent_id: str) -> acd_pb2.Agent:
+        return await self._call(self._stub.GetAgent, acd_pb2.AgentRef(agent_id=agent_id))
+
     async def logout(self, agent_id: str) -> acd_pb2.Agent:
         return await self._call(self._stub.Logout, acd_pb2.AgentRef(agent_id=agent_id))
 

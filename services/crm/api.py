@@ -74,6 +74,12 @@ async def _audited(request: web.Request, action: str, target: str, detail: str,
     return web.json_response(agent_json(agent))
 
 
+async def agent_status(request: web.Request) -> web.Response:
+    """GET /api/agent: the agent's seat as the ACD sees it (404 before the first login)."""
+    agent_id = _agent_id(current_user(request))
+    return web.json_response(agent_json(await request.app[ACD].get(agent_id)))
+
+
 async def agent_login(request: web.Request) -> web.Response:
     """POST /api/agent/login {"extension"?}: log the user's agent in to the ACD."""
     user = current_user(request)
@@ -168,6 +174,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/login", auth.login)
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
+    app.router.add_get("/api/agent", agent_status)
     app.router.add_post("/api/agent/login", agent_login)
     app.router.add_post("/api/agent/state", agent_state)
     app.router.add_post("/api/agent/logout", agent_logout)

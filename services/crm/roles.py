@@ -34,6 +34,7 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/login"): PUBLIC,
     ("POST", "/api/logout"): EVERYONE,
     ("GET", "/api/me"): EVERYONE,
+    ("GET", "/api/agent"): CALL_TAKERS,
     ("POST", "/api/agent/login"): CALL_TAKERS,
     ("POST", "/api/agent/state"): CALL_TAKERS,
     ("POST", "/api/agent/logout"): CALL_TAKERS,
