@@ -100,8 +100,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
 
@@ -193,8 +192,7 @@ class TcpTransport(asyncio.Protocol):
         return server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("sockname")
         peer = transport.get_extra_info("peername")
         self.local_addr = (sock[0], sock[1])
