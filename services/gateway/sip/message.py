@@ -76,8 +76,6 @@ _COMPACT_KEYS: dict[str, str] = {k: v.lower() for k, v in COMPACT_FORMS.items()}
 
 # Headers whose comma-separated values on one line are split (RFC 3261 7.3.1).
 _LIST_HEADERS = frozenset({"via", "contact", "route", "record-route"})
-# Headers that must appear exactly once (RFC 3261 8.1.1 / 20); duplicates are errors.
-_SINGLE_HEADERS = frozenset({"from", "to", "call-id", "cseq"})
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
 # RFC 3261 25.1 token characters.
@@ -156,6 +154,9 @@ def _read_quoted(s: str, start: int) -> tuple[str, int]:
 
     Returns the unescaped content and the index just past the closing quote.
     """
+    end = s.find('"', start + 1)
+    if end >= 0 and "\\" not in s[start + 1 : end]:
+        return s[start + 1 : end], end + 1  # common case: no escapes
     out: list[str] = []
     i = start + 1
     n = len(s)
@@ -441,7 +442,7 @@ def parse_uri(s: str) -> SipUri:
     scheme, colon, rest = text.partition(":")
     if not colon or not rest or not scheme:
         raise SipParseError(f"not a URI: {s!r}")
-    if any(ch in _WS for ch in rest):
+    if not _WS.isdisjoint(rest):
         raise SipParseError(f"whitespace inside URI {s!r}")
     scheme_l = scheme.lower()
     if scheme_l == "tel":
@@ -712,6 +713,42 @@ def _unfold(text: str) -> str:
     return text
 
 
+_K_PLAIN, _K_LIST, _K_LENGTH = 0, 1, 2
+# Single-instance mandatory headers get one bit each so duplicates and absence
+# are detected with integer ops in the hot loop.
+_SINGLE_BITS = {"from": 16, "to": 32, "call-id": 64, "cseq": 128}
+_K_CSEQ = _SINGLE_BITS["cseq"]
+_K_ALL_SINGLES = 16 | 32 | 64 | 128
+# Raw header name (as on the wire, before the colon) -> (key, name, kind).
+# Bounded so hostile peers sending random names cannot grow it without limit.
+_NAME_CACHE: dict[str, tuple[str, str, int]] = {}
+_NAME_CACHE_MAX = 512
+
+
+def _header_name_info(raw_name: str) -> tuple[str, str, int]:
+    """Validate and classify a header name; memoized for the parser's hot loop."""
+    name = raw_name.rstrip(" \t")
+    if not name or not _TOKEN_CHARS.issuperset(name):
+        raise SipParseError(f"bad header name {name!r}")
+    key = name.lower()
+    canon_key = _COMPACT_KEYS.get(key)
+    if canon_key is not None:
+        name = COMPACT_FORMS[key]
+        key = canon_key
+    if key in _LIST_HEADERS:
+        kind = _K_LIST
+    elif key in _SINGLE_BITS:
+        kind = _SINGLE_BITS[key]
+    elif key == "content-length":
+        kind = _K_LENGTH
+    else:
+        kind = _K_PLAIN
+    info = (key, name, kind)
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[raw_name] = info
+    return info
+
+
 def parse_message(data: bytes) -> SipRequest | SipResponse:
     """Parse one complete SIP message (a UDP datagram or a framed TCP message).
 
@@ -765,53 +802,60 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         msg = SipRequest(method, uri, Headers._from_triples([]))
 
     items: list[tuple[str, str, str]] = []
-    seen_single: set[str] = set()
+    seen = 0  # bitmask of the single-instance mandatory headers
+    top_via: str | None = None
+    cseq_value = ""
     content_length: int | None = None
-    compact = _COMPACT_KEYS
+    cache = _NAME_CACHE
     for line in lines[1:]:
-        name, colon, value = line.partition(":")
+        raw_name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without colon: {line!r}")
-        name = name.rstrip(" \t")
-        if not name or not _TOKEN_CHARS.issuperset(name):
-            raise SipParseError(f"bad header name {name!r}")
+        info = cache.get(raw_name)
+        if info is None:
+            info = _header_name_info(raw_name)
+        key, name, kind = info
         value = value.strip(" \t")
-        key = name.lower()
-        canon_key = compact.get(key)
-        if canon_key is not None:
-            name = COMPACT_FORMS[key]
-            key = canon_key
-        if key in _LIST_HEADERS:
+        if kind == _K_PLAIN:
+            items.append((key, name, value))
+        elif kind == _K_LIST:
             if "," in value:
-                for part in split_header_list(value):
+                parts = split_header_list(value)
+                for part in parts:
                     items.append((key, name, part))
-                continue
-        elif key in _SINGLE_HEADERS:
-            if key in seen_single:
-                raise SipParseError(f"duplicate {name} header")
-            seen_single.add(key)
-        elif key == "content-length":
+                if top_via is None and key == "via" and parts:
+                    top_via = parts[0]
+            else:
+                items.append((key, name, value))
+                if top_via is None and key == "via":
+                    top_via = value
+        elif kind == _K_LENGTH:
             if not value.isascii() or not value.isdigit():
                 raise SipParseError(f"non-numeric Content-Length {value!r}")
             n = int(value)
             if content_length is not None and n != content_length:
                 raise SipParseError("conflicting Content-Length headers")
             content_length = n
-        items.append((key, name, value))
+            items.append((key, name, value))
+        else:  # From / To / Call-ID / CSeq: exactly once
+            if seen & kind:
+                raise SipParseError(f"duplicate {name} header")
+            seen |= kind
+            if kind == _K_CSEQ:
+                cseq_value = value
+            items.append((key, name, value))
 
-    if len(seen_single) != 4 or not any(k == "via" for k, _, _ in items):
+    if seen != _K_ALL_SINGLES or top_via is None:
         present = {k for k, _, _ in items}
         for key, label in _MANDATORY:
             if key not in present:
                 raise SipParseError(f"missing mandatory {label} header")
     msg.headers._items = items
 
-    cseq_value = next(v for k, _, v in items if k == "cseq")
     _, cseq_method = _parse_cseq(cseq_value)
     if method is not None and cseq_method != method:
         raise SipParseError(f"CSeq method {cseq_method!r} does not match request method {method!r}")
-    top_via = next(v for k, _, v in items if k == "via")
-    parse_via(top_via)
+    parse_via(top_via)  # responses are routed by it: reject garbage up front
 
     if content_length is not None:
         if content_length > len(body):
