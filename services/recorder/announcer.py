@@ -91,7 +91,8 @@ class Announcer:
     async def _announce(self, recording_id: str) -> None:
         rec = await self.catalog.get(recording_id)
         if rec is not None and rec.announced_at is None and rec.status in ANNOUNCED_STATUSES:
-            token = otel_context.attach(self._contexts.get(recording_id, otel_context.get_current()))
+            trace_ctx = self._contexts.get(recording_id, otel_context.get_current())
+            token = otel_context.attach(trace_ctx)
             try:
                 env = await self.publisher.publish(recording_ready(rec), key=rec.call_id)
             finally:

@@ -17,8 +17,7 @@ from alembic.config import Config
 from sqlalchemy import (BigInteger, DateTime, Dialect, Index, Integer, String, Text,
                         TypeDecorator, event, select, update)
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import (AsyncEngine, AsyncSession, async_sessionmaker,
-                                    create_async_engine)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 log = logging.getLogger(__name__)

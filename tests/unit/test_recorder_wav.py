@@ -91,7 +91,8 @@ def test_never_overwrites_an_existing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("left", "right", "reason", "words"), [
-    (b"\x00\x00" * 160, b"\x00\x00" * 159, "length_mismatch", "left has 320 bytes but right has 318"),
+    (b"\x00\x00" * 160, b"\x00\x00" * 159, "length_mismatch",
+     "left has 320 bytes but right has 318"),
     (b"\x00" * 3, b"\x00" * 3, "odd_length", "odd byte count 3"),
 ])
 def test_bad_frames_are_refused_and_nothing_is_written(tmp_path: Path, left: bytes, right: bytes,
@@ -109,7 +110,8 @@ def test_bad_frames_are_refused_and_nothing_is_written(tmp_path: Path, left: byt
 
 
 def test_interleave_is_left_then_right() -> None:
-    assert interleave(pcm(np.array([1, 2])), pcm(np.array([-1, -2]))) == pcm(np.array([1, -1, 2, -2]))
+    interleaved = interleave(pcm(np.array([1, 2])), pcm(np.array([-1, -2])))
+    assert interleaved == pcm(np.array([1, -1, 2, -2]))
 
 
 def test_partial_stream_is_finalised_with_what_arrived(tmp_path: Path) -> None:
