@@ -19,7 +19,7 @@ from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator
 from gateway.sip.registrar import Registrar
 from gateway.sip.transaction import Timers, TransactionLayer
-from gateway.sip.transport import TcpServer, UdpTransport
+from gateway.sip.transport import TcpTransport, UdpTransport
 from gateway.sip.useragent import UserAgent
 from gateway.switch import Prompts, Switch
 
@@ -58,7 +58,7 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
     switch.ua = ua
     udp = await UdpTransport.listen(settings.bind_host, settings.sip_port, layer.receive,
                                     lambda data, addr, exc: ua.on_malformed(data, addr, exc, udp))
-    tcp = await TcpServer.listen(settings.bind_host, settings.sip_port, layer.receive,
+    tcp = await TcpTransport.listen(settings.bind_host, settings.sip_port, layer.receive,
                                  lambda data, addr, exc: log.info("bad SIP over TCP from %s: %s",
                                                                   addr, exc))
     readiness.set("sip", True, f"udp+tcp {settings.bind_host}:{settings.sip_port}")
@@ -72,7 +72,7 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
         await server.stop(grace=2)
         await switch.stop()
         udp.close()
-        tcp.close()
+        await tcp.close()
         clock.stop()
         await publisher.stop()
         await recorder_channel.close()

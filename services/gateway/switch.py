@@ -307,7 +307,7 @@ class Switch:
         except NoFreePort:
             return gw.CONNECT_RESULT_UNREACHABLE, "", "no media ports"
         offer = sdp.offer(self.media_host, endpoint.local_port)
-        leg = self.ua.invite(binding, call, offer.to_bytes(), endpoint)
+        leg = await self.ua.invite(binding, call, offer.to_bytes(), endpoint)
         call.pending = leg
         self.registry.bind_leg(call, leg)
         final_task = asyncio.ensure_future(leg.client_tx.final())
@@ -318,7 +318,7 @@ class Switch:
         finally:
             ended_task.cancel()
         if not final_task.done():
-            self.ua.cancel(leg)
+            self.spawn(self.ua.cancel(leg), f"cancel-{leg.leg_id}")
             gone = call.ended.is_set()
             try:
                 final = await asyncio.wait_for(final_task, 5.0)

@@ -188,8 +188,26 @@ class Api:
 
 
 @pytest.fixture
-def api(platform: Platform) -> Api:
-    return Api(platform.http)
+def agents(platform: Platform):
+    """`agents("agent3")` logs an agent in to the web API; all are logged out of the ACD after
+    the test so one test's Ready agents never take another test's calls."""
+    made: list[Api] = []
+
+    def login(username: str) -> Api:
+        client = Api(platform.http)
+        client.login(username, f"{username}-demo")
+        made.append(client)
+        return client
+
+    yield login
+    for client in made:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:    # an agent on a call/wrap-up cannot leave yet
+            status, _ = client.call("POST", "/api/agent/logout", {})
+            if status in (200, 404):
+                break
+            client.call("POST", "/api/agent/state", {"state": "not_ready", "reason": "other"})
+            time.sleep(0.5)
 
 
 def wait_for(predicate, timeout_s: float = 20, interval_s: float = 0.2, what: str = "condition"):  # noqa: ANN001

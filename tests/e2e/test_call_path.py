@@ -46,12 +46,12 @@ def test_wrong_password_is_never_registered(sipp) -> None:  # noqa: ANN001
     assert "SIP/2.0 200" not in bad.messages()
 
 
-def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, api: Api) -> None:  # noqa: ANN001
+def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
     acd_before = platform.metrics("acd")
     answered_before = metric(acd_before, "hotline_queue_answered_total", queue="support")
     phone = sipp("phone_uas.xml", 16011, media_port=16012)
     register_phone(sipp, "8001", 16010, 16011)
-    api.login("agent1", "agent1-demo")
+    api = agents("agent1")
     api.agent_ready()
     wait_for(lambda: metric(platform.metrics("acd"), "hotline_agents", state="ready") >= 1,
              what="agent1 ready in ACD metrics")
@@ -74,7 +74,8 @@ def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, api:
     assert 4000 < row["talk_ms"] < 12000
     assert not row["abandoned"]
 
-    duration, left, right = channel_rms(row["recording_path"])
+    duration, left, right = channel_rms(str(platform.var_dir / "recordings" /
+                                            row["recording_path"]))
     assert abs(duration * 1000 - row["talk_ms"]) < 1500
     assert left > 300, "caller audio (g711a.pcap) must reach the agent leg / left channel"
     assert right > 300, "agent audio must be recorded on the right channel"
@@ -82,16 +83,14 @@ def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, api:
     after = platform.metrics("acd")
     assert metric(after, "hotline_queue_answered_total", queue="support") == answered_before + 1
     assert metric(after, "hotline_queue_calls_waiting", queue="support") == 0
-    status, me = api.call("GET", "/api/me")
-    assert status == 200
-    wait_for(lambda: api.call("GET", "/api/me")[1].get("agent", {}).get("state") == "ready",
+    wait_for(lambda: api.call("GET", "/api/agent")[1].get("state") == "ready",
              timeout_s=15, what="agent1 back to ready after wrap-up")
 
 
-def test_caller_hanging_up_in_queue_is_abandoned(platform: Platform, sipp, api: Api) -> None:  # noqa: ANN001
+def test_caller_hanging_up_in_queue_is_abandoned(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
     phone = sipp("phone_uas.xml", 16031, media_port=16032, timeout_s=25)
     register_phone(sipp, "8002", 16030, 16031)
-    api.login("agent2", "agent2-demo")
+    api = agents("agent2")
     status, body = api.call("POST", "/api/agent/login", {})
     assert status == 200, body      # logged in but Not Ready: no agent can take the call
     before = metric(platform.metrics("acd"), "hotline_queue_abandoned_total", queue="sales")
@@ -109,15 +108,13 @@ def test_caller_hanging_up_in_queue_is_abandoned(platform: Platform, sipp, api: 
     assert "INVITE" not in phone.messages(), "a Not Ready agent must never be rung"
 
 
-def test_no_answer_sets_agent_not_ready_and_offers_next(platform: Platform, sipp) -> None:  # noqa: ANN001
+def test_no_answer_sets_agent_not_ready_and_offers_next(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
     lazy = sipp("phone_noanswer.xml", 16051, media_port=16052)
     register_phone(sipp, "8003", 16050, 16051)
     good = sipp("phone_uas.xml", 16061, media_port=16062)
     register_phone(sipp, "8004", 16060, 16061)
-    agent3, agent4 = Api(platform.http), Api(platform.http)
-    agent3.login("agent3", "agent3-demo")
+    agent3, agent4 = agents("agent3"), agents("agent4")
     agent3.agent_ready()             # idle longer than agent4: offered first
-    agent4.login("agent4", "agent4-demo")
     agent4.agent_ready()
 
     caller = sipp("caller.xml", 16070, media_port=16072,
@@ -126,17 +123,16 @@ def test_no_answer_sets_agent_not_ready_and_offers_next(platform: Platform, sipp
     assert caller.wait(90) == 0, caller.explain()
     assert lazy.wait(10) == 0, lazy.explain()
     assert good.wait(20) == 0, good.explain()
-    me3 = agent3.call("GET", "/api/me")[1]["agent"]
+    me3 = agent3.call("GET", "/api/agent")[1]
     assert me3["state"] == "not_ready" and me3["reason"] == "no-answer"
     row = wait_for(lambda: cdr_for(supervisor(platform), "5550002"), what="CDR")
     assert row["agent_id"] == "agent4"
 
 
-def test_agent_hangup_ends_both_legs(platform: Platform, sipp, api: Api) -> None:  # noqa: ANN001
+def test_agent_hangup_ends_both_legs(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
     phone = sipp("phone_uas_hangup.xml", 16081, media_port=16082)
     register_phone(sipp, "8005", 16080, 16081)
-    api.login("agent5", "agent5-demo")
-    api.agent_ready()
+    agents("agent5").agent_ready()
     caller = sipp("caller_until_bye.xml", 16090, media_port=16092,
                   keys={"service": "10000", "caller": "5550003", "dtmf_pcap": DTMF.format(1)},
                   extra=["-s", "10000"])
@@ -169,13 +165,14 @@ def test_malformed_sip_gets_400_and_gateway_survives(platform: Platform) -> None
     assert reply.startswith(b"SIP/2.0 400"), reply
     assert b"CSeq" in reply.split(b"\r\n", 1)[0] or b"Bad Request" in reply
     options = (b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
-               b"Via: SIP/2.0/UDP 127.0.0.1:16111;branch=z9hG4bKopt1\r\n"
+               b"Via: SIP/2.0/UDP 127.0.0.1:16111;branch=z9hG4bKopt1;rport\r\n"
                b"From: <sip:x@127.0.0.1>;tag=2\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt-1\r\n"
                b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     assert _udp_exchange(platform.sip_port, options).startswith(b"SIP/2.0 200")
 
 
-def test_rest_bad_bodies_get_4xx_with_message(platform: Platform, api: Api) -> None:
+def test_rest_bad_bodies_get_4xx_with_message(platform: Platform) -> None:
+    api = Api(platform.http)
     status, body = api.call("POST", "/api/login", {"username": "agent6"})
     assert status == 400 and "password" in body["error"]
     api.login("agent6", "agent6-demo")

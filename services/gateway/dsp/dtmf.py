@@ -42,6 +42,7 @@ _DIGITS = "".join(DTMF_KEYS)  # index = row * 4 + col
 _HZ_PER_RAD_SUB = SAMPLE_RATE / (2.0 * np.pi * SUB)
 _HZ_PER_RAD_BLOCK = SAMPLE_RATE / (2.0 * np.pi * BLOCK)
 _ALIAS_HZ = SAMPLE_RATE / BLOCK  # 100 Hz: ambiguity period of the fine estimate
+_GUARD_HZ = 60.0  # residual lines this close to a fitted tone are fit error, not speech
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class DtmfDetector:
     def __init__(self, *, min_level_dbm0: float = -35.0, normal_twist_db: float = 8.0,
                  reverse_twist_db: float = 4.0, freq_tolerance: float = 0.025,
                  relative_energy: float = 0.70, max_harmonic_db: float = -15.0,
+                 max_residual_line_db: float = -19.0,
                  min_tone_blocks: int = 3, min_pause_blocks: int = 3) -> None:
         ang = np.outer(np.arange(SUB), _OMEGA)
         # e^{-jwn} for one sub-block: cos and sin halves of one real matrix.
@@ -90,6 +92,15 @@ class DtmfDetector:
         self._pause_blocks = min_pause_blocks
         self._n_ls = min_tone_blocks * BLOCK
         self._t_ls = np.arange(self._n_ls, dtype=np.float64) * (2.0 * np.pi / SAMPLE_RATE)
+        self._ramp = (np.arange(self._n_ls) - (self._n_ls - 1) / 2.0) / self._n_ls
+        # Hann-windowed DFT over the voice band to find the strongest residual line.
+        self._scan_f = np.arange(250.0, 3500.0, 15.0)
+        win = np.hanning(self._n_ls)[:, None]
+        sang = np.outer(self._t_ls, self._scan_f)
+        self._scan = np.hstack([np.cos(sang) * win, np.sin(sang) * win])
+        self._scan_norm = (2.0 / float(np.hanning(self._n_ls).sum())) ** 2  # -> amplitude^2
+        self._purity = 10.0 ** (max_residual_line_db / 10.0)
+        self._last_checks: tuple[float, ...] = ()
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -213,7 +224,15 @@ class DtmfDetector:
         return events
 
     def _validate(self, x: np.ndarray, b: int, row: int, col: int) -> bool:
-        """Run-level checks: accumulated frequency, exact twist, 2nd harmonics."""
+        """Run-level checks on the last 30 ms: frequency, twist, harmonics, purity.
+
+        The block test only says "two DTMF bins dominate"; voiced speech with
+        F0 ~ 170-250 Hz can do that for 30 ms. A least-squares fit of the two
+        tones (measured frequencies, with linear amplitude/phase drift terms)
+        and their 2nd harmonics leaves noise for a real DTMF signal but the
+        neighbouring voice harmonics for speech, so the strongest residual
+        spectral line is compared with the tone power.
+        """
         acc = self._acc
         f_row = _FREQS[row] + _offset_hz(acc[0], acc[2])
         f_col = _FREQS[col] + _offset_hz(acc[1], acc[3])
@@ -224,16 +243,28 @@ class DtmfDetector:
             np.concatenate((self._hist[end - self._n_ls:], x[:end]))
         freqs = np.array([f_row, f_col, 2.0 * f_row, 2.0 * f_col])
         ang = np.outer(self._t_ls, freqs)
-        basis = np.hstack([np.cos(ang), np.sin(ang)])
+        c, s = np.cos(ang), np.sin(ang)
+        ramp = self._ramp[:, None]
+        basis = np.hstack([c, s, c[:, :2] * ramp, s[:, :2] * ramp])
         coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
-        amp2 = coef[:4] ** 2 + coef[4:] ** 2
-        a_row, a_col, h_row, h_col = amp2.tolist()
+        amp2 = (coef[:4] ** 2 + coef[4:8] ** 2).tolist()
+        a_row, a_col, h_row, h_col = amp2
         if a_row <= 0.0 or a_col <= 0.0:
             return False
         twist_db = 10.0 * math.log10(a_col / a_row)
         if twist_db < -self._normal_twist or twist_db > self._reverse_twist:
             return False
-        return h_row <= self._harm * a_row and h_col <= self._harm * a_col
+        if h_row > self._harm * a_row or h_col > self._harm * a_col:
+            return False
+        resid = y - basis @ coef
+        spec = resid @ self._scan
+        k = spec.shape[0] // 2
+        line2 = (spec[:k] ** 2 + spec[k:] ** 2) * self._scan_norm
+        near = (np.abs(self._scan_f[:, None] - freqs[None, :]) < _GUARD_HZ).any(axis=1)
+        worst = float(line2[~near].max())
+        self._last_checks = (f_row, f_col, twist_db, h_row / a_row, h_col / a_col,
+                             worst / (a_row + a_col))
+        return worst <= self._purity * (a_row + a_col)
 
 
 def _offset_hz(fine: complex, coarse: complex) -> float:

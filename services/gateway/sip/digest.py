@@ -15,7 +15,8 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from .message import SipParseError
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
 __all__ = [
     "COMPACT_FORMS",
@@ -772,12 +772,12 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         text = _unfold(text)
     lines = text.split(nl)
     if nl == "\n":
-        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+        lines = [ln.removesuffix("\r") for ln in lines]
 
     first = lines[0]
     msg: SipRequest | SipResponse
     if first.startswith("SIP/"):
-        version, sp, rest = first.partition(" ")
+        version, _, rest = first.partition(" ")
         if version != "SIP/2.0":
             raise SipParseError(f"unsupported SIP version {version!r}")
         code, _, reason = rest.partition(" ")
@@ -1003,4 +1003,4 @@ def same_ip(a: str, b: str) -> bool:
         return False
 
 
-SipMessageType = Union[SipRequest, SipResponse]
+SipMessageType = SipRequest | SipResponse

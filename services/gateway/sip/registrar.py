@@ -41,6 +41,18 @@ class Binding:
     def uri(self) -> SipUri:
         return self.contact.uri
 
+    @property
+    def target(self) -> tuple[str, int]:
+        """Where requests to this phone go: its Contact, unless it sits behind NAT.
+
+        NAT is detected the way SIP proxies usually do it: the Contact's IP is not the IP the
+        REGISTER came from. Then the source address (kept open by the phone's re-registers)
+        is the only one that reaches it.
+        """
+        if self.uri.host_ip == self.source[0]:
+            return self.source[0], self.uri.port or 5060
+        return self.source
+
 
 class Registrar:
     def __init__(self, directory: dict[str, str], realm: str, *, rate: float = 20.0,

@@ -109,8 +109,10 @@ class SessionDescription:
     def to_bytes(self) -> bytes:
         out = [
             "v=0",
-            f"o={self.origin_username} {self.session_id} {self.session_version} IN "
-            f"{_addrtype(self.origin_address)} {self.origin_address}",
+            (
+                f"o={self.origin_username} {self.session_id} {self.session_version} IN "
+                f"{_addrtype(self.origin_address)} {self.origin_address}"
+            ),
             f"s={self.session_name or '-'}",
         ]
         out += [ln for ln in self.extra_lines if ln[0] in _BEFORE_C]

@@ -75,7 +75,7 @@ class UserAgent:
             return
         method = req.method
         if method == "REGISTER":
-            tx.respond(self.registrar.handle(req, tx.addr, tx.transport))
+            tx.respond(self.registrar.handle(req, tx.source_addr, tx.transport))
         elif method == "OPTIONS":
             tx.respond(self.response(req, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")]))
         elif method == "INVITE":
@@ -113,10 +113,10 @@ class UserAgent:
             to_value = req.headers.get("To") or ""
             return SipLeg(sip_call_id=req.call_id, local_party=f"{to_value};tag={local_tag}",
                           remote_party=req.headers.get("From") or "", remote_target=target,
-                          transport=tx.transport, peer=tx.addr, endpoint=endpoint, uas=True,
+                          transport=tx.transport, peer=tx.source_addr, endpoint=endpoint, uas=True,
                           invite=req, server_tx=tx, local_sdp=local_sdp)
 
-        error = await self.switch.incoming(req, make_leg, tx.addr)
+        error = await self.switch.incoming(req, make_leg, tx.source_addr)
         if error is not None:
             tx.respond(error)
 
@@ -130,8 +130,9 @@ class UserAgent:
         resp = self.response(req, 200, to_tag=None, body=leg.local_sdp,
                              extra=[("Contact", self.contact), ("Content-Type", "application/sdp")])
         tx.respond(resp)
-        leg.ok_retransmitter = InviteOkRetransmitter(
-            lambda data=resp.to_bytes(): leg.transport.send(data, leg.peer), self.layer.timers)
+        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport, leg.peer,
+                                                     self.layer.timers)
+        leg.ok_retransmitter.start()
 
     def _bye(self, req: SipRequest, tx: ServerTransaction) -> None:
         found = self.switch.registry.leg(req.call_id)
@@ -182,10 +183,10 @@ class UserAgent:
                                     ("Content-Type", "application/sdp")])
         leg.server_tx.respond(resp)
         leg.confirmed = True
-        data = resp.to_bytes()
-        leg.ok_retransmitter = InviteOkRetransmitter(
-            lambda: leg.transport.send(data, leg.peer), self.layer.timers,
-            on_timeout=lambda: self._no_ack(leg))
+        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport, leg.peer,
+                                                     self.layer.timers,
+                                                     on_timeout=lambda: self._no_ack(leg))
+        leg.ok_retransmitter.start()
 
     def _no_ack(self, leg: SipLeg) -> None:
         found = self.switch.registry.leg(leg.sip_call_id)
@@ -197,7 +198,8 @@ class UserAgent:
         leg.server_tx.respond(self.response(leg.invite, status, reason, to_tag=self._tag(leg)))
 
     # ---- UAC actions -------------------------------------------------------------------
-    def invite(self, binding: Binding, call: Call, offer_sdp: bytes, endpoint: RtpEndpoint) -> SipLeg:
+    async def invite(self, binding: Binding, call: Call, offer_sdp: bytes,
+                     endpoint: RtpEndpoint) -> SipLeg:
         """Send an INVITE to a registered phone; the leg's client transaction gives the answer."""
         transport = binding.transport
         sip_call_id = new_call_id(self.host)
@@ -213,9 +215,9 @@ class UserAgent:
         ])
         req = SipRequest("INVITE", target, headers, offer_sdp)
         leg = SipLeg(sip_call_id=sip_call_id, local_party=from_party, remote_party=to_party,
-                     remote_target=target, transport=transport, peer=binding.source,
+                     remote_target=target, transport=transport, peer=binding.target,
                      endpoint=endpoint, uas=False, invite=req, local_sdp=offer_sdp)
-        leg.client_tx = self.layer.request(req, transport, binding.source)
+        leg.client_tx = await self.layer.request(req, transport, binding.target)
         return leg
 
     def ack(self, leg: SipLeg, resp: SipResponse) -> None:
@@ -235,9 +237,11 @@ class UserAgent:
         ])
         leg.transport.send(SipRequest("ACK", leg.remote_target, headers).to_bytes(), leg.peer)
 
-    def cancel(self, leg: SipLeg) -> None:
+    async def cancel(self, leg: SipLeg) -> None:
+        """CANCEL a ringing INVITE (RFC 3261 9.1); the INVITE then ends with 487."""
         if leg.invite is not None and not leg.confirmed:
-            self.layer.request(build_cancel(leg.invite), leg.transport, leg.peer)
+            tx = await self.layer.request(build_cancel(leg.invite), leg.transport, leg.peer)
+            await tx.final()
 
     async def bye(self, leg: SipLeg) -> None:
         """End a confirmed dialog from our side."""
@@ -251,8 +255,8 @@ class UserAgent:
             ("To", leg.remote_party), ("Call-ID", leg.sip_call_id),
             ("CSeq", f"{leg.next_cseq()} BYE"), ("User-Agent", USER_AGENT),
         ])
-        tx = self.layer.request(SipRequest("BYE", leg.remote_target, headers), leg.transport,
-                                leg.peer)
+        tx = await self.layer.request(SipRequest("BYE", leg.remote_target, headers),
+                                      leg.transport, leg.peer)
         final = await tx.final()
         if final.status >= 300:
             log.info("BYE on %s answered %d %s", leg.sip_call_id, final.status, final.reason)
