@@ -1,0 +1,46 @@
+"""A service that cannot reach the broker at start keeps retrying, says so in its logs and in
+/readyz, and becomes ready by itself once the broker is there."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from common.stack import Stack
+from tests.e2e.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+KAFKA_PORT = 19192
+METRICS_PORT = 19203
+
+
+def readyz() -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/readyz", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+def test_service_waits_for_broker_and_recovers(tmp_path: Path) -> None:
+    env = {"HOTLINE_IVR_METRICS_PORT": str(METRICS_PORT), "HOTLINE_IVR_GRPC_PORT": "51153",
+           "HOTLINE_VAR_DIR": str(tmp_path)}
+    stack = Stack(env=env, log_dir=tmp_path / "log", kafka_port=KAFKA_PORT)
+    try:
+        stack.start(services=("ivr",), broker=False)
+        status, body = wait_for(lambda: (r := readyz())[0] == 503 and r, what="503 from /readyz")
+        check = body["checks"]["kafka-consumer-ivr"]
+        assert not check["ok"] and f"127.0.0.1:{KAFKA_PORT}" in check["detail"]
+        log = tmp_path / "log" / "ivr.log"
+        wait_for(lambda: "retrying" in log.read_text(), what="a retry line in the log")
+
+        stack.start_broker()
+        wait_for(lambda: readyz()[0] == 200, timeout_s=40, what="ready after the broker came up")
+    finally:
+        stack.stop()
