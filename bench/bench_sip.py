@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services"))
 
-from gateway.sip.message import parse_message  # noqa: E402
+from gateway.sip.message import parse_message
 
 SDP = (
     b"v=0\r\n"

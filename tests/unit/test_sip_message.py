@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gateway.sip.message import (
     Headers,
     NameAddr,
@@ -225,7 +224,7 @@ def test_unknown_request_uri_scheme_is_left_to_the_tu() -> None:
     assert isinstance(msg, SipRequest)
     assert msg.uri == "nobodyknowsthisscheme:totallyopaquecontent"
     with pytest.raises(SipParseError, match="unsupported URI scheme"):
-        msg.request_uri
+        _ = msg.request_uri
 
 
 def test_multiple_vias_on_one_line_and_across_lines_keep_order() -> None:
@@ -322,7 +321,7 @@ def test_unterminated_display_name_is_an_error_when_read() -> None:
     raw = minimal().replace(b"From: <sip:alice@example.com>", b'From: "Alice <sip:alice@example.com>')
     msg = parse_message(raw)
     with pytest.raises(SipParseError, match="unterminated quoted string"):
-        msg.from_
+        _ = msg.from_
 
 
 # ---------------------------------------------------------------------------
