@@ -61,14 +61,19 @@ FAILED = Counter("hotline_events_failed_total", "Events that could not be decode
 RETRY_S = 2.0
 
 
-def envelope(payload: Message, key: str, site: str, source: str) -> Envelope:
-    """Wrap a payload in a new envelope with a fresh event id and the current trace context."""
+def envelope(payload: Message, key: str, site: str, source: str,
+             event_id: str | None = None) -> Envelope:
+    """Wrap a payload in an envelope with the current trace context.
+
+    A fresh event id unless `event_id` is given: a producer re-announcing the same fact (an
+    outbox retry) passes the original id so consumers drop the repeat.
+    """
     type_name = payload.DESCRIPTOR.name
     if type_name not in _FIELD_OF:
         raise ValueError(f"{type_name} is not an event payload of hotline.v1.Envelope")
     ts = Timestamp()
     ts.GetCurrentTime()
-    env = Envelope(event_id=str(uuid.uuid4()), type=type_name, occurred_at=ts, site=site,
+    env = Envelope(event_id=event_id or str(uuid.uuid4()), type=type_name, occurred_at=ts, site=site,
                    key=key, source=source, trace=tracing.inject())
     getattr(env, _FIELD_OF[type_name]).CopyFrom(payload)
     return env
@@ -123,6 +128,9 @@ class EventPublisher:
             try:
                 await ensure_topics(self.settings.kafka_bootstrap)
                 await producer.start()
+            except asyncio.CancelledError:
+                await producer.stop()
+                raise
             except (KafkaError, OSError) as exc:
                 await producer.stop()
                 detail = f"broker {self.settings.kafka_bootstrap} unreachable: {exc!r}"
@@ -137,9 +145,9 @@ class EventPublisher:
             log.info("connected to Kafka at %s", self.settings.kafka_bootstrap)
             return
 
-    async def publish(self, payload: Message, key: str) -> Envelope:
+    async def publish(self, payload: Message, key: str, event_id: str | None = None) -> Envelope:
         """Publish one event and wait until the broker has it (acks=all)."""
-        env = envelope(payload, key, self.settings.site, self.source)
+        env = envelope(payload, key, self.settings.site, self.source, event_id)
         await self._connected.wait()
         assert self._producer is not None
         topic = TOPIC_OF[env.type]
@@ -151,6 +159,10 @@ class EventPublisher:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
         if self._producer is not None:
             await self._producer.stop()
 
