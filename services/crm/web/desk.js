@@ -105,7 +105,7 @@ async function enterDesk(user, freshLogin) {
   show($("whoami"), true);
   show($("desk-view"), true);
   const takesCalls = Boolean(user.agent_id);
-  for (const id of ["ready-btn", "notready-btn", "reason", "phone-btn"]) show($(id), takesCalls);
+  show($("seat-card"), takesCalls);  // supervisors and QA have no seat of their own
   show($("board-card"), ["supervisor", "team_leader", "admin"].includes(user.role));
   connectFeed();
   refreshCalls();
