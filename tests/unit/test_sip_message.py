@@ -417,6 +417,7 @@ def test_name_addr_forms() -> None:
 
     tokens = parse_name_addr("Bob  Smith <sip:bob@example.com>")
     assert tokens.display == "Bob Smith"
+    assert parse_name_addr("Jürgen Müller <sip:j@example.com>").display == "Jürgen Müller"
 
     # addr-spec form: params after the URI belong to the header (RFC 3261 20.10)
     bare = parse_name_addr("sip:carol@example.com;tag=xyz;user=phone")
@@ -429,7 +430,11 @@ def test_name_addr_forms() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ['"Alice" sip:alice@example.com', "<sip:alice@example.com", "<sip:a@b> junk", "Al@ce <sip:a@b>", ""]
+    "text",
+    [
+        '"Alice" sip:alice@example.com', "<sip:alice@example.com", "<sip:a@b> junk", "Al@ce <sip:a@b>", "",
+        "Bell, Alexander <sip:a.g.bell@example.com>",
+    ],
 )
 def test_bad_name_addr_raises(text: str) -> None:
     with pytest.raises(SipParseError):

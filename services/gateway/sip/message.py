@@ -497,6 +497,10 @@ class NameAddr:
         return f"{disp}<{self.uri}>{_format_params(self.params)}"
 
 
+def _is_utf8_word(word: str) -> bool:
+    return not word.isascii() and all(c in _TOKEN_CHARS or ord(c) > 127 for c in word)
+
+
 def parse_name_addr(s: str) -> NameAddr:
     """Parse name-addr or bare addr-spec with header parameters.
 
@@ -519,7 +523,10 @@ def parse_name_addr(s: str) -> NameAddr:
         if lt >= 0:
             disp = text[:lt].strip()
             if disp:
-                if not all(w and _TOKEN_CHARS.issuperset(w) for w in disp.split()):
+                # RFC 3261 allows only tokens here; we also let UTF-8 letters
+                # through (phones send them) but still refuse separators such
+                # as ',', '@' or '"' that make the header ambiguous.
+                if not all(_TOKEN_CHARS.issuperset(w) or _is_utf8_word(w) for w in disp.split()):
                     raise SipParseError(f"bad unquoted display name {disp!r}")
                 display = " ".join(disp.split())
     if lt >= 0:
