@@ -16,9 +16,12 @@ Why it is built this way (details and numbers in docs/analog-dsp.md):
   key press gives exactly one event.
 * Before an event is emitted the last 30 ms are least-squares fitted with both
   tones at their measured frequencies plus their 2nd harmonics: this gives an
-  exact twist measurement and a harmonic check that rejects voiced speech and
-  musical notes even when a row harmonic falls next to a column tone
-  (2 x 697 = 1394 Hz vs 1336 Hz).
+  exact twist measurement and a harmonic check that works even when a row
+  harmonic falls next to a column tone (2 x 697 = 1394 Hz vs 1336 Hz).
+  The strongest spectral line left in the fit residual must be 19 dB below the
+  tones: a real key press leaves only noise there, while voiced speech whose
+  harmonics happen to hit a row and a column frequency leaves its neighbouring
+  harmonics (this is what rejects talk-off from high-pitched voices).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ __all__ = ["DtmfDetector", "DtmfEvent"]
 
 SUB = 40  # sub-block (5 ms): coarse phase step, unambiguous to +-100 Hz
 BLOCK = 2 * SUB  # analysis block (10 ms): fine phase step, unambiguous to +-50 Hz
-_FREQS = np.array(DTMF_ROWS + DTMF_COLS)
-_OMEGA = 2.0 * np.pi * _FREQS / SAMPLE_RATE
+_FREQS = DTMF_ROWS + DTMF_COLS  # index: 0-3 rows, 4-7 columns
+_OMEGA = 2.0 * np.pi * np.array(_FREQS) / SAMPLE_RATE
 _DIGITS = "".join(DTMF_KEYS)  # index = row * 4 + col
 _HZ_PER_RAD_SUB = SAMPLE_RATE / (2.0 * np.pi * SUB)
 _HZ_PER_RAD_BLOCK = SAMPLE_RATE / (2.0 * np.pi * BLOCK)
@@ -60,8 +63,11 @@ class DtmfDetector:
     at 2.5 %); twist: column tone up to 8 dB weaker than the row tone ("normal"
     twist, what a long loop does to the high group) or up to 4 dB stronger
     ("reverse" twist); each tone at least -35 dBm0; the two tones must hold at
-    least 70 % of the block energy; 2nd harmonics at least 15 dB below their
-    fundamentals; tone >= 30 ms of steady signal, pause >= 30 ms.
+    least 70 % of the block energy; 2nd harmonics at least 15 dB and any other
+    spectral line at least 19 dB below the tones; >= 30 ms of steady tone to
+    accept (all 40 ms tones pass, no 23 ms tone does), >= 30 ms of non-tone to
+    release (so a 40 ms pause always separates two presses, a 10 ms drop-out
+    never does).
     """
 
     def __init__(self, *, min_level_dbm0: float = -35.0, normal_twist_db: float = 8.0,
@@ -144,7 +150,7 @@ class DtmfDetector:
             self._prev_blk = [0j] * 8
         else:
             events = self._process(x, nb, energies)
-        self._hist = x[-self._n_ls:] if n >= self._n_ls else \
+        self._hist = x[-self._n_ls:].copy() if n >= self._n_ls else \
             np.concatenate((self._hist, x))[-self._n_ls:]
         self._pos += n
         return events
