@@ -544,6 +544,7 @@ async def test_handler_exceptions_become_500() -> None:
         layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
         await asyncio.sleep(0.01)
         assert t.statuses() == [500]
+        assert t.messages()[0].to.tag  # final responses carry a To tag (8.2.6.2)
 
 
 async def test_async_handler_is_awaited() -> None:
@@ -560,6 +561,22 @@ async def test_async_handler_is_awaited() -> None:
     layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
     await asyncio.wait_for(done.wait(), 1)
     assert t.statuses() == [200]
+
+
+async def test_invite_guard_answers_408_for_a_silent_tu() -> None:
+    timers = Timers(t1=0.01, t2=0.04, t4=0.05, d=0.1, trying=0.01, invite_guard=0.1)
+    rec = Recorder()
+    layer = TransactionLayer(timers, rec.on_request)
+    t = FakeTransport(reliable=True)
+    layer.receive(wire(make_request()), t, PEER)
+    tx = rec.requests[0][1]
+    assert tx is not None
+    tx.respond(make_response(tx.request, 180, to_tag="ring"))
+    await asyncio.sleep(0.2)
+    assert t.statuses() == [180, 408]
+    assert t.messages()[-1].to.tag == "ring"  # same dialog tag as the 180
+    layer.receive(wire(make_request("ACK", to_tag="ring")), t, PEER)
+    assert layer.server_count == 0
 
 
 async def test_silent_tu_does_not_leak_non_invite_transactions() -> None:

@@ -30,6 +30,7 @@ from .message import (
     SipResponse,
     Via,
     make_response,
+    new_tag,
     parse_name_addr,
     parse_via,
     same_ip,
@@ -68,6 +69,9 @@ class Timers:
     ``d`` is Timer D for unreliable transports (">32 s", not derived from T1
     in the RFC) and ``trying`` the 200 ms after which a server INVITE
     transaction answers 100 Trying on the TU's behalf (17.2.1).
+    ``invite_guard`` bounds how long an INVITE may wait for the TU's final
+    response before the transaction answers 408 itself (a memory safety net,
+    like a proxy's Timer C).
     """
 
     t1: float = 0.5
@@ -75,6 +79,7 @@ class Timers:
     t4: float = 5.0
     d: float = 32.0
     trying: float = 0.2
+    invite_guard: float = 600.0
 
     @property
     def b(self) -> float:
@@ -228,6 +233,7 @@ class ServerTransaction(_TimerOwner):
         t = self.layer.timers
         if self.is_invite:
             self._set("trying", t.trying, self._auto_trying)
+            self._set("guard", t.invite_guard, self._invite_guard)
         else:
             # Safety net, not an RFC timer: the client gives up after 64*T1
             # (Timer F), so a TU that never answers must not pin memory.
@@ -236,6 +242,23 @@ class ServerTransaction(_TimerOwner):
     def _auto_trying(self) -> None:
         if self.state == PROCEEDING and self.last_response is None:
             self._send(make_response(self.request, 100))
+
+    def local_tag(self) -> str:
+        """The To tag already sent in a response of ours, else a fresh one."""
+        if self.last_response is not None:
+            tag = self.last_response.to.tag
+            if tag:
+                return tag
+        return new_tag()
+
+    def respond_error(self, status: int, reason: str | None = None) -> None:
+        """Final error response on the TU's behalf, keeping any To tag already used."""
+        self.respond(make_response(self.request, status, reason, to_tag=self.local_tag()))
+
+    def _invite_guard(self) -> None:
+        if self.state == PROCEEDING:
+            log.warning("TU left INVITE %s unanswered; answering 408", self.request.call_id)
+            self.respond_error(408)
 
     def _tu_silent(self) -> None:
         if self.state in (TRYING, PROCEEDING):
@@ -253,6 +276,7 @@ class ServerTransaction(_TimerOwner):
                 self._send(resp)
                 if status < 200:
                     return
+                self._cancel("guard")
                 if status < 300:
                     self.state = ACCEPTED
                     self._set("L", t.b, self._terminate)
@@ -605,7 +629,7 @@ class TransactionLayer:
     @staticmethod
     def _fail(tx: ServerTransaction | None) -> None:
         if tx is not None and tx.can_respond:
-            tx.respond(make_response(tx.request, 500))
+            tx.respond_error(500)
 
     # -- outbound ----------------------------------------------------------
     async def request(self, req: SipRequest, transport: Transport, addr: Addr) -> ClientTransaction:
