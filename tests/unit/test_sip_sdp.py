@@ -142,6 +142,15 @@ def test_answer_mirrors_direction(offered: str, ours: str) -> None:
     assert f"a={ours}".encode() in ans.to_bytes()
 
 
+def test_old_style_hold_address_means_we_never_send() -> None:
+    held = PHONE_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0")
+    neg, ans = answer(parse_sdp(held), "10.1.1.1", 20000)
+    assert neg.remote_addr == "0.0.0.0" and neg.direction == "recvonly"
+    assert ans.media[0].direction == "recvonly"
+    neg, _ = answer(parse_sdp(held.replace("a=sendrecv", "a=sendonly")), "10.1.1.1", 20000)
+    assert neg.direction == "inactive"
+
+
 def test_answer_without_dtmf_and_default_ptime() -> None:
     sdp = "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
     neg, ans = answer(parse_sdp(sdp), "5.6.7.8", 3000)

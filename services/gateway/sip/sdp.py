@@ -285,6 +285,11 @@ class Negotiated:
     ptime: int
 
 
+_HOLD_ADDRS = ("0.0.0.0", "::")
+# With the RFC 2543 hold address we may still receive but must not send.
+_NO_SEND = {"sendrecv": "recvonly", "sendonly": "inactive", "recvonly": "recvonly", "inactive": "inactive"}
+
+
 def _new_session_id() -> str:
     return str(secrets.randbits(62))
 
@@ -348,7 +353,10 @@ def answer(
             continue
         pt, codec = chosen
         dtmf = _telephone_event_pt(m)
+        remote = m.connection or offer.connection or "0.0.0.0"
         direction = _MIRROR[m.direction]
+        if remote in _HOLD_ADDRS:  # RFC 3264 8.4: old-style hold, never send there
+            direction = _NO_SEND[direction]
         ptime = m.ptime or 20
         am = MediaDescription("audio", local_port, m.proto, [pt], direction=direction, ptime=ptime)
         am.rtpmap[pt] = (codec, 8000)
@@ -357,7 +365,6 @@ def answer(
             am.rtpmap[dtmf] = m.rtpmap[dtmf]
             am.fmtp[dtmf] = m.fmtp.get(dtmf, "0-16")
         ans.media.append(am)
-        remote = m.connection or offer.connection or "0.0.0.0"
         negotiated = Negotiated(codec, pt, dtmf, remote, m.port, direction, ptime)
     if negotiated is None:
         raise SdpError(
@@ -415,8 +422,11 @@ def negotiate_answer(offer: SessionDescription, answer: SessionDescription) -> N
                 dtmf = _telephone_event_pt(am)
                 if dtmf is not None and dtmf not in om.formats:
                     dtmf = None
+                direction = _MIRROR[am.direction]
+                if remote in _HOLD_ADDRS:
+                    direction = _NO_SEND[direction]
                 return Negotiated(
-                    enc[0].upper(), pt, dtmf, remote, am.port, _MIRROR[am.direction],
+                    enc[0].upper(), pt, dtmf, remote, am.port, direction,
                     am.ptime or om.ptime or 20,
                 )
         raise SdpError("no common codec: answer selects none of the offered G.711 codecs")
