@@ -148,7 +148,9 @@ def test_old_style_hold_address_means_we_never_send() -> None:
     assert neg.remote_addr == "0.0.0.0" and neg.direction == "recvonly"
     assert ans.media[0].direction == "recvonly"
     neg, _ = answer(parse_sdp(held.replace("a=sendrecv", "a=sendonly")), "10.1.1.1", 20000)
-    assert neg.direction == "inactive"
+    assert neg.direction == "recvonly"
+    neg, _ = answer(parse_sdp(held.replace("a=sendrecv", "a=recvonly")), "10.1.1.1", 20000)
+    assert neg.direction == "inactive"  # they only want to receive, but we may not send
 
 
 def test_answer_without_dtmf_and_default_ptime() -> None:
