@@ -66,10 +66,10 @@ class AgentControl:
         try:
             return await method(request, timeout=TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
-            raise AcdRefused(exc.code(), exc.details() or "") from None
+            raise AcdError(exc.code(), exc.details() or "") from None
 
 
-class AcdRefused(ApiError):
+class AcdError(ApiError):
     """The ACD said no (or could not be reached); carries the HTTP status for the browser."""
 
     def __init__(self, code: grpc.StatusCode, detail: str) -> None:

@@ -14,7 +14,7 @@ from crm import audit, auth
 from crm.agent_control import (
     NOT_READY_REASONS,
     REQUESTABLE_STATES,
-    AcdRefused,
+    AcdError,
     AgentControl,
     agent_json,
 )
@@ -62,7 +62,7 @@ async def _audited(request: web.Request, action: str, target: str, detail: str,
     user = current_user(request)
     try:
         agent = await call
-    except AcdRefused as exc:
+    except AcdError as exc:
         async with request.app[DB].sessions() as session:
             audit.record(session, user.username, action + ".refused", target,
                          f"{detail}; {exc.code.name}: {exc.message}".lstrip("; "))

@@ -14,7 +14,7 @@ class CrmService(crm_pb2_grpc.CrmServicer):
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def LookupCustomer(self, request: crm_pb2.LookupCustomerRequest,  # noqa: N802
+    async def LookupCustomer(self, request: crm_pb2.LookupCustomerRequest,
                              context: grpc.aio.ServicerContext) -> crm_pb2.Customer:
         if not request.phone:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "phone is required")

@@ -89,7 +89,7 @@ async def _seed_users(db: Database) -> None:
     async with db.sessions() as session:
         session.add_all(User(username=p.username, password_hash=h, role=p.role.value,
                              display_name=p.display_name, agent_id=p.agent_id,
-                             extension=p.extension) for p, h in zip(people, hashes))
+                             extension=p.extension) for p, h in zip(people, hashes, strict=False))
         try:
             await session.commit()
         except IntegrityError:

@@ -40,7 +40,7 @@ from crm.customer_lookup import CrmService
 from crm.db import Database
 from crm.desk import HUB, DeskHub
 from crm.intake import EventIntake
-from crm.models import AuditEntry, Base, Cdr, Session, User, utcnow
+from crm.models import AuditEntry, Base, Session, User, utcnow
 from crm.passwords import hash_password
 from crm.roles import POLICY, PUBLIC, Role
 from crm.seed import seed
@@ -122,7 +122,8 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"agent {agent_id!r} is not logged in")
         return self.agents[agent_id]
 
-    async def Login(self, request, context):  # noqa: N802, ANN001
+    async def Login(self, request: acd_pb2.LoginRequest,
+                    context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         await self._gate("Login", request, context)
         if not request.agent_id or not request.extension:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -133,7 +134,8 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
         self.agents[request.agent_id] = agent
         return agent
 
-    async def SetState(self, request, context):  # noqa: N802, ANN001
+    async def SetState(self, request: acd_pb2.SetStateRequest,
+                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         await self._gate("SetState", request, context)
         agent = await self._known(request.agent_id, context)
         if request.state not in (ev.AGENT_STATE_READY, ev.AGENT_STATE_NOT_READY):
@@ -141,13 +143,15 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
         agent.state, agent.reason = request.state, request.reason
         return agent
 
-    async def Logout(self, request, context):  # noqa: N802, ANN001
+    async def Logout(self, request: acd_pb2.AgentRef,
+                     context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         await self._gate("Logout", request, context)
         agent = await self._known(request.agent_id, context)
         agent.state, agent.reason = ev.AGENT_STATE_LOGGED_OUT, "logout"
         return agent
 
-    async def GetAgent(self, request, context):  # noqa: N802, ANN001
+    async def GetAgent(self, request: acd_pb2.AgentRef,
+                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         await self._gate("GetAgent", request, context)
         return await self._known(request.agent_id, context)
 
@@ -433,7 +437,8 @@ async def test_grpc_lookup_customer(db: Database) -> None:
 
 # -- CDRs -----------------------------------------------------------------------------------
 
-def call_events(call_id: str, agent_id: str, extension: str, ani: str = "5551234") -> list[Envelope]:
+def call_events(call_id: str, agent_id: str, extension: str,
+                ani: str = "5551234") -> list[Envelope]:
     return [
         event(ev.CallOffered(call_id=call_id, ani=ani, dnis="10000", trunk="sipp",
                              channel="sip"), call_id, 40),

@@ -17,6 +17,7 @@ import pytest_asyncio
 from aiohttp import web
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
+from playwright.async_api import Browser, Error, Page, async_playwright, expect
 
 from common import rpc
 from common.events import envelope
@@ -27,8 +28,6 @@ from crm.db import Database
 from crm.desk import DeskHub
 from crm.intake import EventIntake
 from crm.seed import seed
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -47,32 +46,37 @@ class SeatAcd(acd_pb2_grpc.AcdServicer):
     def __init__(self) -> None:
         self.agents: dict[str, acd_pb2.Agent] = {}
 
-    async def Login(self, request, context):  # noqa: N802, ANN001
+    async def Login(self, request: acd_pb2.LoginRequest,
+                    context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         agent = acd_pb2.Agent(agent_id=request.agent_id, extension=request.extension,
                               state=ev.AGENT_STATE_NOT_READY, reason="login")
         self.agents[request.agent_id] = agent
         return agent
 
-    async def SetState(self, request, context):  # noqa: N802, ANN001
+    async def SetState(self, request: acd_pb2.SetStateRequest,
+                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         if request.agent_id not in self.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not logged in")
         agent = self.agents[request.agent_id]
         agent.state, agent.reason = request.state, request.reason
         return agent
 
-    async def Logout(self, request, context):  # noqa: N802, ANN001
+    async def Logout(self, request: acd_pb2.AgentRef,
+                     context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         agent = self.agents[request.agent_id]
         agent.state = ev.AGENT_STATE_LOGGED_OUT
         return agent
 
-    async def GetAgent(self, request, context):  # noqa: N802, ANN001
+    async def GetAgent(self, request: acd_pb2.AgentRef,
+                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
         if request.agent_id not in self.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not logged in")
         return self.agents[request.agent_id]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def desk_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, EventIntake]]:
+async def desk_site(
+        tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, EventIntake]]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('desk')}/crm.sqlite")
     await db.migrate()
     await seed(db)
@@ -96,11 +100,11 @@ async def desk_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[t
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[object]:
-    async with playwright_api.async_playwright() as pw:
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
         try:
             launched = await pw.chromium.launch()
-        except playwright_api.Error:
+        except Error:
             executable = _chromium()
             if executable is None:
                 pytest.skip("no Chromium: run `make setup` or `playwright install chromium`")
@@ -110,27 +114,28 @@ async def browser() -> AsyncIterator[object]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def page(browser) -> AsyncIterator[object]:  # noqa: ANN001
+async def page(browser: Browser) -> AsyncIterator[Page]:
     """A fresh browser context (no cookies) per test."""
     context = await browser.new_context()
     yield await context.new_page()
     await context.close()
 
 
-async def test_wrong_password_shows_the_error(page, desk_site) -> None:  # noqa: ANN001
+async def test_wrong_password_shows_the_error(page: Page,
+                                              desk_site: tuple[str, EventIntake]) -> None:
     base, _ = desk_site
     await page.goto(base + "/")
     await page.fill("#username", "agent1")
     await page.fill("#password", "wrong")
     await page.click("#login-btn")
     error = page.locator("#login-error")
-    await playwright_api.expect(error).to_be_visible()
-    await playwright_api.expect(error).to_contain_text("Wrong username or password")
+    await expect(error).to_be_visible()
+    await expect(error).to_contain_text("Wrong username or password")
 
 
-async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(page, desk_site) -> None:  # noqa: ANN001
+async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
+        page: Page, desk_site: tuple[str, EventIntake]) -> None:
     base, intake = desk_site
-    expect = playwright_api.expect
     await page.goto(base + "/")
     await page.fill("#username", "agent2")
     await page.fill("#password", "agent2-demo")
