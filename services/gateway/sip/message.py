@@ -26,6 +26,7 @@ __all__ = [
     "Headers",
     "NameAddr",
     "SipMessage",
+    "SipMessageType",
     "SipParseError",
     "SipRequest",
     "SipResponse",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_name_addr",
     "parse_uri",
     "parse_via",
+    "same_ip",
     "split_header_list",
 ]
 
