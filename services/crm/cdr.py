@@ -78,9 +78,14 @@ class _Fact:
     event_id: str
 
 
+def _kind(env: Envelope) -> str | None:
+    """The payload's own type name (trusted over `env.type`, which a producer could get wrong)."""
+    return payload_of(env).DESCRIPTOR.name if env.WhichOneof("payload") else None
+
+
 def call_id_of(env: Envelope) -> str | None:
     """The call an envelope is about, or None when it does not belong in a CDR."""
-    if env.type not in CDR_EVENTS or env.WhichOneof("payload") is None:
+    if _kind(env) not in CDR_EVENTS:
         return None
     return payload_of(env).call_id or None
 
@@ -102,7 +107,8 @@ def fold(record: CdrRecord, env: Envelope) -> bool:
     fact = _Fact(at, env.occurred_at.seconds * 1_000_000 + env.occurred_at.nanos // 1000,
                  env.event_id)
     record.started_at = _earliest(record.started_at, at)
-    _FOLDS[env.type](record, payload_of(env), fact)
+    payload = payload_of(env)
+    _FOLDS[payload.DESCRIPTOR.name](record, payload, fact)
     _derive(record)
     return dataclasses.asdict(record) != before
 

@@ -65,11 +65,12 @@ class DeskHub:
 
     def join(self, client: DeskClient) -> None:
         self._clients.add(client)
-        WS_CLIENTS.set(len(self._clients))
+        WS_CLIENTS.inc()
 
     def leave(self, client: DeskClient) -> None:
-        self._clients.discard(client)
-        WS_CLIENTS.set(len(self._clients))
+        if client in self._clients:
+            self._clients.discard(client)
+            WS_CLIENTS.dec()
 
     async def end_session(self, session_hash: str) -> None:
         """Close the sockets of a session that logged out."""

@@ -209,3 +209,10 @@ def test_first_end_wins_when_a_call_end_is_announced_twice() -> None:
         r = folded(order)
         assert r.ended_at == T0 + timedelta(seconds=50)
         assert r.end_reason == "agent_hangup"
+
+
+def test_the_payload_decides_not_a_mislabelled_type() -> None:
+    mislabelled = env(ev.CallEnded(call_id=CALL, reason=ev.END_REASON_FAR_END), 9.0)
+    mislabelled.type = "CallOffered"
+    r = folded([mislabelled])
+    assert (r.end_reason, r.offered_at) == ("far_end", None)
