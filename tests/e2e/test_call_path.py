@@ -8,11 +8,11 @@ import wave
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import Api, Platform, metric, register_phone, wait_for
+from tests.e2e.conftest import DTMF_PCAP, Api, Platform, metric, register_phone, wait_for
 
 pytestmark = pytest.mark.e2e
 
-DTMF = "/usr/share/sip-tester/dtmf_2833_{}.pcap"
+DTMF = DTMF_PCAP
 
 
 def cdr_for(api: Api, ani: str, done: bool = True) -> dict | None:
@@ -98,6 +98,8 @@ def test_caller_hanging_up_in_queue_is_abandoned(platform: Platform, sipp, agent
     caller = sipp("caller.xml", 16040, media_port=16042,
                   keys={"service": "10000", "caller": "5550001", "dtmf_pcap": DTMF.format(1),
                         "talk_ms": "3000"}, extra=["-s", "10000"])
+    wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_calls_waiting",
+                            queue="sales") == 1, timeout_s=15, what="the caller waiting in sales")
     assert caller.wait(60) == 0, caller.explain()
     wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_abandoned_total",
                             queue="sales") == before + 1, what="abandoned counter")

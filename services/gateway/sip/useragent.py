@@ -130,7 +130,7 @@ class UserAgent:
         resp = self.response(req, 200, to_tag=None, body=leg.local_sdp,
                              extra=[("Contact", self.contact), ("Content-Type", "application/sdp")])
         tx.respond(resp)
-        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport, leg.peer,
+        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport, tx.response_addr,
                                                      self.layer.timers)
         leg.ok_retransmitter.start()
 
@@ -183,7 +183,8 @@ class UserAgent:
                                     ("Content-Type", "application/sdp")])
         leg.server_tx.respond(resp)
         leg.confirmed = True
-        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport, leg.peer,
+        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport,
+                                                     leg.server_tx.response_addr,
                                                      self.layer.timers,
                                                      on_timeout=lambda: self._no_ack(leg))
         leg.ok_retransmitter.start()
