@@ -59,6 +59,7 @@ FAILED = Counter("hotline_events_failed_total", "Events that could not be decode
                  ["group", "stage"])
 
 RETRY_S = 2.0
+HANDLER_ATTEMPTS = 4
 
 
 def envelope(payload: Message, key: str, site: str, source: str,
@@ -231,6 +232,8 @@ class EventConsumer:
 
     async def _handle_record(self, record) -> None:  # noqa: ANN001 - aiokafka ConsumerRecord
         try:
+            if record.value is None:        # a tombstone: no envelope to decode
+                raise DecodeError("record has no value")
             env = Envelope.FromString(record.value)
         except DecodeError as exc:
             FAILED.labels(self.group, "decode").inc()
@@ -242,13 +245,23 @@ class EventConsumer:
             return
         token = otel_context.attach(tracing.extract(env.trace))
         try:
-            await self.handler(env)
-        except Exception:
-            FAILED.labels(self.group, "handle").inc()
-            log.exception("handler failed for %s %s (%s[%d]@%d)", env.type, env.event_id,
-                          record.topic, record.partition, record.offset)
-        else:
-            CONSUMED.labels(env.type, self.group).inc()
+            for attempt in range(1, HANDLER_ATTEMPTS + 1):
+                try:
+                    await self.handler(env)
+                except Exception:
+                    if attempt < HANDLER_ATTEMPTS:
+                        log.warning("handler failed for %s %s (attempt %d), retrying",
+                                    env.type, env.event_id, attempt, exc_info=True)
+                        await asyncio.sleep(0.2 * 2 ** attempt)
+                        continue
+                    # Given up: say exactly which record so it can be replayed from the topic.
+                    FAILED.labels(self.group, "handle").inc()
+                    log.exception("handler failed for %s %s after %d attempts; skipped at "
+                                  "%s[%d]@%d", env.type, env.event_id, attempt, record.topic,
+                                  record.partition, record.offset)
+                else:
+                    CONSUMED.labels(env.type, self.group).inc()
+                break
         finally:
             otel_context.detach(token)
         self._seen[env.event_id] = None

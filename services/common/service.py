@@ -24,13 +24,22 @@ async def _serve(name: str, main: Main) -> None:
     settings = load()
     readiness = Readiness()
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
-    stop = await main(settings, readiness)
-    log.info("%s started; metrics on http://%s:%d/metrics", name, settings.bind_host,
-             settings.metrics_ports[name])
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):      # before main: a slow start stops cleanly
         loop.add_signal_handler(sig, done.set)
+    starting = asyncio.create_task(main(settings, readiness), name=f"{name}-start")
+    stopped = asyncio.create_task(done.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("%s stopping before it finished starting", name)
+        starting.cancel()
+        await side.cleanup()
+        return
+    stopped.cancel()
+    stop = starting.result()
+    log.info("%s started; metrics on http://%s:%d/metrics", name, settings.bind_host,
+             settings.metrics_ports[name])
     await done.wait()
     log.info("%s stopping", name)
     await stop()

@@ -65,7 +65,11 @@ class Settings:
         return f"{self.grpc_hosts[service]}:{self.grpc_ports[service]}"
 
     def db_url(self, service: str) -> str:
-        """The service's own database (SQLite file under var/ unless HOTLINE_DATABASE_URL)."""
+        """The service's own database: HOTLINE_<SVC>_DATABASE_URL, else HOTLINE_DATABASE_URL,
+        else a SQLite file under var/. Services never share tables: each owns its data."""
+        own = os.environ.get(f"HOTLINE_{service.upper()}_DATABASE_URL")
+        if own:
+            return own
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.var_dir / (service + '.sqlite')}"

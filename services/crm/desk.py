@@ -120,7 +120,8 @@ class DeskHub:
         await self.push(p.agent_id, {
             "type": "offer", "agent_id": p.agent_id, "call_id": p.call_id, "ani": p.ani,
             "dnis": p.dnis, "queue": p.queue, "extension": p.extension, "attempt": p.attempt,
-            "waited_ms": p.waited_ms, "customer": customer.public() if customer else None})
+            "waited_ms": p.waited_ms, "offered_at_ms": env.occurred_at.ToMilliseconds(),
+            "customer": customer.public() if customer else None})
 
     def _remember(self, call_id: str, agent_id: str) -> None:
         self._call_agent[call_id] = agent_id

@@ -19,6 +19,7 @@ from common.stack import Stack
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp")
+DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{}.pcap"
 
 PORTS = {
     "KAFKA": 19092, "SIP": 15060, "HTTP": 18080,

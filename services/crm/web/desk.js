@@ -202,6 +202,9 @@ function popCall(msg) {
   const panel = $("call-panel");
   panel.dataset.status = "offered";
   panel.dataset.callId = msg.call_id;
+  // When the ACD offered the call and when this desk showed it: the pop must be within 1 s.
+  panel.dataset.offeredAt = msg.offered_at_ms || "";
+  panel.dataset.poppedAt = Date.now();
   $("call-status").textContent = "来电振铃 Incoming call";
   show($("talk-timer"), false);
   setText("caller-number", msg.ani);
