@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -105,6 +106,47 @@ async def ensure_topics(bootstrap: str) -> None:
         await admin.close()
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer)
+
+
+async def connect_with_retry(make: Callable[[], Client], bootstrap: str, readiness: Readiness,
+                             check: str, ready_detail: str = "") -> Client:
+    """Start a Kafka client, retrying every RETRY_S while the broker is unreachable.
+
+    Each failed attempt is logged and shown in /readyz under `check`, with the reason.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        client = make()
+        try:
+            await ensure_topics(bootstrap)
+            await client.start()
+        except asyncio.CancelledError:
+            await client.stop()
+            raise
+        except (KafkaError, OSError) as exc:
+            await client.stop()
+            detail = f"broker {bootstrap} unreachable: {exc!r}"
+            readiness.set(check, False, detail)
+            log.warning("%s cannot reach Kafka, retrying in %.0fs (attempt %d): %s",
+                        check, RETRY_S, attempt, detail)
+            await asyncio.sleep(RETRY_S)
+            continue
+        readiness.set(check, True, ready_detail or bootstrap)
+        log.info("%s connected to Kafka at %s", check, bootstrap)
+        return client
+
+
 class EventPublisher:
     """Publishes envelopes; connects in the background and keeps retrying until it can."""
 
@@ -121,30 +163,11 @@ class EventPublisher:
         self._task = asyncio.create_task(self._connect(), name="kafka-producer-connect")
 
     async def _connect(self) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                        acks="all", linger_ms=2)
-            try:
-                await ensure_topics(self.settings.kafka_bootstrap)
-                await producer.start()
-            except asyncio.CancelledError:
-                await producer.stop()
-                raise
-            except (KafkaError, OSError) as exc:
-                await producer.stop()
-                detail = f"broker {self.settings.kafka_bootstrap} unreachable: {exc!r}"
-                self.readiness.set("kafka-producer", False, detail)
-                log.warning("cannot reach Kafka, retrying in %.0fs (attempt %d): %s",
-                            RETRY_S, attempt, detail)
-                await asyncio.sleep(RETRY_S)
-                continue
-            self._producer = producer
-            self._connected.set()
-            self.readiness.set("kafka-producer", True, self.settings.kafka_bootstrap)
-            log.info("connected to Kafka at %s", self.settings.kafka_bootstrap)
-            return
+        self._producer = await connect_with_retry(
+            lambda: AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                     acks="all", linger_ms=2),
+            self.settings.kafka_bootstrap, self.readiness, "kafka-producer")
+        self._connected.set()
 
     async def publish(self, payload: Message, key: str, event_id: str | None = None) -> Envelope:
         """Publish one event and wait until the broker has it (acks=all)."""
@@ -158,12 +181,7 @@ class EventPublisher:
         return env
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await _cancel(self._task)
         if self._producer is not None:
             await self._producer.stop()
 
@@ -197,26 +215,12 @@ class EventConsumer:
         self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group}")
 
     async def _connect(self) -> AIOKafkaConsumer:
-        attempt = 0
-        name = f"kafka-consumer-{self.group}"
-        while True:
-            attempt += 1
-            consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.settings.kafka_bootstrap,
-                                        group_id=self.group, enable_auto_commit=False,
-                                        auto_offset_reset="earliest")
-            try:
-                await ensure_topics(self.settings.kafka_bootstrap)
-                await consumer.start()
-            except (KafkaError, OSError) as exc:
-                await consumer.stop()
-                detail = f"broker {self.settings.kafka_bootstrap} unreachable: {exc!r}"
-                self.readiness.set(name, False, detail)
-                log.warning("consumer %s cannot reach Kafka, retrying in %.0fs (attempt %d): %s",
-                            self.group, RETRY_S, attempt, detail)
-                await asyncio.sleep(RETRY_S)
-                continue
-            self.readiness.set(name, True, ",".join(self.topics))
-            return consumer
+        return await connect_with_retry(
+            lambda: AIOKafkaConsumer(*self.topics, bootstrap_servers=self.settings.kafka_bootstrap,
+                                     group_id=self.group, enable_auto_commit=False,
+                                     auto_offset_reset="earliest"),
+            self.settings.kafka_bootstrap, self.readiness, f"kafka-consumer-{self.group}",
+            ",".join(self.topics))
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._connect()
@@ -269,11 +273,6 @@ class EventConsumer:
             self._seen.popitem(last=False)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await _cancel(self._task)
         if self._consumer is not None:
             await self._consumer.stop()
