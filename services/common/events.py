@@ -175,7 +175,9 @@ class EventPublisher:
         await self._connected.wait()
         assert self._producer is not None
         topic = TOPIC_OF[env.type]
-        await self._producer.send_and_wait(topic, env.SerializeToString(), key=key.encode())
+        headers = [(k, v.encode()) for k, v in env.trace.items()]   # for tools that read headers
+        await self._producer.send_and_wait(topic, env.SerializeToString(), key=key.encode(),
+                                           headers=headers)
         PUBLISHED.labels(env.type).inc()
         log.debug("published %s key=%s", env.type, key)
         return env
@@ -247,7 +249,9 @@ class EventConsumer:
         if env.event_id in self._seen:
             DUPLICATES.labels(self.group).inc()
             return
-        token = otel_context.attach(tracing.extract(env.trace))
+        carrier = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        carrier.update(env.trace)
+        token = otel_context.attach(tracing.extract(carrier))
         try:
             for attempt in range(1, HANDLER_ATTEMPTS + 1):
                 try:
