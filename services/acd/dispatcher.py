@@ -192,12 +192,13 @@ class Dispatcher:
         log.info("offer of %s to %s: %s %s", call.call_id, agent.agent_id,
                  gw.ConnectResult.Name(result), detail)
         if result == gw.CONNECT_RESULT_ANSWERED:
-            queue.remove(call.call_id)
-            waited = call.waited()
-            self.answered[queue.name] += 1
-            kpis.ANSWERED.labels(queue.name, self.site).inc()
-            kpis.WAIT.labels(queue.name, self.site).observe(waited)
-            self.service_level.record(queue.name, waited <= self.service_level.threshold_s)
+            # A caller who hung up while the phone was answered was already counted abandoned.
+            if queue.remove(call.call_id) is not None:
+                waited = call.waited()
+                self.answered[queue.name] += 1
+                kpis.ANSWERED.labels(queue.name, self.site).inc()
+                kpis.WAIT.labels(queue.name, self.site).observe(waited)
+                self.service_level.record(queue.name, waited <= self.service_level.threshold_s)
             self._on_call[call.call_id] = agent.agent_id
             await self._move(agent, ON_CALL, "answered", call.call_id)
             if call.call_id in self._ended:   # hung up before we heard of the answer

@@ -41,11 +41,12 @@ class ServiceLevel:
         self._outcomes: dict[str, deque[tuple[float, bool]]] = {}
 
     def record(self, queue: str, within: bool, now: float | None = None) -> None:
-        self._outcomes.setdefault(queue, deque()).append((now or time.monotonic(), within))
+        self._outcomes.setdefault(queue, deque()).append(
+            (time.monotonic() if now is None else now, within))
 
     def value(self, queue: str, now: float | None = None) -> float | None:
         """Fraction in [0, 1], or None when nothing ended in the window."""
-        now = now or time.monotonic()
+        now = time.monotonic() if now is None else now
         outcomes = self._outcomes.get(queue)
         if not outcomes:
             return None
