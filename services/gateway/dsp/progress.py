@@ -132,9 +132,9 @@ class ProgressToneDetector:
     Each 20 ms frame is "on" for a frequency set when those bins hold >= 70 %
     of the frame energy, every tone of the set is within 10 dB of the strongest
     one, and the set is above -42 dBm0; the 160-sample window gives about
-    +-2.5 % frequency tolerance (a tone 5 % off is not recognised). A state change needs two consecutive frames.
-    Each recognised tone is reported once; the memory is cleared after 6 s
-    without any tone or by :meth:`reset`.
+    +-2.5 % frequency tolerance (a tone 5 % off is not recognised). A state
+    change needs two consecutive frames. Each recognised tone is reported once;
+    the memory is cleared after 6 s without any tone or by :meth:`reset`.
     """
 
     def __init__(self, table: ToneTable | str = CHINA, *, min_level_dbm0: float = -42.0,
@@ -148,9 +148,13 @@ class ProgressToneDetector:
         sets = sorted({t.freqs for t in self.table.tones})
         self._sets = [tuple(freqs.index(f) for f in s) for s in sets]
         self._set_of = {t.name: sets.index(t.freqs) for t in self.table.tones}
+        self._set_matrix = np.zeros((len(freqs), len(sets)))
+        for k, idx in enumerate(self._sets):
+            self._set_matrix[list(idx), k] = 1.0
         # |X|^2 * 2/N is the energy of a tone in the frame: compare with frame energy.
         self._rel = relative_energy * FRAME / 2.0
         self._min_tone = dbm0_to_power(min_level_dbm0) * FRAME * FRAME / 2.0
+        self._gate = 0.5 * self._min_tone * 2.0 / FRAME  # frame energy too low for any tone
         self._balance = 10.0 ** (-balance_db / 10.0)
         self._cadenced = [t for t in self.table.tones if not t.continuous]
         self._dial: list[tuple[str, int, float]] = []
@@ -178,10 +182,11 @@ class ProgressToneDetector:
     def _classify(self, x: np.ndarray) -> int:
         """Frequency-set index present in this frame, or -1."""
         energy = float(x @ x)
-        if energy <= 0.0:
+        if energy < self._gate:
             return -1
-        r = x @ self._m
-        p = (r[:self._nf] ** 2 + r[self._nf:] ** 2).tolist()
+        r = (x @ self._m).tolist()
+        nf = self._nf
+        p = [r[i] * r[i] + r[nf + i] * r[nf + i] for i in range(nf)]
         best, best_sum = -1, 0.0
         for k, s in enumerate(self._sets):
             tot = sum(p[i] for i in s)
@@ -195,13 +200,39 @@ class ProgressToneDetector:
             return -1
         return best
 
+    def _classify_many(self, frames: np.ndarray, energies: np.ndarray) -> list[int]:
+        """Vectorised :meth:`_classify` for a (lines, 160) block (used by LineBank)."""
+        r = frames @ self._m
+        nf = self._nf
+        p = r[:, :nf] ** 2 + r[:, nf:] ** 2
+        if len(self._sets) == 1 and len(self._sets[0]) == 1:  # e.g. 450 Hz only
+            best = np.zeros(frames.shape[0], dtype=np.int64)
+            best_sum = p[:, 0]
+            balanced = True
+        else:
+            sums = p @ self._set_matrix
+            best = np.argmax(sums, axis=1)
+            rows = np.arange(frames.shape[0])
+            best_sum = sums[rows, best]
+            # Every tone of the chosen set within balance of its strongest tone.
+            member = self._set_matrix.T[best] > 0  # (lines, freqs)
+            hi = np.where(member, p, 0.0).max(axis=1)
+            lo = np.where(member, p, np.inf).min(axis=1)
+            balanced = lo >= self._balance * hi
+        ok = ((energies >= self._gate) & (best_sum > 0.0) & (best_sum >= self._rel * energies)
+              & balanced & (best_sum >= self._min_tone))
+        return np.where(ok, best, -1).tolist()
+
     def feed(self, frame: np.ndarray) -> str | None:
         """Process samples (normally one 20 ms frame); return a newly recognised tone."""
         x = np.asarray(frame, dtype=np.float64).ravel()
         if self._pending.size:
             x = np.concatenate((self._pending, x))
         n = (x.size // FRAME) * FRAME
-        self._pending = x[n:].copy()
+        if n < x.size or self._pending.size:
+            self._pending = x[n:].copy()
+        if n == FRAME:
+            return self._step(self._classify(x[:FRAME]))
         result: str | None = None
         for k in range(0, n, FRAME):
             r = self._step(self._classify(x[k:k + FRAME]))
