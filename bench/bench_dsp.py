@@ -36,12 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 
-from gateway.dsp.bank import LineBank  # noqa: E402
-from gateway.dsp.dtmf import DtmfDetector  # noqa: E402
-from gateway.dsp.levels import SAMPLE_RATE, to_int16  # noqa: E402
-from gateway.dsp.progress import US, ProgressToneDetector  # noqa: E402
-from gateway.dsp.resample import resample  # noqa: E402
-from gateway.dsp.tones import DTMF_COLS, DTMF_KEYS, DTMF_ROWS, dial_digits, noise  # noqa: E402
+from gateway.dsp.bank import LineBank
+from gateway.dsp.dtmf import DtmfDetector
+from gateway.dsp.levels import SAMPLE_RATE, to_int16
+from gateway.dsp.progress import US, ProgressToneDetector
+from gateway.dsp.resample import resample
+from gateway.dsp.tones import DTMF_COLS, DTMF_KEYS, DTMF_ROWS, dial_digits, noise
 
 FRAME = 160
 GOAL_LINES_PER_CORE = 100.0
@@ -64,7 +64,8 @@ def _speech(seconds: float, seed: int) -> np.ndarray:
         t = np.arange(int(8 * SAMPLE_RATE)) / SAMPLE_RATE
         f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t) + 10 * rng.standard_normal()
         ph = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-        x = sum(3000 / k * np.sin(k * ph) for k in range(1, 20)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+        envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)
+        x = sum(3000 / k * np.sin(k * ph) for k in range(1, 20)) * envelope
     reps = int(np.ceil(seconds * SAMPLE_RATE / len(x)))
     return np.tile(x, reps)[: int(seconds * SAMPLE_RATE)]
 
@@ -172,8 +173,8 @@ def main() -> None:
         us = cpu / total * 1e6
         results.append((name, us, 1e6 / (us * 50), events))
     base_lines = results[0][2]
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs visible, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}")
     print(f"{args.lines} lines x {args.seconds:.0f} s of audio = {total} frames of 20 ms "
           f"(speech: {'espeak-ng' if shutil.which('espeak-ng') else 'synthetic'}, "
           f"every 10 s 12 key presses and a ringback)")

@@ -27,9 +27,11 @@ def _line(table: ToneTable, seed: int) -> np.ndarray:
         kind = int(rng.integers(0, 5))
         if kind == 0:
             keys = "".join(rng.choice(list("0123456789*#ABCD"), 4))
-            parts.append(dial_digits(keys, float(rng.integers(40, 120)), float(rng.integers(40, 120))))
+            on, off = (float(v) for v in rng.integers(40, 120, 2))
+            parts.append(dial_digits(keys, on, off))
         elif kind == 1:
-            parts.append(table.generate(str(rng.choice(table.names())), float(rng.integers(500, 3000))))
+            name = str(rng.choice(table.names()))
+            parts.append(table.generate(name, float(rng.integers(500, 3000))))
         elif kind == 2:
             parts.append(to_int16(_voice_like(float(rng.integers(200, 1500)), seed)))
         elif kind == 3:
@@ -54,7 +56,9 @@ def test_bank_equals_per_line_detectors(table: ToneTable) -> None:
             r = p.feed(block[line])
             if r is not None:
                 want.append((f, line, r))
-    key = lambda e: (e[0], e[1], str(e[2]))  # noqa: E731
+    def key(e: tuple[int, int, object]) -> tuple[int, int, str]:
+        return e[0], e[1], str(e[2])
+
     assert sorted(got, key=key) == sorted(want, key=key)
     assert sum(1 for e in want if not isinstance(e[2], str)) > 20  # digits were present
     assert any(isinstance(e[2], str) for e in want)  # and progress tones

@@ -156,7 +156,8 @@ def test_corrupted_byte_gives_invalid_never_a_number(standard: str) -> None:
     for pos in (number_at, number_at + 5, len(msg) - 1, 4):
         bad = bytearray(msg)
         bad[pos] ^= 0x04
-        assert decode(encode_callerid_fsk(FULL, standard, message=bytes(bad)), standard) == [invalid]
+        audio = encode_callerid_fsk(FULL, standard, message=bytes(bad))
+        assert decode(audio, standard) == [invalid]
 
 
 def test_every_single_bit_error_is_caught() -> None:

@@ -216,9 +216,10 @@ def test_talk_off_music() -> None:
     dyad = np.concatenate([_note(_midi(77), 400, decay=0.3) + _note(_midi(88), 400, decay=0.3)
                            for _ in range(4)])
     assert digits(to_int16(dyad)) == ""
-    melody = np.concatenate([_note(_midi(int(rng.integers(60, 96))), float(rng.choice([100, 150, 300])),
-                                   harmonics=int(rng.integers(1, 8)), decay=float(rng.uniform(0.5, 6)))
-                             for _ in range(150)])
+    melody = np.concatenate([
+        _note(_midi(int(rng.integers(60, 96))), float(rng.choice([100, 150, 300])),
+              harmonics=int(rng.integers(1, 8)), decay=float(rng.uniform(0.5, 6)))
+        for _ in range(150)])
     bass = np.concatenate([_note(_midi(int(rng.integers(36, 60))), 400, 4, 2.0)
                            for _ in range(len(melody) // 3200 + 1)])[:len(melody)]
     assert digits(to_int16(melody + bass)) == ""

@@ -93,7 +93,8 @@ def test_recognised_in_noise_at_15_db_snr(table: ToneTable) -> None:
     for name in table.names():
         spec = table[name]
         ms = 4000 if spec.continuous else sum(spec.cadence_ms) * (spec.cycles + 1.5)
-        ref = table.generate(name, 1000) if spec.continuous else tone(spec.freqs, 500, spec.level_dbm0)
+        ref = (table.generate(name, 1000) if spec.continuous
+               else tone(spec.freqs, 500, spec.level_dbm0))
         sig = add_noise(with_lead(table.generate(name, ms)), 15.0, seed=4, reference=[ref])
         assert names(sig, table) == [name]
 
@@ -120,9 +121,10 @@ def test_wrong_cadence_not_busy() -> None:
     assert names(with_lead(cadence(450.0, 210, 210, 10, -10.0)), CHINA) == []
     # Irregular bursts of the busy frequencies are not recognised.
     rng = np.random.default_rng(2)
-    bursts = np.concatenate([np.concatenate([tone((480.0, 620.0), float(rng.integers(80, 1500)), -20.0),
-                                             silence(float(rng.integers(80, 1500)))])
-                             for _ in range(20)])
+    bursts = np.concatenate([
+        np.concatenate([tone((480.0, 620.0), float(rng.integers(80, 1500)), -20.0),
+                        silence(float(rng.integers(80, 1500)))])
+        for _ in range(20)])
     assert "busy" not in names(bursts, US) and "congestion" not in names(bursts, US)
 
 

@@ -30,7 +30,8 @@ class LineBank:
     def __init__(self, lines: int, table: ToneTable | str | None = CHINA,
                  **dtmf_options: float) -> None:
         self.dtmf = [DtmfDetector(**dtmf_options) for _ in range(lines)]  # type: ignore[arg-type]
-        self.progress = None if table is None else [ProgressToneDetector(table) for _ in range(lines)]
+        self.progress = (None if table is None
+                         else [ProgressToneDetector(table) for _ in range(lines)])
         ref = self.dtmf[0]
         self._m = ref._m
         self._gate = ref._gate

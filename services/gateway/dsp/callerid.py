@@ -26,10 +26,10 @@ from .levels import SAMPLE_RATE, db_to_amplitude, to_int16
 
 __all__ = [
     "BAUD",
+    "FSK_STANDARDS",
     "CallerId",
     "CallerIdError",
     "DtmfCallerIdParser",
-    "FSK_STANDARDS",
     "FskCallerIdDecoder",
     "build_message",
     "checksum",
@@ -40,7 +40,10 @@ __all__ = [
 
 BAUD = 1200
 #: standard -> (mark "1" Hz, space "0" Hz)
-FSK_STANDARDS: dict[str, tuple[float, float]] = {"v23": (1300.0, 2100.0), "bell202": (1200.0, 2200.0)}
+FSK_STANDARDS: dict[str, tuple[float, float]] = {
+    "v23": (1300.0, 2100.0),  # ITU-T V.23 mode 2 (ETSI / China)
+    "bell202": (1200.0, 2200.0),  # Bell 202 (Telcordia GR-30)
+}
 
 MSG_SDMF = 0x04
 MSG_MDMF = 0x80
@@ -324,7 +327,8 @@ class FskCallerIdDecoder:
             self._d = np.concatenate((self._d, d))
             self._c = np.concatenate((self._c, c))
             self._run()
-            keep = (self._pos if self._state == _DATA else self._base + self._d.size) - self._base - 8
+            done = self._pos if self._state == _DATA else self._base + self._d.size
+            keep = done - self._base - 8
             if keep > 0:
                 self._d = self._d[keep:]
                 self._c = self._c[keep:]
@@ -346,21 +350,19 @@ class FskCallerIdDecoder:
         m = self._c[start:] & (self._d[start:] < -0.3)
         if m.size == 0:
             return False
-        breaks = np.flatnonzero(~m)
-        run = self._mark_run
-        edges = np.concatenate((breaks, [m.size]))
-        prev = -1
-        for e in edges.tolist():
-            seg = e - prev - 1  # mark samples between two breaks
-            if run + seg >= self._mark_min:
-                self._state = _DATA
-                self._pos = self._base + start + prev + 1 + (self._mark_min - run)
-                self._mark_run = 0
-                self._bytes.clear()
-                return True
-            run = 0
-            prev = e
-        self._mark_run = m.size - breaks[-1] - 1 if breaks.size else self._mark_run + m.size
+        edges = np.concatenate(([-1], np.flatnonzero(~m), [m.size]))
+        runs = np.diff(edges) - 1  # mark samples between consecutive non-mark samples
+        runs[0] += self._mark_run  # the run carried over from the previous frame
+        hit = np.flatnonzero(runs >= self._mark_min)
+        if hit.size:
+            k = int(hit[0])
+            carried = self._mark_run if k == 0 else 0
+            self._state = _DATA
+            self._pos = self._base + start + int(edges[k]) + 1 + (self._mark_min - carried)
+            self._mark_run = 0
+            self._bytes.clear()
+            return True
+        self._mark_run = int(runs[-1])
         self._pos = self._base + start + m.size
         return False
 

@@ -199,8 +199,10 @@ class DtmfDetector:
             if digit >= 0:
                 # Coarse (sub-block) and fine (block) phase advances of both tones.
                 pv = self._prev
-                s0r, s1r = complex(rb[16 + row], -rb[24 + row]), complex(rb[32 + row], -rb[40 + row])
-                s0c, s1c = complex(rb[16 + col], -rb[24 + col]), complex(rb[32 + col], -rb[40 + col])
+                s0r = complex(rb[16 + row], -rb[24 + row])
+                s1r = complex(rb[32 + row], -rb[40 + row])
+                s0c = complex(rb[16 + col], -rb[24 + col])
+                s1c = complex(rb[32 + col], -rb[40 + col])
                 c_in_r = s1r * s0r.conjugate() * rot_s[row]
                 c_in_c = s1c * s0c.conjugate() * rot_s[col]
                 if digit == self._run_digit:

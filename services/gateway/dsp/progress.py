@@ -73,11 +73,12 @@ class ToneTable:
     def names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tones)
 
-    def generate(self, name: str, duration_ms: float, level_dbm0: float | None = None) -> np.ndarray:
+    def generate(self, name: str, duration_ms: float,
+                 level_dbm0: float | None = None) -> np.ndarray:
         """``duration_ms`` of the named tone with its cadence (for the simulated exchange)."""
         spec = self[name]
         level = spec.level_dbm0 if level_dbm0 is None else level_dbm0
-        n = int(round(duration_ms * SAMPLE_RATE / 1000.0))
+        n = round(duration_ms * SAMPLE_RATE / 1000.0)
         if spec.continuous:
             return _tone(spec.freqs, duration_ms, level)
         period = float(sum(spec.cadence_ms))
@@ -160,8 +161,8 @@ class ProgressToneDetector:
         self._dial: list[tuple[str, int, float]] = []
         for t in self.table.tones:
             if t.continuous:
-                longest = max((max(o.cadence_ms[0::2]) for o in self._cadenced if o.freqs == t.freqs),
-                              default=0.0)
+                longest = max((max(o.cadence_ms[0::2]) for o in self._cadenced
+                               if o.freqs == t.freqs), default=0.0)
                 need = max(300.0, longest * (1 + _TOL_FRAC) + _TOL_MS + 20.0)
                 self._dial.append((t.name, self._set_of[t.name], need))
         self._forget_ms = 6000.0
@@ -285,7 +286,8 @@ class ProgressToneDetector:
             tail = segs[-len(pattern):]
             for i, (kind, dur) in enumerate(tail):
                 on = i % 2 == 0
-                if (kind == set_idx) != on or (not on and kind >= 0) or not _matches(dur, pattern[i]):
+                wrong_kind = (kind == set_idx) != on or (not on and kind >= 0)
+                if wrong_kind or not _matches(dur, pattern[i]):
                     break
             else:
                 return spec.name

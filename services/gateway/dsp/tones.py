@@ -49,7 +49,7 @@ DTMF_KEYS: tuple[str, ...] = ("123A", "456B", "789C", "*0#D")
 
 
 def _samples(duration_ms: float) -> int:
-    return int(round(duration_ms * SAMPLE_RATE / 1000.0))
+    return round(duration_ms * SAMPLE_RATE / 1000.0)
 
 
 def dtmf_frequencies(digit: str) -> tuple[float, float]:
@@ -80,8 +80,8 @@ def silence(ms: float) -> np.ndarray:
 def tone(freqs: float | Sequence[float], duration_ms: float,
          level: float | Sequence[float] = -13.0) -> np.ndarray:
     """Sum of sines; ``level`` is dBm0 *per frequency* (scalar or one per frequency)."""
-    fs = [float(freqs)] if np.isscalar(freqs) else [float(f) for f in freqs]  # type: ignore[arg-type]
-    lv = [float(level)] * len(fs) if np.isscalar(level) else [float(v) for v in level]  # type: ignore[arg-type]
+    fs = [float(freqs)] if isinstance(freqs, (int, float)) else [float(f) for f in freqs]
+    lv = [float(level)] * len(fs) if isinstance(level, (int, float)) else [float(v) for v in level]
     if len(lv) != len(fs):
         raise ValueError("need one level per frequency")
     return to_int16(_sines(fs, lv, _samples(duration_ms)))
@@ -107,7 +107,10 @@ def dtmf_tone(digit: str, duration_ms: float, level_dbm0: float = -10.0, twist_d
     (row, col) pair to detune each tone separately, e.g. ``(0.015, 0.0)``.
     """
     row, col = dtmf_frequencies(digit)
-    off_r, off_c = (freq_offset, freq_offset) if np.isscalar(freq_offset) else freq_offset  # type: ignore[misc]
+    if isinstance(freq_offset, (int, float)):
+        off_r = off_c = float(freq_offset)
+    else:
+        off_r, off_c = freq_offset
     return to_int16(_sines((row * (1.0 + off_r), col * (1.0 + off_c)),
                            (level_dbm0, level_dbm0 + twist_db), _samples(duration_ms)))
 
