@@ -114,6 +114,7 @@ class DtmfDetector:
         self._scan = np.hstack([np.cos(sang) * win, np.sin(sang) * win])
         self._scan_norm = (2.0 / float(np.hanning(self._n_ls).sum())) ** 2  # -> amplitude^2
         self._purity = 10.0 ** (max_residual_line_db / 10.0)
+        # Last run-level measurements (f_row, f_col, twist, harmonics, purity): field tuning aid.
         self._last_checks: tuple[float, ...] = ()
         self.reset()
 
