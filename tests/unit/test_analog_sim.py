@@ -192,3 +192,104 @@ async def test_realtime_mode_ticks_on_its_own() -> None:
     await asyncio.sleep(0.1)
     await card.stop()
     assert card.exchange.now_ms >= 100
+
+
+# ------------------------------------------------------------------ HTTP control API
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+from gateway.analog.sim import wav_bytes
+from gateway.analog.sim_http import make_control_app
+from gateway.media.prompts import parse_wav
+
+
+@pytest_asyncio.fixture
+async def api() -> AsyncIterator[tuple[SimCard, TestClient]]:
+    card = SimCard(4)
+    client = TestClient(TestServer(make_control_app(card)))
+    await client.start_server()
+    try:
+        yield card, client
+    finally:
+        await client.close()
+
+
+async def test_http_ring_then_caller_id_and_port_list(api: tuple[SimCard, TestClient]) -> None:
+    card, client = api
+    r = await client.post("/ports/2/ring", json={"caller": "13800138000", "name": "Han Meimei"})
+    assert r.status == 200 and (await r.json())["line"] == "ringing"
+    card.tick(260)
+    cids = [e.caller_id for e in card.port(2).drain_events() if isinstance(e, CallerIdReceived)]
+    assert cids == [CallerId(number="13800138000", name="Han Meimei")]
+    r = await client.get("/ports")
+    states = await r.json()
+    assert [p["state"] for p in states] == ["idle", "ringing", "idle", "idle"]
+    assert states[1]["caller"] == "13800138000"
+    r = await client.post("/ports/2/ring", json={"caller": "1"})
+    assert r.status == 409
+
+
+async def test_http_play_dtmf_hangup_and_capture(api: tuple[SimCard, TestClient]) -> None:
+    card, client = api
+    heard = await answered(card, 1)
+    r = await client.post("/ports/1/play", json={"tone_hz": 1000, "ms": 200})
+    assert r.status == 200
+    voice = (2000 * np.sin(np.arange(1600) * 0.3)).astype(np.int16)
+    r = await client.post("/ports/1/play", data=wav_bytes(voice),
+                          headers={"Content-Type": "audio/wav"})
+    assert r.status == 200
+    form = FormData()
+    form.add_field("file", wav_bytes(voice[:800]), filename="v.wav", content_type="audio/wav")
+    assert (await client.post("/ports/1/play", data=form)).status == 200
+    r = await client.post("/ports/1/dtmf", json={"digits": "2"})
+    assert r.status == 200
+    card.port(1).send_audio(np.full(160, 99, np.int16))
+    card.tick(50)
+    pcm = np.concatenate(heard)
+    assert tone_share(pcm[:1600], 1000.0) > 0.9
+    assert np.array_equal(pcm[1600:3200], voice) and np.array_equal(pcm[3200:4000], voice[:800])
+    assert [e.digit for e in DtmfDetector().feed(pcm)] == ["2"]
+    r = await client.post("/ports/1/hangup", json={"signal": "loop_drop"})
+    assert r.status == 200 and (await r.json())["line"] == "dropped"
+    assert LoopCurrentDrop() in card.port(1).drain_events()
+    r = await client.get("/ports/1/captured")
+    assert r.status == 200 and r.content_type == "audio/wav"
+    sent = parse_wav(await r.read())
+    assert sent.size == 50 * 160 and np.all(sent[:160] == 99)
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/ports/1/ring", {"name": "x"}, "caller"),
+    ("/ports/1/ring", {"caller": "12ab"}, "caller"),
+    ("/ports/1/ring", {"caller": "123", "name": 5}, "name"),
+    ("/ports/1/ring", {"caller": "123", "datetime": "tomorrow"}, "datetime"),
+    ("/ports/1/ring", {"caller": "123", "rings": 0}, "rings"),
+    ("/ports/1/ring", [1, 2], "body"),
+    ("/ports/1/play", {"tone_hz": 5, "ms": 100}, "tone_hz"),
+    ("/ports/1/play", {"tone_hz": 440, "ms": "long"}, "ms"),
+    ("/ports/1/play", {"ms": 100}, "tone_hz"),
+    ("/ports/1/dtmf", {"digits": "12x"}, "digits"),
+    ("/ports/1/dtmf", {}, "digits"),
+    ("/ports/1/dtmf", {"digits": "1", "on_ms": 5}, "on_ms"),
+    ("/ports/1/hangup", {"signal": "scream"}, "signal"),
+])
+async def test_http_bad_input_is_400_naming_the_field(
+        api: tuple[SimCard, TestClient], path: str, body: object, field: str) -> None:
+    _, client = api
+    r = await client.post(path, json=body)
+    assert r.status == 400
+    assert (await r.json())["error"].startswith(f"{field}:")
+
+
+async def test_http_bad_wav_unknown_port_and_conflicts(api: tuple[SimCard, TestClient]) -> None:
+    _, client = api
+    r = await client.post("/ports/1/play", data=b"not a wav", headers={"Content-Type": "audio/wav"})
+    assert r.status == 400 and (await r.json())["error"].startswith("wav:")
+    r = await client.post("/ports/1/ring", data=b"{nope", headers={"Content-Type": "application/json"})
+    assert r.status == 400 and (await r.json())["error"].startswith("body:")
+    for path in ("/ports/5/ring", "/ports/0/dtmf", "/ports/x/hangup"):
+        assert (await client.post(path, json={"caller": "1", "digits": "1"})).status == 404
+    assert (await client.get("/ports/9/captured")).status == 404
+    assert (await client.post("/ports/3/hangup")).status == 409  # nothing to hang up
