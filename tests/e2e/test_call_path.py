@@ -64,8 +64,9 @@ def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, agen
     assert "INVITE sip:8001@" in phone.messages()
 
     sup = supervisor(platform)
-    row = wait_for(lambda: (r := cdr_for(sup, "5551234")) and r.get("recording_id") and r,
-                   timeout_s=20, what="CDR with recording")
+    row = wait_for(lambda: (r := cdr_for(sup, "5551234")) and r.get("recording_id")
+                   and r["queue"] and r["agent_id"] and r, timeout_s=20,
+                   what="CDR with queue, agent and recording")
     assert row["dnis"] == "10000"
     assert row["queue"] == "support", "digit 2 must choose the support queue"
     assert row["agent_id"] == "agent1"
