@@ -308,9 +308,14 @@ class BasePort(ABC):
             return
         self._cancel_dial(PortError(f"port {self.index} went on-hook while dialling"))
         await self._hw_hook(False)
+        self._onhook_done()
+
+    def _onhook_done(self) -> None:
+        """Bookkeeping once the hardware is on-hook (also when a driver closes)."""
         self._hook = HookState.ONHOOK
         if self._state is not PortState.OUT_OF_SERVICE:
             self._state = PortState.IDLE
+        self._ringing = False
         self._cid.reset()
 
     async def flash(self, ms: int = 100) -> None:
