@@ -67,13 +67,11 @@ def _ior(nr: int) -> int:
 
 
 DAHDI_CODE = 0xDA
-DAHDI_GET_BLOCKSIZE = _ior(1)      # _IOR(DAHDI_CODE, 1, int)
 DAHDI_SET_BLOCKSIZE = _iow(1)      # _IOW(DAHDI_CODE, 1, int)
 DAHDI_FLUSH = _iow(3)              # _IOW(DAHDI_CODE, 3, int)
 DAHDI_HOOK = _iow(7)               # _IOW(DAHDI_CODE, 7, int)
 DAHDI_GETEVENT = _ior(8)           # _IOR(DAHDI_CODE, 8, int)
 DAHDI_AUDIOMODE = _iow(32)         # _IOW(DAHDI_CODE, 32, int)
-DAHDI_CHANNO = _ior(34)            # _IOR(DAHDI_CODE, 34, int)
 DAHDI_SPECIFY = _iow(38)           # _IOW(DAHDI_CODE, 38, int)
 DAHDI_SETLAW = _iow(39)            # _IOW(DAHDI_CODE, 39, int)
 
