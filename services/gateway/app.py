@@ -13,6 +13,11 @@ from common.events import EventPublisher
 from common.health import Readiness
 from common.service import Stop
 from common.settings import Settings
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from gateway.analog.config import card_from_env
+from gateway.analog.lines import AnalogLines, LineStateCollector
 from gateway.control import CallControlService
 from gateway.directory import load_directory
 from gateway.media.clock import FrameClock
@@ -61,6 +66,7 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
     tcp = await TcpTransport.listen(settings.bind_host, settings.sip_port, layer.receive,
                                  lambda data, addr, exc: log.info("bad SIP over TCP from %s: %s",
                                                                   addr, exc))
+    analog, sim_control, lines_metrics = await _start_analog(settings, switch, clock)
     readiness.set("sip", True, f"udp+tcp {settings.bind_host}:{settings.sip_port}")
     log.info("SIP listening on %s:%d (UDP, TCP), realm %s", settings.bind_host,
              settings.sip_port, realm)
@@ -71,6 +77,11 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
     async def stop() -> None:
         await server.stop(grace=2)
         await switch.stop()
+        if analog is not None:
+            await analog.stop()
+            REGISTRY.unregister(lines_metrics)
+        if sim_control is not None:
+            await sim_control.cleanup()
         udp.close()
         await tcp.close()
         clock.stop()
@@ -78,3 +89,27 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
         await recorder_channel.close()
 
     return stop
+
+
+async def _start_analog(settings: Settings, switch: Switch, clock: FrameClock):  # noqa: ANN202
+    """The line card of HOTLINE_ANALOG_CARD as an analog trunk to HOTLINE_ANALOG_DID; a sim
+    card also gets its control API (HOTLINE_SIM_CONTROL_PORT, default 9110)."""
+    card = card_from_env(clock)
+    if card is None:
+        return None, None, None
+    lines = AnalogLines(switch, card, trunk="analog", did=os.environ.get("HOTLINE_ANALOG_DID",
+                                                                          "10000"))
+    switch.analog = lines
+    await lines.start()
+    collector = LineStateCollector(card, settings.site)
+    REGISTRY.register(collector)
+    control = None
+    if hasattr(card, "exchange"):
+        from gateway.analog.sim_http import make_control_app
+        port = int(os.environ.get("HOTLINE_SIM_CONTROL_PORT", "9110"))
+        control = web.AppRunner(make_control_app(card), access_log=None)
+        await control.setup()
+        await web.TCPSite(control, settings.bind_host, port).start()
+        log.info("simulated line card: %d ports, control API on http://%s:%d/ports",
+                 len(card.ports), settings.bind_host, port)
+    return lines, control, collector

@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from gateway.analog.channel import AnalogLeg
 from gateway.media.bridge import Bridge
 from gateway.media.endpoint import RtpEndpoint
 from gateway.media.prompts import PromptPlayer
@@ -63,7 +64,7 @@ class Call:
     dnis: str
     trunk: str
     channel: str
-    caller: SipLeg
+    caller: SipLeg | AnalogLeg
     caller_name: str = ""
     state: CallState = CallState.OFFERED
     agent: SipLeg | None = None

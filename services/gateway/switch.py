@@ -21,6 +21,7 @@ from hotline.v1 import gateway_pb2 as gw
 from prometheus_client import Counter, Gauge
 
 from common.events import EventPublisher
+from gateway.analog.channel import AnalogLeg
 from gateway.calls import Call, CallGone, CallRegistry, CallState, SipLeg
 from gateway.media.bridge import Bridge
 from gateway.media.clock import FrameClock
@@ -32,6 +33,7 @@ from gateway.sip.message import SipParseError, SipRequest, SipResponse
 from gateway.sip.registrar import Registrar
 
 if TYPE_CHECKING:
+    from gateway.analog.lines import AnalogLines
     from gateway.sip.useragent import UserAgent
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class Switch:
         self.trunk_allow = [ipaddress.ip_network(n, strict=False) for n in trunk_allow]
         self.recorder_stub = recorder_stub
         self.ua: UserAgent | None = None
+        self.analog: AnalogLines | None = None
         self.registry = CallRegistry()
         self._playing: set[Call] = set()
         self._outbox: asyncio.Queue[tuple[Message, str]] = asyncio.Queue()
@@ -180,16 +183,24 @@ class Switch:
             ani, name = "", ""
         call = Call(call_id=str(uuid.uuid4()), ani=ani, dnis=dnis, trunk=self.trunk_name,
                     channel="sip", caller=leg, caller_name=name)
-        endpoint.on_dtmf = lambda digit, c=call: self._digit(c, digit)
-        self.registry.add(call)
-        self.ua.ring(leg)
-        self.announce(ev.CallOffered(call_id=call.call_id, ani=ani, dnis=dnis,
-                                     trunk=self.trunk_name, channel="sip", caller_name=name),
-                      call.call_id)
+        self.offer(call)
         log.info("call %s offered: %s -> %s (%s)", call.call_id, ani, dnis, negotiated.codec)
+        return None
+
+    def _sig(self, leg: SipLeg | AnalogLeg):  # noqa: ANN202 - UserAgent | AnalogLines
+        """Who signals on this leg: the SIP user agent, or the analog line supervisor."""
+        return self.analog if isinstance(leg, AnalogLeg) else self.ua
+
+    def offer(self, call: Call) -> None:
+        """A new inbound call on any channel: track it, ring, announce CallOffered."""
+        call.caller.endpoint.on_dtmf = lambda digit, c=call: self._digit(c, digit)
+        self.registry.add(call)
+        self._sig(call.caller).ring(call.caller)
+        self.announce(ev.CallOffered(call_id=call.call_id, ani=call.ani, dnis=call.dnis,
+                                     trunk=call.trunk, channel=call.channel,
+                                     caller_name=call.caller_name), call.call_id)
         self.spawn(self._answer_timeout(call), f"answer-timeout-{call.call_id}")
         self._update_gauges()
-        return None
 
     async def _answer_timeout(self, call: Call) -> None:
         await asyncio.sleep(ANSWER_TIMEOUT_S)
@@ -216,7 +227,7 @@ class Switch:
         call = self.registry.get(call_id)
         if call.state != CallState.OFFERED:
             return call              # answering twice is harmless
-        self.ua.answer(call.caller)
+        self._sig(call.caller).answer(call.caller)
         call.state = CallState.ANSWERED
         call.answered_at = time.monotonic()
         self.announce(ev.CallAnswered(call_id=call.call_id), call.call_id)
@@ -397,10 +408,10 @@ class Switch:
             if leg is None or leg is by or leg.terminated:
                 continue
             if leg.uas and not leg.confirmed:
-                self.ua.reject(leg, 480, "Temporarily Unavailable")
+                self._sig(leg).reject(leg, 480, "Temporarily Unavailable")
                 leg.terminated = True
             elif leg.confirmed:
-                self.spawn(self.ua.bye(leg), f"bye-{leg.leg_id}")
+                self.spawn(self._sig(leg).bye(leg), f"bye-{leg.leg_id}")
         talk_ms = int((now - call.bridged_at) * 1000) if call.bridged_at else 0
         self.announce(ev.CallEnded(call_id=call.call_id, reason=reason, detail=detail,
                                    duration_ms=int((now - call.offered_at) * 1000),

@@ -1,0 +1,63 @@
+"""Analog outside lines end to end: the simulated card's exchange rings a port with FSK caller
+ID, the far party presses a digit in-band, an agent answers, and the far end hangs up with
+busy tone — all through the same IVR, ACD, recording and CDR path as SIP calls."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import datetime
+
+import pytest
+
+from tests.e2e.conftest import PORTS, Api, Platform, register_phone, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CONTROL = f"http://127.0.0.1:{PORTS['SIM_CONTROL_PORT']}"
+
+
+def control(method: str, path: str, body: dict | None = None) -> object:
+    req = urllib.request.Request(CONTROL + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def port_state(k: int) -> str:
+    return control("GET", "/ports")[k - 1]["state"]
+
+
+def cdr(sup: Api, ani: str) -> dict | None:
+    status, body = sup.call("GET", "/api/cdrs?limit=50")
+    assert status == 200, body
+    return next((r for r in body["cdrs"] if r["ani"] == ani), None)
+
+
+def test_ring_caller_id_inband_digit_and_busy_hangup(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
+    phone = sipp("phone_uas.xml", 16311, media_port=16312)
+    register_phone(sipp, "8008", 16310, 16311)
+    agents("agent8").agent_ready()
+    sup = Api(platform.http)
+    sup.login("supervisor", "supervisor-demo")
+
+    control("POST", "/ports/2/ring", {"caller": "13800138000"})
+    wait_for(lambda: port_state(2) == "offhook", timeout_s=15, what="the IVR answering port 2")
+    time.sleep(1.0)                                  # into the greeting (barge-in is allowed)
+    control("POST", "/ports/2/dtmf", {"digits": "2"})
+    wait_for(lambda: (r := cdr(sup, "13800138000")) and r.get("agent_id") and r, timeout_s=20,
+             what="the analog call reaching an agent")
+    time.sleep(2.0)                                  # talk
+    hung_up = time.time()
+    control("POST", "/ports/2/hangup", {"signal": "busy"})
+    row = wait_for(lambda: (r := cdr(sup, "13800138000")) and r.get("ended_at") and r,
+                   timeout_s=10, what="the call ending after busy tone")
+    assert phone.wait(20) == 0, phone.explain()
+    ended = datetime.fromisoformat(row["ended_at"].replace("Z", "+00:00")).timestamp()
+    assert ended - hung_up < 2.0, f"far-end hang-up took {ended - hung_up:.2f}s to detect"
+    assert row["end_reason"] == "far_end"
+    assert row["dnis"] == "10000" and row["channel"] == "analog"
+    assert row["queue"] == "support", "in-band 2 must choose the second queue"
+    assert row["agent_id"] == "agent8"
+    wait_for(lambda: port_state(2) == "idle", what="port 2 back on-hook")
