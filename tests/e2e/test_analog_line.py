@@ -61,3 +61,24 @@ def test_ring_caller_id_inband_digit_and_busy_hangup(platform: Platform, sipp, a
     assert row["queue"] == "support", "in-band 2 must choose the second queue"
     assert row["agent_id"] == "agent8"
     wait_for(lambda: port_state(2) == "idle", what="port 2 back on-hook")
+
+
+def test_all_four_lines_ringing_at_once_are_answered_and_queued(platform: Platform) -> None:
+    from tests.e2e.conftest import metric
+    before = metric(platform.metrics("acd"), "hotline_queue_abandoned_total", queue="sales")
+    callers = {k: f"1390000000{k}" for k in range(1, 5)}
+    for k, number in callers.items():
+        control("POST", f"/ports/{k}/ring", {"caller": number})
+    wait_for(lambda: all(port_state(k) == "offhook" for k in callers), timeout_s=20,
+             what="all four ports answered")
+    assert metric(platform.metrics("gateway"), "hotline_analog_lines", state="in_use") == 4
+    time.sleep(0.5)
+    for k in callers:
+        control("POST", f"/ports/{k}/dtmf", {"digits": "1"})
+    wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_calls_waiting",
+                            queue="sales") == 4, timeout_s=20, what="four calls waiting in sales")
+    for k in callers:
+        control("POST", f"/ports/{k}/hangup", {"signal": "loop_drop"})
+    wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_abandoned_total",
+                            queue="sales") == before + 4, what="four abandoned calls")
+    wait_for(lambda: all(port_state(k) == "idle" for k in callers), what="all ports idle")
