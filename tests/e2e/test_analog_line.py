@@ -3,11 +3,14 @@ ID, the far party presses a digit in-band, an agent answers, and the far end han
 busy tone — all through the same IVR, ACD, recording and CDR path as SIP calls."""
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 import urllib.request
 from datetime import datetime
 
+import aiohttp
 import pytest
 
 from tests.e2e.conftest import PORTS, Api, Platform, register_phone, wait_for
@@ -29,6 +32,35 @@ def port_state(k: int) -> str:
     return control("GET", "/ports")[k - 1]["state"]
 
 
+class DeskFeed:
+    """The agent desktop's websocket, read in a background thread."""
+
+    def __init__(self, http: str, token: str) -> None:
+        self.url = http.replace("http://", "ws://") + f"/ws?token={token}"
+        self.messages: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._read()), daemon=True)
+        self._thread.start()
+
+    async def _read(self) -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(self.url) as ws:
+            while not self._stop.is_set():
+                try:
+                    msg = await ws.receive(timeout=0.2)
+                except asyncio.TimeoutError:
+                    continue
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    return
+                self.messages.append(json.loads(msg.data))
+
+    def offers(self) -> list[dict]:
+        return [m for m in self.messages if m.get("type") == "offer"]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def cdr(sup: Api, ani: str) -> dict | None:
     status, body = sup.call("GET", "/api/cdrs?limit=50")
     assert status == 200, body
@@ -38,7 +70,9 @@ def cdr(sup: Api, ani: str) -> dict | None:
 def test_ring_caller_id_inband_digit_and_busy_hangup(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
     phone = sipp("phone_uas.xml", 16311, media_port=16312)
     register_phone(sipp, "8008", 16310, 16311)
-    agents("agent8").agent_ready()
+    agent = agents("agent8")
+    agent.agent_ready()
+    feed = DeskFeed(platform.http, agent.token)
     sup = Api(platform.http)
     sup.login("supervisor", "supervisor-demo")
 
@@ -48,6 +82,9 @@ def test_ring_caller_id_inband_digit_and_busy_hangup(platform: Platform, sipp, a
     control("POST", "/ports/2/dtmf", {"digits": "2"})
     wait_for(lambda: (r := cdr(sup, "13800138000")) and r.get("agent_id") and r, timeout_s=20,
              what="the analog call reaching an agent")
+    offer = wait_for(lambda: feed.offers(), what="the screen pop on the agent's desk")[0]
+    feed.close()
+    assert offer["ani"] == "13800138000" and offer["customer"]["name"] == "张伟"
     time.sleep(2.0)                                  # talk
     hung_up = time.time()
     control("POST", "/ports/2/hangup", {"signal": "busy"})
