@@ -76,6 +76,22 @@ class CallControlService(gateway_pb2_grpc.CallControlServicer):
         return gw.ConnectReply(call_id=request.call_id, result=result, leg_id=leg_id,
                                detail=detail)
 
+    async def Originate(self, request, context):  # noqa: N802, ANN001
+        number, policy = request.number, request.answer_policy or "after_dial"
+        if not number or len(number) > 32 or not set(number) <= set("0123456789*#"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "number must be 1-32 of the digits 0-9 * #")
+        if policy not in ("after_dial", "polarity"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "answer_policy must be after_dial or polarity")
+        try:
+            result, call, detail = await self.switch.originate(
+                request.trunk or "analog", number, policy, (request.timeout_ms or 30000) / 1000)
+        except CommandError as exc:
+            await self._guard(context, exc)
+        return gw.OriginateReply(call_id=call.call_id if call else "", result=result,
+                                 detail=detail)
+
     async def Hangup(self, request, context):  # noqa: N802, ANN001
         try:
             call = self.switch.hangup(request.call_id, request.reason)

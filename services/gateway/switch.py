@@ -191,16 +191,32 @@ class Switch:
         """Who signals on this leg: the SIP user agent, or the analog line supervisor."""
         return self.analog if isinstance(leg, AnalogLeg) else self.ua
 
-    def offer(self, call: Call) -> None:
-        """A new inbound call on any channel: track it, ring, announce CallOffered."""
+    def offer(self, call: Call, outbound: bool = False) -> None:
+        """A new call on any channel: track it and announce CallOffered. An inbound call rings
+        and waits for Answer; an outbound one (Originate) is already up."""
         call.caller.endpoint.on_dtmf = lambda digit, c=call: self._digit(c, digit)
         self.registry.add(call)
-        self._sig(call.caller).ring(call.caller)
         self.announce(ev.CallOffered(call_id=call.call_id, ani=call.ani, dnis=call.dnis,
                                      trunk=call.trunk, channel=call.channel,
-                                     caller_name=call.caller_name), call.call_id)
-        self.spawn(self._answer_timeout(call), f"answer-timeout-{call.call_id}")
+                                     caller_name=call.caller_name,
+                                     direction="outbound" if outbound else "inbound"),
+                      call.call_id)
+        if outbound:
+            call.state, call.answered_at = CallState.ANSWERED, time.monotonic()
+            self.announce(ev.CallAnswered(call_id=call.call_id), call.call_id)
+        else:
+            self._sig(call.caller).ring(call.caller)
+            self.spawn(self._answer_timeout(call), f"answer-timeout-{call.call_id}")
         self._update_gauges()
+
+    async def originate(self, trunk: str, number: str, policy: str,
+                        timeout_s: float) -> tuple[int, Call | None, str]:
+        """Place an outbound call on a trunk (today: the analog lines)."""
+        if trunk != "analog":
+            raise CommandError(f"trunk {trunk!r} cannot place calls (have: analog)")
+        if self.analog is None:
+            raise CommandError("no analog line card is configured (HOTLINE_ANALOG_CARD)")
+        return await self.analog.originate(number, policy, timeout_s)
 
     async def _answer_timeout(self, call: Call) -> None:
         await asyncio.sleep(ANSWER_TIMEOUT_S)

@@ -42,6 +42,8 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
         if env.WhichOneof("payload") != "call_offered":
             return
         offered = env.call_offered
+        if offered.direction == "outbound":          # placed by us: no inbound flow to run
+            return
         flow = flows.get(offered.dnis)
         if flow is None:
             log.warning("call %s to %s: no flow for this number", offered.call_id, offered.dnis)

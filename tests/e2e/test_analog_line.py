@@ -119,3 +119,55 @@ def test_all_four_lines_ringing_at_once_are_answered_and_queued(platform: Platfo
     wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_abandoned_total",
                             queue="sales") == before + 4, what="four abandoned calls")
     wait_for(lambda: all(port_state(k) == "idle" for k in callers), what="all ports idle")
+
+
+def _line_of(number: str) -> dict:
+    return next(p for p in control("GET", "/ports") if p["dialled"] == number)
+
+
+def test_outbound_call_seizes_waits_for_dial_tone_and_dials(platform: Platform) -> None:
+    import io
+    import wave
+
+    import grpc
+    import numpy as np
+    from hotline.v1 import gateway_pb2 as gw
+    from hotline.v1 import gateway_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{PORTS['GATEWAY_GRPC_PORT']}")
+    stub = gateway_pb2_grpc.CallControlStub(channel)
+    try:
+        reply = stub.Originate(gw.OriginateRequest(trunk="analog", number="12345"), timeout=30)
+        assert reply.result == gw.ORIGINATE_RESULT_ANSWERED, reply.detail
+        line = _line_of("12345")
+        assert line["offhook"] and line["line"] == "connected"
+        assert stub.Play(gw.PlayRequest(call_id=reply.call_id, prompt="goodbye"),
+                         timeout=30).completed
+        stub.Hangup(gw.HangupRequest(call_id=reply.call_id, reason="done"), timeout=5)
+        wait_for(lambda: port_state(line["port"]) == "idle", what="the line released")
+        with urllib.request.urlopen(f"{CONTROL}/ports/{line['port']}/captured", timeout=5) as r:
+            with wave.open(io.BytesIO(r.read())) as w:
+                sent = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        assert np.sqrt(np.mean(sent.astype(float) ** 2)) > 200, "the prompt reached the line"
+
+        for k in range(1, 5):          # the far party answers with a polarity reversal
+            control("POST", f"/ports/{k}/answer", {"polarity_after_ms": 600})
+        reply = stub.Originate(gw.OriginateRequest(trunk="analog", number="777",
+                                                   answer_policy="polarity"), timeout=30)
+        assert reply.result == gw.ORIGINATE_RESULT_ANSWERED, reply.detail
+        stub.Hangup(gw.HangupRequest(call_id=reply.call_id), timeout=5)
+        wait_for(lambda: port_state(_line_of("777")["port"]) == "idle", what="line released")
+
+        for k in range(1, 5):          # ... or never answers
+            control("POST", f"/ports/{k}/answer", {"polarity_after_ms": None})
+        reply = stub.Originate(gw.OriginateRequest(trunk="analog", number="888",
+                                                   answer_policy="polarity", timeout_ms=5000),
+                               timeout=30)
+        assert reply.result == gw.ORIGINATE_RESULT_NO_ANSWER and not reply.call_id
+        wait_for(lambda: port_state(_line_of("888")["port"]) == "idle", what="line released")
+
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.Originate(gw.OriginateRequest(trunk="analog", number="12a"), timeout=5)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        channel.close()

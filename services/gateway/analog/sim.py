@@ -145,6 +145,10 @@ class SimLine:
     dialled: str = ""
     flashes: list[int] = field(default_factory=list)
     dtmf: DtmfDetector = field(default_factory=DtmfDetector)
+    # Far party of an outbound call answers this long after the last digit, signalled by a
+    # polarity reversal (lines with answer supervision); None: no reversal is sent.
+    polarity_answer_ms: int | None = None
+    since_digit_ms: int = -1
 
     def __post_init__(self) -> None:
         self.captured = deque(maxlen=self.capture_frames)
@@ -160,6 +164,7 @@ class SimLine:
             "dialled": self.dialled,
             "flashes": len(self.flashes),
             "captured_ms": len(self.captured) * FRAME_MS,
+            "polarity_answer_ms": self.polarity_answer_ms,
         }
 
 
@@ -307,6 +312,7 @@ class SimExchange:
         self.now_ms += FRAME_MS
 
     def _new_call(self, line: SimLine) -> None:
+        line.since_digit_ms = -1
         line.captured.clear()
         line.tx.clear()
         line.dialled = ""
@@ -345,9 +351,17 @@ class SimExchange:
             if line.mode in (LineMode.DIALTONE, LineMode.CONNECTED):
                 for ev in line.dtmf.feed(sent):
                     line.dialled += ev.digit
+                    line.since_digit_ms = 0
                     if line.mode is LineMode.DIALTONE:
                         line.mode = LineMode.CONNECTED
                         line.tone = None
+            if line.since_digit_ms >= 0:
+                line.since_digit_ms += FRAME_MS
+                if line.polarity_answer_ms is not None and \
+                        line.since_digit_ms > line.polarity_answer_ms:
+                    line.since_digit_ms = -1
+                    if port is not None:
+                        port._polarity()
 
 
 class SimFxoPort(BasePort):

@@ -193,12 +193,27 @@ async def ports(request: web.Request) -> web.Response:
     return web.json_response([_status(card, k) for k in range(1, len(card.ports) + 1)])
 
 
+async def answer_mode(request: web.Request) -> web.Response:
+    """POST /ports/{k}/answer {"polarity_after_ms": 800 | null}: how the far party of the
+    next outbound call answers (polarity reversal after the last digit, or none)."""
+    card = request.app[_CARD]
+    k = _port(request)
+    data = await _body(request)
+    value = data.get("polarity_after_ms")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                              or not 0 <= value <= 60000):
+        raise _bad("polarity_after_ms: must be null or an integer 0..60000")
+    card.exchange.line(k).polarity_answer_ms = value
+    return web.json_response(_status(card, k))
+
+
 def make_control_app(card: SimCard) -> web.Application:
     """The aiohttp application controlling ``card``'s exchange."""
     app = web.Application(client_max_size=MAX_UPLOAD)
     app[_CARD] = card
     app.router.add_get("/ports", ports)
     app.router.add_post("/ports/{k}/ring", ring)
+    app.router.add_post("/ports/{k}/answer", answer_mode)
     app.router.add_post("/ports/{k}/play", play)
     app.router.add_post("/ports/{k}/dtmf", dtmf)
     app.router.add_post("/ports/{k}/hangup", hangup)
