@@ -144,6 +144,7 @@ Hotline is running (logs in {stack.log_dir}).
   Agent desktop + REST API : http://{host}:{settings.http_port}/   (agent1 / agent1-demo)
   SIP (UDP+TCP)            : {settings.sip_host}:{settings.sip_port}   phones 8001-8016, password <ext>-demo
   Trunk numbers (DIDs)     : 10000 human service, 10001 self-service
+  Analog lines (sim card)  : 4 ports -> 10000; ring one: curl -X POST -d '{{"caller":"13800138000"}}' http://{host}:{os.environ.get("HOTLINE_SIM_CONTROL_PORT", "9110")}/ports/2/ring
   Kafka (Tansu)            : {settings.kafka_bootstrap}
   gRPC gateway/acd/ivr/crm/recorder : {', '.join(str(settings.grpc_ports[s]) for s in SERVICES)}
   Metrics                  : {', '.join(f'http://{host}:{settings.metrics_ports[s]}/metrics' for s in SERVICES)}

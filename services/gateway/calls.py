@@ -66,6 +66,7 @@ class Call:
     channel: str
     caller: SipLeg | AnalogLeg
     caller_name: str = ""
+    line: str = ""                      # physical line of an analog call, e.g. "analog/2"
     state: CallState = CallState.OFFERED
     agent: SipLeg | None = None
     pending: SipLeg | None = None       # an endpoint being rung

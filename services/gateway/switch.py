@@ -198,7 +198,7 @@ class Switch:
         self.registry.add(call)
         self.announce(ev.CallOffered(call_id=call.call_id, ani=call.ani, dnis=call.dnis,
                                      trunk=call.trunk, channel=call.channel,
-                                     caller_name=call.caller_name,
+                                     caller_name=call.caller_name, line=call.line,
                                      direction="outbound" if outbound else "inbound"),
                       call.call_id)
         if outbound:

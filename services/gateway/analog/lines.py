@@ -76,7 +76,8 @@ class AnalogLines:
         name = (caller_id.name or "") if caller_id is not None and caller_id.valid else ""
         leg = AnalogLeg(port, AnalogMedia(port))
         call = Call(call_id=str(uuid.uuid4()), ani=number or "", dnis=self.did,
-                    trunk=self.trunk, channel="analog", caller=leg, caller_name=name)
+                    trunk=self.trunk, channel="analog", caller=leg, caller_name=name,
+                    line=f"{self.trunk}/{port.index}")
         self.switch.offer(call)
         log.info("analog port %d rings: call %s from %s", port.index, call.call_id,
                  number or (caller_id.reason if caller_id else "no caller ID"))
@@ -148,7 +149,7 @@ class AnalogLines:
                         f"no answer (polarity reversal) from {number} within {timeout_s:.0f}s"
             leg = AnalogLeg(port, AnalogMedia(port), uas=False, confirmed=True)
             call = Call(call_id=str(uuid.uuid4()), ani="", dnis=number, trunk=self.trunk,
-                        channel="analog", caller=leg)
+                        channel="analog", caller=leg, line=f"{self.trunk}/{port.index}")
             self._calls[port.index] = call
             self.switch.offer(call, outbound=True)
             log.info("analog line %d: call %s to %s is up (%s)", port.index, call.call_id,
