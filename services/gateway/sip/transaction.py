@@ -137,32 +137,29 @@ def response_destination(via: Via, source_addr: Addr | None = None) -> Addr:
     return host, port
 
 
-def build_cancel(invite: SipRequest) -> SipRequest:
-    """CANCEL for a pending INVITE (RFC 3261 9.1): same branch, URI, IDs, CSeq number."""
+def _same_transaction(invite: SipRequest, to: str, method: str) -> SipRequest:
+    """A request in the INVITE's own transaction (same Via branch, URI, Route, IDs, CSeq
+    number): what CANCEL (9.1) and the ACK of a non-2xx (17.1.1.3) both are."""
     h = Headers()
     h.add("Via", invite._required("Via"))
     for route in invite.headers.get_all("Route"):
         h.add("Route", route)
     h.add("Max-Forwards", "70")
     h.add("From", invite._required("From"))
-    h.add("To", invite._required("To"))
+    h.add("To", to)
     h.add("Call-ID", invite.call_id)
-    h.add("CSeq", f"{invite.cseq[0]} CANCEL")
-    return SipRequest("CANCEL", invite.uri, h)
+    h.add("CSeq", f"{invite.cseq[0]} {method}")
+    return SipRequest(method, invite.uri, h)
+
+
+def build_cancel(invite: SipRequest) -> SipRequest:
+    """CANCEL for a pending INVITE (RFC 3261 9.1)."""
+    return _same_transaction(invite, invite._required("To"), "CANCEL")
 
 
 def build_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
-    """ACK for a non-2xx final response (RFC 3261 17.1.1.3): same branch, To from response."""
-    h = Headers()
-    h.add("Via", invite._required("Via"))
-    for route in invite.headers.get_all("Route"):
-        h.add("Route", route)
-    h.add("Max-Forwards", "70")
-    h.add("From", invite._required("From"))
-    h.add("To", response._required("To"))
-    h.add("Call-ID", invite.call_id)
-    h.add("CSeq", f"{invite.cseq[0]} ACK")
-    return SipRequest("ACK", invite.uri, h)
+    """ACK for a non-2xx final response (RFC 3261 17.1.1.3): To (with tag) from the response."""
+    return _same_transaction(invite, response._required("To"), "ACK")
 
 
 class _TimerOwner:
