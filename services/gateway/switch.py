@@ -105,14 +105,20 @@ class Switch:
         self._outbox.put_nowait((payload, key))
 
     async def _drain_outbox(self) -> None:
+        """Publish call events in order; an event is retried until the broker has it (with the
+        same event id, so a retry of one that did land is dropped by consumers), never lost."""
         while True:
             payload, key = await self._outbox.get()
-            try:
-                await self.publisher.publish(payload, key)
-            except Exception:
-                log.exception("could not publish %s for %s; retrying", payload.DESCRIPTOR.name, key)
-                await asyncio.sleep(1.0)
-                await self.publisher.publish(payload, key)
+            event_id, delay = str(uuid.uuid4()), 0.5
+            while True:
+                try:
+                    await self.publisher.publish(payload, key, event_id=event_id)
+                    break
+                except Exception:
+                    log.exception("could not publish %s for %s; retrying in %.1fs",
+                                  payload.DESCRIPTOR.name, key, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
 
     def _update_gauges(self) -> None:
         counts = dict.fromkeys((s.value for s in CallState if s != CallState.ENDED), 0)
