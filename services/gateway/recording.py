@@ -40,7 +40,8 @@ class RecordingStream:
     def tap(self, left: np.ndarray, right: np.ndarray) -> None:
         """One 20 ms frame per side (called by the bridge on every clock tick)."""
         try:
-            self._queue.put_nowait((left.astype("<i2").tobytes(), right.astype("<i2").tobytes()))
+            self._queue.put_nowait((np.asarray(left, "<i2").tobytes(),   # no copy when already
+                                    np.asarray(right, "<i2").tobytes()))  # little-endian int16
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped == 1:

@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 SIP_REQUESTS = Counter("hotline_sip_requests_total", "SIP requests received", ["method"])
 SIP_BAD = Counter("hotline_sip_malformed_total", "Malformed SIP messages received")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER")
+ALLOW = ", ".join(ALLOWED)
 KNOWN_UNSUPPORTED = {"SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "REFER", "UPDATE", "PRACK",
                      "PUBLISH"}
 USER_AGENT = "Hotline/0.1"
+COUNTED_METHODS = frozenset(ALLOWED) | KNOWN_UNSUPPORTED   # metric labels stay bounded
 
 
 class UserAgent:
@@ -65,8 +67,7 @@ class UserAgent:
                 pass
 
     async def on_request(self, req: SipRequest, tx: ServerTransaction | None) -> None:
-        SIP_REQUESTS.labels(req.method if req.method in ALLOW or req.method in KNOWN_UNSUPPORTED
-                            else "other").inc()
+        SIP_REQUESTS.labels(req.method if req.method in COUNTED_METHODS else "other").inc()
         if tx is None:                       # ACK for a 2xx: end-to-end, no transaction
             if req.method == "ACK":
                 found = self.switch.registry.leg(req.call_id)
