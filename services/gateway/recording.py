@@ -24,6 +24,16 @@ FRAMES_PER_MESSAGE = 5
 QUEUE_FRAMES = 1500          # 30 s of slack if the recorder is slow
 
 
+class GrpcRecorder:
+    """The core's Recorder: each bridged call streams to the recorder service."""
+
+    def __init__(self, stub: recorder_pb2_grpc.RecorderStub) -> None:
+        self.stub = stub
+
+    def start(self, call_id: str, agent_id: str, queue: str) -> RecordingStream:
+        return RecordingStream(self.stub, call_id, agent_id, queue)
+
+
 class RecordingStream:
     def __init__(self, stub: recorder_pb2_grpc.RecorderStub, call_id: str, agent_id: str,
                  queue: str, sample_rate: int = 8000) -> None:

@@ -1,22 +1,21 @@
 """The gateway's call model: a call is the caller's leg plus, once connected, an agent's leg.
 
-A leg is one SIP dialog with its RTP endpoint. The call keeps what the IVR and ACD ask about
-it (digits typed, what is playing, what it is bridged to) and its timestamps for CallEnded.
+The call keeps what the IVR and ACD ask about it (digits typed, what is playing, what it is
+bridged to) and its timestamps for CallEnded. Legs are the channels' objects, seen through
+the :class:`~gateway.core.contracts.Leg` contract.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
 import time
-import uuid
 from dataclasses import dataclass, field
 
-from gateway.analog.channel import AnalogLeg
+from gateway.core.contracts import Leg, Recording
 from gateway.media.bridge import Bridge
-from gateway.media.endpoint import RtpEndpoint
 from gateway.media.prompts import PromptPlayer
-from gateway.sip.message import SipRequest
-from gateway.sip.transport import Transport
+
+__all__ = ["Call", "CallGone", "CallRegistry", "CallState", "EndReason"]
 
 
 class CallState(str, enum.Enum):
@@ -26,31 +25,14 @@ class CallState(str, enum.Enum):
     ENDED = "ended"
 
 
-@dataclass(eq=False)
-class SipLeg:
-    """One SIP dialog (RFC 3261 section 12) and its media."""
+class EndReason(str, enum.Enum):
+    """Why a call ended (the CallEnded reason, and the metric label)."""
 
-    sip_call_id: str
-    local_party: str                    # our From/To header value, with our tag
-    remote_party: str                   # theirs, with their tag once known
-    remote_target: str                  # their Contact URI: where in-dialog requests go
-    transport: Transport
-    peer: tuple[str, int]               # where their requests came from / ours are sent
-    endpoint: RtpEndpoint
-    uas: bool                           # True when they called us
-    invite: SipRequest | None = None
-    local_cseq: int = 1
-    confirmed: bool = False             # 2xx sent/received (ACK pending or done)
-    terminated: bool = False
-    leg_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    server_tx: object | None = None     # UAS INVITE transaction until a final response
-    ok_retransmitter: object | None = None
-    client_tx: object | None = None     # UAC INVITE transaction while ringing
-    local_sdp: bytes = b""
-
-    def next_cseq(self) -> int:
-        self.local_cseq += 1
-        return self.local_cseq
+    CALLER_HANGUP = "caller_hangup"
+    AGENT_HANGUP = "agent_hangup"
+    FAR_END = "far_end"
+    TIMEOUT = "timeout"
+    SYSTEM = "system"
 
 
 class CallGone(Exception):
@@ -64,12 +46,13 @@ class Call:
     dnis: str
     trunk: str
     channel: str
-    caller: SipLeg | AnalogLeg
+    caller: Leg
     caller_name: str = ""
     line: str = ""                      # physical line of an analog call, e.g. "analog/2"
+    outbound: bool = False
     state: CallState = CallState.OFFERED
-    agent: SipLeg | None = None
-    pending: SipLeg | None = None       # an endpoint being rung
+    agent: Leg | None = None
+    ringing_endpoint: bool = False      # a ConnectToEndpoint is ringing someone
     bridge: Bridge | None = None
     agent_id: str = ""
     queue: str = ""
@@ -83,7 +66,10 @@ class Call:
     digits: list[str] = field(default_factory=list)
     digit_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    recording: object | None = None
+    recording: Recording | None = None
+
+    def legs(self) -> tuple[Leg, ...]:
+        return (self.caller,) if self.agent is None else (self.caller, self.agent)
 
     def take_digit(self) -> str | None:
         if self.digits:
@@ -114,21 +100,21 @@ class Call:
 
 
 class CallRegistry:
-    """Live calls by id, and legs by SIP Call-ID for routing in-dialog requests."""
+    """Live calls by id, and the call each leg belongs to."""
 
     def __init__(self) -> None:
         self.calls: dict[str, Call] = {}
-        self.legs: dict[str, tuple[Call, SipLeg]] = {}
+        self._by_leg: dict[str, Call] = {}
 
     def add(self, call: Call) -> None:
         self.calls[call.call_id] = call
         self.bind_leg(call, call.caller)
 
-    def bind_leg(self, call: Call, leg: SipLeg) -> None:
-        self.legs[leg.sip_call_id] = (call, leg)
+    def bind_leg(self, call: Call, leg: Leg) -> None:
+        self._by_leg[leg.leg_id] = call
 
-    def leg(self, sip_call_id: str) -> tuple[Call, SipLeg] | None:
-        return self.legs.get(sip_call_id)
+    def call_of(self, leg: Leg) -> Call | None:
+        return self._by_leg.get(leg.leg_id)
 
     def get(self, call_id: str) -> Call:
         call = self.calls.get(call_id)
@@ -136,8 +122,11 @@ class CallRegistry:
             raise CallGone(call_id)
         return call
 
+    def live(self) -> list[Call]:
+        return [c for c in self.calls.values() if c.state != CallState.ENDED]
+
     def remove(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
-        for leg in (call.caller, call.agent, call.pending):
-            if leg is not None and self.legs.get(leg.sip_call_id, (None, None))[1] is leg:
-                del self.legs[leg.sip_call_id]
+        for leg in call.legs():
+            if self._by_leg.get(leg.leg_id) is call:
+                del self._by_leg[leg.leg_id]

@@ -1,0 +1,217 @@
+"""The contracts between the gateway's channel-neutral core and the channels around it.
+
+The switch knows calls, legs and media streams; it never knows SIP, an FXO port or a
+browser. A channel (SIP, analog, later WebRTC) adapts one technology to these Protocols:
+it hands the core new legs through a :class:`CallSink`, and the core asks it to ring,
+answer, reject and hang up a leg through the leg's :class:`Signalling`. Everything here is
+structural (``typing.Protocol``), so a channel implements a contract by its shape and a
+test can drive the switch with small fakes.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Attempt",
+    "AudioHandler",
+    "CallSink",
+    "CallerParty",
+    "DigitHandler",
+    "EndpointDialer",
+    "Leg",
+    "MediaStream",
+    "Offer",
+    "Originator",
+    "Outcome",
+    "Recorder",
+    "Recording",
+    "Release",
+    "Signalling",
+]
+
+Frame = npt.NDArray[np.int16]
+AudioHandler = Callable[[Frame], None]
+DigitHandler = Callable[[str], None]
+
+
+class MediaStream(Protocol):
+    """One leg's audio: 20 ms int16 frames in and out, and the digits the far end keys.
+
+    An RTP endpoint is one; so is an analog port's media. The core sets the two handlers
+    (prompts and digit collection, or a bridge while talking) and sends a frame per tick.
+    """
+
+    on_audio: AudioHandler | None
+    on_dtmf: DigitHandler | None
+
+    def send_audio(self, pcm: Frame) -> bool:
+        """Send one frame; False when it could not be sent (not negotiated, closed)."""
+        ...
+
+    def skip(self, frames: int = 1) -> None:
+        """Let ``frames`` frames of silence elapse (nothing to send this tick)."""
+        ...
+
+    def close(self) -> None:
+        """Release the stream's resources; safe to call twice."""
+        ...
+
+
+class Leg(Protocol):
+    """One party's side of a call, as the core sees it.
+
+    Its state is the channel's to change: the core only reads it and asks the leg's
+    :attr:`signalling` to act.
+    """
+
+    @property
+    def leg_id(self) -> str: ...
+
+    @property
+    def media(self) -> MediaStream: ...
+
+    @property
+    def signalling(self) -> Signalling: ...
+
+    @property
+    def inbound(self) -> bool:
+        """True when the far end called us (we answer or reject it)."""
+        ...
+
+    @property
+    def answered(self) -> bool:
+        """The leg is (or was) connected: answered by us, or answered by the far end."""
+        ...
+
+    @property
+    def ended(self) -> bool:
+        """Hung up, rejected or released: the channel will not signal on it again."""
+        ...
+
+
+class Signalling(Protocol):
+    """What the core asks of the channel a leg belongs to."""
+
+    def ring(self, leg: Leg) -> None:
+        """Tell an inbound caller that the call is being offered (SIP 180)."""
+        ...
+
+    def answer(self, leg: Leg) -> None:
+        """Connect an inbound caller (SIP 200, an FXO port going off-hook)."""
+        ...
+
+    def reject(self, leg: Leg, detail: str) -> None:
+        """Refuse an inbound caller that was never answered."""
+        ...
+
+    async def hang_up(self, leg: Leg) -> None:
+        """End an answered leg from our side (SIP BYE, on-hook)."""
+        ...
+
+    def release(self, leg: Leg) -> None:
+        """The core is done with the leg: free its media and forget it (after a linger that
+        lets late retransmissions still find it)."""
+        ...
+
+
+class Release(str, enum.Enum):
+    """Why a channel reports that a leg went away by itself."""
+
+    HANGUP = "hangup"          # the far end hung up or gave up (BYE, CANCEL, ringing stopped)
+    FAR_END = "far_end"        # a line signal said the far end is gone (loop drop, busy tone)
+    TIMEOUT = "timeout"        # signalling broke down (no ACK for our 200)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a channel knows about a new call when it hands its first leg to the core."""
+
+    ani: str
+    dnis: str
+    trunk: str
+    channel: str                 # "sip", "analog", ...
+    caller_name: str = ""
+    line: str = ""               # the physical line of an analog call, e.g. "analog/2"
+    outbound: bool = False       # placed by us (Originate): already connected
+
+
+class CallSink(Protocol):
+    """What a channel tells the core: a new call arrived, a leg went away."""
+
+    def offer(self, leg: Leg, offer: Offer) -> str:
+        """Track a new call whose first leg is ``leg``; returns the call id."""
+        ...
+
+    def leg_released(self, leg: Leg, why: Release, detail: str) -> None:
+        """The far end of ``leg`` is gone; the channel has already marked it ended."""
+        ...
+
+
+class Outcome(str, enum.Enum):
+    """How an attempt to reach a party ended."""
+
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    REJECTED = "rejected"
+    UNREACHABLE = "unreachable"
+    CALLER_GONE = "caller_gone"     # the call we were connecting ended while ringing
+    NO_LINE = "no_line"             # every line of the trunk is busy
+    NO_DIAL_TONE = "no_dial_tone"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The result of ringing an endpoint or placing a call: the connected leg when answered."""
+
+    outcome: Outcome
+    leg: Leg | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerParty:
+    """Who the rung endpoint should see as calling."""
+
+    call_id: str
+    number: str
+    name: str = ""
+
+
+class EndpointDialer(Protocol):
+    """A channel that can ring an endpoint (an extension) and connect it."""
+
+    async def ring_endpoint(self, target: str, caller: CallerParty, ring_timeout_s: float,
+                            abandon: asyncio.Event) -> Attempt:
+        """Ring ``target`` until it answers, refuses, ``ring_timeout_s`` passes or
+        ``abandon`` is set (the call ended meanwhile; then the outcome is CALLER_GONE).
+        An ANSWERED attempt's leg is connected and owned by the core from then on."""
+        ...
+
+
+class Originator(Protocol):
+    """A trunk that can place outbound calls. On success the channel has already offered
+    the new call to its sink (with ``Offer.outbound``) and the attempt carries its leg."""
+
+    async def originate(self, number: str, policy: str, timeout_s: float) -> Attempt: ...
+
+
+class Recording(Protocol):
+    """One call's recording in progress: a frame pair per tick, then finish."""
+
+    def tap(self, left: Frame, right: Frame) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
+class Recorder(Protocol):
+    """Starts recordings of bridged calls."""
+
+    def start(self, call_id: str, agent_id: str, queue: str) -> Recording: ...

@@ -1,0 +1,327 @@
+"""Call logic: offering, answering, prompts, digits, ringing endpoints, bridging, ending.
+
+The switch owns every live call. Channels tell it what the network did through the
+:class:`~gateway.core.contracts.CallSink` calls (`offer`, `leg_released`); the gRPC
+CallControl servicer tells it what the IVR and ACD want; it asks a leg's channel to ring,
+answer, reject or hang up through the leg's Signalling, and announces every fact through
+its notifier. It never speaks a channel's protocol.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge
+
+from gateway.core.calls import Call, CallGone, CallRegistry, CallState, EndReason
+from gateway.core.contracts import (Attempt, CallerParty, EndpointDialer, Leg, Offer, Originator,
+                                    Outcome, Recorder, Release)
+from gateway.core.prompts import PromptLibrary
+from gateway.media.bridge import Bridge
+from gateway.media.clock import FrameClock
+from gateway.media.prompts import PromptPlayer
+
+__all__ = ["CallEvents", "CommandError", "Switch"]
+
+log = logging.getLogger(__name__)
+
+ACTIVE = Gauge("hotline_active_calls", "Live calls by state", ["state", "site"])
+CALLS = Counter("hotline_gateway_calls_total", "Calls by how they ended", ["reason", "site"])
+
+ANSWER_TIMEOUT_S = 60.0
+LEG_LINGER_S = 5.0       # keep ended legs known to their channel for late retransmissions
+
+
+class CommandError(Exception):
+    """A command that cannot be done in the call's current state (FAILED_PRECONDITION)."""
+
+
+class CallEvents(Protocol):
+    """The facts the switch announces (built and published by the gateway's notifier)."""
+
+    def offered(self, call: Call) -> None: ...
+
+    def answered(self, call: Call) -> None: ...
+
+    def bridged(self, call: Call, leg_id: str, endpoint: str) -> None: ...
+
+    def ended(self, call: Call, reason: EndReason, detail: str, duration_ms: int,
+              talk_ms: int) -> None: ...
+
+
+class Switch:
+    """The channel-neutral call core; also the CallSink every channel reports to."""
+
+    def __init__(self, *, site: str, events: CallEvents, clock: FrameClock,
+                 prompts: PromptLibrary, endpoints: EndpointDialer | None,
+                 trunks: Mapping[str, Originator], recorder: Recorder | None,
+                 answer_timeout_s: float = ANSWER_TIMEOUT_S,
+                 linger_s: float = LEG_LINGER_S) -> None:
+        self.site, self.events, self.clock, self.prompts = site, events, clock, prompts
+        self.endpoints, self.trunks, self.recorder = endpoints, dict(trunks), recorder
+        self.answer_timeout_s, self.linger_s = answer_timeout_s, linger_s
+        self.registry = CallRegistry()
+        self._playing: set[Call] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._clock_handle = clock.subscribe(self._tick)
+
+    # ---- plumbing ----------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _update_gauges(self) -> None:
+        counts = dict.fromkeys((s.value for s in CallState if s != CallState.ENDED), 0)
+        for call in self.registry.live():
+            counts[call.state.value] += 1
+        for state, n in counts.items():
+            ACTIVE.labels(state, self.site).set(n)
+
+    async def stop(self) -> None:
+        """End every live call (their channels hang up) and stop the switch's tasks."""
+        for call in self.registry.live():
+            self.end(call, EndReason.SYSTEM, "gateway stopping")
+        await asyncio.sleep(0.2)
+        self.clock.unsubscribe(self._clock_handle)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- CallSink: what channels report ---------------------------------------------------
+    def offer(self, leg: Leg, offer: Offer) -> str:
+        """A new call on any channel: track it and announce CallOffered. An inbound call rings
+        and waits for Answer; an outbound one (Originate) is already up."""
+        call = Call(call_id=str(uuid.uuid4()), ani=offer.ani, dnis=offer.dnis, trunk=offer.trunk,
+                    channel=offer.channel, caller=leg, caller_name=offer.caller_name,
+                    line=offer.line, outbound=offer.outbound)
+        leg.media.on_dtmf = lambda digit, c=call: self._digit(c, digit)
+        self.registry.add(call)
+        self.events.offered(call)
+        if offer.outbound:
+            call.state, call.answered_at = CallState.ANSWERED, time.monotonic()
+            self.events.answered(call)
+        else:
+            leg.signalling.ring(leg)
+            self.spawn(self._answer_timeout(call), f"answer-timeout-{call.call_id}")
+        self._update_gauges()
+        return call.call_id
+
+    def leg_released(self, leg: Leg, why: Release, detail: str) -> None:
+        """The far end of a leg went away: the call ends, and every other leg is released."""
+        call = self.registry.call_of(leg)
+        if call is None or call.state == CallState.ENDED:
+            return
+        if why is Release.FAR_END:
+            reason = EndReason.FAR_END
+        elif why is Release.TIMEOUT:
+            reason = EndReason.TIMEOUT
+        elif leg is call.caller:
+            reason = EndReason.CALLER_HANGUP
+        else:
+            reason = EndReason.AGENT_HANGUP
+        self.end(call, reason, detail, by=leg)
+
+    async def _answer_timeout(self, call: Call) -> None:
+        await asyncio.sleep(self.answer_timeout_s)
+        if call.state == CallState.OFFERED:
+            log.warning("call %s was never answered by the IVR; releasing", call.call_id)
+            self.end(call, EndReason.TIMEOUT, "not answered in time")
+
+    def _digit(self, call: Call, digit: str) -> None:
+        call.digits.append(digit)
+        call.digit_arrived.set()
+        if call.barge_in and call.player is not None:
+            self._stop_player(call, completed=False)
+
+    # ---- commands ----------------------------------------------------------------------
+    def answer(self, call_id: str) -> Call:
+        call = self.registry.get(call_id)
+        if call.state != CallState.OFFERED:
+            return call              # answering twice is harmless
+        call.caller.signalling.answer(call.caller)
+        call.state = CallState.ANSWERED
+        call.answered_at = time.monotonic()
+        self.events.answered(call)
+        self._update_gauges()
+        return call
+
+    async def originate(self, trunk: str, number: str, policy: str, timeout_s: float
+                        ) -> tuple[Attempt, Call | None]:
+        """Place an outbound call on a trunk; the new call is answered when the attempt is."""
+        originator = self.trunks.get(trunk)
+        if originator is None:
+            have = ", ".join(sorted(self.trunks)) or "none configured"
+            raise CommandError(f"trunk {trunk!r} cannot place calls (have: {have})")
+        attempt = await originator.originate(number, policy, timeout_s)
+        call = self.registry.call_of(attempt.leg) if attempt.leg is not None else None
+        return attempt, call
+
+    def _stop_player(self, call: Call, completed: bool) -> None:
+        call.player = None
+        call.barge_in = False
+        self._playing.discard(call)
+        if call.play_done is not None and not call.play_done.done():
+            call.play_done.set_result(completed)
+        call.play_done = None
+
+    def _tick(self) -> None:
+        """20 ms clock: one frame of each playing prompt."""
+        for call in list(self._playing):
+            player = call.player
+            frame = player.next_frame() if player is not None else None
+            if frame is None:
+                self._stop_player(call, completed=True)
+                continue
+            call.caller.media.send_audio(frame)
+
+    async def play(self, call_id: str, prompt: str, barge_in: bool, loop: bool) -> tuple[bool, str]:
+        """Play a prompt to the caller; returns (completed, the digit that interrupted it)."""
+        call = self.registry.get(call_id)
+        if call.state != CallState.ANSWERED:
+            raise CommandError(f"call {call_id} is {call.state.value}; prompts play only to "
+                               "answered calls that are not bridged")
+        frames_ = self.prompts.get(prompt)
+        self._stop_player(call, completed=False)
+        if barge_in and call.digits:
+            return False, call.digits[0]
+        call.player = PromptPlayer(frames_, loop=loop)
+        call.barge_in = barge_in
+        self._playing.add(call)
+        if loop:
+            return False, ""
+        done = call.play_done = asyncio.get_running_loop().create_future()
+        ended = asyncio.ensure_future(call.ended.wait())
+        try:
+            await asyncio.wait({done, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if call.ended.is_set():
+            raise CallGone(call_id)
+        completed = done.result()
+        return completed, "" if completed else (call.digits[0] if call.digits else "")
+
+    def stop_play(self, call_id: str) -> Call:
+        call = self.registry.get(call_id)
+        self._stop_player(call, completed=False)
+        return call
+
+    async def collect(self, call_id: str, max_digits: int, timeout_ms: int,
+                      inter_digit_ms: int, terminators: str) -> tuple[str, str]:
+        """Digits the caller keys: returns (digits, why collection stopped)."""
+        call = self.registry.get(call_id)
+        if call.state == CallState.OFFERED:
+            raise CommandError(f"call {call_id} is not answered yet")
+        max_digits = max_digits or 1
+        timeout = (timeout_ms or 5000) / 1000
+        got = ""
+        try:
+            while len(got) < max_digits:
+                digit = await call.next_digit(timeout)
+                if digit is None:
+                    return got, "timeout"
+                if digit in terminators:
+                    return got, "terminator"
+                got += digit
+                timeout = (inter_digit_ms or timeout_ms or 5000) / 1000
+        except CallGone:
+            return got, "hangup"
+        return got, "max_digits"
+
+    async def connect(self, call_id: str, extension: str, ring_timeout_s: float, agent_id: str,
+                      queue: str) -> Attempt:
+        """Ring an extension and bridge it to the call."""
+        call = self.registry.get(call_id)
+        if call.state != CallState.ANSWERED or call.ringing_endpoint:
+            raise CommandError(f"call {call_id} is {call.state.value}"
+                               f"{' and already ringing an endpoint' if call.ringing_endpoint else ''}")
+        if self.endpoints is None:
+            return Attempt(Outcome.UNREACHABLE, None, "no channel can ring endpoints")
+        call.ringing_endpoint = True
+        try:
+            attempt = await self.endpoints.ring_endpoint(
+                extension, CallerParty(call.call_id, call.ani, call.caller_name), ring_timeout_s,
+                call.ended)
+        finally:
+            call.ringing_endpoint = False
+        if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
+            return attempt
+        leg = attempt.leg
+        if call.state != CallState.ANSWERED:     # ended (or bridged) while the channel finished
+            self.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
+            self._release_later(leg)
+            return Attempt(Outcome.CALLER_GONE, leg, "caller hung up while connecting")
+        call.agent, call.agent_id, call.queue = leg, agent_id, queue
+        self.registry.bind_leg(call, leg)
+        self._bridge(call, endpoint=extension)
+        return attempt
+
+    def _bridge(self, call: Call, endpoint: str) -> None:
+        assert call.agent is not None
+        self._stop_player(call, completed=False)
+        recording = None
+        if self.recorder is not None:
+            recording = self.recorder.start(call.call_id, call.agent_id, call.queue)
+        call.recording = recording
+        call.bridge = Bridge(call.caller.media, call.agent.media,
+                             tap=recording.tap if recording is not None else None)
+        call.bridge.start(self.clock)
+        call.state = CallState.BRIDGED
+        call.bridged_at = time.monotonic()
+        self.events.bridged(call, call.agent.leg_id, endpoint)
+        log.info("call %s bridged to %s (%s)", call.call_id, endpoint, call.agent_id)
+        self._update_gauges()
+
+    def hangup(self, call_id: str, detail: str) -> Call:
+        call = self.registry.get(call_id)
+        self.end(call, EndReason.SYSTEM, detail or "hung up by command")
+        return call
+
+    def end(self, call: Call, reason: EndReason, detail: str, by: Leg | None = None) -> None:
+        """End a call once: release every other leg, stop media, announce CallEnded."""
+        if call.state == CallState.ENDED:
+            return
+        was = call.state
+        call.state = CallState.ENDED
+        call.ended.set()
+        self._stop_player(call, completed=False)
+        if call.bridge is not None:
+            call.bridge.stop()
+        now = time.monotonic()
+        for leg in call.legs():
+            if leg is by or leg.ended:
+                continue
+            if leg.inbound and not leg.answered:
+                leg.signalling.reject(leg, detail)
+            elif leg.answered:
+                self.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
+        talk_ms = int((now - call.bridged_at) * 1000) if call.bridged_at else 0
+        self.events.ended(call, reason, detail, duration_ms=int((now - call.offered_at) * 1000),
+                          talk_ms=talk_ms)
+        CALLS.labels(reason.value, self.site).inc()
+        log.info("call %s ended (%s, was %s): %s", call.call_id, reason.value, was.value, detail)
+        self.spawn(self._finish(call), f"finish-{call.call_id}")
+        self._update_gauges()
+
+    async def _finish(self, call: Call) -> None:
+        if call.recording is not None:
+            await call.recording.finish()
+        await asyncio.sleep(self.linger_s)
+        for leg in call.legs():
+            leg.signalling.release(leg)
+        self.registry.remove(call)
+
+    def _release_later(self, leg: Leg) -> None:
+        async def later() -> None:
+            await asyncio.sleep(self.linger_s)
+            leg.signalling.release(leg)
+        self.spawn(later(), f"release-{leg.leg_id}")
+
+    def list_calls(self) -> list[Call]:
+        return self.registry.live()

@@ -1,0 +1,103 @@
+"""Every event the gateway publishes is built here, and leaves through one ordered outbox.
+
+SIP and media handling never wait for Kafka: the switch hands a fact to the notifier, which
+queues it; one task publishes the queue in order, so a call's CallOffered always precedes
+its CallEnded on the `calls` topic. An event that cannot be published is retried with the
+same event id until the broker has it (consumers drop a repeat), never lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Protocol
+
+from google.protobuf.message import Message
+from hotline.v1 import events_pb2 as ev
+
+from gateway.core.calls import Call, EndReason
+
+__all__ = ["CallNotifier", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+END_REASONS: dict[EndReason, int] = {
+    EndReason.CALLER_HANGUP: ev.END_REASON_CALLER_HANGUP,
+    EndReason.AGENT_HANGUP: ev.END_REASON_AGENT_HANGUP,
+    EndReason.FAR_END: ev.END_REASON_FAR_END,
+    EndReason.TIMEOUT: ev.END_REASON_TIMEOUT,
+    EndReason.SYSTEM: ev.END_REASON_SYSTEM,
+}
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class Publisher(Protocol):
+    """Where events go (common.events.EventPublisher in the service)."""
+
+    async def publish(self, payload: Message, key: str, event_id: str | None = None) -> object: ...
+
+
+class CallNotifier:
+    """Builds the `calls` events of the switch's facts and publishes them in order."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self._outbox: asyncio.Queue[tuple[Message, str]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name="gateway-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    @property
+    def pending(self) -> int:
+        """Events accepted but not yet published."""
+        return self._outbox.qsize()
+
+    # ---- the facts -------------------------------------------------------------------------
+    def offered(self, call: Call) -> None:
+        self._put(ev.CallOffered(call_id=call.call_id, ani=call.ani, dnis=call.dnis,
+                                 trunk=call.trunk, channel=call.channel,
+                                 caller_name=call.caller_name, line=call.line,
+                                 direction="outbound" if call.outbound else "inbound"),
+                  call.call_id)
+
+    def answered(self, call: Call) -> None:
+        self._put(ev.CallAnswered(call_id=call.call_id), call.call_id)
+
+    def bridged(self, call: Call, leg_id: str, endpoint: str) -> None:
+        self._put(ev.CallBridged(call_id=call.call_id, leg_id=leg_id, endpoint=endpoint,
+                                 agent_id=call.agent_id, queue=call.queue), call.call_id)
+
+    def ended(self, call: Call, reason: EndReason, detail: str, duration_ms: int,
+              talk_ms: int) -> None:
+        self._put(ev.CallEnded(call_id=call.call_id, reason=END_REASONS[reason], detail=detail,
+                               duration_ms=duration_ms, talk_ms=talk_ms), call.call_id)
+
+    # ---- the outbox ------------------------------------------------------------------------
+    def _put(self, payload: Message, key: str) -> None:
+        self._outbox.put_nowait((payload, key))
+
+    async def _drain(self) -> None:
+        while True:
+            payload, key = await self._outbox.get()
+            event_id, delay = str(uuid.uuid4()), RETRY_FIRST_S
+            while True:
+                try:
+                    await self.publisher.publish(payload, key, event_id=event_id)
+                    break
+                except Exception:
+                    log.exception("could not publish %s for %s; retrying in %.1fs",
+                                  payload.DESCRIPTOR.name, key, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
