@@ -1,0 +1,89 @@
+"""The gateway's notifier: the events it builds from the switch's facts, in order, and an
+event that fails to publish retried with the same event id until it lands."""
+from __future__ import annotations
+
+import asyncio
+
+from google.protobuf.message import Message
+from hotline.v1 import events_pb2 as ev
+
+from gateway import notifier as notifier_module
+from gateway.core.calls import Call, EndReason
+from gateway.notifier import CallNotifier
+
+
+class FlakyPublisher:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.attempts: list[tuple[str, str | None]] = []
+        self.published: list[tuple[Message, str, str | None]] = []
+
+    async def publish(self, payload: Message, key: str, event_id: str | None = None) -> None:
+        self.attempts.append((payload.DESCRIPTOR.name, event_id))
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker down")
+        self.published.append((payload, key, event_id))
+
+
+def a_call() -> Call:
+    return Call(call_id="c1", ani="13800138000", dnis="10000", trunk="analog", channel="analog",
+                caller=object(), caller_name="Zhang Wei", line="analog/2",  # type: ignore[arg-type]
+                agent_id="agent1", queue="sales")
+
+
+async def drained(pub: FlakyPublisher, n: int, timeout_s: float = 2.0) -> None:
+    async def wait() -> None:
+        while len(pub.published) < n:
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(wait(), timeout_s)
+
+
+async def test_facts_become_call_events_in_order() -> None:
+    pub = FlakyPublisher()
+    notifier = CallNotifier(pub)
+    notifier.start()
+    call = a_call()
+    notifier.offered(call)
+    notifier.answered(call)
+    notifier.bridged(call, "leg9", "8001")
+    notifier.ended(call, EndReason.FAR_END, "busy tone", duration_ms=5000, talk_ms=3000)
+    await drained(pub, 4)
+    await notifier.stop()
+    payloads = [p for p, _, _ in pub.published]
+    assert [p.DESCRIPTOR.name for p in payloads] == \
+        ["CallOffered", "CallAnswered", "CallBridged", "CallEnded"]
+    assert {key for _, key, _ in pub.published} == {"c1"}
+    offered, _, bridged, ended = payloads
+    assert isinstance(offered, ev.CallOffered)
+    assert (offered.ani, offered.dnis, offered.trunk, offered.channel, offered.caller_name,
+            offered.line, offered.direction) == \
+        ("13800138000", "10000", "analog", "analog", "Zhang Wei", "analog/2", "inbound")
+    assert isinstance(bridged, ev.CallBridged)
+    assert (bridged.leg_id, bridged.endpoint, bridged.agent_id, bridged.queue) == \
+        ("leg9", "8001", "agent1", "sales")
+    assert isinstance(ended, ev.CallEnded)
+    assert (ended.reason, ended.detail, ended.duration_ms, ended.talk_ms) == \
+        (ev.END_REASON_FAR_END, "busy tone", 5000, 3000)
+
+
+async def test_every_end_reason_has_its_protobuf_value() -> None:
+    assert set(notifier_module.END_REASONS) == set(EndReason)
+    names = {ev.EndReason.Name(v) for v in notifier_module.END_REASONS.values()}
+    assert names == {f"END_REASON_{r.name}" for r in EndReason}
+
+
+async def test_a_failed_publish_is_retried_with_the_same_event_id(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(notifier_module, "RETRY_FIRST_S", 0.01)
+    pub = FlakyPublisher(failures=2)
+    notifier = CallNotifier(pub)
+    notifier.start()
+    call = a_call()
+    notifier.offered(call)
+    notifier.answered(call)
+    await drained(pub, 2)
+    await notifier.stop()
+    offered_ids = [eid for name, eid in pub.attempts if name == "CallOffered"]
+    assert len(offered_ids) == 3 and len(set(offered_ids)) == 1 and offered_ids[0]
+    assert [p.DESCRIPTOR.name for p, _, _ in pub.published] == ["CallOffered", "CallAnswered"]
+    assert pub.published[1][2] != offered_ids[0]
