@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLES_PER_MS
 from .g711 import CODECS, PAYLOAD_TYPES, Decoder, Encoder
-from .prompts import FRAME_SAMPLES
 from .rfc4733 import DtmfReceiver, encode_events
 from .rtp import RtpError, RtpStats, parse_rtp
 
@@ -29,7 +29,6 @@ __all__ = ["CN_PAYLOAD_TYPE", "NoFreePort", "PortAllocator", "RtpEndpoint"]
 log = logging.getLogger(__name__)
 
 CN_PAYLOAD_TYPE = 13  # RFC 3389 comfort noise: ignored, we play nothing instead
-FRAME_SECONDS = 0.02
 # A sender that stops calling send_audio()/skip() for longer than this has
 # been silent: advance the timestamp over the gap and mark the next packet.
 # Must exceed the clock's catch-up window (5 frames) so catch-up bursts are not
@@ -392,7 +391,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self._catch_up(self._loop.time())
             start_ts = self._ts
             payloads = encode_events(digit, start_ts, duration_ms, volume)
-            total = max(FRAME_SAMPLES, duration_ms * 8)
+            total = max(FRAME_SAMPLES, duration_ms * SAMPLES_PER_MS)
             t0 = self._loop.time()
             self._dtmf_busy = True
             try:
