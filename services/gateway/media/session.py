@@ -15,7 +15,10 @@ stepped through in tests with made-up times, and a socket adapter
 (:class:`~.endpoint.RtpEndpoint` for asyncio) stays a few lines per path.
 
 The receive path never raises: RTP ports are open to the network, so
-malformed, foreign and unexpected packets are counted and dropped.
+malformed, foreign and unexpected packets are counted and dropped.  Symmetric
+RTP (latching onto the source address of the first valid packet and sending
+back there) makes calls work through the NAT in front of most softphones and
+trunks, whose SDP advertises an address nobody can reach.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ class RtpSession:
         self._decoders: dict[int, Decoder] = {}
         self._remote: Address | None = None  # from SDP
         self._latched: Address | None = None  # actual source (symmetric RTP)
-        self._send_addr: Address | None = None
+        #: Where packets go: the latched source if any, else the SDP address
+        #: (read-only; a plain attribute because every packet sent reads it).
+        self.remote: Address | None = None
 
         # Transmit state.
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc & _M32
@@ -126,7 +131,7 @@ class RtpSession:
         if remote != self._remote:
             self._remote = remote
             self._latched = None
-        self._send_addr = self._latched or self._remote
+        self.remote = self._latched or self._remote
         if name != self.codec or payload_type != self.payload_type:
             self._pending = None
         self.codec = name
@@ -143,11 +148,6 @@ class RtpSession:
     @property
     def configured(self) -> bool:
         return self._encode is not None
-
-    @property
-    def remote(self) -> Address | None:
-        """Where packets go: the latched source if any, else the SDP address."""
-        return self._send_addr
 
     @property
     def latched(self) -> Address | None:
@@ -177,7 +177,7 @@ class RtpSession:
             if pt not in self._decoders and pt != self.dtmf_payload_type:
                 self.unknown_pt += 1
                 return _NOTHING
-            self._latched = self._send_addr = addr
+            self._latched = self.remote = addr
         elif addr != self._latched:
             self.wrong_source += 1
             return _NOTHING
@@ -334,5 +334,5 @@ class RtpSession:
         self.marker = True
 
     def __repr__(self) -> str:
-        return (f"<RtpSession ssrc={self.ssrc:08x} -> {self._send_addr} "
+        return (f"<RtpSession ssrc={self.ssrc:08x} -> {self.remote} "
                 f"{self.codec}/{self.payload_type} in={self.packets_in} out={self.packets_out}>")
