@@ -38,12 +38,13 @@ sys.path.insert(0, str(ROOT / "services"))
 
 from gateway.dsp.bank import LineBank
 from gateway.dsp.dtmf import DtmfDetector
-from gateway.dsp.levels import SAMPLE_RATE, to_int16
+from gateway.dsp.levels import to_int16
 from gateway.dsp.progress import US, ProgressToneDetector
 from gateway.dsp.resample import resample
 from gateway.dsp.tones import DTMF_COLS, DTMF_KEYS, DTMF_ROWS, dial_digits, noise
+from gateway.media.audio import FRAME_SAMPLES as FRAME
+from gateway.media.audio import SAMPLE_RATE
 
-FRAME = 160
 GOAL_LINES_PER_CORE = 100.0
 
 

@@ -5,7 +5,10 @@ Run: .venv/bin/python bench/bench_media.py [--seconds 1.0]
 Measures frames/second for µ-law decode+encode of 160-sample frames (the
 per-frame work of a bridged call leg) and RTP parse+pack, against CPython's C
 ``audioop`` (ulaw2lin/lin2ulaw) on the same frames in the same run, and
-converts to "channels in real time per core" (frames/s / 50).
+converts to "channels in real time per core" (frames/s / 50).  The last line
+runs the same leg through :class:`RtpSession` (receive one packet, send one
+frame, with latching, stats, sequence checks and talkspurt state), to compare
+with the bare parse+codec+pack line above it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
 from gateway.media.rtp import RtpPacket, parse_rtp  # noqa: E402
+from gateway.media.session import RtpSession  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -104,6 +108,21 @@ def main() -> None:
             RtpPacket(0, p.sequence, p.timestamp, p.ssrc, ulaw_encode(pcm)).pack()
         return N_FRAMES
 
+    peer = ("192.0.2.1", 4000)
+    session = RtpSession()
+    session.configure(peer, "PCMU", 0, 101)
+    clock = [0.0]
+
+    def session_leg() -> int:  # receive_datagram + send_audio, 20 ms apart
+        now = clock[0]
+        receive, send = session.receive_datagram, session.send_audio
+        for d in packets:
+            now += 0.02
+            frames, _ = receive(d, peer, now)
+            send(frames[0], now)
+        clock[0] = now
+        return N_FRAMES
+
     def run(name: str, fn: Callable[[], int]) -> float:
         r = rate(fn, args.seconds)
         per_core = r / FRAMES_PER_SECOND_PER_CHANNEL
@@ -121,6 +140,7 @@ def main() -> None:
         base_np = run("baseline: audioop + numpy int16 round trip", audioop_ulaw_numpy)
     rtp = run("RTP parse+pack", rtp_parse_pack)
     leg = run("RTP parse+ulaw decode+encode+pack (one leg)", full_leg)
+    sess = run("RtpSession receive+send (one leg, no socket)", session_leg)
 
     print()
     if base is not None and base_np is not None:
@@ -131,6 +151,8 @@ def main() -> None:
     print(f"RTP parse+pack / ulaw numpy codec    = {rtp / ours:.2f}x")
     print(f"one leg: {leg / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels in real time per core "
           "(receive + send, excluding socket I/O)")
+    print(f"RtpSession leg / bare leg            = {sess / leg:.2f}x "
+          f"({sess / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels per core)")
 
 
 if __name__ == "__main__":

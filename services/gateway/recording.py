@@ -16,6 +16,8 @@ from hotline.v1 import recorder_pb2 as rec
 from hotline.v1 import recorder_pb2_grpc
 from prometheus_client import Counter
 
+from gateway.media.audio import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
 FAILURES = Counter("hotline_gateway_recording_failures_total",
@@ -36,7 +38,7 @@ class GrpcRecorder:
 
 class RecordingStream:
     def __init__(self, stub: recorder_pb2_grpc.RecorderStub, call_id: str, agent_id: str,
-                 queue: str, sample_rate: int = 8000) -> None:
+                 queue: str, sample_rate: int = SAMPLE_RATE) -> None:
         self.stub = stub
         self.start_msg = rec.RecordingStart(call_id=call_id, sample_rate=sample_rate,
                                             agent_id=agent_id, queue=queue,

@@ -279,7 +279,8 @@ async def test_initial_seq_ts_ssrc_are_random(allocator: PortAllocator) -> None:
     eps = [await RtpEndpoint.open(HOST, allocator) for _ in range(4)]
     try:
         assert len({e.ssrc for e in eps}) == 4
-        assert len({e._seq for e in eps}) > 1 and len({e._ts for e in eps}) > 1
+        assert len({e.session.sequence for e in eps}) > 1
+        assert len({e.session.timestamp for e in eps}) > 1
     finally:
         for e in eps:
             e.close()

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from gateway.media.audio import FRAME_SAMPLES
 from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 from .port import BasePort, FxoPort, PortError
@@ -91,7 +92,7 @@ EV_NONE, EV_ONHOOK, EV_RINGOFFHOOK, EV_ALARM, EV_NOALARM = 0, 1, 2, 4, 5
 EV_RINGEROFF, EV_HOOKCOMPLETE, EV_POLARITY, EV_RINGBEGIN, EV_REMOVED = 11, 12, 17, 18, 20
 _DIGIT_FLAGS = (1 << 16) | (1 << 17) | (1 << 18)  # PULSEDIGIT, DTMFDOWN, DTMFUP | digit
 
-BLOCK = 160  # bytes per 20 ms G.711 block
+BLOCK = FRAME_SAMPLES  # bytes per 20 ms G.711 block (one byte per sample)
 DEVICE = "/dev/dahdi/channel"
 
 

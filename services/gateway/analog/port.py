@@ -30,9 +30,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from gateway.dsp.callerid import CallerId, FskCallerIdDecoder
-from gateway.dsp.levels import FRAME_SAMPLES
 from gateway.dsp.progress import ProgressToneDetector, ToneTable
 from gateway.dsp.tones import dial_digits
+from gateway.media.audio import FRAME_MS, FRAME_SAMPLES
 
 __all__ = [
     "DIAL_CHARS",
@@ -56,7 +56,6 @@ __all__ = [
     "RingingStopped",
 ]
 
-FRAME_MS = 20
 DIAL_CHARS = frozenset("0123456789*#ABCDabcd")
 AudioCallback = Callable[[np.ndarray], None]
 

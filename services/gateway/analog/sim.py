@@ -30,12 +30,12 @@ import numpy as np
 
 from gateway.dsp.callerid import CallerId, build_message, encode_callerid_fsk
 from gateway.dsp.dtmf import DtmfDetector
-from gateway.dsp.levels import FRAME_SAMPLES, SAMPLE_RATE
 from gateway.dsp.progress import ToneTable, tone_table
 from gateway.dsp.tones import dial_digits, silence, tone
+from gateway.media.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from gateway.media.clock import FrameClock
 
-from .port import FRAME_MS, BasePort, FxoPort
+from .port import BasePort, FxoPort
 
 __all__ = [
     "LineBusy",

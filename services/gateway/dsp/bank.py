@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from gateway.media.audio import FRAME_SAMPLES
+
 from .dtmf import _ZEROS, BLOCK, DtmfDetector, DtmfEvent
-from .levels import FRAME_SAMPLES
 from .progress import CHINA, ProgressToneDetector, ToneTable
 
 __all__ = ["LineBank"]

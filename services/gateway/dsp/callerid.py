@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.media.audio import SAMPLE_RATE
+
 from .dtmf import DtmfEvent
-from .levels import SAMPLE_RATE, db_to_amplitude, to_int16
+from .levels import db_to_amplitude, to_int16
 
 __all__ = [
     "BAUD",

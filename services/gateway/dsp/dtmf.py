@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .levels import SAMPLE_RATE, db_to_amplitude
+from gateway.media.audio import SAMPLE_RATE
+
+from .levels import db_to_amplitude
 from .tones import DTMF_COLS, DTMF_KEYS, DTMF_ROWS
 
 __all__ = ["DtmfDetector", "DtmfEvent"]

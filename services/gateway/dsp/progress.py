@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .levels import SAMPLE_RATE, dbm0_to_power
+from gateway.media.audio import FRAME_SAMPLES, SAMPLE_RATE
+
+from .levels import dbm0_to_power
 from .tones import cadence as _cadence
 from .tones import tone as _tone
 
@@ -35,7 +37,6 @@ __all__ = [
     "tone_table",
 ]
 
-FRAME = 160
 _TOL_FRAC = 0.20
 _TOL_MS = 40.0
 
@@ -143,7 +144,7 @@ class ProgressToneDetector:
         self.table = tone_table(table) if isinstance(table, str) else table
         freqs = sorted({f for t in self.table.tones for f in t.freqs})
         self._freqs = freqs
-        ang = np.outer(np.arange(FRAME), 2.0 * np.pi * np.array(freqs) / SAMPLE_RATE)
+        ang = np.outer(np.arange(FRAME_SAMPLES), 2.0 * np.pi * np.array(freqs) / SAMPLE_RATE)
         self._m = np.hstack([np.cos(ang), np.sin(ang)])
         self._nf = len(freqs)
         sets = sorted({t.freqs for t in self.table.tones})
@@ -153,9 +154,9 @@ class ProgressToneDetector:
         for k, idx in enumerate(self._sets):
             self._set_matrix[list(idx), k] = 1.0
         # |X|^2 * 2/N is the energy of a tone in the frame: compare with frame energy.
-        self._rel = relative_energy * FRAME / 2.0
-        self._min_tone = dbm0_to_power(min_level_dbm0) * FRAME * FRAME / 2.0
-        self._gate = 0.5 * self._min_tone * 2.0 / FRAME  # frame energy too low for any tone
+        self._rel = relative_energy * FRAME_SAMPLES / 2.0
+        self._min_tone = dbm0_to_power(min_level_dbm0) * FRAME_SAMPLES * FRAME_SAMPLES / 2.0
+        self._gate = 0.5 * self._min_tone * 2.0 / FRAME_SAMPLES  # frame energy too low for any tone
         self._balance = 10.0 ** (-balance_db / 10.0)
         self._cadenced = [t for t in self.table.tones if not t.continuous]
         self._dial: list[tuple[str, int, float]] = []
@@ -229,20 +230,20 @@ class ProgressToneDetector:
         x = np.asarray(frame, dtype=np.float64).ravel()
         if self._pending.size:
             x = np.concatenate((self._pending, x))
-        n = (x.size // FRAME) * FRAME
+        n = (x.size // FRAME_SAMPLES) * FRAME_SAMPLES
         if n < x.size or self._pending.size:
             self._pending = x[n:].copy()
-        if n == FRAME:
-            return self._step(self._classify(x[:FRAME]))
+        if n == FRAME_SAMPLES:
+            return self._step(self._classify(x[:FRAME_SAMPLES]))
         result: str | None = None
-        for k in range(0, n, FRAME):
-            r = self._step(self._classify(x[k:k + FRAME]))
+        for k in range(0, n, FRAME_SAMPLES):
+            r = self._step(self._classify(x[k:k + FRAME_SAMPLES]))
             result = result or r
         return result
 
     # --------------------------------------------------------------- cadence
     def _step(self, kind: int) -> str | None:
-        ms = 1000.0 * FRAME / SAMPLE_RATE
+        ms = 1000.0 * FRAME_SAMPLES / SAMPLE_RATE
         if kind == self._state:
             self._seg_frames += 1 + self._cand_frames
             self._cand, self._cand_frames = -1, 0

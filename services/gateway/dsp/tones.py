@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from gateway.media.audio import SAMPLE_RATE
+
 from .levels import (
-    SAMPLE_RATE,
     amplitude_to_db,
     db_to_amplitude,
     dbm0_to_power,

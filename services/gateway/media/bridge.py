@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .audio import silence
 from .clock import FrameClock, SubscriptionHandle
 from .endpoint import RtpEndpoint
-from .prompts import silence
 
 __all__ = ["Bridge", "Mixer", "Tap"]
 

@@ -14,11 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-__all__ = ["FRAME_SECONDS", "FrameClock", "SubscriptionHandle"]
+from .audio import FRAME_SECONDS
+
+__all__ = ["FrameClock", "SubscriptionHandle"]
 
 log = logging.getLogger(__name__)
 
-FRAME_SECONDS = 0.02
 MAX_LATE_FRAMES = 5
 
 SubscriptionHandle = int

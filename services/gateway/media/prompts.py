@@ -13,11 +13,10 @@ import struct
 
 import numpy as np
 
+from .audio import FRAME_SAMPLES, SAMPLE_RATE, silence  # silence: re-exported
 from .g711 import alaw_decode, ulaw_decode
 
 __all__ = [
-    "FRAME_SAMPLES",
-    "SAMPLE_RATE",
     "PromptError",
     "PromptPlayer",
     "frames",
@@ -26,26 +25,15 @@ __all__ = [
     "silence",
 ]
 
-SAMPLE_RATE = 8000
-FRAME_SAMPLES = 160
-
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_ALAW = 6
 WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _FORMAT_NAMES = {WAVE_FORMAT_PCM: "PCM", WAVE_FORMAT_ALAW: "A-law", WAVE_FORMAT_MULAW: "µ-law"}
 
-_SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-_SILENCE.flags.writeable = False
-
 
 class PromptError(ValueError):
     """A prompt file is unreadable or not 8 kHz mono telephone audio."""
-
-
-def silence() -> np.ndarray:
-    """The shared, read-only 160-sample zero frame."""
-    return _SILENCE
 
 
 def parse_wav(data: bytes, name: str = "<bytes>") -> np.ndarray:

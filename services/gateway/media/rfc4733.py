@@ -13,6 +13,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from .audio import FRAME_SAMPLES, SAMPLES_PER_MS
 from .rtp import RtpPacket
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 EVENT_DIGITS = "0123456789*#ABCD"
 _DIGIT_EVENTS = {c: i for i, c in enumerate(EVENT_DIGITS)}
 _EVENT = struct.Struct("!BBH")
-_SAMPLES_PER_PACKET = 160  # one update every 20 ms at 8 kHz
+_SAMPLES_PER_PACKET = FRAME_SAMPLES  # one update per 20 ms frame
 _END_REPEATS = 3
 # Only an unfinished event this long (4 s) can continue in a new segment; real
 # key presses are far shorter, so a quick re-press is never mistaken for one.
@@ -85,9 +86,9 @@ def encode_events(digit: str, start_ts: int, duration_ms: int = 100,
         raise Rfc4733Error(f"RTP timestamp out of range: {start_ts}")
     if not 0 <= volume <= 63:
         raise Rfc4733Error(f"volume must be 0-63 (-dBm0), got {volume}")
-    total = max(_SAMPLES_PER_PACKET, duration_ms * 8)
+    total = max(_SAMPLES_PER_PACKET, duration_ms * SAMPLES_PER_MS)
     if total > 0xFFFF:
-        raise Rfc4733Error(f"event longer than {0xFFFF // 8} ms needs segmentation")
+        raise Rfc4733Error(f"event longer than {0xFFFF // SAMPLES_PER_MS} ms needs segmentation")
     out = [
         _EVENT.pack(code, volume, dur)
         for dur in range(_SAMPLES_PER_PACKET, total, _SAMPLES_PER_PACKET)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .audio import SAMPLE_RATE
+
 __all__ = [
     "RTP_VERSION",
     "RtpError",
@@ -164,7 +166,7 @@ class RtpStats:
         "_transit", "_jitter",
     )
 
-    def __init__(self, clock_rate: int = 8000, min_sequential: int = 1) -> None:
+    def __init__(self, clock_rate: int = SAMPLE_RATE, min_sequential: int = 1) -> None:
         self.clock_rate = clock_rate
         self.min_sequential = max(1, min_sequential)
         self.ssrc: int | None = None

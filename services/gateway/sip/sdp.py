@@ -11,6 +11,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from gateway.media.audio import FRAME_MS, SAMPLE_RATE
+
 __all__ = [
     "DIRECTIONS",
     "MediaDescription",
@@ -297,7 +299,7 @@ def _new_session_id() -> str:
 def _telephone_event_pt(m: MediaDescription) -> int | None:
     for pt in m.formats:
         enc = m.rtpmap.get(pt)
-        if enc and enc[0].lower() == "telephone-event" and enc[1] == 8000:
+        if enc and enc[0].lower() == "telephone-event" and enc[1] == SAMPLE_RATE:
             return pt
     return None
 
@@ -345,7 +347,7 @@ def answer(
             if enc is None:
                 continue
             offered_audio.append(enc[0])
-            if enc[0].upper() in wanted and enc[1] == 8000:
+            if enc[0].upper() in wanted and enc[1] == SAMPLE_RATE:
                 chosen = (pt, enc[0].upper())
                 break
         if chosen is None:
@@ -357,9 +359,9 @@ def answer(
         direction = _MIRROR[m.direction]
         if remote in _HOLD_ADDRS:  # RFC 3264 8.4: old-style hold, never send there
             direction = _NO_SEND[direction]
-        ptime = m.ptime or 20
+        ptime = m.ptime or FRAME_MS
         am = MediaDescription("audio", local_port, m.proto, [pt], direction=direction, ptime=ptime)
-        am.rtpmap[pt] = (codec, 8000)
+        am.rtpmap[pt] = (codec, SAMPLE_RATE)
         if dtmf is not None:
             am.formats.append(dtmf)
             am.rtpmap[dtmf] = m.rtpmap[dtmf]
@@ -385,16 +387,16 @@ def offer(
     if direction not in DIRECTIONS:
         raise SdpError(f"bad direction {direction!r}")
     sid = session_id or _new_session_id()
-    m = MediaDescription("audio", local_port, "RTP/AVP", [], direction=direction, ptime=20)
+    m = MediaDescription("audio", local_port, "RTP/AVP", [], direction=direction, ptime=FRAME_MS)
     for c in codecs:
         pt = _CODEC_PT.get(c.upper())
         if pt is None:
             raise SdpError(f"unsupported codec {c!r}")
         m.formats.append(pt)
-        m.rtpmap[pt] = (c.upper(), 8000)
+        m.rtpmap[pt] = (c.upper(), SAMPLE_RATE)
     if dtmf_pt is not None:
         m.formats.append(dtmf_pt)
-        m.rtpmap[dtmf_pt] = ("telephone-event", 8000)
+        m.rtpmap[dtmf_pt] = ("telephone-event", SAMPLE_RATE)
         m.fmtp[dtmf_pt] = "0-16"
     return SessionDescription(
         origin_username="hotline", session_id=sid, session_version=sid,
