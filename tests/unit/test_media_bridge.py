@@ -12,7 +12,7 @@ import pytest
 from gateway.media.bridge import Bridge, Mixer
 from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator, RtpEndpoint
-from gateway.media.prompts import silence
+from gateway.media.audio import silence
 
 HOST = "127.0.0.1"
 

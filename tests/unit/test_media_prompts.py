@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.media.audio import silence
 from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from gateway.media.prompts import (
     PromptError,
@@ -16,7 +17,6 @@ from gateway.media.prompts import (
     frames,
     load_wav,
     parse_wav,
-    silence,
 )
 
 PCM = (np.sin(np.arange(1000) / 7) * 9000).astype(np.int16)

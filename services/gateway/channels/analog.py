@@ -30,7 +30,7 @@ from gateway.core.contracts import (AudioHandler, Attempt, CallSink, DigitHandle
                                     Outcome, Release, Signalling)
 from gateway.dsp.callerid import CallerId
 from gateway.dsp.dtmf import DtmfDetector
-from gateway.media.prompts import silence
+from gateway.media.audio import silence
 
 __all__ = ["AnalogChannel", "AnalogLeg", "AnalogMedia", "LineStateCollector"]
 

@@ -18,10 +18,6 @@ import math
 
 import numpy as np
 
-# The rate and frame size are defined in gateway.media.audio; these names stay
-# importable from here for older importers.
-from gateway.media.audio import FRAME_SAMPLES, SAMPLE_RATE  # noqa: F401
-
 FULL_SCALE = 32767.0
 OVERLOAD_DBM0 = 3.14
 #: Peak amplitude of a 0 dBm0 sine wave.

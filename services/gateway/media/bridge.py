@@ -14,18 +14,28 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from .audio import silence
 from .clock import FrameClock, SubscriptionHandle
-from .endpoint import RtpEndpoint
 
-__all__ = ["Bridge", "Mixer", "Tap"]
+__all__ = ["Bridge", "BridgeSide", "Mixer", "Tap"]
 
 log = logging.getLogger(__name__)
 
 Tap = Callable[[np.ndarray, np.ndarray], None]
+
+
+class BridgeSide(Protocol):
+    """What the bridge needs of a leg's media: an RTP endpoint, an analog port's media..."""
+
+    on_audio: Callable[[np.ndarray], None] | None
+
+    def send_audio(self, pcm: np.ndarray) -> bool: ...
+
+    def skip(self, frames: int = 1) -> None: ...
 
 
 class _JitterBuffer:
@@ -62,7 +72,7 @@ class Bridge:
     but the tap still gets silence, keeping stereo recordings time-aligned.
     """
 
-    def __init__(self, a: RtpEndpoint, b: RtpEndpoint, tap: Tap | None = None, *,
+    def __init__(self, a: BridgeSide, b: BridgeSide, tap: Tap | None = None, *,
                  depth: int = 3) -> None:
         if depth < 1:
             raise ValueError("jitter buffer depth must be at least 1")

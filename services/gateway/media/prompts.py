@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from .audio import FRAME_SAMPLES, SAMPLE_RATE, silence  # silence: re-exported
+from .audio import FRAME_SAMPLES, SAMPLE_RATE
 from .g711 import alaw_decode, ulaw_decode
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "frames",
     "load_wav",
     "parse_wav",
-    "silence",
 ]
 
 WAVE_FORMAT_PCM = 1
