@@ -1,35 +1,25 @@
 """Wires the ACD: dispatcher, gRPC API, events in (`calls`) and out, KPI collector."""
 from __future__ import annotations
 
-import os
-
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
 from prometheus_client import REGISTRY
 
 from acd.dispatcher import Dispatcher
 from acd.kpis import QueueKpiCollector
 from acd.service import AcdService
+from acd.settings import AcdSettings
 from common import rpc
 from common.events import Envelope, EventConsumer, EventPublisher
 from common.health import Readiness
 from common.service import Stop
-from common.settings import Settings
-
-DEFAULT_QUEUES = "sales,support"
 
 
-def configured_queues() -> list[str]:
-    """Queue names from HOTLINE_ACD_QUEUES (comma-separated)."""
-    names = [q.strip() for q in os.environ.get("HOTLINE_ACD_QUEUES", DEFAULT_QUEUES).split(",")]
-    return [q for q in names if q]
-
-
-async def main(settings: Settings, readiness: Readiness) -> Stop:
+async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
     publisher = EventPublisher(settings, "acd", readiness)
     publisher.start()
     gateway_channel = rpc.channel(settings.grpc_target("gateway"))
     dispatcher = Dispatcher(publisher, gateway_pb2_grpc.CallControlStub(gateway_channel),
-                            configured_queues(), settings.site, settings.ring_timeout_s,
+                            list(settings.queues), settings.site, settings.ring_timeout_s,
                             settings.wrap_up_s)
     collector = QueueKpiCollector(dispatcher, settings.site)
     REGISTRY.register(collector)

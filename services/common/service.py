@@ -1,7 +1,8 @@
 """How a service process starts and stops: logs, tracing, side server, signal handling.
 
-Each service's `__main__` calls `run(name, main)`; `main` builds its app, starts it, and
-returns an async `stop` callable. SIGINT/SIGTERM stop the service cleanly.
+Each service's `__main__` calls `run(name, main, load)`: `load` reads the service's own
+settings (e.g. `AcdSettings.from_env`), `main(settings, readiness)` builds its app, starts it,
+and returns an async `stop` callable. SIGINT/SIGTERM stop the service cleanly.
 """
 from __future__ import annotations
 
@@ -9,19 +10,19 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from common import logs, tracing
 from common.health import Readiness, start_side_server
-from common.settings import Settings, load
+from common.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 Stop = Callable[[], Awaitable[None]]
-Main = Callable[[Settings, Readiness], Awaitable[Stop]]
+S = TypeVar("S", bound=Settings)
 
 
-async def _serve(name: str, main: Main) -> None:
-    settings = load()
+async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], settings: S) -> None:
     readiness = Readiness()
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
     done = asyncio.Event()
@@ -47,9 +48,14 @@ async def _serve(name: str, main: Main) -> None:
     log.info("%s stopped", name)
 
 
-def run(name: str, main: Main) -> None:
-    """Entry point used by every service's __main__."""
-    settings = load()
+def run(name: str, main: Callable[[S, Readiness], Awaitable[Stop]],
+        load: Callable[[], S]) -> None:
+    """Entry point used by every service's __main__: `load` reads the service's settings once
+    (a bad variable stops the process with the message naming it), `main` starts the service."""
+    try:
+        settings = load()
+    except SettingsError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
     logs.setup(name, settings.log_level)
-    tracing.setup(name)
-    asyncio.run(_serve(name, main))
+    tracing.setup(name, console=settings.trace_console)
+    asyncio.run(_serve(name, main, settings))

@@ -14,7 +14,6 @@ from common import rpc
 from common.events import EventConsumer
 from common.health import Readiness
 from common.service import Stop
-from common.settings import Settings
 from crm.agent_control import AgentControl
 from crm.api import ACD, CDRS, add_routes
 from crm.auth import DB, THROTTLE, access_control
@@ -25,6 +24,7 @@ from crm.desk import HUB, DeskHub, websocket
 from crm.intake import EventIntake
 from crm.rest import json_errors
 from crm.seed import seed
+from crm.settings import CrmSettings
 from crm.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ async def open_database(url: str, readiness: Readiness) -> Database:
         return db
 
 
-async def main(settings: Settings, readiness: Readiness) -> Stop:
+async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     """Start every part of the CRM; returns the coroutine function that stops them."""
     readiness.set("database", False, "connecting")
     db = await open_database(settings.db_url("crm"), readiness)

@@ -3,8 +3,6 @@ CallControl gRPC, events out, recorder client."""
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from hotline.v1 import gateway_pb2_grpc, recorder_pb2_grpc
 
@@ -12,16 +10,16 @@ from common import rpc
 from common.events import EventPublisher
 from common.health import Readiness
 from common.service import Stop
-from common.settings import Settings
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from gateway.analog.config import card_from_env
+from gateway.analog.config import open_card
 from gateway.analog.lines import AnalogLines, LineStateCollector
 from gateway.control import CallControlService
 from gateway.directory import load_directory
 from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator
+from gateway.settings import GatewaySettings
 from gateway.sip.registrar import Registrar
 from gateway.sip.transaction import Timers, TransactionLayer
 from gateway.sip.transport import TcpTransport, UdpTransport
@@ -31,24 +29,20 @@ from gateway.switch import Prompts, Switch
 log = logging.getLogger(__name__)
 
 
-def _list(name: str, default: str) -> list[str]:
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
-
-
-async def main(settings: Settings, readiness: Readiness) -> Stop:
-    realm = os.environ.get("HOTLINE_SIP_REALM", "hotline")
+async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
+    realm = settings.sip_realm
     publisher = EventPublisher(settings, "gateway", readiness)
     publisher.start()
-    registrar = Registrar(load_directory(realm), realm)
+    registrar = Registrar(load_directory(realm, settings.extensions_file), realm)
     clock = FrameClock()
     clock.start()
     recorder_channel = rpc.channel(settings.grpc_target("recorder"))
-    prompt_dir = Path(os.environ.get("HOTLINE_PROMPT_DIR", str(settings.var_dir / "prompts")))
+    prompt_dir = settings.prompt_dir
     switch = Switch(site=settings.site, publisher=publisher, registrar=registrar,
                     allocator=PortAllocator(settings.rtp_low, settings.rtp_high), clock=clock,
                     prompts=Prompts(prompt_dir), media_host=settings.sip_host,
-                    dids=set(_list("HOTLINE_TRUNK_DIDS", "10000,10001")),
-                    trunk_allow=_list("HOTLINE_TRUNK_ALLOW", "127.0.0.0/8,::1/128"),
+                    dids=set(settings.trunk_dids),
+                    trunk_allow=list(settings.trunk_allow),
                     recorder_stub=recorder_pb2_grpc.RecorderStub(recorder_channel))
     ua: UserAgent | None = None
 
@@ -91,14 +85,14 @@ async def main(settings: Settings, readiness: Readiness) -> Stop:
     return stop
 
 
-async def _start_analog(settings: Settings, switch: Switch, clock: FrameClock):  # noqa: ANN202
-    """The line card of HOTLINE_ANALOG_CARD as an analog trunk to HOTLINE_ANALOG_DID; a sim
-    card also gets its control API (HOTLINE_SIM_CONTROL_PORT, default 9110)."""
-    card = card_from_env(clock)
+async def _start_analog(settings: GatewaySettings, switch: Switch,
+                        clock: FrameClock):  # noqa: ANN202
+    """The line card of settings.analog_card as an analog trunk to settings.analog_did; a sim
+    card also gets its control API (settings.sim_control_port, default 9110)."""
+    card = open_card(settings.analog_card, clock, settings.analog_law)
     if card is None:
         return None, None, None
-    lines = AnalogLines(switch, card, trunk="analog", did=os.environ.get("HOTLINE_ANALOG_DID",
-                                                                          "10000"))
+    lines = AnalogLines(switch, card, trunk="analog", did=settings.analog_did)
     switch.analog = lines
     await lines.start()
     collector = LineStateCollector(card, settings.site)
@@ -106,7 +100,7 @@ async def _start_analog(settings: Settings, switch: Switch, clock: FrameClock): 
     control = None
     if hasattr(card, "exchange"):
         from gateway.analog.sim_http import make_control_app
-        port = int(os.environ.get("HOTLINE_SIM_CONTROL_PORT", "9110"))
+        port = settings.sim_control_port
         control = web.AppRunner(make_control_app(card), access_log=None)
         await control.setup()
         await web.TCPSite(control, settings.bind_host, port).start()

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from pathlib import Path
 
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc, ivr_pb2, ivr_pb2_grpc
 
@@ -12,9 +10,9 @@ from common import rpc
 from common.events import Envelope, EventConsumer
 from common.health import Readiness
 from common.service import Stop
-from common.settings import Settings
-from ivr.flows import DEFAULT_FLOWS, Flow, load_flows
+from ivr.flows import Flow, load_flows
 from ivr.runner import FlowRunner
+from ivr.settings import IvrSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +27,8 @@ class IvrService(ivr_pb2_grpc.IvrServicer):
             for f in self.flows.values()])
 
 
-async def main(settings: Settings, readiness: Readiness) -> Stop:
-    flows = load_flows(Path(os.environ.get("HOTLINE_IVR_FLOWS", str(DEFAULT_FLOWS))))
+async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
+    flows = load_flows(settings.flows_file)
     log.info("loaded %d flows: %s", len(flows), ", ".join(f"{d}={f.name}" for d, f in flows.items()))
     gateway_channel = rpc.channel(settings.grpc_target("gateway"))
     acd_channel = rpc.channel(settings.grpc_target("acd"))

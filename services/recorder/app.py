@@ -10,11 +10,11 @@ from common import rpc
 from common.events import EventPublisher
 from common.health import Readiness
 from common.service import Stop
-from common.settings import Settings
 from recorder.announcer import Announcer
 from recorder.catalog import Catalog, migrate, open_engine
 from recorder.ingest import ANNOUNCE_WAIT_S, IngestService
 from recorder.salvage import INTERVAL_S, STALE_AFTER_S, Salvager
+from recorder.settings import RecorderSettings
 from recorder.storage import LocalRecordingStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def main(settings: Settings, readiness: Readiness, *,
+async def main(settings: RecorderSettings, readiness: Readiness, *,
                salvage_stale_after_s: float = STALE_AFTER_S,
                salvage_interval_s: float = INTERVAL_S,
                announce_wait_s: float = ANNOUNCE_WAIT_S,
