@@ -20,8 +20,9 @@ def _numbers(env: Env, name: str, default: str) -> tuple[str, ...]:
     numbers = env.items(name, default)
     for number in numbers:
         if not _NUMBER.match(number):
-            raise env.error(name, env.text(name, default), f"has {number!r}, which is not a "
-                                                           "number (digits, optionally a leading +)")
+            raise env.error(name, env.text(name, default),
+                            f"has {number!r}, which is not a number (digits, optionally a "
+                            "leading +)")
     return numbers
 
 

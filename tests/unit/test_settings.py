@@ -273,7 +273,8 @@ def test_bad_analog_card_names_the_variable(spec: str, problem: str) -> None:
 
 def test_analog_law() -> None:
     assert GatewaySettings.from_env(env(ANALOG_LAW="ulaw")).analog_law == "ulaw"
-    with pytest.raises(SettingsError, match="^HOTLINE_ANALOG_LAW='mulaw' is not one of alaw, ulaw$"):
+    with pytest.raises(SettingsError,
+                       match="^HOTLINE_ANALOG_LAW='mulaw' is not one of alaw, ulaw$"):
         GatewaySettings.from_env(env(ANALOG_LAW="mulaw"))
 
 
