@@ -151,7 +151,7 @@ class Publisher(Protocol):
     """What a service's notifier publishes through (`EventPublisher`, or a stand-in in tests)."""
 
     async def publish(self, payload: Message, key: str,
-                      event_id: str | None = None) -> Envelope | None: ...
+                      event_id: str | None = None) -> Envelope: ...
 
 
 class EventPublisher:
