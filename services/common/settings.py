@@ -12,6 +12,7 @@ patching the process environment.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 GRPC_PORTS = dict(zip(SERVICES, (50051, 50052, 50053, 50054, 50055), strict=True))
 METRICS_PORTS = dict(zip(SERVICES, (9101, 9102, 9103, 9104, 9105), strict=True))
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: what the logging module accepts: LOG_LEVELS and its aliases (WARN, FATAL, NOTSET)
+_LOG_LEVEL_NAMES = frozenset(logging.getLevelNamesMapping())
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -158,7 +161,7 @@ class Settings:
     def read(cls, env: Env) -> dict[str, Any]:
         """The constructor arguments of this class, read from `env`."""
         level = env.text("LOG_LEVEL", "INFO").upper()
-        if level not in LOG_LEVELS:
+        if level not in _LOG_LEVEL_NAMES:
             raise env.error("LOG_LEVEL", env.text("LOG_LEVEL", ""),
                             f"is not a log level ({', '.join(LOG_LEVELS)})")
         own_urls = {s: env.text(f"{s.upper()}_DATABASE_URL", "") for s in SERVICES}

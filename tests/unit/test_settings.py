@@ -141,9 +141,10 @@ def test_empty_paths_mean_the_default() -> None:
 
 def test_service_overrides(tmp_path: Path) -> None:
     a = AcdSettings.from_env(env(ACD_QUEUES=" sales , vip,,billing ", RING_TIMEOUT_S="4.5",
-                                 WRAP_UP_S="0"))
+                                 WRAP_UP_S="2"))
     assert a.queues == ("sales", "vip", "billing")
-    assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 0.0)
+    assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 2.0)
+    assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0    # no after-call work
     flows = tmp_path / "flows.yaml"
     assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
     assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
@@ -301,6 +302,7 @@ def test_bad_boolean_names_the_variable(value: str) -> None:
 
 def test_bad_log_level_names_the_variable() -> None:
     assert Settings.from_env(env(LOG_LEVEL="warning")).log_level == "WARNING"
+    assert Settings.from_env(env(LOG_LEVEL="warn")).log_level == "WARN"   # logging's alias
     with pytest.raises(SettingsError, match="^HOTLINE_LOG_LEVEL='verbose' is not a log level"):
         Settings.from_env(env(LOG_LEVEL="verbose"))
 
