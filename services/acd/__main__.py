@@ -1,5 +1,6 @@
 """`python -m acd`: the ACD service."""
 from acd.app import main
+from acd.settings import AcdSettings
 from common.service import run
 
-run("acd", main)
+run("acd", main, AcdSettings.from_env)

@@ -3,7 +3,8 @@
 The dispatcher owns the queues and the agent book. It rings one agent per call at a time
 through the gateway's ConnectToEndpoint and reacts to the answer: bridged → agent on call;
 no answer → agent Not Ready and the call goes to the next agent; caller gone → agent Ready.
-Calls that end while waiting are counted abandoned and are never offered again.
+Calls that end while waiting are counted abandoned and are never offered again. Every
+transition is announced through the `AcdNotifier`, which builds the events.
 """
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ import logging
 from collections import OrderedDict
 
 import grpc
-from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
 
 from acd import kpis
 from acd.agents import (LOGGED_OUT, NOT_READY, ON_CALL, READY, RINGING, WRAP_UP, Agent, AgentBook,
                         InvalidTransition)
+from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
 from acd.routing.strategies import Strategy, longest_idle
-from common.events import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,10 @@ class UnknownQueue(KeyError):
 
 
 class Dispatcher:
-    def __init__(self, publisher: EventPublisher, gateway: gateway_pb2_grpc.CallControlStub,
+    def __init__(self, notifier: AcdNotifier, gateway: gateway_pb2_grpc.CallControlStub,
                  queues: list[str], site: str, ring_timeout_s: float, wrap_up_s: float,
                  strategy: Strategy = longest_idle) -> None:
-        self.publisher, self.gateway, self.site = publisher, gateway, site
+        self.notifier, self.gateway, self.site = notifier, gateway, site
         self.ring_timeout_s, self.wrap_up_s, self.strategy = ring_timeout_s, wrap_up_s, strategy
         self.queues: dict[str, CallQueue] = {name: CallQueue(name) for name in queues}
         self.book = AgentBook()
@@ -80,9 +80,7 @@ class Dispatcher:
             raise InvalidTransition(f"call {call.call_id} is already queued")
         position = queue.add(call)
         kpis.OFFERED.labels(queue.name, self.site).inc()
-        await self.publisher.publish(ev.CallQueued(
-            call_id=call.call_id, queue=call.queue, priority=call.priority, position=position,
-            ani=call.ani, dnis=call.dnis, skills=sorted(call.skills), data=call.data), call.call_id)
+        await self.notifier.call_queued(call, position)
         self._spawn(self._hold_music(call.call_id), f"hold-{call.call_id}")
         self._wakeup.set()
         return position
@@ -106,8 +104,7 @@ class Dispatcher:
                 kpis.ABANDONED.labels(queue.name, self.site).inc()
                 self.service_level.record(queue.name, False)
                 log.info("call %s abandoned in %s after %.1fs", call_id, queue.name, waited)
-                await self.publisher.publish(ev.CallAbandoned(
-                    call_id=call_id, queue=queue.name, waited_ms=int(waited * 1000)), call_id)
+                await self.notifier.call_abandoned(call_id, queue.name, waited)
                 return
         agent_id = self._on_call.pop(call_id, None)
         if agent_id is not None:
@@ -124,22 +121,16 @@ class Dispatcher:
     # ---- agents ------------------------------------------------------------------------
     async def _move(self, agent: Agent, state: int, reason: str = "", call_id: str = "") -> None:
         previous = self.book.transition(agent, state, reason, call_id)
-        await self._announce(agent, previous)
+        await self.notifier.agent_state_changed(agent, previous)
         if state == READY:
             self._wakeup.set()
-
-    async def _announce(self, agent: Agent, previous: int) -> None:
-        await self.publisher.publish(ev.AgentStateChanged(
-            agent_id=agent.agent_id, state=agent.state, previous=previous, reason=agent.reason,
-            extension=agent.extension, call_id=agent.call_id, queues=sorted(agent.queues)),
-            agent.agent_id)
 
     async def login(self, agent_id: str, extension: str, queues: frozenset[str],
                     skills: frozenset[str]) -> Agent:
         for name in queues:
             self.queue(name)
         agent, previous = self.book.login(agent_id, extension, queues, skills)
-        await self._announce(agent, previous)
+        await self.notifier.agent_state_changed(agent, previous)
         return agent
 
     async def logout(self, agent_id: str) -> Agent:
@@ -177,10 +168,7 @@ class Dispatcher:
                 self._spawn(self._offer(queue, call, agent), f"offer-{call.call_id}")
 
     async def _offer(self, queue: CallQueue, call: WaitingCall, agent: Agent) -> None:
-        await self.publisher.publish(ev.AgentOffered(
-            call_id=call.call_id, agent_id=agent.agent_id, extension=agent.extension,
-            queue=queue.name, ani=call.ani, dnis=call.dnis, attempt=call.attempts,
-            waited_ms=int(call.waited() * 1000)), agent.agent_id)
+        await self.notifier.agent_offered(queue.name, call, agent, call.waited())
         try:
             reply = await self.gateway.ConnectToEndpoint(gw.ConnectRequest(
                 call_id=call.call_id, endpoint=agent.extension, agent_id=agent.agent_id,

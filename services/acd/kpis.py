@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from acd.dispatcher import Dispatcher
+from acd.agents import AgentBook
+from acd.queues import CallQueue
 
 OFFERED = Counter("hotline_queue_offered_total", "Calls entering a queue", ["queue", "site"])
 ANSWERED = Counter("hotline_queue_answered_total", "Queued calls answered by an agent",
@@ -57,10 +57,24 @@ class ServiceLevel:
         return sum(1 for _, ok in outcomes if ok) / len(outcomes)
 
 
+class KpiSource(Protocol):
+    """What the gauges are computed from: the ACD's queues, agents and service level (the
+    dispatcher has them; naming them here keeps kpis from importing the dispatcher)."""
+
+    @property
+    def queues(self) -> Mapping[str, CallQueue]: ...
+
+    @property
+    def book(self) -> AgentBook: ...
+
+    @property
+    def service_level(self) -> ServiceLevel: ...
+
+
 class QueueKpiCollector(Collector):
     """Scrape-time gauges over the dispatcher's queues and agents."""
 
-    def __init__(self, dispatcher: Dispatcher, site: str) -> None:
+    def __init__(self, dispatcher: KpiSource, site: str) -> None:
         self.dispatcher, self.site = dispatcher, site
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

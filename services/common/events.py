@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -145,6 +145,13 @@ async def connect_with_retry(make: Callable[[], Client], bootstrap: str, readine
         readiness.set(check, True, ready_detail or bootstrap)
         log.info("%s connected to Kafka at %s", check, bootstrap)
         return client
+
+
+class Publisher(Protocol):
+    """What a service's notifier publishes through (`EventPublisher`, or a stand-in in tests)."""
+
+    async def publish(self, payload: Message, key: str,
+                      event_id: str | None = None) -> Envelope: ...
 
 
 class EventPublisher:

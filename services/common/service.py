@@ -1,27 +1,36 @@
-"""How a service process starts and stops: logs, tracing, side server, signal handling.
+"""How a service process starts and stops: logs, tracing, side server, signal handling, and
+`Wiring`, the one place the start/stop sequence of a service's parts is written.
 
-Each service's `__main__` calls `run(name, main)`; `main` builds its app, starts it, and
-returns an async `stop` callable. SIGINT/SIGTERM stop the service cleanly.
+Each service's `__main__` calls `run(name, main, load)`: `load` reads the service's own
+settings (e.g. `AcdSettings.from_env`), `main(settings, readiness)` builds its app, starts it,
+and returns an async `stop` callable. SIGINT/SIGTERM stop the service cleanly.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
-from common import logs, tracing
+import grpc
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.registry import Collector
+
+from common import logs, rpc, tracing
+from common.events import EventConsumer, EventPublisher, Handler
 from common.health import Readiness, start_side_server
-from common.settings import Settings, load
+from common.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 Stop = Callable[[], Awaitable[None]]
-Main = Callable[[Settings, Readiness], Awaitable[Stop]]
+S = TypeVar("S", bound=Settings)
+T = TypeVar("T")
 
 
-async def _serve(name: str, main: Main) -> None:
-    settings = load()
+async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], settings: S) -> None:
     readiness = Readiness()
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
     done = asyncio.Event()
@@ -47,9 +56,146 @@ async def _serve(name: str, main: Main) -> None:
     log.info("%s stopped", name)
 
 
-def run(name: str, main: Main) -> None:
-    """Entry point used by every service's __main__."""
-    settings = load()
+def run(name: str, main: Callable[[S, Readiness], Awaitable[Stop]],
+        load: Callable[[], S]) -> None:
+    """Entry point used by every service's __main__: `load` reads the service's settings once
+    (a bad variable stops the process with the message naming it), `main` starts the service."""
+    try:
+        settings = load()
+    except SettingsError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
     logs.setup(name, settings.log_level)
-    tracing.setup(name)
-    asyncio.run(_serve(name, main))
+    tracing.setup(name, console=settings.trace_console)
+    asyncio.run(_serve(name, main, settings))
+
+
+#: what `Wiring.on_stop` takes: a function or coroutine function of no arguments.
+StopStep = Callable[[], Awaitable[object] | object]
+
+
+class Wiring:
+    """The parts of one service, started in one sequence and stopped by one `stop`.
+
+    A service's `app.py` builds its domain objects and declares its parts here, in the order
+    they depend on each other: `publisher()`, `channel(peer)`, `collector(...)`, `task(...)`,
+    `on_stop(...)` for anything else it started, then the `consumer(...)`s and `servicer(...)`s.
+    `start()` starts the consumers, then the gRPC server with every servicer, and returns the
+    `stop` that undoes everything in reverse:
+
+    1. the gRPC server (finishing calls in flight for `grace_s`), so no command comes in;
+    2. the consumers, so no event comes in;
+    3. every other part, in reverse order of declaration: what was declared last (the
+       domain objects that use the publisher and channels) stops first, the publisher and
+       channels declared before them stop after them.
+
+    A step that fails is logged and the others still run. A failed `start()` stops what was
+    declared before re-raising.
+    """
+
+    def __init__(self, name: str, settings: Settings, readiness: Readiness,
+                 registry: CollectorRegistry = REGISTRY) -> None:
+        self.name, self.settings, self.readiness, self.registry = name, settings, readiness, \
+            registry
+        self._steps: list[tuple[str, StopStep]] = []
+        self._consumers: list[EventConsumer] = []
+        self._servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], object]] = []
+        self._server: grpc.aio.Server | None = None
+        self._grace_s = 2.0
+        self._ready_check: str | None = None
+        self._stopped = False
+
+    # ---- declarations --------------------------------------------------------------------
+    def publisher(self) -> EventPublisher:
+        """The service's event publisher, connecting now (source = the service's name)."""
+        publisher = EventPublisher(self.settings, self.name, self.readiness)
+        publisher.start()
+        self.on_stop(publisher.stop, "event publisher")
+        return publisher
+
+    def channel(self, peer: str) -> grpc.aio.Channel:
+        """A gRPC channel to another service, closed at stop."""
+        channel = rpc.channel(self.settings.grpc_target(peer))
+        self.on_stop(channel.close, f"channel to {peer}")
+        return channel
+
+    def collector(self, collector: Collector) -> Collector:
+        """A Prometheus collector, registered now and unregistered at stop."""
+        self.registry.register(collector)
+        self.on_stop(lambda: self.registry.unregister(collector), type(collector).__name__)
+        return collector
+
+    def task(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:
+        """A background task running now, cancelled (and awaited) at stop."""
+        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
+
+        async def cancel() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self.on_stop(cancel, name)
+        return task
+
+    def on_stop(self, step: StopStep, what: str = "") -> None:
+        """Run `step` (sync or async) at stop, before everything declared earlier."""
+        self._steps.append((what or getattr(step, "__qualname__", repr(step)), step))
+
+    def consumer(self, topics: Iterable[str], handler: Handler,
+                 group: str | None = None) -> EventConsumer:
+        """A consumer of `topics` in consumer group `group` (default: the service's name);
+        started by `start()`, stopped right after the gRPC server."""
+        consumer = EventConsumer(self.settings, group or self.name, topics, handler,
+                                 self.readiness)
+        self._consumers.append(consumer)
+        return consumer
+
+    def servicer(self, add: Callable[[T, grpc.aio.Server], None], servicer: T) -> T:
+        """A gRPC servicer and its generated `add_<Service>Servicer_to_server` function; served
+        by `start()` on the service's gRPC port."""
+        self._servicers.append((add, servicer))
+        return servicer
+
+    # ---- start and stop ------------------------------------------------------------------
+    async def start(self, *, grace_s: float = 2.0, readiness_check: str | None = None) -> Stop:
+        """Start the consumers, then the gRPC server (if any servicer was declared); returns
+        `stop`. With `readiness_check`, that check is green while the server serves."""
+        self._grace_s, self._ready_check = grace_s, readiness_check
+        try:
+            for consumer in self._consumers:
+                consumer.start()
+            if self._servicers:
+                port = self.settings.grpc_ports[self.name]
+                server = rpc.server(self.settings.bind_host, port)
+                for add, servicer in self._servicers:
+                    add(servicer, server)
+                self._server = server
+                await server.start()
+                if readiness_check:
+                    self.readiness.set(readiness_check, True, f"{self.settings.bind_host}:{port}")
+        except Exception:
+            await self.stop()
+            raise
+        return self.stop
+
+    def _sequence(self) -> list[tuple[str, StopStep]]:
+        steps: list[tuple[str, StopStep]] = []
+        if self._server is not None:
+            server, grace = self._server, self._grace_s
+            steps.append(("gRPC server", lambda: server.stop(grace)))
+        steps += [(f"consumer {c.group}", c.stop) for c in reversed(self._consumers)]
+        steps += list(reversed(self._steps))
+        return steps
+
+    async def stop(self) -> None:
+        """Stop everything in the order described on the class (once; later calls return)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._ready_check:
+            self.readiness.set(self._ready_check, False, "stopping")
+        for what, step in self._sequence():
+            try:
+                result = step()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("%s: stopping %s failed; stopping the rest", self.name, what)

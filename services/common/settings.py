@@ -1,47 +1,144 @@
 """Settings from the environment (`HOTLINE_*`), with the local-stack defaults of DESIGN.md.
 
-One frozen dataclass so every service reads configuration the same way and a typo in a
-variable's value fails at start with a message that names the variable.
+`Settings` is the base every service shares: where the broker, the peers and the service's
+own files are, how it logs and traces, and which database it owns. Each service extends it
+with a frozen dataclass of its own in `<service>/settings.py` (`GatewaySettings`,
+`AcdSettings`, ...); those modules and this one are the only readers of `HOTLINE_*`.
+
+Reading goes through `Env`, so a bad value fails at start with a `SettingsError` that names
+the variable and says what was expected, and so tests can hand in a plain mapping instead of
+patching the process environment.
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
+GRPC_PORTS = dict(zip(SERVICES, (50051, 50052, 50053, 50054, 50055), strict=True))
+METRICS_PORTS = dict(zip(SERVICES, (9101, 9102, 9103, 9104, 9105), strict=True))
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: what the logging module accepts: LOG_LEVELS and its aliases (WARN, FATAL, NOTSET)
+_LOG_LEVEL_NAMES = frozenset(logging.getLevelNamesMapping())
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 class SettingsError(ValueError):
     """A HOTLINE_* variable has a value we cannot use."""
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"HOTLINE_{name}", default)
+class Env:
+    """Typed reads of `HOTLINE_<name>` from one mapping (the process environment by default).
 
+    Every reader takes the name without its `HOTLINE_` prefix and the default used when the
+    variable is not set; a value it cannot use raises `SettingsError` naming the variable.
+    """
 
-def _env_int(name: str, default: int) -> int:
-    raw = _env(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"HOTLINE_{name}={raw!r} is not an integer") from None
+    PREFIX = "HOTLINE_"
 
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ
 
-def _env_float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"HOTLINE_{name}={raw!r} is not a number") from None
+    def var(self, name: str) -> str:
+        return f"{self.PREFIX}{name}"
 
+    def raw(self, name: str) -> str | None:
+        """The value as set, or None when the variable is not set."""
+        return self.environ.get(self.var(name))
 
-SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
+    def error(self, name: str, value: str, problem: str) -> SettingsError:
+        """`HOTLINE_<name>=<value!r> <problem>`, the one shape of every settings error."""
+        return SettingsError(f"{self.var(name)}={value!r} {problem}")
+
+    def text(self, name: str, default: str) -> str:
+        raw = self.raw(name)
+        return default if raw is None else raw
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self.text(name, str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise self.error(name, raw, "is not an integer") from None
+
+    def port(self, name: str, default: int) -> int:
+        """A TCP/UDP port number, 1-65535."""
+        value = self.integer(name, default)
+        if not 1 <= value <= 65535:
+            raise self.error(name, self.text(name, str(default)), "is not a port (1-65535)")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float | None = None,
+               above: float | None = None) -> float:
+        """A finite float; `minimum` is inclusive, `above` exclusive."""
+        raw = self.text(name, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.error(name, raw, "is not a number") from None
+        if not math.isfinite(value):
+            raise self.error(name, raw, "is not a finite number")
+        if minimum is not None and value < minimum:
+            raise self.error(name, raw, f"must be at least {minimum:g}")
+        if above is not None and value <= above:
+            raise self.error(name, raw, f"must be greater than {above:g}")
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """A boolean: 1/true/yes/on or 0/false/no/off (any case); empty means false."""
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        word = raw.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise self.error(name, raw, "is not a boolean (1/0, true/false, yes/no, on/off)")
+
+    def items(self, name: str, default: str) -> tuple[str, ...]:
+        """A comma-separated list; blanks around and empty items are dropped."""
+        return tuple(x.strip() for x in self.text(name, default).split(",") if x.strip())
+
+    def path(self, name: str, default: Path) -> Path:
+        raw = self.raw(name)
+        return default if raw is None or not raw.strip() else Path(raw)
+
+    def optional_path(self, name: str) -> Path | None:
+        """A path, or None when the variable is unset or empty."""
+        raw = self.raw(name)
+        return Path(raw) if raw and raw.strip() else None
+
+    def networks(self, name: str, default: str) -> tuple[str, ...]:
+        """A comma-separated list of IP networks in CIDR notation (a bare address is a /32 or
+        /128); the values are kept as written."""
+        raw = self.text(name, default)
+        nets = self.items(name, default)
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise self.error(name, raw, f"has {net!r}, which is not an IP network "
+                                            "(CIDR such as 10.0.0.0/8 or ::1/128)") from None
+        return nets
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a service needs to find its peers and its own resources."""
+    """What every service needs: its site, the broker, its peers, its files, logs and traces.
+
+    Subclasses add a service's own fields (all with defaults) and extend `read`.
+    """
 
     site: str = "local"
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -50,15 +147,38 @@ class Settings:
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     grpc_hosts: dict[str, str] = field(default_factory=dict)
-    sip_host: str = "127.0.0.1"
-    sip_port: int = 5060
-    rtp_low: int = 20000
-    rtp_high: int = 20999
-    http_port: int = 8080
     log_level: str = "INFO"
-    ring_timeout_s: float = 15.0
-    wrap_up_s: float = 10.0
+    trace_console: bool = False
     database_url: str = ""
+    service_database_urls: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Read the environment (or `environ`) once; raise SettingsError naming a bad variable."""
+        return cls(**cls.read(Env(environ)))
+
+    @classmethod
+    def read(cls, env: Env) -> dict[str, Any]:
+        """The constructor arguments of this class, read from `env`."""
+        level = env.text("LOG_LEVEL", "INFO").upper()
+        if level not in _LOG_LEVEL_NAMES:
+            raise env.error("LOG_LEVEL", env.text("LOG_LEVEL", ""),
+                            f"is not a log level ({', '.join(LOG_LEVELS)})")
+        own_urls = {s: env.text(f"{s.upper()}_DATABASE_URL", "") for s in SERVICES}
+        return {
+            "site": env.text("SITE", "local"),
+            "kafka_bootstrap": env.text("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            "var_dir": env.path("VAR_DIR", REPO_ROOT / "var"),
+            "bind_host": env.text("BIND_HOST", "127.0.0.1"),
+            "grpc_ports": {s: env.port(f"{s.upper()}_GRPC_PORT", p) for s, p in GRPC_PORTS.items()},
+            "metrics_ports": {s: env.port(f"{s.upper()}_METRICS_PORT", p)
+                              for s, p in METRICS_PORTS.items()},
+            "grpc_hosts": {s: env.text(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES},
+            "log_level": level,
+            "trace_console": env.flag("TRACE_CONSOLE"),
+            "database_url": env.text("DATABASE_URL", ""),
+            "service_database_urls": {s: url for s, url in own_urls.items() if url},
+        }
 
     def grpc_target(self, service: str) -> str:
         """host:port where `service` serves gRPC."""
@@ -67,39 +187,9 @@ class Settings:
     def db_url(self, service: str) -> str:
         """The service's own database: HOTLINE_<SVC>_DATABASE_URL, else HOTLINE_DATABASE_URL,
         else a SQLite file under var/. Services never share tables: each owns its data."""
-        own = os.environ.get(f"HOTLINE_{service.upper()}_DATABASE_URL")
+        own = self.service_database_urls.get(service)
         if own:
             return own
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.var_dir / (service + '.sqlite')}"
-
-
-def load() -> Settings:
-    """Read the environment once; raise SettingsError naming the bad variable."""
-    grpc_defaults = dict(zip(SERVICES, (50051, 50052, 50053, 50054, 50055)))
-    metrics_defaults = dict(zip(SERVICES, (9101, 9102, 9103, 9104, 9105)))
-    grpc_ports = {s: _env_int(f"{s.upper()}_GRPC_PORT", p) for s, p in grpc_defaults.items()}
-    metrics_ports = {s: _env_int(f"{s.upper()}_METRICS_PORT", p) for s, p in metrics_defaults.items()}
-    grpc_hosts = {s: _env(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES}
-    rtp_low, rtp_high = _env_int("RTP_LOW", 20000), _env_int("RTP_HIGH", 20999)
-    if not 1024 <= rtp_low < rtp_high <= 65535:
-        raise SettingsError(f"HOTLINE_RTP_LOW/HIGH={rtp_low}/{rtp_high} is not a valid port range")
-    return Settings(
-        site=_env("SITE", "local"),
-        kafka_bootstrap=_env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        var_dir=Path(_env("VAR_DIR", str(REPO_ROOT / "var"))),
-        bind_host=_env("BIND_HOST", "127.0.0.1"),
-        grpc_ports=grpc_ports,
-        metrics_ports=metrics_ports,
-        grpc_hosts=grpc_hosts,
-        sip_host=_env("SIP_HOST", "127.0.0.1"),
-        sip_port=_env_int("SIP_PORT", 5060),
-        rtp_low=rtp_low,
-        rtp_high=rtp_high,
-        http_port=_env_int("HTTP_PORT", 8080),
-        log_level=_env("LOG_LEVEL", "INFO").upper(),
-        ring_timeout_s=_env_float("RING_TIMEOUT_S", 15.0),
-        wrap_up_s=_env_float("WRAP_UP_S", 10.0),
-        database_url=_env("DATABASE_URL", ""),
-    )

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.settings import REPO_ROOT, SERVICES
+from common.settings import REPO_ROOT, SERVICES, Settings
 
 SERVICES_DIR = REPO_ROOT / "services"
 GENERATED = SERVICES_DIR / "common" / "generated"
@@ -79,8 +79,8 @@ class Stack:
             self.start_service(name)
 
     def metrics_port(self, name: str) -> int:
-        index = SERVICES.index(name)
-        return int(self._env().get(f"HOTLINE_{name.upper()}_METRICS_PORT", 9101 + index))
+        """The metrics port `name` gets from the environment the stack gives its services."""
+        return Settings.from_env(self._env()).metrics_ports[name]
 
     def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
         """Poll each service's /readyz until it answers 200; fail with its last answer."""
@@ -122,8 +122,12 @@ class Stack:
 
 
 def main() -> None:
-    from common.settings import load
-    settings = load()
+    # The launcher of the whole platform is the one place in common that knows the services'
+    # own settings: it prints where the gateway and the CRM listen.
+    from crm.settings import CrmSettings
+    from gateway.settings import GatewaySettings
+    settings = Settings.from_env()
+    gateway, crm = GatewaySettings.from_env(), CrmSettings.from_env()
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     if not (settings.var_dir / "prompts" / "welcome.wav").exists():
         subprocess.run([sys.executable, "-m", "ivr.prompts"], check=True,
@@ -141,10 +145,10 @@ def main() -> None:
     host = settings.bind_host
     print(f"""
 Hotline is running (logs in {stack.log_dir}).
-  Agent desktop + REST API : http://{host}:{settings.http_port}/   (agent1 / agent1-demo)
-  SIP (UDP+TCP)            : {settings.sip_host}:{settings.sip_port}   phones 8001-8016, password <ext>-demo
+  Agent desktop + REST API : http://{host}:{crm.http_port}/   (agent1 / agent1-demo)
+  SIP (UDP+TCP)            : {gateway.sip_host}:{gateway.sip_port}   phones 8001-8016, password <ext>-demo
   Trunk numbers (DIDs)     : 10000 human service, 10001 self-service
-  Analog lines (sim card)  : 4 ports -> 10000; ring one: curl -X POST -d '{{"caller":"13800138000"}}' http://{host}:{os.environ.get("HOTLINE_SIM_CONTROL_PORT", "9110")}/ports/2/ring
+  Analog lines (sim card)  : 4 ports -> 10000; ring one: curl -X POST -d '{{"caller":"13800138000"}}' http://{host}:{gateway.sim_control_port}/ports/2/ring
   Kafka (Tansu)            : {settings.kafka_bootstrap}
   gRPC gateway/acd/ivr/crm/recorder : {', '.join(str(settings.grpc_ports[s]) for s in SERVICES)}
   Metrics                  : {', '.join(f'http://{host}:{settings.metrics_ports[s]}/metrics' for s in SERVICES)}

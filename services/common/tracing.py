@@ -5,7 +5,6 @@ gRPC call carries `traceparent` in its metadata and every event carries it in th
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from opentelemetry import context, propagate, trace
@@ -16,17 +15,18 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 _configured = False
 
 
-def setup(service: str) -> None:
+def setup(service: str, console: bool = False) -> None:
     """Install a tracer provider named after the service (once per process).
 
-    Spans go to stdout when HOTLINE_TRACE_CONSOLE=1; an OTLP exporter can be added by
-    deployments through the standard OTEL_* variables and an installed exporter package.
+    Spans go to stdout with `console` (the setting HOTLINE_TRACE_CONSOLE); an OTLP exporter
+    can be added by deployments through the standard OTEL_* variables and an installed
+    exporter package.
     """
     global _configured
     if _configured:
         return
     provider = TracerProvider(resource=Resource.create({"service.name": f"hotline-{service}"}))
-    if os.environ.get("HOTLINE_TRACE_CONSOLE") == "1":
+    if console:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     _configured = True

@@ -5,26 +5,23 @@ import asyncio
 import logging
 from pathlib import Path
 
-import grpc
 from aiohttp import web
 from hotline.v1 import crm_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from common import rpc
-from common.events import EventConsumer
 from common.health import Readiness
-from common.service import Stop
-from common.settings import Settings
+from common.service import Stop, Wiring
 from crm.agent_control import AgentControl
 from crm.api import ACD, CDRS, add_routes
 from crm.auth import DB, THROTTLE, access_control
 from crm.cdr_store import CdrStore
-from crm.customer_lookup import CrmService
 from crm.db import Database, describe, watch
 from crm.desk import HUB, DeskHub, websocket
 from crm.intake import EventIntake
 from crm.rest import json_errors
 from crm.seed import seed
+from crm.servicer import CrmService
+from crm.settings import CrmSettings
 from crm.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -95,37 +92,26 @@ async def open_database(url: str, readiness: Readiness) -> Database:
         return db
 
 
-async def main(settings: Settings, readiness: Readiness) -> Stop:
+async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     """Start every part of the CRM; returns the coroutine function that stops them."""
     readiness.set("database", False, "connecting")
     db = await open_database(settings.db_url("crm"), readiness)
-    db_watch = asyncio.create_task(watch(db, readiness), name="crm-db-watch")
-
-    acd_channel: grpc.aio.Channel = rpc.channel(settings.grpc_target("acd"))
-    control = AgentControl(acd_channel)
+    wiring = Wiring("crm", settings, readiness)
+    wiring.on_stop(db.dispose, "database")
+    wiring.task(watch(db, readiness), "crm-db-watch")
+    control = AgentControl(wiring.channel("acd"))
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
 
-    grpc_server = rpc.server(settings.bind_host, settings.grpc_ports["crm"])
-    crm_pb2_grpc.add_CrmServicer_to_server(CrmService(db), grpc_server)
-    await grpc_server.start()
-
     runner = web.AppRunner(web_app(db, control, cdrs, hub))
     await runner.setup()
+    wiring.on_stop(runner.cleanup, "web desktop")
     await web.TCPSite(runner, settings.bind_host, settings.http_port).start()
 
-    consumer = EventConsumer(settings, "crm", TOPICS, EventIntake(hub, cdrs).handle, readiness)
-    consumer.start()
+    wiring.consumer(TOPICS, EventIntake(hub, cdrs).handle)
+    wiring.servicer(crm_pb2_grpc.add_CrmServicer_to_server, CrmService(db))
+    stop = await wiring.start()
     log.info("agent desktop on http://%s:%d/ ; gRPC Crm on %s:%d ; ACD at %s",
              settings.bind_host, settings.http_port, settings.bind_host,
              settings.grpc_ports["crm"], settings.grpc_target("acd"))
-
-    async def stop() -> None:
-        await consumer.stop()
-        await runner.cleanup()
-        await grpc_server.stop(grace=2.0)
-        await acd_channel.close()
-        db_watch.cancel()
-        await db.dispose()
-
     return stop

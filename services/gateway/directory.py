@@ -1,12 +1,12 @@
 """Which SIP extensions exist and their digest credentials (HA1, never the password).
 
-The directory is the gateway's own data: a YAML file `{extension: ha1}` named by
-HOTLINE_GATEWAY_EXTENSIONS, or, by default, the demo extensions 8001–8016 whose passwords
-are `<ext>-demo` (documented in the README; change them before any real use).
+The directory is the gateway's own data: a YAML file `{extension: ha1}` (named by the
+gateway's settings, HOTLINE_GATEWAY_EXTENSIONS), or, by default, the demo extensions
+8001–8016 whose passwords are `<ext>-demo` (documented in the README; change them before any
+real use).
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -30,9 +30,8 @@ def demo_directory(realm: str) -> dict[str, str]:
     return {str(e): ha1(str(e), realm, demo_password(str(e))) for e in DEMO_EXTENSIONS}
 
 
-def load_directory(realm: str, path: str | None = None) -> dict[str, str]:
-    """Extensions → HA1, from the file named by HOTLINE_GATEWAY_EXTENSIONS, else the demo set."""
-    path = path or os.environ.get("HOTLINE_GATEWAY_EXTENSIONS")
+def load_directory(realm: str, path: Path | str | None = None) -> dict[str, str]:
+    """Extensions → HA1, from the YAML file at `path`, else (no path) the demo set."""
     if not path:
         return demo_directory(realm)
     try:

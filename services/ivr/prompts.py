@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.settings import load
+from ivr.settings import IvrSettings
 
 SPOKEN = {
     "welcome": "Welcome to the Hotline call center.",
@@ -78,6 +78,6 @@ def build(directory: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else load().var_dir / "prompts"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else IvrSettings.from_env().var_dir / "prompts"
     for path in build(target):
         print(path)

@@ -2,6 +2,7 @@
 from common.service import run
 
 from recorder.app import main
+from recorder.settings import RecorderSettings
 
 if __name__ == "__main__":
-    run("recorder", main)
+    run("recorder", main, RecorderSettings.from_env)

@@ -11,30 +11,22 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from hotline.v1 import events_pb2
 from opentelemetry import context as otel_context
 
-from common.events import EventPublisher
-from recorder.catalog import ANNOUNCED_STATUSES, Catalog, Recording
+from recorder.catalog import ANNOUNCED_STATUSES, Catalog
+from recorder.notifier import RecorderNotifier
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
 
 
-def recording_ready(rec: Recording) -> events_pb2.RecordingReady:
-    return events_pb2.RecordingReady(
-        recording_id=rec.recording_id, call_id=rec.call_id, path=rec.path,
-        duration_ms=rec.duration_ms, channels=rec.channels, sample_rate=rec.sample_rate,
-        agent_id=rec.agent_id, queue=rec.queue)
-
-
 class Announcer:
     """One background task that publishes RecordingReady for catalog rows, in order, with retry."""
 
-    def __init__(self, catalog: Catalog, publisher: EventPublisher) -> None:
+    def __init__(self, catalog: Catalog, notifier: RecorderNotifier) -> None:
         self.catalog = catalog
-        self.publisher = publisher
+        self.notifier = notifier
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # trace context of the stream that stored each recording, so the event joins its trace
@@ -94,7 +86,7 @@ class Announcer:
             trace_ctx = self._contexts.get(recording_id, otel_context.get_current())
             token = otel_context.attach(trace_ctx)
             try:
-                env = await self.publisher.publish(recording_ready(rec), key=rec.call_id)
+                env = await self.notifier.recording_ready(rec)
             finally:
                 otel_context.detach(token)
             await self.catalog.mark_announced(recording_id, datetime.now(UTC))

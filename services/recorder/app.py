@@ -1,4 +1,5 @@
-"""Wires the recorder: catalog database, recording store, Kafka publisher and the gRPC server."""
+"""Wires the recorder: catalog database, recording store, announcer (Kafka), salvage and the
+gRPC server. The recorder consumes no events, so it has no intake."""
 from __future__ import annotations
 
 import logging
@@ -6,15 +7,15 @@ import logging
 from hotline.v1 import recorder_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from common import rpc
-from common.events import EventPublisher
 from common.health import Readiness
-from common.service import Stop
-from common.settings import Settings
+from common.service import Stop, Wiring
 from recorder.announcer import Announcer
 from recorder.catalog import Catalog, migrate, open_engine
-from recorder.ingest import ANNOUNCE_WAIT_S, IngestService
+from recorder.ingest import ANNOUNCE_WAIT_S, Ingest
+from recorder.notifier import RecorderNotifier
 from recorder.salvage import INTERVAL_S, STALE_AFTER_S, Salvager
+from recorder.servicer import RecorderService
+from recorder.settings import RecorderSettings
 from recorder.storage import LocalRecordingStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def main(settings: Settings, readiness: Readiness, *,
+async def main(settings: RecorderSettings, readiness: Readiness, *,
                salvage_stale_after_s: float = STALE_AFTER_S,
                salvage_interval_s: float = INTERVAL_S,
                announce_wait_s: float = ANNOUNCE_WAIT_S,
@@ -44,34 +45,25 @@ async def main(settings: Settings, readiness: Readiness, *,
     readiness.set("database", True, _safe_url(url))
     catalog = Catalog(engine)
 
+    wiring = Wiring("recorder", settings, readiness)
+    wiring.on_stop(engine.dispose, "catalog database")
+
     store = LocalRecordingStore.from_settings(settings)
     store.root.mkdir(parents=True, exist_ok=True)
 
-    publisher = EventPublisher(settings, "recorder", readiness)
-    publisher.start()
-    announcer = Announcer(catalog, publisher)
+    announcer = Announcer(catalog, RecorderNotifier(wiring.publisher()))
     announcer.start()
+    wiring.on_stop(announcer.stop, "announcer")
 
-    ingest = IngestService(store, catalog, announcer, announce_wait_s=announce_wait_s)
+    ingest = Ingest(store, catalog, announcer, announce_wait_s=announce_wait_s)
     salvager = Salvager(store, catalog, announcer, ingest, stale_after_s=salvage_stale_after_s,
                         interval_s=salvage_interval_s)
     salvager.start()
+    wiring.on_stop(salvager.stop, "salvager")
+    wiring.on_stop(ingest.drain, "recordings being stored")   # right after the server stopped
 
-    port = settings.grpc_ports["recorder"]
-    server = rpc.server(settings.bind_host, port)
-    recorder_pb2_grpc.add_RecorderServicer_to_server(ingest, server)
-    await server.start()
-    readiness.set("grpc", True, f"{settings.bind_host}:{port}")
-    log.info("recorder serving gRPC on %s:%d, recordings under %s", settings.bind_host, port,
-             store.root)
-
-    async def stop() -> None:
-        readiness.set("grpc", False, "stopping")
-        await server.stop(stop_grace_s)
-        await ingest.drain()
-        await salvager.stop()
-        await announcer.stop()
-        await publisher.stop()
-        await engine.dispose()
-
+    wiring.servicer(recorder_pb2_grpc.add_RecorderServicer_to_server, RecorderService(ingest))
+    stop = await wiring.start(grace_s=stop_grace_s, readiness_check="grpc")
+    log.info("recorder serving gRPC on %s:%d, recordings under %s", settings.bind_host,
+             settings.grpc_ports["recorder"], store.root)
     return stop

@@ -1,24 +1,23 @@
-"""The `Recorder.Ingest` RPC: the gateway streams both sides of a call, we store a stereo WAV.
+"""Ingest: a recording stream from its start chunk to a stored, catalogued, announced file.
 
-Protocol: the first chunk is `start` (call and agent metadata), then `frames` chunks with equal
-runs of int16 LE samples for the caller (left) and the agent (right). The gateway closing the
-stream normally means the call ended: the recording is `complete`. A stream that breaks off
-(gateway died, connection lost, server shutting down) still keeps every frame that arrived and
-is stored as `partial`. A chunk that violates the protocol is refused with INVALID_ARGUMENT;
-what was written before it is kept as a `failed` recording for inspection, never dropped.
+The gateway streams both sides of a call (`Recorder.Ingest`, served by `servicer.py`): the
+first chunk is `start` (call and agent metadata), then `frames` chunks with equal runs of int16
+LE samples for the caller (left) and the agent (right). The gateway closing the stream
+normally means the call ended: the recording is `complete`. A stream that breaks off (gateway
+died, connection lost, server shutting down) still keeps every frame that arrived and is
+stored as `partial`. A chunk that violates the protocol fails the stream; what was written
+before it is kept as a `failed` recording for inspection, never dropped.
 """
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import grpc
-from hotline.v1 import recorder_pb2, recorder_pb2_grpc
+from hotline.v1 import recorder_pb2
 
 from recorder import metrics
 from recorder.announcer import Announcer
@@ -35,6 +34,10 @@ ANNOUNCE_WAIT_S = 2.0
 
 class StartError(ValueError):
     """A RecordingStart the recorder cannot accept."""
+
+
+class IngestUnavailable(RuntimeError):
+    """A recording cannot be opened now (catalog unreachable, no file can be created)."""
 
 
 def check_start(start: recorder_pb2.RecordingStart) -> int:
@@ -69,8 +72,9 @@ class Stream:
         return {"recording_id": self.row.recording_id, "call_id": self.row.call_id}
 
 
-class IngestService(recorder_pb2_grpc.RecorderServicer):
-    """Serves Ingest; keeps the live streams so salvage and shutdown know what is in flight."""
+class Ingest:
+    """The live recording streams: opens, writes and finishes them, so salvage and shutdown
+    know what is in flight."""
 
     def __init__(self, store: RecordingStore, catalog: Catalog, announcer: Announcer,
                  announce_wait_s: float = ANNOUNCE_WAIT_S) -> None:
@@ -81,62 +85,10 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
         self.active: dict[str, Stream] = {}
         self._finishing: set[asyncio.Task[Recording]] = set()
 
-    async def Ingest(self, request_iterator: AsyncIterator[recorder_pb2.IngestChunk],
-                     context: grpc.aio.ServicerContext) -> recorder_pb2.IngestReply:
-        chunks = aiter(request_iterator)
-        first = await anext(chunks, None)
-        if first is None or first.WhichOneof("chunk") != "start":
-            metrics.FAILURES.labels("no_start").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "first chunk must be RecordingStart")
-        try:
-            sample_rate = check_start(first.start)
-        except StartError as exc:
-            metrics.FAILURES.labels("bad_start").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        # Registering must not be cut in half by a cancel: a row without its file would stay
-        # `recording` for ever. If the peer leaves meanwhile, the stream is finished as partial.
-        opening = asyncio.ensure_future(self._open(first.start, sample_rate, context))
-        try:
-            stream = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(self._abandon_opening)
-            raise
-
-        metrics.ACTIVE_STREAMS.inc()
-        try:
-            try:
-                async for chunk in chunks:
-                    self._write(stream, chunk)
-            except (FrameError, OSError) as exc:
-                stream.failure = exc
-            except asyncio.CancelledError:
-                # Server shutdown (or the peer vanished mid-read): keep what arrived.
-                stream.aborted = True
-                self._finish(stream)
-                raise
-            stream.ended_at = datetime.now(UTC)
-            try:
-                row = await self._await_finish(stream, context)
-            except Exception as exc:  # catalog write failed; salvage reconciles the row later
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    f"recording {stream.recording_id} is on disk but the "
-                                    f"catalog could not be updated: {exc}")
-        finally:
-            metrics.ACTIVE_STREAMS.dec()
-
-        if stream.failure is not None:
-            await self._refuse(stream, context)
-        if row.status == FAILED:  # the file could not be finalised (disk error)
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                f"recording {row.recording_id} could not be stored: {row.failure}")
-        return recorder_pb2.IngestReply(recording_id=row.recording_id, path=row.path,
-                                        duration_ms=row.duration_ms)
-
-    async def _open(self, start: recorder_pb2.RecordingStart, sample_rate: int,
-                    context: grpc.aio.ServicerContext) -> Stream:
+    async def open(self, start: recorder_pb2.RecordingStart, sample_rate: int) -> Stream:
         """Register the recording in the catalog, then create its file (in that order, so a
-        file on disk always has a row that salvage can complete)."""
+        file on disk always has a row that salvage can complete). IngestUnavailable when
+        either cannot be done."""
         started_at = datetime.now(UTC)
         recording_id = str(uuid.uuid4())
         key = recording_key(recording_id, started_at)
@@ -149,8 +101,7 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
         except Exception as exc:  # database unreachable or refusing writes
             metrics.FAILURES.labels("catalog_error").inc()
             log.exception("cannot register a recording for call %s", start.call_id)
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"recorder catalog unavailable: {exc}")
+            raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
         try:
             writer = self.store.create(key, sample_rate)
         except OSError as exc:
@@ -160,8 +111,7 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
             await self.catalog.finish(recording_id, status=FAILED, ended_at=datetime.now(UTC),
                                       duration_ms=0, size_bytes=0, sha256=None,
                                       failure=f"io_error: {exc}")
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"recorder cannot create a recording file: {exc}")
+            raise IngestUnavailable(f"recorder cannot create a recording file: {exc}") from exc
         stream = Stream(row=row, writer=writer)
         self.active[recording_id] = stream
         log.info("recording %s started for call %s (agent %s, queue %s)", recording_id,
@@ -169,14 +119,16 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
                  extra=stream.log_extra)
         return stream
 
-    def _abandon_opening(self, opening: asyncio.Task[Stream]) -> None:
+    def abandon_opening(self, opening: asyncio.Future[Stream]) -> None:
+        """Done-callback for an `open` whose caller went away: finish its stream as partial."""
         if opening.cancelled() or opening.exception() is not None:
             return
         stream = opening.result()
         stream.aborted = True
-        self._finish(stream)
+        self.finish(stream)
 
-    def _write(self, stream: Stream, chunk: recorder_pb2.IngestChunk) -> None:
+    def write(self, stream: Stream, chunk: recorder_pb2.IngestChunk) -> None:
+        """Append one `frames` chunk; FrameError (or OSError from the disk) fails the stream."""
         stream.chunks += 1
         kind = chunk.WhichOneof("chunk")
         if kind == "start":
@@ -191,21 +143,11 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
             raise FrameError(exc.reason, f"chunk {stream.chunks}: {exc}") from None
         metrics.BYTES_WRITTEN.inc(written)
 
-    async def _refuse(self, stream: Stream, context: grpc.aio.ServicerContext) -> None:
-        exc = stream.failure
-        if isinstance(exc, FrameError):
-            code = grpc.StatusCode.INVALID_ARGUMENT
-            detail = str(exc)
-        elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            code, detail = grpc.StatusCode.RESOURCE_EXHAUSTED, f"recording disk full: {exc}"
-        else:
-            code, detail = grpc.StatusCode.INTERNAL, f"cannot write recording: {exc}"
-        await context.abort(code, f"{detail} (the {stream.row.duration_ms} ms received before "
-                                  f"it are kept as failed recording {stream.recording_id})")
-
-    async def _await_finish(self, stream: Stream,
-                            context: grpc.aio.ServicerContext) -> Recording:
-        task = self._finish(stream, context)
+    async def await_finish(self, stream: Stream,
+                           cancelled: Callable[[], bool] | None = None) -> Recording:
+        """Finish a stream that ended and wait for its stored row (the finishing itself goes on
+        if this wait is cancelled). `cancelled` tells whether the peer cancelled the stream."""
+        task = self.finish(stream, cancelled)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -213,12 +155,12 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
             stream.aborted = True
             raise
 
-    def _finish(self, stream: Stream,
-                context: grpc.aio.ServicerContext | None = None) -> asyncio.Task[Recording]:
+    def finish(self, stream: Stream,
+               cancelled: Callable[[], bool] | None = None) -> asyncio.Task[Recording]:
         """Finalise in a task of its own, so a cancelled RPC cannot cut it short."""
         if stream.finishing is None:
             stream.ended_at = stream.ended_at or datetime.now(UTC)
-            task = asyncio.create_task(self._store(stream, context),
+            task = asyncio.create_task(self._store(stream, cancelled),
                                        name=f"recording-finish-{stream.recording_id}")
             self._finishing.add(task)
             task.add_done_callback(self._finished)
@@ -230,7 +172,7 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
         if not task.cancelled():
             task.exception()  # already logged in _store; retrieved so asyncio does not warn
 
-    async def _store(self, stream: Stream, context: grpc.aio.ServicerContext | None) -> Recording:
+    async def _store(self, stream: Stream, cancelled: Callable[[], bool] | None) -> Recording:
         """Commit the file, complete the catalog row, count it, and announce it."""
         row = stream.row
         stored: StoredRecording | None = None
@@ -245,7 +187,7 @@ class IngestService(recorder_pb2_grpc.RecorderServicer):
             self.active.pop(row.recording_id, None)
         # A client cancel reaches us a few loop turns after its stream "ended"; the commit
         # above spans those turns, so by now we know whether the end was real.
-        if context is not None and context.cancelled():
+        if cancelled is not None and cancelled():
             stream.aborted = True
 
         if io_failure is not None:

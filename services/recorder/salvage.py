@@ -15,7 +15,7 @@ from datetime import timedelta
 from recorder import metrics
 from recorder.announcer import Announcer
 from recorder.catalog import PARTIAL, Catalog
-from recorder.ingest import IngestService
+from recorder.ingest import Ingest
 from recorder.storage import RecordingStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class Salvager:
     """Periodic task turning orphaned recordings into `partial` ones."""
 
     def __init__(self, store: RecordingStore, catalog: Catalog, announcer: Announcer,
-                 ingest: IngestService, stale_after_s: float = STALE_AFTER_S,
+                 ingest: Ingest, stale_after_s: float = STALE_AFTER_S,
                  interval_s: float = INTERVAL_S) -> None:
         self.store = store
         self.catalog = catalog

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.settings import Settings
-
+from recorder.settings import RecorderSettings
 from recorder.wav import BLOCK_ALIGN, StereoWavWriter, read_format, seal_orphan
 
 _KEY = re.compile(r"^\d{4}/\d{2}/\d{2}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
@@ -92,8 +91,8 @@ class LocalRecordingStore(RecordingStore):
         self.root = root
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalRecordingStore:
-        return cls(settings.var_dir / "recordings")
+    def from_settings(cls, settings: RecorderSettings) -> LocalRecordingStore:
+        return cls(settings.recordings_dir)
 
     def locate(self, key: str) -> Path:
         """The file of a committed recording; rejects anything that is not a recording key."""

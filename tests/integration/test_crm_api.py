@@ -36,7 +36,6 @@ from crm.api import CDRS
 from crm.app import web_app
 from crm.cdr import CdrRecord, fold
 from crm.cdr_store import CdrStore
-from crm.customer_lookup import CrmService
 from crm.db import Database
 from crm.desk import HUB, DeskHub
 from crm.intake import EventIntake
@@ -44,6 +43,7 @@ from crm.models import AuditEntry, Base, Session, User, utcnow
 from crm.passwords import hash_password
 from crm.roles import POLICY, PUBLIC, Role
 from crm.seed import seed
+from crm.servicer import CrmService
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

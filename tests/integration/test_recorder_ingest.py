@@ -23,10 +23,10 @@ from common import rpc
 from common.events import TOPICS, ensure_topics
 from common.health import Readiness
 from common.service import Stop
-from common.settings import Settings
 from tests.integration.conftest import free_port, tansu  # noqa: F401
 from recorder import app
 from recorder.catalog import Catalog, Recording, open_engine
+from recorder.settings import RecorderSettings
 from recorder.storage import LocalRecordingStore, recording_key
 
 RATE = 8000
@@ -35,19 +35,19 @@ FRAME = 160  # 20 ms at 8 kHz
 
 @dataclass
 class Recorder:
-    settings: Settings
+    settings: RecorderSettings
     readiness: Readiness
     stub: recorder_pb2_grpc.RecorderStub
     catalog: Catalog
     store: LocalRecordingStore
 
 
-def make_settings(tmp_path: Path, bootstrap: str) -> Settings:
-    return Settings(var_dir=tmp_path, kafka_bootstrap=bootstrap,
+def make_settings(tmp_path: Path, bootstrap: str) -> RecorderSettings:
+    return RecorderSettings(var_dir=tmp_path, kafka_bootstrap=bootstrap,
                     grpc_ports={"recorder": free_port()}, grpc_hosts={"recorder": "127.0.0.1"})
 
 
-async def started(settings: Settings, **tuning: float) -> tuple[Stop, Readiness]:
+async def started(settings: RecorderSettings, **tuning: float) -> tuple[Stop, Readiness]:
     readiness = Readiness()
     stop = await app.main(settings, readiness, **tuning)
     return stop, readiness

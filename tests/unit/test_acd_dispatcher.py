@@ -17,8 +17,9 @@ from prometheus_client import REGISTRY
 from acd import kpis
 from acd.agents import NOT_READY, ON_CALL, READY, RINGING, WRAP_UP, InvalidTransition
 from acd.dispatcher import HOLD_PROMPT, Dispatcher, UnknownQueue
+from acd.notifier import AcdNotifier
 from acd.queues import WaitingCall
-from acd.service import AcdService
+from acd.servicer import AcdService
 
 SITE = "unit-site"
 WRAP_UP_S = 0.05
@@ -109,7 +110,7 @@ def counter(name: str, queue: str = "sales") -> float:
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     gateway, pub = FakeGateway(), FakePublisher()
-    d = Dispatcher(pub, gateway, ["sales", "support"], SITE, ring_timeout_s=3.0,
+    d = Dispatcher(AcdNotifier(pub), gateway, ["sales", "support"], SITE, ring_timeout_s=3.0,
                    wrap_up_s=WRAP_UP_S)
     d.start()
     yield Rig(d, gateway, pub)
@@ -357,7 +358,8 @@ def test_service_level_defaults() -> None:
 
 
 async def test_queue_kpi_collector() -> None:
-    d = Dispatcher(FakePublisher(), FakeGateway(), ["sales", "support"], SITE, 3.0, WRAP_UP_S)
+    d = Dispatcher(AcdNotifier(FakePublisher()), FakeGateway(), ["sales", "support"], SITE, 3.0,
+                   WRAP_UP_S)
     now = time.monotonic()
     d.queues["sales"].add(WaitingCall("c1", "sales", 0, "5551234", "10000", enqueued=now - 30))
     d.queues["sales"].add(WaitingCall("c2", "sales", 0, "5555678", "10000", enqueued=now - 5))

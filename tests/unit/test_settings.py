@@ -1,14 +1,29 @@
 """Settings from HOTLINE_* variables: DESIGN.md's defaults, overrides, and errors that name
-the bad variable."""
+the bad variable — for the shared base and each service's own settings class."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from common.settings import REPO_ROOT, SERVICES, Settings, SettingsError, load
+from acd.settings import AcdSettings
+from common import service
+from common.settings import REPO_ROOT, SERVICES, Env, Settings, SettingsError
+from crm.settings import CrmSettings
+from gateway.analog.config import CardSpec, open_card, parse_card_spec
+from gateway.analog.sim import SimCard
+from gateway.directory import DEMO_EXTENSIONS, DirectoryError, load_directory
+from gateway.media.clock import FrameClock
+from gateway.settings import GatewaySettings
+from gateway.sip.digest import ha1
+from ivr.flows import DEFAULT_FLOWS
+from ivr.settings import IvrSettings
+from recorder.settings import RecorderSettings
+
+CLASSES = (Settings, GatewaySettings, AcdSettings, IvrSettings, CrmSettings, RecorderSettings)
 
 
 @pytest.fixture(autouse=True)
@@ -18,95 +33,363 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def env(**values: str) -> dict[str, str]:
+    """An environment mapping with HOTLINE_ prefixed to each name."""
+    return {f"HOTLINE_{k}": v for k, v in values.items()}
+
+
+# ---- defaults ----------------------------------------------------------------------------
 def test_defaults_are_the_design_ports() -> None:
-    s = load()
+    s = Settings.from_env()
     assert SERVICES == ("gateway", "acd", "ivr", "crm", "recorder")
     assert s.grpc_ports == {"gateway": 50051, "acd": 50052, "ivr": 50053, "crm": 50054,
                             "recorder": 50055}
     assert s.metrics_ports == {"gateway": 9101, "acd": 9102, "ivr": 9103, "crm": 9104,
                                "recorder": 9105}
     assert s.grpc_hosts == dict.fromkeys(SERVICES, "127.0.0.1")
-    assert (s.sip_host, s.sip_port) == ("127.0.0.1", 5060)
-    assert (s.rtp_low, s.rtp_high) == (20000, 20999)
-    assert s.http_port == 8080
     assert s.kafka_bootstrap == "127.0.0.1:9092"
     assert s.site == "local" and s.bind_host == "127.0.0.1" and s.log_level == "INFO"
-    assert (s.ring_timeout_s, s.wrap_up_s) == (15.0, 10.0)
+    assert s.trace_console is False
     assert s.var_dir == REPO_ROOT / "var"
     assert s.grpc_target("acd") == "127.0.0.1:50052"
     assert s.grpc_target("recorder") == "127.0.0.1:50055"
     assert s.db_url("crm") == f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'crm.sqlite'}"
 
+    g = GatewaySettings.from_env()
+    assert (g.sip_host, g.sip_port) == ("127.0.0.1", 5060)
+    assert (g.rtp_low, g.rtp_high) == (20000, 20999)
+    assert g.sip_realm == "hotline"
+    assert g.prompt_dir == REPO_ROOT / "var" / "prompts"
+    assert g.trunk_dids == ("10000", "10001")
+    assert g.trunk_allow == ("127.0.0.0/8", "::1/128")
+    assert g.analog_card == CardSpec("sim", ports=4) and str(g.analog_card) == "sim:4"
+    assert (g.analog_law, g.analog_did, g.sim_control_port) == ("alaw", "10000", 9110)
+    assert g.extensions_file is None
 
-def test_dataclass_defaults_match_load() -> None:
-    plain, loaded = Settings(), load()
-    for name in ("site", "kafka_bootstrap", "var_dir", "sip_port", "rtp_low", "rtp_high",
-                 "http_port", "ring_timeout_s", "wrap_up_s", "database_url"):
-        assert getattr(plain, name) == getattr(loaded, name), name
+    a = AcdSettings.from_env()
+    assert a.queues == ("sales", "support")
+    assert (a.ring_timeout_s, a.wrap_up_s) == (15.0, 10.0)
+    assert IvrSettings.from_env().flows_file == DEFAULT_FLOWS
+    assert CrmSettings.from_env().http_port == 8080
+    assert RecorderSettings.from_env().recordings_dir == REPO_ROOT / "var" / "recordings"
 
 
-def test_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    env = {"SITE": "paris", "KAFKA_BOOTSTRAP": "kafka:9093", "ACD_GRPC_PORT": "6002",
-           "CRM_METRICS_PORT": "7104", "ACD_HOST": "acd.svc", "SIP_PORT": "15060",
-           "RTP_LOW": "30000", "RTP_HIGH": "30100", "HTTP_PORT": "18080", "LOG_LEVEL": "debug",
-           "RING_TIMEOUT_S": "4.5", "WRAP_UP_S": "2", "VAR_DIR": str(tmp_path),
-           "BIND_HOST": "0.0.0.0"}
-    for k, v in env.items():
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_dataclass_defaults_match_from_env(cls: type[Settings]) -> None:
+    plain, loaded = cls(), cls.from_env()
+    for f in dataclasses.fields(cls):
+        if f.name in ("grpc_ports", "metrics_ports", "grpc_hosts"):
+            continue            # empty in a hand-made instance: tests give only what they use
+        assert getattr(plain, f.name) == getattr(loaded, f.name), f.name
+
+
+def test_every_service_has_its_settings_class_on_the_base() -> None:
+    for cls in CLASSES[1:]:
+        assert issubclass(cls, Settings) and dataclasses.is_dataclass(cls)
+        assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    # the base knows no service's own fields
+    base = {f.name for f in dataclasses.fields(Settings)}
+    assert not base & {"sip_host", "sip_port", "rtp_low", "rtp_high", "http_port",
+                       "ring_timeout_s", "wrap_up_s", "queues", "flows_file"}
+
+
+# ---- overrides ---------------------------------------------------------------------------
+def test_base_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    values = {"SITE": "paris", "KAFKA_BOOTSTRAP": "kafka:9093", "ACD_GRPC_PORT": "6002",
+              "CRM_METRICS_PORT": "7104", "ACD_HOST": "acd.svc", "LOG_LEVEL": "debug",
+              "VAR_DIR": str(tmp_path), "BIND_HOST": "0.0.0.0", "TRACE_CONSOLE": "1"}
+    for k, v in values.items():
         monkeypatch.setenv(f"HOTLINE_{k}", v)
-    s = load()
-    assert (s.site, s.kafka_bootstrap, s.sip_port, s.http_port) == ("paris", "kafka:9093",
-                                                                    15060, 18080)
-    assert s.grpc_ports["acd"] == 6002 and s.grpc_ports["gateway"] == 50051
-    assert s.metrics_ports["crm"] == 7104 and s.metrics_ports["acd"] == 9102
-    assert s.grpc_target("acd") == "acd.svc:6002"
-    assert (s.rtp_low, s.rtp_high) == (30000, 30100)
-    assert s.log_level == "DEBUG"
-    assert (s.ring_timeout_s, s.wrap_up_s) == (4.5, 2.0)
-    assert s.var_dir == tmp_path and s.bind_host == "0.0.0.0"
-    assert s.db_url("acd") == f"sqlite+aiosqlite:///{tmp_path / 'acd.sqlite'}"
+    for cls in CLASSES:       # every service reads the shared part the same way
+        s = cls.from_env()
+        assert (s.site, s.kafka_bootstrap) == ("paris", "kafka:9093")
+        assert s.grpc_ports["acd"] == 6002 and s.grpc_ports["gateway"] == 50051
+        assert s.metrics_ports["crm"] == 7104 and s.metrics_ports["acd"] == 9102
+        assert s.grpc_target("acd") == "acd.svc:6002"
+        assert s.log_level == "DEBUG" and s.trace_console is True
+        assert s.var_dir == tmp_path and s.bind_host == "0.0.0.0"
+        assert s.db_url("acd") == f"sqlite+aiosqlite:///{tmp_path / 'acd.sqlite'}"
+
+
+def test_gateway_overrides(tmp_path: Path) -> None:
+    g = GatewaySettings.from_env(env(
+        SIP_HOST="192.0.2.10", SIP_PORT="15060", RTP_LOW="30000", RTP_HIGH="30100",
+        SIP_REALM="pbx.example", PROMPT_DIR=str(tmp_path / "p"), TRUNK_DIDS=" 10000, +8610123 ,",
+        TRUNK_ALLOW="10.0.0.0/8, 192.0.2.7, 2001:db8::/32", ANALOG_CARD="dahdi:1,2,3,4",
+        ANALOG_LAW="ulaw", ANALOG_DID="10001", SIM_CONTROL_PORT="19110",
+        GATEWAY_EXTENSIONS=str(tmp_path / "ext.yaml")))
+    assert (g.sip_host, g.sip_port, g.rtp_low, g.rtp_high) == ("192.0.2.10", 15060, 30000, 30100)
+    assert g.sip_realm == "pbx.example" and g.prompt_dir == tmp_path / "p"
+    assert g.trunk_dids == ("10000", "+8610123")
+    assert g.trunk_allow == ("10.0.0.0/8", "192.0.2.7", "2001:db8::/32")
+    assert g.analog_card == CardSpec("dahdi", channels=(1, 2, 3, 4))
+    assert (g.analog_law, g.analog_did, g.sim_control_port) == ("ulaw", "10001", 19110)
+    assert g.extensions_file == tmp_path / "ext.yaml"
+
+
+def test_gateway_prompts_follow_var_dir_unless_set(tmp_path: Path) -> None:
+    assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path))).prompt_dir == tmp_path / "prompts"
+    assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path), PROMPT_DIR="/srv/p")).prompt_dir \
+        == Path("/srv/p")
+
+
+def test_empty_paths_mean_the_default() -> None:
+    g = GatewaySettings.from_env(env(GATEWAY_EXTENSIONS="", PROMPT_DIR=" "))
+    assert g.extensions_file is None and g.prompt_dir == REPO_ROOT / "var" / "prompts"
+    assert IvrSettings.from_env(env(IVR_FLOWS="")).flows_file == DEFAULT_FLOWS
+
+
+def test_service_overrides(tmp_path: Path) -> None:
+    a = AcdSettings.from_env(env(ACD_QUEUES=" sales , vip,,billing ", RING_TIMEOUT_S="4.5",
+                                 WRAP_UP_S="2"))
+    assert a.queues == ("sales", "vip", "billing")
+    assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 2.0)
+    assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0    # no after-call work
+    flows = tmp_path / "flows.yaml"
+    assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
+    assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
+    assert RecorderSettings.from_env(env(VAR_DIR=str(tmp_path))).recordings_dir == \
+        tmp_path / "recordings"
+
+
+def test_a_given_mapping_is_read_instead_of_the_process_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTLINE_SITE", "from-process")
+    assert Settings.from_env({"HOTLINE_SITE": "from-mapping"}).site == "from-mapping"
+    assert Settings.from_env({}).site == "local"
+    assert Settings.from_env().site == "from-process"
 
 
 def test_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOTLINE_DATABASE_URL", "postgresql+asyncpg://u@db/hotline")
-    assert load().db_url("crm") == "postgresql+asyncpg://u@db/hotline"
+    assert CrmSettings.from_env().db_url("crm") == "postgresql+asyncpg://u@db/hotline"
 
 
 def test_a_service_database_url_wins_over_the_shared_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOTLINE_DATABASE_URL", "postgresql+asyncpg://u@db/hotline")
     monkeypatch.setenv("HOTLINE_CRM_DATABASE_URL", "postgresql+asyncpg://u@db/crm")
-    s = load()
+    s = Settings.from_env()
     assert s.db_url("crm") == "postgresql+asyncpg://u@db/crm"
     assert s.db_url("recorder") == "postgresql+asyncpg://u@db/hotline"
 
 
-@pytest.mark.parametrize("name", ["SIP_PORT", "HTTP_PORT", "GATEWAY_GRPC_PORT",
-                                  "RECORDER_GRPC_PORT", "IVR_METRICS_PORT", "RTP_LOW", "RTP_HIGH"])
+# ---- errors that name the variable -------------------------------------------------------
+@pytest.mark.parametrize(("cls", "name"), [
+    (GatewaySettings, "SIP_PORT"), (CrmSettings, "HTTP_PORT"), (Settings, "GATEWAY_GRPC_PORT"),
+    (RecorderSettings, "RECORDER_GRPC_PORT"), (IvrSettings, "IVR_METRICS_PORT"),
+    (GatewaySettings, "RTP_LOW"), (GatewaySettings, "RTP_HIGH"),
+    (GatewaySettings, "SIM_CONTROL_PORT")])
 @pytest.mark.parametrize("value", ["abc", "50 51", "5060.5", ""])
-def test_bad_integer_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
-                                        value: str) -> None:
-    monkeypatch.setenv(f"HOTLINE_{name}", value)
+def test_bad_integer_names_the_variable(cls: type[Settings], name: str, value: str) -> None:
     with pytest.raises(SettingsError) as info:
-        load()
+        cls.from_env(env(**{name: value}))
     assert str(info.value) == f"HOTLINE_{name}={value!r} is not an integer"
 
 
+@pytest.mark.parametrize(("cls", "name"), [
+    (GatewaySettings, "SIP_PORT"), (CrmSettings, "HTTP_PORT"), (Settings, "ACD_GRPC_PORT"),
+    (Settings, "CRM_METRICS_PORT"), (GatewaySettings, "SIM_CONTROL_PORT")])
+@pytest.mark.parametrize("value", ["0", "-1", "65536", "99999"])
+def test_port_out_of_range_names_the_variable(cls: type[Settings], name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        cls.from_env(env(**{name: value}))
+    assert str(info.value) == f"HOTLINE_{name}={value!r} is not a port (1-65535)"
+
+
+@pytest.mark.parametrize("value", ["1", "65535"])
+def test_port_range_ends_are_accepted(value: str) -> None:
+    assert GatewaySettings.from_env(env(SIP_PORT=value)).sip_port == int(value)
+
+
 @pytest.mark.parametrize("name", ["RING_TIMEOUT_S", "WRAP_UP_S"])
-def test_bad_number_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    monkeypatch.setenv(f"HOTLINE_{name}", "ten")
-    with pytest.raises(SettingsError, match=f"HOTLINE_{name}='ten' is not a number"):
-        load()
+def test_bad_number_names_the_variable(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"^HOTLINE_{name}='ten' is not a number$"):
+        AcdSettings.from_env(env(**{name: "ten"}))
+
+
+@pytest.mark.parametrize("name", ["RING_TIMEOUT_S", "WRAP_UP_S"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_number_must_be_finite(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^HOTLINE_{name}='{value}' is not a finite number$"):
+        AcdSettings.from_env(env(**{name: value}))
+
+
+@pytest.mark.parametrize(("name", "value", "problem"), [
+    ("RING_TIMEOUT_S", "0", "must be greater than 0"),
+    ("RING_TIMEOUT_S", "-2", "must be greater than 0"),
+    ("WRAP_UP_S", "-0.5", "must be at least 0"),
+])
+def test_timer_out_of_range(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        AcdSettings.from_env(env(**{name: value}))
+    assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
 
 
 @pytest.mark.parametrize(("low", "high"), [("21000", "20999"), ("20000", "20000"),
                                            ("80", "20999"), ("20000", "70000")])
-def test_bad_rtp_range(monkeypatch: pytest.MonkeyPatch, low: str, high: str) -> None:
-    monkeypatch.setenv("HOTLINE_RTP_LOW", low)
-    monkeypatch.setenv("HOTLINE_RTP_HIGH", high)
+def test_bad_rtp_range(low: str, high: str) -> None:
     with pytest.raises(SettingsError, match=f"HOTLINE_RTP_LOW/HIGH={low}/{high}"):
-        load()
+        GatewaySettings.from_env(env(RTP_LOW=low, RTP_HIGH=high))
+
+
+@pytest.mark.parametrize(("value", "bad"), [
+    ("10.0.0.0/33", "10.0.0.0/33"), ("localhost", "localhost"),
+    ("127.0.0.0/8, 10.0.0.300/24", "10.0.0.300/24"), ("::1/129", "::1/129")])
+def test_trunk_allow_must_be_networks(value: str, bad: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        GatewaySettings.from_env(env(TRUNK_ALLOW=value))
+    assert str(info.value).startswith(f"HOTLINE_TRUNK_ALLOW={value!r} has {bad!r}, which is "
+                                      "not an IP network")
+
+
+@pytest.mark.parametrize(("name", "value"), [("TRUNK_DIDS", "10000,sales"),
+                                             ("TRUNK_DIDS", "100 00"), ("ANALOG_DID", "ten"),
+                                             ("ANALOG_DID", "")])
+def test_numbers_must_be_digits(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^HOTLINE_{name}={value!r} .*not a number"):
+        GatewaySettings.from_env(env(**{name: value}))
+
+
+@pytest.mark.parametrize(("spec", "parsed"), [
+    ("sim:4", CardSpec("sim", ports=4)), ("sim", CardSpec("sim", ports=4)),
+    (" sim:64 ", CardSpec("sim", ports=64)), ("sim:1", CardSpec("sim", ports=1)),
+    ("dahdi:1,2,3,4", CardSpec("dahdi", channels=(1, 2, 3, 4))),
+    ("dahdi: 5, 6,", CardSpec("dahdi", channels=(5, 6))), ("none", CardSpec("none"))])
+def test_analog_card_spec(spec: str, parsed: CardSpec) -> None:
+    assert parse_card_spec(spec) == parsed
+    assert GatewaySettings.from_env(env(ANALOG_CARD=spec)).analog_card == parsed
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("sim:0", "sim needs 1-64 ports, e.g. sim:4"), ("sim:65", "sim needs 1-64 ports"),
+    ("sim:four", "sim needs 1-64 ports"), ("dahdi:", "dahdi needs channel numbers"),
+    ("dahdi:a,b", "dahdi needs channel numbers"), ("dahdi:0,1", "dahdi needs channel numbers"),
+    ("dahdi:1,2,1", "a DAHDI channel is listed twice"),
+    ("fxo:4", "expected sim:N, dahdi:CH,... or none"), ("", "expected sim:N")])
+def test_bad_analog_card_names_the_variable(spec: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        GatewaySettings.from_env(env(ANALOG_CARD=spec))
+    assert str(info.value).startswith(f"HOTLINE_ANALOG_CARD={spec.strip()!r}: {problem}")
+
+
+def test_analog_law() -> None:
+    assert GatewaySettings.from_env(env(ANALOG_LAW="ulaw")).analog_law == "ulaw"
+    with pytest.raises(SettingsError,
+                       match="^HOTLINE_ANALOG_LAW='mulaw' is not one of alaw, ulaw$"):
+        GatewaySettings.from_env(env(ANALOG_LAW="mulaw"))
+
+
+@pytest.mark.parametrize("realm", ["", "  ", 'a"b', "a\\b"])
+def test_bad_sip_realm(realm: str) -> None:
+    with pytest.raises(SettingsError, match="^HOTLINE_SIP_REALM="):
+        GatewaySettings.from_env(env(SIP_REALM=realm))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", True), ("true", True), ("YES", True), (" on ", True),
+    ("0", False), ("false", False), ("No", False), ("off", False), ("", False)])
+def test_boolean(value: str, expected: bool) -> None:
+    assert Settings.from_env(env(TRACE_CONSOLE=value)).trace_console is expected
+
+
+@pytest.mark.parametrize("value", ["2", "maybe", "y es"])
+def test_bad_boolean_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env(TRACE_CONSOLE=value))
+    assert str(info.value) == (f"HOTLINE_TRACE_CONSOLE={value!r} is not a boolean "
+                               "(1/0, true/false, yes/no, on/off)")
+
+
+def test_bad_log_level_names_the_variable() -> None:
+    assert Settings.from_env(env(LOG_LEVEL="warning")).log_level == "WARNING"
+    assert Settings.from_env(env(LOG_LEVEL="warn")).log_level == "WARN"   # logging's alias
+    with pytest.raises(SettingsError, match="^HOTLINE_LOG_LEVEL='verbose' is not a log level"):
+        Settings.from_env(env(LOG_LEVEL="verbose"))
+
+
+@pytest.mark.parametrize(("value", "problem"), [("", "names no queue"), (" , ", "names no queue"),
+                                                ("sales,support,sales", "names a queue twice")])
+def test_bad_queue_list(value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        AcdSettings.from_env(env(ACD_QUEUES=value))
+    assert str(info.value).startswith(f"HOTLINE_ACD_QUEUES={value!r} {problem}")
+
+
+def test_env_reader_names_the_prefixed_variable() -> None:
+    e = Env({"HOTLINE_X": "7"})
+    assert (e.var("X"), e.raw("X"), e.raw("Y"), e.integer("X", 1), e.integer("Y", 1)) == \
+        ("HOTLINE_X", "7", None, 7, 1)
 
 
 def test_settings_error_is_a_value_error_and_settings_are_frozen() -> None:
     assert issubclass(SettingsError, ValueError)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        load().sip_port = 1  # type: ignore[misc]
+        GatewaySettings.from_env().sip_port = 1  # type: ignore[misc]
+
+
+def test_run_stops_with_the_message_on_a_bad_setting() -> None:
+    started = []
+
+    async def main(settings: Settings, readiness: object) -> None:  # pragma: no cover
+        started.append(settings)
+
+    def load() -> AcdSettings:
+        return AcdSettings.from_env(env(RING_TIMEOUT_S="soon"))
+
+    with pytest.raises(SystemExit) as info:
+        service.run("acd", main, load)  # type: ignore[arg-type]
+    assert str(info.value.code) == "acd: HOTLINE_RING_TIMEOUT_S='soon' is not a number"
+    assert started == []
+
+
+# ---- the values reach the code that uses them as arguments -------------------------------
+def test_open_card_makes_the_card_of_the_spec() -> None:
+    clock = FrameClock()
+    card = open_card(parse_card_spec("sim:3"), clock)
+    assert isinstance(card, SimCard) and len(card.ports) == 3
+    assert open_card(parse_card_spec("none"), clock) is None
+
+
+def test_directory_comes_from_the_file_given(tmp_path: Path) -> None:
+    demo = load_directory("hotline", None)
+    assert set(demo) == {str(e) for e in DEMO_EXTENSIONS}
+    path = tmp_path / "ext.yaml"
+    path.write_text(f"9001: {ha1('9001', 'hotline', 'pw')}\n")
+    assert load_directory("hotline", path) == {"9001": ha1("9001", "hotline", "pw")}
+    with pytest.raises(DirectoryError, match="cannot read extensions"):
+        load_directory("hotline", tmp_path / "missing.yaml")
+
+
+# ---- nobody else reads HOTLINE_* ---------------------------------------------------------
+ALLOWED_READERS = {Path("common/settings.py")}
+#: builds its children's environment from the process's (copies it, reads no HOTLINE_ value)
+CHILD_ENV_BUILDERS = {Path("common/stack.py")}
+
+
+def _environment_reads(tree: ast.AST) -> list[int]:
+    """Lines that touch os.environ or call getenv."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Name) and node.id in ("environ", "getenv"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_settings_modules_read_the_environment() -> None:
+    root = REPO_ROOT / "services"
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "common" and "generated" in rel.parts:
+            continue
+        lines = _environment_reads(ast.parse(path.read_text(encoding="utf-8")))
+        if not lines or rel in ALLOWED_READERS:
+            continue
+        if rel in CHILD_ENV_BUILDERS:
+            source = path.read_text(encoding="utf-8").splitlines()
+            if all("dict(os.environ)" in source[n - 1] for n in lines):
+                continue
+        offenders.append(f"{rel}:{','.join(map(str, lines))}")
+    assert offenders == [], "read HOTLINE_* through the service's settings.py instead"

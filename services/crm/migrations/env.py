@@ -36,9 +36,9 @@ def _run(connection: Connection) -> None:
 async def _run_with_own_engine() -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from common.settings import load
+    from crm.settings import CrmSettings
 
-    url = config.get_main_option("sqlalchemy.url") or load().db_url("crm")
+    url = config.get_main_option("sqlalchemy.url") or CrmSettings.from_env().db_url("crm")
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
@@ -48,9 +48,9 @@ async def _run_with_own_engine() -> None:
 
 
 def run_migrations_offline() -> None:
-    from common.settings import load
+    from crm.settings import CrmSettings
 
-    url = config.get_main_option("sqlalchemy.url") or load().db_url("crm")
+    url = config.get_main_option("sqlalchemy.url") or CrmSettings.from_env().db_url("crm")
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()

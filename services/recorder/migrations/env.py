@@ -32,9 +32,10 @@ def _configure(connection: Connection) -> None:
 
 
 def _url() -> str:
-    from common.settings import load
+    from recorder.settings import RecorderSettings
 
-    return context.config.get_main_option("sqlalchemy.url") or load().db_url("recorder")
+    return (context.config.get_main_option("sqlalchemy.url")
+            or RecorderSettings.from_env().db_url("recorder"))
 
 
 async def _run_online() -> None:

@@ -1,4 +1,5 @@
-"""`hotline.v1.Crm` over gRPC: the IVR asks who is calling before it routes the call."""
+"""The CRM's gRPC servicer: `hotline.v1.Crm`, where the IVR asks who is calling before it
+routes the call."""
 from __future__ import annotations
 
 import grpc

@@ -1,4 +1,5 @@
-"""The `hotline.v1.Acd` gRPC API over the dispatcher, with errors that say what was wrong."""
+"""The ACD's gRPC servicer: `hotline.v1.Acd` over the dispatcher, with errors that say what was
+wrong."""
 from __future__ import annotations
 
 import time

@@ -1,0 +1,94 @@
+"""The recorder's gRPC servicer: `Recorder.Ingest`, the gateway's client stream of a call's audio.
+
+Reads the stream into `Ingest` and says what went wrong in the status: a protocol violation is
+INVALID_ARGUMENT (what arrived before it is kept as a `failed` recording, and the message says
+so), a catalog or disk the recorder cannot use now is UNAVAILABLE, a full disk
+RESOURCE_EXHAUSTED, a file that could not be finalised INTERNAL.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+from hotline.v1 import recorder_pb2, recorder_pb2_grpc
+
+from recorder import metrics
+from recorder.catalog import FAILED
+from recorder.ingest import Ingest, IngestUnavailable, StartError, Stream, check_start
+from recorder.wav import FrameError
+
+
+class RecorderService(recorder_pb2_grpc.RecorderServicer):
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    async def Ingest(self, request_iterator: AsyncIterator[recorder_pb2.IngestChunk],  # noqa: N802
+                     context: grpc.aio.ServicerContext) -> recorder_pb2.IngestReply:
+        ingest = self.ingest
+        chunks = aiter(request_iterator)
+        first = await anext(chunks, None)
+        if first is None or first.WhichOneof("chunk") != "start":
+            metrics.FAILURES.labels("no_start").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "first chunk must be RecordingStart")
+        try:
+            sample_rate = check_start(first.start)
+        except StartError as exc:
+            metrics.FAILURES.labels("bad_start").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        # Registering must not be cut in half by a cancel: a row without its file would stay
+        # `recording` for ever. If the peer leaves meanwhile, the stream is finished as partial.
+        opening = asyncio.ensure_future(ingest.open(first.start, sample_rate))
+        try:
+            stream = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(ingest.abandon_opening)
+            raise
+        except IngestUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+        metrics.ACTIVE_STREAMS.inc()
+        try:
+            try:
+                async for chunk in chunks:
+                    ingest.write(stream, chunk)
+            except (FrameError, OSError) as exc:
+                stream.failure = exc
+            except asyncio.CancelledError:
+                # Server shutdown (or the peer vanished mid-read): keep what arrived.
+                stream.aborted = True
+                ingest.finish(stream)
+                raise
+            stream.ended_at = datetime.now(UTC)
+            try:
+                row = await ingest.await_finish(stream, context.cancelled)
+            except Exception as exc:  # catalog write failed; salvage reconciles the row later
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"recording {stream.recording_id} is on disk but the "
+                                    f"catalog could not be updated: {exc}")
+        finally:
+            metrics.ACTIVE_STREAMS.dec()
+
+        if stream.failure is not None:
+            await self._refuse(stream, context)
+        if row.status == FAILED:  # the file could not be finalised (disk error)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"recording {row.recording_id} could not be stored: {row.failure}")
+        return recorder_pb2.IngestReply(recording_id=row.recording_id, path=row.path,
+                                        duration_ms=row.duration_ms)
+
+    @staticmethod
+    async def _refuse(stream: Stream, context: grpc.aio.ServicerContext) -> None:
+        exc = stream.failure
+        if isinstance(exc, FrameError):
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            detail = str(exc)
+        elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            code, detail = grpc.StatusCode.RESOURCE_EXHAUSTED, f"recording disk full: {exc}"
+        else:
+            code, detail = grpc.StatusCode.INTERNAL, f"cannot write recording: {exc}"
+        await context.abort(code, f"{detail} (the {stream.row.duration_ms} ms received before "
+                                  f"it are kept as failed recording {stream.recording_id})")
