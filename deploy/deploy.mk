@@ -1,14 +1,14 @@
 # Deployment targets (included by the Makefile): the image, the chart's checks, podman kube play.
 DEPLOY_APT := prometheus
-IMAGE_APT := podman runc mmdebstrap
+IMAGE_APT := podman runc mmdebstrap catatonit golang-github-containernetworking-plugin-dnsname
 IMAGE ?= localhost/hotline:dev
 BASE_IMAGE := localhost/hotline-base:bookworm
 CONTAINERS_CONF := $(CURDIR)/deploy/containers.conf
 PODMAN := CONTAINERS_CONF=$(CONTAINERS_CONF) podman --runtime runc --cgroup-manager=cgroupfs
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-BASE_PACKAGES := python3,python3-venv,ca-certificates,tzdata
+BASE_PACKAGES := python3,python3-venv,libstdc++6,ca-certificates,tzdata
 
-.PHONY: deploy-apt image-apt crd-models rules dashboards image image-base test-deploy
+.PHONY: deploy-apt image-apt crd-models rules dashboards image image-base image-prompts test-deploy
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,7 +38,12 @@ dashboards: ## regenerate charts/hotline/dashboards/*.json
 
 build/base.tar:
 	@mkdir -p build
-	mmdebstrap --variant=minbase --include=$(BASE_PACKAGES) bookworm $@.tmp
+	mmdebstrap --quiet --format=tar --variant=essential --include=$(BASE_PACKAGES) \
+	  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+	  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+	  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+	  --customize-hook='rm -rf "$$1"/var/cache/apt/* "$$1"/var/lib/apt/lists/*' \
+	  bookworm $@.tmp
 	mv $@.tmp $@
 
 image-base: image-apt build/base.tar ## the Debian base image, from Debian's packages, in podman
@@ -54,10 +59,16 @@ build/wheels/.done: requirements.txt deploy/image-packages.txt
 	  -r build/wheels/requirements.txt -d build/wheels
 	@touch $@
 
-image: image-base build/wheels/.done proto prompts ## one image for the five services (podman)
+image: image-base build/wheels/.done proto image-prompts ## one image for the five services (podman)
+	@old=$$($(PODMAN) image inspect $(IMAGE) --format '{{.Id}}' 2>/dev/null); \
 	$(PODMAN) build --pull=never --layers -t $(IMAGE) --build-arg REVISION=$(REVISION) \
-	  -f Containerfile .
+	  -f Containerfile . || exit 1; \
+	new=$$($(PODMAN) image inspect $(IMAGE) --format '{{.Id}}'); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(PODMAN) rmi "$$old" >/dev/null 2>&1 || true; fi
 	@$(PODMAN) image inspect $(IMAGE) --format 'built {{index .RepoTags 0}} revision {{index .Labels "org.opencontainers.image.revision"}} size {{.Size}}'
+
+image-prompts: ## the IVR prompts the image carries (var/prompts; idempotent)
+	PYTHONPATH=services:$(GEN) $(PY) -m ivr.prompts var/prompts >/dev/null
 
 test-deploy: image crd-models ## the image under `podman kube play` of the chart: a call end to end
 	HOTLINE_TEST_DEPLOY=1 HOTLINE_IMAGE=$(IMAGE) $(PY) -m pytest -q -p no:cacheprovider \

@@ -9,7 +9,6 @@ metrics land, this test is where they must be dropped from the lists.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from common.stack import Stack
+
 from tests.deploy.chart import CHART, ROOT, by_kind, render, values_of
 from tests.e2e.conftest import DTMF_PCAP, Api, Sipp
 
@@ -56,7 +55,7 @@ def http_json(url: str, body: dict | None = None) -> object:
         return json.loads(resp.read())
 
 
-def wait_for(predicate, timeout_s: float, what: str):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if result := predicate():
