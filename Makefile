@@ -8,7 +8,7 @@ GEN := services/common/generated
 
 .PHONY: setup apt venv proto prompts run test test-unit test-e2e bench postgres clean
 
-setup: apt venv proto prompts ## everything a fresh machine needs
+setup: apt deploy-apt venv proto prompts crd-models ## everything a fresh machine needs
 	@echo "setup complete"
 
 apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox)
@@ -55,3 +55,5 @@ bench: ## benchmarks, each printing ratios against a baseline run in the same co
 
 clean:
 	rm -rf var $(GEN)
+
+include deploy/deploy.mk
