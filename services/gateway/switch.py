@@ -29,8 +29,9 @@ from gateway.media.endpoint import NoFreePort, PortAllocator, RtpEndpoint
 from gateway.media.prompts import PromptError, PromptPlayer, frames, load_wav
 from gateway.recording import RecordingStream
 from gateway.sip import sdp
-from gateway.sip.message import SipParseError, SipRequest, SipResponse
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.registrar import Registrar
+from gateway.sip.syntax import SipParseError
 
 if TYPE_CHECKING:
     from gateway.analog.lines import AnalogLines

@@ -7,16 +7,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from gateway.sip.message import (
-    Headers,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    make_response,
-    new_branch,
-    parse_message,
-    parse_via,
-)
+from gateway.sip.builders import build_cancel, make_response, new_branch
+from gateway.sip.headers import Headers
+from gateway.sip.message import SipRequest, SipResponse, parse_message
+from gateway.sip.syntax import SipParseError
+from gateway.sip.via import parse_via
 from gateway.sip.transaction import (
     ClientTransaction,
     InviteOkRetransmitter,
@@ -25,7 +20,6 @@ from gateway.sip.transaction import (
     TransactionError,
     TransactionLayer,
     _TimerOwner,
-    build_cancel,
     response_destination,
     stamp_received,
 )

@@ -23,19 +23,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from .message import (
-    MAGIC_COOKIE,
-    Headers,
-    SipRequest,
-    SipResponse,
-    Via,
-    make_response,
-    new_tag,
-    parse_name_addr,
-    parse_via,
-    same_ip,
-)
+from .builders import build_ack, make_response, new_tag
+from .message import SipRequest, SipResponse
 from .transport import Addr, Transport
+from .uri import parse_name_addr
+from .via import MAGIC_COOKIE, Via, parse_via, same_ip
 
 __all__ = [
     "ClientTransaction",
@@ -44,8 +36,6 @@ __all__ = [
     "Timers",
     "TransactionError",
     "TransactionLayer",
-    "build_ack",
-    "build_cancel",
     "response_destination",
     "stamp_received",
 ]
@@ -135,31 +125,6 @@ def response_destination(via: Via, source_addr: Addr | None = None) -> Addr:
     else:
         port = via.port or _default_port(via)
     return host, port
-
-
-def _same_transaction(invite: SipRequest, to: str, method: str) -> SipRequest:
-    """A request in the INVITE's own transaction (same Via branch, URI, Route, IDs, CSeq
-    number): what CANCEL (9.1) and the ACK of a non-2xx (17.1.1.3) both are."""
-    h = Headers()
-    h.add("Via", invite._required("Via"))
-    for route in invite.headers.get_all("Route"):
-        h.add("Route", route)
-    h.add("Max-Forwards", "70")
-    h.add("From", invite._required("From"))
-    h.add("To", to)
-    h.add("Call-ID", invite.call_id)
-    h.add("CSeq", f"{invite.cseq[0]} {method}")
-    return SipRequest(method, invite.uri, h)
-
-
-def build_cancel(invite: SipRequest) -> SipRequest:
-    """CANCEL for a pending INVITE (RFC 3261 9.1)."""
-    return _same_transaction(invite, invite._required("To"), "CANCEL")
-
-
-def build_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
-    """ACK for a non-2xx final response (RFC 3261 17.1.1.3): To (with tag) from the response."""
-    return _same_transaction(invite, response._required("To"), "ACK")
 
 
 class _TimerOwner:
@@ -558,7 +523,7 @@ class TransactionLayer:
         sent_by = (via.host.lower(), via.port or _default_port(via))
         if branch and branch.startswith(MAGIC_COOKIE):
             return (branch, sent_by, m)
-        from_tag = parse_name_addr(req._required("From")).tag
+        from_tag = parse_name_addr(req.require("From")).tag
         return ("rfc2543", req.uri, from_tag, req.call_id, req.cseq[0], sent_by, branch, m)
 
     def find_invite_server_transaction(self, cancel: SipRequest) -> ServerTransaction | None:

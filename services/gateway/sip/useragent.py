@@ -14,12 +14,15 @@ from prometheus_client import Counter
 
 from gateway.calls import Call, SipLeg
 from gateway.media.endpoint import RtpEndpoint
-from gateway.sip.message import (Headers, SipParseError, SipRequest, SipResponse, make_response,
-                                 new_branch, new_call_id, new_tag, parse_name_addr)
+from gateway.sip.builders import (bad_request_for, build_cancel, make_response, new_branch,
+                                  new_call_id, new_tag)
+from gateway.sip.headers import Headers
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.registrar import Binding, Registrar
-from gateway.sip.transaction import (InviteOkRetransmitter, ServerTransaction, TransactionLayer,
-                                     build_cancel)
+from gateway.sip.syntax import SipParseError
+from gateway.sip.transaction import InviteOkRetransmitter, ServerTransaction, TransactionLayer
 from gateway.sip.transport import Addr, Transport
+from gateway.sip.uri import parse_name_addr
 
 if TYPE_CHECKING:
     from gateway.switch import Switch
@@ -59,7 +62,7 @@ class UserAgent:
         """Answer 400 to a malformed request when it has enough to route a response."""
         SIP_BAD.inc()
         log.info("malformed SIP from %s:%d: %s", *addr, exc)
-        resp = bad_request_for(data, str(exc))
+        resp = bad_request_for(data, str(exc), server=USER_AGENT)
         if resp is not None:
             try:
                 transport.send(resp, addr)
@@ -262,32 +265,3 @@ class UserAgent:
         final = await tx.final()
         if final.status >= 300:
             log.info("BYE on %s answered %d %s", leg.sip_call_id, final.status, final.reason)
-
-
-def bad_request_for(data: bytes, problem: str) -> bytes | None:
-    """A 400 for an unparseable request, built from whatever headers can be read raw.
-
-    Only requests are answered (never responses), and only when Via, From, To, Call-ID and
-    CSeq can be found, since a response needs them to be routed and matched.
-    """
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = head.replace("\r\n", "\n").split("\n")
-    if not lines or lines[0].startswith("SIP/") or len(lines[0].split(" ")) < 3:
-        return None
-    compact = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
-    wanted = ("via", "from", "to", "call-id", "cseq")
-    found: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        key = compact.get(name.strip().lower(), name.strip().lower())
-        if sep and key in wanted:
-            found.append((key, value.strip()))
-    if not all(any(k == w for k, _ in found) for w in wanted):
-        return None
-    reason = "Bad Request - " + "".join(c for c in problem if c.isprintable())[:100]
-    canonical = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
-    out = [f"SIP/2.0 400 {reason}"]
-    out += [f"{canonical[k]}: {v}" for k, v in found]
-    out += [f"Server: {USER_AGENT}", "Content-Length: 0", "", ""]
-    return "\r\n".join(out).encode()
-
