@@ -23,7 +23,8 @@ from gateway.directory import load_directory
 from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator
 from gateway.sip.registrar import Registrar
-from gateway.sip.transaction import Timers, TransactionLayer
+from gateway.sip.transaction import Timers
+from gateway.sip.transaction_asyncio import TransactionLayer
 from gateway.sip.transport import TcpTransport, UdpTransport
 from gateway.sip.useragent import UserAgent
 from gateway.switch import Prompts, Switch

@@ -20,7 +20,8 @@ from gateway.sip.headers import Headers
 from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.registrar import Binding, Registrar
 from gateway.sip.syntax import SipParseError
-from gateway.sip.transaction import InviteOkRetransmitter, ServerTransaction, TransactionLayer
+from gateway.sip.transaction_asyncio import (InviteOkRetransmitter, ServerTransaction,
+                                             TransactionLayer)
 from gateway.sip.transport import Addr, Transport
 from gateway.sip.uri import parse_name_addr
 
