@@ -371,8 +371,9 @@ def test_headers_fields_keep_the_wire_spelling_and_round_trip() -> None:
 
 def test_headers_to_text_sets_one_content_length() -> None:
     h = Headers([("Content-Length", "99"), ("X-A", "1"), ("l", "7")])
-    assert h.to_text(3) == "Content-Length: 3\r\nX-A: 1\r\n"
-    assert Headers([("X-A", "1")]).to_text(0) == "X-A: 1\r\nContent-Length: 0\r\n"
+    assert h.to_text(3) == "Content-Length: 3\r\nX-A: 1\r\n\r\n"
+    assert Headers([("X-A", "1")]).to_text(0) == "X-A: 1\r\nContent-Length: 0\r\n\r\n"
+    assert Headers().to_text(0, "SIP/2.0 200 OK") == "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
 def test_split_header_list() -> None:

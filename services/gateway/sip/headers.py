@@ -189,13 +189,15 @@ class Headers:
     def copy(self) -> Headers:
         return Headers.from_fields(list(self._items))
 
-    def to_text(self, content_length: int) -> str:
-        """The header section as sent: one ``Name: value`` CRLF-terminated line per field.
+    def to_text(self, content_length: int, start_line: str | None = None) -> str:
+        """The header section as sent: ``Name: value`` CRLF per field, then the empty line.
 
         The first Content-Length field carries ``content_length`` (later ones are
         dropped); one is appended if there is none, so it always matches the body.
+        Given a message's ``start_line``, the result is the whole message head, built
+        with a single join (this is the serializer's hot path).
         """
-        lines: list[str] = []
+        lines = [] if start_line is None else [start_line]
         cl_done = False
         for key, name, value in self._items:
             if key == "content-length":
@@ -203,10 +205,11 @@ class Headers:
                     continue
                 value = str(content_length)
                 cl_done = True
-            lines.append(f"{name}: {value}\r\n")
+            lines.append(f"{name}: {value}")
         if not cl_done:
-            lines.append(f"Content-Length: {content_length}\r\n")
-        return "".join(lines)
+            lines.append(f"Content-Length: {content_length}")
+        lines.append("\r\n")
+        return "\r\n".join(lines)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from .headers import LIST_HEADERS, Field, Headers, canonical_name, split_header_list
 from .syntax import TOKEN_CHARS, SipParseError
-from .uri import NameAddr, SipUri
-from .via import Via
+from .uri import NameAddr, SipUri, parse_name_addr, parse_uri
+from .via import Via, parse_via
 
 __all__ = [
     "SipMessage",
@@ -59,25 +59,25 @@ class SipMessage:
 
     @property
     def via(self) -> list[Via]:
-        return [Via.parse(v) for v in self.headers.get_all("Via")]
+        return [parse_via(v) for v in self.headers.get_all("Via")]
 
     @property
     def top_via(self) -> Via:
-        return Via.parse(self.require("Via"))
+        return parse_via(self.require("Via"))
 
     @property
     def from_(self) -> NameAddr:
-        return NameAddr.parse(self.require("From"))
+        return parse_name_addr(self.require("From"))
 
     @property
     def to(self) -> NameAddr:
-        return NameAddr.parse(self.require("To"))
+        return parse_name_addr(self.require("To"))
 
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length always reflects the actual body length."""
         body = self.body
-        text = f"{self._start_line()}\r\n{self.headers.to_text(len(body))}\r\n"
-        return text.encode("utf-8", "surrogateescape") + body
+        head = self.headers.to_text(len(body), self._start_line())
+        return head.encode("utf-8", "surrogateescape") + body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -97,7 +97,7 @@ class SipRequest(SipMessage):
 
     @property
     def request_uri(self) -> SipUri:
-        return SipUri.parse(self.uri)
+        return parse_uri(self.uri)
 
 
 @dataclass(eq=True)
@@ -191,7 +191,8 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         lines = [ln.removesuffix("\r") for ln in lines]
 
     first = lines[0]
-    method: str | None
+    method: str | None = None
+    uri = ""
     if first.startswith("SIP/"):
         version, _, rest = first.partition(" ")
         if version != "SIP/2.0":
@@ -199,7 +200,6 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         code, _, reason = rest.partition(" ")
         if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
             raise SipParseError(f"bad status code {code!r}")
-        method = uri = None
     else:
         parts = first.split(" ")
         if len(parts) != 3:
@@ -268,7 +268,7 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     _, cseq_method = _parse_cseq(cseq_value)
     if method is not None and cseq_method != method:
         raise SipParseError(f"CSeq method {cseq_method!r} does not match request method {method!r}")
-    Via.parse(top_via)  # responses are routed by it: reject garbage up front
+    parse_via(top_via)  # responses are routed by it: reject garbage up front
 
     if content_length is not None:
         if content_length > len(body):

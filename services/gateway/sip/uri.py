@@ -154,13 +154,13 @@ class NameAddr:
             gt = text.find(">", lt)
             if gt < 0:
                 raise SipParseError(f"missing '>' in {s!r}")
-            uri = SipUri.parse(text[lt + 1 : gt])
+            uri = parse_uri(text[lt + 1 : gt])
             tail = text[gt + 1 :].strip()
             if tail and tail[0] != ";":
                 raise SipParseError(f"junk after '>' in {s!r}")
             return cls(display, uri, parse_params(tail[1:], "address"))
         uri_text, _, ptxt = text.partition(";")
-        return cls(None, SipUri.parse(uri_text), parse_params(ptxt, "address"))
+        return cls(None, parse_uri(uri_text), parse_params(ptxt, "address"))
 
     def __str__(self) -> str:
         # Always use the <uri> form: it is valid for every URI, while addr-spec
