@@ -122,22 +122,22 @@ class Harness:
     def transport(self, reliable: bool = False) -> FakeTransport:
         return FakeTransport(reliable, clock=lambda: self.now)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         while (event := self.table.next_event()) is not None:
             self.events.append((self.now, event))
 
     def receive(self, msg: SipRequest | SipResponse, t: FakeTransport, addr: Addr = PEER) -> None:
         self.table.receive(msg, t, addr, self.now)
-        self._drain()
+        self.drain()
 
     def request(self, req: SipRequest, t: FakeTransport, addr: Addr = PEER) -> ClientTransactionBase:
         ctx = self.table.request(req, t, addr, self.now)
-        self._drain()
+        self.drain()
         return ctx
 
     def respond(self, tx: ServerTransactionBase, resp: SipResponse) -> None:
         tx.respond(resp, self.now)
-        self._drain()
+        self.drain()
 
     def advance(self, until: float) -> None:
         """Move the clock to ``until``, firing each deadline on the way at its exact time."""
@@ -145,7 +145,7 @@ class Harness:
             assert at >= self.now, "a deadline in the past was reported"
             self.now = at
             self.table.handle_timer(at)
-            self._drain()
+            self.drain()
         self.now = until
 
     # -- what happened -----------------------------------------------------
@@ -256,7 +256,7 @@ def test_abandon_synthesizes_408() -> None:
     ctx = h.request(req, t)
     h.receive(response_to(req, 180), t)
     ctx.abandon()
-    h._drain()
+    h.drain()
     assert [s for _, s in h.responses(ctx)] == [180, 408] and ctx.timed_out
     assert h.table.client_count == 0
 
@@ -268,7 +268,7 @@ def test_abandon_after_a_final_adds_nothing() -> None:
     ctx = h.request(req, t)
     h.receive(response_to(req, 486), t)
     ctx.abandon()  # Completed (waiting for Timer D): just end it
-    h._drain()
+    h.drain()
     assert [s for _, s in h.responses(ctx)] == [486] and not ctx.timed_out
     assert h.terminated_at(ctx) == 0.0 and h.table.get_timer() is None
 
