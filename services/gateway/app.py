@@ -25,7 +25,8 @@ from gateway.recording import GrpcRecorder
 from gateway.servicer import CallControlServicer
 from gateway.settings import GatewaySettings
 from gateway.sip.registrar import Registrar
-from gateway.sip.transaction import Timers, TransactionLayer
+from gateway.sip.transaction import Timers
+from gateway.sip.transaction_asyncio import TransactionLayer
 from gateway.sip.transport import TcpTransport, UdpTransport
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.sip import digest
-from gateway.sip.message import (Headers, SipRequest, SipResponse, new_branch, new_call_id,
-                                 new_tag, parse_message)
+from gateway.sip.builders import new_branch, new_call_id, new_tag
+from gateway.sip.headers import Headers
+from gateway.sip.message import SipRequest, SipResponse, parse_message
 from gateway.sip.ratelimit import FailureLockout
 from gateway.sip.registrar import MAX_EXPIRES, MIN_EXPIRES, Binding, Registrar
 
@@ -360,7 +361,7 @@ def test_target_is_the_source_behind_nat() -> None:
 
 
 def test_binding_target_directly() -> None:
-    from gateway.sip.message import parse_name_addr
+    from gateway.sip.uri import parse_name_addr
     same = Binding("8001", parse_name_addr("<sip:8001@192.0.2.5:5080>"), ("192.0.2.5", 9999),
                    UDP, 0.0)
     natted = Binding("8001", parse_name_addr("<sip:8001@10.0.0.5:5080>"), ("192.0.2.5", 9999),

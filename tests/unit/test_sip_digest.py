@@ -14,7 +14,7 @@ from gateway.sip.digest import (
     parse_auth_header,
     verify,
 )
-from gateway.sip.message import SipParseError
+from gateway.sip.syntax import SipParseError
 
 # RFC 2617 section 3.5 example.
 USER, PASSWORD, REALM = "Mufasa", "Circle Of Life", "testrealm@host.com"

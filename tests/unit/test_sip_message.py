@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from gateway.sip.message import (
-    Headers,
-    NameAddr,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    SipUri,
-    StreamFramer,
-    Via,
-    make_response,
-    new_branch,
-    new_call_id,
-    new_tag,
-    parse_message,
-    parse_name_addr,
-    parse_uri,
-    parse_via,
-    split_header_list,
-)
+from gateway.sip.builders import make_response, new_branch, new_call_id, new_tag
+from gateway.sip.framing import StreamFramer
+from gateway.sip.headers import Headers, split_header_list
+from gateway.sip.message import SipRequest, SipResponse, parse_message
+from gateway.sip.syntax import SipParseError
+from gateway.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
+from gateway.sip.via import Via, parse_via
 
 SDP = (
     b"v=0\r\n"
@@ -324,6 +312,17 @@ def test_unterminated_display_name_is_an_error_when_read() -> None:
         _ = msg.from_
 
 
+def test_require_gives_the_header_or_a_parse_error() -> None:
+    msg = parse_message(minimal())
+    assert msg.require("Call-ID") == msg.headers.get("Call-ID")
+    assert msg.require("i") == msg.call_id  # compact names work as in Headers.get
+    msg.headers.remove("To")
+    with pytest.raises(SipParseError, match="missing To header"):
+        msg.require("To")
+    with pytest.raises(SipParseError, match="missing To header"):
+        _ = msg.to
+
+
 # ---------------------------------------------------------------------------
 # Headers
 
@@ -357,6 +356,24 @@ def test_headers_refuse_injection() -> None:
         h.add("X-Name", "evil\r\nVia: injected")
     with pytest.raises(ValueError):
         h.add("Bad Name", "x")
+
+
+def test_headers_fields_keep_the_wire_spelling_and_round_trip() -> None:
+    msg = parse_message(minimal(extra=b"VIA: SIP/2.0/UDP p;branch=z9hG4bK9\r\nv: SIP/2.0/UDP q;branch=z9hG4bK8\r\n"))
+    vias = msg.headers.fields("via")
+    assert [(k, n) for k, n, _ in vias] == [("via", "Via"), ("via", "VIA"), ("via", "Via")]
+    assert [v for _, _, v in vias] == msg.headers.get_all("Via")
+    copy = Headers.from_fields(msg.headers.fields())
+    assert copy == msg.headers and copy.fields() == msg.headers.fields()
+    copy.add("X-New", "1")
+    assert "X-New" not in msg.headers  # fields() handed out a new list
+
+
+def test_headers_to_text_sets_one_content_length() -> None:
+    h = Headers([("Content-Length", "99"), ("X-A", "1"), ("l", "7")])
+    assert h.to_text(3) == "Content-Length: 3\r\nX-A: 1\r\n\r\n"
+    assert Headers([("X-A", "1")]).to_text(0) == "X-A: 1\r\nContent-Length: 0\r\n\r\n"
+    assert Headers().to_text(0, "SIP/2.0 200 OK") == "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
 def test_split_header_list() -> None:
@@ -439,6 +456,15 @@ def test_name_addr_forms() -> None:
 def test_bad_name_addr_raises(text: str) -> None:
     with pytest.raises(SipParseError):
         parse_name_addr(text)
+
+
+def test_parse_classmethods_and_functions_agree() -> None:
+    for cls, fn, text in [(SipUri, parse_uri, "sips:bob:pw@[2001:db8::1]:5061;transport=tcp?h=v"),
+                          (NameAddr, parse_name_addr, '"Bob \\"B\\"" <sip:bob@x.example>;tag=9'),
+                          (Via, parse_via, "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKx;rport")]:
+        parsed = cls.parse(text)
+        assert isinstance(parsed, cls) and parsed == fn(text)
+        assert cls.parse(str(parsed)) == parsed
 
 
 def test_via_parse_and_str() -> None:

@@ -1,55 +1,69 @@
-"""Transaction layer tests: RFC 3261 17 timers with shrunk T1, fake and real transports."""
+"""Transaction layer tests (RFC 3261 17).
+
+The sans-I/O core is driven by hand: time only moves when a test calls ``advance``, which
+fires each deadline the table reports at exactly that instant. So the RFC timers are
+checked with their real values (T1 = 500 ms ...) and exact send times, with no sleeping
+and no event loop. A few tests at the end run the asyncio adapter on a real loop with
+shrunk timers, and over real UDP/TCP sockets.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
-from gateway.sip.message import (
-    Headers,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    make_response,
-    new_branch,
-    parse_message,
-    parse_via,
-)
+from gateway.sip.builders import build_cancel, make_response, new_branch
+from gateway.sip.headers import Headers
+from gateway.sip.message import SipRequest, SipResponse, parse_message
+from gateway.sip.syntax import SipParseError
 from gateway.sip.transaction import (
-    ClientTransaction,
-    InviteOkRetransmitter,
-    ServerTransaction,
+    ClientTransactionBase,
+    Event,
+    InviteServerTransaction,
+    OkRetransmission,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransactionBase,
+    StrayResponse,
     Timers,
     TransactionError,
-    TransactionLayer,
-    _TimerOwner,
-    build_cancel,
+    TransactionTable,
+    TransactionTerminated,
     response_destination,
     stamp_received,
 )
+from gateway.sip.transaction_asyncio import (
+    ClientTransaction,
+    InviteOkRetransmitter,
+    ServerTransaction,
+    TransactionLayer,
+)
 from gateway.sip.transport import Addr, TcpTransport, Transport, UdpTransport
+from gateway.sip.via import parse_via
 
-# T1 = 10 ms => 64*T1 = 0.64 s. Timer D and the 100-Trying delay shrunk too.
+RFC = Timers()  # the real values: T1 = 0.5 s, T2 = 4 s, T4 = 5 s, D = 32 s, 64*T1 = 32 s
+T1 = RFC.t1
+# For the adapter on a real loop: T1 = 10 ms => 64*T1 = 0.64 s.
 FAST = Timers(t1=0.01, t2=0.04, t4=0.05, d=0.1, trying=0.03)
 PEER: Addr = ("192.0.2.10", 5060)
 
 
 class FakeTransport:
-    """In-memory Transport recording every send with a timestamp."""
+    """In-memory Transport recording every send with the time it happened."""
 
-    def __init__(self, reliable: bool = False) -> None:
+    def __init__(self, reliable: bool = False, clock: Callable[[], float] = lambda: 0.0) -> None:
         self.reliable = reliable
         self.name = "TCP" if reliable else "UDP"
         self.local_addr: Addr = ("10.0.0.1", 5060)
         self.sent: list[tuple[float, bytes, Addr]] = []
         self.fail = False
+        self._clock = clock
 
     def send(self, data: bytes, addr: Addr) -> None:
         if self.fail:
             raise ConnectionError("link down")
-        self.sent.append((time.monotonic(), data, addr))
+        self.sent.append((self._clock(), data, addr))
 
     def messages(self) -> list[SipRequest | SipResponse]:
         return [parse_message(d) for _, d, _ in self.sent]
@@ -63,27 +77,8 @@ class FakeTransport:
     def times(self) -> list[float]:
         return [t for t, _, _ in self.sent]
 
-
-@pytest.fixture
-def scheduled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, str, float]]:
-    """Every timer armed by a transaction: (owner, timer name, delay).
-
-    Asserting on the delays the state machines *schedule* checks the RFC
-    timer arithmetic exactly, independent of how loaded the test machine is.
-    """
-    calls: list[tuple[object, str, float]] = []
-    original = _TimerOwner._set
-
-    def record(self: _TimerOwner, name: str, delay: float, cb: Callable[[], None]) -> None:
-        calls.append((self, name, delay))
-        original(self, name, delay, cb)
-
-    monkeypatch.setattr(_TimerOwner, "_set", record)
-    return calls
-
-
-def delays(calls: list[tuple[object, str, float]], name: str) -> list[float]:
-    return [round(d / FAST.t1, 6) for _, n, d in calls if n == name]
+    def times_in_t1(self) -> list[float]:
+        return [t / T1 for t in self.times()]
 
 
 def test_fake_transport_satisfies_protocol() -> None:
@@ -116,76 +111,114 @@ def response_to(req: SipRequest, status: int, to_tag: str | None = "b1") -> SipR
     return resp
 
 
-class Recorder:
-    """on_request / on_stray_response sink."""
+class Harness:
+    """A TransactionTable on a hand-driven clock, collecting its events with their times."""
 
-    def __init__(self) -> None:
-        self.requests: list[tuple[SipRequest, ServerTransaction | None]] = []
-        self.strays: list[SipResponse] = []
+    def __init__(self, timers: Timers = RFC) -> None:
+        self.now = 0.0
+        self.table = TransactionTable(timers)
+        self.events: list[tuple[float, Event]] = []
 
-    def on_request(self, req: SipRequest, tx: ServerTransaction | None) -> None:
-        self.requests.append((req, tx))
+    def transport(self, reliable: bool = False) -> FakeTransport:
+        return FakeTransport(reliable, clock=lambda: self.now)
 
-    def on_stray(self, resp: SipResponse, addr: Addr) -> None:
-        self.strays.append(resp)
+    def drain(self) -> None:
+        while (event := self.table.next_event()) is not None:
+            self.events.append((self.now, event))
 
+    def receive(self, msg: SipRequest | SipResponse, t: FakeTransport, addr: Addr = PEER) -> None:
+        self.table.receive(msg, t, addr, self.now)
+        self.drain()
 
-def layer_with(rec: Recorder | None = None) -> tuple[TransactionLayer, Recorder]:
-    rec = rec or Recorder()
-    return TransactionLayer(FAST, rec.on_request, rec.on_stray), rec
+    def request(self, req: SipRequest, t: FakeTransport, addr: Addr = PEER) -> ClientTransactionBase:
+        ctx = self.table.request(req, t, addr, self.now)
+        self.drain()
+        return ctx
+
+    def respond(self, tx: ServerTransactionBase, resp: SipResponse) -> None:
+        tx.respond(resp, self.now)
+        self.drain()
+
+    def advance(self, until: float) -> None:
+        """Move the clock to ``until``, firing each deadline on the way at its exact time."""
+        while (at := self.table.get_timer()) is not None and at <= until:
+            assert at >= self.now, "a deadline in the past was reported"
+            self.now = at
+            self.table.handle_timer(at)
+            self.drain()
+        self.now = until
+
+    # -- what happened -----------------------------------------------------
+    def requests(self) -> list[RequestReceived]:
+        return [e for _, e in self.events if isinstance(e, RequestReceived)]
+
+    def last_tx(self) -> ServerTransactionBase:
+        tx = self.requests()[-1].transaction
+        assert tx is not None
+        return tx
+
+    def responses(self, ctx: ClientTransactionBase) -> list[tuple[float, int]]:
+        return [(at, e.response.status) for at, e in self.events
+                if isinstance(e, ResponseReceived) and e.transaction is ctx]
+
+    def strays(self) -> list[int]:
+        return [e.response.status for _, e in self.events if isinstance(e, StrayResponse)]
+
+    def terminated_at(self, tx: object) -> float | None:
+        ends = [at for at, e in self.events
+                if isinstance(e, TransactionTerminated) and e.transaction is tx]
+        assert len(ends) <= 1, "terminated twice"
+        return ends[0] if ends else None
 
 
 # ---------------------------------------------------------------------------
 # Client INVITE (17.1.1)
 
 
-async def test_timer_a_retransmits_with_doubling_and_timer_b_gives_408(
-    scheduled: list[tuple[object, str, float]],
-) -> None:
-    layer, _ = layer_with()
-    t = FakeTransport()
+def test_timer_a_doubles_without_cap_and_timer_b_gives_408() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request()
-    ctx = await layer.request(req, t, PEER)
-    start = time.monotonic()
-    final = await asyncio.wait_for(ctx.final(), 2)
-    elapsed = time.monotonic() - start
-    assert final.status == 408 and ctx.timed_out
-    assert final.call_id == req.call_id and final.cseq == (1, "INVITE")
-    assert elapsed >= 0.6  # Timer B = 64*T1
-    assert set(t.methods()) == {"INVITE"}
+    ctx = h.request(req, t)
+    assert h.table.get_timer() == T1  # Timer A first
+    h.advance(100.0)
     # Timer A doubles with no T2 cap: sends at 0, T1, 3T1, 7T1, 15T1, 31T1, 63T1.
-    assert delays(scheduled, "B") == [64]
-    assert delays(scheduled, "A")[:6] == [1, 2, 4, 8, 16, 32]
-    assert 4 <= len(t.sent) <= 7  # upper bound is exact; fewer only on a starved loop
-    gaps = [b - a for a, b in zip(t.times(), t.times()[1:])]
-    assert all(gap >= FAST.t1 * 2**i * 0.9 for i, gap in enumerate(gaps))
-    assert layer.client_count == 0
+    assert t.times_in_t1() == [0, 1, 3, 7, 15, 31, 63]
+    assert set(t.methods()) == {"INVITE"}
+    assert h.responses(ctx) == [(RFC.b, 408)]  # Timer B = 64*T1
+    final = ctx.final_response
+    assert final is not None and final.status == 408 and ctx.timed_out
+    assert final.call_id == req.call_id and final.cseq == (1, "INVITE")
+    assert h.terminated_at(ctx) == RFC.b and ctx.state == "terminated"
+    assert h.table.client_count == 0 and h.table.get_timer() is None
 
 
-async def test_reliable_invite_is_never_retransmitted() -> None:
-    layer, _ = layer_with()
-    t = FakeTransport(reliable=True)
-    ctx = await layer.request(make_request(), t, PEER)
-    assert (await asyncio.wait_for(ctx.final(), 2)).status == 408
-    assert len(t.sent) == 1
+def test_reliable_invite_is_never_retransmitted() -> None:
+    h = Harness()
+    t = h.transport(reliable=True)
+    ctx = h.request(make_request(), t)
+    assert h.table.get_timer() == RFC.b  # only Timer B
+    h.advance(100.0)
+    assert len(t.sent) == 1 and h.responses(ctx) == [(RFC.b, 408)]
 
 
-async def test_provisional_stops_timer_a_and_486_generates_ack() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
+def test_provisional_stops_timers_a_and_b_and_486_generates_ack() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request()
-    ctx = await layer.request(req, t, PEER)
-    layer.receive(response_to(req, 100), t, PEER)
-    layer.receive(response_to(req, 180), t, PEER)
-    await asyncio.sleep(0.1)
+    ctx = h.request(req, t)
+    h.advance(0.1)
+    h.receive(response_to(req, 100), t)
+    h.receive(response_to(req, 180), t)
+    assert ctx.state == "proceeding" and h.table.get_timer() is None  # B runs in Calling only
+    h.advance(1000.0)
     assert len(t.sent) == 1  # no retransmission after a provisional
-    busy = response_to(req, 486)
-    layer.receive(busy, t, PEER)
-    got = [r.status async for r in ctx.responses()]
-    assert got == [100, 180, 486]
-    assert (await ctx.final()).status == 486
+    h.receive(response_to(req, 486), t)
+    assert [s for _, s in h.responses(ctx)] == [100, 180, 486]
+    assert ctx.final_response is not None and ctx.final_response.status == 486
     ack = t.messages()[-1]
-    assert isinstance(ack, SipRequest) and ack.method == "ACK"
+    assert isinstance(ack, SipRequest) and ack.method == "ACK" and ctx.ack is not None
+    assert ack.to_bytes() == ctx.ack.to_bytes()
     assert ack.uri == req.uri
     assert ack.top_via.branch == req.top_via.branch  # same transaction (17.1.1.3)
     assert len(ack.via) == 1
@@ -193,55 +226,74 @@ async def test_provisional_stops_timer_a_and_486_generates_ack() -> None:
     assert ack.to.tag == "b1"  # To taken from the response
     assert ack.from_.tag == "a1" and ack.call_id == req.call_id
     # A retransmitted 486 is answered with the same ACK, not delivered again.
-    layer.receive(response_to(req, 486), t, PEER)
-    assert t.methods() == ["INVITE", "ACK", "ACK"]
-    assert ctx.state == "completed" and layer.client_count == 1
-    await asyncio.sleep(FAST.d + 0.05)  # Timer D
-    assert layer.client_count == 0 and not rec.strays
+    h.receive(response_to(req, 486), t)
+    assert t.methods() == ["INVITE", "ACK", "ACK"] and len(h.responses(ctx)) == 3
+    assert ctx.state == "completed" and h.table.client_count == 1
+    assert h.table.get_timer() == 1000.0 + RFC.d  # Timer D
+    h.advance(1000.0 + RFC.d - 0.001)
+    assert h.table.client_count == 1
+    h.advance(1000.0 + RFC.d)
+    assert h.table.client_count == 0 and not h.strays()
 
 
-async def test_2xx_ends_client_invite_and_retransmissions_are_stray() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
+def test_2xx_ends_client_invite_and_retransmissions_are_stray() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request()
-    ctx = await layer.request(req, t, PEER)
-    layer.receive(response_to(req, 200), t, PEER)
-    assert (await ctx.final()).status == 200
-    assert layer.client_count == 0
+    ctx = h.request(req, t)
+    h.receive(response_to(req, 200), t)
+    assert h.responses(ctx) == [(0.0, 200)] and h.terminated_at(ctx) == 0.0
+    assert h.table.client_count == 0 and h.table.get_timer() is None
     assert "ACK" not in t.methods()  # the UA core ACKs 2xx, not the transaction
-    layer.receive(response_to(req, 200), t, PEER)
-    assert [r.status for r in rec.strays] == [200]
+    h.receive(response_to(req, 200), t)
+    assert h.strays() == [200]
 
 
-async def test_abandon_synthesizes_408() -> None:
-    layer, _ = layer_with()
-    t = FakeTransport()
+def test_abandon_synthesizes_408() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request()
-    ctx = await layer.request(req, t, PEER)
-    layer.receive(response_to(req, 180), t, PEER)
+    ctx = h.request(req, t)
+    h.receive(response_to(req, 180), t)
     ctx.abandon()
-    assert (await ctx.final()).status == 408 and layer.client_count == 0
+    h.drain()
+    assert [s for _, s in h.responses(ctx)] == [180, 408] and ctx.timed_out
+    assert h.table.client_count == 0
 
 
-async def test_transport_error_gives_503() -> None:
-    layer, _ = layer_with()
-    t = FakeTransport()
+def test_abandon_after_a_final_adds_nothing() -> None:
+    h = Harness()
+    t = h.transport()
+    req = make_request()
+    ctx = h.request(req, t)
+    h.receive(response_to(req, 486), t)
+    ctx.abandon()  # Completed (waiting for Timer D): just end it
+    h.drain()
+    assert [s for _, s in h.responses(ctx)] == [486] and not ctx.timed_out
+    assert h.terminated_at(ctx) == 0.0 and h.table.get_timer() is None
+
+
+def test_transport_error_gives_503() -> None:
+    h = Harness()
+    t = h.transport()
     t.fail = True
-    ctx = await layer.request(make_request(), t, PEER)
-    final = await ctx.final()
-    assert final.status == 503 and ctx.transport_error is not None and layer.client_count == 0
+    ctx = h.request(make_request(), t)
+    assert h.responses(ctx) == [(0.0, 503)] and h.terminated_at(ctx) == 0.0
+    assert ctx.transport_error is not None and h.table.client_count == 0
+    assert h.table.get_timer() is None
 
 
-async def test_request_validation() -> None:
-    layer, _ = layer_with()
-    t = FakeTransport()
+def test_request_validation() -> None:
+    h = Harness()
+    t = h.transport()
     with pytest.raises(TransactionError, match="ACK"):
-        await layer.request(make_request("ACK"), t, PEER)
+        h.request(make_request("ACK"), t)
     with pytest.raises(TransactionError, match="z9hG4bK"):
-        await layer.request(make_request(branch="oldstyle"), t, PEER)
-    ctx = await layer.request(make_request(), t, PEER)
+        h.request(make_request(branch="oldstyle"), t)
+    ctx = h.request(make_request(), t)
     with pytest.raises(TransactionError, match="already exists"):
-        await layer.request(make_request(), t, PEER)
+        h.request(make_request(), t)
+    assert h.table.client_count == 1 and len(t.sent) == 1
     ctx.abandon()
 
 
@@ -249,237 +301,61 @@ async def test_request_validation() -> None:
 # Client non-INVITE (17.1.2)
 
 
-async def test_timer_e_capped_at_t2_and_timer_f_gives_408(
-    scheduled: list[tuple[object, str, float]],
-) -> None:
-    layer, _ = layer_with()
-    t = FakeTransport()
-    ctx = await layer.request(make_request("OPTIONS", branch=new_branch()), t, PEER)
-    final = await asyncio.wait_for(ctx.final(), 2)
-    assert final.status == 408
-    assert delays(scheduled, "F") == [64]
-    e = delays(scheduled, "E")
-    assert e[:5] == [1, 2, 4, 4, 4] and set(e[3:]) == {4}  # doubling, capped at T2 = 4*T1
-    gaps = [b - a for a, b in zip(t.times(), t.times()[1:])]
-    assert gaps[0] >= FAST.t1 * 0.9 and gaps[1] >= 2 * FAST.t1 * 0.9
-    assert 6 <= len(t.sent) <= 18  # nominally 0,1,3,7,11,...,63 T1
-    assert layer.client_count == 0
+def test_timer_e_capped_at_t2_and_timer_f_gives_408() -> None:
+    h = Harness()
+    t = h.transport()
+    ctx = h.request(make_request("OPTIONS", branch=new_branch()), t)
+    h.advance(100.0)
+    # doubling from T1, capped at T2 = 8*T1: 0, 1, 3, 7, then every 8*T1 up to 64*T1
+    assert t.times_in_t1() == [0, 1, 3, 7, 15, 23, 31, 39, 47, 55, 63]
+    assert h.responses(ctx) == [(RFC.b, 408)] and ctx.timed_out
+    assert h.table.client_count == 0
 
 
-async def test_non_invite_provisional_then_final_then_timer_k(
-    scheduled: list[tuple[object, str, float]],
-) -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
+def test_non_invite_provisional_then_final_then_timer_k() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request("REGISTER", branch=new_branch())
-    ctx = await layer.request(req, t, PEER)
-    layer.receive(response_to(req, 100), t, PEER)
-    before = len(t.sent)
-    await asyncio.sleep(FAST.t2 * 2.5)
-    assert len(t.sent) > before  # Timer E keeps firing in Proceeding...
-    assert delays(scheduled, "E")[-1] == 4  # ...at T2
-    layer.receive(response_to(req, 401), t, PEER)
-    assert (await ctx.final()).status == 401
+    ctx = h.request(req, t)
+    h.receive(response_to(req, 100), t)
+    h.advance(3 * RFC.t2)
+    # In Proceeding Timer E keeps firing, at T2: the armed T1 one, then every T2 (8*T1).
+    assert t.times_in_t1() == [0, 1, 9, 17]
+    h.receive(response_to(req, 401), t)
+    assert [s for _, s in h.responses(ctx)] == [100, 401] and ctx.state == "completed"
     n = len(t.sent)
-    layer.receive(response_to(req, 401), t, PEER)  # absorbed during Timer K
-    await asyncio.sleep(FAST.t4 + 0.05)
-    assert len(t.sent) == n and not rec.strays and layer.client_count == 0
-    assert delays(scheduled, "K") == [FAST.t4 / FAST.t1]
+    h.receive(response_to(req, 401), t)  # absorbed during Timer K
+    assert h.table.get_timer() == 3 * RFC.t2 + RFC.t4
+    h.advance(100.0)
+    assert len(t.sent) == n and not h.strays() and h.table.client_count == 0
+    assert len(h.responses(ctx)) == 2 and h.terminated_at(ctx) == 3 * RFC.t2 + RFC.t4
 
 
-async def test_non_invite_over_reliable_terminates_on_final() -> None:
-    layer, _ = layer_with()
-    t = FakeTransport(reliable=True)
+def test_non_invite_over_reliable_terminates_on_final() -> None:
+    h = Harness()
+    t = h.transport(reliable=True)
     req = make_request("BYE", branch=new_branch())
-    ctx = await layer.request(req, t, PEER)
-    layer.receive(response_to(req, 200), t, PEER)
-    assert (await ctx.final()).status == 200 and layer.client_count == 0
+    ctx = h.request(req, t)
+    assert h.table.get_timer() == RFC.b  # Timer F only, no E
+    h.receive(response_to(req, 200), t)
+    assert h.responses(ctx) == [(0.0, 200)] and h.table.client_count == 0
+    assert h.table.get_timer() is None
 
 
-async def test_response_matching_uses_branch_and_cseq_method() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
+def test_response_matching_uses_branch_and_cseq_method() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request()
-    ctx = await layer.request(req, t, PEER)
+    ctx = h.request(req, t)
     cancel = build_cancel(req)
-    cctx = await layer.request(cancel, t, PEER)
-    layer.receive(response_to(cancel, 200), t, PEER)
-    assert (await cctx.final()).status == 200
-    assert not ctx._final.done()  # the INVITE transaction did not see the CANCEL's 200
-    layer.receive(response_to(req, 487), t, PEER)
-    assert (await ctx.final()).status == 487
-    other = make_request(branch="z9hG4bKunknown")
-    layer.receive(response_to(other, 200), t, PEER)
-    assert [r.status for r in rec.strays] == [200]
-
-
-# ---------------------------------------------------------------------------
-# Server INVITE (17.2.1)
-
-
-async def test_auto_100_trying_when_tu_is_slow() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    layer.receive(wire(make_request()), t, PEER)
-    assert len(rec.requests) == 1 and t.sent == []
-    await asyncio.sleep(FAST.trying + 0.03)
-    assert t.statuses() == [100]
-    trying = t.messages()[0]
-    assert trying.to.tag is None and trying.top_via.branch == "z9hG4bKinv1"
-
-
-async def test_no_auto_100_when_tu_answers_quickly() -> None:
-    rec = Recorder()
-
-    def on_request(req: SipRequest, tx: ServerTransaction | None) -> None:
-        rec.requests.append((req, tx))
-        assert tx is not None
-        tx.respond(make_response(req, 180, to_tag="b1"))
-
-    layer = TransactionLayer(FAST, on_request)
-    t = FakeTransport()
-    layer.receive(wire(make_request()), t, PEER)
-    await asyncio.sleep(FAST.trying + 0.03)
-    assert t.statuses() == [180]
-
-
-async def test_retransmitted_invite_resends_last_response() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    req = make_request()
-    layer.receive(wire(req), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 180, to_tag="b1"))
-    layer.receive(wire(req), t, PEER)
-    layer.receive(wire(req), t, PEER)
-    assert t.statuses() == [180, 180, 180]
-    assert len(rec.requests) == 1  # the TU saw the INVITE once
-
-
-async def test_retransmission_before_any_response_gets_100() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    layer.receive(wire(make_request()), t, PEER)
-    layer.receive(wire(make_request()), t, PEER)
-    assert t.statuses() == [100] and len(rec.requests) == 1
-
-
-async def test_486_retransmitted_by_timer_g_until_ack_then_timer_i(
-    scheduled: list[tuple[object, str, float]],
-) -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    req = make_request()
-    layer.receive(wire(req), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 486, to_tag="b1"))
-    await asyncio.sleep(0.2)
-    sent_486 = t.statuses().count(486)
-    # 1 + retransmits at T1, 3T1, 7T1, 11T1, 15T1, 19T1 (T2 cap = 4*T1) within 20*T1
-    assert 3 <= sent_486 <= 7
-    g = delays(scheduled, "G")
-    assert g[:4] == [1, 2, 4, 4] and set(g[2:]) == {4}
-    assert delays(scheduled, "H") == [64]
-    gaps = [b - a for a, b in zip(t.times(), t.times()[1:])]
-    assert gaps[0] >= FAST.t1 * 0.9
-    ack = make_request("ACK", to_tag="b1")
-    layer.receive(wire(ack), t, PEER)
-    assert tx.state == "confirmed"
-    n = len(t.sent)
-    layer.receive(wire(ack), t, PEER)  # duplicate ACK absorbed
-    await asyncio.sleep(FAST.t4 + 0.05)
-    assert len(t.sent) == n  # no retransmissions after the ACK
-    assert tx.state == "terminated" and layer.server_count == 0
-    assert delays(scheduled, "I") == [FAST.t4 / FAST.t1]
-    assert [r.method for r, _ in rec.requests] == ["INVITE"]  # the ACK was not passed up
-
-
-async def test_timer_h_fires_without_ack_and_notifies() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    layer.receive(wire(make_request()), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    timeouts: list[ServerTransaction] = []
-    tx.on_timeout = timeouts.append
-    tx.respond(make_response(tx.request, 603, to_tag="b1"))
-    await asyncio.wait_for(tx.terminated.wait(), 2)
-    assert timeouts == [tx] and tx.timed_out and layer.server_count == 0
-    assert t.statuses().count(603) >= 6  # nominally 17 within 64*T1
-
-
-async def test_non_2xx_over_reliable_is_not_retransmitted() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport(reliable=True)
-    layer.receive(wire(make_request()), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 486, to_tag="b1"))
-    await asyncio.sleep(0.1)
-    assert t.statuses() == [486]
-    layer.receive(wire(make_request("ACK", to_tag="b1")), t, PEER)
-    assert tx.state == "terminated"  # Timer I = 0 on reliable transports
-
-
-async def test_2xx_accepted_state_absorbs_retransmissions_and_passes_ack() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    req = make_request()
-    layer.receive(wire(req), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 200, to_tag="b1"))
-    assert tx.state == "accepted"
-    layer.receive(wire(req), t, PEER)  # retransmitted INVITE: absorbed, not a new call
-    assert len(rec.requests) == 1 and t.statuses() == [200]
-    ack = make_request("ACK", branch="z9hG4bKack2xx", to_tag="b1")  # 2xx ACK: new branch
-    layer.receive(wire(ack), t, PEER)
-    assert [(r.method, tx_) for r, tx_ in rec.requests[1:]] == [("ACK", None)]
-    with pytest.raises(TransactionError):
-        tx.respond(make_response(tx.request, 486))
-    await asyncio.wait_for(tx.terminated.wait(), 2)  # Timer L
-    assert layer.server_count == 0
-
-
-async def test_stray_ack_for_2xx_goes_to_tu_without_transaction() -> None:
-    layer, rec = layer_with()
-    layer.receive(wire(make_request("ACK", branch="z9hG4bKlonely", to_tag="b1")), FakeTransport(), PEER)
-    assert len(rec.requests) == 1 and rec.requests[0][1] is None and layer.server_count == 0
-
-
-async def test_cancel_matching() -> None:
-    rec = Recorder()
-    layer_ref: list[TransactionLayer] = []
-
-    def on_request(req: SipRequest, tx: ServerTransaction | None) -> None:
-        rec.requests.append((req, tx))
-        assert tx is not None
-        if req.method == "INVITE":
-            tx.respond(make_response(req, 180, to_tag="b1"))
-        elif req.method == "CANCEL":
-            invite_tx = layer_ref[0].find_invite_server_transaction(req)
-            if invite_tx is None:
-                tx.respond(make_response(req, 481))
-                return
-            tx.respond(make_response(req, 200, to_tag="b1"))
-            invite_tx.respond(make_response(invite_tx.request, 487, to_tag="b1"))
-
-    layer = TransactionLayer(FAST, on_request)
-    layer_ref.append(layer)
-    t = FakeTransport()
-    invite = make_request()
-    layer.receive(wire(invite), t, PEER)
-    cancel = build_cancel(invite)
-    assert cancel.top_via.branch == invite.top_via.branch
-    layer.receive(wire(cancel), t, PEER)
-    sent = [(m.status, m.cseq[1]) for m in t.messages() if isinstance(m, SipResponse)]
-    assert sent == [(180, "INVITE"), (200, "CANCEL"), (487, "INVITE")]
-    assert layer.server_count == 2  # CANCEL (Timer J) and INVITE (completed) are separate
-    # A CANCEL for an unknown INVITE gets 481.
-    layer.receive(wire(build_cancel(make_request(branch="z9hG4bKnone"))), t, PEER)
-    assert t.statuses()[-1] == 481
+    cctx = h.request(cancel, t)
+    h.receive(response_to(cancel, 200), t)
+    assert h.responses(cctx) == [(0.0, 200)]
+    assert h.responses(ctx) == []  # the INVITE transaction did not see the CANCEL's 200
+    h.receive(response_to(req, 487), t)
+    assert h.responses(ctx) == [(0.0, 487)]
+    h.receive(response_to(make_request(branch="z9hG4bKunknown"), 200), t)
+    assert h.strays() == [200]
 
 
 def test_build_cancel_fields() -> None:
@@ -497,123 +373,317 @@ def test_build_cancel_fields() -> None:
 
 
 # ---------------------------------------------------------------------------
+# Server INVITE (17.2.1)
+
+
+def test_auto_100_trying_when_tu_is_slow() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request()), t)
+    assert len(h.requests()) == 1 and t.sent == []
+    h.advance(RFC.trying - 0.001)
+    assert t.sent == []
+    h.advance(RFC.trying)
+    assert t.statuses() == [100] and t.times() == [RFC.trying]
+    trying = t.messages()[0]
+    assert trying.to.tag is None and trying.top_via.branch == "z9hG4bKinv1"
+
+
+def test_no_auto_100_when_tu_answers_quickly() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request()), t)
+    h.advance(RFC.trying / 2)
+    h.respond(h.last_tx(), make_response(h.last_tx().request, 180, to_tag="b1"))
+    h.advance(10.0)
+    assert t.statuses() == [180]
+
+
+def test_retransmitted_invite_resends_last_response() -> None:
+    h = Harness()
+    t = h.transport()
+    req = make_request()
+    h.receive(wire(req), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 180, to_tag="b1"))
+    h.receive(wire(req), t)
+    h.receive(wire(req), t)
+    assert t.statuses() == [180, 180, 180]
+    assert len(h.requests()) == 1  # the TU saw the INVITE once
+
+
+def test_retransmission_before_any_response_gets_100() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request()), t)
+    h.receive(wire(make_request()), t)
+    assert t.statuses() == [100] and len(h.requests()) == 1
+    h.advance(RFC.trying)
+    assert t.statuses() == [100]  # the 100 was sent: no automatic one on top
+
+
+def test_486_retransmitted_by_timer_g_until_ack_then_timer_i() -> None:
+    h = Harness()
+    t = h.transport()
+    req = make_request()
+    h.receive(wire(req), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 486, to_tag="b1"))
+    h.advance(20 * T1)
+    # Timer G: T1, 2T1, 4T1, then capped at T2 = 8*T1
+    assert t.statuses() == [486] * 5 and t.times_in_t1() == [0, 1, 3, 7, 15]
+    ack = make_request("ACK", to_tag="b1")
+    h.receive(wire(ack), t)
+    assert tx.state == "confirmed" and h.table.get_timer() == 20 * T1 + RFC.t4  # Timer I
+    n = len(t.sent)
+    h.receive(wire(ack), t)  # duplicate ACK absorbed
+    h.advance(100.0)
+    assert len(t.sent) == n  # no retransmissions after the ACK
+    assert tx.state == "terminated" and h.terminated_at(tx) == 20 * T1 + RFC.t4
+    assert h.table.server_count == 0 and not tx.timed_out
+    assert [e.request.method for e in h.requests()] == ["INVITE"]  # the ACK was not passed up
+
+
+def test_timer_h_fires_without_ack_and_times_out() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request()), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 603, to_tag="b1"))
+    h.advance(100.0)
+    assert t.times_in_t1() == [0, 1, 3, 7, 15, 23, 31, 39, 47, 55, 63]
+    assert set(t.statuses()) == {603}
+    assert h.terminated_at(tx) == RFC.b and tx.timed_out and h.table.server_count == 0
+
+
+def test_non_2xx_over_reliable_is_not_retransmitted() -> None:
+    h = Harness()
+    t = h.transport(reliable=True)
+    h.receive(wire(make_request()), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 486, to_tag="b1"))
+    assert h.table.get_timer() == RFC.b  # Timer H only, no G
+    h.advance(10.0)
+    assert t.statuses() == [486]
+    h.receive(wire(make_request("ACK", to_tag="b1")), t)
+    assert tx.state == "terminated" and h.terminated_at(tx) == 10.0  # Timer I = 0 on TCP
+
+
+def test_2xx_accepted_state_absorbs_retransmissions_and_passes_ack() -> None:
+    h = Harness()
+    t = h.transport()
+    req = make_request()
+    h.receive(wire(req), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 200, to_tag="b1"))
+    assert tx.state == "accepted" and h.table.get_timer() == RFC.b  # Timer L
+    h.receive(wire(req), t)  # retransmitted INVITE: absorbed, not a new call
+    assert len(h.requests()) == 1 and t.statuses() == [200]
+    ack = make_request("ACK", branch="z9hG4bKack2xx", to_tag="b1")  # 2xx ACK: new branch
+    h.receive(wire(ack), t)
+    same_branch_ack = make_request("ACK", to_tag="b1")  # one sharing the INVITE's branch
+    h.receive(wire(same_branch_ack), t)
+    assert [(e.request.method, e.transaction) for e in h.requests()[1:]] == [("ACK", None)] * 2
+    with pytest.raises(TransactionError, match="cannot send 486 in state accepted"):
+        h.respond(tx, make_response(tx.request, 486))
+    h.respond(tx, make_response(tx.request, 200, to_tag="b1"))  # RFC 6026: 2xx pass through
+    assert t.statuses() == [200, 200]
+    h.advance(100.0)
+    assert h.terminated_at(tx) == RFC.b and h.table.server_count == 0
+    assert t.statuses() == [200, 200]  # the transaction never retransmits a 2xx
+
+
+def test_stray_ack_for_2xx_goes_to_tu_without_transaction() -> None:
+    h = Harness()
+    h.receive(wire(make_request("ACK", branch="z9hG4bKlonely", to_tag="b1")), h.transport())
+    assert [e.transaction for e in h.requests()] == [None] and h.table.server_count == 0
+
+
+def test_cancel_matching() -> None:
+    h = Harness()
+    t = h.transport()
+    invite = make_request()
+    h.receive(wire(invite), t)
+    itx = h.last_tx()
+    h.respond(itx, make_response(itx.request, 180, to_tag="b1"))
+    cancel = build_cancel(invite)
+    assert cancel.top_via.branch == invite.top_via.branch
+    h.receive(wire(cancel), t)
+    ctx = h.last_tx()
+    assert ctx is not itx and ctx.method == "CANCEL"
+    assert h.table.find_invite_server_transaction(ctx.request) is itx
+    h.respond(ctx, make_response(ctx.request, 200, to_tag="b1"))
+    h.respond(itx, make_response(itx.request, 487, to_tag="b1"))
+    sent = [(m.status, m.cseq[1]) for m in t.messages() if isinstance(m, SipResponse)]
+    assert sent == [(180, "INVITE"), (200, "CANCEL"), (487, "INVITE")]
+    assert h.table.server_count == 2  # CANCEL (Timer J) and INVITE (completed) are separate
+    # A CANCEL for an unknown INVITE finds nothing (the TU answers 481).
+    h.receive(wire(build_cancel(make_request(branch="z9hG4bKnone"))), t)
+    assert h.table.find_invite_server_transaction(h.last_tx().request) is None
+
+
+def test_invite_guard_answers_408_for_a_silent_tu() -> None:
+    h = Harness(Timers(invite_guard=90.0))
+    t = h.transport(reliable=True)
+    h.receive(wire(make_request()), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 180, to_tag="ring"))
+    h.advance(89.0)
+    assert t.statuses() == [180]
+    h.advance(90.0)
+    assert t.statuses() == [180, 408] and t.times() == [0.0, 90.0]
+    assert t.messages()[-1].to.tag == "ring"  # same dialog tag as the 180
+    h.receive(wire(make_request("ACK", to_tag="ring")), t)
+    assert h.table.server_count == 0
+
+
+def test_server_transport_error_is_recorded_and_the_machine_moves_on() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request()), t)
+    tx = h.last_tx()
+    t.fail = True
+    h.respond(tx, make_response(tx.request, 486, to_tag="b1"))  # 17.2.4: no exception to the TU
+    assert isinstance(tx.transport_error, ConnectionError) and tx.state == "completed"
+    t.fail = False
+    h.advance(T1)
+    assert t.statuses() == [486]  # Timer G retransmits once the link is back
+
+
+# ---------------------------------------------------------------------------
 # Server non-INVITE (17.2.2)
 
 
-async def test_non_invite_retransmission_resends_final_until_timer_j() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
+def test_non_invite_retransmission_resends_final_until_timer_j() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request("OPTIONS", branch="z9hG4bKopt")
-    layer.receive(wire(req), t, PEER)
-    layer.receive(wire(req), t, PEER)  # Trying: absorbed
-    assert t.sent == [] and len(rec.requests) == 1
-    tx = rec.requests[0][1]
-    assert tx is not None and tx.state == "trying"
-    tx.respond(make_response(tx.request, 200, to_tag="b1"))
-    layer.receive(wire(req), t, PEER)
+    h.receive(wire(req), t)
+    h.receive(wire(req), t)  # Trying: absorbed
+    assert t.sent == [] and len(h.requests()) == 1
+    tx = h.last_tx()
+    assert tx.state == "trying"
+    h.advance(1.0)
+    h.respond(tx, make_response(tx.request, 200, to_tag="b1"))
+    h.receive(wire(req), t)
     assert t.statuses() == [200, 200]
-    await asyncio.wait_for(tx.terminated.wait(), 2)  # Timer J = 64*T1
-    assert layer.server_count == 0
-    layer.receive(wire(req), t, PEER)  # after J it is a new request again
-    assert len(rec.requests) == 2
+    h.advance(100.0)
+    assert h.terminated_at(tx) == 1.0 + RFC.b and h.table.server_count == 0  # Timer J
+    h.receive(wire(req), t)  # after J it is a new request again
+    assert len(h.requests()) == 2
 
 
-async def test_non_invite_reliable_terminates_at_once() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport(reliable=True)
-    layer.receive(wire(make_request("BYE", branch="z9hG4bKbye")), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 100))
+def test_non_invite_provisional_then_final() -> None:
+    h = Harness()
+    t = h.transport()
+    req = make_request("OPTIONS", branch=new_branch())
+    h.receive(wire(req), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 100))
     assert tx.state == "proceeding"
-    tx.respond(make_response(tx.request, 200, to_tag="b1"))
-    assert tx.state == "terminated" and layer.server_count == 0
+    h.receive(wire(req), t)  # Proceeding: the provisional is resent
+    h.respond(tx, make_response(tx.request, 200, to_tag="b1"))
+    assert t.statuses() == [100, 100, 200] and tx.state == "completed"
+    with pytest.raises(TransactionError):
+        h.respond(tx, make_response(tx.request, 200, to_tag="b1"))
 
 
-async def test_handler_exceptions_become_500() -> None:
-    def boom(req: SipRequest, tx: ServerTransaction | None) -> None:
-        raise RuntimeError("bug")
-
-    async def aboom(req: SipRequest, tx: ServerTransaction | None) -> None:
-        await asyncio.sleep(0)
-        raise RuntimeError("async bug")
-
-    for handler in (boom, aboom):
-        layer = TransactionLayer(FAST, handler)
-        t = FakeTransport()
-        layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
-        await asyncio.sleep(0.01)
-        assert t.statuses() == [500]
-        assert t.messages()[0].to.tag  # final responses carry a To tag (8.2.6.2)
+def test_non_invite_reliable_terminates_at_once() -> None:
+    h = Harness()
+    t = h.transport(reliable=True)
+    h.receive(wire(make_request("BYE", branch="z9hG4bKbye")), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 100))
+    assert tx.state == "proceeding"
+    h.respond(tx, make_response(tx.request, 200, to_tag="b1"))
+    assert tx.state == "terminated" and h.table.server_count == 0
+    assert h.table.get_timer() is None
 
 
-async def test_async_handler_is_awaited() -> None:
-    done = asyncio.Event()
-
-    async def handler(req: SipRequest, tx: ServerTransaction | None) -> None:
-        await asyncio.sleep(0)
-        assert tx is not None
-        tx.respond(make_response(req, 200, to_tag="x"))
-        done.set()
-
-    layer = TransactionLayer(FAST, handler)
-    t = FakeTransport()
-    layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
-    await asyncio.wait_for(done.wait(), 1)
-    assert t.statuses() == [200]
+def test_silent_tu_does_not_leak_non_invite_transactions() -> None:
+    h = Harness()
+    t = h.transport()
+    for i in range(20):
+        h.now = i * 0.1
+        h.receive(wire(make_request("OPTIONS", branch=new_branch())), t)
+    assert h.table.server_count == 20
+    h.advance(RFC.b + 1.0)  # the last one arrived at 1.9: still alive
+    assert h.table.server_count == 9
+    h.advance(RFC.b + 2.0)
+    assert h.table.server_count == 0 and t.sent == [] and h.table.get_timer() is None
 
 
-async def test_invite_guard_answers_408_for_a_silent_tu() -> None:
-    timers = Timers(t1=0.01, t2=0.04, t4=0.05, d=0.1, trying=0.01, invite_guard=0.1)
-    rec = Recorder()
-    layer = TransactionLayer(timers, rec.on_request)
-    t = FakeTransport(reliable=True)
-    layer.receive(wire(make_request()), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 180, to_tag="ring"))
-    await asyncio.sleep(0.2)
-    assert t.statuses() == [180, 408]
-    assert t.messages()[-1].to.tag == "ring"  # same dialog tag as the 180
-    layer.receive(wire(make_request("ACK", to_tag="ring")), t, PEER)
-    assert layer.server_count == 0
-
-
-async def test_silent_tu_does_not_leak_non_invite_transactions() -> None:
-    layer, _ = layer_with()
-    t = FakeTransport()
-    for _ in range(20):
-        layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
-    assert layer.server_count == 20
-    await asyncio.sleep(FAST.b + 0.1)
-    assert layer.server_count == 0
-
-
-async def test_many_transactions_leave_no_residue() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport(reliable=True)
+def test_many_transactions_leave_no_residue() -> None:
+    h = Harness()
+    t = h.transport(reliable=True)
     for i in range(200):
-        layer.receive(wire(make_request("MESSAGE", branch=new_branch(), cseq=i + 1)), t, PEER)
-        tx = rec.requests[-1][1]
-        assert tx is not None
-        tx.respond(make_response(tx.request, 202, to_tag="b"))
+        h.receive(wire(make_request("MESSAGE", branch=new_branch(), cseq=i + 1)), t)
+        tx = h.last_tx()
+        h.respond(tx, make_response(tx.request, 202, to_tag="b"))
         req = make_request("OPTIONS", branch=new_branch(), cseq=i + 1)
-        ctx = await layer.request(req, t, PEER)
-        layer.receive(response_to(req, 200), t, PEER)
-        await ctx.final()
-    assert layer.server_count == 0 and layer.client_count == 0
+        ctx = h.request(req, t)
+        h.receive(response_to(req, 200), t)
+        assert ctx.final_response is not None
+        h.receive(wire(make_request("INVITE", branch=new_branch(), cseq=i + 1)), t)
+        itx = h.last_tx()
+        h.respond(itx, make_response(itx.request, 486, to_tag="b"))
+    assert h.table.server_count == 200 and h.table.client_count == 0  # INVITEs await ACK
+    h.advance(RFC.invite_guard + 1)
+    assert h.table.server_count == 0 and h.table.client_count == 0
+    assert h.table.get_timer() is None
 
 
-async def test_rfc2543_branchless_retransmission_matching() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
+def test_rfc2543_branchless_retransmission_matching() -> None:
+    h = Harness()
+    t = h.transport()
     req = make_request("OPTIONS", branch="old1")
-    layer.receive(wire(req), t, PEER)
-    tx = rec.requests[0][1]
-    assert tx is not None
-    tx.respond(make_response(tx.request, 200, to_tag="b1"))
-    layer.receive(wire(req), t, PEER)
-    assert t.statuses() == [200, 200] and len(rec.requests) == 1
+    h.receive(wire(req), t)
+    tx = h.last_tx()
+    h.respond(tx, make_response(tx.request, 200, to_tag="b1"))
+    h.receive(wire(req), t)
+    assert t.statuses() == [200, 200] and len(h.requests()) == 1
+    other = make_request("OPTIONS", branch="old1", cseq=2)  # same branch, new CSeq: new request
+    h.receive(wire(other), t)
+    assert len(h.requests()) == 2
+
+
+def test_server_matching_needs_branch_and_sent_by() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request("OPTIONS", branch="z9hG4bKsame")), t)
+    h.receive(wire(make_request("OPTIONS", branch="z9hG4bKsame", host="192.0.2.99")), t)
+    assert len(h.requests()) == 2 and h.table.server_count == 2  # 17.2.3: two transactions
+
+
+# ---------------------------------------------------------------------------
+# The table's clock
+
+
+def test_table_timer_is_the_earliest_deadline_of_all() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request("OPTIONS", branch=new_branch())), t)  # "tu" guard at 64*T1
+    assert h.table.get_timer() == RFC.b
+    h.now = 1.0
+    h.receive(wire(make_request()), t)  # auto-100 at 1.2
+    assert h.table.get_timer() == 1.0 + RFC.trying
+    h.respond(h.last_tx(), make_response(h.last_tx().request, 180, to_tag="x"))
+    assert h.table.get_timer() == RFC.b  # the 100 is off; the INVITE guard is at 601
+    h.now = 2.0
+    ctx = h.request(make_request("REGISTER", branch=new_branch()), t)
+    assert h.table.get_timer() == 2.0 + T1  # Timer E
+    ctx.abandon()
+    assert h.table.get_timer() == RFC.b
+
+
+def test_late_handle_timer_fires_once_and_early_does_nothing() -> None:
+    h = Harness()
+    t = h.transport()
+    h.request(make_request(), t)
+    h.table.handle_timer(T1 / 2)  # early: nothing due
+    assert len(t.sent) == 1 and h.table.get_timer() == T1
+    h.table.handle_timer(10 * T1)  # late: one retransmission, next interval counted from now
+    assert len(t.sent) == 2 and h.table.get_timer() == 12 * T1
 
 
 # ---------------------------------------------------------------------------
@@ -652,42 +722,288 @@ def test_response_destination_rules() -> None:
     assert response_destination(parse_via("SIP/2.0/UDP 10.0.0.9:5062;maddr=224.0.1.75;received=1.2.3.4")) == ("224.0.1.75", 5062)
 
 
-async def test_server_responses_follow_rport_through_nat() -> None:
-    layer, rec = layer_with()
-    t = FakeTransport()
-    layer.receive(wire(make_request("OPTIONS", branch=new_branch(), host="10.0.0.9", rport=True)), t, ("203.0.113.5", 40000))
-    tx = rec.requests[0][1]
-    assert tx is not None and tx.response_addr == ("203.0.113.5", 40000)
-    tx.respond(make_response(tx.request, 200, to_tag="b"))
+def test_server_responses_follow_rport_through_nat() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request("OPTIONS", branch=new_branch(), host="10.0.0.9", rport=True)), t,
+              ("203.0.113.5", 40000))
+    tx = h.last_tx()
+    assert tx.response_addr == ("203.0.113.5", 40000)
+    h.respond(tx, make_response(tx.request, 200, to_tag="b"))
     _, data, addr = t.sent[0]
     assert addr == ("203.0.113.5", 40000)
     assert b";rport=40000" in data and b";received=203.0.113.5" in data  # the Via echoes the stamp
 
 
 # ---------------------------------------------------------------------------
-# 2xx retransmission helper (13.3.1.4)
+# 2xx retransmission (13.3.1.4)
 
 
-async def test_invite_ok_retransmitter_until_ack(scheduled: list[tuple[object, str, float]]) -> None:
+def ok_retransmission(t: FakeTransport) -> OkRetransmission:
+    return OkRetransmission(make_response(make_request(), 200, to_tag="b1"), t, PEER, RFC)
+
+
+def run(machine: OkRetransmission, clock: list[float], until: float) -> None:
+    while (at := machine.get_timer()) is not None and at <= until:
+        clock[0] = at
+        machine.handle_timer(at)
+    clock[0] = until
+
+
+def test_ok_retransmission_until_ack() -> None:
+    clock = [0.0]
+    t = FakeTransport(clock=lambda: clock[0])
+    rtx = ok_retransmission(t)
+    rtx.start(0.0)
+    assert rtx.active and rtx.get_timer() == T1
+    run(rtx, clock, 20 * T1)
+    # T1 doubling, capped at T2 = 8*T1
+    assert t.times_in_t1() == [1, 3, 7, 15] and rtx.retransmissions == 4
+    assert all(d == rtx.response.to_bytes() for _, d, _ in t.sent)
+    rtx.ack_received()
+    assert not rtx.active and rtx.get_timer() is None and not rtx.timed_out
+    run(rtx, clock, 100.0)
+    assert rtx.retransmissions == 4
+
+
+def test_ok_retransmission_times_out() -> None:
+    clock = [0.0]
+    t = FakeTransport(clock=lambda: clock[0])
+    rtx = ok_retransmission(t)
+    rtx.start(0.0)
+    run(rtx, clock, RFC.b - 0.001)
+    assert rtx.active and not rtx.timed_out
+    run(rtx, clock, 100.0)
+    assert rtx.timed_out and not rtx.active and rtx.get_timer() is None
+    assert t.times_in_t1() == [1, 3, 7, 15, 23, 31, 39, 47, 55, 63]
+
+
+def test_ok_retransmission_survives_transport_errors() -> None:
     t = FakeTransport()
+    t.fail = True
+    rtx = ok_retransmission(t)
+    rtx.start(0.0)
+    rtx.handle_timer(T1)
+    assert rtx.retransmissions == 1 and rtx.get_timer() == 3 * T1 and rtx.active
+
+
+# ---------------------------------------------------------------------------
+# The asyncio adapter, on a real loop
+
+
+class Recorder:
+    """on_request / on_stray_response sink."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[SipRequest, ServerTransaction | None]] = []
+        self.strays: list[SipResponse] = []
+
+    def on_request(self, req: SipRequest, tx: ServerTransaction | None) -> None:
+        self.requests.append((req, tx))
+
+    def on_stray(self, resp: SipResponse, addr: Addr) -> None:
+        self.strays.append(resp)
+
+
+def layer_with(rec: Recorder | None = None) -> tuple[TransactionLayer, Recorder]:
+    rec = rec or Recorder()
+    return TransactionLayer(FAST, rec.on_request, rec.on_stray), rec
+
+
+def loop_transport(reliable: bool = False) -> FakeTransport:
+    return FakeTransport(reliable, clock=asyncio.get_running_loop().time)
+
+
+async def test_adapter_runs_timers_a_and_b_on_the_loop() -> None:
+    layer, _ = layer_with()
+    t = loop_transport()
+    req = make_request()
+    start = asyncio.get_running_loop().time()
+    ctx = await layer.request(req, t, PEER)
+    final = await asyncio.wait_for(ctx.final(), 2)
+    assert final.status == 408 and ctx.timed_out and ctx.state == "terminated"
+    assert asyncio.get_running_loop().time() - start >= FAST.b
+    assert [r.status async for r in ctx.responses()] == [408]
+    gaps = [b - a for a, b in zip(t.times(), t.times()[1:])]
+    assert 4 <= len(t.sent) <= 7 and all(gap >= FAST.t1 * 2**i for i, gap in enumerate(gaps))
+    assert layer.client_count == 0
+
+
+async def test_adapter_keeps_one_asyncio_timer_per_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    handles: list[tuple[asyncio.TimerHandle, list[bool]]] = []
+    original = loop.call_at
+
+    def call_at(when: float, callback: Callable[..., object], *args: object,
+                context: object = None) -> asyncio.TimerHandle:
+        fired: list[bool] = []
+
+        def run() -> None:
+            fired.append(True)
+            callback(*args)
+
+        handle = original(when, run, context=context)  # type: ignore[arg-type]
+        handles.append((handle, fired))
+        return handle
+
+    monkeypatch.setattr(loop, "call_at", call_at)
+
+    def armed() -> int:
+        return sum(1 for h, fired in handles if not h.cancelled() and not fired)
+
+    layer, rec = layer_with()
+    t = loop_transport()
+    ctxs = [await layer.request(make_request("OPTIONS", branch=new_branch()), t, PEER)
+            for _ in range(10)]
+    for i in range(10):
+        layer.receive(wire(make_request("INVITE", branch=new_branch(), cseq=i + 1)), t, PEER)
+    assert layer.client_count == 10 and layer.server_count == 10
+    assert armed() == 1
+    await asyncio.sleep(FAST.t1 * 3)
+    assert armed() == 1 and len(t.sent) >= 20  # retransmissions and 100s went out meanwhile
+    before = len(handles)
+    for _ in range(10):  # a request and its retransmissions, all due after the earliest
+        layer.receive(wire(make_request("OPTIONS", branch="z9hG4bKlate")), t, PEER)
+    assert len(handles) == before  # the earliest deadline did not move: no re-arming
+    for ctx in ctxs:
+        ctx.abandon()
+    for _, tx in rec.requests:
+        assert tx is not None
+        tx.respond(make_response(tx.request, 486, to_tag="b"))
+    assert armed() == 1  # Timers G and H of the INVITEs
+    layer.close()
+    assert armed() == 0
+
+
+async def test_adapter_server_flow_cancel_and_terminated() -> None:
+    rec = Recorder()
+    layer_ref: list[TransactionLayer] = []
+    timeouts: list[ServerTransaction] = []
+
+    def on_request(req: SipRequest, tx: ServerTransaction | None) -> None:
+        rec.requests.append((req, tx))
+        assert tx is not None
+        if req.method == "INVITE":
+            tx.on_timeout = timeouts.append
+            tx.respond(make_response(req, 180, to_tag="b1"))
+        elif req.method == "CANCEL":
+            invite_tx = layer_ref[0].find_invite_server_transaction(req)
+            if invite_tx is None:
+                tx.respond(make_response(req, 481))
+                return
+            tx.respond(make_response(req, 200, to_tag="b1"))
+            invite_tx.respond(make_response(invite_tx.request, 487, to_tag="b1"))
+
+    layer = TransactionLayer(FAST, on_request)
+    layer_ref.append(layer)
+    t = loop_transport()
+    invite = make_request()
+    layer.receive(wire(invite), t, PEER)
+    invite_tx = rec.requests[0][1]
+    assert invite_tx is not None and invite_tx.is_invite and invite_tx.can_respond
+    assert invite_tx.source_addr == PEER and invite_tx.response_addr == PEER
+    layer.receive(wire(build_cancel(invite)), t, PEER)
+    assert [(m.status, m.cseq[1]) for m in t.messages()] == [
+        (180, "INVITE"), (200, "CANCEL"), (487, "INVITE")]
+    assert not invite_tx.can_respond and invite_tx.last_response is not None
+    layer.receive(wire(build_cancel(make_request(branch="z9hG4bKnone"))), t, PEER)
+    assert t.statuses()[-1] == 481
+    # No ACK for the 487: Timer H ends the INVITE transaction and tells the TU.
+    await asyncio.wait_for(invite_tx.terminated.wait(), 2)
+    assert timeouts == [invite_tx] and invite_tx.timed_out and invite_tx.state == "terminated"
+    with pytest.raises(TransactionError):
+        invite_tx.respond(make_response(invite, 500))
+    layer.close()
+
+
+async def test_handler_exceptions_become_500() -> None:
+    def boom(req: SipRequest, tx: ServerTransaction | None) -> None:
+        raise RuntimeError("bug")
+
+    async def aboom(req: SipRequest, tx: ServerTransaction | None) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("async bug")
+
+    for handler in (boom, aboom):
+        layer = TransactionLayer(FAST, handler)
+        t = loop_transport()
+        layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
+        await asyncio.sleep(0.01)
+        assert t.statuses() == [500]
+        assert t.messages()[0].to.tag  # final responses carry a To tag (8.2.6.2)
+        layer.close()
+
+
+async def test_async_handler_is_awaited() -> None:
+    done = asyncio.Event()
+
+    async def handler(req: SipRequest, tx: ServerTransaction | None) -> None:
+        await asyncio.sleep(0)
+        assert tx is not None
+        tx.respond(make_response(req, 200, to_tag="x"))
+        done.set()
+
+    layer = TransactionLayer(FAST, handler)
+    t = loop_transport()
+    layer.receive(wire(make_request("OPTIONS", branch=new_branch())), t, PEER)
+    await asyncio.wait_for(done.wait(), 1)
+    assert t.statuses() == [200]
+    layer.close()
+
+
+async def test_adapter_responses_strays_and_close() -> None:
+    layer, rec = layer_with()
+    t = loop_transport()
+    req = make_request()
+    ctx: ClientTransaction = await layer.request(req, t, PEER)
+    assert ctx.is_invite and ctx.request is req and ctx.addr == PEER
+    layer.receive(response_to(req, 180), t, PEER)
+    layer.receive(response_to(req, 486), t, PEER)
+    assert [r.status async for r in ctx.responses()] == [180, 486]
+    assert (await ctx.final()).status == 486 and ctx.ack is not None
+    layer.receive(response_to(make_request(branch="z9hG4bKother"), 200), t, PEER)
+    assert [r.status for r in rec.strays] == [200]
+    pending = await layer.request(make_request("OPTIONS", branch=new_branch()), t, PEER)
+    failing = loop_transport()
+    failing.fail = True
+    broken = await layer.request(make_request("BYE", branch=new_branch()), failing, PEER)
+    assert (await broken.final()).status == 503 and broken.transport_error is not None
+    layer.close()
+    assert (await pending.final()).status == 408
+    assert layer.client_count == 0 and layer.server_count == 0
+
+
+async def test_adapter_abandon_resolves_the_final_at_once() -> None:
+    layer, _ = layer_with()
+    t = loop_transport(reliable=True)  # no Timer A: nothing else would wake the layer soon
+    req = make_request()
+    ctx = await layer.request(req, t, PEER)
+    layer.receive(response_to(req, 180), t, PEER)
+    ctx.abandon()
+    final = await asyncio.wait_for(ctx.final(), FAST.b / 4)
+    assert final.status == 408 and ctx.timed_out and layer.client_count == 0
+    assert [r.status async for r in ctx.responses()] == [180, 408]
+
+
+async def test_invite_ok_retransmitter_until_ack() -> None:
+    t = loop_transport()
     ok = make_response(make_request(), 200, to_tag="b1")
     timeouts: list[bool] = []
     rtx = InviteOkRetransmitter(ok, t, PEER, FAST, on_timeout=lambda: timeouts.append(True))
+    assert rtx.response is ok and rtx.transport is t and rtx.addr == PEER and rtx.timers is FAST
     rtx.start()
+    assert rtx.active
     await asyncio.sleep(0.2)
     rtx.ack_received()
     n = len(t.sent)
     assert 3 <= n <= 7 and rtx.retransmissions == n and not rtx.active
-    r = delays(scheduled, "retransmit")
-    assert r[:4] == [1, 2, 4, 4] and set(r[2:]) == {4}  # T1 doubling, capped at T2
-    assert delays(scheduled, "timeout") == [64]
     await asyncio.sleep(0.1)
     assert len(t.sent) == n and not timeouts
     assert all(d == ok.to_bytes() for _, d, _ in t.sent)
 
 
 async def test_invite_ok_retransmitter_times_out() -> None:
-    t = FakeTransport()
+    t = loop_transport()
     ok = make_response(make_request(), 200, to_tag="b1")
     fired = asyncio.Event()
     rtx = InviteOkRetransmitter(ok, t, PEER, FAST, on_timeout=fired.set)
@@ -697,6 +1013,15 @@ async def test_invite_ok_retransmitter_times_out() -> None:
     n = len(t.sent)
     await asyncio.sleep(0.1)
     assert len(t.sent) == n
+
+
+async def test_invite_ok_retransmitter_stop() -> None:
+    t = loop_transport()
+    rtx = InviteOkRetransmitter(make_response(make_request(), 200, to_tag="b1"), t, PEER, FAST)
+    rtx.start()
+    rtx.stop()
+    await asyncio.sleep(FAST.t1 * 3)
+    assert t.sent == [] and not rtx.active and rtx.retransmissions == 0
 
 
 # ---------------------------------------------------------------------------
@@ -720,7 +1045,9 @@ async def test_udp_loopback_transaction() -> None:
     uac_rec = Recorder()
     uac_layer = TransactionLayer(FAST, uac_rec.on_request, uac_rec.on_stray)
     uas = await UdpTransport.listen("127.0.0.1", 0, uas_layer.receive, on_error=lambda d, a, e: errors.append((d, a, e)))
-    uac = await UdpTransport.listen("127.0.0.1", 0, uac_layer.receive, max_datagram=4000)
+    big_errors: list[Exception] = []
+    uac = await UdpTransport.listen("127.0.0.1", 0, uac_layer.receive, max_datagram=4000,
+                                    on_error=lambda d, a, e: big_errors.append(e))
     try:
         host, port = uac.local_addr
         req = make_request("OPTIONS", branch=new_branch(), host=host, rport=True)
@@ -752,8 +1079,6 @@ async def test_udp_loopback_transaction() -> None:
         assert uas.keepalives == 1
         raw_sender.close()
 
-        big_errors: list[Exception] = []
-        uac._on_error = lambda d, a, e: big_errors.append(e)
         sender2 = await UdpTransport.listen("127.0.0.1", 0, lambda m, t, a: None)
         sender2.send(b"X" * 5000, uac.local_addr)
         await asyncio.sleep(0.05)
@@ -794,3 +1119,11 @@ async def test_tcp_loopback_responses_use_the_same_connection() -> None:
         await server.close()
         uas_layer.close()
         uac_layer.close()
+
+
+def test_core_types_are_what_the_events_carry() -> None:
+    h = Harness()
+    t = h.transport()
+    h.receive(wire(make_request()), t)
+    assert isinstance(h.last_tx(), InviteServerTransaction)
+    assert h.table.find_invite_server_transaction(build_cancel(make_request())) is h.last_tx()

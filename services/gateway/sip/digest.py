@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
-from .message import SipParseError
+from .syntax import SipParseError
 
 __all__ = [
     "DigestError",

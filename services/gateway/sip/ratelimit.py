@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from collections import deque
 
+__all__ = ["FailureLockout", "TokenBucket"]
+
 
 class TokenBucket:
     """`rate` requests per second per key with bursts up to `burst`; bounded key table."""

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from gateway.sip import digest
-from gateway.sip.message import (NameAddr, SipParseError, SipRequest, SipResponse, SipUri,
-                                 make_response, parse_name_addr)
+from gateway.sip.builders import make_response
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.ratelimit import FailureLockout, TokenBucket
+from gateway.sip.syntax import SipParseError
 from gateway.sip.transport import Transport
+from gateway.sip.uri import NameAddr, SipUri, parse_name_addr
+
+__all__ = ["DEFAULT_EXPIRES", "MAX_EXPIRES", "MIN_EXPIRES", "Binding", "Registrar"]
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from .message import SipParseError, SipRequest, SipResponse, StreamFramer, parse_message
+from .framing import StreamFramer
+from .message import SipRequest, SipResponse, parse_message
+from .syntax import SipParseError
 
 __all__ = [
     "Addr",

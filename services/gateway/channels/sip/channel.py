@@ -20,13 +20,16 @@ from gateway.core.contracts import (Attempt, CallerParty, CallSink, Leg, Offer, 
                                     Release)
 from gateway.media.endpoint import NoFreePort, PortAllocator, RtpEndpoint
 from gateway.sip import sdp
-from gateway.sip.message import (Headers, SipParseError, SipRequest, SipResponse, make_response,
-                                 new_branch, new_call_id, new_tag, parse_name_addr)
+from gateway.sip.builders import (bad_request_for, build_cancel, make_response, new_branch,
+                                  new_call_id, new_tag)
+from gateway.sip.headers import Headers
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.registrar import Binding, Registrar
-from gateway.sip.transaction import (InviteOkRetransmitter, ServerTransaction, TransactionLayer,
-                                     build_cancel)
+from gateway.sip.syntax import SipParseError
+from gateway.sip.transaction_asyncio import (InviteOkRetransmitter, ServerTransaction,
+                                             TransactionLayer)
 from gateway.sip.transport import Addr, Transport
-from gateway.sip.useragent import USER_AGENT, bad_request_for
+from gateway.sip.uri import parse_name_addr
 
 __all__ = ["ALLOW", "SipChannel", "result_for"]
 
@@ -40,6 +43,7 @@ ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER")
 ALLOW = ", ".join(ALLOWED)
 KNOWN_UNSUPPORTED = {"SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "REFER", "UPDATE", "PRACK",
                      "PUBLISH"}
+USER_AGENT = "Hotline/0.1"
 COUNTED_METHODS = frozenset(ALLOWED) | KNOWN_UNSUPPORTED   # metric labels stay bounded
 CANCEL_WAIT_S = 5.0      # how long a CANCELled INVITE may take to end with its final response
 LINGER_S = 5.0           # a failed outbound leg stays routable for late retransmissions
@@ -107,7 +111,7 @@ class SipChannel:
         """Answer 400 to a malformed request when it has enough to route a response."""
         SIP_BAD.inc()
         log.info("malformed SIP from %s:%d: %s", addr[0], addr[1], exc)
-        resp = bad_request_for(data, str(exc))
+        resp = bad_request_for(data, str(exc), server=USER_AGENT)
         if resp is not None:
             try:
                 transport.send(resp, addr)

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.media.endpoint import RtpEndpoint
-from gateway.sip.message import SipRequest, parse_name_addr
-from gateway.sip.transaction import ClientTransaction, InviteOkRetransmitter, ServerTransaction
+from gateway.sip.message import SipRequest
+from gateway.sip.transaction_asyncio import (ClientTransaction, InviteOkRetransmitter,
+                                             ServerTransaction)
 from gateway.sip.transport import Addr, Transport
+from gateway.sip.uri import parse_name_addr
 
 if TYPE_CHECKING:
     from gateway.core.contracts import Signalling

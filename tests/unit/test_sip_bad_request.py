@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sip.message import SipParseError, SipResponse, parse_message
-from gateway.sip.useragent import bad_request_for
+from gateway.sip.builders import bad_request_for
+from gateway.sip.message import SipResponse, parse_message
+from gateway.sip.syntax import SipParseError
 
 VIA = "SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKbad1;rport"
 FROM = "<sip:5551234@10.0.0.7>;tag=ab12"
@@ -94,3 +95,9 @@ def test_none_for_a_response() -> None:
                                   b"\xff\xfe\x00binary junk"])
 def test_none_for_garbage(data: bytes) -> None:
     assert bad_request_for(data, "garbage") is None
+
+
+def test_server_header_only_when_given() -> None:
+    assert "Server" not in parsed(bad_request_for(request(), "bad")).headers
+    resp = parsed(bad_request_for(request(), "bad", server="Hotline/0.1"))
+    assert resp.headers.get("Server") == "Hotline/0.1"
