@@ -6,9 +6,10 @@ APT_PACKAGES := sip-tester chromium espeak-ng sox
 PROTOS := $(wildcard protos/hotline/v1/*.proto)
 GEN := services/common/generated
 
-.PHONY: setup apt venv proto prompts run test test-unit test-e2e bench postgres clean
+.PHONY: setup apt venv proto develop prompts run test test-unit test-e2e bench postgres clean lint \
+	typecheck format
 
-setup: apt deploy-apt venv proto prompts crd-models ## everything a fresh machine needs
+setup: apt deploy-apt venv proto develop prompts crd-models ## everything a fresh machine needs
 	@echo "setup complete"
 
 apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox)
@@ -19,16 +20,20 @@ apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox)
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "apt: all present"; fi
 
-venv: ## virtualenv with the pinned Python dependencies and the source paths
+venv: ## virtualenv with the pinned Python dependencies
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	@$(PY) -c "import sysconfig, pathlib; root = pathlib.Path('.').resolve(); \
-	pathlib.Path(sysconfig.get_paths()['purelib'], 'hotline.pth').write_text( \
-	f'{root}/services\n{root}/$(GEN)\n')"
 
-proto: ## generated protobuf/gRPC code
+develop: proto ## the project installed editable (after proto: the generated `hotline` package is part of it)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+proto: ## generated protobuf/gRPC code, with typed stubs for messages and services (mypy-protobuf)
 	@mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --grpc_python_out=$(GEN) \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(GEN) \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN) \
+	  $(PROTOS)
+	@test -f $(GEN)/hotline/__init__.py || touch $(GEN)/hotline/__init__.py $(GEN)/hotline/v1/__init__.py
 
 prompts: ## IVR prompts (espeak-ng) and hold music into var/prompts
 	$(PY) -m ivr.prompts
@@ -49,6 +54,17 @@ test-unit:
 
 test-e2e:
 	$(PY) -m pytest -q tests/e2e
+
+lint: ## ruff (pycodestyle, pyflakes, import order, bugbear, naming) and the formatter's check
+	$(VENV)/bin/ruff check services tests bench deploy
+	$(VENV)/bin/ruff format --check services tests bench deploy
+
+format: ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix services tests bench deploy
+	$(VENV)/bin/ruff format services tests bench deploy
+
+typecheck: ## mypy, strict on services/ (generated protobuf code through its .pyi stubs)
+	$(VENV)/bin/mypy
 
 bench: ## benchmarks, each printing ratios against a baseline run in the same command
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

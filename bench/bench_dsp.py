@@ -33,9 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "services"))
-
 from gateway.dsp.bank import LineBank
 from gateway.dsp.dtmf import DtmfDetector
 from gateway.dsp.levels import to_int16
@@ -45,18 +42,24 @@ from gateway.dsp.tones import DTMF_COLS, DTMF_KEYS, DTMF_ROWS, dial_digits, nois
 from gateway.media.audio import FRAME_SAMPLES as FRAME
 from gateway.media.audio import SAMPLE_RATE
 
+ROOT = Path(__file__).resolve().parents[1]
 GOAL_LINES_PER_CORE = 100.0
 
 
 def _speech(seconds: float, seed: int) -> np.ndarray:
     """espeak-ng speech if installed, else a gliding harmonic voice-like signal."""
     if shutil.which("espeak-ng"):
-        text = ("Thank you for calling. Your call is important to us. Please enter your "
-                "account number followed by the hash key. One two three four five six.")
+        text = (
+            "Thank you for calling. Your call is important to us. Please enter your "
+            "account number followed by the hash key. One two three four five six."
+        )
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "s.wav"
-            subprocess.run(["espeak-ng", "-w", str(wav), "-p", str(30 + seed % 60), text],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-w", str(wav), "-p", str(30 + seed % 60), text],
+                check=True,
+                capture_output=True,
+            )
             with wave.open(str(wav)) as w:
                 pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
                 x = resample(pcm, w.getframerate(), SAMPLE_RATE)
@@ -86,9 +89,9 @@ def line_audio(seconds: float, seed: int) -> np.ndarray:
     keys = dial_digits(KEYS, 80, 80, -10.0).astype(np.float64)
     ring = US.generate("ringback", 6500).astype(np.float64)
     for start in _sequence_starts(n, len(keys), len(ring)):
-        x[start:start + len(keys)] = keys
+        x[start : start + len(keys)] = keys
         s2 = start + len(keys) + SAMPLE_RATE
-        x[s2:s2 + len(ring)] = ring
+        x[s2 : s2 + len(ring)] = ring
     x = x + noise(seconds * 1000, -55.0, seed=seed).astype(np.float64)
     return to_int16(x)
 
@@ -98,8 +101,9 @@ class NaiveFftDetector:
 
     def __init__(self) -> None:
         self._win = np.hanning(FRAME)
-        centre = np.rint(np.array(DTMF_ROWS + DTMF_COLS + (350.0, 440.0, 480.0, 620.0))
-                         * FRAME / SAMPLE_RATE).astype(int)
+        centre = np.rint(
+            np.array(DTMF_ROWS + DTMF_COLS + (350.0, 440.0, 480.0, 620.0)) * FRAME / SAMPLE_RATE
+        ).astype(int)
         self._bins = centre[:, None] + np.array([-1, 0, 1])[None, :]  # Hann main lobe
         self._last = ""
         self._count = 0
@@ -130,8 +134,8 @@ def run(make, audio: list[np.ndarray], frames: int) -> tuple[float, int]:
     t0 = time.process_time()
     for f in range(frames):
         lo = f * FRAME
-        for obj, x in zip(lines, audio):
-            events += len(obj(x[lo:lo + FRAME]))
+        for obj, x in zip(lines, audio, strict=False):
+            events += len(obj(x[lo : lo + FRAME]))
     return time.process_time() - t0, events
 
 
@@ -142,7 +146,7 @@ def run_bank(audio: list[np.ndarray], frames: int) -> tuple[float, int]:
     events = 0
     t0 = time.process_time()
     for f in range(frames):
-        events += len(bank.feed(block[:, f * FRAME:(f + 1) * FRAME]))
+        events += len(bank.feed(block[:, f * FRAME : (f + 1) * FRAME]))
     return time.process_time() - t0, events
 
 
@@ -153,6 +157,7 @@ def ours():
         ev = dtmf.feed(frame)
         p = prog.feed(frame)
         return ev + [p] if p else ev
+
     return step
 
 
@@ -182,25 +187,33 @@ def main() -> None:
         us = cpu / total * 1e6
         results.append((name, us, 1e6 / (us * 50), events))
     base_lines = results[0][2]
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}")
-    print(f"{args.lines} lines x {args.seconds:.0f} s of audio = {total} frames of 20 ms "
-          f"(speech: {'espeak-ng' if shutil.which('espeak-ng') else 'synthetic'}, "
-          f"every 10 s 12 key presses and a ringback)")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{args.lines} lines x {args.seconds:.0f} s of audio = {total} frames of 20 ms "
+        f"(speech: {'espeak-ng' if shutil.which('espeak-ng') else 'synthetic'}, "
+        f"every 10 s 12 key presses and a ringback)"
+    )
     print("real-time requirement: 1.0 line = 50 frames/s; lines/core = 1 s / (CPU per frame x 50)")
     print(f"{'detector':<38}{'us/frame':>9}{'lines/core':>12}{'vs baseline':>13}{'events':>8}")
     for name, us, lines, events in results:
         print(f"{name:<38}{us:>9.1f}{lines:>12.0f}{lines / base_lines:>12.2f}x{events:>8}")
     n = int(args.seconds * SAMPLE_RATE)
     seqs = len(_sequence_starts(n, len(dial_digits(KEYS, 80, 80)), 52000)) * args.lines
-    print(f"expected events: {seqs * len(KEYS)} key presses + {seqs} ringbacks = "
-          f"{seqs * (len(KEYS) + 1)}; the baseline reports digits only, so anything above "
-          f"{seqs * len(KEYS)} there is talk-off from the speech")
+    print(
+        f"expected events: {seqs * len(KEYS)} key presses + {seqs} ringbacks = "
+        f"{seqs * (len(KEYS) + 1)}; the baseline reports digits only, so anything above "
+        f"{seqs * len(KEYS)} there is talk-off from the speech"
+    )
     per_line = results[1][2]
     verdict = "PASS" if per_line >= GOAL_LINES_PER_CORE else "FAIL"
-    print(f"goal >= {GOAL_LINES_PER_CORE:.0f} lines/core with the per-line API: {verdict} "
-          f"({per_line:.0f} lines/core = {per_line / GOAL_LINES_PER_CORE:.1f}x the goal; "
-          f"batched {results[2][2]:.0f})")
+    print(
+        f"goal >= {GOAL_LINES_PER_CORE:.0f} lines/core with the per-line API: {verdict} "
+        f"({per_line:.0f} lines/core = {per_line / GOAL_LINES_PER_CORE:.1f}x the goal; "
+        f"batched {results[2][2]:.0f})"
+    )
     sys.exit(0 if verdict == "PASS" else 1)
 
 

@@ -14,15 +14,12 @@ with the bare parse+codec+pack line above it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 from collections.abc import Callable
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "services"))
 
 from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
 from gateway.media.rtp import RtpPacket, parse_rtp  # noqa: E402
@@ -68,7 +65,7 @@ def main() -> None:
     frames = make_frames()
     ulaw = [ulaw_encode(f) for f in frames]
     alaw = [alaw_encode(f) for f in frames]
-    raw16 = [f.tobytes() for f in frames]
+    [f.tobytes() for f in frames]
     packets = [RtpPacket(0, i, i * 160, 0x1234ABCD, p).pack() for i, p in enumerate(ulaw)]
 
     def ours_ulaw() -> int:
@@ -149,10 +146,14 @@ def main() -> None:
     else:
         print("audioop not available (Python >= 3.13): no baseline")
     print(f"RTP parse+pack / ulaw numpy codec    = {rtp / ours:.2f}x")
-    print(f"one leg: {leg / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels in real time per core "
-          "(receive + send, excluding socket I/O)")
-    print(f"RtpSession leg / bare leg            = {sess / leg:.2f}x "
-          f"({sess / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels per core)")
+    print(
+        f"one leg: {leg / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels in real time per core "
+        "(receive + send, excluding socket I/O)"
+    )
+    print(
+        f"RtpSession leg / bare leg            = {sess / leg:.2f}x "
+        f"({sess / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels per core)"
+    )
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ The baseline is Python's builtin `min()` over the same agents by `idle_since`, t
 any strategy could do; the ratio shows what skills matching and the strategy contract cost.
 Run: .venv/bin/python bench/bench_routing.py
 """
+
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "services"), str(ROOT / "services" / "common" / "generated")]
 
 from acd.agents import READY, Agent  # noqa: E402
 from acd.queues import WaitingCall  # noqa: E402
@@ -39,13 +38,15 @@ def rate(fn, seconds: float = 0.5) -> float:  # noqa: ANN001
 def main() -> None:
     call = WaitingCall("c1", "support", 0, "5551234", "10000", skills=frozenset({"en"}))
     plain = WaitingCall("c2", "support", 0, "5551234", "10000")
-    print(f"{'agents':>7} {'longest_idle/s':>15} {'with skills/s':>14} {'baseline min()/s':>17} "
-          f"{'ratio':>6}")
+    print(
+        f"{'agents':>7} {'longest_idle/s':>15} {'with skills/s':>14} {'baseline min()/s':>17} "
+        f"{'ratio':>6}"
+    )
     for n in (16, 100, 1000):
         pool = agents(n)
-        ours = rate(lambda: longest_idle(plain, pool))
-        skilled = rate(lambda: longest_idle(call, pool))
-        base = rate(lambda: min(pool, key=lambda a: a.idle_since))
+        ours = rate(lambda pool=pool: longest_idle(plain, pool))
+        skilled = rate(lambda pool=pool: longest_idle(call, pool))
+        base = rate(lambda pool=pool: min(pool, key=lambda a: a.idle_since))
         print(f"{n:>7} {ours:>15,.0f} {skilled:>14,.0f} {base:>17,.0f} {ours / base:>6.2f}")
 
 

@@ -16,9 +16,6 @@ import time
 from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services"))
 
 from gateway.sip.message import parse_message
 
@@ -43,7 +40,7 @@ INVITE = (
     b"Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK4b43c2ff8.1;received=198.51.100.7\r\n"
     b"Max-Forwards: 69\r\n"
     b"Record-Route: <sip:198.51.100.7;lr>\r\n"
-    b"From: \"Alice Caller\" <sip:+15559870000@carrier.example.net>;tag=1928301774\r\n"
+    b'From: "Alice Caller" <sip:+15559870000@carrier.example.net>;tag=1928301774\r\n'
     b"To: <sip:+15551230000@gw.hotline.example.com>\r\n"
     b"Call-ID: a84b4c76e66710@pc33.carrier.example.net\r\n"
     b"CSeq: 314159 INVITE\r\n"
@@ -97,7 +94,9 @@ def main() -> None:
         head, _, body = data.partition(b"\r\n\r\n")
         return [line.partition(b":") for line in head.split(b"\r\n")], body
 
-    assert parse_message(parse_message(data).to_bytes()).to_bytes() == parse_message(data).to_bytes()
+    assert (
+        parse_message(parse_message(data).to_bytes()).to_bytes() == parse_message(data).to_bytes()
+    )
     results = rates(
         {
             "hotline parse_message": hotline_parse,
@@ -112,8 +111,10 @@ def main() -> None:
     for name, r in results.items():
         print(f"  {name:36s} {r:>12,.0f} msg/s")
     parse = results["hotline parse_message"]
-    print(f"  ratio parse_message / email.parser  = {parse / results['baseline email.parser (compat32)']:.2f}x")
-    print(f"  ratio parse_message / bare split    = {parse / results['baseline bare bytes.split']:.2f}x")
+    email_rate = results["baseline email.parser (compat32)"]
+    split_rate = results["baseline bare bytes.split"]
+    print(f"  ratio parse_message / email.parser  = {parse / email_rate:.2f}x")
+    print(f"  ratio parse_message / bare split    = {parse / split_rate:.2f}x")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ image-base: image-apt build/base.tar ## the Debian base image, from Debian's pac
 	  || { $(PODMAN) import --change 'LABEL hotline.base.tar=$(shell stat -c %Y build/base.tar 2>/dev/null)' \
 	       build/base.tar $(BASE_IMAGE) >/dev/null && echo "imported $(BASE_IMAGE)"; }
 
-build/wheels/.done: requirements.txt deploy/image-packages.txt
+build/wheels/.done: requirements.txt pyproject.toml
 	@mkdir -p build/wheels
 	$(PY) deploy/image_requirements.py > build/wheels/requirements.txt
 	$(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: \

@@ -1,10 +1,12 @@
-"""Prints the image's pinned requirements: the runtime distributions named in
-deploy/image-packages.txt with their pins from requirements.txt, and every dependency they pull
+"""Prints the image's pinned requirements: the project's runtime dependencies (pyproject.toml)
+with their pins from requirements.txt, and every dependency they pull
 in pinned to the version installed in the project's virtualenv (the one the tests ran with)."""
+
 from __future__ import annotations
 
 import re
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -24,9 +26,8 @@ def main() -> int:
         if line:
             req = Requirement(line)
             pins[canon(req.name)] = line
-    wanted = [canon(line.split("#", 1)[0].strip()) for line in
-              (ROOT / "deploy" / "image-packages.txt").read_text().splitlines()
-              if line.split("#", 1)[0].strip()]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [canon(Requirement(dep).name) for dep in project["dependencies"]]
     missing = [w for w in wanted if w not in pins]
     if missing:
         print(f"not pinned in requirements.txt: {', '.join(missing)}", file=sys.stderr)

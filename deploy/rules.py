@@ -19,6 +19,7 @@ Formulas (docs/deploy.md, "Queue KPIs"):
   occupancy     = agent time on call or in wrap-up / agent time staffed (ready, ringing, on call,
                   wrap-up), per site: the ACD's agent gauge has no queue label
 """
+
 from __future__ import annotations
 
 import sys
@@ -58,20 +59,31 @@ def rec(name: str, expr: str) -> dict:
 def counter_increases(window: str) -> list[dict]:
     """Offered, answered, abandoned, answered within threshold, wait sum/count over a window."""
     out = []
-    for kpi, metric in (("offered", "hotline_queue_offered_total"),
-                        ("answered", "hotline_queue_answered_total"),
-                        ("abandoned", "hotline_queue_abandoned_total"),
-                        ("wait_seconds_sum", "hotline_queue_answer_wait_seconds_sum"),
-                        ("wait_seconds_count", "hotline_queue_answer_wait_seconds_count"),
-                        ("handle_seconds_sum", "hotline_queue_handle_time_seconds_sum"),
-                        ("handled", 'hotline_queue_handle_time_seconds_count{phase="talk"}')):
-        out.append(rec(f"hotline:queue_{kpi}:increase{window}",
-                       f"sum by (site, queue) (increase({_range(metric, window)}))"))
-    out.append(rec(f"hotline:queue_answered_within_threshold:increase{window}", f"""
+    for kpi, metric in (
+        ("offered", "hotline_queue_offered_total"),
+        ("answered", "hotline_queue_answered_total"),
+        ("abandoned", "hotline_queue_abandoned_total"),
+        ("wait_seconds_sum", "hotline_queue_answer_wait_seconds_sum"),
+        ("wait_seconds_count", "hotline_queue_answer_wait_seconds_count"),
+        ("handle_seconds_sum", "hotline_queue_handle_time_seconds_sum"),
+        ("handled", 'hotline_queue_handle_time_seconds_count{phase="talk"}'),
+    ):
+        out.append(
+            rec(
+                f"hotline:queue_{kpi}:increase{window}",
+                f"sum by (site, queue) (increase({_range(metric, window)}))",
+            )
+        )
+    out.append(
+        rec(
+            f"hotline:queue_answered_within_threshold:increase{window}",
+            f"""
 sum by (site, queue) (
   increase(hotline_queue_answer_wait_seconds_bucket[{window}])
   and on(site, queue, le) hotline:queue_service_level_threshold_seconds
-)"""))
+)""",
+        )
+    )
     return out
 
 
@@ -84,7 +96,9 @@ def ratios(window: str) -> list[dict]:
     w = window
     zero = f"on(site, queue) (hotline:queue_offered:increase{w} * 0)"
     return [
-        rec(f"hotline:queue_service_level:ratio{w}", f"""
+        rec(
+            f"hotline:queue_service_level:ratio{w}",
+            f"""
 (hotline:queue_answered_within_threshold:increase{w} or {zero})
 / on(site, queue)
 (
@@ -94,43 +108,68 @@ def ratios(window: str) -> list[dict]:
     (hotline:queue_abandoned:increase{w} * on(site, queue) hotline:queue_service_level_abandon_weight)
     or {zero}
   )
-)"""),
-        rec(f"hotline:queue_asa_seconds:{w}",
+)""",
+        ),
+        rec(
+            f"hotline:queue_asa_seconds:{w}",
             f"hotline:queue_wait_seconds_sum:increase{w}\n"
-            f"/ on(site, queue) hotline:queue_wait_seconds_count:increase{w}"),
-        rec(f"hotline:queue_aht_seconds:{w}",
+            f"/ on(site, queue) hotline:queue_wait_seconds_count:increase{w}",
+        ),
+        rec(
+            f"hotline:queue_aht_seconds:{w}",
             f"hotline:queue_handle_seconds_sum:increase{w}\n"
-            f"/ on(site, queue) hotline:queue_handled:increase{w}"),
-        rec(f"hotline:queue_abandon_rate:ratio{w}", f"""
+            f"/ on(site, queue) hotline:queue_handled:increase{w}",
+        ),
+        rec(
+            f"hotline:queue_abandon_rate:ratio{w}",
+            f"""
 (hotline:queue_abandoned:increase{w} or {zero})
-/ on(site, queue) hotline:queue_offered:increase{w}"""),
+/ on(site, queue) hotline:queue_offered:increase{w}""",
+        ),
     ]
 
 
 def occupancy(window: str) -> dict:
-    return rec(f"hotline:site_occupancy:ratio{window}", f"""
+    return rec(
+        f"hotline:site_occupancy:ratio{window}",
+        f"""
 sum by (site) (avg_over_time(hotline_agents{{{BUSY}}}[{window}]))
-/ on(site) sum by (site) (avg_over_time(hotline_agents{{{STAFFED}}}[{window}]))""")
+/ on(site) sum by (site) (avg_over_time(hotline_agents{{{STAFFED}}}[{window}]))""",
+    )
 
 
 def today_rules() -> list[dict]:
     """Since the site's local midnight: 1-minute increases summed over today's minutes."""
-    rules = [rec("hotline:today_minute",
-                 "floor((((time() + hotline:today_utc_offset_seconds) % 86400 + 86400) % 86400) / 60)")]
-    for kpi, metric in (("offered", "hotline_queue_offered_total"),
-                        ("answered", "hotline_queue_answered_total"),
-                        ("abandoned", "hotline_queue_abandoned_total"),
-                        ("wait_seconds_sum", "hotline_queue_answer_wait_seconds_sum"),
-                        ("wait_seconds_count", "hotline_queue_answer_wait_seconds_count"),
-                        ("handle_seconds_sum", "hotline_queue_handle_time_seconds_sum"),
-                        ("handled", 'hotline_queue_handle_time_seconds_count{phase="talk"}')):
-        rules.append(rec(f"hotline:queue_{kpi}:increase_today", f"""
+    rules = [
+        rec(
+            "hotline:today_minute",
+            "floor((((time() + hotline:today_utc_offset_seconds) % 86400 + 86400) % 86400) / 60)",
+        )
+    ]
+    for kpi, metric in (
+        ("offered", "hotline_queue_offered_total"),
+        ("answered", "hotline_queue_answered_total"),
+        ("abandoned", "hotline_queue_abandoned_total"),
+        ("wait_seconds_sum", "hotline_queue_answer_wait_seconds_sum"),
+        ("wait_seconds_count", "hotline_queue_answer_wait_seconds_count"),
+        ("handle_seconds_sum", "hotline_queue_handle_time_seconds_sum"),
+        ("handled", 'hotline_queue_handle_time_seconds_count{phase="talk"}'),
+    ):
+        rules.append(
+            rec(
+                f"hotline:queue_{kpi}:increase_today",
+                f"""
 sum by (site, queue) (
   sum_over_time(
     (sum by (site, queue) (increase({metric}[1m])) {TODAY})[1439m:1m]
   )
-)"""))
-    rules.append(rec("hotline:queue_answered_within_threshold:increase_today", f"""
+)""",
+            )
+        )
+    rules.append(
+        rec(
+            "hotline:queue_answered_within_threshold:increase_today",
+            f"""
 sum by (site, queue) (
   sum_over_time(
     (
@@ -141,12 +180,19 @@ sum by (site, queue) (
       {TODAY}
     )[1439m:1m]
   )
-)"""))
+)""",
+        )
+    )
     rules += ratios("_today")
-    rules.append(rec("hotline:site_occupancy:ratio_today", f"""
+    rules.append(
+        rec(
+            "hotline:site_occupancy:ratio_today",
+            f"""
 sum by (site) (sum_over_time((sum by (site) (hotline_agents{{{BUSY}}}) {TODAY})[1439m:1m]))
 / on(site)
-sum by (site) (sum_over_time((sum by (site) (hotline_agents{{{STAFFED}}}) {TODAY})[1439m:1m]))"""))
+sum by (site) (sum_over_time((sum by (site) (hotline_agents{{{STAFFED}}}) {TODAY})[1439m:1m]))""",
+        )
+    )
     return rules
 
 
@@ -166,112 +212,178 @@ def alert(name: str, expr: str, for_: str, severity: str, summary: str, descript
 
 
 def burn(window: str) -> str:
-    return (f"(1 - hotline:queue_service_level:ratio{window})\n"
-            f"  / on(site, queue) (1 - hotline:queue_service_level_target)")
+    return (
+        f"(1 - hotline:queue_service_level:ratio{window})\n"
+        f"  / on(site, queue) (1 - hotline:queue_service_level_target)"
+    )
 
 
 ALERTS = [
-    alert("HotlineServiceLevelBurnFast", f"""
+    alert(
+        "HotlineServiceLevelBurnFast",
+        f"""
 (
   {burn("1h")} > 2
 and on(site, queue)
   {burn("5m")} > 2
 )
-and on(site, queue) hotline:queue_offered:increase1h >= 10""", "2m", "page",
-          "Queue {{ $labels.queue }} at {{ $labels.site }} is far below its service level",
-          "Over the last hour and the last 5 minutes, queue {{ $labels.queue }} at site "
-          "{{ $labels.site }} missed its service-level target at more than twice the "
-          "allowed rate: callers wait longer than the threshold and hang up."),
-    alert("HotlineServiceLevelBurnSlow", f"""
+and on(site, queue) hotline:queue_offered:increase1h >= 10""",
+        "2m",
+        "page",
+        "Queue {{ $labels.queue }} at {{ $labels.site }} is far below its service level",
+        "Over the last hour and the last 5 minutes, queue {{ $labels.queue }} at site "
+        "{{ $labels.site }} missed its service-level target at more than twice the "
+        "allowed rate: callers wait longer than the threshold and hang up.",
+    ),
+    alert(
+        "HotlineServiceLevelBurnSlow",
+        f"""
 (
   {burn("6h")} > 1
 and on(site, queue)
   {burn("30m")} > 1
 )
-and on(site, queue) hotline:queue_offered:increase6h >= 30""", "15m", "ticket",
-          "Queue {{ $labels.queue }} at {{ $labels.site }} is below its service level for hours",
-          "Over the last 6 hours and the last 30 minutes, queue {{ $labels.queue }} at site "
-          "{{ $labels.site }} stayed under its service-level target: staffing or routing "
-          "does not match demand."),
-    alert("HotlineQueueOldestWaitHigh", """
+and on(site, queue) hotline:queue_offered:increase6h >= 30""",
+        "15m",
+        "ticket",
+        "Queue {{ $labels.queue }} at {{ $labels.site }} is below its service level for hours",
+        "Over the last 6 hours and the last 30 minutes, queue {{ $labels.queue }} at site "
+        "{{ $labels.site }} stayed under its service-level target: staffing or routing "
+        "does not match demand.",
+    ),
+    alert(
+        "HotlineQueueOldestWaitHigh",
+        """
 max by (site, queue) (hotline_queue_oldest_wait_seconds)
-> on(site, queue) hotline:queue_oldest_wait_alert_seconds""", "1m", "page",
-          "A caller has waited too long in {{ $labels.queue }} at {{ $labels.site }}",
-          "The oldest call waiting in queue {{ $labels.queue }} at site {{ $labels.site }} "
-          "has waited longer than the queue's alert threshold."),
-    alert("HotlineCallsWaitingNoAgent", f"""
+> on(site, queue) hotline:queue_oldest_wait_alert_seconds""",
+        "1m",
+        "page",
+        "A caller has waited too long in {{ $labels.queue }} at {{ $labels.site }}",
+        "The oldest call waiting in queue {{ $labels.queue }} at site {{ $labels.site }} "
+        "has waited longer than the queue's alert threshold.",
+    ),
+    alert(
+        "HotlineCallsWaitingNoAgent",
+        f"""
 sum by (site, queue) (hotline_queue_calls_waiting) > 0
-unless on(site) (sum by (site) (hotline_agents{{{STAFFED}}}) > 0)""", "1m", "page",
-          "Callers wait in {{ $labels.queue }} at {{ $labels.site }} and no agent is staffed",
-          "Calls are waiting in queue {{ $labels.queue }} at site {{ $labels.site }} while no "
-          "agent is ready, ringing, on a call or in wrap-up: nobody will answer them."),
-    alert("HotlineAbandonRateHigh", """
+unless on(site) (sum by (site) (hotline_agents{{{STAFFED}}}) > 0)""",
+        "1m",
+        "page",
+        "Callers wait in {{ $labels.queue }} at {{ $labels.site }} and no agent is staffed",
+        "Calls are waiting in queue {{ $labels.queue }} at site {{ $labels.site }} while no "
+        "agent is ready, ringing, on a call or in wrap-up: nobody will answer them.",
+    ),
+    alert(
+        "HotlineAbandonRateHigh",
+        """
 hotline:queue_abandon_rate:ratio1h > on(site, queue) hotline:queue_abandon_rate_alert
-and on(site, queue) hotline:queue_offered:increase1h >= 10""", "5m", "ticket",
-          "Many callers hang up in {{ $labels.queue }} at {{ $labels.site }}",
-          "Over the last hour more callers abandoned queue {{ $labels.queue }} at site "
-          "{{ $labels.site }} than the queue's alert threshold allows."),
-    alert("HotlineServiceDown", """
-up{job=~"hotline-(gateway|acd|ivr|crm|recorder)"} == 0""", "1m", "page",
-          "{{ $labels.job }} at {{ $labels.site }} cannot be scraped",
-          "Prometheus cannot scrape {{ $labels.job }} ({{ $labels.instance }}) at site "
-          "{{ $labels.site }}: the process is down, crash-looping or unreachable."),
-    alert("HotlineServiceNotReady", """
+and on(site, queue) hotline:queue_offered:increase1h >= 10""",
+        "5m",
+        "ticket",
+        "Many callers hang up in {{ $labels.queue }} at {{ $labels.site }}",
+        "Over the last hour more callers abandoned queue {{ $labels.queue }} at site "
+        "{{ $labels.site }} than the queue's alert threshold allows.",
+    ),
+    alert(
+        "HotlineServiceDown",
+        """
+up{job=~"hotline-(gateway|acd|ivr|crm|recorder)"} == 0""",
+        "1m",
+        "page",
+        "{{ $labels.job }} at {{ $labels.site }} cannot be scraped",
+        "Prometheus cannot scrape {{ $labels.job }} ({{ $labels.instance }}) at site "
+        "{{ $labels.site }}: the process is down, crash-looping or unreachable.",
+    ),
+    alert(
+        "HotlineServiceNotReady",
+        """
 max by (site, job, instance) (hotline_ready) == 0
 or
 max by (namespace, deployment) (
   kube_deployment_status_replicas_unavailable{deployment=~".+-(gateway|acd|ivr|crm|recorder)"}
-) > 0""", "3m", "page",
-          "A Hotline service is not ready",
-          "{{ $labels.job }}{{ $labels.deployment }} {{ $labels.instance }} reports not ready "
-          "(its /readyz names the dependency) or its Deployment has unavailable replicas."),
-    alert("HotlineGatewayNotOnCardNode", """
+) > 0""",
+        "3m",
+        "page",
+        "A Hotline service is not ready",
+        "{{ $labels.job }}{{ $labels.deployment }} {{ $labels.instance }} reports not ready "
+        "(its /readyz names the dependency) or its Deployment has unavailable replicas.",
+    ),
+    alert(
+        "HotlineGatewayNotOnCardNode",
+        """
 hotline:gateway_card_configured == 1
-unless on(site) (sum by (site) (hotline_analog_lines{state!="out_of_service"}) > 0)""", "5m",
-          "page",
-          "The gateway at {{ $labels.site }} is not serving its analog card",
-          "An analog card is configured for site {{ $labels.site }} but no gateway reports "
-          "a working analog line: the gateway is not running on the card node, cannot open "
-          "the DAHDI devices, or is down. The outside lines are not answered."),
-    alert("HotlineAnalogLineAlarm", """
+unless on(site) (sum by (site) (hotline_analog_lines{state!="out_of_service"}) > 0)""",
+        "5m",
+        "page",
+        "The gateway at {{ $labels.site }} is not serving its analog card",
+        "An analog card is configured for site {{ $labels.site }} but no gateway reports "
+        "a working analog line: the gateway is not running on the card node, cannot open "
+        "the DAHDI devices, or is down. The outside lines are not answered.",
+    ),
+    alert(
+        "HotlineAnalogLineAlarm",
+        """
 sum by (site) (hotline_analog_lines{state="out_of_service"}) > 0
 or
-sum by (site) (hotline_analog_span_alarm) > 0""", "2m", "page",
-          "An analog line or span at {{ $labels.site }} is in alarm",
-          "At site {{ $labels.site }} an analog line is out of service or a span reports an "
-          "alarm: calls on that line are not received."),
-    alert("HotlineGatewayDrainTooLong", """
-max by (site) (hotline_gateway_draining) == 1""", "15m", "ticket",
-          "The gateway at {{ $labels.site }} has been draining for 15 minutes",
-          "The gateway at site {{ $labels.site }} refuses new calls (draining) for longer than "
-          "any allowed drainSeconds: it is stuck, or a drain was started by hand and "
-          "forgotten."),
-    alert("HotlineSipErrorRate", """
+sum by (site) (hotline_analog_span_alarm) > 0""",
+        "2m",
+        "page",
+        "An analog line or span at {{ $labels.site }} is in alarm",
+        "At site {{ $labels.site }} an analog line is out of service or a span reports an "
+        "alarm: calls on that line are not received.",
+    ),
+    alert(
+        "HotlineGatewayDrainTooLong",
+        """
+max by (site) (hotline_gateway_draining) == 1""",
+        "15m",
+        "ticket",
+        "The gateway at {{ $labels.site }} has been draining for 15 minutes",
+        "The gateway at site {{ $labels.site }} refuses new calls (draining) for longer than "
+        "any allowed drainSeconds: it is stuck, or a drain was started by hand and "
+        "forgotten.",
+    ),
+    alert(
+        "HotlineSipErrorRate",
+        """
 (
   sum by (site) (rate(hotline_gateway_rejected_total{status=~"[45].."}[5m]))
   / on(site) sum by (site) (rate(hotline_sip_requests_total{method="INVITE"}[5m]))
 ) > 0.2
 and on(site) sum by (site) (rate(hotline_sip_requests_total{method="INVITE"}[5m])) > 0.01""",
-          "5m", "ticket",
-          "Many SIP calls at {{ $labels.site }} are refused",
-          "More than 20% of the INVITEs the gateway at site {{ $labels.site }} received in the "
-          "last 5 minutes were answered with a 4xx/5xx."),
-    alert("HotlineKafkaConsumerLagGrowing", """
+        "5m",
+        "ticket",
+        "Many SIP calls at {{ $labels.site }} are refused",
+        "More than 20% of the INVITEs the gateway at site {{ $labels.site }} received in the "
+        "last 5 minutes were answered with a 4xx/5xx.",
+    ),
+    alert(
+        "HotlineKafkaConsumerLagGrowing",
+        """
 sum by (site, group) (hotline_kafka_consumer_lag) > 100
 and on(site, group) sum by (site, group) (deriv(hotline_kafka_consumer_lag[10m])) > 0""",
-          "10m", "page",
-          "Consumer group {{ $labels.group }} at {{ $labels.site }} falls behind",
-          "The Kafka consumer group {{ $labels.group }} at site {{ $labels.site }} has more "
-          "than 100 events unhandled and the backlog keeps growing: screens, KPIs or CDRs "
-          "are late."),
-    alert("HotlineRecordingFailures", """
+        "10m",
+        "page",
+        "Consumer group {{ $labels.group }} at {{ $labels.site }} falls behind",
+        "The Kafka consumer group {{ $labels.group }} at site {{ $labels.site }} has more "
+        "than 100 events unhandled and the backlog keeps growing: screens, KPIs or CDRs "
+        "are late.",
+    ),
+    alert(
+        "HotlineRecordingFailures",
+        """
 sum by (site) (
   increase({__name__=~"hotline_recording_failures_total|hotline_gateway_recording_failures_total"}[10m])
-) > 0""", "0m", "page",
-          "Recordings at {{ $labels.site }} are failing",
-          "In the last 10 minutes the recorder or the gateway's recording tap at site "
-          "{{ $labels.site }} lost or cut short a recording."),
-    alert("HotlinePoorMediaQuality", """
+) > 0""",
+        "0m",
+        "page",
+        "Recordings at {{ $labels.site }} are failing",
+        "In the last 10 minutes the recorder or the gateway's recording tap at site "
+        "{{ $labels.site }} lost or cut short a recording.",
+    ),
+    alert(
+        "HotlinePoorMediaQuality",
+        """
 histogram_quantile(0.1, sum by (site, le) (rate(hotline_rtp_mos_bucket[10m]))) < 3.6
 or
 (
@@ -280,11 +392,13 @@ or
 ) > 0.02
 or
 histogram_quantile(0.95, sum by (site, le) (rate(hotline_rtp_jitter_seconds_bucket[10m]))) > 0.05""",
-          "10m", "ticket",
-          "Call audio at {{ $labels.site }} is poor",
-          "At site {{ $labels.site }} over the last 10 minutes one call in ten scored a MOS "
-          "estimate under 3.6, or more than 2% of RTP packets were lost, or the 95th "
-          "percentile jitter exceeded 50 ms."),
+        "10m",
+        "ticket",
+        "Call audio at {{ $labels.site }} is poor",
+        "At site {{ $labels.site }} over the last 10 minutes one call in ten scored a MOS "
+        "estimate under 3.6, or more than 2% of RTP packets were lost, or the 95th "
+        "percentile jitter exceeded 50 ms.",
+    ),
 ]
 
 
@@ -294,11 +408,13 @@ def document() -> dict:
         kpis += counter_increases(w)
         kpis += ratios(w)
         kpis.append(occupancy(w))
-    return {"groups": [
-        {"name": "hotline-queue-kpis", "interval": "30s", "rules": kpis},
-        {"name": "hotline-queue-kpis-today", "interval": "1m", "rules": today_rules()},
-        {"name": "hotline-alerts", "interval": "30s", "rules": ALERTS},
-    ]}
+    return {
+        "groups": [
+            {"name": "hotline-queue-kpis", "interval": "30s", "rules": kpis},
+            {"name": "hotline-queue-kpis-today", "interval": "1m", "rules": today_rules()},
+            {"name": "hotline-alerts", "interval": "30s", "rules": ALERTS},
+        ]
+    }
 
 
 HEADER = """\

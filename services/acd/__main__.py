@@ -1,4 +1,5 @@
 """`python -m acd`: the ACD service."""
+
 from acd.app import main
 from acd.settings import AcdSettings
 from common.service import run

@@ -4,6 +4,7 @@ Every transition goes through `AgentBook.transition`, which refuses illegal move
 message naming both states, so an agent's state can be trusted (an agent on a call can never
 be offered a second call, a logged-out agent can never be rung).
 """
+
 from __future__ import annotations
 
 import time
@@ -12,7 +13,11 @@ from dataclasses import dataclass, field
 from hotline.v1.events_pb2 import AgentState
 
 S = AgentState
-LOGGED_OUT, READY, NOT_READY = S.AGENT_STATE_LOGGED_OUT, S.AGENT_STATE_READY, S.AGENT_STATE_NOT_READY
+LOGGED_OUT, READY, NOT_READY = (
+    S.AGENT_STATE_LOGGED_OUT,
+    S.AGENT_STATE_READY,
+    S.AGENT_STATE_NOT_READY,
+)
 RINGING, ON_CALL, WRAP_UP = S.AGENT_STATE_RINGING, S.AGENT_STATE_ON_CALL, S.AGENT_STATE_WRAP_UP
 
 #: state -> states it may move to.
@@ -72,15 +77,17 @@ class AgentBook:
         except KeyError:
             raise UnknownAgent(f"agent {agent_id!r} is not logged in") from None
 
-    def login(self, agent_id: str, extension: str, queues: frozenset[str],
-              skills: frozenset[str]) -> tuple[Agent, int]:
+    def login(
+        self, agent_id: str, extension: str, queues: frozenset[str], skills: frozenset[str]
+    ) -> tuple[Agent, int]:
         """Log an agent in (Not Ready until they say Ready); returns (agent, previous state)."""
         agent = self.agents.get(agent_id)
         if agent is None:
             agent = self.agents[agent_id] = Agent(agent_id, extension, queues, skills)
         elif agent.state in (RINGING, ON_CALL):
-            raise InvalidTransition(f"agent {agent_id} is {state_name(agent.state)}; "
-                                    "cannot log in again during a call")
+            raise InvalidTransition(
+                f"agent {agent_id} is {state_name(agent.state)}; cannot log in again during a call"
+            )
         previous = agent.state
         agent.extension, agent.queues, agent.skills = extension, queues, skills
         if agent.state == LOGGED_OUT:
@@ -92,7 +99,8 @@ class AgentBook:
         old = agent.state
         if new not in TRANSITIONS[old]:
             raise InvalidTransition(
-                f"agent {agent.agent_id} cannot go from {state_name(old)} to {state_name(new)}")
+                f"agent {agent.agent_id} cannot go from {state_name(old)} to {state_name(new)}"
+            )
         now = time.monotonic()
         agent.state, agent.reason, agent.since, agent.since_wall = new, reason, now, time.time()
         agent.call_id = call_id if new in (RINGING, ON_CALL, WRAP_UP) else ""

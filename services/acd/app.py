@@ -1,7 +1,6 @@
 """Wires the ACD: dispatcher, gRPC API, events in (`calls`) and out, KPI collector."""
-from __future__ import annotations
 
-from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
+from __future__ import annotations
 
 from acd.dispatcher import Dispatcher
 from acd.intake import AcdIntake
@@ -11,14 +10,21 @@ from acd.servicer import AcdService
 from acd.settings import AcdSettings
 from common.health import Readiness
 from common.service import Stop, Wiring
+from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
 
 
 async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
     wiring = Wiring("acd", settings, readiness)
     notifier = AcdNotifier(wiring.publisher())
     gateway = gateway_pb2_grpc.CallControlStub(wiring.channel("gateway"))
-    dispatcher = Dispatcher(notifier, gateway, list(settings.queues), settings.site,
-                            settings.ring_timeout_s, settings.wrap_up_s)
+    dispatcher = Dispatcher(
+        notifier,
+        gateway,
+        list(settings.queues),
+        settings.site,
+        settings.ring_timeout_s,
+        settings.wrap_up_s,
+    )
     dispatcher.start()
     wiring.on_stop(dispatcher.stop, "dispatcher")
     wiring.collector(QueueKpiCollector(dispatcher, settings.site))

@@ -6,6 +6,7 @@ no answer â†’ agent Not Ready and the call goes to the next agent; caller gone â
 Calls that end while waiting are counted abandoned and are never offered again. Every
 transition is announced through the `AcdNotifier`, which builds the events.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +14,24 @@ import logging
 from collections import OrderedDict
 
 import grpc
-from hotline.v1 import gateway_pb2 as gw
-from hotline.v1 import gateway_pb2_grpc
 
 from acd import kpis
-from acd.agents import (LOGGED_OUT, NOT_READY, ON_CALL, READY, RINGING, WRAP_UP, Agent, AgentBook,
-                        InvalidTransition)
+from acd.agents import (
+    LOGGED_OUT,
+    NOT_READY,
+    ON_CALL,
+    READY,
+    RINGING,
+    WRAP_UP,
+    Agent,
+    AgentBook,
+    InvalidTransition,
+)
 from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
 from acd.routing.strategies import Strategy, longest_idle
+from hotline.v1 import gateway_pb2 as gw
+from hotline.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +43,16 @@ class UnknownQueue(KeyError):
 
 
 class Dispatcher:
-    def __init__(self, notifier: AcdNotifier, gateway: gateway_pb2_grpc.CallControlStub,
-                 queues: list[str], site: str, ring_timeout_s: float, wrap_up_s: float,
-                 strategy: Strategy = longest_idle) -> None:
+    def __init__(
+        self,
+        notifier: AcdNotifier,
+        gateway: gateway_pb2_grpc.CallControlStub,
+        queues: list[str],
+        site: str,
+        ring_timeout_s: float,
+        wrap_up_s: float,
+        strategy: Strategy = longest_idle,
+    ) -> None:
         self.notifier, self.gateway, self.site = notifier, gateway, site
         self.ring_timeout_s, self.wrap_up_s, self.strategy = ring_timeout_s, wrap_up_s, strategy
         self.queues: dict[str, CallQueue] = {name: CallQueue(name) for name in queues}
@@ -43,8 +60,8 @@ class Dispatcher:
         self.service_level = kpis.ServiceLevel()
         self.answered: dict[str, int] = dict.fromkeys(queues, 0)
         self.abandoned: dict[str, int] = dict.fromkeys(queues, 0)
-        self._on_call: dict[str, str] = {}              # call_id -> agent_id
-        self._ended: OrderedDict[str, None] = OrderedDict()   # recently ended call ids
+        self._on_call: dict[str, str] = {}  # call_id -> agent_id
+        self._ended: OrderedDict[str, None] = OrderedDict()  # recently ended call ids
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -68,8 +85,9 @@ class Dispatcher:
         try:
             return self.queues[name]
         except KeyError:
-            raise UnknownQueue(f"queue {name!r} does not exist (have: "
-                               f"{', '.join(sorted(self.queues))})") from None
+            raise UnknownQueue(
+                f"queue {name!r} does not exist (have: {', '.join(sorted(self.queues))})"
+            ) from None
 
     async def enqueue(self, call: WaitingCall) -> int:
         """Put a call in its queue, start hold music, announce it; returns its position."""
@@ -125,8 +143,9 @@ class Dispatcher:
         if state == READY:
             self._wakeup.set()
 
-    async def login(self, agent_id: str, extension: str, queues: frozenset[str],
-                    skills: frozenset[str]) -> Agent:
+    async def login(
+        self, agent_id: str, extension: str, queues: frozenset[str], skills: frozenset[str]
+    ) -> Agent:
         for name in queues:
             self.queue(name)
         agent, previous = self.book.login(agent_id, extension, queues, skills)
@@ -170,14 +189,25 @@ class Dispatcher:
     async def _offer(self, queue: CallQueue, call: WaitingCall, agent: Agent) -> None:
         await self.notifier.agent_offered(queue.name, call, agent, call.waited())
         try:
-            reply = await self.gateway.ConnectToEndpoint(gw.ConnectRequest(
-                call_id=call.call_id, endpoint=agent.extension, agent_id=agent.agent_id,
-                queue=queue.name, ring_timeout_ms=int(self.ring_timeout_s * 1000)))
+            reply = await self.gateway.ConnectToEndpoint(
+                gw.ConnectRequest(
+                    call_id=call.call_id,
+                    endpoint=agent.extension,
+                    agent_id=agent.agent_id,
+                    queue=queue.name,
+                    ring_timeout_ms=int(self.ring_timeout_s * 1000),
+                )
+            )
             result, detail = reply.result, reply.detail
         except grpc.aio.AioRpcError as exc:
             result, detail = gw.CONNECT_RESULT_UNREACHABLE, f"gateway: {exc.details()}"
-        log.info("offer of %s to %s: %s %s", call.call_id, agent.agent_id,
-                 gw.ConnectResult.Name(result), detail)
+        log.info(
+            "offer of %s to %s: %s %s",
+            call.call_id,
+            agent.agent_id,
+            gw.ConnectResult.Name(result),
+            detail,
+        )
         if result == gw.CONNECT_RESULT_ANSWERED:
             # A caller who hung up while the phone was answered was already counted abandoned.
             if queue.remove(call.call_id) is not None:
@@ -188,7 +218,7 @@ class Dispatcher:
                 self.service_level.record(queue.name, waited <= self.service_level.threshold_s)
             self._on_call[call.call_id] = agent.agent_id
             await self._move(agent, ON_CALL, "answered", call.call_id)
-            if call.call_id in self._ended:   # hung up before we heard of the answer
+            if call.call_id in self._ended:  # hung up before we heard of the answer
                 await self.call_ended(call.call_id, 0)
         elif result == gw.CONNECT_RESULT_CALLER_GONE or call.call_id in self._ended:
             if agent.state == RINGING:
@@ -196,8 +226,11 @@ class Dispatcher:
         else:
             call.offering = False
             kpis.NO_ANSWER.labels(queue.name, self.site).inc()
-            reason = "no-answer" if result == gw.CONNECT_RESULT_NO_ANSWER else \
-                gw.ConnectResult.Name(result).removeprefix("CONNECT_RESULT_").lower()
+            reason = (
+                "no-answer"
+                if result == gw.CONNECT_RESULT_NO_ANSWER
+                else gw.ConnectResult.Name(result).removeprefix("CONNECT_RESULT_").lower()
+            )
             if agent.state == RINGING:
                 await self._move(agent, NOT_READY, reason)
             self._hold_again(call)

@@ -3,6 +3,7 @@
 Only a call's end matters to the ACD today: a caller who hangs up while queued is abandoned,
 an agent whose call ended goes to wrap-up. Everything else on `calls` is ignored.
 """
+
 from __future__ import annotations
 
 from acd.dispatcher import Dispatcher

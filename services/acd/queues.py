@@ -1,4 +1,5 @@
 """Queues of waiting calls: priority first (VIP tiers), then first come first served."""
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ class WaitingCall:
     data: dict[str, str] = field(default_factory=dict)
     enqueued: float = field(default_factory=time.monotonic)
     attempts: int = 0
-    offering: bool = False      # an agent is being rung for it right now
+    offering: bool = False  # an agent is being rung for it right now
 
     def waited(self, now: float | None = None) -> float:
         return (now if now is not None else time.monotonic()) - self.enqueued

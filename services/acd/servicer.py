@@ -1,21 +1,28 @@
 """The ACD's gRPC servicer: `hotline.v1.Acd` over the dispatcher, with errors that say what was
 wrong."""
+
 from __future__ import annotations
 
 import time
 
 import grpc
-from hotline.v1 import acd_pb2, acd_pb2_grpc
 
 from acd.agents import REQUESTABLE, Agent, InvalidTransition, UnknownAgent, state_name
 from acd.dispatcher import Dispatcher, UnknownQueue
 from acd.queues import WaitingCall
+from hotline.v1 import acd_pb2, acd_pb2_grpc
 
 
 def agent_reply(agent: Agent) -> acd_pb2.Agent:
-    return acd_pb2.Agent(agent_id=agent.agent_id, extension=agent.extension, state=agent.state,
-                         reason=agent.reason, queues=sorted(agent.queues), call_id=agent.call_id,
-                         state_since_ms=int(agent.since_wall * 1000))
+    return acd_pb2.Agent(
+        agent_id=agent.agent_id,
+        extension=agent.extension,
+        state=agent.state,
+        reason=agent.reason,
+        queues=sorted(agent.queues),
+        call_id=agent.call_id,
+        state_since_ms=int(agent.since_wall * 1000),
+    )
 
 
 class AcdService(acd_pb2_grpc.AcdServicer):
@@ -24,30 +31,43 @@ class AcdService(acd_pb2_grpc.AcdServicer):
 
     @staticmethod
     async def _fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-        code = {InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
-                UnknownAgent: grpc.StatusCode.NOT_FOUND,
-                UnknownQueue: grpc.StatusCode.NOT_FOUND}.get(type(exc), grpc.StatusCode.INTERNAL)
+        code = {
+            InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
+            UnknownAgent: grpc.StatusCode.NOT_FOUND,
+            UnknownQueue: grpc.StatusCode.NOT_FOUND,
+        }.get(type(exc), grpc.StatusCode.INTERNAL)
         await context.abort(code, exc.args[0] if exc.args else str(exc))
 
     async def Enqueue(self, request, context):  # noqa: N802, ANN001
         if not request.call_id or not request.queue:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id and queue are required")
-        call = WaitingCall(request.call_id, request.queue, request.priority, request.ani,
-                           request.dnis, frozenset(request.skills), dict(request.data))
+        call = WaitingCall(
+            request.call_id,
+            request.queue,
+            request.priority,
+            request.ani,
+            request.dnis,
+            frozenset(request.skills),
+            dict(request.data),
+        )
         try:
             position = await self.d.enqueue(call)
         except (UnknownQueue, InvalidTransition) as exc:
             await self._fail(context, exc)
-        return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue,
-                                    position=position)
+        return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue, position=position)
 
     async def Login(self, request, context):  # noqa: N802, ANN001
         if not request.agent_id or not request.extension:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "agent_id and extension are required")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "agent_id and extension are required"
+            )
         try:
-            agent = await self.d.login(request.agent_id, request.extension,
-                                       frozenset(request.queues), frozenset(request.skills))
+            agent = await self.d.login(
+                request.agent_id,
+                request.extension,
+                frozenset(request.queues),
+                frozenset(request.skills),
+            )
         except (UnknownQueue, InvalidTransition) as exc:
             await self._fail(context, exc)
         return agent_reply(agent)
@@ -60,12 +80,14 @@ class AcdService(acd_pb2_grpc.AcdServicer):
 
     async def SetState(self, request, context):  # noqa: N802, ANN001
         if request.state not in REQUESTABLE:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"an agent may only ask for ready or not_ready, not "
-                                f"{state_name(request.state)}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"an agent may only ask for ready or not_ready, not {state_name(request.state)}",
+            )
         try:
-            return agent_reply(await self.d.set_state(request.agent_id, request.state,
-                                                      request.reason))
+            return agent_reply(
+                await self.d.set_state(request.agent_id, request.state, request.reason)
+            )
         except (UnknownAgent, InvalidTransition) as exc:
             await self._fail(context, exc)
 
@@ -86,9 +108,18 @@ class AcdService(acd_pb2_grpc.AcdServicer):
         for agent in agents:
             by_state[state_name(agent.state)] = by_state.get(state_name(agent.state), 0) + 1
         return acd_pb2.QueueStatus(
-            queue=queue.name, oldest_wait_ms=int(queue.oldest_wait(now) * 1000),
-            calls=[acd_pb2.QueuedCall(call_id=c.call_id, ani=c.ani, priority=c.priority,
-                                      waited_ms=int(c.waited(now) * 1000)) for c in queue.calls],
-            agents_by_state=by_state, answered=self.d.answered[queue.name],
-            abandoned=self.d.abandoned[queue.name])
-
+            queue=queue.name,
+            oldest_wait_ms=int(queue.oldest_wait(now) * 1000),
+            calls=[
+                acd_pb2.QueuedCall(
+                    call_id=c.call_id,
+                    ani=c.ani,
+                    priority=c.priority,
+                    waited_ms=int(c.waited(now) * 1000),
+                )
+                for c in queue.calls
+            ],
+            agents_by_state=by_state,
+            answered=self.d.answered[queue.name],
+            abandoned=self.d.abandoned[queue.name],
+        )

@@ -3,6 +3,7 @@
 With `common.settings` the only reader of `HOTLINE_*` for the ACD. docs/configuration.md lists
 every variable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ DEFAULT_QUEUES = ("sales", "support")
 
 @dataclass(frozen=True)
 class AcdSettings(Settings):
-    queues: tuple[str, ...] = DEFAULT_QUEUES   # HOTLINE_ACD_QUEUES, comma-separated
-    ring_timeout_s: float = 15.0               # HOTLINE_RING_TIMEOUT_S: an offer rings this long
-    wrap_up_s: float = 10.0                    # HOTLINE_WRAP_UP_S: after-call work
+    queues: tuple[str, ...] = DEFAULT_QUEUES  # HOTLINE_ACD_QUEUES, comma-separated
+    ring_timeout_s: float = 15.0  # HOTLINE_RING_TIMEOUT_S: an offer rings this long
+    wrap_up_s: float = 10.0  # HOTLINE_WRAP_UP_S: after-call work
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Column types every service's database shares."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

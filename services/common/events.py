@@ -5,6 +5,7 @@ Both sides keep retrying a broker they cannot reach, say so in the logs and in /
 never drop an event silently: a publish waits for the broker, a record that cannot be decoded
 or handled is logged with its offset and counted.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from hotline.v1 import events_pb2
 from opentelemetry import context as otel_context
 from prometheus_client import Counter
 
 from common import tracing
 from common.health import Readiness
 from common.settings import Settings
+from hotline.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
 
 #: payload type -> topic it travels on.
 TOPIC_OF: dict[str, str] = {
-    "CallOffered": "calls", "CallAnswered": "calls", "CallBridged": "calls", "CallEnded": "calls",
-    "CallQueued": "queues", "CallAbandoned": "queues",
-    "AgentOffered": "agents", "AgentStateChanged": "agents",
+    "CallOffered": "calls",
+    "CallAnswered": "calls",
+    "CallBridged": "calls",
+    "CallEnded": "calls",
+    "CallQueued": "queues",
+    "CallAbandoned": "queues",
+    "AgentOffered": "agents",
+    "AgentStateChanged": "agents",
     "RecordingReady": "recordings",
 }
 
@@ -54,17 +60,20 @@ _FIELD_OF: dict[str, str] = {
 
 PUBLISHED = Counter("hotline_events_published_total", "Events published", ["type"])
 CONSUMED = Counter("hotline_events_consumed_total", "Events handled", ["type", "group"])
-DUPLICATES = Counter("hotline_events_duplicates_total", "Events skipped as already handled",
-                     ["group"])
-FAILED = Counter("hotline_events_failed_total", "Events that could not be decoded or handled",
-                 ["group", "stage"])
+DUPLICATES = Counter(
+    "hotline_events_duplicates_total", "Events skipped as already handled", ["group"]
+)
+FAILED = Counter(
+    "hotline_events_failed_total", "Events that could not be decoded or handled", ["group", "stage"]
+)
 
 RETRY_S = 2.0
 HANDLER_ATTEMPTS = 4
 
 
-def envelope(payload: Message, key: str, site: str, source: str,
-             event_id: str | None = None) -> Envelope:
+def envelope(
+    payload: Message, key: str, site: str, source: str, event_id: str | None = None
+) -> Envelope:
     """Wrap a payload in an envelope with the current trace context.
 
     A fresh event id unless `event_id` is given: a producer re-announcing the same fact (an
@@ -75,8 +84,15 @@ def envelope(payload: Message, key: str, site: str, source: str,
         raise ValueError(f"{type_name} is not an event payload of hotline.v1.Envelope")
     ts = Timestamp()
     ts.GetCurrentTime()
-    env = Envelope(event_id=event_id or str(uuid.uuid4()), type=type_name, occurred_at=ts, site=site,
-                   key=key, source=source, trace=tracing.inject())
+    env = Envelope(
+        event_id=event_id or str(uuid.uuid4()),
+        type=type_name,
+        occurred_at=ts,
+        site=site,
+        key=key,
+        source=source,
+        trace=tracing.inject(),
+    )
     getattr(env, _FIELD_OF[type_name]).CopyFrom(payload)
     return env
 
@@ -95,8 +111,11 @@ async def ensure_topics(bootstrap: str) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, parts, 1, topic_configs=cfg)
-                   for name, (parts, cfg) in TOPICS.items() if name not in existing]
+        missing = [
+            NewTopic(name, parts, 1, topic_configs=cfg)
+            for name, (parts, cfg) in TOPICS.items()
+            if name not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -118,8 +137,13 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
 Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer)
 
 
-async def connect_with_retry(make: Callable[[], Client], bootstrap: str, readiness: Readiness,
-                             check: str, ready_detail: str = "") -> Client:
+async def connect_with_retry(
+    make: Callable[[], Client],
+    bootstrap: str,
+    readiness: Readiness,
+    check: str,
+    ready_detail: str = "",
+) -> Client:
     """Start a Kafka client, retrying every RETRY_S while the broker is unreachable.
 
     Each failed attempt is logged and shown in /readyz under `check`, with the reason.
@@ -138,8 +162,13 @@ async def connect_with_retry(make: Callable[[], Client], bootstrap: str, readine
             await client.stop()
             detail = f"broker {bootstrap} unreachable: {exc!r}"
             readiness.set(check, False, detail)
-            log.warning("%s cannot reach Kafka, retrying in %.0fs (attempt %d): %s",
-                        check, RETRY_S, attempt, detail)
+            log.warning(
+                "%s cannot reach Kafka, retrying in %.0fs (attempt %d): %s",
+                check,
+                RETRY_S,
+                attempt,
+                detail,
+            )
             await asyncio.sleep(RETRY_S)
             continue
         readiness.set(check, True, ready_detail or bootstrap)
@@ -150,8 +179,9 @@ async def connect_with_retry(make: Callable[[], Client], bootstrap: str, readine
 class Publisher(Protocol):
     """What a service's notifier publishes through (`EventPublisher`, or a stand-in in tests)."""
 
-    async def publish(self, payload: Message, key: str,
-                      event_id: str | None = None) -> Envelope: ...
+    async def publish(
+        self, payload: Message, key: str, event_id: str | None = None
+    ) -> Envelope: ...
 
 
 class EventPublisher:
@@ -171,9 +201,13 @@ class EventPublisher:
 
     async def _connect(self) -> None:
         self._producer = await connect_with_retry(
-            lambda: AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                     acks="all", linger_ms=2),
-            self.settings.kafka_bootstrap, self.readiness, "kafka-producer")
+            lambda: AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=2
+            ),
+            self.settings.kafka_bootstrap,
+            self.readiness,
+            "kafka-producer",
+        )
         self._connected.set()
 
     async def publish(self, payload: Message, key: str, event_id: str | None = None) -> Envelope:
@@ -182,9 +216,10 @@ class EventPublisher:
         await self._connected.wait()
         assert self._producer is not None
         topic = TOPIC_OF[env.type]
-        headers = [(k, v.encode()) for k, v in env.trace.items()]   # for tools that read headers
-        await self._producer.send_and_wait(topic, env.SerializeToString(), key=key.encode(),
-                                           headers=headers)
+        headers = [(k, v.encode()) for k, v in env.trace.items()]  # for tools that read headers
+        await self._producer.send_and_wait(
+            topic, env.SerializeToString(), key=key.encode(), headers=headers
+        )
         PUBLISHED.labels(env.type).inc()
         log.debug("published %s key=%s", env.type, key)
         return env
@@ -206,8 +241,15 @@ class EventConsumer:
     after the batch is handled, so nothing is skipped by a crash.
     """
 
-    def __init__(self, settings: Settings, group: str, topics: Iterable[str], handler: Handler,
-                 readiness: Readiness, remember: int = 100_000) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        group: str,
+        topics: Iterable[str],
+        handler: Handler,
+        readiness: Readiness,
+        remember: int = 100_000,
+    ) -> None:
         self.settings = settings
         self.group = group
         self.topics = list(topics)
@@ -225,11 +267,18 @@ class EventConsumer:
 
     async def _connect(self) -> AIOKafkaConsumer:
         return await connect_with_retry(
-            lambda: AIOKafkaConsumer(*self.topics, bootstrap_servers=self.settings.kafka_bootstrap,
-                                     group_id=self.group, enable_auto_commit=False,
-                                     auto_offset_reset="earliest"),
-            self.settings.kafka_bootstrap, self.readiness, f"kafka-consumer-{self.group}",
-            ",".join(self.topics))
+            lambda: AIOKafkaConsumer(
+                *self.topics,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=self.group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            ),
+            self.settings.kafka_bootstrap,
+            self.readiness,
+            f"kafka-consumer-{self.group}",
+            ",".join(self.topics),
+        )
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._connect()
@@ -245,13 +294,18 @@ class EventConsumer:
 
     async def _handle_record(self, record) -> None:  # noqa: ANN001 - aiokafka ConsumerRecord
         try:
-            if record.value is None:        # a tombstone: no envelope to decode
+            if record.value is None:  # a tombstone: no envelope to decode
                 raise DecodeError("record has no value")
             env = Envelope.FromString(record.value)
         except DecodeError as exc:
             FAILED.labels(self.group, "decode").inc()
-            log.error("undecodable record on %s[%d]@%d skipped: %s",
-                      record.topic, record.partition, record.offset, exc)
+            log.error(
+                "undecodable record on %s[%d]@%d skipped: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
             return
         if env.event_id in self._seen:
             DUPLICATES.labels(self.group).inc()
@@ -265,15 +319,26 @@ class EventConsumer:
                     await self.handler(env)
                 except Exception:
                     if attempt < HANDLER_ATTEMPTS:
-                        log.warning("handler failed for %s %s (attempt %d), retrying",
-                                    env.type, env.event_id, attempt, exc_info=True)
-                        await asyncio.sleep(0.2 * 2 ** attempt)
+                        log.warning(
+                            "handler failed for %s %s (attempt %d), retrying",
+                            env.type,
+                            env.event_id,
+                            attempt,
+                            exc_info=True,
+                        )
+                        await asyncio.sleep(0.2 * 2**attempt)
                         continue
                     # Given up: say exactly which record so it can be replayed from the topic.
                     FAILED.labels(self.group, "handle").inc()
-                    log.exception("handler failed for %s %s after %d attempts; skipped at "
-                                  "%s[%d]@%d", env.type, env.event_id, attempt, record.topic,
-                                  record.partition, record.offset)
+                    log.exception(
+                        "handler failed for %s %s after %d attempts; skipped at %s[%d]@%d",
+                        env.type,
+                        env.event_id,
+                        attempt,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                    )
                 else:
                     CONSUMED.labels(env.type, self.group).inc()
                 break

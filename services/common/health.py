@@ -4,6 +4,7 @@ Liveness says the process's event loop answers; readiness says each dependency (
 database, peers) is reachable, with the reason when it is not, so an operator reading
 `/readyz` or the logs learns *what* is wrong.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,13 @@ class Readiness:
         previous = self._checks.get(name)
         self._checks[name] = (ok, detail)
         if previous is not None and previous[0] != ok:
-            log.log(logging.INFO if ok else logging.WARNING, "readiness %s: %s %s",
-                    name, "ready" if ok else "not ready", detail)
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "readiness %s: %s %s",
+                name,
+                "ready" if ok else "not ready",
+                detail,
+            )
 
     @property
     def ready(self) -> bool:
@@ -39,16 +45,18 @@ def side_app(readiness: Readiness, registry: CollectorRegistry = REGISTRY) -> we
     """aiohttp app with the three operational endpoints."""
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         status = 200 if readiness.ready else 503
-        return web.json_response({"ready": readiness.ready, "checks": readiness.report()},
-                                 status=status)
+        return web.json_response(
+            {"ready": readiness.ready, "checks": readiness.report()}, status=status
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

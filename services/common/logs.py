@@ -1,4 +1,5 @@
 """JSON logs, one object per line, so Kubernetes log collectors need no parsing rules."""
+
 from __future__ import annotations
 
 import json

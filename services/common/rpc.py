@@ -3,6 +3,7 @@
 Commands between services are gRPC calls; wrapping every handler here gives each one a
 server span parented on the caller's span, and every client call injects `traceparent`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,27 +42,41 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
                         return await fn(request_or_iterator, ctx)
                 finally:
                     otel_context.detach(token)
+
             return traced
 
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                wrap(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+                wrap(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                wrap(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
+                wrap(handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
         return handler
 
 
-class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor,
-                                grpc.aio.StreamUnaryClientInterceptor):
+class _TracingClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamUnaryClientInterceptor
+):
     """Adds the current trace context to the outgoing metadata."""
 
     @staticmethod
     def _details(details):  # noqa: ANN001
         metadata = list(details.metadata or ()) + list(tracing.inject().items())
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else \
-            grpc.aio.ClientCallDetails(details.method, details.timeout, metadata,
-                                       details.credentials, details.wait_for_ready)
+        return (
+            details._replace(metadata=metadata)
+            if hasattr(details, "_replace")
+            else grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+            )
+        )
 
     async def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001
         return await continuation(self._details(details), request)

@@ -5,6 +5,7 @@ Each service's `__main__` calls `run(name, main, load)`: `load` reads the servic
 settings (e.g. `AcdSettings.from_env`), `main(settings, readiness)` builds its app, starts it,
 and returns an async `stop` callable. SIGINT/SIGTERM stop the service cleanly.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,7 @@ async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], set
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):      # before main: a slow start stops cleanly
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before main: a slow start stops cleanly
         loop.add_signal_handler(sig, done.set)
     starting = asyncio.create_task(main(settings, readiness), name=f"{name}-start")
     stopped = asyncio.create_task(done.wait())
@@ -47,8 +48,12 @@ async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], set
         return
     stopped.cancel()
     stop = starting.result()
-    log.info("%s started; metrics on http://%s:%d/metrics", name, settings.bind_host,
-             settings.metrics_ports[name])
+    log.info(
+        "%s started; metrics on http://%s:%d/metrics",
+        name,
+        settings.bind_host,
+        settings.metrics_ports[name],
+    )
     await done.wait()
     log.info("%s stopping", name)
     await stop()
@@ -56,8 +61,7 @@ async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], set
     log.info("%s stopped", name)
 
 
-def run(name: str, main: Callable[[S, Readiness], Awaitable[Stop]],
-        load: Callable[[], S]) -> None:
+def run(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], load: Callable[[], S]) -> None:
     """Entry point used by every service's __main__: `load` reads the service's settings once
     (a bad variable stops the process with the message naming it), `main` starts the service."""
     try:
@@ -92,10 +96,19 @@ class Wiring:
     declared before re-raising.
     """
 
-    def __init__(self, name: str, settings: Settings, readiness: Readiness,
-                 registry: CollectorRegistry = REGISTRY) -> None:
-        self.name, self.settings, self.readiness, self.registry = name, settings, readiness, \
-            registry
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        readiness: Readiness,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name, self.settings, self.readiness, self.registry = (
+            name,
+            settings,
+            readiness,
+            registry,
+        )
         self._steps: list[tuple[str, StopStep]] = []
         self._consumers: list[EventConsumer] = []
         self._servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], object]] = []
@@ -139,12 +152,12 @@ class Wiring:
         """Run `step` (sync or async) at stop, before everything declared earlier."""
         self._steps.append((what or getattr(step, "__qualname__", repr(step)), step))
 
-    def consumer(self, topics: Iterable[str], handler: Handler,
-                 group: str | None = None) -> EventConsumer:
+    def consumer(
+        self, topics: Iterable[str], handler: Handler, group: str | None = None
+    ) -> EventConsumer:
         """A consumer of `topics` in consumer group `group` (default: the service's name);
         started by `start()`, stopped right after the gRPC server."""
-        consumer = EventConsumer(self.settings, group or self.name, topics, handler,
-                                 self.readiness)
+        consumer = EventConsumer(self.settings, group or self.name, topics, handler, self.readiness)
         self._consumers.append(consumer)
         return consumer
 

@@ -9,6 +9,7 @@ Reading goes through `Env`, so a bad value fails at start with a `SettingsError`
 the variable and says what was expected, and so tests can hand in a plain mapping instead of
 patching the process environment.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -78,8 +79,9 @@ class Env:
             raise self.error(name, self.text(name, str(default)), "is not a port (1-65535)")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float | None = None,
-               above: float | None = None) -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float | None = None, above: float | None = None
+    ) -> float:
         """A finite float; `minimum` is inclusive, `above` exclusive."""
         raw = self.text(name, str(default))
         try:
@@ -128,8 +130,11 @@ class Env:
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
-                raise self.error(name, raw, f"has {net!r}, which is not an IP network "
-                                            "(CIDR such as 10.0.0.0/8 or ::1/128)") from None
+                raise self.error(
+                    name,
+                    raw,
+                    f"has {net!r}, which is not an IP network (CIDR such as 10.0.0.0/8 or ::1/128)",
+                ) from None
         return nets
 
 
@@ -162,8 +167,11 @@ class Settings:
         """The constructor arguments of this class, read from `env`."""
         level = env.text("LOG_LEVEL", "INFO").upper()
         if level not in _LOG_LEVEL_NAMES:
-            raise env.error("LOG_LEVEL", env.text("LOG_LEVEL", ""),
-                            f"is not a log level ({', '.join(LOG_LEVELS)})")
+            raise env.error(
+                "LOG_LEVEL",
+                env.text("LOG_LEVEL", ""),
+                f"is not a log level ({', '.join(LOG_LEVELS)})",
+            )
         own_urls = {s: env.text(f"{s.upper()}_DATABASE_URL", "") for s in SERVICES}
         return {
             "site": env.text("SITE", "local"),
@@ -171,8 +179,9 @@ class Settings:
             "var_dir": env.path("VAR_DIR", REPO_ROOT / "var"),
             "bind_host": env.text("BIND_HOST", "127.0.0.1"),
             "grpc_ports": {s: env.port(f"{s.upper()}_GRPC_PORT", p) for s, p in GRPC_PORTS.items()},
-            "metrics_ports": {s: env.port(f"{s.upper()}_METRICS_PORT", p)
-                              for s, p in METRICS_PORTS.items()},
+            "metrics_ports": {
+                s: env.port(f"{s.upper()}_METRICS_PORT", p) for s, p in METRICS_PORTS.items()
+            },
             "grpc_hosts": {s: env.text(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES},
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),

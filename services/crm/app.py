@@ -1,4 +1,5 @@
 """Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD client."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +7,6 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
-from hotline.v1 import crm_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.health import Readiness
@@ -23,6 +23,7 @@ from crm.seed import seed
 from crm.servicer import CrmService
 from crm.settings import CrmSettings
 from crm.throttle import LoginThrottle
+from hotline.v1 import crm_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 TOPICS = ("calls", "queues", "agents", "recordings")
 DB_RETRY_S = 2.0
 
-_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+_CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 async def _index(_: web.Request) -> web.FileResponse:
@@ -48,8 +51,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault("Cache-Control", "no-cache")
 
 
-def web_app(db: Database, control: AgentControl, cdrs: CdrStore, hub: DeskHub,
-            throttle: LoginThrottle | None = None) -> web.Application:
+def web_app(
+    db: Database,
+    control: AgentControl,
+    cdrs: CdrStore,
+    hub: DeskHub,
+    throttle: LoginThrottle | None = None,
+) -> web.Application:
     """The browser-facing app: REST under /api, the websocket at /ws, the desktop at /."""
     app = web.Application(middlewares=[json_errors, access_control])
     app[DB] = db
@@ -83,8 +91,13 @@ async def open_database(url: str, readiness: Readiness) -> Database:
                 await seed(db)
         except (SQLAlchemyError, OSError) as exc:
             readiness.set("database", False, f"{where}: {exc!r}")
-            log.warning("database %s not usable, retrying in %.0f s (attempt %d): %r",
-                        where, DB_RETRY_S, attempt, exc)
+            log.warning(
+                "database %s not usable, retrying in %.0f s (attempt %d): %r",
+                where,
+                DB_RETRY_S,
+                attempt,
+                exc,
+            )
             await asyncio.sleep(DB_RETRY_S)
             continue
         readiness.set("database", True, where)
@@ -111,7 +124,12 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     wiring.consumer(TOPICS, EventIntake(hub, cdrs).handle)
     wiring.servicer(crm_pb2_grpc.add_CrmServicer_to_server, CrmService(db))
     stop = await wiring.start()
-    log.info("agent desktop on http://%s:%d/ ; gRPC Crm on %s:%d ; ACD at %s",
-             settings.bind_host, settings.http_port, settings.bind_host,
-             settings.grpc_ports["crm"], settings.grpc_target("acd"))
+    log.info(
+        "agent desktop on http://%s:%d/ ; gRPC Crm on %s:%d ; ACD at %s",
+        settings.bind_host,
+        settings.http_port,
+        settings.bind_host,
+        settings.grpc_ports["crm"],
+        settings.grpc_target("acd"),
+    )
     return stop

@@ -5,6 +5,7 @@ browser); the database keeps only its SHA-256, so a leaked table opens no sessio
 route's allowed roles come from `crm.roles.POLICY`; the middleware refuses a route that has
 no entry, so a new endpoint cannot ship unguarded by accident.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,11 @@ async def authenticate(request: web.Request) -> User | None:
     token = presented_token(request)
     if not token:
         return None
-    query = (select(User).join(Session, Session.username == User.username)
-             .where(Session.token_hash == token_hash(token), Session.expires > utcnow()))
+    query = (
+        select(User)
+        .join(Session, Session.username == User.username)
+        .where(Session.token_hash == token_hash(token), Session.expires > utcnow())
+    )
     async with request.app[DB].sessions() as session:
         return await session.scalar(query)
 
@@ -101,13 +105,17 @@ async def login(request: web.Request) -> web.Response:
         async with db.sessions() as session:
             audit.record(session, username, "login.throttled", username, f"from {address}")
             await session.commit()
-        raise ApiError(429, f"too many failed logins for {username}; try again in {wait} s",
-                       {"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            f"too many failed logins for {username}; try again in {wait} s",
+            {"Retry-After": str(wait)},
+        )
 
     async with db.sessions() as session:
         user = await session.scalar(select(User).where(User.username == username))
-        ok = await asyncio.to_thread(verify_password, user.password_hash if user else None,
-                                     password)
+        ok = await asyncio.to_thread(
+            verify_password, user.password_hash if user else None, password
+        )
         if not ok or user is None:
             throttle.failed(username, address)
             LOGINS.labels("rejected").inc()
@@ -122,16 +130,30 @@ async def login(request: web.Request) -> web.Response:
         now = utcnow()
         expires = now + SESSION_TTL
         await session.execute(delete(Session).where(Session.expires <= now))
-        session.add(Session(token_hash=token_hash(token), username=user.username,
-                            created_at=now, expires=expires))
+        session.add(
+            Session(
+                token_hash=token_hash(token),
+                username=user.username,
+                created_at=now,
+                expires=expires,
+            )
+        )
         audit.record(session, user.username, "login", user.username, f"from {address}")
         await session.commit()
 
     LOGINS.labels("ok").inc()
-    response = web.json_response({"token": token, "user": user.public(),
-                                  "expires": expires.isoformat(timespec="seconds")})
-    response.set_cookie(COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), path="/",
-                        httponly=True, samesite="Strict", secure=request.secure)
+    response = web.json_response(
+        {"token": token, "user": user.public(), "expires": expires.isoformat(timespec="seconds")}
+    )
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(SESSION_TTL.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
     return response
 
 
@@ -152,5 +174,6 @@ async def session_expiry(request: web.Request, token: str) -> float:
     """When the session behind `token` expires, as a Unix time (0 when it does not exist)."""
     async with request.app[DB].sessions() as session:
         expires = await session.scalar(
-            select(Session.expires).where(Session.token_hash == token_hash(token)))
+            select(Session.expires).where(Session.token_hash == token_hash(token))
+        )
     return expires.timestamp() if expires else 0.0

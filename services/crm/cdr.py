@@ -7,6 +7,7 @@ the event that set it, recorded in `facts` as (rank, occurred_at, event_id), and
 event only takes the field over when it outranks that claim. Times come from the envelope's
 `occurred_at` (when it happened), never from when we happened to read it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,18 +16,44 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from common.events import Envelope, payload_of
 from hotline.v1 import events_pb2
 
-from common.events import Envelope, payload_of
-
 #: event types that describe a call and so belong in its CDR.
-CDR_EVENTS = frozenset({"CallOffered", "CallQueued", "AgentOffered", "CallBridged",
-                        "CallEnded", "CallAbandoned", "RecordingReady"})
+CDR_EVENTS = frozenset(
+    {
+        "CallOffered",
+        "CallQueued",
+        "AgentOffered",
+        "CallBridged",
+        "CallEnded",
+        "CallAbandoned",
+        "RecordingReady",
+    }
+)
 
 #: the columns of a CDR row that this module computes.
-COLUMNS = ("ani", "dnis", "trunk", "channel", "queue", "agent_id", "extension", "started_at",
-           "offered_at", "queued_at", "answered_at", "ended_at", "wait_ms", "talk_ms",
-           "end_reason", "abandoned", "recording_id", "recording_path", "facts")
+COLUMNS = (
+    "ani",
+    "dnis",
+    "trunk",
+    "channel",
+    "queue",
+    "agent_id",
+    "extension",
+    "started_at",
+    "offered_at",
+    "queued_at",
+    "answered_at",
+    "ended_at",
+    "wait_ms",
+    "talk_ms",
+    "end_reason",
+    "abandoned",
+    "recording_id",
+    "recording_path",
+    "facts",
+)
 
 
 @dataclass
@@ -104,8 +131,9 @@ def fold(record: CdrRecord, env: Envelope) -> bool:
         return False
     before = dataclasses.asdict(record)
     at = env.occurred_at.ToDatetime(tzinfo=UTC)
-    fact = _Fact(at, env.occurred_at.seconds * 1_000_000 + env.occurred_at.nanos // 1000,
-                 env.event_id)
+    fact = _Fact(
+        at, env.occurred_at.seconds * 1_000_000 + env.occurred_at.nanos // 1000, env.event_id
+    )
     record.started_at = _earliest(record.started_at, at)
     payload = payload_of(env)
     _FOLDS[payload.DESCRIPTOR.name](record, payload, fact)
@@ -114,6 +142,7 @@ def fold(record: CdrRecord, env: Envelope) -> bool:
 
 
 # -- claims ---------------------------------------------------------------------------------
+
 
 def _claim(record: CdrRecord, slot: str, rank: int, fact: _Fact, *, earliest: bool = False) -> bool:
     """Take `slot` for this event if it outranks the current holder; True when taken.
@@ -154,6 +183,7 @@ def _agent(record: CdrRecord, agent_id: str, rank: int, fact: _Fact) -> None:
 
 
 # -- one fold per event type ----------------------------------------------------------------
+
 
 def _call_offered(record: CdrRecord, p: events_pb2.CallOffered, fact: _Fact) -> None:
     _caller(record, p.ani, p.dnis, 2, fact)
@@ -218,13 +248,15 @@ assert set(_FOLDS) == CDR_EVENTS
 
 # -- derived columns ------------------------------------------------------------------------
 
+
 def _derive(record: CdrRecord) -> None:
     """Recompute what depends on several facts, whichever arrived last."""
     held = record.facts.get("extensions", {}).get(record.agent_id)
     record.extension = held[0] if held else ""
     waited_until = record.answered_at or record.ended_at
-    record.wait_ms = (_ms(waited_until - record.queued_at)
-                      if record.queued_at and waited_until else None)
+    record.wait_ms = (
+        _ms(waited_until - record.queued_at) if record.queued_at and waited_until else None
+    )
     if record.answered_at and record.ended_at:
         record.talk_ms = _ms(record.ended_at - record.answered_at)
     elif record.ended_at:

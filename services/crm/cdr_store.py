@@ -1,4 +1,5 @@
 """CDR rows in the database: upsert from events and the queries the desktop needs."""
+
 from __future__ import annotations
 
 from datetime import datetime

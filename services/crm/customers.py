@@ -1,4 +1,5 @@
 """Finding the customer behind a calling number (screen pop, IVR routing, REST)."""
+
 from __future__ import annotations
 
 from sqlalchemy import select

@@ -2,6 +2,7 @@
 
 The same code runs on SQLite (laptop) and PostgreSQL (Kubernetes); only the URL differs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +49,8 @@ class Database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True)
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine, expire_on_commit=False)
+            self.engine, expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -75,8 +77,7 @@ class Database:
             try:
                 yield
             finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:id)"),
-                                   {"id": _STARTUP_LOCK_ID})
+                await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _STARTUP_LOCK_ID})
                 await conn.commit()
 
     async def ping(self) -> None:

@@ -5,6 +5,7 @@ changes, connects and hang-ups; supervisors and team leaders get everyone's. The
 is pushed straight from the AgentOffered event, before any bookkeeping, because the standard
 is to greet the caller by name within three rings.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
-from hotline.v1 import events_pb2
 
 from common.events import Envelope, payload_of
 from crm.agent_control import state_name
@@ -29,6 +29,7 @@ from crm.metrics import WS_CLIENTS
 from crm.models import User
 from crm.rest import ApiError
 from crm.roles import WATCHERS
+from hotline.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +92,44 @@ class DeskHub:
             await self._offered(env, payload_of(env))
         elif env.type == "AgentStateChanged":
             p: Any = payload_of(env)
-            await self.push(p.agent_id, {
-                "type": "state", "agent_id": p.agent_id, "state": state_name(p.state),
-                "previous": state_name(p.previous), "reason": p.reason,
-                "extension": p.extension, "call_id": p.call_id})
+            await self.push(
+                p.agent_id,
+                {
+                    "type": "state",
+                    "agent_id": p.agent_id,
+                    "state": state_name(p.state),
+                    "previous": state_name(p.previous),
+                    "reason": p.reason,
+                    "extension": p.extension,
+                    "call_id": p.call_id,
+                },
+            )
         elif env.type == "CallBridged":
             p = payload_of(env)
             if p.agent_id:
                 self._remember(p.call_id, p.agent_id)
-                await self.push(p.agent_id, {"type": "connected", "agent_id": p.agent_id,
-                                             "call_id": p.call_id, "queue": p.queue})
+                await self.push(
+                    p.agent_id,
+                    {
+                        "type": "connected",
+                        "agent_id": p.agent_id,
+                        "call_id": p.call_id,
+                        "queue": p.queue,
+                    },
+                )
         elif env.type == "CallEnded":
             p = payload_of(env)
             agent_id = self._call_agent.pop(p.call_id, None) or await self.cdrs.agent_of(p.call_id)
             if agent_id:
-                await self.push(agent_id, {"type": "ended", "agent_id": agent_id,
-                                           "call_id": p.call_id,
-                                           "reason": end_reason_name(p.reason)})
+                await self.push(
+                    agent_id,
+                    {
+                        "type": "ended",
+                        "agent_id": agent_id,
+                        "call_id": p.call_id,
+                        "reason": end_reason_name(p.reason),
+                    },
+                )
 
     async def _offered(self, env: Envelope, p: events_pb2.AgentOffered) -> None:
         self._remember(p.call_id, p.agent_id)
@@ -117,11 +139,22 @@ class DeskHub:
             return
         async with self.db.sessions() as session:
             customer = await find_by_phone(session, p.ani)
-        await self.push(p.agent_id, {
-            "type": "offer", "agent_id": p.agent_id, "call_id": p.call_id, "ani": p.ani,
-            "dnis": p.dnis, "queue": p.queue, "extension": p.extension, "attempt": p.attempt,
-            "waited_ms": p.waited_ms, "offered_at_ms": env.occurred_at.ToMilliseconds(),
-            "customer": customer.public() if customer else None})
+        await self.push(
+            p.agent_id,
+            {
+                "type": "offer",
+                "agent_id": p.agent_id,
+                "call_id": p.call_id,
+                "ani": p.ani,
+                "dnis": p.dnis,
+                "queue": p.queue,
+                "extension": p.extension,
+                "attempt": p.attempt,
+                "waited_ms": p.waited_ms,
+                "offered_at_ms": env.occurred_at.ToMilliseconds(),
+                "customer": customer.public() if customer else None,
+            },
+        )
 
     def _remember(self, call_id: str, agent_id: str) -> None:
         self._call_agent[call_id] = agent_id
@@ -161,9 +194,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     expires = await session_expiry(request, token)
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
-    client = DeskClient(ws=ws, username=user.username, agent_id=user.agent_id,
-                        watcher=user.role in WATCHERS, session_hash=token_hash(token),
-                        expires_at=expires)
+    client = DeskClient(
+        ws=ws,
+        username=user.username,
+        agent_id=user.agent_id,
+        watcher=user.role in WATCHERS,
+        session_hash=token_hash(token),
+        expires_at=expires,
+    )
     hub = request.app[HUB]
     hub.join(client)
     try:

@@ -4,6 +4,7 @@ The desk push goes first so a screen pop is never delayed by a database write. A
 that fails because the database is unreachable is retried until it succeeds: the consumer
 does not move past the event meanwhile, so no call goes missing from the records.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,12 @@ class EventIntake:
                 await self.cdrs.apply(env)
                 return
             except (OperationalError, InterfaceError, OSError) as exc:
-                log.warning("CDR write for %s %s failed, retrying in %.1f s: %r",
-                            env.type, env.event_id, delay, exc)
+                log.warning(
+                    "CDR write for %s %s failed, retrying in %.1f s: %r",
+                    env.type,
+                    env.event_id,
+                    delay,
+                    exc,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

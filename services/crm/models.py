@@ -3,14 +3,16 @@
 Times are stored as UTC; SQLite keeps no zone, so `UtcDateTime` hands back aware datetimes
 on every backend and code never mixes naive and aware values.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from common.dbtypes import UtcDateTime
 from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.dbtypes import UtcDateTime
 
 
 def utcnow() -> datetime:
@@ -37,8 +39,13 @@ class User(Base):
 
     def public(self) -> dict[str, Any]:
         """What the browser may see about a user (never the hash)."""
-        return {"username": self.username, "display_name": self.display_name,
-                "role": self.role, "agent_id": self.agent_id, "extension": self.extension}
+        return {
+            "username": self.username,
+            "display_name": self.display_name,
+            "role": self.role,
+            "agent_id": self.agent_id,
+            "extension": self.extension,
+        }
 
 
 class Customer(Base):
@@ -55,8 +62,14 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "phone": self.phone, "email": self.email,
-                "vip_tier": self.vip_tier, "notes": self.notes}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "phone": self.phone,
+            "email": self.email,
+            "vip_tier": self.vip_tier,
+            "notes": self.notes,
+        }
 
 
 class Cdr(Base):

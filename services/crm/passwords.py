@@ -3,6 +3,7 @@
 Hashing costs ~0.1 s of CPU on purpose; callers on the event loop run these in a thread so
 a login never stalls websocket pushes.
 """
+
 from __future__ import annotations
 
 from argon2 import PasswordHasher

@@ -4,6 +4,7 @@ The same subscriber reaches us as "sip:+8613800138000@trunk", "008613800138000" 
 "138-0013-8000" depending on the trunk; customers are stored and looked up by one normal
 form (national digits only) so a screen pop finds them whatever the signalling looked like.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,12 +19,12 @@ def normalise(number: str) -> str:
     text = number.strip().lower()
     for scheme in _SCHEMES:
         if text.startswith(scheme):
-            text = text[len(scheme):]
+            text = text[len(scheme) :]
             break
     # A SIP URI's user part is the number; drop host and URI parameters.
     text = text.split("@", 1)[0].split(";", 1)[0]
     for prefix in _COUNTRY_PREFIXES:
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     return _NON_DIGITS.sub("", text)

@@ -1,5 +1,6 @@
 """REST conventions of the CRM API: every error is JSON `{"error": "..."}` saying what was
 wrong, and request bodies are checked field by field so a 400 names the field at fault."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
@@ -41,9 +43,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        message = {404: f"no such endpoint: {request.method} {request.path}",
-                   405: f"method {request.method} not allowed on {request.path}"}.get(
-                       exc.status, exc.reason)
+        message = {
+            404: f"no such endpoint: {request.method} {request.path}",
+            405: f"method {request.method} not allowed on {request.path}",
+        }.get(exc.status, exc.reason)
         return error_response(exc.status, message, headers)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
@@ -69,8 +72,14 @@ async def json_body(request: web.Request, *, optional: bool = False) -> dict[str
     return body
 
 
-def text_field(body: dict[str, Any], name: str, *, required: bool = True,
-               choices: Collection[str] | None = None, max_len: int = 256) -> str | None:
+def text_field(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = True,
+    choices: Collection[str] | None = None,
+    max_len: int = 256,
+) -> str | None:
     """A string field of the body; 400 naming the field when absent, empty, too long or wrong."""
     value = body.get(name)
     if value is None:

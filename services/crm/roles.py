@@ -3,6 +3,7 @@
 One explicit table instead of checks scattered through handlers, so a reviewer can read the
 whole access policy in one place and a route without an entry is refused (fail closed).
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -4,6 +4,7 @@ resolved by the shared base, `Settings.db_url("crm")`).
 With `common.settings` the only reader of `HOTLINE_*` for the CRM. docs/configuration.md lists
 every variable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from common.settings import Env, Settings
 
 @dataclass(frozen=True)
 class CrmSettings(Settings):
-    http_port: int = 8080                  # HOTLINE_HTTP_PORT: REST API, websocket, desktop
+    http_port: int = 8080  # HOTLINE_HTTP_PORT: REST API, websocket, desktop
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:

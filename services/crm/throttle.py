@@ -4,6 +4,7 @@ Counting per (username, address) stops password guessing against one account wit
 one noisy client lock a colleague out from another desk. Memory only: a restart forgives,
 which costs an attacker a restart of our service — acceptable for a LAN desktop.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,13 @@ from collections.abc import Callable
 class LoginThrottle:
     """At most `limit` failures per `window_s` per key; then refuse until the oldest expires."""
 
-    def __init__(self, limit: int = 5, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 50_000) -> None:
+    def __init__(
+        self,
+        limit: int = 5,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 50_000,
+    ) -> None:
         self.limit = limit
         self.window_s = window_s
         self._clock = clock

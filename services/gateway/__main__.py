@@ -1,4 +1,5 @@
 """`python -m gateway`: the trunk/phone gateway and media engine."""
+
 from common.service import run
 from gateway.app import main
 from gateway.settings import GatewaySettings

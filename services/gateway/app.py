@@ -1,12 +1,12 @@
 """Wires the gateway: libraries (SIP transports and transactions, registrar, media clock), the
 channels (SIP, analog), the core switch, the CallControl servicer, events out, recorder client.
 """
+
 from __future__ import annotations
 
 import logging
 
 from aiohttp import web
-from hotline.v1 import gateway_pb2_grpc, recorder_pb2_grpc
 
 from common.health import Readiness
 from common.service import Stop, Wiring
@@ -28,6 +28,7 @@ from gateway.sip.registrar import Registrar
 from gateway.sip.transaction import Timers
 from gateway.sip.transaction_asyncio import TransactionLayer
 from gateway.sip.transport import TcpTransport, UdpTransport
+from hotline.v1 import gateway_pb2_grpc, recorder_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -45,43 +46,60 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     realm = settings.sip_realm
     registrar = Registrar(load_directory(realm, settings.extensions_file), realm)
     sip = SipChannel(
-        TransactionLayer(Timers(), lambda req, tx: sip.on_request(req, tx),
-                         lambda resp, addr: sip.on_stray_response(resp, addr)),
-        registrar, (settings.sip_host, settings.sip_port), media_host=settings.sip_host,
+        TransactionLayer(
+            Timers(),
+            lambda req, tx: sip.on_request(req, tx),
+            lambda resp, addr: sip.on_stray_response(resp, addr),
+        ),
+        registrar,
+        (settings.sip_host, settings.sip_port),
+        media_host=settings.sip_host,
         allocator=PortAllocator(settings.rtp_low, settings.rtp_high),
         trunk=TrunkPolicy.of("sip-trunk", settings.trunk_dids, settings.trunk_allow),
-        site=settings.site)
+        site=settings.site,
+    )
     card = open_card(settings.analog_card, clock, settings.analog_law)
-    analog = None if card is None else AnalogChannel(card, trunk="analog",
-                                                      did=settings.analog_did)
+    analog = None if card is None else AnalogChannel(card, trunk="analog", did=settings.analog_did)
     trunks: dict[str, Originator] = {} if analog is None else {"analog": analog}
-    switch = Switch(site=settings.site, events=notifier, clock=clock,
-                    prompts=PromptLibrary(settings.prompt_dir), endpoints=sip, trunks=trunks,
-                    recorder=recorder)
+    switch = Switch(
+        site=settings.site,
+        events=notifier,
+        clock=clock,
+        prompts=PromptLibrary(settings.prompt_dir),
+        endpoints=sip,
+        trunks=trunks,
+        recorder=recorder,
+    )
 
     sip.start(switch)
     wiring.on_stop(sip.stop, "sip channel")
-    udp = await UdpTransport.listen(settings.bind_host, settings.sip_port, sip.layer.receive,
-                                    lambda data, addr, exc: sip.on_malformed(data, addr, exc, udp))
+    udp = await UdpTransport.listen(
+        settings.bind_host,
+        settings.sip_port,
+        sip.layer.receive,
+        lambda data, addr, exc: sip.on_malformed(data, addr, exc, udp),
+    )
     wiring.on_stop(udp.close, "sip udp")
-    tcp = await TcpTransport.listen(settings.bind_host, settings.sip_port, sip.layer.receive,
-                                    lambda data, addr, exc: log.info("bad SIP over TCP from %s: %s",
-                                                                     addr, exc))
+    tcp = await TcpTransport.listen(
+        settings.bind_host,
+        settings.sip_port,
+        sip.layer.receive,
+        lambda data, addr, exc: log.info("bad SIP over TCP from %s: %s", addr, exc),
+    )
     wiring.on_stop(tcp.close, "sip tcp")
     readiness.set("sip", True, f"udp+tcp {settings.bind_host}:{settings.sip_port}")
-    log.info("SIP listening on %s:%d (UDP, TCP), realm %s", settings.bind_host,
-             settings.sip_port, realm)
+    log.info(
+        "SIP listening on %s:%d (UDP, TCP), realm %s", settings.bind_host, settings.sip_port, realm
+    )
     if analog is not None and card is not None:
         await analog.start(switch)
         wiring.on_stop(analog.stop, "analog lines")
         wiring.collector(LineStateCollector(card, settings.site))
-        sim_control = await _start_sim_control(card, settings.bind_host,
-                                               settings.sim_control_port)
+        sim_control = await _start_sim_control(card, settings.bind_host, settings.sim_control_port)
         if sim_control is not None:
             wiring.on_stop(sim_control.cleanup, "sim card control API")
-    wiring.on_stop(switch.stop, "switch")          # runs first after the gRPC server stops
-    wiring.servicer(gateway_pb2_grpc.add_CallControlServicer_to_server,
-                    CallControlServicer(switch))
+    wiring.on_stop(switch.stop, "switch")  # runs first after the gRPC server stops
+    wiring.servicer(gateway_pb2_grpc.add_CallControlServicer_to_server, CallControlServicer(switch))
     return await wiring.start()
 
 
@@ -90,9 +108,14 @@ async def _start_sim_control(card: LineCard, host: str, port: int) -> web.AppRun
     if not hasattr(card, "exchange"):
         return None
     from gateway.analog.sim_http import make_control_app
+
     control = web.AppRunner(make_control_app(card), access_log=None)
     await control.setup()
     await web.TCPSite(control, host, port).start()
-    log.info("simulated line card: %d ports, control API on http://%s:%d/ports",
-             len(card.ports), host, port)
+    log.info(
+        "simulated line card: %d ports, control API on http://%s:%d/ports",
+        len(card.ports),
+        host,
+        port,
+    )
     return control

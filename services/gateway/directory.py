@@ -5,6 +5,7 @@ gateway's settings, HOTLINE_GATEWAY_EXTENSIONS), or, by default, the demo extens
 8001–8016 whose passwords are `<ext>-demo` (documented in the README; change them before any
 real use).
 """
+
 from __future__ import annotations
 
 import re
@@ -43,7 +44,9 @@ def load_directory(realm: str, path: Path | str | None = None) -> dict[str, str]
     directory = {}
     for ext, value in doc.items():
         if not isinstance(value, str) or not _HA1.match(value):
-            raise DirectoryError(f"{path}: extension {ext}: HA1 must be 32 lower-case hex digits "
-                                 f"(md5 of ext:{realm}:password)")
+            raise DirectoryError(
+                f"{path}: extension {ext}: HA1 must be 32 lower-case hex digits "
+                f"(md5 of ext:{realm}:password)"
+            )
         directory[str(ext)] = value
     return directory

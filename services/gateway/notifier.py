@@ -5,6 +5,7 @@ queues it; one task publishes the queue in order, so a call's CallOffered always
 its CallEnded on the `calls` topic. An event that cannot be published is retried with the
 same event id until the broker has it (consumers drop a repeat), never lost.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +14,9 @@ import uuid
 from typing import Protocol
 
 from google.protobuf.message import Message
-from hotline.v1 import events_pb2 as ev
 
 from gateway.core.calls import Call, EndReason
+from hotline.v1 import events_pb2 as ev
 
 __all__ = ["CallNotifier", "Publisher"]
 
@@ -66,23 +67,48 @@ class CallNotifier:
 
     # ---- the facts -------------------------------------------------------------------------
     def offered(self, call: Call) -> None:
-        self._put(ev.CallOffered(call_id=call.call_id, ani=call.ani, dnis=call.dnis,
-                                 trunk=call.trunk, channel=call.channel,
-                                 caller_name=call.caller_name, line=call.line,
-                                 direction="outbound" if call.outbound else "inbound"),
-                  call.call_id)
+        self._put(
+            ev.CallOffered(
+                call_id=call.call_id,
+                ani=call.ani,
+                dnis=call.dnis,
+                trunk=call.trunk,
+                channel=call.channel,
+                caller_name=call.caller_name,
+                line=call.line,
+                direction="outbound" if call.outbound else "inbound",
+            ),
+            call.call_id,
+        )
 
     def answered(self, call: Call) -> None:
         self._put(ev.CallAnswered(call_id=call.call_id), call.call_id)
 
     def bridged(self, call: Call, leg_id: str, endpoint: str) -> None:
-        self._put(ev.CallBridged(call_id=call.call_id, leg_id=leg_id, endpoint=endpoint,
-                                 agent_id=call.agent_id, queue=call.queue), call.call_id)
+        self._put(
+            ev.CallBridged(
+                call_id=call.call_id,
+                leg_id=leg_id,
+                endpoint=endpoint,
+                agent_id=call.agent_id,
+                queue=call.queue,
+            ),
+            call.call_id,
+        )
 
-    def ended(self, call: Call, reason: EndReason, detail: str, duration_ms: int,
-              talk_ms: int) -> None:
-        self._put(ev.CallEnded(call_id=call.call_id, reason=END_REASONS[reason], detail=detail,
-                               duration_ms=duration_ms, talk_ms=talk_ms), call.call_id)
+    def ended(
+        self, call: Call, reason: EndReason, detail: str, duration_ms: int, talk_ms: int
+    ) -> None:
+        self._put(
+            ev.CallEnded(
+                call_id=call.call_id,
+                reason=END_REASONS[reason],
+                detail=detail,
+                duration_ms=duration_ms,
+                talk_ms=talk_ms,
+            ),
+            call.call_id,
+        )
 
     # ---- the outbox ------------------------------------------------------------------------
     def _put(self, payload: Message, key: str) -> None:
@@ -97,7 +123,11 @@ class CallNotifier:
                     await self.publisher.publish(payload, key, event_id=event_id)
                     break
                 except Exception:
-                    log.exception("could not publish %s for %s; retrying in %.1fs",
-                                  payload.DESCRIPTOR.name, key, delay)
+                    log.exception(
+                        "could not publish %s for %s; retrying in %.1fs",
+                        payload.DESCRIPTOR.name,
+                        key,
+                        delay,
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)

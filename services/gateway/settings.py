@@ -3,6 +3,7 @@
 With `common.settings` the only reader of `HOTLINE_*` for the gateway; everything else in the
 gateway receives these values as arguments. docs/configuration.md lists every variable.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,35 +21,38 @@ def _numbers(env: Env, name: str, default: str) -> tuple[str, ...]:
     numbers = env.items(name, default)
     for number in numbers:
         if not _NUMBER.match(number):
-            raise env.error(name, env.text(name, default),
-                            f"has {number!r}, which is not a number (digits, optionally a "
-                            "leading +)")
+            raise env.error(
+                name,
+                env.text(name, default),
+                f"has {number!r}, which is not a number (digits, optionally a leading +)",
+            )
     return numbers
 
 
 @dataclass(frozen=True)
 class GatewaySettings(Settings):
-    sip_host: str = "127.0.0.1"            # HOTLINE_SIP_HOST: advertised in Via, Contact, SDP
-    sip_port: int = 5060                   # HOTLINE_SIP_PORT: UDP and TCP
-    rtp_low: int = 20000                   # HOTLINE_RTP_LOW / HOTLINE_RTP_HIGH
+    sip_host: str = "127.0.0.1"  # HOTLINE_SIP_HOST: advertised in Via, Contact, SDP
+    sip_port: int = 5060  # HOTLINE_SIP_PORT: UDP and TCP
+    rtp_low: int = 20000  # HOTLINE_RTP_LOW / HOTLINE_RTP_HIGH
     rtp_high: int = 20999
-    sip_realm: str = "hotline"             # HOTLINE_SIP_REALM: digest realm
-    prompt_dir: Path = REPO_ROOT / "var" / "prompts"    # HOTLINE_PROMPT_DIR, $VAR_DIR/prompts
-    trunk_dids: tuple[str, ...] = ("10000", "10001")    # HOTLINE_TRUNK_DIDS
-    trunk_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")   # HOTLINE_TRUNK_ALLOW (CIDRs)
-    analog_card: CardSpec = CardSpec("sim", ports=4)    # HOTLINE_ANALOG_CARD
-    analog_law: str = "alaw"               # HOTLINE_ANALOG_LAW: alaw or ulaw (DAHDI)
-    analog_did: str = "10000"              # HOTLINE_ANALOG_DID
-    sim_control_port: int = 9110           # HOTLINE_SIM_CONTROL_PORT
-    extensions_file: Path | None = None    # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
+    sip_realm: str = "hotline"  # HOTLINE_SIP_REALM: digest realm
+    prompt_dir: Path = REPO_ROOT / "var" / "prompts"  # HOTLINE_PROMPT_DIR, $VAR_DIR/prompts
+    trunk_dids: tuple[str, ...] = ("10000", "10001")  # HOTLINE_TRUNK_DIDS
+    trunk_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # HOTLINE_TRUNK_ALLOW (CIDRs)
+    analog_card: CardSpec = CardSpec("sim", ports=4)  # HOTLINE_ANALOG_CARD
+    analog_law: str = "alaw"  # HOTLINE_ANALOG_LAW: alaw or ulaw (DAHDI)
+    analog_did: str = "10000"  # HOTLINE_ANALOG_DID
+    sim_control_port: int = 9110  # HOTLINE_SIM_CONTROL_PORT
+    extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
         base = super().read(env)
         rtp_low, rtp_high = env.integer("RTP_LOW", 20000), env.integer("RTP_HIGH", 20999)
         if not 1024 <= rtp_low < rtp_high <= 65535:
-            raise SettingsError(f"HOTLINE_RTP_LOW/HIGH={rtp_low}/{rtp_high} is not a valid "
-                                "port range")
+            raise SettingsError(
+                f"HOTLINE_RTP_LOW/HIGH={rtp_low}/{rtp_high} is not a valid port range"
+            )
         realm = env.text("SIP_REALM", "hotline")
         if not realm.strip() or '"' in realm or "\\" in realm:
             raise env.error("SIP_REALM", realm, "must be non-empty, without quotes or backslashes")
@@ -62,8 +66,9 @@ class GatewaySettings(Settings):
             raise env.error("ANALOG_LAW", law, f"is not one of {', '.join(LAWS)}")
         analog_did = env.text("ANALOG_DID", "10000")
         if not _NUMBER.match(analog_did):
-            raise env.error("ANALOG_DID", analog_did,
-                            "is not a number (digits, optionally a leading +)")
+            raise env.error(
+                "ANALOG_DID", analog_did, "is not a number (digits, optionally a leading +)"
+            )
         return base | {
             "sip_host": env.text("SIP_HOST", "127.0.0.1"),
             "sip_port": env.port("SIP_PORT", 5060),

@@ -1,4 +1,5 @@
 """`python -m ivr`: the IVR service."""
+
 from common.service import run
 from ivr.app import main
 from ivr.settings import IvrSettings

@@ -1,12 +1,12 @@
 """Wires the IVR: takes offered calls from `calls`, runs their flow, serves `Ivr.ListFlows`."""
+
 from __future__ import annotations
 
 import logging
 
-from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc, ivr_pb2_grpc
-
 from common.health import Readiness
 from common.service import Stop, Wiring
+from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc, ivr_pb2_grpc
 from ivr.flows import load_flows
 from ivr.intake import IvrIntake
 from ivr.runner import FlowRunner
@@ -18,10 +18,14 @@ log = logging.getLogger(__name__)
 
 async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
     flows = load_flows(settings.flows_file)
-    log.info("loaded %d flows: %s", len(flows), ", ".join(f"{d}={f.name}" for d, f in flows.items()))
+    log.info(
+        "loaded %d flows: %s", len(flows), ", ".join(f"{d}={f.name}" for d, f in flows.items())
+    )
     wiring = Wiring("ivr", settings, readiness)
-    runner = FlowRunner(gateway_pb2_grpc.CallControlStub(wiring.channel("gateway")),
-                        acd_pb2_grpc.AcdStub(wiring.channel("acd")))
+    runner = FlowRunner(
+        gateway_pb2_grpc.CallControlStub(wiring.channel("gateway")),
+        acd_pb2_grpc.AcdStub(wiring.channel("acd")),
+    )
     intake = IvrIntake(flows, runner)
     wiring.on_stop(intake.stop, "flows in progress")
     wiring.consumer(["calls"], intake.handle)

@@ -3,6 +3,7 @@
 Flows are YAML so a customer can author and change menus without touching the back end;
 loading validates everything up front and names the flow and field that is wrong.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -80,8 +81,11 @@ def parse_flows(doc: object) -> dict[str, Flow]:
             if digit not in DIGITS:
                 raise FlowError(f"{where}.menu.options: {digit!r} is not a single DTMF digit")
             options[digit] = _route(f"{where}.menu.options[{digit}]", route)
-        default = _route(f"{where}.menu.default", menu_raw["default"]) \
-            if menu_raw.get("default") is not None else None
+        default = (
+            _route(f"{where}.menu.default", menu_raw["default"])
+            if menu_raw.get("default") is not None
+            else None
+        )
         timeout_ms, attempts = menu_raw.get("timeout_ms", 6000), menu_raw.get("attempts", 2)
         if not isinstance(timeout_ms, int) or timeout_ms <= 0:
             raise FlowError(f"{where}.menu.timeout_ms must be a positive integer")
@@ -89,7 +93,9 @@ def parse_flows(doc: object) -> dict[str, Flow]:
             raise FlowError(f"{where}.menu.attempts must be a positive integer")
         greeting = raw.get("greeting")
         menu = Menu(menu_raw["prompt"], options, default, timeout_ms, attempts)
-        queues = sorted({r.queue for r in options.values()} | ({default.queue} if default else set()))
+        queues = sorted(
+            {r.queue for r in options.values()} | ({default.queue} if default else set())
+        )
         flows[dnis] = Flow(dnis, name, greeting, menu, queues)
     return flows
 

@@ -4,6 +4,7 @@ An inbound `CallOffered` to a number with a flow starts that flow for the call, 
 its own so calls run side by side; calls we placed (outbound) and numbers without a flow are
 left alone, every other event is ignored. `stop` cancels the flows still running.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,7 @@ class IvrIntake:
         if env.WhichOneof("payload") != "call_offered":
             return
         offered = env.call_offered
-        if offered.direction == "outbound":          # placed by us: no inbound flow to run
+        if offered.direction == "outbound":  # placed by us: no inbound flow to run
             return
         flow = self.flows.get(offered.dnis)
         if flow is None:
@@ -37,7 +38,8 @@ class IvrIntake:
             return
         task = asyncio.create_task(
             self.runner.run(flow, offered.call_id, offered.ani, offered.dnis),
-            name=f"flow-{offered.call_id}")
+            name=f"flow-{offered.call_id}",
+        )
         self.running.add(task)
         task.add_done_callback(self.running.discard)
 

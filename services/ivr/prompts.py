@@ -3,6 +3,7 @@
 `python -m ivr.prompts [DIR]` writes 8 kHz µ-law WAVs (the gateway's native format, so no
 resampling happens per call). Run by `make setup`; idempotent.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -35,8 +36,9 @@ def _speak(text: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(raw), text], check=True)
-        subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-e", "mu-law", str(out)],
-                       check=True)
+        subprocess.run(
+            ["sox", str(raw), "-r", str(RATE), "-c", "1", "-e", "mu-law", str(out)], check=True
+        )
 
 
 def hold_music(seconds: float = 8.0) -> np.ndarray:

@@ -1,14 +1,14 @@
 """Runs one call through its flow by commanding the gateway, then hands it to the ACD."""
+
 from __future__ import annotations
 
 import logging
 
 import grpc
-from hotline.v1 import acd_pb2, acd_pb2_grpc
-from hotline.v1 import gateway_pb2 as gw
-from hotline.v1 import gateway_pb2_grpc
 from prometheus_client import Counter
 
+from hotline.v1 import acd_pb2, acd_pb2_grpc, gateway_pb2_grpc
+from hotline.v1 import gateway_pb2 as gw
 from ivr.flows import Flow, Route
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,9 @@ class CallerGone(Exception):
 
 
 class FlowRunner:
-    def __init__(self, gateway: gateway_pb2_grpc.CallControlStub, acd: acd_pb2_grpc.AcdStub) -> None:
+    def __init__(
+        self, gateway: gateway_pb2_grpc.CallControlStub, acd: acd_pb2_grpc.AcdStub
+    ) -> None:
         self.gateway, self.acd = gateway, acd
 
     async def run(self, flow: Flow, call_id: str, ani: str, dnis: str) -> str:
@@ -29,40 +31,57 @@ class FlowRunner:
         try:
             await self.gateway.Answer(gw.AnswerRequest(call_id=call_id))
             if flow.greeting:
-                await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=flow.greeting,
-                                                       barge_in=True))
+                await self.gateway.Play(
+                    gw.PlayRequest(call_id=call_id, prompt=flow.greeting, barge_in=True)
+                )
             route, digits = await self._menu(flow, call_id)
             if route is None:
-                await self.gateway.Hangup(gw.HangupRequest(call_id=call_id,
-                                                           reason="no valid menu choice"))
+                await self.gateway.Hangup(
+                    gw.HangupRequest(call_id=call_id, reason="no valid menu choice")
+                )
                 CALLS.labels(flow.name, "no-choice").inc()
                 return "no-choice"
-            reply = await self.acd.Enqueue(acd_pb2.EnqueueRequest(
-                call_id=call_id, queue=route.queue, priority=route.priority, ani=ani, dnis=dnis,
-                data={"menu": digits, "flow": flow.name}))
-            log.info("call %s: menu %r -> queue %s position %d", call_id, digits, route.queue,
-                     reply.position)
+            reply = await self.acd.Enqueue(
+                acd_pb2.EnqueueRequest(
+                    call_id=call_id,
+                    queue=route.queue,
+                    priority=route.priority,
+                    ani=ani,
+                    dnis=dnis,
+                    data={"menu": digits, "flow": flow.name},
+                )
+            )
+            log.info(
+                "call %s: menu %r -> queue %s position %d",
+                call_id,
+                digits,
+                route.queue,
+                reply.position,
+            )
             CALLS.labels(flow.name, "queued").inc()
             return route.queue
         except CallerGone:
             CALLS.labels(flow.name, "caller-gone").inc()
             return "caller-gone"
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:   # the call ended between commands
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # the call ended between commands
                 CALLS.labels(flow.name, "caller-gone").inc()
                 return "caller-gone"
             CALLS.labels(flow.name, "error").inc()
-            log.error("call %s: flow %s failed: %s %s", call_id, flow.name, exc.code().name,
-                      exc.details())
+            log.error(
+                "call %s: flow %s failed: %s %s", call_id, flow.name, exc.code().name, exc.details()
+            )
             return "error"
 
     async def _menu(self, flow: Flow, call_id: str) -> tuple[Route | None, str]:
         menu = flow.menu
         for _ in range(menu.attempts):
-            await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=menu.prompt,
-                                                   barge_in=True))
-            got = await self.gateway.CollectDigits(gw.CollectDigitsRequest(
-                call_id=call_id, max_digits=1, timeout_ms=menu.timeout_ms))
+            await self.gateway.Play(
+                gw.PlayRequest(call_id=call_id, prompt=menu.prompt, barge_in=True)
+            )
+            got = await self.gateway.CollectDigits(
+                gw.CollectDigitsRequest(call_id=call_id, max_digits=1, timeout_ms=menu.timeout_ms)
+            )
             if got.reason == "hangup":
                 raise CallerGone(call_id)
             route = flow.route_for(got.digits)

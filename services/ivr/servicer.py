@@ -1,8 +1,8 @@
 """The IVR's gRPC servicer: `hotline.v1.Ivr`, which lists the loaded call flows."""
+
 from __future__ import annotations
 
 from hotline.v1 import ivr_pb2, ivr_pb2_grpc
-
 from ivr.flows import Flow
 
 
@@ -11,6 +11,9 @@ class IvrService(ivr_pb2_grpc.IvrServicer):
         self.flows = flows
 
     async def ListFlows(self, request, context):  # noqa: N802, ANN001
-        return ivr_pb2.ListFlowsReply(flows=[
-            ivr_pb2.FlowInfo(dnis=f.dnis, name=f.name, queues=f.queues)
-            for f in self.flows.values()])
+        return ivr_pb2.ListFlowsReply(
+            flows=[
+                ivr_pb2.FlowInfo(dnis=f.dnis, name=f.name, queues=f.queues)
+                for f in self.flows.values()
+            ]
+        )

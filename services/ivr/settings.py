@@ -3,6 +3,7 @@
 With `common.settings` the only reader of `HOTLINE_*` for the IVR. docs/configuration.md lists
 every variable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from ivr.flows import DEFAULT_FLOWS
 
 @dataclass(frozen=True)
 class IvrSettings(Settings):
-    flows_file: Path = DEFAULT_FLOWS       # HOTLINE_IVR_FLOWS: the YAML call flows
+    flows_file: Path = DEFAULT_FLOWS  # HOTLINE_IVR_FLOWS: the YAML call flows
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:

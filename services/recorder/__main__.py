@@ -1,6 +1,6 @@
 """`python -m recorder`: run the recorder service."""
-from common.service import run
 
+from common.service import run
 from recorder.app import main
 from recorder.settings import RecorderSettings
 

@@ -5,6 +5,7 @@ The catalog row is the outbox: a recording is stored and committed first, then a
 Kafka was down or the recorder stopped are announced at the next start, so none goes unheard
 (at least once: a consumer may see a recording twice and should key on `recording_id`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,8 +48,12 @@ class Announcer:
         try:
             await asyncio.wait_for(asyncio.shield(fut), wait_s)
         except TimeoutError:
-            log.warning("RecordingReady for %s not yet on the broker after %.1fs; it stays "
-                        "queued", recording_id, wait_s, extra={"recording_id": recording_id})
+            log.warning(
+                "RecordingReady for %s not yet on the broker after %.1fs; it stays queued",
+                recording_id,
+                wait_s,
+                extra={"recording_id": recording_id},
+            )
             return False
         return True
 
@@ -75,8 +80,12 @@ class Announcer:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("announcing recording %s failed; retrying in %.0fs", recording_id,
-                              RETRY_S, extra={"recording_id": recording_id})
+                log.exception(
+                    "announcing recording %s failed; retrying in %.0fs",
+                    recording_id,
+                    RETRY_S,
+                    extra={"recording_id": recording_id},
+                )
                 await asyncio.sleep(RETRY_S)
                 self._queue.put_nowait(recording_id)
 
@@ -90,9 +99,17 @@ class Announcer:
             finally:
                 otel_context.detach(token)
             await self.catalog.mark_announced(recording_id, datetime.now(UTC))
-            log.info("announced recording %s of call %s (%s)", recording_id, rec.call_id,
-                     rec.status, extra={"recording_id": recording_id, "call_id": rec.call_id,
-                                        "event_id": env.event_id})
+            log.info(
+                "announced recording %s of call %s (%s)",
+                recording_id,
+                rec.call_id,
+                rec.status,
+                extra={
+                    "recording_id": recording_id,
+                    "call_id": rec.call_id,
+                    "event_id": env.event_id,
+                },
+            )
         self._contexts.pop(recording_id, None)
         for fut in self._waiters.pop(recording_id, []):
             if not fut.done():

@@ -1,14 +1,15 @@
 """Wires the recorder: catalog database, recording store, announcer (Kafka), salvage and the
 gRPC server. The recorder consumes no events, so it has no intake."""
+
 from __future__ import annotations
 
 import logging
 
-from hotline.v1 import recorder_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from common.health import Readiness
 from common.service import Stop, Wiring
+from hotline.v1 import recorder_pb2_grpc
 from recorder.announcer import Announcer
 from recorder.catalog import Catalog, migrate, open_engine
 from recorder.ingest import ANNOUNCE_WAIT_S, Ingest
@@ -29,11 +30,15 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def main(settings: RecorderSettings, readiness: Readiness, *,
-               salvage_stale_after_s: float = STALE_AFTER_S,
-               salvage_interval_s: float = INTERVAL_S,
-               announce_wait_s: float = ANNOUNCE_WAIT_S,
-               stop_grace_s: float = STOP_GRACE_S) -> Stop:
+async def main(
+    settings: RecorderSettings,
+    readiness: Readiness,
+    *,
+    salvage_stale_after_s: float = STALE_AFTER_S,
+    salvage_interval_s: float = INTERVAL_S,
+    announce_wait_s: float = ANNOUNCE_WAIT_S,
+    stop_grace_s: float = STOP_GRACE_S,
+) -> Stop:
     """Start the recorder and return the coroutine function that stops it.
 
     The keyword arguments are tuning knobs for tests; the service runs on the defaults.
@@ -56,14 +61,24 @@ async def main(settings: RecorderSettings, readiness: Readiness, *,
     wiring.on_stop(announcer.stop, "announcer")
 
     ingest = Ingest(store, catalog, announcer, announce_wait_s=announce_wait_s)
-    salvager = Salvager(store, catalog, announcer, ingest, stale_after_s=salvage_stale_after_s,
-                        interval_s=salvage_interval_s)
+    salvager = Salvager(
+        store,
+        catalog,
+        announcer,
+        ingest,
+        stale_after_s=salvage_stale_after_s,
+        interval_s=salvage_interval_s,
+    )
     salvager.start()
     wiring.on_stop(salvager.stop, "salvager")
-    wiring.on_stop(ingest.drain, "recordings being stored")   # right after the server stopped
+    wiring.on_stop(ingest.drain, "recordings being stored")  # right after the server stopped
 
     wiring.servicer(recorder_pb2_grpc.add_RecorderServicer_to_server, RecorderService(ingest))
     stop = await wiring.start(grace_s=stop_grace_s, readiness_check="grpc")
-    log.info("recorder serving gRPC on %s:%d, recordings under %s", settings.bind_host,
-             settings.grpc_ports["recorder"], store.root)
+    log.info(
+        "recorder serving gRPC on %s:%d, recordings under %s",
+        settings.bind_host,
+        settings.grpc_ports["recorder"],
+        store.root,
+    )
     return stop

@@ -5,6 +5,7 @@ stored, so a recording interrupted by a crash is still known and can be salvaged
 also remembers whether `RecordingReady` went out (`announced_at`), which makes the catalog
 the outbox of the recordings topic.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from common.dbtypes import UtcDateTime
 from sqlalchemy import (
     BigInteger,
     Index,
@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.dbtypes import UtcDateTime
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,14 @@ def open_engine(url: str) -> AsyncEngine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
+
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
+
     return engine
 
 
@@ -119,9 +123,17 @@ class Catalog:
         async with self._session.begin() as session:
             session.add(recording)
 
-    async def finish(self, recording_id: str, *, status: str, ended_at: datetime,
-                     duration_ms: int, size_bytes: int, sha256: str | None,
-                     failure: str | None = None) -> bool:
+    async def finish(
+        self,
+        recording_id: str,
+        *,
+        status: str,
+        ended_at: datetime,
+        duration_ms: int,
+        size_bytes: int,
+        sha256: str | None,
+        failure: str | None = None,
+    ) -> bool:
         """Record how a recording ended; False if it was no longer `recording`.
 
         The status condition makes finishing safe when two recorder replicas both try to
@@ -133,15 +145,24 @@ class Catalog:
             result = await session.execute(
                 update(Recording)
                 .where(Recording.recording_id == recording_id, Recording.status == RECORDING)
-                .values(status=status, ended_at=ended_at, duration_ms=duration_ms,
-                        bytes=size_bytes, sha256=sha256, failure=failure))
+                .values(
+                    status=status,
+                    ended_at=ended_at,
+                    duration_ms=duration_ms,
+                    bytes=size_bytes,
+                    sha256=sha256,
+                    failure=failure,
+                )
+            )
             return result.rowcount == 1
 
     async def mark_announced(self, recording_id: str, at: datetime) -> None:
         async with self._session.begin() as session:
-            await session.execute(update(Recording)
-                                  .where(Recording.recording_id == recording_id)
-                                  .values(announced_at=at))
+            await session.execute(
+                update(Recording)
+                .where(Recording.recording_id == recording_id)
+                .values(announced_at=at)
+            )
 
     async def _all(self, stmt) -> list[Recording]:  # noqa: ANN001 - a Select of Recording
         async with self._session() as session:
@@ -153,11 +174,17 @@ class Catalog:
 
     async def by_call(self, call_id: str) -> list[Recording]:
         """All recordings of a call (transfers and consultations may make several), oldest first."""
-        return await self._all(select(Recording).where(Recording.call_id == call_id)
-                               .order_by(Recording.started_at))
+        return await self._all(
+            select(Recording).where(Recording.call_id == call_id).order_by(Recording.started_at)
+        )
 
-    async def by_agent(self, agent_id: str, since: datetime | None = None,
-                       until: datetime | None = None, limit: int = 100) -> list[Recording]:
+    async def by_agent(
+        self,
+        agent_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Recording]:
         """An agent's recordings, newest first, optionally within [since, until)."""
         stmt = select(Recording).where(Recording.agent_id == agent_id)
         if since is not None:
@@ -166,24 +193,31 @@ class Catalog:
             stmt = stmt.where(Recording.started_at < until)
         return await self._all(stmt.order_by(Recording.started_at.desc()).limit(limit))
 
-    async def between(self, since: datetime, until: datetime, *,
-                      statuses: Sequence[str] | None = None,
-                      limit: int = 1000) -> list[Recording]:
+    async def between(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        statuses: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Recording]:
         """Recordings started within [since, until), oldest first (retention, QA sampling)."""
-        stmt = select(Recording).where(Recording.started_at >= since,
-                                       Recording.started_at < until)
+        stmt = select(Recording).where(Recording.started_at >= since, Recording.started_at < until)
         if statuses is not None:
             stmt = stmt.where(Recording.status.in_(list(statuses)))
         return await self._all(stmt.order_by(Recording.started_at).limit(limit))
 
     async def in_progress(self) -> list[Recording]:
         """Recordings still marked `recording`: live streams, or orphans of a crash."""
-        return await self._all(select(Recording).where(Recording.status == RECORDING)
-                               .order_by(Recording.started_at))
+        return await self._all(
+            select(Recording).where(Recording.status == RECORDING).order_by(Recording.started_at)
+        )
 
     async def unannounced(self, limit: int = 1000) -> list[Recording]:
         """Stored recordings whose `RecordingReady` has not reached the broker yet."""
-        return await self._all(select(Recording)
-                               .where(Recording.status.in_(ANNOUNCED_STATUSES),
-                                      Recording.announced_at.is_(None))
-                               .order_by(Recording.started_at).limit(limit))
+        return await self._all(
+            select(Recording)
+            .where(Recording.status.in_(ANNOUNCED_STATUSES), Recording.announced_at.is_(None))
+            .order_by(Recording.started_at)
+            .limit(limit)
+        )

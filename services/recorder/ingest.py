@@ -8,6 +8,7 @@ died, connection lost, server shutting down) still keeps every frame that arrive
 stored as `partial`. A chunk that violates the protocol fails the stream; what was written
 before it is kept as a `failed` recording for inspection, never dropped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hotline.v1 import recorder_pb2
-
 from recorder import metrics
 from recorder.announcer import Announcer
 from recorder.catalog import COMPLETE, FAILED, PARTIAL, RECORDING, Catalog, Recording
@@ -46,8 +46,10 @@ def check_start(start: recorder_pb2.RecordingStart) -> int:
         raise StartError("RecordingStart.call_id is required")
     rate = start.sample_rate or SAMPLE_RATE
     if rate != SAMPLE_RATE:
-        raise StartError(f"RecordingStart.sample_rate {start.sample_rate} is not supported: "
-                         f"recordings are {SAMPLE_RATE} Hz (G.711 narrowband)")
+        raise StartError(
+            f"RecordingStart.sample_rate {start.sample_rate} is not supported: "
+            f"recordings are {SAMPLE_RATE} Hz (G.711 narrowband)"
+        )
     return rate
 
 
@@ -76,8 +78,13 @@ class Ingest:
     """The live recording streams: opens, writes and finishes them, so salvage and shutdown
     know what is in flight."""
 
-    def __init__(self, store: RecordingStore, catalog: Catalog, announcer: Announcer,
-                 announce_wait_s: float = ANNOUNCE_WAIT_S) -> None:
+    def __init__(
+        self,
+        store: RecordingStore,
+        catalog: Catalog,
+        announcer: Announcer,
+        announce_wait_s: float = ANNOUNCE_WAIT_S,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.announcer = announcer
@@ -92,10 +99,19 @@ class Ingest:
         started_at = datetime.now(UTC)
         recording_id = str(uuid.uuid4())
         key = recording_key(recording_id, started_at)
-        row = Recording(recording_id=recording_id, call_id=start.call_id, path=key,
-                        duration_ms=0, sample_rate=sample_rate, channels=CHANNELS,
-                        agent_id=start.agent_id, queue=start.queue, started_at=started_at,
-                        bytes=0, status=RECORDING)
+        row = Recording(
+            recording_id=recording_id,
+            call_id=start.call_id,
+            path=key,
+            duration_ms=0,
+            sample_rate=sample_rate,
+            channels=CHANNELS,
+            agent_id=start.agent_id,
+            queue=start.queue,
+            started_at=started_at,
+            bytes=0,
+            status=RECORDING,
+        )
         try:
             await self.catalog.begin(row)
         except Exception as exc:  # database unreachable or refusing writes
@@ -108,15 +124,26 @@ class Ingest:
             metrics.FAILURES.labels("io_error").inc()
             metrics.RECORDINGS.labels(FAILED).inc()
             log.exception("cannot create recording file %s for call %s", key, start.call_id)
-            await self.catalog.finish(recording_id, status=FAILED, ended_at=datetime.now(UTC),
-                                      duration_ms=0, size_bytes=0, sha256=None,
-                                      failure=f"io_error: {exc}")
+            await self.catalog.finish(
+                recording_id,
+                status=FAILED,
+                ended_at=datetime.now(UTC),
+                duration_ms=0,
+                size_bytes=0,
+                sha256=None,
+                failure=f"io_error: {exc}",
+            )
             raise IngestUnavailable(f"recorder cannot create a recording file: {exc}") from exc
         stream = Stream(row=row, writer=writer)
         self.active[recording_id] = stream
-        log.info("recording %s started for call %s (agent %s, queue %s)", recording_id,
-                 start.call_id, start.agent_id or "-", start.queue or "-",
-                 extra=stream.log_extra)
+        log.info(
+            "recording %s started for call %s (agent %s, queue %s)",
+            recording_id,
+            start.call_id,
+            start.agent_id or "-",
+            start.queue or "-",
+            extra=stream.log_extra,
+        )
         return stream
 
     def abandon_opening(self, opening: asyncio.Future[Stream]) -> None:
@@ -132,19 +159,23 @@ class Ingest:
         stream.chunks += 1
         kind = chunk.WhichOneof("chunk")
         if kind == "start":
-            raise FrameError("duplicate_start",
-                             f"chunk {stream.chunks}: RecordingStart may only be the first chunk")
+            raise FrameError(
+                "duplicate_start",
+                f"chunk {stream.chunks}: RecordingStart may only be the first chunk",
+            )
         if kind != "frames":
-            raise FrameError("empty_chunk", f"chunk {stream.chunks} carries neither start nor "
-                                            "frames")
+            raise FrameError(
+                "empty_chunk", f"chunk {stream.chunks} carries neither start nor frames"
+            )
         try:
             written = stream.writer.write(chunk.frames.left, chunk.frames.right)
         except FrameError as exc:
             raise FrameError(exc.reason, f"chunk {stream.chunks}: {exc}") from None
         metrics.BYTES_WRITTEN.inc(written)
 
-    async def await_finish(self, stream: Stream,
-                           cancelled: Callable[[], bool] | None = None) -> Recording:
+    async def await_finish(
+        self, stream: Stream, cancelled: Callable[[], bool] | None = None
+    ) -> Recording:
         """Finish a stream that ended and wait for its stored row (the finishing itself goes on
         if this wait is cancelled). `cancelled` tells whether the peer cancelled the stream."""
         task = self.finish(stream, cancelled)
@@ -155,13 +186,15 @@ class Ingest:
             stream.aborted = True
             raise
 
-    def finish(self, stream: Stream,
-               cancelled: Callable[[], bool] | None = None) -> asyncio.Task[Recording]:
+    def finish(
+        self, stream: Stream, cancelled: Callable[[], bool] | None = None
+    ) -> asyncio.Task[Recording]:
         """Finalise in a task of its own, so a cancelled RPC cannot cut it short."""
         if stream.finishing is None:
             stream.ended_at = stream.ended_at or datetime.now(UTC)
-            task = asyncio.create_task(self._store(stream, cancelled),
-                                       name=f"recording-finish-{stream.recording_id}")
+            task = asyncio.create_task(
+                self._store(stream, cancelled), name=f"recording-finish-{stream.recording_id}"
+            )
             self._finishing.add(task)
             task.add_done_callback(self._finished)
             stream.finishing = task
@@ -181,8 +214,11 @@ class Ingest:
             stored = await self.store.commit(row.path, stream.writer)
         except OSError as exc:
             io_failure = f"io_error: {exc}"
-            log.exception("recording %s could not be finalised; its .part file is kept",
-                          row.recording_id, extra=stream.log_extra)
+            log.exception(
+                "recording %s could not be finalised; its .part file is kept",
+                row.recording_id,
+                extra=stream.log_extra,
+            )
         finally:
             self.active.pop(row.recording_id, None)
         # A client cancel reaches us a few loop turns after its stream "ended"; the commit
@@ -196,33 +232,56 @@ class Ingest:
             reason = getattr(stream.failure, "reason", "io_error")
             status, failure = FAILED, f"{reason}: {stream.failure}"
         elif stream.aborted:
-            status, reason, failure = PARTIAL, "stream_aborted", "stream_aborted: the stream " \
-                "broke off before the gateway closed it"
+            status, reason, failure = (
+                PARTIAL,
+                "stream_aborted",
+                "stream_aborted: the stream broke off before the gateway closed it",
+            )
         else:
             status, reason, failure = COMPLETE, None, None
 
         row.status, row.failure, row.ended_at = status, failure, stream.ended_at
         if stored is not None:
-            row.duration_ms, row.bytes, row.sha256 = stored.duration_ms, stored.size_bytes, \
-                stored.sha256
+            row.duration_ms, row.bytes, row.sha256 = (
+                stored.duration_ms,
+                stored.size_bytes,
+                stored.sha256,
+            )
         else:
             row.duration_ms = stream.writer.duration_ms
         try:
-            await self.catalog.finish(row.recording_id, status=status, ended_at=row.ended_at,
-                                      duration_ms=row.duration_ms, size_bytes=row.bytes,
-                                      sha256=row.sha256, failure=failure)
+            await self.catalog.finish(
+                row.recording_id,
+                status=status,
+                ended_at=row.ended_at,
+                duration_ms=row.duration_ms,
+                size_bytes=row.bytes,
+                sha256=row.sha256,
+                failure=failure,
+            )
         except Exception:
             metrics.FAILURES.labels("catalog_error").inc()
-            log.exception("recording %s stored but its catalog row could not be completed",
-                          row.recording_id, extra=stream.log_extra)
+            log.exception(
+                "recording %s stored but its catalog row could not be completed",
+                row.recording_id,
+                extra=stream.log_extra,
+            )
             raise
         metrics.RECORDINGS.labels(status).inc()
         if reason is not None:
             metrics.FAILURES.labels(reason).inc()
         level = logging.INFO if status == COMPLETE else logging.WARNING
-        log.log(level, "recording %s of call %s stored: %s, %d ms, %d bytes%s",
-                row.recording_id, row.call_id, status, row.duration_ms, row.bytes,
-                f" ({failure})" if failure else "", extra=stream.log_extra)
+        log.log(
+            level,
+            "recording %s of call %s stored: %s, %d ms, %d bytes%s",
+            row.recording_id,
+            row.call_id,
+            status,
+            row.duration_ms,
+            row.bytes,
+            f" ({failure})" if failure else "",
+            extra=stream.log_extra,
+        )
         if status != FAILED:
             wait = self.announce_wait_s if status == COMPLETE else 0.0
             await self.announcer.announce(row.recording_id, wait_s=wait)

@@ -2,14 +2,18 @@
 
 Labels are bounded sets (status, failure reason), never call or agent ids.
 """
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-ACTIVE_STREAMS = Gauge("hotline_recorder_active_streams",
-                       "Ingest streams currently being written to disk")
+ACTIVE_STREAMS = Gauge(
+    "hotline_recorder_active_streams", "Ingest streams currently being written to disk"
+)
 RECORDINGS = Counter("hotline_recordings", "Recordings stored, by final status", ["status"])
-FAILURES = Counter("hotline_recording_failures",
-                   "Recordings that failed or were cut short, by reason", ["reason"])
-BYTES_WRITTEN = Counter("hotline_recorder_bytes_written",
-                        "Audio bytes (interleaved PCM) written to recording files")
+FAILURES = Counter(
+    "hotline_recording_failures", "Recordings that failed or were cut short, by reason", ["reason"]
+)
+BYTES_WRITTEN = Counter(
+    "hotline_recorder_bytes_written", "Audio bytes (interleaved PCM) written to recording files"
+)

@@ -6,6 +6,7 @@ has been idle for `stale_after_s` gets its header repaired from the file length,
 as `partial`, and is announced like any other recording. The idle rule keeps a replica sharing
 the same volume from stealing another replica's live stream (live streams write every 20 ms).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,9 +28,15 @@ INTERVAL_S = 60.0
 class Salvager:
     """Periodic task turning orphaned recordings into `partial` ones."""
 
-    def __init__(self, store: RecordingStore, catalog: Catalog, announcer: Announcer,
-                 ingest: Ingest, stale_after_s: float = STALE_AFTER_S,
-                 interval_s: float = INTERVAL_S) -> None:
+    def __init__(
+        self,
+        store: RecordingStore,
+        catalog: Catalog,
+        announcer: Announcer,
+        ingest: Ingest,
+        stale_after_s: float = STALE_AFTER_S,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.announcer = announcer
@@ -60,26 +67,40 @@ class Salvager:
             try:
                 stored = await self.store.salvage(rec.path, rec.sample_rate, self.stale_after_s)
             except (OSError, ValueError):
-                log.exception("cannot salvage recording %s (%s)", rec.recording_id, rec.path,
-                              extra={"recording_id": rec.recording_id, "call_id": rec.call_id})
+                log.exception(
+                    "cannot salvage recording %s (%s)",
+                    rec.recording_id,
+                    rec.path,
+                    extra={"recording_id": rec.recording_id, "call_id": rec.call_id},
+                )
                 continue
             if stored is None:
                 continue
-            failure = ("recorder_restart: the end of the stream was never recorded (recorder "
-                       "stopped, or its catalog was unreachable); salvaged from disk")
+            failure = (
+                "recorder_restart: the end of the stream was never recorded (recorder "
+                "stopped, or its catalog was unreachable); salvaged from disk"
+            )
             finished = await self.catalog.finish(
-                rec.recording_id, status=PARTIAL,
+                rec.recording_id,
+                status=PARTIAL,
                 ended_at=rec.started_at + timedelta(milliseconds=stored.duration_ms),
-                duration_ms=stored.duration_ms, size_bytes=stored.size_bytes,
-                sha256=stored.sha256, failure=failure)
+                duration_ms=stored.duration_ms,
+                size_bytes=stored.size_bytes,
+                sha256=stored.sha256,
+                failure=failure,
+            )
             if not finished:  # another replica got there first
                 continue
             done += 1
             metrics.RECORDINGS.labels(PARTIAL).inc()
             metrics.FAILURES.labels("recorder_restart").inc()
-            log.warning("salvaged recording %s of call %s: %d ms", rec.recording_id,
-                        rec.call_id, stored.duration_ms,
-                        extra={"recording_id": rec.recording_id, "call_id": rec.call_id})
+            log.warning(
+                "salvaged recording %s of call %s: %d ms",
+                rec.recording_id,
+                rec.call_id,
+                stored.duration_ms,
+                extra={"recording_id": rec.recording_id, "call_id": rec.call_id},
+            )
             await self.announcer.announce(rec.recording_id)
         return done
 

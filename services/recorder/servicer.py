@@ -5,6 +5,7 @@ INVALID_ARGUMENT (what arrived before it is kept as a `failed` recording, and th
 so), a catalog or disk the recorder cannot use now is UNAVAILABLE, a full disk
 RESOURCE_EXHAUSTED, a file that could not be finalised INTERNAL.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import grpc
-from hotline.v1 import recorder_pb2, recorder_pb2_grpc
 
+from hotline.v1 import recorder_pb2, recorder_pb2_grpc
 from recorder import metrics
 from recorder.catalog import FAILED
 from recorder.ingest import Ingest, IngestUnavailable, StartError, Stream, check_start
@@ -25,15 +26,19 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
 
-    async def Ingest(self, request_iterator: AsyncIterator[recorder_pb2.IngestChunk],  # noqa: N802
-                     context: grpc.aio.ServicerContext) -> recorder_pb2.IngestReply:
+    async def Ingest(
+        self,
+        request_iterator: AsyncIterator[recorder_pb2.IngestChunk],  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> recorder_pb2.IngestReply:
         ingest = self.ingest
         chunks = aiter(request_iterator)
         first = await anext(chunks, None)
         if first is None or first.WhichOneof("chunk") != "start":
             metrics.FAILURES.labels("no_start").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "first chunk must be RecordingStart")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "first chunk must be RecordingStart"
+            )
         try:
             sample_rate = check_start(first.start)
         except StartError as exc:
@@ -66,19 +71,24 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
             try:
                 row = await ingest.await_finish(stream, context.cancelled)
             except Exception as exc:  # catalog write failed; salvage reconciles the row later
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    f"recording {stream.recording_id} is on disk but the "
-                                    f"catalog could not be updated: {exc}")
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"recording {stream.recording_id} is on disk but the "
+                    f"catalog could not be updated: {exc}",
+                )
         finally:
             metrics.ACTIVE_STREAMS.dec()
 
         if stream.failure is not None:
             await self._refuse(stream, context)
         if row.status == FAILED:  # the file could not be finalised (disk error)
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                f"recording {row.recording_id} could not be stored: {row.failure}")
-        return recorder_pb2.IngestReply(recording_id=row.recording_id, path=row.path,
-                                        duration_ms=row.duration_ms)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"recording {row.recording_id} could not be stored: {row.failure}",
+            )
+        return recorder_pb2.IngestReply(
+            recording_id=row.recording_id, path=row.path, duration_ms=row.duration_ms
+        )
 
     @staticmethod
     async def _refuse(stream: Stream, context: grpc.aio.ServicerContext) -> None:
@@ -90,5 +100,8 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
             code, detail = grpc.StatusCode.RESOURCE_EXHAUSTED, f"recording disk full: {exc}"
         else:
             code, detail = grpc.StatusCode.INTERNAL, f"cannot write recording: {exc}"
-        await context.abort(code, f"{detail} (the {stream.row.duration_ms} ms received before "
-                                  f"it are kept as failed recording {stream.recording_id})")
+        await context.abort(
+            code,
+            f"{detail} (the {stream.row.duration_ms} ms received before "
+            f"it are kept as failed recording {stream.recording_id})",
+        )

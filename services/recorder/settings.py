@@ -3,6 +3,7 @@ shared base (`Settings.db_url("recorder")`) and recordings live under `$VAR_DIR/
 
 With `common.settings` the only reader of `HOTLINE_*` for the recorder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ UTC start date), never by a filesystem path, so the catalog, the events and the 
 valid when the store moves to another disk or to an object store. `RecordingStore` is the
 seam for such backends; `LocalRecordingStore` keeps files under `var/recordings/`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,10 @@ from pathlib import Path
 from recorder.settings import RecorderSettings
 from recorder.wav import BLOCK_ALIGN, StereoWavWriter, read_format, seal_orphan
 
-_KEY = re.compile(r"^\d{4}/\d{2}/\d{2}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
-                  r"[0-9a-f]{12}\.wav$")
+_KEY = re.compile(
+    r"^\d{4}/\d{2}/\d{2}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+    r"[0-9a-f]{12}\.wav$"
+)
 PART_SUFFIX = ".part"
 
 
@@ -58,8 +61,9 @@ class RecordingStore(ABC):
         """Finalise the file and make it visible under `key` in one atomic step."""
 
     @abstractmethod
-    async def salvage(self, key: str, sample_rate: int,
-                      stale_after_s: float) -> StoredRecording | None:
+    async def salvage(
+        self, key: str, sample_rate: int, stale_after_s: float
+    ) -> StoredRecording | None:
         """Commit a recording whose writer died (crash), if this store holds it.
 
         Returns None when the store has no trace of `key` or its staging file was written to
@@ -118,8 +122,13 @@ class LocalRecordingStore(RecordingStore):
 
     def _describe(self, key: str, final: Path) -> StoredRecording:
         sample_rate, data_bytes = read_format(final)
-        return StoredRecording(key=key, size_bytes=final.stat().st_size, sha256=_sha256(final),
-                               frames=data_bytes // BLOCK_ALIGN, sample_rate=sample_rate)
+        return StoredRecording(
+            key=key,
+            size_bytes=final.stat().st_size,
+            sha256=_sha256(final),
+            frames=data_bytes // BLOCK_ALIGN,
+            sample_rate=sample_rate,
+        )
 
     def _commit(self, key: str, writer: StereoWavWriter) -> StoredRecording:
         writer.close()
@@ -141,6 +150,7 @@ class LocalRecordingStore(RecordingStore):
         seal_orphan(part, sample_rate)
         return self._publish(key)
 
-    async def salvage(self, key: str, sample_rate: int,
-                      stale_after_s: float) -> StoredRecording | None:
+    async def salvage(
+        self, key: str, sample_rate: int, stale_after_s: float
+    ) -> StoredRecording | None:
         return await asyncio.to_thread(self._salvage, key, sample_rate, stale_after_s)

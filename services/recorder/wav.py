@@ -5,6 +5,7 @@ the RIFF and data sizes are only known at the end and are patched into the heade
 The header is flushed at open, so a file orphaned by a crash is always a WAV whose sizes can be
 repaired from its length (`seal_orphan`).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,21 @@ class FrameError(ValueError):
 
 def header(sample_rate: int, data_bytes: int) -> bytes:
     """The canonical 44-byte header of a stereo 16-bit PCM WAV."""
-    return _HEADER.pack(b"RIFF", HEADER_BYTES - 8 + data_bytes, b"WAVE",
-                        b"fmt ", 16, 1, CHANNELS, sample_rate, sample_rate * BLOCK_ALIGN,
-                        BLOCK_ALIGN, SAMPLE_WIDTH * 8, b"data", data_bytes)
+    return _HEADER.pack(
+        b"RIFF",
+        HEADER_BYTES - 8 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        CHANNELS,
+        sample_rate,
+        sample_rate * BLOCK_ALIGN,
+        BLOCK_ALIGN,
+        SAMPLE_WIDTH * 8,
+        b"data",
+        data_bytes,
+    )
 
 
 def interleave(left: bytes, right: bytes) -> bytes:
@@ -46,13 +59,16 @@ def interleave(left: bytes, right: bytes) -> bytes:
     the call.
     """
     if len(left) != len(right):
-        raise FrameError("length_mismatch",
-                         f"left has {len(left)} bytes but right has {len(right)}; each side "
-                         "must carry the same number of samples")
+        raise FrameError(
+            "length_mismatch",
+            f"left has {len(left)} bytes but right has {len(right)}; each side "
+            "must carry the same number of samples",
+        )
     if len(left) % SAMPLE_WIDTH:
-        raise FrameError("odd_length",
-                         f"odd byte count {len(left)}: samples are 16-bit little-endian, "
-                         "2 bytes each")
+        raise FrameError(
+            "odd_length",
+            f"odd byte count {len(left)}: samples are 16-bit little-endian, 2 bytes each",
+        )
     out = np.empty(len(left), dtype="<i2")
     out[0::2] = np.frombuffer(left, dtype="<i2")
     out[1::2] = np.frombuffer(right, dtype="<i2")

@@ -1,4 +1,5 @@
 """Rendering the Hotline chart with the Helm SDK embedded in helm-python-sdk (no helm binary)."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -16,14 +17,20 @@ def values_of(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def render_files(values: dict | None = None, *, release: str = RELEASE,
-                 upgrade: bool = False) -> dict[str, str]:
+def render_files(
+    values: dict | None = None, *, release: str = RELEASE, upgrade: bool = False
+) -> dict[str, str]:
     """Template path -> rendered text (NOTES.txt included), as `helm template` would."""
     import helm_python as helm
 
     with helm.Chart.load(CHART) as chart:
-        return chart.render(values=values or {}, name=release, namespace=NAMESPACE,
-                            is_install=not upgrade, is_upgrade=upgrade)
+        return chart.render(
+            values=values or {},
+            name=release,
+            namespace=NAMESPACE,
+            is_install=not upgrade,
+            is_upgrade=upgrade,
+        )
 
 
 def render(values: dict | None = None, **kw: object) -> list[dict]:

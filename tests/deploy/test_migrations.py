@@ -1,5 +1,6 @@
 """The migration hook Job's commands, exactly as rendered, run against the machine's PostgreSQL:
 each service's Alembic brings its own database to head, and a second run changes nothing."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,15 +51,29 @@ def test_the_migration_job_migrates_both_databases() -> None:
     secret = one(docs, "Secret", "-database")["stringData"]
     job = one(docs, "Job", "-migrations")["spec"]["template"]["spec"]
     try:
-        for _ in range(2):                                   # upgrade head is idempotent
+        for _ in range(2):  # upgrade head is idempotent
             for container in job["initContainers"] + job["containers"]:
                 ref = container["env"][0]["valueFrom"]["secretKeyRef"]
-                env = {**os.environ, container["env"][0]["name"]: secret[ref["key"]],
-                       "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services/common/generated'}"}
-                argv = [sys.executable if a == "/opt/hotline/venv/bin/python" else
-                        a.replace("/opt/hotline/", f"{ROOT}/") for a in container["command"]]
-                proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True,
-                                      timeout=120, check=False)
+                env = {
+                    **os.environ,
+                    container["env"][0]["name"]: secret[ref["key"]],
+                    "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'services/common/generated'}",
+                }
+                argv = [
+                    sys.executable
+                    if a == "/opt/hotline/venv/bin/python"
+                    else a.replace("/opt/hotline/", f"{ROOT}/")
+                    for a in container["command"]
+                ]
+                proc = subprocess.run(
+                    argv,
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
                 assert proc.returncode == 0, proc.stdout + proc.stderr
         crm, recorder = asyncio.run(tables(names["crm"])), asyncio.run(tables(names["recorder"]))
         assert "alembic_version" in crm and "users" in crm and "cdrs" in crm, crm

@@ -6,6 +6,7 @@ Excluded, by name, are the rules and panels that need metrics the services do no
 (`AWAITING_METRICS` below and deploy/dashboards.py's PANELS_AWAITING_METRICS): the day those
 metrics land, this test is where they must be dropped from the lists.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from common.stack import Stack
 
+from common.stack import Stack
 from tests.deploy.chart import CHART, ROOT, by_kind, render, values_of
 from tests.e2e.conftest import DTMF_PCAP, Api, Sipp
 
@@ -30,8 +31,11 @@ PROMETHEUS = shutil.which("prometheus")
 SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 SITE = "obs"
 #: recording rules over metrics the services do not export yet (handle time by phase)
-AWAITING_METRICS = ("hotline:queue_handle_seconds_sum:", "hotline:queue_handled:",
-                    "hotline:queue_aht_seconds:")
+AWAITING_METRICS = (
+    "hotline:queue_handle_seconds_sum:",
+    "hotline:queue_handled:",
+    "hotline:queue_aht_seconds:",
+)
 DEADLINE_S = 110
 
 
@@ -48,9 +52,12 @@ def free_ports(n: int) -> list[int]:
 
 
 def http_json(url: str, body: dict | None = None) -> object:
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                 method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
@@ -87,8 +94,12 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
             if panel["type"] == "row" or panel["title"] in skip:
                 continue
             for target in panel["targets"]:
-                expr = (target["expr"].replace("$site", ".*").replace("$queue", ".*")
-                        .replace("$__rate_interval", "1m"))
+                expr = (
+                    target["expr"]
+                    .replace("$site", ".*")
+                    .replace("$queue", ".*")
+                    .replace("$__rate_interval", "1m")
+                )
                 out.append((board["uid"], panel["title"], expr))
     return out
 
@@ -100,20 +111,36 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "evaluation_interval": "2s"},
             "rule_files": [str(rules)],
             "scrape_configs": [
-                {"job_name": f"hotline-{svc}", "honor_labels": True,
-                 "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"site": SITE}}]}
-                for svc, port in targets.items()],
+                {
+                    "job_name": f"hotline-{svc}",
+                    "honor_labels": True,
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{port}"], "labels": {"site": SITE}}
+                    ],
+                }
+                for svc, port in targets.items()
+            ],
         }
         cfg = workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config))
         self.log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                PROMETHEUS,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def query(self, expr: str) -> list[dict]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expr}
+        )
         body = http_json(url)
         assert body["status"] == "success", body
         return body["data"]["result"]
@@ -148,12 +175,22 @@ def test_every_recording_rule_and_dashboard_query_returns_data(tmp_path: Path) -
     shutil.copytree(prompts, var / "prompts")
     ports = free_ports(15)
     names = [f"{s.upper()}_{k}" for s in SERVICES for k in ("GRPC_PORT", "METRICS_PORT")]
-    env = {f"HOTLINE_{n}": str(p) for n, p in zip(names, ports)}
+    env = {f"HOTLINE_{n}": str(p) for n, p in zip(names, ports, strict=False)}
     kafka, sip, http, sim, rtp = ports[10:15]
-    env.update({"HOTLINE_SITE": SITE, "HOTLINE_VAR_DIR": str(var), "HOTLINE_SIP_PORT": str(sip),
-                "HOTLINE_HTTP_PORT": str(http), "HOTLINE_SIM_CONTROL_PORT": str(sim),
-                "HOTLINE_RTP_LOW": "32000", "HOTLINE_RTP_HIGH": "32499",
-                "HOTLINE_RING_TIMEOUT_S": "4", "HOTLINE_WRAP_UP_S": "2", "HOTLINE_ANALOG_CARD": "sim:2"})
+    env.update(
+        {
+            "HOTLINE_SITE": SITE,
+            "HOTLINE_VAR_DIR": str(var),
+            "HOTLINE_SIP_PORT": str(sip),
+            "HOTLINE_HTTP_PORT": str(http),
+            "HOTLINE_SIM_CONTROL_PORT": str(sim),
+            "HOTLINE_RTP_LOW": "32000",
+            "HOTLINE_RTP_HIGH": "32499",
+            "HOTLINE_RING_TIMEOUT_S": "4",
+            "HOTLINE_WRAP_UP_S": "2",
+            "HOTLINE_ANALOG_CARD": "sim:2",
+        }
+    )
     del rtp
     metrics = {s: int(env[f"HOTLINE_{s.upper()}_METRICS_PORT"]) for s in SERVICES}
     rules = tmp_path / "rules.yaml"
@@ -170,23 +207,33 @@ def test_every_recording_rule_and_dashboard_query_returns_data(tmp_path: Path) -
         def acd(name: str, **labels: str) -> float:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics['acd']}/metrics") as resp:
                 for line in resp.read().decode().splitlines():
-                    if line.startswith(name + "{") and all(f'{k}="{v}"' in line
-                                                           for k, v in labels.items()):
+                    if line.startswith(name + "{") and all(
+                        f'{k}="{v}"' in line for k, v in labels.items()
+                    ):
                         return float(line.rsplit(" ", 1)[1])
             return 0.0
 
         # an analog caller (FSK caller ID, in-band 1 for sales) who hangs up while queued
         http_json(f"{control}/ports/1/ring", {"caller": "13900000001"})
-        wait_for(lambda: http_json(f"{control}/ports")[0]["state"] == "offhook", 20,
-                 "the IVR answering analog port 1")
+        wait_for(
+            lambda: http_json(f"{control}/ports")[0]["state"] == "offhook",
+            20,
+            "the IVR answering analog port 1",
+        )
         time.sleep(1.0)
         http_json(f"{control}/ports/1/dtmf", {"digits": "1"})
-        wait_for(lambda: acd("hotline_queue_calls_waiting", queue="sales") == 1, 20,
-                 "the analog caller waiting in sales")
+        wait_for(
+            lambda: acd("hotline_queue_calls_waiting", queue="sales") == 1,
+            20,
+            "the analog caller waiting in sales",
+        )
         time.sleep(1.5)
         http_json(f"{control}/ports/1/hangup", {"signal": "loop_drop"})
-        wait_for(lambda: acd("hotline_queue_abandoned_total", queue="sales") >= 1, 20,
-                 "the abandoned call counted")
+        wait_for(
+            lambda: acd("hotline_queue_abandoned_total", queue="sales") >= 1,
+            20,
+            "the abandoned call counted",
+        )
 
         # a SIP caller answered by a registered phone of a Ready agent (support queue)
         def sipp(scenario: str, port: int, **kw: object) -> Sipp:
@@ -196,16 +243,28 @@ def test_every_recording_rule_and_dashboard_query_returns_data(tmp_path: Path) -
 
         sp = free_ports(6)
         phone = sipp("phone_uas.xml", sp[0], media_port=sp[1])
-        reg = sipp("register.xml", sp[2], keys={"ext": "8001", "contact_port": str(sp[0])},
-                   extra=["-au", "8001", "-ap", "8001-demo"])
+        reg = sipp(
+            "register.xml",
+            sp[2],
+            keys={"ext": "8001", "contact_port": str(sp[0])},
+            extra=["-au", "8001", "-ap", "8001-demo"],
+        )
         assert reg.wait(30) == 0, reg.explain()
         agent = Api(f"http://127.0.0.1:{http}")
         agent.login("agent1", "agent1-demo")
         agent.agent_ready()
-        caller = sipp("caller.xml", sp[3], media_port=sp[4],
-                      keys={"service": "10000", "caller": "5550100",
-                            "dtmf_pcap": DTMF_PCAP.format(2), "talk_ms": "3000"},
-                      extra=["-s", "10000"])
+        caller = sipp(
+            "caller.xml",
+            sp[3],
+            media_port=sp[4],
+            keys={
+                "service": "10000",
+                "caller": "5550100",
+                "dtmf_pcap": DTMF_PCAP.format(2),
+                "talk_ms": "3000",
+            },
+            extra=["-s", "10000"],
+        )
         assert caller.wait(60) == 0, caller.explain()
         assert phone.wait(30) == 0, phone.explain()
 

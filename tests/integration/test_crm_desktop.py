@@ -4,6 +4,7 @@ The CRM web app runs in-process on SQLite with a real gRPC ACD peer on loopback;
 handed to the consumer handler directly (the Kafka path is covered end to end elsewhere).
 Skips only when no Chromium is installed (`make setup` installs one).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,6 @@ import grpc
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from hotline.v1 import acd_pb2, acd_pb2_grpc
-from hotline.v1 import events_pb2 as ev
 from playwright.async_api import Browser, Error, Page, async_playwright, expect
 
 from common import rpc
@@ -28,6 +27,8 @@ from crm.db import Database
 from crm.desk import DeskHub
 from crm.intake import EventIntake
 from crm.seed import seed
+from hotline.v1 import acd_pb2, acd_pb2_grpc
+from hotline.v1 import events_pb2 as ev
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,29 +47,37 @@ class SeatAcd(acd_pb2_grpc.AcdServicer):
     def __init__(self) -> None:
         self.agents: dict[str, acd_pb2.Agent] = {}
 
-    async def Login(self, request: acd_pb2.LoginRequest,
-                    context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
-        agent = acd_pb2.Agent(agent_id=request.agent_id, extension=request.extension,
-                              state=ev.AGENT_STATE_NOT_READY, reason="login")
+    async def Login(
+        self, request: acd_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
+        agent = acd_pb2.Agent(
+            agent_id=request.agent_id,
+            extension=request.extension,
+            state=ev.AGENT_STATE_NOT_READY,
+            reason="login",
+        )
         self.agents[request.agent_id] = agent
         return agent
 
-    async def SetState(self, request: acd_pb2.SetStateRequest,
-                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def SetState(
+        self, request: acd_pb2.SetStateRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         if request.agent_id not in self.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not logged in")
         agent = self.agents[request.agent_id]
         agent.state, agent.reason = request.state, request.reason
         return agent
 
-    async def Logout(self, request: acd_pb2.AgentRef,
-                     context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def Logout(
+        self, request: acd_pb2.AgentRef, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         agent = self.agents[request.agent_id]
         agent.state = ev.AGENT_STATE_LOGGED_OUT
         return agent
 
-    async def GetAgent(self, request: acd_pb2.AgentRef,
-                       context: grpc.aio.ServicerContext) -> acd_pb2.Agent:
+    async def GetAgent(
+        self, request: acd_pb2.AgentRef, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.Agent:
         if request.agent_id not in self.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not logged in")
         return self.agents[request.agent_id]
@@ -76,7 +85,8 @@ class SeatAcd(acd_pb2_grpc.AcdServicer):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def desk_site(
-        tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, EventIntake]]:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[str, EventIntake]]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('desk')}/crm.sqlite")
     await db.migrate()
     await seed(db)
@@ -121,8 +131,9 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     await context.close()
 
 
-async def test_wrong_password_shows_the_error(page: Page,
-                                              desk_site: tuple[str, EventIntake]) -> None:
+async def test_wrong_password_shows_the_error(
+    page: Page, desk_site: tuple[str, EventIntake]
+) -> None:
     base, _ = desk_site
     await page.goto(base + "/")
     await page.fill("#username", "agent1")
@@ -134,7 +145,8 @@ async def test_wrong_password_shows_the_error(page: Page,
 
 
 async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
-        page: Page, desk_site: tuple[str, EventIntake]) -> None:
+    page: Page, desk_site: tuple[str, EventIntake]
+) -> None:
     base, intake = desk_site
     await page.goto(base + "/")
     await page.fill("#username", "agent2")
@@ -154,9 +166,21 @@ async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
 
     call_id = f"desk-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    await intake.handle(envelope(ev.AgentOffered(
-        call_id=call_id, agent_id="agent2", extension="8002", queue="support",
-        ani="sip:+8613800138000@trunk", dnis="10000"), "agent2", "test", "test"))
+    await intake.handle(
+        envelope(
+            ev.AgentOffered(
+                call_id=call_id,
+                agent_id="agent2",
+                extension="8002",
+                queue="support",
+                ani="sip:+8613800138000@trunk",
+                dnis="10000",
+            ),
+            "agent2",
+            "test",
+            "test",
+        )
+    )
     panel = page.locator("#call-panel")
     await expect(panel).to_be_visible(timeout=1000)
     await expect(page.locator("#customer-name")).to_have_text("张伟", timeout=1000)
@@ -165,13 +189,24 @@ async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
     await expect(page.locator("#queue-name")).to_have_text("support")
     await expect(page.locator("#customer-vip")).to_have_text("VIP 2")
 
-    await intake.handle(envelope(ev.CallBridged(call_id=call_id, agent_id="agent2",
-                                                queue="support"), call_id, "test", "test"))
+    await intake.handle(
+        envelope(
+            ev.CallBridged(call_id=call_id, agent_id="agent2", queue="support"),
+            call_id,
+            "test",
+            "test",
+        )
+    )
     await expect(panel).to_have_attribute("data-status", "connected")
     await expect(page.locator("#talk-timer")).to_have_text("00:01", timeout=3000)
-    await intake.handle(envelope(ev.CallEnded(call_id=call_id,
-                                              reason=ev.END_REASON_CALLER_HANGUP),
-                                 call_id, "test", "test"))
+    await intake.handle(
+        envelope(
+            ev.CallEnded(call_id=call_id, reason=ev.END_REASON_CALLER_HANGUP),
+            call_id,
+            "test",
+            "test",
+        )
+    )
     await expect(panel).to_have_attribute("data-status", "ended")
     await expect(page.locator("#recent-calls")).to_contain_text("sip:+8613800138000@trunk")
 

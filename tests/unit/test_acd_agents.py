@@ -1,22 +1,43 @@
 """The agent state machine: legal and illegal transitions, login rules, who is ready."""
+
 from __future__ import annotations
 
 import itertools
 
 import pytest
-from hotline.v1.events_pb2 import AgentState
 
-from acd.agents import (LOGGED_OUT, NOT_READY, ON_CALL, READY, REQUESTABLE, RINGING, TRANSITIONS,
-                        WRAP_UP, AgentBook, InvalidTransition, UnknownAgent, state_name)
+from acd.agents import (
+    LOGGED_OUT,
+    NOT_READY,
+    ON_CALL,
+    READY,
+    REQUESTABLE,
+    RINGING,
+    TRANSITIONS,
+    WRAP_UP,
+    AgentBook,
+    InvalidTransition,
+    UnknownAgent,
+    state_name,
+)
+from hotline.v1.events_pb2 import AgentState
 
 ALL_STATES = [LOGGED_OUT, READY, NOT_READY, RINGING, ON_CALL, WRAP_UP]
 LEGAL = [(old, new) for old in ALL_STATES for new in sorted(TRANSITIONS[old])]
-ILLEGAL = [(old, new) for old, new in itertools.product(ALL_STATES, ALL_STATES)
-           if new not in TRANSITIONS[old]]
+ILLEGAL = [
+    (old, new)
+    for old, new in itertools.product(ALL_STATES, ALL_STATES)
+    if new not in TRANSITIONS[old]
+]
 
 
-def book_with(agent_id: str = "a1", state: int = NOT_READY, queues: frozenset[str] = frozenset(),
-              skills: frozenset[str] = frozenset(), book: AgentBook | None = None):
+def book_with(
+    agent_id: str = "a1",
+    state: int = NOT_READY,
+    queues: frozenset[str] = frozenset(),
+    skills: frozenset[str] = frozenset(),
+    book: AgentBook | None = None,
+):
     """A book holding one agent forced into `state` (bypassing the machine for set-up)."""
     book = book or AgentBook()
     agent, _ = book.login(agent_id, f"ext-{agent_id}", queues, skills)
@@ -50,8 +71,9 @@ def test_state_name() -> None:
     assert state_name(LOGGED_OUT) == "logged_out"
 
 
-@pytest.mark.parametrize(("old", "new"), LEGAL,
-                         ids=[f"{state_name(o)}->{state_name(n)}" for o, n in LEGAL])
+@pytest.mark.parametrize(
+    ("old", "new"), LEGAL, ids=[f"{state_name(o)}->{state_name(n)}" for o, n in LEGAL]
+)
 def test_legal_transitions_are_accepted(old: int, new: int) -> None:
     book, agent = book_with(state=old)
     previous = book.transition(agent, new, "why", "call-9")
@@ -60,19 +82,25 @@ def test_legal_transitions_are_accepted(old: int, new: int) -> None:
     assert agent.reason == "why"
 
 
-@pytest.mark.parametrize(("old", "new"), ILLEGAL,
-                         ids=[f"{state_name(o)}->{state_name(n)}" for o, n in ILLEGAL])
+@pytest.mark.parametrize(
+    ("old", "new"), ILLEGAL, ids=[f"{state_name(o)}->{state_name(n)}" for o, n in ILLEGAL]
+)
 def test_illegal_transitions_are_refused_naming_both_states(old: int, new: int) -> None:
     book, agent = book_with(state=old)
     agent.reason, agent.call_id = "before", "call-1"
     since = agent.since
     with pytest.raises(InvalidTransition) as info:
         book.transition(agent, new, "why")
-    assert str(info.value) == (f"agent {agent.agent_id} cannot go from {state_name(old)} "
-                               f"to {state_name(new)}")
+    assert str(info.value) == (
+        f"agent {agent.agent_id} cannot go from {state_name(old)} to {state_name(new)}"
+    )
     # nothing changed
-    assert (agent.state, agent.reason, agent.call_id, agent.since) == (old, "before", "call-1",
-                                                                       since)
+    assert (agent.state, agent.reason, agent.call_id, agent.since) == (
+        old,
+        "before",
+        "call-1",
+        since,
+    )
 
 
 def test_call_id_is_kept_only_while_the_call_concerns_the_agent() -> None:
@@ -169,7 +197,7 @@ def test_ready_for_filters_by_state_and_queue() -> None:
     book = AgentBook()
     _, sales = book_with("s1", READY, queues=frozenset({"sales"}), book=book)
     _, both = book_with("b1", READY, queues=frozenset({"sales", "support"}), book=book)
-    _, anyq = book_with("n1", READY, book=book)          # no queue list: serves every queue
+    _, anyq = book_with("n1", READY, book=book)  # no queue list: serves every queue
     _, busy = book_with("s2", ON_CALL, queues=frozenset({"sales"}), book=book)
     _, away = book_with("s3", NOT_READY, queues=frozenset({"sales"}), book=book)
     _, ringing = book_with("s4", RINGING, queues=frozenset({"sales"}), book=book)
@@ -183,13 +211,25 @@ def test_ready_for_filters_by_state_and_queue() -> None:
 
 def test_count_by_state_lists_every_state() -> None:
     book = AgentBook()
-    assert book.count_by_state() == {"logged_out": 0, "ready": 0, "not_ready": 0, "ringing": 0,
-                                     "on_call": 0, "wrap_up": 0}
+    assert book.count_by_state() == {
+        "logged_out": 0,
+        "ready": 0,
+        "not_ready": 0,
+        "ringing": 0,
+        "on_call": 0,
+        "wrap_up": 0,
+    }
     book_with("a1", READY, book=book)
     book_with("a2", READY, book=book)
     book_with("a3", ON_CALL, book=book)
     book_with("a4", NOT_READY, book=book)
     counts = book.count_by_state()
-    assert counts == {"logged_out": 0, "ready": 2, "not_ready": 1, "ringing": 0, "on_call": 1,
-                      "wrap_up": 0}
+    assert counts == {
+        "logged_out": 0,
+        "ready": 2,
+        "not_ready": 1,
+        "ringing": 0,
+        "on_call": 1,
+        "wrap_up": 0,
+    }
     assert sum(counts.values()) == len(book.agents)

@@ -1,5 +1,6 @@
 """The ACD dispatcher with an in-memory gateway and publisher: matching, offers and their
 outcomes, abandon, wrap-up; plus the queue KPIs and the gRPC servicer's error mapping."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +10,6 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from hotline.v1 import acd_pb2
-from hotline.v1 import events_pb2 as ev
-from hotline.v1 import gateway_pb2 as gw
 from prometheus_client import REGISTRY
 
 from acd import kpis
@@ -20,6 +18,9 @@ from acd.dispatcher import HOLD_PROMPT, Dispatcher, UnknownQueue
 from acd.notifier import AcdNotifier
 from acd.queues import WaitingCall
 from acd.servicer import AcdService
+from hotline.v1 import acd_pb2
+from hotline.v1 import events_pb2 as ev
+from hotline.v1 import gateway_pb2 as gw
 
 SITE = "unit-site"
 WRAP_UP_S = 0.05
@@ -73,17 +74,27 @@ class Rig:
     gateway: FakeGateway
     pub: FakePublisher
 
-    async def ready_agent(self, agent_id: str, extension: str, queues: set[str] | None = None,
-                          skills: set[str] | None = None) -> None:
-        await self.d.login(agent_id, extension, frozenset(queues or {"sales"}),
-                           frozenset(skills or ()))
+    async def ready_agent(
+        self,
+        agent_id: str,
+        extension: str,
+        queues: set[str] | None = None,
+        skills: set[str] | None = None,
+    ) -> None:
+        await self.d.login(
+            agent_id, extension, frozenset(queues or {"sales"}), frozenset(skills or ())
+        )
         await self.d.set_state(agent_id, READY, "")
-        await asyncio.sleep(0.002)    # distinct idle_since on coarse clocks
+        await asyncio.sleep(0.002)  # distinct idle_since on coarse clocks
 
-    async def enqueue(self, call_id: str, queue: str = "sales", priority: int = 0,
-                      skills: set[str] | None = None) -> int:
-        return await self.d.enqueue(WaitingCall(call_id, queue, priority, "5551234", "10000",
-                                                frozenset(skills or ()), {"menu": "1"}))
+    async def enqueue(
+        self, call_id: str, queue: str = "sales", priority: int = 0, skills: set[str] | None = None
+    ) -> int:
+        return await self.d.enqueue(
+            WaitingCall(
+                call_id, queue, priority, "5551234", "10000", frozenset(skills or ()), {"menu": "1"}
+            )
+        )
 
     def agent(self, agent_id: str):  # noqa: ANN201
         return self.d.book.get(agent_id)
@@ -110,8 +121,14 @@ def counter(name: str, queue: str = "sales") -> float:
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     gateway, pub = FakeGateway(), FakePublisher()
-    d = Dispatcher(AcdNotifier(pub), gateway, ["sales", "support"], SITE, ring_timeout_s=3.0,
-                   wrap_up_s=WRAP_UP_S)
+    d = Dispatcher(
+        AcdNotifier(pub),
+        gateway,
+        ["sales", "support"],
+        SITE,
+        ring_timeout_s=3.0,
+        wrap_up_s=WRAP_UP_S,
+    )
     d.start()
     yield Rig(d, gateway, pub)
     await d.stop()
@@ -121,22 +138,34 @@ async def rig() -> AsyncIterator[Rig]:
 # ---- enqueue -----------------------------------------------------------------------------
 async def test_enqueue_announces_the_call_and_starts_hold_music(rig: Rig) -> None:
     offered = counter("hotline_queue_offered_total")
-    assert await rig.d.enqueue(WaitingCall("c1", "sales", 2, "5551234", "10000",
-                                           frozenset({"fr", "en"}), {"menu": "1"})) == 1
+    assert (
+        await rig.d.enqueue(
+            WaitingCall(
+                "c1", "sales", 2, "5551234", "10000", frozenset({"fr", "en"}), {"menu": "1"}
+            )
+        )
+        == 1
+    )
     (queued,) = rig.pub.of(ev.CallQueued)
     assert (queued.call_id, queued.queue, queued.priority, queued.position) == ("c1", "sales", 2, 1)
-    assert (queued.ani, queued.dnis, list(queued.skills), dict(queued.data)) == \
-        ("5551234", "10000", ["en", "fr"], {"menu": "1"})
-    assert rig.pub.published[0][1] == "c1"       # keyed by call id
+    assert (queued.ani, queued.dnis, list(queued.skills), dict(queued.data)) == (
+        "5551234",
+        "10000",
+        ["en", "fr"],
+        {"menu": "1"},
+    )
+    assert rig.pub.published[0][1] == "c1"  # keyed by call id
     await until(lambda: len(rig.gateway.plays) == 1)
     play = rig.gateway.plays[0]
     assert (play.call_id, play.prompt, play.loop) == ("c1", HOLD_PROMPT, True)
     assert counter("hotline_queue_offered_total") == offered + 1
-    assert not rig.gateway.connects                # nobody is ready
+    assert not rig.gateway.connects  # nobody is ready
 
 
 async def test_unknown_queue_is_refused(rig: Rig) -> None:
-    with pytest.raises(UnknownQueue, match=r"queue 'billing' does not exist \(have: sales, support\)"):
+    with pytest.raises(
+        UnknownQueue, match=r"queue 'billing' does not exist \(have: sales, support\)"
+    ):
         await rig.enqueue("c1", queue="billing")
     with pytest.raises(UnknownQueue):
         await rig.d.login("a1", "8001", frozenset({"billing"}), frozenset())
@@ -149,7 +178,7 @@ async def test_duplicate_enqueue_is_refused(rig: Rig) -> None:
     with pytest.raises(InvalidTransition, match="call c1 is already queued"):
         await rig.enqueue("c1")
     with pytest.raises(InvalidTransition, match="already queued"):
-        await rig.enqueue("c1", queue="support")     # not in another queue either
+        await rig.enqueue("c1", queue="support")  # not in another queue either
     assert len(rig.d.queues["sales"]) == 1 and len(rig.d.queues["support"]) == 0
     assert len(rig.pub.of(ev.CallQueued)) == 1
 
@@ -160,7 +189,7 @@ async def test_priority_ordering(rig: Rig) -> None:
     assert await rig.enqueue("vip", priority=5) == 1
     assert [q.position for q in rig.pub.of(ev.CallQueued)] == [1, 2, 1]
     assert [c.call_id for c in rig.d.queues["sales"].calls] == ["vip", "c1", "c2"]
-    rig.gateway.default = asyncio.get_running_loop().create_future()   # ring forever
+    rig.gateway.default = asyncio.get_running_loop().create_future()  # ring forever
     await rig.ready_agent("a1", "8001")
     await until(lambda: len(rig.gateway.connects) == 1)
     assert rig.gateway.connects[0].call_id == "vip"
@@ -178,11 +207,21 @@ async def test_longest_idle_agent_is_offered_first(rig: Rig) -> None:
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a2").state == ON_CALL)
     (req,) = rig.gateway.connects
-    assert (req.call_id, req.endpoint, req.agent_id, req.queue, req.ring_timeout_ms) == \
-        ("c1", "8002", "a2", "sales", 3000)
+    assert (req.call_id, req.endpoint, req.agent_id, req.queue, req.ring_timeout_ms) == (
+        "c1",
+        "8002",
+        "a2",
+        "sales",
+        3000,
+    )
     (offer,) = rig.pub.of(ev.AgentOffered)
-    assert (offer.call_id, offer.agent_id, offer.extension, offer.queue, offer.attempt) == \
-        ("c1", "a2", "8002", "sales", 1)
+    assert (offer.call_id, offer.agent_id, offer.extension, offer.queue, offer.attempt) == (
+        "c1",
+        "a2",
+        "8002",
+        "sales",
+        1,
+    )
     assert rig.agent("a1").state == READY and rig.agent("a3").state == READY
 
 
@@ -205,22 +244,26 @@ async def test_answered_puts_agent_on_call_and_empties_queue(rig: Rig) -> None:
     assert rig.d.answered == {"sales": 1, "support": 0}
     assert len(rig.d.queues["sales"]) == 0
     assert counter("hotline_queue_answered_total") == answered + 1
-    assert [(s.previous, s.state) for s in rig.pub.states("a1")][-2:] == \
-        [(READY, RINGING), (RINGING, ON_CALL)]
+    assert [(s.previous, s.state) for s in rig.pub.states("a1")][-2:] == [
+        (READY, RINGING),
+        (RINGING, ON_CALL),
+    ]
     assert rig.d.service_level.value("sales") == 1.0
 
 
 async def test_no_answer_sets_agent_not_ready_and_reoffers_to_the_next(rig: Rig) -> None:
     misses = counter("hotline_agent_no_answer_total")
     rig.gateway.script("8001", gw.CONNECT_RESULT_NO_ANSWER)
-    await rig.ready_agent("a1", "8001")     # longest idle: rung first
+    await rig.ready_agent("a1", "8001")  # longest idle: rung first
     await rig.ready_agent("a2", "8002")
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a2").state == ON_CALL)
     a1 = rig.agent("a1")
     assert a1.state == NOT_READY and a1.reason == "no-answer" and a1.call_id == ""
-    assert [(r.call_id, r.endpoint) for r in rig.gateway.connects] == [("c1", "8001"),
-                                                                       ("c1", "8002")]
+    assert [(r.call_id, r.endpoint) for r in rig.gateway.connects] == [
+        ("c1", "8001"),
+        ("c1", "8002"),
+    ]
     assert [(o.agent_id, o.attempt) for o in rig.pub.of(ev.AgentOffered)] == [("a1", 1), ("a2", 2)]
     last_a1 = rig.pub.states("a1")[-1]
     assert (last_a1.previous, last_a1.state, last_a1.reason) == (RINGING, NOT_READY, "no-answer")
@@ -236,16 +279,20 @@ async def test_no_answer_with_nobody_else_keeps_the_call_waiting(rig: Rig) -> No
     await settle()
     (waiting,) = rig.d.queues["sales"].calls
     assert waiting.call_id == "c1" and not waiting.offering and waiting.attempts == 1
-    await until(lambda: len(rig.gateway.plays) == 2)            # back on hold music
-    assert len(rig.gateway.connects) == 1                      # a1 is not rung again...
-    await rig.d.set_state("a1", READY, "back")                  # ...until ready again
+    await until(lambda: len(rig.gateway.plays) == 2)  # back on hold music
+    assert len(rig.gateway.connects) == 1  # a1 is not rung again...
+    await rig.d.set_state("a1", READY, "back")  # ...until ready again
     await until(lambda: rig.agent("a1").state == ON_CALL)
     assert [o.attempt for o in rig.pub.of(ev.AgentOffered)] == [1, 2]
 
 
 async def test_unreachable_gateway_counts_as_a_miss(rig: Rig) -> None:
-    error = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
-                                 grpc.aio.Metadata(), details="connection refused")
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="connection refused",
+    )
     rig.gateway.script("8001", error)
     await rig.ready_agent("a1", "8001")
     await rig.enqueue("c1")
@@ -295,17 +342,17 @@ async def test_call_end_after_answer_goes_through_wrap_up_to_ready(rig: Rig) -> 
     await rig.ready_agent("a1", "8001")
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a1").state == ON_CALL)
-    await rig.enqueue("c2")               # waits: the only agent is busy
+    await rig.enqueue("c2")  # waits: the only agent is busy
     await settle()
     assert [r.call_id for r in rig.gateway.connects] == ["c1"]
     ended = time.monotonic()
     await rig.d.call_ended("c1", ev.END_REASON_AGENT_HANGUP)
     a1 = rig.agent("a1")
     assert a1.state == WRAP_UP and a1.call_id == "c1" and a1.reason == "call ended"
-    assert rig.pub.of(ev.CallAbandoned) == []          # an answered call is not abandoned
+    assert rig.pub.of(ev.CallAbandoned) == []  # an answered call is not abandoned
     assert rig.d.abandoned["sales"] == 0
     await settle()
-    assert len(rig.gateway.connects) == 1              # not offered during wrap-up
+    assert len(rig.gateway.connects) == 1  # not offered during wrap-up
     await until(lambda: rig.gateway.connects[-1].call_id == "c2")
     assert time.monotonic() - ended >= WRAP_UP_S * 0.9
     states = [(s.previous, s.state, s.reason) for s in rig.pub.states("a1")]
@@ -328,8 +375,10 @@ async def test_logout_and_set_state_publish_transitions(rig: Rig) -> None:
     await rig.d.set_state("a1", READY, "")
     await rig.d.logout("a1")
     assert [(s.previous, s.state, s.reason) for s in rig.pub.states("a1")] == [
-        (ev.AGENT_STATE_LOGGED_OUT, NOT_READY, "login"), (NOT_READY, READY, ""),
-        (READY, ev.AGENT_STATE_LOGGED_OUT, "logout")]
+        (ev.AGENT_STATE_LOGGED_OUT, NOT_READY, "login"),
+        (NOT_READY, READY, ""),
+        (READY, ev.AGENT_STATE_LOGGED_OUT, "logout"),
+    ]
     assert all(key == "a1" for p, key in rig.pub.published if isinstance(p, ev.AgentStateChanged))
 
 
@@ -342,24 +391,27 @@ def test_service_level_window() -> None:
     sl.record("sales", True, now=1060.0)
     sl.record("support", False, now=1060.0)
     assert sl.value("sales", now=1070.0) == pytest.approx(2 / 3)
-    assert sl.value("sales", now=1120.0) == pytest.approx(1 / 2)     # the first aged out
-    assert sl.value("sales", now=1155.0) == pytest.approx(1.0)       # only the last remains
-    assert sl.value("sales", now=1161.0) is None                    # all aged out
+    assert sl.value("sales", now=1120.0) == pytest.approx(1 / 2)  # the first aged out
+    assert sl.value("sales", now=1155.0) == pytest.approx(1.0)  # only the last remains
+    assert sl.value("sales", now=1161.0) is None  # all aged out
     assert sl.value("support", now=1100.0) == 0.0
     assert sl.value("billing", now=1100.0) is None
 
 
 def test_service_level_defaults() -> None:
     sl = kpis.ServiceLevel()
-    assert (sl.threshold_s, sl.window_s) == (kpis.SERVICE_LEVEL_THRESHOLD_S,
-                                             kpis.SERVICE_LEVEL_WINDOW_S)
-    sl.record("q", True)            # now defaults to the monotonic clock
+    assert (sl.threshold_s, sl.window_s) == (
+        kpis.SERVICE_LEVEL_THRESHOLD_S,
+        kpis.SERVICE_LEVEL_WINDOW_S,
+    )
+    sl.record("q", True)  # now defaults to the monotonic clock
     assert sl.value("q") == 1.0
 
 
 async def test_queue_kpi_collector() -> None:
-    d = Dispatcher(AcdNotifier(FakePublisher()), FakeGateway(), ["sales", "support"], SITE, 3.0,
-                   WRAP_UP_S)
+    d = Dispatcher(
+        AcdNotifier(FakePublisher()), FakeGateway(), ["sales", "support"], SITE, 3.0, WRAP_UP_S
+    )
     now = time.monotonic()
     d.queues["sales"].add(WaitingCall("c1", "sales", 0, "5551234", "10000", enqueued=now - 30))
     d.queues["sales"].add(WaitingCall("c2", "sales", 0, "5555678", "10000", enqueued=now - 5))
@@ -369,8 +421,12 @@ async def test_queue_kpi_collector() -> None:
     d.service_level.record("sales", True)
     d.service_level.record("sales", False)
     families = {f.name: f for f in kpis.QueueKpiCollector(d, SITE).collect()}
-    assert set(families) == {"hotline_queue_calls_waiting", "hotline_queue_oldest_wait_seconds",
-                             "hotline_queue_service_level", "hotline_agents"}
+    assert set(families) == {
+        "hotline_queue_calls_waiting",
+        "hotline_queue_oldest_wait_seconds",
+        "hotline_queue_service_level",
+        "hotline_agents",
+    }
     assert all(f.type == "gauge" for f in families.values())
 
     def samples(name: str) -> dict[tuple, float]:
@@ -426,9 +482,17 @@ async def service(rig: Rig) -> AcdService:
 
 
 async def test_service_enqueue(service: AcdService, rig: Rig) -> None:
-    reply, ctx = await call(service.Enqueue, acd_pb2.EnqueueRequest(
-        call_id="c1", queue="sales", ani="5551234", dnis="10000", skills=["en"],
-        data={"menu": "1"}))
+    reply, ctx = await call(
+        service.Enqueue,
+        acd_pb2.EnqueueRequest(
+            call_id="c1",
+            queue="sales",
+            ani="5551234",
+            dnis="10000",
+            skills=["en"],
+            data={"menu": "1"},
+        ),
+    )
     assert ctx.code is None
     assert (reply.call_id, reply.queue, reply.position) == ("c1", "sales", 1)
     assert rig.d.queues["sales"].calls[0].skills == {"en"}
@@ -442,27 +506,36 @@ async def test_service_enqueue(service: AcdService, rig: Rig) -> None:
 
 
 async def test_service_agents(service: AcdService, rig: Rig) -> None:
-    reply, ctx = await call(service.Login, acd_pb2.LoginRequest(
-        agent_id="a1", extension="8001", queues=["support", "sales"]))
+    reply, ctx = await call(
+        service.Login,
+        acd_pb2.LoginRequest(agent_id="a1", extension="8001", queues=["support", "sales"]),
+    )
     assert ctx.code is None
-    assert (reply.agent_id, reply.state, list(reply.queues)) == ("a1", NOT_READY,
-                                                                 ["sales", "support"])
+    assert (reply.agent_id, reply.state, list(reply.queues)) == (
+        "a1",
+        NOT_READY,
+        ["sales", "support"],
+    )
     assert reply.state_since_ms > 0
 
-    _, ctx = await call(service.Login, acd_pb2.LoginRequest(agent_id="a2", extension="8002",
-                                                            queues=["billing"]))
+    _, ctx = await call(
+        service.Login, acd_pb2.LoginRequest(agent_id="a2", extension="8002", queues=["billing"])
+    )
     assert ctx.code == grpc.StatusCode.NOT_FOUND
     _, ctx = await call(service.Login, acd_pb2.LoginRequest(agent_id="a2"))
     assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT
 
-    reply, ctx = await call(service.SetState, acd_pb2.SetStateRequest(
-        agent_id="a1", state=ev.AGENT_STATE_READY))
+    reply, ctx = await call(
+        service.SetState, acd_pb2.SetStateRequest(agent_id="a1", state=ev.AGENT_STATE_READY)
+    )
     assert ctx.code is None and reply.state == READY
-    _, ctx = await call(service.SetState, acd_pb2.SetStateRequest(
-        agent_id="a1", state=ev.AGENT_STATE_ON_CALL))
+    _, ctx = await call(
+        service.SetState, acd_pb2.SetStateRequest(agent_id="a1", state=ev.AGENT_STATE_ON_CALL)
+    )
     assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT and "not on_call" in ctx.details
-    _, ctx = await call(service.SetState, acd_pb2.SetStateRequest(
-        agent_id="ghost", state=ev.AGENT_STATE_READY))
+    _, ctx = await call(
+        service.SetState, acd_pb2.SetStateRequest(agent_id="ghost", state=ev.AGENT_STATE_READY)
+    )
     assert ctx.code == grpc.StatusCode.NOT_FOUND and "ghost" in ctx.details
 
     reply, ctx = await call(service.GetAgent, acd_pb2.AgentRef(agent_id="a1"))
@@ -476,8 +549,9 @@ async def test_service_agents(service: AcdService, rig: Rig) -> None:
     _, ctx = await call(service.Logout, acd_pb2.AgentRef(agent_id="a1"))
     assert ctx.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "cannot go from on_call to logged_out" in ctx.details
-    _, ctx = await call(service.SetState, acd_pb2.SetStateRequest(
-        agent_id="a1", state=ev.AGENT_STATE_NOT_READY))
+    _, ctx = await call(
+        service.SetState, acd_pb2.SetStateRequest(agent_id="a1", state=ev.AGENT_STATE_NOT_READY)
+    )
     assert ctx.code == grpc.StatusCode.FAILED_PRECONDITION
     reply, ctx = await call(service.GetAgent, acd_pb2.AgentRef(agent_id="a1"))
     assert reply.state == ON_CALL and reply.call_id == "c1"

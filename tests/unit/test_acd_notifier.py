@@ -1,15 +1,16 @@
 """The ACD's notifier and intake: every event the ACD publishes lands in the envelope on the
 right topic with the right key and fields; only CallEnded moves the dispatcher."""
+
 from __future__ import annotations
 
 from google.protobuf.message import Message
-from hotline.v1 import events_pb2 as ev
 
 from acd.agents import NOT_READY, READY, RINGING, Agent
 from acd.intake import AcdIntake
 from acd.notifier import AcdNotifier
 from acd.queues import WaitingCall
 from common.events import TOPIC_OF, Envelope, envelope, payload_of
+from hotline.v1 import events_pb2 as ev
 
 SITE = "unit-site"
 
@@ -27,15 +28,23 @@ class EnvelopingPublisher:
 
 
 def call() -> WaitingCall:
-    c = WaitingCall("c1", "sales", 2, "5551234", "10000", frozenset({"fr", "en"}),
-                    {"menu": "1", "flow": "main"})
+    c = WaitingCall(
+        "c1", "sales", 2, "5551234", "10000", frozenset({"fr", "en"}), {"menu": "1", "flow": "main"}
+    )
     c.attempts = 3
     return c
 
 
 def agent(state: int = RINGING) -> Agent:
-    return Agent("a7", "8007", frozenset({"support", "sales"}), frozenset({"en"}), state=state,
-                 reason="offered sales", call_id="c1")
+    return Agent(
+        "a7",
+        "8007",
+        frozenset({"support", "sales"}),
+        frozenset({"en"}),
+        state=state,
+        reason="offered sales",
+        call_id="c1",
+    )
 
 
 def only(pub: EnvelopingPublisher) -> tuple[str, Envelope]:
@@ -47,11 +56,23 @@ async def test_call_queued_goes_on_queues_keyed_by_call() -> None:
     pub = EnvelopingPublisher()
     await AcdNotifier(pub).call_queued(call(), position=4)
     topic, env = only(pub)
-    assert (topic, env.type, env.key, env.site, env.source) == ("queues", "CallQueued", "c1",
-                                                                SITE, "acd")
+    assert (topic, env.type, env.key, env.site, env.source) == (
+        "queues",
+        "CallQueued",
+        "c1",
+        SITE,
+        "acd",
+    )
     assert payload_of(env) == ev.CallQueued(
-        call_id="c1", queue="sales", priority=2, position=4, ani="5551234", dnis="10000",
-        skills=["en", "fr"], data={"menu": "1", "flow": "main"})
+        call_id="c1",
+        queue="sales",
+        priority=2,
+        position=4,
+        ani="5551234",
+        dnis="10000",
+        skills=["en", "fr"],
+        data={"menu": "1", "flow": "main"},
+    )
 
 
 async def test_call_abandoned_goes_on_queues_keyed_by_call() -> None:
@@ -68,8 +89,15 @@ async def test_agent_offered_goes_on_agents_keyed_by_agent() -> None:
     topic, env = only(pub)
     assert (topic, env.type, env.key) == ("agents", "AgentOffered", "a7")
     assert payload_of(env) == ev.AgentOffered(
-        call_id="c1", agent_id="a7", extension="8007", queue="sales", ani="5551234",
-        dnis="10000", attempt=3, waited_ms=7250)
+        call_id="c1",
+        agent_id="a7",
+        extension="8007",
+        queue="sales",
+        ani="5551234",
+        dnis="10000",
+        attempt=3,
+        waited_ms=7250,
+    )
 
 
 async def test_agent_state_changed_goes_on_agents_keyed_by_agent() -> None:
@@ -78,8 +106,14 @@ async def test_agent_state_changed_goes_on_agents_keyed_by_agent() -> None:
     topic, env = only(pub)
     assert (topic, env.type, env.key) == ("agents", "AgentStateChanged", "a7")
     assert payload_of(env) == ev.AgentStateChanged(
-        agent_id="a7", state=RINGING, previous=READY, reason="offered sales", extension="8007",
-        call_id="c1", queues=["sales", "support"])
+        agent_id="a7",
+        state=RINGING,
+        previous=READY,
+        reason="offered sales",
+        extension="8007",
+        call_id="c1",
+        queues=["sales", "support"],
+    )
 
 
 class FakeDispatcher:
@@ -93,11 +127,17 @@ class FakeDispatcher:
 async def test_intake_hands_call_ends_to_the_dispatcher_and_ignores_the_rest() -> None:
     dispatcher = FakeDispatcher()
     intake = AcdIntake(dispatcher)  # type: ignore[arg-type]
-    for payload in (ev.CallOffered(call_id="c1", ani="5551234", dnis="10000"),
-                    ev.CallAnswered(call_id="c1"), ev.CallBridged(call_id="c1", agent_id="a7"),
-                    ev.AgentStateChanged(agent_id="a7", state=NOT_READY)):
+    for payload in (
+        ev.CallOffered(call_id="c1", ani="5551234", dnis="10000"),
+        ev.CallAnswered(call_id="c1"),
+        ev.CallBridged(call_id="c1", agent_id="a7"),
+        ev.AgentStateChanged(agent_id="a7", state=NOT_READY),
+    ):
         await intake.handle(envelope(payload, "c1", SITE, "gateway"))
     assert dispatcher.ended == []
-    await intake.handle(envelope(ev.CallEnded(call_id="c1", reason=ev.END_REASON_CALLER_HANGUP),
-                                 "c1", SITE, "gateway"))
+    await intake.handle(
+        envelope(
+            ev.CallEnded(call_id="c1", reason=ev.END_REASON_CALLER_HANGUP), "c1", SITE, "gateway"
+        )
+    )
     assert dispatcher.ended == [("c1", ev.END_REASON_CALLER_HANGUP)]

@@ -1,4 +1,5 @@
 """Queues (priority, then first come first served) and the longest-idle routing strategy."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,9 @@ from acd.queues import CallQueue, WaitingCall
 from acd.routing.strategies import STRATEGIES, longest_idle
 
 
-def call(call_id: str, priority: int = 0, skills: frozenset[str] = frozenset(),
-         enqueued: float = 100.0) -> WaitingCall:
+def call(
+    call_id: str, priority: int = 0, skills: frozenset[str] = frozenset(), enqueued: float = 100.0
+) -> WaitingCall:
     return WaitingCall(call_id, "sales", priority, "5551000", "10000", skills, enqueued=enqueued)
 
 
@@ -42,8 +44,8 @@ def test_within_a_priority_a_newcomer_goes_behind_its_peers() -> None:
     q.add(call("low1", 0))
     q.add(call("vip1", 5))
     q.add(call("mid1", 3))
-    assert q.add(call("vip2", 5)) == 2      # behind vip1, ahead of everyone lower
-    assert q.add(call("mid2", 3)) == 4      # behind mid1
+    assert q.add(call("vip2", 5)) == 2  # behind vip1, ahead of everyone lower
+    assert q.add(call("mid2", 3)) == 4  # behind mid1
     assert q.add(call("low2", 0)) == 6
     assert q.add(call("neg", -1)) == 7
     assert order(q) == ["vip1", "vip2", "mid1", "mid2", "low1", "low2", "neg"]
@@ -97,7 +99,7 @@ def test_longest_idle_picks_the_agent_idle_the_longest() -> None:
     a, b, c = agent("a", 30.0), agent("b", 10.0), agent("c", 20.0)
     assert longest_idle(call("x"), [a, b, c]).agent_id == "b"
     assert longest_idle(call("x"), [a, c]).agent_id == "c"
-    assert longest_idle(call("x"), [c, b, a]).agent_id == "b"    # not input order
+    assert longest_idle(call("x"), [c, b, a]).agent_id == "b"  # not input order
 
 
 def test_longest_idle_with_no_candidates() -> None:

@@ -9,6 +9,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+
 from gateway.analog.dahdi import (
     DAHDI_AUDIOMODE,
     DAHDI_FLUSH,
@@ -81,8 +82,11 @@ class FakeDahdi:
 
     # ---- the card's side
     def fd_of(self, channel: int) -> int:
-        return next(c[1] for c in self.calls
-                    if c[0] == "ioctl" and c[2] == DAHDI_SPECIFY and c[3] == channel)
+        return next(
+            c[1]
+            for c in self.calls
+            if c[0] == "ioctl" and c[2] == DAHDI_SPECIFY and c[3] == channel
+        )
 
     def event(self, fd: int, code: int) -> None:
         self.events[fd].append(code)
@@ -91,9 +95,9 @@ class FakeDahdi:
     def audio(self, fd: int, pcm: np.ndarray) -> None:
         n = -(-pcm.size // 160) * 160
         buf = np.zeros(n, np.int16)
-        buf[:pcm.size] = pcm
+        buf[: pcm.size] = pcm
         for k in range(0, n, 160):
-            self.dev[fd].send(alaw_encode(buf[k:k + 160]))
+            self.dev[fd].send(alaw_encode(buf[k : k + 160]))
 
     def received(self, fd: int) -> bytes:
         self.dev[fd].setblocking(False)
@@ -105,8 +109,11 @@ class FakeDahdi:
                 return out
 
     def ioctls(self, fd: int) -> list[tuple[int, int]]:
-        return [(c[2], c[3]) for c in self.calls
-                if c[0] == "ioctl" and c[1] == fd and c[2] != DAHDI_GETEVENT]
+        return [
+            (c[2], c[3])
+            for c in self.calls
+            if c[0] == "ioctl" and c[1] == fd and c[2] != DAHDI_GETEVENT
+        ]
 
 
 async def settle() -> None:
@@ -137,8 +144,13 @@ async def test_open_offhook_onhook_flash_ioctl_sequence() -> None:
     await card.start()
     fd = dev.fd_of(3)
     assert dev.calls[0] == ("open", "/dev/dahdi/channel", os.O_RDWR | os.O_NONBLOCK)
-    assert dev.ioctls(fd) == [(DAHDI_SPECIFY, 3), (DAHDI_SET_BLOCKSIZE, 160), (DAHDI_SETLAW, 2),
-                              (DAHDI_AUDIOMODE, 1), (DAHDI_FLUSH, 3)]
+    assert dev.ioctls(fd) == [
+        (DAHDI_SPECIFY, 3),
+        (DAHDI_SET_BLOCKSIZE, 160),
+        (DAHDI_SETLAW, 2),
+        (DAHDI_AUDIOMODE, 1),
+        (DAHDI_FLUSH, 3),
+    ]
     port = card.ports[0]
     await port.off_hook()
     await port.flash(20)
@@ -154,7 +166,7 @@ async def test_ring_events_and_caller_id_from_line_audio() -> None:
     await card.start()
     fd, port = dev.fd_of(1), card.ports[0]
     dev.event(fd, 18)  # RINGBEGIN
-    dev.event(fd, 2)   # RINGOFFHOOK (debounced ring): same burst
+    dev.event(fd, 2)  # RINGOFFHOOK (debounced ring): same burst
     await settle()
     dev.event(fd, 11)  # RINGEROFF
     await settle()
@@ -162,8 +174,11 @@ async def test_ring_events_and_caller_id_from_line_audio() -> None:
     dev.audio(fd, np.zeros(800, np.int16))
     await settle()
     assert port.state is PortState.RINGING
-    assert port.drain_events() == [RingOn(), RingOff(),
-                                   CallerIdReceived(CallerId(number="13800138000"))]
+    assert port.drain_events() == [
+        RingOn(),
+        RingOff(),
+        CallerIdReceived(CallerId(number="13800138000")),
+    ]
     await card.stop()
 
 
@@ -185,8 +200,7 @@ async def test_offhook_audio_both_ways_and_supervision_events() -> None:
     for code in (17, 4, 5, 1):  # POLARITY, ALARM, NOALARM, ONHOOK (loop current lost)
         dev.event(fd, code)
         await settle()
-    assert port.drain_events() == [PolarityReversal(), Alarm(True), Alarm(False),
-                                   LoopCurrentDrop()]
+    assert port.drain_events() == [PolarityReversal(), Alarm(True), Alarm(False), LoopCurrentDrop()]
     await card.stop()
     assert port.state is PortState.IDLE
 

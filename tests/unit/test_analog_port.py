@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+
 from gateway.analog.port import (
     Alarm,
     BasePort,
@@ -31,7 +32,7 @@ ZERO = np.zeros(160, dtype=np.int16)
 def chunks(pcm: np.ndarray) -> list[np.ndarray]:
     n = -(-pcm.size // 160)
     buf = np.zeros(n * 160, dtype=np.int16)
-    buf[:pcm.size] = pcm
+    buf[: pcm.size] = pcm
     return list(buf.reshape(n, 160))
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+import pytest_asyncio
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+
 from gateway.analog.port import (
     CallerIdReceived,
     LoopCurrentDrop,
@@ -15,8 +20,10 @@ from gateway.analog.port import (
     RingOff,
     RingOn,
 )
-from gateway.analog.sim import LineBusy, LineMode, SimCard, UnknownPort
+from gateway.analog.sim import LineBusy, LineMode, SimCard, UnknownPort, wav_bytes
+from gateway.analog.sim_http import make_control_app
 from gateway.dsp import CallerId, DtmfDetector, ProgressToneDetector
+from gateway.media.prompts import parse_wav
 
 
 def tone_share(pcm: np.ndarray, hz: float) -> float:
@@ -47,10 +54,12 @@ async def test_ring_delivers_fsk_caller_id_between_rings() -> None:
     card.tick(300)  # 6 s: ring, CID, second ring
     it = port.events()
     got = [await asyncio.wait_for(anext(it), 1) for _ in range(4)]
-    assert got == [RingOn(), RingOff(),
-                   CallerIdReceived(CallerId(number="13800138000", name="Li Lei",
-                                             datetime="03141530")),
-                   RingOn()]
+    assert got == [
+        RingOn(),
+        RingOff(),
+        CallerIdReceived(CallerId(number="13800138000", name="Li Lei", datetime="03141530")),
+        RingOn(),
+    ]
     assert port.state is PortState.RINGING
     assert all(p.drain_events() == [] for p in card.ports if p is not port)
     await card.stop()
@@ -76,8 +85,7 @@ async def test_four_ports_ring_at_once_independently() -> None:
         card.tick(7)  # staggered starts
     card.tick(260)
     for k in (1, 2, 4):
-        cids = [e.caller_id for e in card.port(k).drain_events()
-                if isinstance(e, CallerIdReceived)]
+        cids = [e.caller_id for e in card.port(k).drain_events() if isinstance(e, CallerIdReceived)]
         assert cids == [CallerId(number=callers[k], name=f"caller {k}")]
     cids3 = [e.caller_id for e in card.port(3).drain_events() if isinstance(e, CallerIdReceived)]
     assert cids3 == [CallerId(reason="unavailable")]
@@ -92,8 +100,14 @@ async def test_unanswered_call_ends_with_ringing_stopped() -> None:
     card.exchange.ring(1, "123", rings=2)
     card.tick(600)  # last ring ends at 4 s, timeout 6 s later
     evs = card.port(1).drain_events()
-    assert [type(e) for e in evs] == [RingOn, RingOff, CallerIdReceived, RingOn, RingOff,
-                                      RingingStopped]
+    assert [type(e) for e in evs] == [
+        RingOn,
+        RingOff,
+        CallerIdReceived,
+        RingOn,
+        RingOff,
+        RingingStopped,
+    ]
     assert card.port(1).state is PortState.IDLE
     assert card.exchange.line(1).mode is LineMode.IDLE
 
@@ -195,14 +209,6 @@ async def test_realtime_mode_ticks_on_its_own() -> None:
 
 
 # ------------------------------------------------------------------ HTTP control API
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
-from aiohttp import FormData
-from aiohttp.test_utils import TestClient, TestServer
-from gateway.analog.sim import wav_bytes
-from gateway.analog.sim_http import make_control_app
-from gateway.media.prompts import parse_wav
 
 
 @pytest_asyncio.fixture
@@ -237,8 +243,9 @@ async def test_http_play_dtmf_hangup_and_capture(api: tuple[SimCard, TestClient]
     r = await client.post("/ports/1/play", json={"tone_hz": 1000, "ms": 200})
     assert r.status == 200
     voice = (2000 * np.sin(np.arange(1600) * 0.3)).astype(np.int16)
-    r = await client.post("/ports/1/play", data=wav_bytes(voice),
-                          headers={"Content-Type": "audio/wav"})
+    r = await client.post(
+        "/ports/1/play", data=wav_bytes(voice), headers={"Content-Type": "audio/wav"}
+    )
     assert r.status == 200
     form = FormData()
     form.add_field("file", wav_bytes(voice[:800]), filename="v.wav", content_type="audio/wav")
@@ -260,23 +267,27 @@ async def test_http_play_dtmf_hangup_and_capture(api: tuple[SimCard, TestClient]
     assert sent.size == 50 * 160 and np.all(sent[:160] == 99)
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/ports/1/ring", {"name": "x"}, "caller"),
-    ("/ports/1/ring", {"caller": "12ab"}, "caller"),
-    ("/ports/1/ring", {"caller": "123", "name": 5}, "name"),
-    ("/ports/1/ring", {"caller": "123", "datetime": "tomorrow"}, "datetime"),
-    ("/ports/1/ring", {"caller": "123", "rings": 0}, "rings"),
-    ("/ports/1/ring", [1, 2], "body"),
-    ("/ports/1/play", {"tone_hz": 5, "ms": 100}, "tone_hz"),
-    ("/ports/1/play", {"tone_hz": 440, "ms": "long"}, "ms"),
-    ("/ports/1/play", {"ms": 100}, "tone_hz"),
-    ("/ports/1/dtmf", {"digits": "12x"}, "digits"),
-    ("/ports/1/dtmf", {}, "digits"),
-    ("/ports/1/dtmf", {"digits": "1", "on_ms": 5}, "on_ms"),
-    ("/ports/1/hangup", {"signal": "scream"}, "signal"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/ports/1/ring", {"name": "x"}, "caller"),
+        ("/ports/1/ring", {"caller": "12ab"}, "caller"),
+        ("/ports/1/ring", {"caller": "123", "name": 5}, "name"),
+        ("/ports/1/ring", {"caller": "123", "datetime": "tomorrow"}, "datetime"),
+        ("/ports/1/ring", {"caller": "123", "rings": 0}, "rings"),
+        ("/ports/1/ring", [1, 2], "body"),
+        ("/ports/1/play", {"tone_hz": 5, "ms": 100}, "tone_hz"),
+        ("/ports/1/play", {"tone_hz": 440, "ms": "long"}, "ms"),
+        ("/ports/1/play", {"ms": 100}, "tone_hz"),
+        ("/ports/1/dtmf", {"digits": "12x"}, "digits"),
+        ("/ports/1/dtmf", {}, "digits"),
+        ("/ports/1/dtmf", {"digits": "1", "on_ms": 5}, "on_ms"),
+        ("/ports/1/hangup", {"signal": "scream"}, "signal"),
+    ],
+)
 async def test_http_bad_input_is_400_naming_the_field(
-        api: tuple[SimCard, TestClient], path: str, body: object, field: str) -> None:
+    api: tuple[SimCard, TestClient], path: str, body: object, field: str
+) -> None:
     _, client = api
     r = await client.post(path, json=body)
     assert r.status == 400
@@ -287,7 +298,9 @@ async def test_http_bad_wav_unknown_port_and_conflicts(api: tuple[SimCard, TestC
     _, client = api
     r = await client.post("/ports/1/play", data=b"not a wav", headers={"Content-Type": "audio/wav"})
     assert r.status == 400 and (await r.json())["error"].startswith("wav:")
-    r = await client.post("/ports/1/ring", data=b"{nope", headers={"Content-Type": "application/json"})
+    r = await client.post(
+        "/ports/1/ring", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert r.status == 400 and (await r.json())["error"].startswith("body:")
     for path in ("/ports/5/ring", "/ports/0/dtmf", "/ports/x/hangup"):
         assert (await client.post(path, json={"caller": "1", "digits": "1"})).status == 404

@@ -1,4 +1,5 @@
 """CDR folding: any arrival order, any duplication, the same record — and the right one."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,10 +7,10 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hotline.v1 import events_pb2 as ev
 
 from common.events import Envelope, envelope
 from crm.cdr import CdrRecord, call_id_of, end_reason_name, fold
+from hotline.v1 import events_pb2 as ev
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
 CALL = "call-42"
@@ -28,20 +29,79 @@ def env(payload, seconds: float, key: str = CALL) -> Envelope:  # noqa: ANN001
 def answered_call() -> list[Envelope]:
     """A call offered, queued, offered to agent2 (no answer), then agent5 who answers."""
     return [
-        env(ev.CallOffered(call_id=CALL, ani="sip:+8613800138000@trunk", dnis="10000",
-                           trunk="fxo1", channel="analog"), 0.0),
-        env(ev.CallQueued(call_id=CALL, queue="sales", ani="sip:+8613800138000@trunk",
-                          dnis="10000", position=1), 4.0),
-        env(ev.AgentOffered(call_id=CALL, agent_id="agent2", extension="8002", queue="sales",
-                            ani="sip:+8613800138000@trunk", attempt=1), 6.0, key="agent2"),
-        env(ev.AgentOffered(call_id=CALL, agent_id="agent5", extension="8005", queue="sales",
-                            ani="sip:+8613800138000@trunk", attempt=2), 21.0, key="agent5"),
-        env(ev.CallBridged(call_id=CALL, agent_id="agent5", queue="sales", leg_id="leg-9",
-                           endpoint="sip:8005@10.0.0.5"), 24.5),
-        env(ev.CallEnded(call_id=CALL, reason=ev.END_REASON_CALLER_HANGUP, talk_ms=95_000,
-                         duration_ms=119_500), 119.5),
-        env(ev.RecordingReady(call_id=CALL, recording_id="rec-1", path="2026/03/01/rec-1.wav",
-                              agent_id="agent5", queue="sales"), 121.0),
+        env(
+            ev.CallOffered(
+                call_id=CALL,
+                ani="sip:+8613800138000@trunk",
+                dnis="10000",
+                trunk="fxo1",
+                channel="analog",
+            ),
+            0.0,
+        ),
+        env(
+            ev.CallQueued(
+                call_id=CALL,
+                queue="sales",
+                ani="sip:+8613800138000@trunk",
+                dnis="10000",
+                position=1,
+            ),
+            4.0,
+        ),
+        env(
+            ev.AgentOffered(
+                call_id=CALL,
+                agent_id="agent2",
+                extension="8002",
+                queue="sales",
+                ani="sip:+8613800138000@trunk",
+                attempt=1,
+            ),
+            6.0,
+            key="agent2",
+        ),
+        env(
+            ev.AgentOffered(
+                call_id=CALL,
+                agent_id="agent5",
+                extension="8005",
+                queue="sales",
+                ani="sip:+8613800138000@trunk",
+                attempt=2,
+            ),
+            21.0,
+            key="agent5",
+        ),
+        env(
+            ev.CallBridged(
+                call_id=CALL,
+                agent_id="agent5",
+                queue="sales",
+                leg_id="leg-9",
+                endpoint="sip:8005@10.0.0.5",
+            ),
+            24.5,
+        ),
+        env(
+            ev.CallEnded(
+                call_id=CALL,
+                reason=ev.END_REASON_CALLER_HANGUP,
+                talk_ms=95_000,
+                duration_ms=119_500,
+            ),
+            119.5,
+        ),
+        env(
+            ev.RecordingReady(
+                call_id=CALL,
+                recording_id="rec-1",
+                path="2026/03/01/rec-1.wav",
+                agent_id="agent5",
+                queue="sales",
+            ),
+            121.0,
+        ),
     ]
 
 
@@ -61,8 +121,12 @@ def columns(record: CdrRecord) -> dict[str, object]:
 
 def test_in_order_answered_call_has_every_fact() -> None:
     r = folded(answered_call())
-    assert (r.ani, r.dnis, r.trunk, r.channel) == ("sip:+8613800138000@trunk", "10000",
-                                                   "fxo1", "analog")
+    assert (r.ani, r.dnis, r.trunk, r.channel) == (
+        "sip:+8613800138000@trunk",
+        "10000",
+        "fxo1",
+        "analog",
+    )
     assert r.queue == "sales"
     assert (r.agent_id, r.extension) == ("agent5", "8005")
     assert r.offered_at == T0
@@ -104,12 +168,17 @@ def test_late_offer_to_an_earlier_agent_does_not_replace_the_later_one() -> None
 
 def test_bridged_agent_beats_a_later_offer_to_someone_else() -> None:
     bridged = env(ev.CallBridged(call_id=CALL, agent_id="agent5", queue="sales"), 10.0)
-    later_offer = env(ev.AgentOffered(call_id=CALL, agent_id="agent7", extension="8007",
-                                      queue="sales"), 30.0)
-    earlier_offer = env(ev.AgentOffered(call_id=CALL, agent_id="agent5", extension="8005",
-                                        queue="sales"), 5.0)
-    for order in ([bridged, later_offer, earlier_offer], [later_offer, earlier_offer, bridged],
-                  [earlier_offer, bridged, later_offer]):
+    later_offer = env(
+        ev.AgentOffered(call_id=CALL, agent_id="agent7", extension="8007", queue="sales"), 30.0
+    )
+    earlier_offer = env(
+        ev.AgentOffered(call_id=CALL, agent_id="agent5", extension="8005", queue="sales"), 5.0
+    )
+    for order in (
+        [bridged, later_offer, earlier_offer],
+        [later_offer, earlier_offer, bridged],
+        [earlier_offer, bridged, later_offer],
+    ):
         r = folded(order)
         assert (r.agent_id, r.extension) == ("agent5", "8005"), order
 
@@ -171,18 +240,26 @@ def test_equal_times_are_broken_by_event_id_not_by_arrival() -> None:
 def test_events_of_other_calls_and_types_are_ignored() -> None:
     r = CdrRecord(CALL)
     other = env(ev.CallOffered(call_id="another", ani="1"), 0.0)
-    state = env(ev.AgentStateChanged(agent_id="agent1", state=ev.AGENT_STATE_READY,
-                                     call_id=CALL), 0.0, key="agent1")
+    state = env(
+        ev.AgentStateChanged(agent_id="agent1", state=ev.AGENT_STATE_READY, call_id=CALL),
+        0.0,
+        key="agent1",
+    )
     assert fold(r, other) is False
     assert fold(r, state) is False
     assert call_id_of(state) is None
     assert r == CdrRecord(CALL)
 
 
-@pytest.mark.parametrize(("reason", "name"), [
-    (ev.END_REASON_CALLER_HANGUP, "caller_hangup"), (ev.END_REASON_AGENT_HANGUP, "agent_hangup"),
-    (ev.END_REASON_FAR_END, "far_end"), (ev.END_REASON_UNSPECIFIED, "unspecified"),
-])
+@pytest.mark.parametrize(
+    ("reason", "name"),
+    [
+        (ev.END_REASON_CALLER_HANGUP, "caller_hangup"),
+        (ev.END_REASON_AGENT_HANGUP, "agent_hangup"),
+        (ev.END_REASON_FAR_END, "far_end"),
+        (ev.END_REASON_UNSPECIFIED, "unspecified"),
+    ],
+)
 def test_end_reason_names(reason: int, name: str) -> None:
     assert end_reason_name(reason) == name
 

@@ -1,4 +1,5 @@
 """Argon2id password hashing: salted, verifiable, and a wrong or missing user never passes."""
+
 from __future__ import annotations
 
 from crm.passwords import hash_password, needs_rehash, verify_password

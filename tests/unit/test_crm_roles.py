@@ -1,4 +1,5 @@
 """The access policy: every route has an explicit entry, and the entries say what we mean."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,11 @@ class _Unused:
 
 def _routes() -> set[tuple[str, str]]:
     app = web_app(_Unused(), _Unused(), _Unused(), _Unused())  # type: ignore[arg-type]
-    return {(route.method, route.resource.canonical) for route in app.router.routes()
-            if route.method != "HEAD" and route.resource is not None}
+    return {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
 
 
 def test_every_route_has_a_policy_and_every_policy_a_route() -> None:
@@ -33,8 +37,14 @@ def test_only_call_takers_drive_an_acd_seat(path: str) -> None:
 
 
 def test_everyone_logged_in_may_read_customers_and_cdrs() -> None:
-    for key in [("GET", "/api/customers"), ("GET", "/api/cdrs"), ("GET", "/api/cdrs/{call_id}"),
-                ("GET", "/ws"), ("GET", "/api/me"), ("POST", "/api/logout")]:
+    for key in [
+        ("GET", "/api/customers"),
+        ("GET", "/api/cdrs"),
+        ("GET", "/api/cdrs/{call_id}"),
+        ("GET", "/ws"),
+        ("GET", "/api/me"),
+        ("POST", "/api/logout"),
+    ]:
         assert POLICY[key] == EVERYONE
 
 

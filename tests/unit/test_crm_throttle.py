@@ -1,4 +1,5 @@
 """Failed-login throttling: 5 per minute per username and address, then Retry-After."""
+
 from __future__ import annotations
 
 from crm.throttle import LoginThrottle
@@ -21,8 +22,8 @@ def test_sixth_failure_within_a_minute_is_refused_until_the_first_expires() -> N
         clock.now += 5
     assert throttle.retry_after("agent1", "10.0.0.1") == 35
     assert throttle.retry_after("AGENT1", "10.0.0.1") == 35  # same account
-    assert throttle.retry_after("agent1", "10.0.0.2") == 0   # a colleague's desk
-    assert throttle.retry_after("agent2", "10.0.0.1") == 0   # another account
+    assert throttle.retry_after("agent1", "10.0.0.2") == 0  # a colleague's desk
+    assert throttle.retry_after("agent2", "10.0.0.1") == 0  # another account
     clock.now += 35
     assert throttle.retry_after("agent1", "10.0.0.1") == 0
 

@@ -38,7 +38,7 @@ def _line(table: ToneTable, seed: int) -> np.ndarray:
             parts.append(noise(float(rng.integers(100, 800)), -30.0, seed=seed))
         else:
             parts.append(silence(float(rng.integers(20, 500))))
-    x = np.concatenate(parts)[:8 * 9000]
+    x = np.concatenate(parts)[: 8 * 9000]
     return add_noise(x, 25.0, seed=seed) if seed % 2 else x
 
 
@@ -49,13 +49,14 @@ def test_bank_equals_per_line_detectors(table: ToneTable) -> None:
     singles = [(DtmfDetector(), ProgressToneDetector(table)) for _ in lines]
     got, want = [], []
     for f in range(lines.shape[1] // 160):
-        block = lines[:, f * 160:(f + 1) * 160]
+        block = lines[:, f * 160 : (f + 1) * 160]
         got += [(f, line, ev) for line, ev in bank.feed(block)]
         for line, (d, p) in enumerate(singles):
             want += [(f, line, ev) for ev in d.feed(block[line])]
             r = p.feed(block[line])
             if r is not None:
                 want.append((f, line, r))
+
     def key(e: tuple[int, int, object]) -> tuple[int, int, str]:
         return e[0], e[1], str(e[2])
 
@@ -69,7 +70,7 @@ def test_bank_without_progress_and_shape_check() -> None:
     sig = np.stack([dial_digits("12", 60, 60), dial_digits("34", 60, 60), silence(240)])
     events = []
     for f in range(sig.shape[1] // 160):
-        events += bank.feed(sig[:, f * 160:(f + 1) * 160])
+        events += bank.feed(sig[:, f * 160 : (f + 1) * 160])
     assert [(line, ev.digit) for line, ev in events] == [(0, "1"), (1, "3"), (0, "2"), (1, "4")]
     with pytest.raises(ValueError):
         bank.feed(np.zeros((2, 160), dtype=np.int16))

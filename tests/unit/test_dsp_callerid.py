@@ -32,7 +32,7 @@ def decode(signal: np.ndarray, standard: str, chunk: int = 160) -> list[CallerId
     sig = np.concatenate([silence(200), np.asarray(signal, dtype=np.int16), silence(300)])
     out: list[CallerId] = []
     for i in range(0, len(sig), chunk):
-        r = dec.feed(sig[i:i + chunk])
+        r = dec.feed(sig[i : i + chunk])
         if r is not None:
             out.append(r)
     return out
@@ -83,9 +83,12 @@ def test_parse_rejects_untrustworthy_messages() -> None:
 
 
 def test_mdmf_absence_reasons_roundtrip() -> None:
-    for cid in (CallerId(reason="private"), CallerId(reason="unavailable", datetime="07040915"),
-                CallerId(number="911", name_reason="private"),
-                CallerId(reason="private", name_reason="unavailable")):
+    for cid in (
+        CallerId(reason="private"),
+        CallerId(reason="unavailable", datetime="07040915"),
+        CallerId(number="911", name_reason="private"),
+        CallerId(reason="private", name_reason="unavailable"),
+    ):
         assert parse_message(build_message(cid)) == cid
 
 
@@ -142,8 +145,10 @@ def test_decode_with_white_noise_15_db_snr(standard: str) -> None:
 
 @pytest.mark.parametrize("standard", STANDARDS)
 def test_private_and_unavailable(standard: str) -> None:
-    for cid in (CallerId(reason="private", datetime="12312359"),
-                CallerId(reason="unavailable", datetime="01010000")):
+    for cid in (
+        CallerId(reason="private", datetime="12312359"),
+        CallerId(reason="unavailable", datetime="01010000"),
+    ):
         for fmt in ("mdmf", "sdmf"):
             assert decode(encode_callerid_fsk(cid, standard, fmt=fmt), standard) == [cid]
 
@@ -179,11 +184,11 @@ def test_audio_bursts_never_yield_a_wrong_number() -> None:
         pos = int(rng.integers(3300, len(s) - 40))
         n = int(rng.integers(3, 30))
         if k % 3 == 0:
-            s[pos:pos + n] = rng.standard_normal(n) * 3000
+            s[pos : pos + n] = rng.standard_normal(n) * 3000
         elif k % 3 == 1:
-            s[pos:pos + n] = 0
+            s[pos : pos + n] = 0
         else:
-            s[pos:pos + n] = db_to_amplitude(-20) * np.sin(2 * np.pi * 2200 * np.arange(n) / FS)
+            s[pos : pos + n] = db_to_amplitude(-20) * np.sin(2 * np.pi * 2200 * np.arange(n) / FS)
         for r in decode(to_int16(s), "bell202"):
             assert r == FULL or (not r.valid and r.number is None)
             outcomes.add(r.valid)
@@ -252,8 +257,11 @@ def test_dtmf_clip_framings() -> None:
 
 
 def test_dtmf_clip_generator_roundtrip() -> None:
-    for cid in (CallerId(number="0201234567"), CallerId(reason="private"),
-                CallerId(reason="unavailable")):
+    for cid in (
+        CallerId(number="0201234567"),
+        CallerId(reason="private"),
+        CallerId(reason="unavailable"),
+    ):
         for term in ("C", "#"):
             assert _parse(dtmf_callerid_digits(cid, term)) == [cid]
 
@@ -270,12 +278,13 @@ def test_dtmf_clip_timeout_discards_partial_message() -> None:
 
 
 def test_dtmf_clip_end_to_end_through_detector() -> None:
-    audio = np.concatenate([silence(300), dial_digits("A13912345678C", on_ms=70, off_ms=70,
-                                                      level_dbm0=-12.0)])
+    audio = np.concatenate(
+        [silence(300), dial_digits("A13912345678C", on_ms=70, off_ms=70, level_dbm0=-12.0)]
+    )
     det, parser = DtmfDetector(), DtmfCallerIdParser()
     results = []
     for i in range(0, len(audio), 160):
-        for ev in det.feed(audio[i:i + 160]):
+        for ev in det.feed(audio[i : i + 160]):
             r = parser.feed(ev)
             if r is not None:
                 results.append(r)

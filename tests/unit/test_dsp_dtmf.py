@@ -32,7 +32,7 @@ def run(signal: np.ndarray, chunk: int = 160, det: DtmfDetector | None = None) -
     sig = np.concatenate([np.asarray(signal, dtype=np.int16), silence(200)])
     events: list[DtmfEvent] = []
     for i in range(0, len(sig), chunk):
-        events += det.feed(sig[i:i + chunk])
+        events += det.feed(sig[i : i + chunk])
     return events
 
 
@@ -97,8 +97,9 @@ def test_rejects_frequency_offset_3_5_percent_on_each_tone(offset: float) -> Non
 
 
 # ----------------------------------------------------------------- twist
-@pytest.mark.parametrize(("twist", "expected"), [(0.0, True), (-7.0, True), (3.0, True),
-                                                 (-9.5, False), (5.5, False)])
+@pytest.mark.parametrize(
+    ("twist", "expected"), [(0.0, True), (-7.0, True), (3.0, True), (-9.5, False), (5.5, False)]
+)
 def test_twist_limits(twist: float, expected: bool) -> None:
     """Column tone may be up to 8 dB weaker (normal) or 4 dB stronger (reverse)."""
     for d in "1590#D":
@@ -159,25 +160,40 @@ def test_short_dropout_is_bridged() -> None:
 # ---------------------------------------------------------------- talk-off
 def _espeak(tmp_path: Path, text: str, voice: str, pitch: int) -> np.ndarray:
     wav = tmp_path / f"{voice}-{pitch}.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), "-v", voice, "-p", str(pitch), text],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-w", str(wav), "-v", voice, "-p", str(pitch), text],
+        check=True,
+        capture_output=True,
+    )
     with wave.open(str(wav)) as w:
         rate = w.getframerate()
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     return resample(pcm, rate, FS)
 
 
-SPEECH = ("Hello, thank you for calling. Please hold the line while we connect you. "
-          "One two three four five six seven eight nine zero, star, hash. "
-          "Oh, ah, ee, oo, mmm, laa laa laa, mee mee mee, yes, no, maybe tomorrow.")
+SPEECH = (
+    "Hello, thank you for calling. Please hold the line while we connect you. "
+    "One two three four five six seven eight nine zero, star, hash. "
+    "Oh, ah, ee, oo, mmm, laa laa laa, mee mee mee, yes, no, maybe tomorrow."
+)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                    reason="espeak-ng binary not installed (apt-get install espeak-ng)")
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng binary not installed (apt-get install espeak-ng)",
+)
 def test_talk_off_speech(tmp_path: Path) -> None:
     total = 0.0
-    for voice, pitch in [("en", 50), ("en+f3", 80), ("en-us", 99), ("de", 70), ("ru", 99),
-                         ("ja", 99), ("fr", 30), ("zh", 60)]:
+    for voice, pitch in [
+        ("en", 50),
+        ("en+f3", 80),
+        ("en-us", 99),
+        ("de", 70),
+        ("ru", 99),
+        ("ja", 99),
+        ("fr", 30),
+        ("zh", 60),
+    ]:
         speech = _espeak(tmp_path, SPEECH, voice, pitch)
         for gain_db in (0.0, 12.0):
             x = to_int16(speech * 10 ** (gain_db / 20))
@@ -186,20 +202,29 @@ def test_talk_off_speech(tmp_path: Path) -> None:
     assert total > 60.0
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                    reason="espeak-ng binary not installed (apt-get install espeak-ng)")
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng binary not installed (apt-get install espeak-ng)",
+)
 def test_digits_over_speech_pauses(tmp_path: Path) -> None:
     speech = to_int16(_espeak(tmp_path, "Please enter your account number now.", "en", 50))
     sig = np.concatenate([speech, silence(200), dial_digits("4711#", 60, 60, -8.0), speech])
     assert digits(sig) == "4711#"
 
 
-def _note(freq: float, ms: float, harmonics: int = 6, decay: float = 1.5,
-          level: float = -16.0) -> np.ndarray:
+def _note(
+    freq: float, ms: float, harmonics: int = 6, decay: float = 1.5, level: float = -16.0
+) -> np.ndarray:
     t = np.arange(int(ms * 8)) / FS
     env = np.minimum(1.0, t / 0.01) * np.exp(-decay * t)
-    return sum(db_to_amplitude(level) / k * np.sin(2 * np.pi * freq * k * t)
-               for k in range(1, harmonics + 1) if freq * k < 3800) * env
+    return (
+        sum(
+            db_to_amplitude(level) / k * np.sin(2 * np.pi * freq * k * t)
+            for k in range(1, harmonics + 1)
+            if freq * k < 3800
+        )
+        * env
+    )
 
 
 def _midi(m: int) -> float:
@@ -208,23 +233,39 @@ def _midi(m: int) -> float:
 
 def test_talk_off_music() -> None:
     rng = np.random.default_rng(11)
-    chords = np.concatenate([sum(_note(_midi(root + i), 250) for i in q)
-                             for root in range(48, 90, 2)
-                             for q in ([0, 4, 7], [0, 3, 7], [0, 4, 7, 11])])
+    chords = np.concatenate(
+        [
+            sum(_note(_midi(root + i), 250) for i in q)
+            for root in range(48, 90, 2)
+            for q in ([0, 4, 7], [0, 3, 7], [0, 4, 7, 11])
+        ]
+    )
     assert digits(to_int16(chords)) == ""
     # F5 + E6 are 698.5 / 1318.5 Hz (~ digit "2"); real instruments carry harmonics.
-    dyad = np.concatenate([_note(_midi(77), 400, decay=0.3) + _note(_midi(88), 400, decay=0.3)
-                           for _ in range(4)])
+    dyad = np.concatenate(
+        [_note(_midi(77), 400, decay=0.3) + _note(_midi(88), 400, decay=0.3) for _ in range(4)]
+    )
     assert digits(to_int16(dyad)) == ""
-    melody = np.concatenate([
-        _note(_midi(int(rng.integers(60, 96))), float(rng.choice([100, 150, 300])),
-              harmonics=int(rng.integers(1, 8)), decay=float(rng.uniform(0.5, 6)))
-        for _ in range(150)])
-    bass = np.concatenate([_note(_midi(int(rng.integers(36, 60))), 400, 4, 2.0)
-                           for _ in range(len(melody) // 3200 + 1)])[:len(melody)]
+    melody = np.concatenate(
+        [
+            _note(
+                _midi(int(rng.integers(60, 96))),
+                float(rng.choice([100, 150, 300])),
+                harmonics=int(rng.integers(1, 8)),
+                decay=float(rng.uniform(0.5, 6)),
+            )
+            for _ in range(150)
+        ]
+    )
+    bass = np.concatenate(
+        [
+            _note(_midi(int(rng.integers(36, 60))), 400, 4, 2.0)
+            for _ in range(len(melody) // 3200 + 1)
+        ]
+    )[: len(melody)]
     assert digits(to_int16(melody + bass)) == ""
     t = np.arange(3 * FS) / FS
-    phase = 2 * np.pi * (300 * t + (3400 - 300) / 6 * t ** 2)
+    phase = 2 * np.pi * (300 * t + (3400 - 300) / 6 * t**2)
     assert digits(to_int16(db_to_amplitude(-10) * np.sin(phase))) == ""
     saw = sum(db_to_amplitude(-14) / k * np.sin(k * 0.3 * phase) for k in range(1, 8))
     assert digits(to_int16(saw)) == ""
@@ -233,7 +274,7 @@ def test_talk_off_music() -> None:
 def test_dtmf_over_music_bed_still_detected() -> None:
     bed = to_int16(np.concatenate([_note(_midi(60 + k % 12), 200, level=-30.0) for k in range(10)]))
     keys = np.concatenate([silence(200), dial_digits("258", 60, 100, -8.0)])
-    mix = to_int16(bed[:len(keys)].astype(np.float64) + keys)
+    mix = to_int16(bed[: len(keys)].astype(np.float64) + keys)
     assert digits(mix) == "258"
 
 

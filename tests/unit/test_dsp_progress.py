@@ -31,9 +31,9 @@ def run(signal: np.ndarray, table: ToneTable | str, chunk: int = 160) -> list[tu
     det = ProgressToneDetector(table)
     out = []
     for i in range(0, len(signal), chunk):
-        r = det.feed(signal[i:i + chunk])
+        r = det.feed(signal[i : i + chunk])
         if r is not None:
-            out.append((r, (i + len(signal[i:i + chunk])) * 1000.0 / FS))
+            out.append((r, (i + len(signal[i : i + chunk])) * 1000.0 / FS))
     return out
 
 
@@ -93,8 +93,11 @@ def test_recognised_in_noise_at_15_db_snr(table: ToneTable) -> None:
     for name in table.names():
         spec = table[name]
         ms = 4000 if spec.continuous else sum(spec.cadence_ms) * (spec.cycles + 1.5)
-        ref = (table.generate(name, 1000) if spec.continuous
-               else tone(spec.freqs, 500, spec.level_dbm0))
+        ref = (
+            table.generate(name, 1000)
+            if spec.continuous
+            else tone(spec.freqs, 500, spec.level_dbm0)
+        )
         sig = add_noise(with_lead(table.generate(name, ms)), 15.0, seed=4, reference=[ref])
         assert names(sig, table) == [name]
 
@@ -121,10 +124,17 @@ def test_wrong_cadence_not_busy() -> None:
     assert names(with_lead(cadence(450.0, 210, 210, 10, -10.0)), CHINA) == []
     # Irregular bursts of the busy frequencies are not recognised.
     rng = np.random.default_rng(2)
-    bursts = np.concatenate([
-        np.concatenate([tone((480.0, 620.0), float(rng.integers(80, 1500)), -20.0),
-                        silence(float(rng.integers(80, 1500)))])
-        for _ in range(20)])
+    bursts = np.concatenate(
+        [
+            np.concatenate(
+                [
+                    tone((480.0, 620.0), float(rng.integers(80, 1500)), -20.0),
+                    silence(float(rng.integers(80, 1500))),
+                ]
+            )
+            for _ in range(20)
+        ]
+    )
     assert "busy" not in names(bursts, US) and "congestion" not in names(bursts, US)
 
 
@@ -149,8 +159,14 @@ def test_level_floor() -> None:
 
 
 def test_sequence_dial_ringback_busy() -> None:
-    sig = np.concatenate([CHINA.generate("dial", 2000), silence(1000),
-                          CHINA.generate("ringback", 12000), CHINA.generate("busy", 3000)])
+    sig = np.concatenate(
+        [
+            CHINA.generate("dial", 2000),
+            silence(1000),
+            CHINA.generate("ringback", 12000),
+            CHINA.generate("busy", 3000),
+        ]
+    )
     assert names(sig, CHINA) == ["dial", "ringback", "busy"]
 
 
@@ -158,9 +174,9 @@ def test_long_ringback_reported_once_and_reset() -> None:
     sig = US.generate("ringback", 40000)
     assert names(sig, US) == ["ringback"]
     det = ProgressToneDetector("US")
-    got = [det.feed(sig[i:i + 160]) for i in range(0, 80000, 160)]
+    got = [det.feed(sig[i : i + 160]) for i in range(0, 80000, 160)]
     det.reset()
-    got += [det.feed(sig[i:i + 160]) for i in range(0, 80000, 160)]
+    got += [det.feed(sig[i : i + 160]) for i in range(0, 80000, 160)]
     assert [g for g in got if g] == ["ringback", "ringback"]
 
 
@@ -172,20 +188,32 @@ def test_chunk_size_independent() -> None:
 
 @pytest.mark.parametrize("table", TABLES, ids=lambda t: t.country)
 def test_no_false_detection_on_dtmf(table: ToneTable) -> None:
-    keys = np.concatenate([dial_digits("0123456789*#ABCD" * 2, 100, 100),
-                           dial_digits("5" * 20, 350, 350), dial_digits("8" * 8, 1000, 4000)])
+    keys = np.concatenate(
+        [
+            dial_digits("0123456789*#ABCD" * 2, 100, 100),
+            dial_digits("5" * 20, 350, 350),
+            dial_digits("8" * 8, 1000, 4000),
+        ]
+    )
     assert names(keys, table) == []
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                    reason="espeak-ng binary not installed (apt-get install espeak-ng)")
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng binary not installed (apt-get install espeak-ng)",
+)
 def test_no_false_detection_on_speech(tmp_path: Path) -> None:
-    text = ("Hello, thank you for calling. Please hold the line while we connect you. "
-            "Oh, ah, ee, oo, mmm, laa laa laa, mee mee mee, yes, no, maybe tomorrow.")
+    text = (
+        "Hello, thank you for calling. Please hold the line while we connect you. "
+        "Oh, ah, ee, oo, mmm, laa laa laa, mee mee mee, yes, no, maybe tomorrow."
+    )
     for voice, pitch in [("en", 50), ("en+f3", 80), ("zh", 60), ("de", 20)]:
         wav = tmp_path / f"{voice}.wav"
-        subprocess.run(["espeak-ng", "-w", str(wav), "-v", voice, "-p", str(pitch), text],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["espeak-ng", "-w", str(wav), "-v", voice, "-p", str(pitch), text],
+            check=True,
+            capture_output=True,
+        )
         with wave.open(str(wav)) as w:
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
             speech = to_int16(resample(pcm, w.getframerate(), FS))

@@ -1,23 +1,25 @@
 """The event envelope: every field filled, payload in the right oneof, trace context carried,
 every payload type routed to a topic."""
+
 from __future__ import annotations
 
 import time
 import uuid
 
 import pytest
-from hotline.v1 import events_pb2, gateway_pb2
 from opentelemetry.sdk.trace import TracerProvider
 
 from common.events import TOPIC_OF, TOPICS, Envelope, envelope, payload_of
+from hotline.v1 import events_pb2, gateway_pb2
 
 ONEOF = Envelope.DESCRIPTOR.oneofs_by_name["payload"]
 PAYLOAD_TYPES = {f.message_type.name: f.name for f in ONEOF.fields}
 
 
 def offered() -> events_pb2.CallOffered:
-    return events_pb2.CallOffered(call_id="c1", ani="5551234", dnis="10000", trunk="fxo",
-                                  channel="analog", caller_name="Ann")
+    return events_pb2.CallOffered(
+        call_id="c1", ani="5551234", dnis="10000", trunk="fxo", channel="analog", caller_name="Ann"
+    )
 
 
 def test_envelope_fields() -> None:
@@ -47,8 +49,14 @@ def test_given_event_id_is_kept() -> None:
 
 
 def test_envelope_survives_the_wire() -> None:
-    env = envelope(events_pb2.CallEnded(call_id="c1", reason=events_pb2.END_REASON_CALLER_HANGUP,
-                                        duration_ms=1234), "c1", "s", "gw")
+    env = envelope(
+        events_pb2.CallEnded(
+            call_id="c1", reason=events_pb2.END_REASON_CALLER_HANGUP, duration_ms=1234
+        ),
+        "c1",
+        "s",
+        "gw",
+    )
     back = Envelope.FromString(env.SerializeToString())
     assert back == env
     assert payload_of(back).duration_ms == 1234
@@ -59,7 +67,10 @@ def test_trace_context_is_carried() -> None:
     with tracer.start_as_current_span("incoming-call") as span:
         env = envelope(offered(), "c1", "s", "gw")
         ctx = span.get_span_context()
-    assert env.trace["traceparent"] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    assert (
+        env.trace["traceparent"]
+        == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    )
 
 
 def test_no_trace_outside_a_span() -> None:
@@ -78,8 +89,7 @@ def test_payload_of_an_empty_envelope() -> None:
         payload_of(Envelope(event_id="e-1", type="CallOffered"))
 
 
-@pytest.mark.parametrize("message", [gateway_pb2.PlayRequest(call_id="c1"),
-                                     Envelope(event_id="x")])
+@pytest.mark.parametrize("message", [gateway_pb2.PlayRequest(call_id="c1"), Envelope(event_id="x")])
 def test_non_event_message_is_refused(message) -> None:  # noqa: ANN001
     name = message.DESCRIPTOR.name
     with pytest.raises(ValueError, match=f"{name} is not an event payload"):
@@ -90,8 +100,9 @@ def test_topic_of_covers_every_payload_type() -> None:
     assert set(TOPIC_OF) == set(PAYLOAD_TYPES)
     assert set(TOPIC_OF.values()) <= set(TOPICS)
     # the topics the design names, keyed by call or by agent
-    assert {TOPIC_OF[t] for t in ("CallOffered", "CallAnswered", "CallBridged", "CallEnded")} \
-        == {"calls"}
+    assert {TOPIC_OF[t] for t in ("CallOffered", "CallAnswered", "CallBridged", "CallEnded")} == {
+        "calls"
+    }
     assert TOPIC_OF["AgentStateChanged"] == "agents"
     assert TOPICS["agents"][1].get("cleanup.policy") == "compact"
     assert TOPIC_OF["RecordingReady"] == "recordings"

@@ -1,15 +1,16 @@
 """The gateway's notifier: the events it builds from the switch's facts, in order, and an
 event that fails to publish retried with the same event id until it lands."""
+
 from __future__ import annotations
 
 import asyncio
 
 from google.protobuf.message import Message
-from hotline.v1 import events_pb2 as ev
 
 from gateway import notifier as notifier_module
 from gateway.core.calls import Call, EndReason
 from gateway.notifier import CallNotifier
+from hotline.v1 import events_pb2 as ev
 
 
 class FlakyPublisher:
@@ -27,15 +28,25 @@ class FlakyPublisher:
 
 
 def a_call() -> Call:
-    return Call(call_id="c1", ani="13800138000", dnis="10000", trunk="analog", channel="analog",
-                caller=object(), caller_name="Zhang Wei", line="analog/2",  # type: ignore[arg-type]
-                agent_id="agent1", queue="sales")
+    return Call(
+        call_id="c1",
+        ani="13800138000",
+        dnis="10000",
+        trunk="analog",
+        channel="analog",
+        caller=object(),
+        caller_name="Zhang Wei",
+        line="analog/2",  # type: ignore[arg-type]
+        agent_id="agent1",
+        queue="sales",
+    )
 
 
 async def drained(pub: FlakyPublisher, n: int, timeout_s: float = 2.0) -> None:
     async def wait() -> None:
         while len(pub.published) < n:
             await asyncio.sleep(0.005)
+
     await asyncio.wait_for(wait(), timeout_s)
 
 
@@ -51,20 +62,38 @@ async def test_facts_become_call_events_in_order() -> None:
     await drained(pub, 4)
     await notifier.stop()
     payloads = [p for p, _, _ in pub.published]
-    assert [p.DESCRIPTOR.name for p in payloads] == \
-        ["CallOffered", "CallAnswered", "CallBridged", "CallEnded"]
+    assert [p.DESCRIPTOR.name for p in payloads] == [
+        "CallOffered",
+        "CallAnswered",
+        "CallBridged",
+        "CallEnded",
+    ]
     assert {key for _, key, _ in pub.published} == {"c1"}
     offered, _, bridged, ended = payloads
     assert isinstance(offered, ev.CallOffered)
-    assert (offered.ani, offered.dnis, offered.trunk, offered.channel, offered.caller_name,
-            offered.line, offered.direction) == \
-        ("13800138000", "10000", "analog", "analog", "Zhang Wei", "analog/2", "inbound")
+    assert (
+        offered.ani,
+        offered.dnis,
+        offered.trunk,
+        offered.channel,
+        offered.caller_name,
+        offered.line,
+        offered.direction,
+    ) == ("13800138000", "10000", "analog", "analog", "Zhang Wei", "analog/2", "inbound")
     assert isinstance(bridged, ev.CallBridged)
-    assert (bridged.leg_id, bridged.endpoint, bridged.agent_id, bridged.queue) == \
-        ("leg9", "8001", "agent1", "sales")
+    assert (bridged.leg_id, bridged.endpoint, bridged.agent_id, bridged.queue) == (
+        "leg9",
+        "8001",
+        "agent1",
+        "sales",
+    )
     assert isinstance(ended, ev.CallEnded)
-    assert (ended.reason, ended.detail, ended.duration_ms, ended.talk_ms) == \
-        (ev.END_REASON_FAR_END, "busy tone", 5000, 3000)
+    assert (ended.reason, ended.detail, ended.duration_ms, ended.talk_ms) == (
+        ev.END_REASON_FAR_END,
+        "busy tone",
+        5000,
+        3000,
+    )
 
 
 async def test_every_end_reason_has_its_protobuf_value() -> None:

@@ -1,266 +1,30 @@
 """The gateway's switch with fake channels: offer, answer, no answer, caller gone, far-end
-hang-up, ringing an endpoint, bridge, recording start/stop, prompts and digits, originate.
+hang-up, ringing an endpoint, bridge, recording start/stop, prompts and digits, originate."""
 
-The rig is in the style of the ACD dispatcher's: in-memory legs, media and channel that record
-what the switch asks of them, a clock stepped by hand, and a notifier that keeps the facts.
-"""
 from __future__ import annotations
 
 import asyncio
-import wave
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from gateway.core.calls import Call, CallGone, CallState, EndReason
-from gateway.core.contracts import (Attempt, CallerParty, Leg, Offer, Outcome, Release)
-from gateway.core.prompts import PromptLibrary, PromptNotFound
-from gateway.core.switch import CommandError, Switch
-
-SITE = "unit-site"
-FRAME = 160
-
-
-def tone(level: int) -> np.ndarray:
-    return np.full(FRAME, level, dtype=np.int16)
-
-
-class FakeClock:
-    """The media clock, stepped by the test."""
-
-    def __init__(self) -> None:
-        self._subs: dict[int, Callable[[], None]] = {}
-        self._next = 1
-
-    def subscribe(self, cb: Callable[[], None]) -> int:
-        self._next += 1
-        self._subs[self._next] = cb
-        return self._next
-
-    def unsubscribe(self, handle: int) -> None:
-        self._subs.pop(handle, None)
-
-    def tick(self, n: int = 1) -> None:
-        for _ in range(n):
-            for cb in list(self._subs.values()):
-                cb()
-
-
-class FakeMedia:
-    def __init__(self) -> None:
-        self.on_audio: Callable[[np.ndarray], None] | None = None
-        self.on_dtmf: Callable[[str], None] | None = None
-        self.sent: list[np.ndarray] = []
-        self.skipped = 0
-        self.closed = False
-
-    def send_audio(self, pcm: np.ndarray) -> bool:
-        self.sent.append(pcm)
-        return True
-
-    def skip(self, frames: int = 1) -> None:
-        self.skipped += frames
-
-    def close(self) -> None:
-        self.closed = True
-
-    def hear(self, frame: np.ndarray) -> None:
-        """A frame arriving from the far end."""
-        assert self.on_audio is not None, "nobody listens to this leg"
-        self.on_audio(frame)
-
-    def key(self, digit: str) -> None:
-        assert self.on_dtmf is not None, "nobody collects digits on this leg"
-        self.on_dtmf(digit)
-
-
-@dataclass(eq=False)
-class FakeLeg:
-    signalling: FakeChannel
-    inbound: bool = True
-    answered: bool = False
-    ended: bool = False
-    media: FakeMedia = field(default_factory=FakeMedia)
-    leg_id: str = field(default_factory=lambda: f"leg-{id(object())}")
-
-
-class FakeChannel:
-    """Signalling, EndpointDialer and Originator in one: records every request; the test
-    scripts what ringing an endpoint or placing a call does."""
-
-    def __init__(self) -> None:
-        self.sink: Switch | None = None
-        self.actions: list[tuple[str, Leg]] = []
-        self.rung: list[tuple[str, CallerParty, float]] = []
-        self.ring_outcome: Callable[[asyncio.Event], object] = \
-            lambda abandon: Attempt(Outcome.ANSWERED, FakeLeg(self, inbound=False, answered=True))
-        self.placed: list[str] = []
-
-    def did(self, action: str) -> list[Leg]:
-        return [leg for a, leg in self.actions if a == action]
-
-    # Signalling
-    def ring(self, leg: Leg) -> None:
-        self.actions.append(("ring", leg))
-
-    def answer(self, leg: Leg) -> None:
-        assert isinstance(leg, FakeLeg)
-        leg.answered = True
-        self.actions.append(("answer", leg))
-
-    def reject(self, leg: Leg, detail: str) -> None:
-        assert isinstance(leg, FakeLeg)
-        leg.ended = True
-        self.actions.append(("reject", leg))
-
-    async def hang_up(self, leg: Leg) -> None:
-        assert isinstance(leg, FakeLeg)
-        leg.ended = True
-        self.actions.append(("hang_up", leg))
-
-    def release(self, leg: Leg) -> None:
-        assert isinstance(leg, FakeLeg)
-        leg.media.close()
-        self.actions.append(("release", leg))
-
-    # EndpointDialer
-    async def ring_endpoint(self, target: str, caller: CallerParty, ring_timeout_s: float,
-                            abandon: asyncio.Event) -> Attempt:
-        self.rung.append((target, caller, ring_timeout_s))
-        outcome = self.ring_outcome(abandon)
-        if asyncio.iscoroutine(outcome):
-            outcome = await outcome
-        assert isinstance(outcome, Attempt)
-        return outcome
-
-    # Originator
-    async def originate(self, number: str, policy: str, timeout_s: float) -> Attempt:
-        self.placed.append(number)
-        assert self.sink is not None
-        leg = FakeLeg(self, inbound=False, answered=True)
-        self.sink.offer(leg, Offer(ani="", dnis=number, trunk="fake", channel="fake",
-                                   line="fake/1", outbound=True))
-        return Attempt(Outcome.ANSWERED, leg, "")
-
-    # the far end
-    def new_call(self, ani: str = "13800138000", dnis: str = "10000") -> tuple[FakeLeg, Call]:
-        assert self.sink is not None
-        leg = FakeLeg(self)
-        call_id = self.sink.offer(leg, Offer(ani=ani, dnis=dnis, trunk="fake", channel="fake",
-                                             caller_name="Zhang Wei"))
-        return leg, self.sink.registry.get(call_id)
-
-    def far_end_hangs_up(self, leg: FakeLeg, why: Release = Release.HANGUP) -> None:
-        leg.ended = True
-        assert self.sink is not None
-        self.sink.leg_released(leg, why, f"{why.value} from far end")
-
-
-class FakeEvents:
-    def __init__(self) -> None:
-        self.facts: list[tuple[str, str, dict[str, object]]] = []
-
-    def offered(self, call: Call) -> None:
-        self.facts.append(("offered", call.call_id, {"outbound": call.outbound}))
-
-    def answered(self, call: Call) -> None:
-        self.facts.append(("answered", call.call_id, {}))
-
-    def bridged(self, call: Call, leg_id: str, endpoint: str) -> None:
-        self.facts.append(("bridged", call.call_id, {"leg_id": leg_id, "endpoint": endpoint,
-                                                      "agent_id": call.agent_id,
-                                                      "queue": call.queue}))
-
-    def ended(self, call: Call, reason: EndReason, detail: str, duration_ms: int,
-              talk_ms: int) -> None:
-        self.facts.append(("ended", call.call_id, {"reason": reason, "detail": detail,
-                                                    "talk_ms": talk_ms}))
-
-    def kinds(self, call_id: str) -> list[str]:
-        return [k for k, c, _ in self.facts if c == call_id]
-
-    def of(self, kind: str, call_id: str) -> dict[str, object]:
-        found = [d for k, c, d in self.facts if k == kind and c == call_id]
-        assert len(found) == 1, f"expected one {kind} for {call_id}, got {found}"
-        return found[0]
-
-
-class FakeRecording:
-    def __init__(self, call_id: str, agent_id: str, queue: str) -> None:
-        self.call_id, self.agent_id, self.queue = call_id, agent_id, queue
-        self.frames: list[tuple[np.ndarray, np.ndarray]] = []
-        self.finished = False
-
-    def tap(self, left: np.ndarray, right: np.ndarray) -> None:
-        assert not self.finished, "tap after finish"
-        self.frames.append((left, right))
-
-    async def finish(self) -> None:
-        self.finished = True
-
-
-class FakeRecorder:
-    def __init__(self) -> None:
-        self.started: list[FakeRecording] = []
-
-    def start(self, call_id: str, agent_id: str, queue: str) -> FakeRecording:
-        rec = FakeRecording(call_id, agent_id, queue)
-        self.started.append(rec)
-        return rec
-
-
-def write_prompt(directory: Path, name: str, frames: int, level: int) -> None:
-    with wave.open(str(directory / f"{name}.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(np.full(frames * FRAME, level, dtype="<i2").tobytes())
-
-
-@dataclass
-class Rig:
-    switch: Switch
-    channel: FakeChannel
-    events: FakeEvents
-    recorder: FakeRecorder
-    clock: FakeClock
-
-    async def answered_call(self) -> tuple[FakeLeg, Call]:
-        leg, call = self.channel.new_call()
-        self.switch.answer(call.call_id)
-        return leg, call
-
-    async def bridged_call(self) -> tuple[FakeLeg, FakeLeg, Call]:
-        leg, call = await self.answered_call()
-        attempt = await self.switch.connect(call.call_id, "8001", 4.0, "agent1", "sales")
-        assert attempt.outcome is Outcome.ANSWERED
-        assert isinstance(attempt.leg, FakeLeg)
-        return leg, attempt.leg, call
+from gateway.core.calls import CallGone, CallState, EndReason
+from gateway.core.contracts import Attempt, Outcome, Release
+from gateway.core.prompts import PromptNotFound
+from gateway.core.switch import CommandError
+from tests.unit.gateway_rig import FakeLeg, Rig, make_rig, settle, tone
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> Rig:
-    write_prompt(tmp_path, "welcome", frames=3, level=1000)
-    write_prompt(tmp_path, "hold", frames=2, level=500)
-    channel, events, recorder, clock = FakeChannel(), FakeEvents(), FakeRecorder(), FakeClock()
-    switch = Switch(site=SITE, events=events, clock=clock,  # type: ignore[arg-type]
-                    prompts=PromptLibrary(tmp_path), endpoints=channel,
-                    trunks={"fake": channel}, recorder=recorder, answer_timeout_s=0.2,
-                    linger_s=0.01)
-    channel.sink = switch
-    yield Rig(switch, channel, events, recorder, clock)
-    await switch.stop()
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    made = await make_rig(tmp_path)
+    yield made
+    await made.switch.stop()
 
 
 # ---- offer and answer ----------------------------------------------------------------------
+
 
 async def test_an_offered_call_rings_and_is_announced(rig: Rig) -> None:
     leg, call = rig.channel.new_call(ani="13800138000", dnis="10001")
@@ -274,7 +38,7 @@ async def test_an_offered_call_rings_and_is_announced(rig: Rig) -> None:
 async def test_answer_connects_the_caller_once(rig: Rig) -> None:
     leg, call = rig.channel.new_call()
     rig.switch.answer(call.call_id)
-    rig.switch.answer(call.call_id)            # twice is harmless
+    rig.switch.answer(call.call_id)  # twice is harmless
     assert call.state is CallState.ANSWERED
     assert leg.answered
     assert rig.channel.did("answer") == [leg]
@@ -283,7 +47,7 @@ async def test_answer_connects_the_caller_once(rig: Rig) -> None:
 
 async def test_a_call_nobody_answers_is_released_and_the_caller_rejected(rig: Rig) -> None:
     leg, call = rig.channel.new_call()
-    await asyncio.sleep(0.3)                   # past answer_timeout_s
+    await asyncio.sleep(0.3)  # past answer_timeout_s
     assert call.state is CallState.ENDED
     assert rig.channel.did("reject") == [leg]
     assert rig.events.of("ended", call.call_id)["reason"] is EndReason.TIMEOUT
@@ -314,18 +78,19 @@ async def test_signalling_timeout_is_reason_timeout(rig: Rig) -> None:
 async def test_a_release_of_an_unknown_or_ended_leg_is_ignored(rig: Rig) -> None:
     leg, call = rig.channel.new_call()
     rig.channel.far_end_hangs_up(leg)
-    rig.channel.far_end_hangs_up(leg)                           # repeated: still one end
-    rig.channel.far_end_hangs_up(FakeLeg(rig.channel))          # never offered
+    rig.channel.far_end_hangs_up(leg)  # repeated: still one end
+    rig.channel.far_end_hangs_up(FakeLeg(rig.channel))  # never offered
     assert rig.events.kinds(call.call_id).count("ended") == 1
 
 
 # ---- prompts and digits --------------------------------------------------------------------
 
+
 async def test_a_prompt_plays_frame_by_frame_to_the_caller(rig: Rig) -> None:
     leg, call = await rig.answered_call()
     play = asyncio.create_task(rig.switch.play(call.call_id, "welcome", False, False))
     await settle()
-    rig.clock.tick(4)                          # 3 frames, then the end is noticed
+    rig.clock.tick(4)  # 3 frames, then the end is noticed
     assert await asyncio.wait_for(play, 1) == (True, "")
     assert [int(f[0]) for f in leg.media.sent] == [1000, 1000, 1000]
 
@@ -341,8 +106,7 @@ async def test_a_key_press_interrupts_a_barge_in_prompt(rig: Rig) -> None:
     assert len(leg.media.sent) == 1, "the prompt must stop at the key press"
 
 
-async def test_prompts_are_refused_before_answer_and_unknown_names_are_not_found(
-        rig: Rig) -> None:
+async def test_prompts_are_refused_before_answer_and_unknown_names_are_not_found(rig: Rig) -> None:
     _, call = rig.channel.new_call()
     with pytest.raises(CommandError, match="offered"):
         await rig.switch.play(call.call_id, "welcome", False, False)
@@ -384,20 +148,28 @@ async def test_collecting_from_a_caller_who_hangs_up_returns_hangup(rig: Rig) ->
 
 # ---- ringing an endpoint and the bridge -------------------------------------------------------
 
-async def test_connect_rings_the_endpoint_with_the_callers_identity_and_bridges(
-        rig: Rig) -> None:
+
+async def test_connect_rings_the_endpoint_with_the_callers_identity_and_bridges(rig: Rig) -> None:
     caller, agent, call = await rig.bridged_call()
     target, party, timeout = rig.channel.rung[0]
-    assert (target, party.number, party.name, party.call_id, timeout) == \
-        ("8001", call.ani, "Zhang Wei", call.call_id, 4.0)
+    assert (target, party.number, party.name, party.call_id, timeout) == (
+        "8001",
+        call.ani,
+        "Zhang Wei",
+        call.call_id,
+        4.0,
+    )
     assert call.state is CallState.BRIDGED
     assert (call.agent, call.agent_id, call.queue) == (agent, "agent1", "sales")
     assert rig.events.of("bridged", call.call_id) == {
-        "leg_id": agent.leg_id, "endpoint": "8001", "agent_id": "agent1", "queue": "sales"}
+        "leg_id": agent.leg_id,
+        "endpoint": "8001",
+        "agent_id": "agent1",
+        "queue": "sales",
+    }
 
 
-async def test_bridged_parties_hear_each_other_and_the_recording_gets_both_sides(
-        rig: Rig) -> None:
+async def test_bridged_parties_hear_each_other_and_the_recording_gets_both_sides(rig: Rig) -> None:
     caller, agent, call = await rig.bridged_call()
     caller.media.hear(tone(111))
     agent.media.hear(tone(222))
@@ -411,7 +183,7 @@ async def test_bridged_parties_hear_each_other_and_the_recording_gets_both_sides
 
 async def test_a_bridge_stops_any_prompt_still_playing(rig: Rig) -> None:
     leg, call = await rig.answered_call()
-    await rig.switch.play(call.call_id, "hold", False, True)      # looping hold music
+    await rig.switch.play(call.call_id, "hold", False, True)  # looping hold music
     rig.clock.tick(2)
     await rig.switch.connect(call.call_id, "8001", 4.0, "agent1", "sales")
     sent = len(leg.media.sent)
@@ -420,11 +192,12 @@ async def test_a_bridge_stops_any_prompt_still_playing(rig: Rig) -> None:
 
 
 async def test_agent_hangup_ends_the_call_hangs_up_the_caller_and_finishes_recording(
-        rig: Rig) -> None:
+    rig: Rig,
+) -> None:
     caller, agent, call = await rig.bridged_call()
     rig.channel.far_end_hangs_up(agent)
     assert rig.events.of("ended", call.call_id)["reason"] is EndReason.AGENT_HANGUP
-    await asyncio.sleep(0.05)                   # hang-up task, recording finish, linger
+    await asyncio.sleep(0.05)  # hang-up task, recording finish, linger
     assert rig.channel.did("hang_up") == [caller]
     assert rig.recorder.started[0].finished
     assert set(rig.channel.did("release")) == {caller, agent}
@@ -448,9 +221,11 @@ async def test_an_endpoint_that_does_not_answer_leaves_the_call_waiting(rig: Rig
     assert call.state is CallState.ANSWERED and call.agent is None
     assert rig.recorder.started == []
     rig.channel.ring_outcome = lambda abandon: Attempt(
-        Outcome.ANSWERED, FakeLeg(rig.channel, inbound=False, answered=True))
-    assert (await rig.switch.connect(call.call_id, "8003", 4.0, "agent3", "sales")).outcome \
-        is Outcome.ANSWERED
+        Outcome.ANSWERED, FakeLeg(rig.channel, inbound=False, answered=True)
+    )
+    assert (
+        await rig.switch.connect(call.call_id, "8003", 4.0, "agent3", "sales")
+    ).outcome is Outcome.ANSWERED
 
 
 async def test_a_second_connect_while_ringing_is_refused(rig: Rig) -> None:
@@ -493,7 +268,7 @@ async def test_an_endpoint_answering_after_the_caller_left_is_hung_up(rig: Rig) 
 
     async def late(abandon: asyncio.Event) -> Attempt:
         await asyncio.wait_for(abandon.wait(), 1)
-        return Attempt(Outcome.ANSWERED, agent, "")        # a channel that missed the abandon
+        return Attempt(Outcome.ANSWERED, agent, "")  # a channel that missed the abandon
 
     rig.channel.ring_outcome = late
     connect = asyncio.create_task(rig.switch.connect(call.call_id, "8001", 4.0, "a1", "sales"))
@@ -515,6 +290,7 @@ async def test_connect_needs_an_answered_call(rig: Rig) -> None:
 
 
 # ---- commands, originate, stop ---------------------------------------------------------------
+
 
 async def test_hangup_command_ends_with_reason_system_and_hangs_up_both_legs(rig: Rig) -> None:
     caller, agent, call = await rig.bridged_call()

@@ -1,4 +1,5 @@
 """IVR flow files: the shipped default and validation errors that say where the problem is."""
+
 from __future__ import annotations
 
 import copy
@@ -11,12 +12,22 @@ from ivr.flows import DEFAULT_FLOWS, FlowError, Route, load_flows, parse_flows
 
 
 def good() -> dict:
-    return {"flows": [{
-        "dnis": "10000", "name": "human-service", "greeting": "welcome",
-        "menu": {"prompt": "menu", "timeout_ms": 4000, "attempts": 3,
-                 "options": {"1": {"queue": "sales"}, "2": {"queue": "support", "priority": 2}},
-                 "default": {"queue": "support"}},
-    }]}
+    return {
+        "flows": [
+            {
+                "dnis": "10000",
+                "name": "human-service",
+                "greeting": "welcome",
+                "menu": {
+                    "prompt": "menu",
+                    "timeout_ms": 4000,
+                    "attempts": 3,
+                    "options": {"1": {"queue": "sales"}, "2": {"queue": "support", "priority": 2}},
+                    "default": {"queue": "support"},
+                },
+            }
+        ]
+    }
 
 
 def test_default_file_loads() -> None:
@@ -41,9 +52,16 @@ def test_parse_a_good_document() -> None:
 
 
 def test_defaults_and_number_coercion() -> None:
-    doc = {"flows": [{"dnis": 10000, "name": "n",
-                      "menu": {"prompt": "p", "options": {1: {"queue": "q1"}, "#": {"queue": "q2"}}}}]}
-    flow = parse_flows(doc)["10000"]        # YAML reads an unquoted number as int
+    doc = {
+        "flows": [
+            {
+                "dnis": 10000,
+                "name": "n",
+                "menu": {"prompt": "p", "options": {1: {"queue": "q1"}, "#": {"queue": "q2"}}},
+            }
+        ]
+    }
+    flow = parse_flows(doc)["10000"]  # YAML reads an unquoted number as int
     assert flow.greeting is None
     assert flow.menu.default is None
     assert (flow.menu.timeout_ms, flow.menu.attempts) == (6000, 2)
@@ -67,6 +85,7 @@ def _set(path: str, value: object):  # noqa: ANN202
             del target[last]
         else:
             target[last] = value
+
     return mutate
 
 
@@ -79,16 +98,28 @@ CASES = [
     ("no prompt", _set("menu.prompt", DELETE), "flows[0].menu: needs a 'prompt'"),
     ("no options", _set("menu.options", {}), "flows[0].menu.options: needs at least one digit"),
     ("options list", _set("menu.options", ["1"]), "flows[0].menu.options: needs at least one"),
-    ("two digits", _set("menu.options", {"12": {"queue": "q"}}),
-     "flows[0].menu.options: '12' is not a single DTMF digit"),
+    (
+        "two digits",
+        _set("menu.options", {"12": {"queue": "q"}}),
+        "flows[0].menu.options: '12' is not a single DTMF digit",
+    ),
     ("letter", _set("menu.options", {"A": {"queue": "q"}}), "'A' is not a single DTMF digit"),
-    ("route no queue", _set("menu.options", {"1": {"priority": 1}}),
-     "flows[0].menu.options[1]: needs a mapping with a non-empty 'queue'"),
-    ("route empty queue", _set("menu.options", {"1": {"queue": ""}}),
-     "flows[0].menu.options[1]: needs a mapping with a non-empty 'queue'"),
+    (
+        "route no queue",
+        _set("menu.options", {"1": {"priority": 1}}),
+        "flows[0].menu.options[1]: needs a mapping with a non-empty 'queue'",
+    ),
+    (
+        "route empty queue",
+        _set("menu.options", {"1": {"queue": ""}}),
+        "flows[0].menu.options[1]: needs a mapping with a non-empty 'queue'",
+    ),
     ("route not mapping", _set("menu.options", {"1": "sales"}), "flows[0].menu.options[1]:"),
-    ("priority", _set("menu.options", {"1": {"queue": "q", "priority": "high"}}),
-     "flows[0].menu.options[1]: priority must be an integer"),
+    (
+        "priority",
+        _set("menu.options", {"1": {"queue": "q", "priority": "high"}}),
+        "flows[0].menu.options[1]: priority must be an integer",
+    ),
     ("default", _set("menu.default", {"queue": 7}), "flows[0].menu.default: needs a mapping"),
     ("timeout", _set("menu.timeout_ms", 0), "flows[0].menu.timeout_ms must be a positive integer"),
     ("timeout str", _set("menu.timeout_ms", "6s"), "flows[0].menu.timeout_ms must be a positive"),
@@ -117,8 +148,9 @@ def test_duplicate_dnis() -> None:
     twin = copy.deepcopy(doc["flows"][0])
     twin["name"] = "twin"
     doc["flows"].append(twin)
-    with pytest.raises(FlowError, match=re.escape(
-            "flows[1]: dnis 10000 is already used by flow human-service")):
+    with pytest.raises(
+        FlowError, match=re.escape("flows[1]: dnis 10000 is already used by flow human-service")
+    ):
         parse_flows(doc)
 
 
@@ -135,8 +167,11 @@ def test_flow_entry_not_a_mapping() -> None:
 
 def test_load_flows_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "flows.yaml"
-    path.write_text('flows:\n  - dnis: "2000"\n    name: x\n    menu:\n      prompt: p\n'
-                    '      options:\n        "5": {queue: vip, priority: 9}\n', encoding="utf-8")
+    path.write_text(
+        'flows:\n  - dnis: "2000"\n    name: x\n    menu:\n      prompt: p\n'
+        '      options:\n        "5": {queue: vip, priority: 9}\n',
+        encoding="utf-8",
+    )
     assert load_flows(path)["2000"].route_for("5") == Route("vip", 9)
 
 

@@ -1,15 +1,16 @@
 """The IVR's intake and servicer: an inbound CallOffered to a number with a flow runs that flow,
 anything else runs nothing; stop cancels the flows in progress; ListFlows lists the flows."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 
 import pytest
-from hotline.v1 import events_pb2 as ev
-from hotline.v1 import ivr_pb2
 
 from common.events import envelope
+from hotline.v1 import events_pb2 as ev
+from hotline.v1 import ivr_pb2
 from ivr.flows import Flow, load_flows
 from ivr.intake import IvrIntake
 from ivr.servicer import IvrService
@@ -36,8 +37,9 @@ class HeldRunner:
 
 
 def offered(call_id: str, dnis: str, direction: str = "") -> ev.CallOffered:
-    return ev.CallOffered(call_id=call_id, ani="5551234", dnis=dnis, trunk="sip-trunk",
-                          direction=direction)
+    return ev.CallOffered(
+        call_id=call_id, ani="5551234", dnis=dnis, trunk="sip-trunk", direction=direction
+    )
 
 
 async def settle() -> None:
@@ -51,22 +53,26 @@ async def test_an_offered_call_runs_the_flow_of_its_number() -> None:
     await intake.handle(envelope(offered("c1", "10000"), "c1", "s", "gateway"))
     await intake.handle(envelope(offered("c2", "10001", "inbound"), "c2", "s", "gateway"))
     await settle()
-    assert runner.runs == [("human-service", "c1", "5551234", "10000"),
-                           ("self-service", "c2", "5551234", "10001")]
+    assert runner.runs == [
+        ("human-service", "c1", "5551234", "10000"),
+        ("self-service", "c2", "5551234", "10001"),
+    ]
     assert len(intake.running) == 2
     runner.release.set()
     await settle()
-    assert intake.running == set()           # finished flows are forgotten
+    assert intake.running == set()  # finished flows are forgotten
 
 
 async def test_other_calls_and_events_run_nothing(caplog: pytest.LogCaptureFixture) -> None:
     runner = HeldRunner()
     intake = IvrIntake(FLOWS, runner)
     with caplog.at_level(logging.WARNING):
-        for payload, key in ((offered("c1", "10000", "outbound"), "c1"),
-                             (offered("c2", "99999"), "c2"),
-                             (ev.CallEnded(call_id="c3"), "c3"),
-                             (ev.CallAnswered(call_id="c4"), "c4")):
+        for payload, key in (
+            (offered("c1", "10000", "outbound"), "c1"),
+            (offered("c2", "99999"), "c2"),
+            (ev.CallEnded(call_id="c3"), "c3"),
+            (ev.CallAnswered(call_id="c4"), "c4"),
+        ):
             await intake.handle(envelope(payload, key, "s", "gateway"))
     await settle()
     assert runner.runs == [] and intake.running == set()
@@ -87,4 +93,5 @@ async def test_list_flows() -> None:
     reply = await IvrService(FLOWS).ListFlows(ivr_pb2.ListFlowsRequest(), None)
     assert [(f.dnis, f.name, list(f.queues)) for f in reply.flows] == [
         ("10000", "human-service", ["sales", "support"]),
-        ("10001", "self-service", ["sales", "support"])]
+        ("10001", "self-service", ["sales", "support"]),
+    ]

@@ -1,13 +1,14 @@
 """FlowRunner with in-memory gateway and ACD: the menu digit chooses the queue, silence falls
 back to the default, a hangup stops the flow."""
+
 from __future__ import annotations
 
 import grpc
 import pytest
-from hotline.v1 import acd_pb2
-from hotline.v1 import gateway_pb2 as gw
 from prometheus_client import REGISTRY
 
+from hotline.v1 import acd_pb2
+from hotline.v1 import gateway_pb2 as gw
 from ivr.flows import load_flows, parse_flows
 from ivr.runner import FlowRunner
 
@@ -23,7 +24,7 @@ class FakeGateway:
     """Records every command in order; CollectDigits replies come from a script."""
 
     def __init__(self, *digits: tuple[str, str], fail: dict[str, Exception] | None = None) -> None:
-        self.digits = list(digits)          # (digits, reason) per CollectDigits
+        self.digits = list(digits)  # (digits, reason) per CollectDigits
         self.fail = fail or {}
         self.log: list[tuple[str, object]] = []
 
@@ -69,8 +70,10 @@ class FakeAcd:
 
 
 def outcomes(flow: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value("hotline_ivr_calls_total",
-                                     {"flow": flow, "outcome": outcome}) or 0.0
+    return (
+        REGISTRY.get_sample_value("hotline_ivr_calls_total", {"flow": flow, "outcome": outcome})
+        or 0.0
+    )
 
 
 @pytest.mark.parametrize(("digit", "queue"), [("1", "sales"), ("2", "support")])
@@ -86,8 +89,13 @@ async def test_digit_chooses_the_queue(digit: str, queue: str) -> None:
     (collect,) = gateway.requests("CollectDigits")
     assert (collect.call_id, collect.max_digits, collect.timeout_ms) == ("c1", 1, 6000)
     (req,) = acd.enqueued
-    assert (req.call_id, req.queue, req.priority, req.ani, req.dnis) == \
-        ("c1", queue, 0, "5551234", "10000")
+    assert (req.call_id, req.queue, req.priority, req.ani, req.dnis) == (
+        "c1",
+        queue,
+        0,
+        "5551234",
+        "10000",
+    )
     assert dict(req.data) == {"menu": digit, "flow": "human-service"}
     assert outcomes("human-service", "queued") == before + 1
 
@@ -108,9 +116,22 @@ async def test_a_wrong_digit_gets_another_try() -> None:
 
 
 async def test_menu_priority_is_passed_to_the_acd() -> None:
-    flow = parse_flows({"flows": [{"dnis": "9", "name": "vip", "menu": {
-        "prompt": "vip-menu", "attempts": 1, "timeout_ms": 1500,
-        "options": {"0": {"queue": "gold", "priority": 7}}}}]})["9"]
+    flow = parse_flows(
+        {
+            "flows": [
+                {
+                    "dnis": "9",
+                    "name": "vip",
+                    "menu": {
+                        "prompt": "vip-menu",
+                        "attempts": 1,
+                        "timeout_ms": 1500,
+                        "options": {"0": {"queue": "gold", "priority": 7}},
+                    },
+                }
+            ]
+        }
+    )["9"]
     gateway, acd = FakeGateway(("0", "max_digits")), FakeAcd()
     assert await FlowRunner(gateway, acd).run(flow, "c9", "1", "9") == "gold"
     # no greeting configured: only the menu plays
@@ -125,7 +146,7 @@ async def test_hangup_during_the_menu_is_caller_gone() -> None:
     assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "caller-gone"
     assert acd.enqueued == []
     assert "Hangup" not in gateway.names()
-    assert len(gateway.requests("CollectDigits")) == 1      # no second attempt
+    assert len(gateway.requests("CollectDigits")) == 1  # no second attempt
     assert outcomes("human-service", "caller-gone") == before + 1
 
 
@@ -137,8 +158,17 @@ async def test_call_gone_at_the_gateway_is_caller_gone() -> None:
 
 
 async def test_no_choice_and_no_default_hangs_up() -> None:
-    flow = parse_flows({"flows": [{"dnis": "9", "name": "strict", "menu": {
-        "prompt": "menu", "options": {"1": {"queue": "sales"}}}}]})["9"]
+    flow = parse_flows(
+        {
+            "flows": [
+                {
+                    "dnis": "9",
+                    "name": "strict",
+                    "menu": {"prompt": "menu", "options": {"1": {"queue": "sales"}}},
+                }
+            ]
+        }
+    )["9"]
     gateway, acd = FakeGateway(("", "timeout"), ("5", "max_digits")), FakeAcd()
     assert await FlowRunner(gateway, acd).run(flow, "c1", "1", "9") == "no-choice"
     (hangup,) = gateway.requests("Hangup")

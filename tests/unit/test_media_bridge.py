@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway.media.audio import silence
 from gateway.media.bridge import Bridge, Mixer
 from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator, RtpEndpoint
-from gateway.media.audio import silence
 
 HOST = "127.0.0.1"
 

@@ -32,8 +32,10 @@ async def test_many_subscribers_one_timer_and_unsubscribe() -> None:
     counts = [0] * 100
     handles = []
     for i in range(100):
+
         def cb(i: int = i) -> None:
             counts[i] += 1
+
         handles.append(clock.subscribe(cb))
     clock.start()
     clock.start()  # idempotent

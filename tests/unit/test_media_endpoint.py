@@ -233,7 +233,7 @@ async def test_dtmf_received_once_per_press(ep: RtpEndpoint, peer: Peer) -> None
     ep.configure((HOST, 9), "PCMA", 8, DTMF_PT)
     to = (HOST, ep.local_port)
     seq = 0
-    for i, d in enumerate("7" "7" "#"):
+    for i, d in enumerate("77#"):
         for p in event_packets(d, start_ts=i * 4000, first_seq=seq, ssrc=9, payload_type=DTMF_PT):
             peer.send(p, to)
             seq += 1
@@ -303,7 +303,11 @@ async def test_send_dtmf_packets(ep: RtpEndpoint, peer: Peer) -> None:
     assert [e.marker for e in events] == [True] + [False] * 4
     parsed = [parse_event(e.payload) for e in events]
     assert [(x.event, x.end, x.duration) for x in parsed] == [
-        (5, False, 160), (5, False, 320), (5, True, 480), (5, True, 480), (5, True, 480)
+        (5, False, 160),
+        (5, False, 320),
+        (5, True, 480),
+        (5, True, 480),
+        (5, True, 480),
     ]
     seqs = [x.sequence for x in peer.received]
     assert [(s - seqs[0]) & 0xFFFF for s in seqs] == list(range(7))

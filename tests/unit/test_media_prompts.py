@@ -22,13 +22,25 @@ from gateway.media.prompts import (
 PCM = (np.sin(np.arange(1000) / 7) * 9000).astype(np.int16)
 
 
-def riff(tag: int, channels: int, rate: int, bits: int, body: bytes,
-         extra_chunks: bytes = b"", extensible: bool = False) -> bytes:
+def riff(
+    tag: int,
+    channels: int,
+    rate: int,
+    bits: int,
+    body: bytes,
+    extra_chunks: bytes = b"",
+    extensible: bool = False,
+) -> bytes:
     block = channels * bits // 8
     if extensible:
         guid_tail = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
-        fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * block, block, bits, 22,
-                          bits, 0) + struct.pack("<H", tag) + guid_tail
+        fmt = (
+            struct.pack(
+                "<HHIIHHHHI", 0xFFFE, channels, rate, rate * block, block, bits, 22, bits, 0
+            )
+            + struct.pack("<H", tag)
+            + guid_tail
+        )
     else:
         fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
         if tag != 1:

@@ -21,8 +21,9 @@ SSRC = 0xA1B2C3D4
 
 def _press(digit: str, ts: int, seq: int, duration_ms: int = 100) -> list[RtpPacket]:
     """Packets as a typical phone sends them (round-tripped through the wire format)."""
-    pkts = event_packets(digit, start_ts=ts, first_seq=seq, ssrc=SSRC, payload_type=PT,
-                         duration_ms=duration_ms)
+    pkts = event_packets(
+        digit, start_ts=ts, first_seq=seq, ssrc=SSRC, payload_type=PT, duration_ms=duration_ms
+    )
     return [parse_rtp(p.pack()) for p in pkts]
 
 

@@ -27,8 +27,16 @@ def test_roundtrip_simple() -> None:
 
 
 def test_roundtrip_csrcs_and_extension() -> None:
-    p = RtpPacket(101, 5, 1000, 9, b"\x01\x02\x03\x04", marker=True,
-                  csrcs=(1, 2, 3), extension=(0xBEDE, b"\x10\xaa\x00\x00"))
+    p = RtpPacket(
+        101,
+        5,
+        1000,
+        9,
+        b"\x01\x02\x03\x04",
+        marker=True,
+        csrcs=(1, 2, 3),
+        extension=(0xBEDE, b"\x10\xaa\x00\x00"),
+    )
     raw = p.pack()
     assert raw[0] == 0x80 | 0x10 | 3
     assert parse_rtp(raw) == p

@@ -27,8 +27,9 @@ def session(codec: str = "PCMU", pt: int = 0, dtmf: int | None = DTMF_PT, **kw: 
     return s
 
 
-def audio(seq: int, ts: int | None = None, pcm: np.ndarray | None = None, ssrc: int = 77,
-          pt: int = 0) -> bytes:
+def audio(
+    seq: int, ts: int | None = None, pcm: np.ndarray | None = None, ssrc: int = 77, pt: int = 0
+) -> bytes:
     pcm = tone() if pcm is None else pcm
     return RtpPacket(pt, seq, seq * 160 if ts is None else ts, ssrc, ulaw_encode(pcm)).pack()
 
@@ -239,8 +240,11 @@ def test_long_and_short_payloads_are_reframed() -> None:
             assert f.shape == (160,)
     assert out == [3, 0, 1, 1]  # 60 ms -> 3 frames; two 10 ms packets -> 1 frame
     s2 = session()
-    joined = [f for seq, (a, b) in enumerate(((0, 480), (480, 560), (560, 640), (640, 800)))
-              for f in s2.receive_datagram(audio(seq, ts=a, pcm=pcm[a:b]), NAT, 0.0)[0]]
+    joined = [
+        f
+        for seq, (a, b) in enumerate(((0, 480), (480, 560), (560, 640), (640, 800)))
+        for f in s2.receive_datagram(audio(seq, ts=a, pcm=pcm[a:b]), NAT, 0.0)[0]
+    ]
     np.testing.assert_array_equal(np.concatenate(joined), ulaw_decode(ulaw_encode(pcm)))
 
 
@@ -306,7 +310,11 @@ def test_dtmf_packets_share_the_audio_timestamp() -> None:
     assert [e.sequence for e in events] == [a0.sequence + 1 + k for k in range(5)]
     parsed = [parse_event(e.payload) for e in events]
     assert [(x.event, x.end, x.duration) for x in parsed] == [
-        (5, False, 160), (5, False, 320), (5, True, 480), (5, True, 480), (5, True, 480)
+        (5, False, 160),
+        (5, False, 320),
+        (5, True, 480),
+        (5, True, 480),
+        (5, True, 480),
     ]
     assert s.packets_out == 6
 

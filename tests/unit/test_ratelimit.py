@@ -1,4 +1,5 @@
 """Per-source SIP limits with an explicit clock: token bucket refill, failure lockout."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,10 +18,10 @@ def test_refill_at_rate() -> None:
     for _ in range(3):
         assert bucket.allow("ip", now=10.0)
     assert not bucket.allow("ip", now=10.0)
-    assert not bucket.allow("ip", now=10.4)        # 0.8 token
-    assert bucket.allow("ip", now=10.5)            # 0.8 + 0.2 = 1.0 token
+    assert not bucket.allow("ip", now=10.4)  # 0.8 token
+    assert bucket.allow("ip", now=10.5)  # 0.8 + 0.2 = 1.0 token
     assert not bucket.allow("ip", now=10.5)
-    assert bucket.allow("ip", now=11.0)            # one more after half a second at 2/s
+    assert bucket.allow("ip", now=11.0)  # one more after half a second at 2/s
 
 
 def test_refill_is_capped_at_the_burst() -> None:
@@ -65,7 +66,7 @@ def test_lock_after_limit_failures_in_window() -> None:
     assert lockout.failed("ip", now=100.0) is False
     assert lockout.failed("ip", now=110.0) is False
     assert not lockout.locked("ip", now=111.0)
-    assert lockout.failed("ip", now=120.0) is True      # third failure locks
+    assert lockout.failed("ip", now=120.0) is True  # third failure locks
     assert lockout.locked("ip", now=121.0)
     assert not lockout.locked("other", now=121.0)
 
@@ -74,9 +75,9 @@ def test_failures_outside_the_window_do_not_count() -> None:
     lockout = FailureLockout(limit=3, window_s=60, lock_s=300)
     lockout.failed("ip", now=0.0)
     lockout.failed("ip", now=10.0)
-    assert lockout.failed("ip", now=65.0) is False       # the one at 0 has aged out
+    assert lockout.failed("ip", now=65.0) is False  # the one at 0 has aged out
     assert not lockout.locked("ip", now=65.0)
-    assert lockout.failed("ip", now=69.0) is True        # 10, 65, 69 are within 60 s
+    assert lockout.failed("ip", now=69.0) is True  # 10, 65, 69 are within 60 s
 
 
 def test_lock_expires() -> None:
@@ -98,7 +99,7 @@ def test_success_clears_the_failures() -> None:
     assert lockout.failed("ip", now=2.0) is False
     assert lockout.failed("ip", now=3.0) is False
     assert lockout.failed("ip", now=4.0) is True
-    lockout.succeeded("never-failed")        # harmless
+    lockout.succeeded("never-failed")  # harmless
 
 
 @pytest.mark.parametrize("limit", [1, 5])

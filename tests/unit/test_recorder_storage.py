@@ -1,4 +1,5 @@
 """The local recording store: key layout, atomic commit, and salvage of orphaned files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,15 @@ def test_key_is_the_utc_start_date() -> None:
     assert recording_key(rid, started) == f"2024/02/29/{rid}.wav"
 
 
-@pytest.mark.parametrize("key", ["../etc/passwd", "/abs/2024/01/01/x.wav",
-                                 "2024/01/01/../../secret.wav", "2024/01/01/not-a-uuid.wav"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../etc/passwd",
+        "/abs/2024/01/01/x.wav",
+        "2024/01/01/../../secret.wav",
+        "2024/01/01/not-a-uuid.wav",
+    ],
+)
 def test_locate_refuses_anything_but_a_recording_key(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError):
         LocalRecordingStore(tmp_path).locate(key)

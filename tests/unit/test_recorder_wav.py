@@ -2,6 +2,7 @@
 
 Files are read back with the stdlib `wave` module (an independent parser) and numpy.
 """
+
 from __future__ import annotations
 
 import struct
@@ -11,8 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recorder.wav import (HEADER_BYTES, FrameError, StereoWavWriter, interleave, read_format,
-                          seal_orphan)
+from recorder.wav import (
+    HEADER_BYTES,
+    FrameError,
+    StereoWavWriter,
+    interleave,
+    read_format,
+    seal_orphan,
+)
 
 RATE = 8000
 
@@ -31,15 +38,28 @@ def read_back(path: Path) -> tuple[wave._wave_params, np.ndarray]:
 def test_header_sizes_and_channel_order(tmp_path: Path) -> None:
     path = tmp_path / "call.wav"
     writer = StereoWavWriter(path, RATE)
-    left = np.arange(0, 1600, dtype=np.int16)          # 0.2 s, caller ramps up
-    right = -np.arange(0, 1600, dtype=np.int16) - 1    # agent ramps down, never equal to left
-    for i in range(0, 1600, 160):                      # 20 ms frames as the gateway sends them
-        assert writer.write(pcm(left[i:i + 160]), pcm(right[i:i + 160])) == 640
+    left = np.arange(0, 1600, dtype=np.int16)  # 0.2 s, caller ramps up
+    right = -np.arange(0, 1600, dtype=np.int16) - 1  # agent ramps down, never equal to left
+    for i in range(0, 1600, 160):  # 20 ms frames as the gateway sends them
+        assert writer.write(pcm(left[i : i + 160]), pcm(right[i : i + 160])) == 640
     writer.close()
 
     raw = path.read_bytes()
-    riff, riff_size, wave_id, fmt, fmt_size, tag, channels, rate, byte_rate, align, bits, \
-        data_id, data_size = struct.unpack("<4sI4s4sIHHIIHH4sI", raw[:HEADER_BYTES])
+    (
+        riff,
+        riff_size,
+        wave_id,
+        fmt,
+        fmt_size,
+        tag,
+        channels,
+        rate,
+        byte_rate,
+        align,
+        bits,
+        data_id,
+        data_size,
+    ) = struct.unpack("<4sI4s4sIHHIIHH4sI", raw[:HEADER_BYTES])
     assert (riff, wave_id, fmt, data_id) == (b"RIFF", b"WAVE", b"fmt ", b"data")
     assert (fmt_size, tag, channels, rate, bits) == (16, 1, 2, RATE, 16)
     assert (byte_rate, align) == (RATE * 4, 4)
@@ -47,8 +67,12 @@ def test_header_sizes_and_channel_order(tmp_path: Path) -> None:
     assert riff_size == len(raw) - 8
 
     params, frames = read_back(path)
-    assert (params.nchannels, params.sampwidth, params.framerate, params.nframes) == \
-        (2, 2, RATE, 1600)
+    assert (params.nchannels, params.sampwidth, params.framerate, params.nframes) == (
+        2,
+        2,
+        RATE,
+        1600,
+    )
     np.testing.assert_array_equal(frames[:, 0], left)
     np.testing.assert_array_equal(frames[:, 1], right)
     assert writer.frames == 1600 and writer.duration_ms == 200
@@ -90,13 +114,21 @@ def test_never_overwrites_an_existing_file(tmp_path: Path) -> None:
     assert path.read_bytes() == b"precious"
 
 
-@pytest.mark.parametrize(("left", "right", "reason", "words"), [
-    (b"\x00\x00" * 160, b"\x00\x00" * 159, "length_mismatch",
-     "left has 320 bytes but right has 318"),
-    (b"\x00" * 3, b"\x00" * 3, "odd_length", "odd byte count 3"),
-])
-def test_bad_frames_are_refused_and_nothing_is_written(tmp_path: Path, left: bytes, right: bytes,
-                                                       reason: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("left", "right", "reason", "words"),
+    [
+        (
+            b"\x00\x00" * 160,
+            b"\x00\x00" * 159,
+            "length_mismatch",
+            "left has 320 bytes but right has 318",
+        ),
+        (b"\x00" * 3, b"\x00" * 3, "odd_length", "odd byte count 3"),
+    ],
+)
+def test_bad_frames_are_refused_and_nothing_is_written(
+    tmp_path: Path, left: bytes, right: bytes, reason: str, words: str
+) -> None:
     path = tmp_path / "bad.wav"
     writer = StereoWavWriter(path, RATE)
     writer.write(b"\x01\x00" * 8, b"\x02\x00" * 8)

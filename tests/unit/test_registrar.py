@@ -1,5 +1,6 @@
 """The registrar with real REGISTER messages and real digest answers (RFC 3261 section 10,
 RFC 2617): challenge, bind, refuse, replay, unbind, limits, NAT."""
+
 from __future__ import annotations
 
 import time
@@ -41,24 +42,35 @@ def registrar(**kw) -> Registrar:  # noqa: ANN003
 class Phone:
     """A SIP phone registering one extension: builds REGISTERs and answers challenges."""
 
-    def __init__(self, extension: str, password: str, source: tuple[str, int] = PHONE,
-                 contact_host: str | None = None) -> None:
+    def __init__(
+        self,
+        extension: str,
+        password: str,
+        source: tuple[str, int] = PHONE,
+        contact_host: str | None = None,
+    ) -> None:
         self.extension, self.password, self.source = extension, password, source
         self.contact = f"<sip:{extension}@{contact_host or source[0]}:{source[1]}>"
         self.call_id, self.tag, self.cseq = new_call_id(source[0]), new_tag(), 0
         self.nonce: str | None = None
         self.nc = 0
 
-    def request(self, authorization: str | None = None, contact: str | None = "default",
-                expires: int | None = None, extra: list[tuple[str, str]] | None = None) -> SipRequest:
+    def request(
+        self,
+        authorization: str | None = None,
+        contact: str | None = "default",
+        expires: int | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> SipRequest:
         self.cseq += 1
-        items = [("Via", f"SIP/2.0/UDP {self.source[0]}:{self.source[1]};branch={new_branch()}"
-                         ";rport"),
-                 ("Max-Forwards", "70"),
-                 ("From", f"<sip:{self.extension}@{REALM}>;tag={self.tag}"),
-                 ("To", f"<sip:{self.extension}@{REALM}>"),
-                 ("Call-ID", self.call_id),
-                 ("CSeq", f"{self.cseq} REGISTER")]
+        items = [
+            ("Via", f"SIP/2.0/UDP {self.source[0]}:{self.source[1]};branch={new_branch()};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:{self.extension}@{REALM}>;tag={self.tag}"),
+            ("To", f"<sip:{self.extension}@{REALM}>"),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{self.cseq} REGISTER"),
+        ]
         if contact is not None:
             items.append(("Contact", self.contact if contact == "default" else contact))
         if expires is not None:
@@ -67,12 +79,17 @@ class Phone:
             items.append(("Authorization", authorization))
         items += extra or []
         req = SipRequest("REGISTER", f"sip:{REALM}", Headers(items))
-        wire = parse_message(req.to_bytes())          # what the registrar would really get
+        wire = parse_message(req.to_bytes())  # what the registrar would really get
         assert isinstance(wire, SipRequest)
         return wire
 
-    def answer(self, challenge: SipResponse, nc: int | None = None, password: str | None = None,
-               user: str | None = None) -> str:
+    def answer(
+        self,
+        challenge: SipResponse,
+        nc: int | None = None,
+        password: str | None = None,
+        user: str | None = None,
+    ) -> str:
         params = digest.parse_auth_header(challenge.headers.get("WWW-Authenticate"))
         self.nonce = params["nonce"]
         self.nc = nc if nc is not None else 1
@@ -80,8 +97,16 @@ class Phone:
 
     def authorize(self, password: str | None = None, user: str | None = None) -> str:
         assert self.nonce is not None
-        return digest.authorization(user or self.extension, password or self.password, REALM,
-                                    self.nonce, "REGISTER", f"sip:{REALM}", qop="auth", nc=self.nc)
+        return digest.authorization(
+            user or self.extension,
+            password or self.password,
+            REALM,
+            self.nonce,
+            "REGISTER",
+            f"sip:{REALM}",
+            qop="auth",
+            nc=self.nc,
+        )
 
     def register(self, reg: Registrar, **kw) -> SipResponse:  # noqa: ANN003
         """Full exchange: REGISTER, 401, REGISTER with credentials; returns the last answer."""
@@ -126,10 +151,10 @@ def test_right_password_binds() -> None:
 def test_expires_from_the_contact_parameter_and_defaults() -> None:
     reg, phone = registrar(), Phone("8001", PASSWORDS["8001"])
     resp = expect(phone.register(reg, contact=f"{phone.contact};expires=120", expires=900), 200)
-    assert resp.headers.get("Expires") == "120"        # the Contact's own expires wins
+    assert resp.headers.get("Expires") == "120"  # the Contact's own expires wins
     assert "expires" not in reg.lookup("8001").contact.params
     resp = expect(phone.register(reg), 200)
-    assert resp.headers.get("Expires") == "3600"      # no expiry asked: the default
+    assert resp.headers.get("Expires") == "3600"  # no expiry asked: the default
 
 
 def test_long_expires_is_capped() -> None:
@@ -150,7 +175,7 @@ def test_wrong_password_is_challenged_again_and_not_bound() -> None:
 
 def test_another_extensions_password_does_not_work() -> None:
     reg = registrar()
-    wrong = Phone("8001", PASSWORDS["8002"])      # 8002's valid password used for 8001
+    wrong = Phone("8001", PASSWORDS["8002"])  # 8002's valid password used for 8001
     challenge = reg.handle(wrong.request(), PHONE, UDP)
     expect(reg.handle(wrong.request(wrong.answer(challenge)), PHONE, UDP), 401)
     # and credentials of 8002 in a REGISTER for 8001's AOR
@@ -264,8 +289,10 @@ def test_too_brief_expires_is_423_with_min_expires() -> None:
 def test_bad_expires_is_400() -> None:
     reg, phone = registrar(), Phone("8001", PASSWORDS["8001"])
     challenge = reg.handle(phone.request(), PHONE, UDP)
-    expect(reg.handle(phone.request(phone.answer(challenge), extra=[("Expires", "soon")]),
-                      PHONE, UDP), 400)
+    expect(
+        reg.handle(phone.request(phone.answer(challenge), extra=[("Expires", "soon")]), PHONE, UDP),
+        400,
+    )
 
 
 def test_re_register_replaces_the_binding() -> None:
@@ -294,7 +321,7 @@ def test_flood_from_one_source_gets_503() -> None:
     assert answers[-1].headers.get("Retry-After") == "5"
     assert "WWW-Authenticate" not in answers[-1].headers
     other = Phone("8002", PASSWORDS["8002"], source=("192.0.2.20", 5060))
-    expect(reg.handle(other.request(), other.source, UDP), 401)    # others are not affected
+    expect(reg.handle(other.request(), other.source, UDP), 401)  # others are not affected
 
 
 def test_repeated_failures_lock_the_source_out() -> None:
@@ -302,8 +329,9 @@ def test_repeated_failures_lock_the_source_out() -> None:
     phone = Phone("8001", PASSWORDS["8001"])
     for _ in range(3):
         challenge = reg.handle(phone.request(), PHONE, UDP)
-        expect(reg.handle(phone.request(phone.answer(challenge, password="guess")), PHONE, UDP),
-               401)
+        expect(
+            reg.handle(phone.request(phone.answer(challenge, password="guess")), PHONE, UDP), 401
+        )
     # now even the right password is refused from that address, before any digest work
     resp = reg.handle(phone.request(), PHONE, UDP)
     expect(resp, 403)
@@ -351,8 +379,9 @@ def test_target_without_contact_port_is_5060() -> None:
 def test_target_is_the_source_behind_nat() -> None:
     reg = registrar()
     # the phone thinks it is 10.1.2.3:5060; the REGISTER arrived from the NAT's public address
-    phone = Phone("8001", PASSWORDS["8001"], source=("198.51.100.4", 61234),
-                  contact_host="10.1.2.3")
+    phone = Phone(
+        "8001", PASSWORDS["8001"], source=("198.51.100.4", 61234), contact_host="10.1.2.3"
+    )
     phone.contact = "<sip:8001@10.1.2.3:5060>"
     expect(phone.register(reg), 200)
     binding = reg.lookup("8001")
@@ -362,9 +391,12 @@ def test_target_is_the_source_behind_nat() -> None:
 
 def test_binding_target_directly() -> None:
     from gateway.sip.uri import parse_name_addr
-    same = Binding("8001", parse_name_addr("<sip:8001@192.0.2.5:5080>"), ("192.0.2.5", 9999),
-                   UDP, 0.0)
-    natted = Binding("8001", parse_name_addr("<sip:8001@10.0.0.5:5080>"), ("192.0.2.5", 9999),
-                     UDP, 0.0)
+
+    same = Binding(
+        "8001", parse_name_addr("<sip:8001@192.0.2.5:5080>"), ("192.0.2.5", 9999), UDP, 0.0
+    )
+    natted = Binding(
+        "8001", parse_name_addr("<sip:8001@10.0.0.5:5080>"), ("192.0.2.5", 9999), UDP, 0.0
+    )
     assert same.target == ("192.0.2.5", 5080)
     assert natted.target == ("192.0.2.5", 9999)

@@ -2,6 +2,7 @@
 
 Publisher, consumers and the gRPC server are stand-ins that write to one journal, so the tests
 see the exact order; one test serves a real gRPC servicer on a loopback port."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from hotline.v1 import ivr_pb2, ivr_pb2_grpc
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
@@ -19,6 +19,7 @@ from common import rpc, service
 from common.health import Readiness
 from common.service import Wiring
 from common.settings import Settings
+from hotline.v1 import ivr_pb2, ivr_pb2_grpc
 
 NAME = "acd"
 
@@ -28,8 +29,9 @@ class Journal(list[str]):
 
 
 class FakePublisher:
-    def __init__(self, journal: Journal, settings: Settings, source: str,
-                 readiness: Readiness) -> None:
+    def __init__(
+        self, journal: Journal, settings: Settings, source: str, readiness: Readiness
+    ) -> None:
         self.journal, self.source = journal, source
 
     def start(self) -> None:
@@ -40,8 +42,15 @@ class FakePublisher:
 
 
 class FakeConsumer:
-    def __init__(self, journal: Journal, settings: Settings, group: str, topics: list[str],
-                 handler: object, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        settings: Settings,
+        group: str,
+        topics: list[str],
+        handler: object,
+        readiness: Readiness,
+    ) -> None:
         self.journal, self.group, self.topics, self.handler = journal, group, list(topics), handler
 
     def start(self) -> None:
@@ -93,8 +102,11 @@ def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
 
 
 def settings() -> Settings:
-    return Settings(bind_host="127.0.0.2", grpc_ports={"acd": 6002, "gateway": 6001},
-                    grpc_hosts={"gateway": "gw.svc"})
+    return Settings(
+        bind_host="127.0.0.2",
+        grpc_ports={"acd": 6002, "gateway": 6001},
+        grpc_hosts={"gateway": "gw.svc"},
+    )
 
 
 def add(servicer: str, server: FakeServer) -> None:
@@ -126,29 +138,35 @@ async def test_starts_consumers_then_server_and_stops_in_reverse(journal: Journa
     w.consumer(["calls"], handler=print)
     w.consumer(["agents"], handler=print, group="acd-agents")
     w.servicer(add, "AcdService")
-    assert journal == ["publisher acd start"]           # consumers wait for start()
+    assert journal == ["publisher acd start"]  # consumers wait for start()
 
     stop = await w.start()
     await ticking.wait()
     assert registry.get_sample_value("wiring_test_gauge") == 1
-    assert journal[1:] == ["consumer acd start", "consumer acd-agents start",
-                           "server 127.0.0.2:6002 start ['AcdService']"]
+    assert journal[1:] == [
+        "consumer acd start",
+        "consumer acd-agents start",
+        "server 127.0.0.2:6002 start ['AcdService']",
+    ]
     del journal[:]
 
     await stop()
     assert journal == [
-        "server stop grace=2.0",                # no command comes in
-        "consumer acd-agents stop", "consumer acd stop",   # no event comes in
-        "dispatcher stop", "sync step",         # then the rest, last declared first
+        "server stop grace=2.0",  # no command comes in
+        "consumer acd-agents stop",
+        "consumer acd stop",  # no event comes in
+        "dispatcher stop",
+        "sync step",  # then the rest, last declared first
         "task cancelled",
         "channel gw.svc:6001 close",
-        "publisher stop",                       # after everything that publishes
+        "publisher stop",  # after everything that publishes
     ]
-    assert registry.get_sample_value("wiring_test_gauge") is None   # unregistered
+    assert registry.get_sample_value("wiring_test_gauge") is None  # unregistered
 
 
 async def test_a_failing_step_is_logged_and_the_rest_still_stop(
-        journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
     w = Wiring(NAME, settings(), Readiness())
     w.publisher()
 
@@ -160,7 +178,7 @@ async def test_a_failing_step_is_logged_and_the_rest_still_stop(
     stop = await w.start()
     with caplog.at_level(logging.ERROR):
         await stop()
-        await stop()                            # a second stop does nothing
+        await stop()  # a second stop does nothing
     assert journal[1:] == ["last declared", "publisher stop"]
     assert "acd: stopping catalog failed" in caplog.text and "disk gone" in caplog.text
 
@@ -178,8 +196,9 @@ async def test_readiness_check_follows_the_server(journal: Journal) -> None:
     assert journal == ["server stop grace=7.5", "after server, ready=False"]
 
 
-async def test_a_failed_start_stops_what_was_declared(journal: Journal,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_start_stops_what_was_declared(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_port(host: str, port: int) -> FakeServer:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
 
@@ -190,8 +209,12 @@ async def test_a_failed_start_stops_what_was_declared(journal: Journal,
     w.servicer(add, "AcdService")
     with pytest.raises(OSError, match="127.0.0.2:6002"):
         await w.start()
-    assert journal == ["publisher acd start", "consumer acd start", "consumer acd stop",
-                       "publisher stop"]
+    assert journal == [
+        "publisher acd start",
+        "consumer acd start",
+        "consumer acd stop",
+        "publisher stop",
+    ]
 
 
 async def test_no_servicer_no_server(journal: Journal) -> None:
@@ -215,8 +238,9 @@ class Flows(ivr_pb2_grpc.IvrServicer):
 
 async def test_serves_the_servicers_on_the_service_port_until_stopped() -> None:
     port = free_port()
-    w = Wiring("ivr", Settings(grpc_ports={"ivr": port}, grpc_hosts={"ivr": "127.0.0.1"}),
-               Readiness())
+    w = Wiring(
+        "ivr", Settings(grpc_ports={"ivr": port}, grpc_hosts={"ivr": "127.0.0.1"}), Readiness()
+    )
     w.servicer(ivr_pb2_grpc.add_IvrServicer_to_server, Flows())
     stop = await w.start()
     channel = rpc.channel(f"127.0.0.1:{port}")

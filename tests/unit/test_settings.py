@@ -1,5 +1,6 @@
 """Settings from HOTLINE_* variables: DESIGN.md's defaults, overrides, and errors that name
 the bad variable — for the shared base and each service's own settings class."""
+
 from __future__ import annotations
 
 import ast
@@ -42,10 +43,20 @@ def env(**values: str) -> dict[str, str]:
 def test_defaults_are_the_design_ports() -> None:
     s = Settings.from_env()
     assert SERVICES == ("gateway", "acd", "ivr", "crm", "recorder")
-    assert s.grpc_ports == {"gateway": 50051, "acd": 50052, "ivr": 50053, "crm": 50054,
-                            "recorder": 50055}
-    assert s.metrics_ports == {"gateway": 9101, "acd": 9102, "ivr": 9103, "crm": 9104,
-                               "recorder": 9105}
+    assert s.grpc_ports == {
+        "gateway": 50051,
+        "acd": 50052,
+        "ivr": 50053,
+        "crm": 50054,
+        "recorder": 50055,
+    }
+    assert s.metrics_ports == {
+        "gateway": 9101,
+        "acd": 9102,
+        "ivr": 9103,
+        "crm": 9104,
+        "recorder": 9105,
+    }
     assert s.grpc_hosts == dict.fromkeys(SERVICES, "127.0.0.1")
     assert s.kafka_bootstrap == "127.0.0.1:9092"
     assert s.site == "local" and s.bind_host == "127.0.0.1" and s.log_level == "INFO"
@@ -79,7 +90,7 @@ def test_dataclass_defaults_match_from_env(cls: type[Settings]) -> None:
     plain, loaded = cls(), cls.from_env()
     for f in dataclasses.fields(cls):
         if f.name in ("grpc_ports", "metrics_ports", "grpc_hosts"):
-            continue            # empty in a hand-made instance: tests give only what they use
+            continue  # empty in a hand-made instance: tests give only what they use
         assert getattr(plain, f.name) == getattr(loaded, f.name), f.name
 
 
@@ -89,18 +100,35 @@ def test_every_service_has_its_settings_class_on_the_base() -> None:
         assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     # the base knows no service's own fields
     base = {f.name for f in dataclasses.fields(Settings)}
-    assert not base & {"sip_host", "sip_port", "rtp_low", "rtp_high", "http_port",
-                       "ring_timeout_s", "wrap_up_s", "queues", "flows_file"}
+    assert not base & {
+        "sip_host",
+        "sip_port",
+        "rtp_low",
+        "rtp_high",
+        "http_port",
+        "ring_timeout_s",
+        "wrap_up_s",
+        "queues",
+        "flows_file",
+    }
 
 
 # ---- overrides ---------------------------------------------------------------------------
 def test_base_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    values = {"SITE": "paris", "KAFKA_BOOTSTRAP": "kafka:9093", "ACD_GRPC_PORT": "6002",
-              "CRM_METRICS_PORT": "7104", "ACD_HOST": "acd.svc", "LOG_LEVEL": "debug",
-              "VAR_DIR": str(tmp_path), "BIND_HOST": "0.0.0.0", "TRACE_CONSOLE": "1"}
+    values = {
+        "SITE": "paris",
+        "KAFKA_BOOTSTRAP": "kafka:9093",
+        "ACD_GRPC_PORT": "6002",
+        "CRM_METRICS_PORT": "7104",
+        "ACD_HOST": "acd.svc",
+        "LOG_LEVEL": "debug",
+        "VAR_DIR": str(tmp_path),
+        "BIND_HOST": "0.0.0.0",
+        "TRACE_CONSOLE": "1",
+    }
     for k, v in values.items():
         monkeypatch.setenv(f"HOTLINE_{k}", v)
-    for cls in CLASSES:       # every service reads the shared part the same way
+    for cls in CLASSES:  # every service reads the shared part the same way
         s = cls.from_env()
         assert (s.site, s.kafka_bootstrap) == ("paris", "kafka:9093")
         assert s.grpc_ports["acd"] == 6002 and s.grpc_ports["gateway"] == 50051
@@ -112,12 +140,23 @@ def test_base_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 
 
 def test_gateway_overrides(tmp_path: Path) -> None:
-    g = GatewaySettings.from_env(env(
-        SIP_HOST="192.0.2.10", SIP_PORT="15060", RTP_LOW="30000", RTP_HIGH="30100",
-        SIP_REALM="pbx.example", PROMPT_DIR=str(tmp_path / "p"), TRUNK_DIDS=" 10000, +8610123 ,",
-        TRUNK_ALLOW="10.0.0.0/8, 192.0.2.7, 2001:db8::/32", ANALOG_CARD="dahdi:1,2,3,4",
-        ANALOG_LAW="ulaw", ANALOG_DID="10001", SIM_CONTROL_PORT="19110",
-        GATEWAY_EXTENSIONS=str(tmp_path / "ext.yaml")))
+    g = GatewaySettings.from_env(
+        env(
+            SIP_HOST="192.0.2.10",
+            SIP_PORT="15060",
+            RTP_LOW="30000",
+            RTP_HIGH="30100",
+            SIP_REALM="pbx.example",
+            PROMPT_DIR=str(tmp_path / "p"),
+            TRUNK_DIDS=" 10000, +8610123 ,",
+            TRUNK_ALLOW="10.0.0.0/8, 192.0.2.7, 2001:db8::/32",
+            ANALOG_CARD="dahdi:1,2,3,4",
+            ANALOG_LAW="ulaw",
+            ANALOG_DID="10001",
+            SIM_CONTROL_PORT="19110",
+            GATEWAY_EXTENSIONS=str(tmp_path / "ext.yaml"),
+        )
+    )
     assert (g.sip_host, g.sip_port, g.rtp_low, g.rtp_high) == ("192.0.2.10", 15060, 30000, 30100)
     assert g.sip_realm == "pbx.example" and g.prompt_dir == tmp_path / "p"
     assert g.trunk_dids == ("10000", "+8610123")
@@ -129,8 +168,9 @@ def test_gateway_overrides(tmp_path: Path) -> None:
 
 def test_gateway_prompts_follow_var_dir_unless_set(tmp_path: Path) -> None:
     assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path))).prompt_dir == tmp_path / "prompts"
-    assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path), PROMPT_DIR="/srv/p")).prompt_dir \
-        == Path("/srv/p")
+    assert GatewaySettings.from_env(
+        env(VAR_DIR=str(tmp_path), PROMPT_DIR="/srv/p")
+    ).prompt_dir == Path("/srv/p")
 
 
 def test_empty_paths_mean_the_default() -> None:
@@ -140,20 +180,24 @@ def test_empty_paths_mean_the_default() -> None:
 
 
 def test_service_overrides(tmp_path: Path) -> None:
-    a = AcdSettings.from_env(env(ACD_QUEUES=" sales , vip,,billing ", RING_TIMEOUT_S="4.5",
-                                 WRAP_UP_S="2"))
+    a = AcdSettings.from_env(
+        env(ACD_QUEUES=" sales , vip,,billing ", RING_TIMEOUT_S="4.5", WRAP_UP_S="2")
+    )
     assert a.queues == ("sales", "vip", "billing")
     assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 2.0)
-    assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0    # no after-call work
+    assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0  # no after-call work
     flows = tmp_path / "flows.yaml"
     assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
     assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
-    assert RecorderSettings.from_env(env(VAR_DIR=str(tmp_path))).recordings_dir == \
-        tmp_path / "recordings"
+    assert (
+        RecorderSettings.from_env(env(VAR_DIR=str(tmp_path))).recordings_dir
+        == tmp_path / "recordings"
+    )
 
 
 def test_a_given_mapping_is_read_instead_of_the_process_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HOTLINE_SITE", "from-process")
     assert Settings.from_env({"HOTLINE_SITE": "from-mapping"}).site == "from-mapping"
     assert Settings.from_env({}).site == "local"
@@ -174,11 +218,19 @@ def test_a_service_database_url_wins_over_the_shared_one(monkeypatch: pytest.Mon
 
 
 # ---- errors that name the variable -------------------------------------------------------
-@pytest.mark.parametrize(("cls", "name"), [
-    (GatewaySettings, "SIP_PORT"), (CrmSettings, "HTTP_PORT"), (Settings, "GATEWAY_GRPC_PORT"),
-    (RecorderSettings, "RECORDER_GRPC_PORT"), (IvrSettings, "IVR_METRICS_PORT"),
-    (GatewaySettings, "RTP_LOW"), (GatewaySettings, "RTP_HIGH"),
-    (GatewaySettings, "SIM_CONTROL_PORT")])
+@pytest.mark.parametrize(
+    ("cls", "name"),
+    [
+        (GatewaySettings, "SIP_PORT"),
+        (CrmSettings, "HTTP_PORT"),
+        (Settings, "GATEWAY_GRPC_PORT"),
+        (RecorderSettings, "RECORDER_GRPC_PORT"),
+        (IvrSettings, "IVR_METRICS_PORT"),
+        (GatewaySettings, "RTP_LOW"),
+        (GatewaySettings, "RTP_HIGH"),
+        (GatewaySettings, "SIM_CONTROL_PORT"),
+    ],
+)
 @pytest.mark.parametrize("value", ["abc", "50 51", "5060.5", ""])
 def test_bad_integer_names_the_variable(cls: type[Settings], name: str, value: str) -> None:
     with pytest.raises(SettingsError) as info:
@@ -186,9 +238,16 @@ def test_bad_integer_names_the_variable(cls: type[Settings], name: str, value: s
     assert str(info.value) == f"HOTLINE_{name}={value!r} is not an integer"
 
 
-@pytest.mark.parametrize(("cls", "name"), [
-    (GatewaySettings, "SIP_PORT"), (CrmSettings, "HTTP_PORT"), (Settings, "ACD_GRPC_PORT"),
-    (Settings, "CRM_METRICS_PORT"), (GatewaySettings, "SIM_CONTROL_PORT")])
+@pytest.mark.parametrize(
+    ("cls", "name"),
+    [
+        (GatewaySettings, "SIP_PORT"),
+        (CrmSettings, "HTTP_PORT"),
+        (Settings, "ACD_GRPC_PORT"),
+        (Settings, "CRM_METRICS_PORT"),
+        (GatewaySettings, "SIM_CONTROL_PORT"),
+    ],
+)
 @pytest.mark.parametrize("value", ["0", "-1", "65536", "99999"])
 def test_port_out_of_range_names_the_variable(cls: type[Settings], name: str, value: str) -> None:
     with pytest.raises(SettingsError) as info:
@@ -214,58 +273,90 @@ def test_number_must_be_finite(name: str, value: str) -> None:
         AcdSettings.from_env(env(**{name: value}))
 
 
-@pytest.mark.parametrize(("name", "value", "problem"), [
-    ("RING_TIMEOUT_S", "0", "must be greater than 0"),
-    ("RING_TIMEOUT_S", "-2", "must be greater than 0"),
-    ("WRAP_UP_S", "-0.5", "must be at least 0"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("RING_TIMEOUT_S", "0", "must be greater than 0"),
+        ("RING_TIMEOUT_S", "-2", "must be greater than 0"),
+        ("WRAP_UP_S", "-0.5", "must be at least 0"),
+    ],
+)
 def test_timer_out_of_range(name: str, value: str, problem: str) -> None:
     with pytest.raises(SettingsError) as info:
         AcdSettings.from_env(env(**{name: value}))
     assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
 
 
-@pytest.mark.parametrize(("low", "high"), [("21000", "20999"), ("20000", "20000"),
-                                           ("80", "20999"), ("20000", "70000")])
+@pytest.mark.parametrize(
+    ("low", "high"), [("21000", "20999"), ("20000", "20000"), ("80", "20999"), ("20000", "70000")]
+)
 def test_bad_rtp_range(low: str, high: str) -> None:
     with pytest.raises(SettingsError, match=f"HOTLINE_RTP_LOW/HIGH={low}/{high}"):
         GatewaySettings.from_env(env(RTP_LOW=low, RTP_HIGH=high))
 
 
-@pytest.mark.parametrize(("value", "bad"), [
-    ("10.0.0.0/33", "10.0.0.0/33"), ("localhost", "localhost"),
-    ("127.0.0.0/8, 10.0.0.300/24", "10.0.0.300/24"), ("::1/129", "::1/129")])
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [
+        ("10.0.0.0/33", "10.0.0.0/33"),
+        ("localhost", "localhost"),
+        ("127.0.0.0/8, 10.0.0.300/24", "10.0.0.300/24"),
+        ("::1/129", "::1/129"),
+    ],
+)
 def test_trunk_allow_must_be_networks(value: str, bad: str) -> None:
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(env(TRUNK_ALLOW=value))
-    assert str(info.value).startswith(f"HOTLINE_TRUNK_ALLOW={value!r} has {bad!r}, which is "
-                                      "not an IP network")
+    assert str(info.value).startswith(
+        f"HOTLINE_TRUNK_ALLOW={value!r} has {bad!r}, which is not an IP network"
+    )
 
 
-@pytest.mark.parametrize(("name", "value"), [("TRUNK_DIDS", "10000,sales"),
-                                             ("TRUNK_DIDS", "100 00"), ("ANALOG_DID", "ten"),
-                                             ("ANALOG_DID", "")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TRUNK_DIDS", "10000,sales"),
+        ("TRUNK_DIDS", "100 00"),
+        ("ANALOG_DID", "ten"),
+        ("ANALOG_DID", ""),
+    ],
+)
 def test_numbers_must_be_digits(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"^HOTLINE_{name}={value!r} .*not a number"):
         GatewaySettings.from_env(env(**{name: value}))
 
 
-@pytest.mark.parametrize(("spec", "parsed"), [
-    ("sim:4", CardSpec("sim", ports=4)), ("sim", CardSpec("sim", ports=4)),
-    (" sim:64 ", CardSpec("sim", ports=64)), ("sim:1", CardSpec("sim", ports=1)),
-    ("dahdi:1,2,3,4", CardSpec("dahdi", channels=(1, 2, 3, 4))),
-    ("dahdi: 5, 6,", CardSpec("dahdi", channels=(5, 6))), ("none", CardSpec("none"))])
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("sim:4", CardSpec("sim", ports=4)),
+        ("sim", CardSpec("sim", ports=4)),
+        (" sim:64 ", CardSpec("sim", ports=64)),
+        ("sim:1", CardSpec("sim", ports=1)),
+        ("dahdi:1,2,3,4", CardSpec("dahdi", channels=(1, 2, 3, 4))),
+        ("dahdi: 5, 6,", CardSpec("dahdi", channels=(5, 6))),
+        ("none", CardSpec("none")),
+    ],
+)
 def test_analog_card_spec(spec: str, parsed: CardSpec) -> None:
     assert parse_card_spec(spec) == parsed
     assert GatewaySettings.from_env(env(ANALOG_CARD=spec)).analog_card == parsed
 
 
-@pytest.mark.parametrize(("spec", "problem"), [
-    ("sim:0", "sim needs 1-64 ports, e.g. sim:4"), ("sim:65", "sim needs 1-64 ports"),
-    ("sim:four", "sim needs 1-64 ports"), ("dahdi:", "dahdi needs channel numbers"),
-    ("dahdi:a,b", "dahdi needs channel numbers"), ("dahdi:0,1", "dahdi needs channel numbers"),
-    ("dahdi:1,2,1", "a DAHDI channel is listed twice"),
-    ("fxo:4", "expected sim:N, dahdi:CH,... or none"), ("", "expected sim:N")])
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("sim:0", "sim needs 1-64 ports, e.g. sim:4"),
+        ("sim:65", "sim needs 1-64 ports"),
+        ("sim:four", "sim needs 1-64 ports"),
+        ("dahdi:", "dahdi needs channel numbers"),
+        ("dahdi:a,b", "dahdi needs channel numbers"),
+        ("dahdi:0,1", "dahdi needs channel numbers"),
+        ("dahdi:1,2,1", "a DAHDI channel is listed twice"),
+        ("fxo:4", "expected sim:N, dahdi:CH,... or none"),
+        ("", "expected sim:N"),
+    ],
+)
 def test_bad_analog_card_names_the_variable(spec: str, problem: str) -> None:
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(env(ANALOG_CARD=spec))
@@ -274,8 +365,9 @@ def test_bad_analog_card_names_the_variable(spec: str, problem: str) -> None:
 
 def test_analog_law() -> None:
     assert GatewaySettings.from_env(env(ANALOG_LAW="ulaw")).analog_law == "ulaw"
-    with pytest.raises(SettingsError,
-                       match="^HOTLINE_ANALOG_LAW='mulaw' is not one of alaw, ulaw$"):
+    with pytest.raises(
+        SettingsError, match="^HOTLINE_ANALOG_LAW='mulaw' is not one of alaw, ulaw$"
+    ):
         GatewaySettings.from_env(env(ANALOG_LAW="mulaw"))
 
 
@@ -285,9 +377,20 @@ def test_bad_sip_realm(realm: str) -> None:
         GatewaySettings.from_env(env(SIP_REALM=realm))
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("1", True), ("true", True), ("YES", True), (" on ", True),
-    ("0", False), ("false", False), ("No", False), ("off", False), ("", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" on ", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+    ],
+)
 def test_boolean(value: str, expected: bool) -> None:
     assert Settings.from_env(env(TRACE_CONSOLE=value)).trace_console is expected
 
@@ -296,19 +399,26 @@ def test_boolean(value: str, expected: bool) -> None:
 def test_bad_boolean_names_the_variable(value: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env(TRACE_CONSOLE=value))
-    assert str(info.value) == (f"HOTLINE_TRACE_CONSOLE={value!r} is not a boolean "
-                               "(1/0, true/false, yes/no, on/off)")
+    assert str(info.value) == (
+        f"HOTLINE_TRACE_CONSOLE={value!r} is not a boolean (1/0, true/false, yes/no, on/off)"
+    )
 
 
 def test_bad_log_level_names_the_variable() -> None:
     assert Settings.from_env(env(LOG_LEVEL="warning")).log_level == "WARNING"
-    assert Settings.from_env(env(LOG_LEVEL="warn")).log_level == "WARN"   # logging's alias
+    assert Settings.from_env(env(LOG_LEVEL="warn")).log_level == "WARN"  # logging's alias
     with pytest.raises(SettingsError, match="^HOTLINE_LOG_LEVEL='verbose' is not a log level"):
         Settings.from_env(env(LOG_LEVEL="verbose"))
 
 
-@pytest.mark.parametrize(("value", "problem"), [("", "names no queue"), (" , ", "names no queue"),
-                                                ("sales,support,sales", "names a queue twice")])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "names no queue"),
+        (" , ", "names no queue"),
+        ("sales,support,sales", "names a queue twice"),
+    ],
+)
 def test_bad_queue_list(value: str, problem: str) -> None:
     with pytest.raises(SettingsError) as info:
         AcdSettings.from_env(env(ACD_QUEUES=value))
@@ -317,8 +427,13 @@ def test_bad_queue_list(value: str, problem: str) -> None:
 
 def test_env_reader_names_the_prefixed_variable() -> None:
     e = Env({"HOTLINE_X": "7"})
-    assert (e.var("X"), e.raw("X"), e.raw("Y"), e.integer("X", 1), e.integer("Y", 1)) == \
-        ("HOTLINE_X", "7", None, 7, 1)
+    assert (e.var("X"), e.raw("X"), e.raw("Y"), e.integer("X", 1), e.integer("Y", 1)) == (
+        "HOTLINE_X",
+        "7",
+        None,
+        7,
+        1,
+    )
 
 
 def test_settings_error_is_a_value_error_and_settings_are_frozen() -> None:

@@ -1,4 +1,5 @@
 """The 400 the gateway sends back for a request it cannot parse."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,10 +15,21 @@ CALL_ID = "bad-call@10.0.0.7"
 CSEQ = "1 INVITE"
 
 
-def request(*, start: str = "INVITE sip:10000@gw.example SIP/2.0", extra: list[str] | None = None,
-            drop: str | None = None, body: bytes = b"") -> bytes:
-    headers = [("Via", VIA), ("From", FROM), ("To", TO), ("Call-ID", CALL_ID), ("CSeq", CSEQ),
-               ("Max-Forwards", "70")]
+def request(
+    *,
+    start: str = "INVITE sip:10000@gw.example SIP/2.0",
+    extra: list[str] | None = None,
+    drop: str | None = None,
+    body: bytes = b"",
+) -> bytes:
+    headers = [
+        ("Via", VIA),
+        ("From", FROM),
+        ("To", TO),
+        ("Call-ID", CALL_ID),
+        ("CSeq", CSEQ),
+        ("Max-Forwards", "70"),
+    ]
     lines = [start] + [f"{n}: {v}" for n, v in headers if n != drop] + (extra or [])
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -34,7 +46,7 @@ def test_broken_request_gets_a_400_with_the_routing_headers() -> None:
         parse_message(data)
     out = bad_request_for(data, str(info.value))
     assert out is not None
-    resp = parsed(out)            # the 400 itself is well-formed SIP
+    resp = parsed(out)  # the 400 itself is well-formed SIP
     assert resp.status == 400
     assert resp.reason.startswith("Bad Request - ")
     assert "non-numeric Content-Length" in resp.reason
@@ -55,8 +67,18 @@ def test_all_vias_are_copied_in_order() -> None:
 
 
 def test_compact_header_forms_are_understood() -> None:
-    data = "\r\n".join(["OPTIONS sip:x@gw SIP/2.0", f"v: {VIA}", f"f: {FROM}", f"t: {TO}",
-                        f"i: {CALL_ID}", "CSeq: 2 OPTIONS", "", ""]).encode()
+    data = "\r\n".join(
+        [
+            "OPTIONS sip:x@gw SIP/2.0",
+            f"v: {VIA}",
+            f"f: {FROM}",
+            f"t: {TO}",
+            f"i: {CALL_ID}",
+            "CSeq: 2 OPTIONS",
+            "",
+            "",
+        ]
+    ).encode()
     resp = parsed(bad_request_for(data, "oops"))
     assert resp.status == 400
     assert resp.headers.get("Via") == VIA and resp.call_id == CALL_ID
@@ -68,7 +90,7 @@ def test_reason_has_no_control_characters_and_is_bounded() -> None:
     out = bad_request_for(request(), problem)
     first_line, _, rest = out.partition(b"\r\n")
     assert first_line.startswith(b"SIP/2.0 400 Bad Request - bad")
-    assert b"Injected: header" not in rest          # no header smuggled by the problem text
+    assert b"Injected: header" not in rest  # no header smuggled by the problem text
     assert all(32 <= b < 127 for b in first_line)
     assert len(first_line) <= len("SIP/2.0 400 Bad Request - ") + 100
     resp = parsed(out)
@@ -86,13 +108,23 @@ def test_none_when_a_routing_header_is_missing(header: str) -> None:
 
 
 def test_none_for_a_response() -> None:
-    data = "\r\n".join(["SIP/2.0 200 OK", f"Via: {VIA}", f"From: {FROM}", f"To: {TO}",
-                        f"Call-ID: {CALL_ID}", f"CSeq: {CSEQ}", "Content-Length: x", "", ""])
+    data = "\r\n".join(
+        [
+            "SIP/2.0 200 OK",
+            f"Via: {VIA}",
+            f"From: {FROM}",
+            f"To: {TO}",
+            f"Call-ID: {CALL_ID}",
+            f"CSeq: {CSEQ}",
+            "Content-Length: x",
+            "",
+            "",
+        ]
+    )
     assert bad_request_for(data.encode(), "bad Content-Length") is None
 
 
-@pytest.mark.parametrize("data", [b"", b"\r\n\r\n", b"garbage\r\n\r\n",
-                                  b"\xff\xfe\x00binary junk"])
+@pytest.mark.parametrize("data", [b"", b"\r\n\r\n", b"garbage\r\n\r\n", b"\xff\xfe\x00binary junk"])
 def test_none_for_garbage(data: bytes) -> None:
     assert bad_request_for(data, "garbage") is None
 

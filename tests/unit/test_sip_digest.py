@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from gateway.sip.digest import (
     DigestError,
     NonceManager,
@@ -38,12 +39,25 @@ class FakeClock:
 
 
 def test_ha1_is_md5_of_user_realm_password() -> None:
-    assert ha1(USER, REALM, PASSWORD) == hashlib.md5(b"Mufasa:testrealm@host.com:Circle Of Life").hexdigest()
+    assert (
+        ha1(USER, REALM, PASSWORD)
+        == hashlib.md5(b"Mufasa:testrealm@host.com:Circle Of Life").hexdigest()
+    )
 
 
 def test_rfc2617_example_response() -> None:
-    header = authorization(USER, PASSWORD, REALM, NONCE, "GET", "/dir/index.html",
-                           qop="auth", nc=1, cnonce="0a4f113b", opaque=OPAQUE)
+    header = authorization(
+        USER,
+        PASSWORD,
+        REALM,
+        NONCE,
+        "GET",
+        "/dir/index.html",
+        qop="auth",
+        nc=1,
+        cnonce="0a4f113b",
+        opaque=OPAQUE,
+    )
     params = parse_auth_header(header)
     assert params["response"] == "6629fae49393a05397450978507c4ef1"
     assert params["nc"] == "00000001" and params["qop"] == "auth" and params["opaque"] == OPAQUE
@@ -64,18 +78,21 @@ def test_verify_rfc2617_header_text() -> None:
 
 
 def test_legacy_no_qop_round_trip() -> None:
-    header = authorization("1001", "s3cret", "hotline", "abc", "REGISTER", "sip:hotline.example.com")
+    header = authorization(
+        "1001", "s3cret", "hotline", "abc", "REGISTER", "sip:hotline.example.com"
+    )
     params = parse_auth_header(header)
     assert "qop" not in params and "nc" not in params
-    expected = hashlib.md5(
-        f"{ha1('1001', 'hotline', 's3cret')}:abc:{hashlib.md5(b'REGISTER:sip:hotline.example.com').hexdigest()}".encode()
-    ).hexdigest()
+    ha2 = hashlib.md5(b"REGISTER:sip:hotline.example.com").hexdigest()
+    expected = hashlib.md5(f"{ha1('1001', 'hotline', 's3cret')}:abc:{ha2}".encode()).hexdigest()
     assert params["response"] == expected
     assert verify(params, "REGISTER", ha1("1001", "hotline", "s3cret"))
 
 
 def test_client_picks_auth_from_offered_qop_list() -> None:
-    params = parse_auth_header(authorization("u", "p", "r", "n", "INVITE", "sip:x", qop="auth-int, auth", nc=3))
+    params = parse_auth_header(
+        authorization("u", "p", "r", "n", "INVITE", "sip:x", qop="auth-int, auth", nc=3)
+    )
     assert params["qop"] == "auth" and params["nc"] == "00000003" and len(params["cnonce"]) >= 8
     assert verify(params, "INVITE", ha1("u", "r", "p"))
     with pytest.raises(DigestError):
@@ -89,13 +106,20 @@ def test_challenge_format_parses_back() -> None:
     assert value.startswith('Digest realm="hotline", nonce="n1"')
     assert "algorithm=MD5" in value and 'qop="auth"' in value
     assert parse_auth_header(value) == {
-        "realm": "hotline", "nonce": "n1", "opaque": "op", "algorithm": "MD5", "qop": "auth", "stale": "true",
+        "realm": "hotline",
+        "nonce": "n1",
+        "opaque": "op",
+        "algorithm": "MD5",
+        "qop": "auth",
+        "stale": "true",
     }
     assert "stale" not in challenge("hotline", "n1")
 
 
 def test_parse_auth_header_quoting() -> None:
-    params = parse_auth_header('digest  Username="a\\"b", realm="x,y" ,uri="sip:a@b;x=1", nc=00000001')
+    params = parse_auth_header(
+        'digest  Username="a\\"b", realm="x,y" ,uri="sip:a@b;x=1", nc=00000001'
+    )
     assert params == {"username": 'a"b', "realm": "x,y", "uri": "sip:a@b;x=1", "nc": "00000001"}
 
 
@@ -108,7 +132,7 @@ def test_parse_auth_header_quoting() -> None:
         "Digest username",
         'Digest realm="a" junk, nonce="b"',
         "Digest a=1, a=2",
-        'Digest =x',
+        "Digest =x",
     ],
 )
 def test_parse_auth_header_rejects_garbage(value: str) -> None:
@@ -180,7 +204,15 @@ def test_end_to_end_challenge_response() -> None:
     stored = ha1("agent7", "hotline", "pa55")
     chal = parse_auth_header(challenge("hotline", mgr.issue()))
     creds = parse_auth_header(
-        authorization("agent7", "pa55", chal["realm"], chal["nonce"], "REGISTER", "sip:hotline", qop=chal["qop"])
+        authorization(
+            "agent7",
+            "pa55",
+            chal["realm"],
+            chal["nonce"],
+            "REGISTER",
+            "sip:hotline",
+            qop=chal["qop"],
+        )
     )
     assert mgr.check(creds["nonce"], creds["nc"]) == "ok"
     assert verify(creds, "REGISTER", stored)

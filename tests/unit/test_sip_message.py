@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gateway.sip.builders import make_response, new_branch, new_call_id, new_tag
 from gateway.sip.framing import StreamFramer
 from gateway.sip.headers import Headers, split_header_list
@@ -41,8 +42,13 @@ def sipp_invite(body: bytes = SDP, content_length: int | None = None) -> bytes:
     )
 
 
-def minimal(method: bytes = b"OPTIONS", extra: bytes = b"", drop: bytes | None = None,
-            cseq: bytes | None = None, body: bytes = b"") -> bytes:
+def minimal(
+    method: bytes = b"OPTIONS",
+    extra: bytes = b"",
+    drop: bytes | None = None,
+    cseq: bytes | None = None,
+    body: bytes = b"",
+) -> bytes:
     headers = [
         b"Via: SIP/2.0/UDP host.example.com;branch=z9hG4bKnashds7",
         b"From: <sip:alice@example.com>;tag=1928301774",
@@ -106,7 +112,9 @@ def test_response_parse_and_round_trip() -> None:
 
 
 def test_reason_phrase_with_spaces_and_empty_reason() -> None:
-    raw = minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 481 Call/Transaction Does Not Exist")
+    raw = minimal().replace(
+        b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 481 Call/Transaction Does Not Exist"
+    )
     assert parse_message(raw).reason == "Call/Transaction Does Not Exist"
     raw = minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 200 ")
     assert parse_message(raw).reason == ""
@@ -134,8 +142,20 @@ def test_compact_headers_are_expanded() -> None:
     msg = parse_message(raw)
     names = [n for n, _ in msg.headers]
     assert names == [
-        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Type", "Supported",
-        "Subject", "Content-Encoding", "Event", "Allow-Events", "Refer-To", "Referred-By",
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Content-Type",
+        "Supported",
+        "Subject",
+        "Content-Encoding",
+        "Event",
+        "Allow-Events",
+        "Refer-To",
+        "Referred-By",
         "Content-Length",
     ]
     assert msg.call_id == "compact@h"
@@ -207,7 +227,9 @@ def test_unknown_method_accepted_when_cseq_matches() -> None:
 
 def test_unknown_request_uri_scheme_is_left_to_the_tu() -> None:
     """RFC 4475 3.1.2.8 (the TU answers 416): the parser must not reject it."""
-    raw = minimal().replace(b"OPTIONS sip:bob@example.com", b"OPTIONS nobodyknowsthisscheme:totallyopaquecontent")
+    raw = minimal().replace(
+        b"OPTIONS sip:bob@example.com", b"OPTIONS nobodyknowsthisscheme:totallyopaquecontent"
+    )
     msg = parse_message(raw)
     assert isinstance(msg, SipRequest)
     assert msg.uri == "nobodyknowsthisscheme:totallyopaquecontent"
@@ -216,7 +238,10 @@ def test_unknown_request_uri_scheme_is_left_to_the_tu() -> None:
 
 
 def test_multiple_vias_on_one_line_and_across_lines_keep_order() -> None:
-    extra = b"Via: SIP/2.0/TCP b.example.com;branch=z9hG4bK2, SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bK3\r\n"
+    extra = (
+        b"Via: SIP/2.0/TCP b.example.com;branch=z9hG4bK2, "
+        b"SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bK3\r\n"
+    )
     msg = parse_message(minimal(extra=extra))
     assert [v.host for v in msg.via] == ["host.example.com", "b.example.com", "[2001:db8::9]"]
     assert msg.via[2].port == 5070 and msg.via[2].host_ip == "2001:db8::9"
@@ -224,7 +249,10 @@ def test_multiple_vias_on_one_line_and_across_lines_keep_order() -> None:
 
 
 def test_contact_list_split_respects_quotes_and_brackets() -> None:
-    extra = b'Contact: "Doe, John" <sip:j@a.example.com;x=1,2>;q=0.5, <sip:j@b.example.com>;expires=60\r\n'
+    extra = (
+        b'Contact: "Doe, John" <sip:j@a.example.com;x=1,2>;q=0.5, '
+        b"<sip:j@b.example.com>;expires=60\r\n"
+    )
     msg = parse_message(minimal(extra=extra))
     contacts = [parse_name_addr(c) for c in msg.headers.get_all("Contact")]
     assert [c.display for c in contacts] == ["Doe, John", None]
@@ -264,14 +292,48 @@ def test_version_is_case_insensitive_in_request_line() -> None:
         (b"", "empty"),
         (b"OPTIONS sip:a@b SIP/2.0\r\nVia: x", "no empty line"),
         (minimal().replace(b"SIP/2.0\r\nVia", b"SIP/7.0\r\nVia", 1), "unsupported SIP version"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/3.0 200 OK"), "unsupported SIP version"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS  sip:bob@example.com SIP/2.0"), "bad request line"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS sip:bob@example.com"), "bad request line"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS sip:bob @example.com SIP/2.0"), "bad request line"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS bob SIP/2.0"), "bad Request-URI"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"OPT{ONS sip:bob@example.com SIP/2.0"), "bad method"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 4294967301 Very Big"), "bad status code"),
-        (minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 99 Low"), "bad status code"),
+        (
+            minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/3.0 200 OK"),
+            "unsupported SIP version",
+        ),
+        (
+            minimal().replace(
+                b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS  sip:bob@example.com SIP/2.0"
+            ),
+            "bad request line",
+        ),
+        (
+            minimal().replace(
+                b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS sip:bob@example.com"
+            ),
+            "bad request line",
+        ),
+        (
+            minimal().replace(
+                b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS sip:bob @example.com SIP/2.0"
+            ),
+            "bad request line",
+        ),
+        (
+            minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"OPTIONS bob SIP/2.0"),
+            "bad Request-URI",
+        ),
+        (
+            minimal().replace(
+                b"OPTIONS sip:bob@example.com SIP/2.0", b"OPT{ONS sip:bob@example.com SIP/2.0"
+            ),
+            "bad method",
+        ),
+        (
+            minimal().replace(
+                b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 4294967301 Very Big"
+            ),
+            "bad status code",
+        ),
+        (
+            minimal().replace(b"OPTIONS sip:bob@example.com SIP/2.0", b"SIP/2.0 99 Low"),
+            "bad status code",
+        ),
         (minimal(extra=b"This line has no colon\r\n"), "without colon"),
         (minimal(extra=b"Bad Name: x\r\n"), "bad header name"),
         (minimal(drop=b"Via"), "missing mandatory Via"),
@@ -291,8 +353,16 @@ def test_version_is_case_insensitive_in_request_line() -> None:
         (minimal(extra=b"Content-Length: 1\r\nl: 2\r\n", body=b"ab"), "conflicting"),
         (minimal(extra=b"Call-ID: second\r\n"), "duplicate Call-ID"),
         (minimal(extra=b"t: <sip:other@example.com>\r\n"), "duplicate To"),
-        (minimal().replace(b"SIP/2.0/UDP host.example.com", b"SIP/2.0/UDP host.example.com:99999"), "out of range"),
-        (minimal().replace(b"SIP/2.0/UDP host.example.com", b"HTTP/1.1/UDP host.example.com"), "Via"),
+        (
+            minimal().replace(
+                b"SIP/2.0/UDP host.example.com", b"SIP/2.0/UDP host.example.com:99999"
+            ),
+            "out of range",
+        ),
+        (
+            minimal().replace(b"SIP/2.0/UDP host.example.com", b"HTTP/1.1/UDP host.example.com"),
+            "Via",
+        ),
     ],
 )
 def test_invalid_messages_raise_with_a_reason(raw: bytes, needle: str) -> None:
@@ -306,7 +376,9 @@ def test_parse_error_is_a_value_error() -> None:
 
 def test_unterminated_display_name_is_an_error_when_read() -> None:
     """RFC 4475 3.1.2.?: an unterminated quoted string in From is malformed."""
-    raw = minimal().replace(b"From: <sip:alice@example.com>", b'From: "Alice <sip:alice@example.com>')
+    raw = minimal().replace(
+        b"From: <sip:alice@example.com>", b'From: "Alice <sip:alice@example.com>'
+    )
     msg = parse_message(raw)
     with pytest.raises(SipParseError, match="unterminated quoted string"):
         _ = msg.from_
@@ -359,7 +431,9 @@ def test_headers_refuse_injection() -> None:
 
 
 def test_headers_fields_keep_the_wire_spelling_and_round_trip() -> None:
-    msg = parse_message(minimal(extra=b"VIA: SIP/2.0/UDP p;branch=z9hG4bK9\r\nv: SIP/2.0/UDP q;branch=z9hG4bK8\r\n"))
+    msg = parse_message(
+        minimal(extra=b"VIA: SIP/2.0/UDP p;branch=z9hG4bK9\r\nv: SIP/2.0/UDP q;branch=z9hG4bK8\r\n")
+    )
     vias = msg.headers.fields("via")
     assert [(k, n) for k, n, _ in vias] == [("via", "Via"), ("via", "VIA"), ("via", "Via")]
     assert [v for _, _, v in vias] == msg.headers.get_all("Via")
@@ -377,7 +451,11 @@ def test_headers_to_text_sets_one_content_length() -> None:
 
 
 def test_split_header_list() -> None:
-    assert split_header_list('a, "b,c" <sip:x>, <sip:y;p=1,2>;q=1,,') == ['a', '"b,c" <sip:x>', "<sip:y;p=1,2>;q=1"]
+    assert split_header_list('a, "b,c" <sip:x>, <sip:y;p=1,2>;q=1,,') == [
+        "a",
+        '"b,c" <sip:x>',
+        "<sip:y;p=1,2>;q=1",
+    ]
     with pytest.raises(SipParseError):
         split_header_list('"unterminated, x')
 
@@ -405,7 +483,9 @@ def test_uri_round_trip(text: str) -> None:
 
 def test_uri_fields() -> None:
     u = parse_uri("SIP:alice:pw@[::1]:5070;Transport=TCP;lr?Subject=hi")
-    assert u == SipUri("sip", "alice", "pw", "[::1]", 5070, {"transport": "TCP", "lr": None}, {"Subject": "hi"})
+    assert u == SipUri(
+        "sip", "alice", "pw", "[::1]", 5070, {"transport": "TCP", "lr": None}, {"Subject": "hi"}
+    )
     assert u.host_ip == "::1"
     tel = parse_uri("tel:+442071234567")
     assert (tel.scheme, tel.user, tel.host) == ("tel", "+442071234567", "")
@@ -414,9 +494,19 @@ def test_uri_fields() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "", "sip:", "alice@example.com", "http://example.com/", "sip:alice@", "sip:@example.com",
-        "sip:alice@exa mple.com", "sip:alice@example.com:port", "sip:alice@example.com:0",
-        "sip:alice@[2001:db8::1", "sip:alice@[zz::1]", "sip:a@b;=x", "sip:a@b?noequals",
+        "",
+        "sip:",
+        "alice@example.com",
+        "http://example.com/",
+        "sip:alice@",
+        "sip:@example.com",
+        "sip:alice@exa mple.com",
+        "sip:alice@example.com:port",
+        "sip:alice@example.com:0",
+        "sip:alice@[2001:db8::1",
+        "sip:alice@[zz::1]",
+        "sip:a@b;=x",
+        "sip:a@b?noequals",
     ],
 )
 def test_bad_uris_raise(text: str) -> None:
@@ -425,7 +515,9 @@ def test_bad_uris_raise(text: str) -> None:
 
 
 def test_name_addr_forms() -> None:
-    na = parse_name_addr('"Alice \\"the\\" Agent" <sip:alice@example.com;transport=udp>;tag=abc;expires=60')
+    na = parse_name_addr(
+        '"Alice \\"the\\" Agent" <sip:alice@example.com;transport=udp>;tag=abc;expires=60'
+    )
     assert na.display == 'Alice "the" Agent'
     assert na.uri.params == {"transport": "udp"}
     assert na.params == {"tag": "abc", "expires": "60"}
@@ -449,7 +541,11 @@ def test_name_addr_forms() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        '"Alice" sip:alice@example.com', "<sip:alice@example.com", "<sip:a@b> junk", "Al@ce <sip:a@b>", "",
+        '"Alice" sip:alice@example.com',
+        "<sip:alice@example.com",
+        "<sip:a@b> junk",
+        "Al@ce <sip:a@b>",
+        "",
         "Bell, Alexander <sip:a.g.bell@example.com>",
     ],
 )
@@ -459,9 +555,11 @@ def test_bad_name_addr_raises(text: str) -> None:
 
 
 def test_parse_classmethods_and_functions_agree() -> None:
-    for cls, fn, text in [(SipUri, parse_uri, "sips:bob:pw@[2001:db8::1]:5061;transport=tcp?h=v"),
-                          (NameAddr, parse_name_addr, '"Bob \\"B\\"" <sip:bob@x.example>;tag=9'),
-                          (Via, parse_via, "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKx;rport")]:
+    for cls, fn, text in [
+        (SipUri, parse_uri, "sips:bob:pw@[2001:db8::1]:5061;transport=tcp?h=v"),
+        (NameAddr, parse_name_addr, '"Bob \\"B\\"" <sip:bob@x.example>;tag=9'),
+        (Via, parse_via, "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKx;rport"),
+    ]:
         parsed = cls.parse(text)
         assert isinstance(parsed, cls) and parsed == fn(text)
         assert cls.parse(str(parsed)) == parsed
@@ -469,7 +567,9 @@ def test_parse_classmethods_and_functions_agree() -> None:
 
 def test_via_parse_and_str() -> None:
     v = parse_via("SIP/2.0/udp 10.0.0.1:5062;branch=z9hG4bKabc;rport;received=1.2.3.4")
-    assert v == Via("UDP", "10.0.0.1", 5062, {"branch": "z9hG4bKabc", "rport": None, "received": "1.2.3.4"})
+    assert v == Via(
+        "UDP", "10.0.0.1", 5062, {"branch": "z9hG4bKabc", "rport": None, "received": "1.2.3.4"}
+    )
     assert v.has_rport and v.rport is None and v.received == "1.2.3.4"
     assert str(v) == "SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKabc;rport;received=1.2.3.4"
     v6 = parse_via("SIP/2.0/TCP [2001:db8::1];branch=z9hG4bK1")
@@ -484,7 +584,10 @@ def test_via_parse_and_str() -> None:
 
 
 def test_make_response_copies_rfc3261_8_2_6_fields() -> None:
-    extra = b"Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp\r\nRecord-Route: <sip:proxy.example.com;lr>\r\nTimestamp: 54\r\n"
+    extra = (
+        b"Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp\r\n"
+        b"Record-Route: <sip:proxy.example.com;lr>\r\nTimestamp: 54\r\n"
+    )
     req = parse_message(minimal(method=b"INVITE", extra=extra))
     assert isinstance(req, SipRequest)
     resp = make_response(req, 180, to_tag="totag", extra=[("Contact", "<sip:gw@10.0.0.5>")])
@@ -508,10 +611,21 @@ def test_make_response_copies_rfc3261_8_2_6_fields() -> None:
 
 @pytest.mark.parametrize(
     ("status", "reason"),
-    [(100, "Trying"), (183, "Session Progress"), (202, "Accepted"), (401, "Unauthorized"),
-     (407, "Proxy Authentication Required"), (415, "Unsupported Media Type"), (481, "Call/Transaction Does Not Exist"),
-     (487, "Request Terminated"), (488, "Not Acceptable Here"), (501, "Not Implemented"),
-     (503, "Service Unavailable"), (603, "Decline"), (499, "Client Error")],
+    [
+        (100, "Trying"),
+        (183, "Session Progress"),
+        (202, "Accepted"),
+        (401, "Unauthorized"),
+        (407, "Proxy Authentication Required"),
+        (415, "Unsupported Media Type"),
+        (481, "Call/Transaction Does Not Exist"),
+        (487, "Request Terminated"),
+        (488, "Not Acceptable Here"),
+        (501, "Not Implemented"),
+        (503, "Service Unavailable"),
+        (603, "Decline"),
+        (499, "Client Error"),
+    ],
 )
 def test_default_reason_phrases(status: int, reason: str) -> None:
     req = parse_message(minimal())
@@ -522,7 +636,9 @@ def test_default_reason_phrases(status: int, reason: str) -> None:
 def test_make_response_serializes_body_with_length() -> None:
     req = parse_message(sipp_invite())
     assert isinstance(req, SipRequest)
-    resp = make_response(req, 200, to_tag="t", body=SDP, extra=[("Content-Type", "application/sdp")])
+    resp = make_response(
+        req, 200, to_tag="t", body=SDP, extra=[("Content-Type", "application/sdp")]
+    )
     again = parse_message(resp.to_bytes())
     assert isinstance(again, SipResponse)
     assert again.body == SDP

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gateway.sip.sdp import (
     MediaDescription,
     Negotiated,
@@ -35,16 +36,28 @@ PHONE_OFFER = (
     "a=rtpmap:96 H264/90000\r\n"
 )
 
+#: session-level lines every SDP in these tests shares
+HEAD = "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
+
 
 def test_parse_typical_offer() -> None:
     sd = parse_sdp(PHONE_OFFER.encode())
-    assert (sd.origin_username, sd.session_id, sd.origin_address) == ("-", "3912345678", "192.0.2.10")
+    assert (sd.origin_username, sd.session_id, sd.origin_address) == (
+        "-",
+        "3912345678",
+        "192.0.2.10",
+    )
     assert sd.session_name == "phone"
     assert sd.connection == "192.0.2.10"
     assert sd.direction is None
     assert sd.attributes == [("tool", "softphone 1.0")]
     audio, video = sd.media
-    assert (audio.media, audio.port, audio.proto, audio.formats) == ("audio", 40000, "RTP/AVP", [111, 8, 0, 101])
+    assert (audio.media, audio.port, audio.proto, audio.formats) == (
+        "audio",
+        40000,
+        "RTP/AVP",
+        [111, 8, 0, 101],
+    )
     assert audio.rtpmap[111] == ("opus", 48000)
     assert audio.rtpmap[101] == ("telephone-event", 8000)
     assert audio.fmtp == {111: "useinbandfec=1", 101: "0-15"}
@@ -76,7 +89,7 @@ def test_session_level_direction_and_media_connection() -> None:
 
 
 def test_non_rtp_media_kept() -> None:
-    sd = parse_sdp("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=image 6000 udptl t38\r\n")
+    sd = parse_sdp(HEAD + "m=image 6000 udptl t38\r\n")
     assert sd.media[0].formats == [] and sd.media[0].other_formats == ["t38"]
     assert b"m=image 6000 udptl t38" in sd.to_bytes()
 
@@ -90,15 +103,36 @@ def test_non_rtp_media_kept() -> None:
         ("v=0\r\ns=-\r\nt=0 0\r\n", "missing o="),
         ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\nt=0 0\r\n", "missing s="),
         ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\n", "missing t="),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n", "no c= line"),
+        (
+            "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+            "no c= line",
+        ),
         ("v=0\r\no=bad\r\ns=-\r\nt=0 0\r\n", "bad o= line"),
         ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4\r\nt=0 0\r\n", "bad c= line"),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio\r\n", "bad m= line"),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio abc RTP/AVP 0\r\n", "bad port"),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP\r\n", "no payload types"),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 200\r\n", "bad RTP payload"),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:x\r\n", "bad rtpmap"),
-        ("v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\ngarbage\r\n", "malformed SDP line"),
+        (
+            HEAD + "m=audio\r\n",
+            "bad m= line",
+        ),
+        (
+            HEAD + "m=audio abc RTP/AVP 0\r\n",
+            "bad port",
+        ),
+        (
+            HEAD + "m=audio 4000 RTP/AVP\r\n",
+            "no payload types",
+        ),
+        (
+            HEAD + "m=audio 4000 RTP/AVP 0 200\r\n",
+            "bad RTP payload",
+        ),
+        (
+            HEAD + "m=audio 4000 RTP/AVP 0\r\na=rtpmap:x\r\n",
+            "bad rtpmap",
+        ),
+        (
+            HEAD + "garbage\r\n",
+            "malformed SDP line",
+        ),
     ],
 )
 def test_parse_errors(text: str, needle: str) -> None:
@@ -133,7 +167,12 @@ def test_answer_respects_our_supported_list() -> None:
 
 @pytest.mark.parametrize(
     ("offered", "ours"),
-    [("sendrecv", "sendrecv"), ("sendonly", "recvonly"), ("recvonly", "sendonly"), ("inactive", "inactive")],
+    [
+        ("sendrecv", "sendrecv"),
+        ("sendonly", "recvonly"),
+        ("recvonly", "sendonly"),
+        ("inactive", "inactive"),
+    ],
 )
 def test_answer_mirrors_direction(offered: str, ours: str) -> None:
     sdp = PHONE_OFFER.replace("a=sendrecv", f"a={offered}")
@@ -154,30 +193,30 @@ def test_old_style_hold_address_means_we_never_send() -> None:
 
 
 def test_answer_without_dtmf_and_default_ptime() -> None:
-    sdp = "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    sdp = HEAD + "m=audio 4000 RTP/AVP 0\r\n"
     neg, ans = answer(parse_sdp(sdp), "5.6.7.8", 3000)
     assert neg.dtmf_payload_type is None and neg.ptime == 20
     assert ans.media[0].formats == [0]
 
 
 def test_no_common_codec_raises() -> None:
-    sdp = (
-        "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
-        "m=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\na=rtpmap:18 G729/8000\r\n"
-    )
+    sdp = HEAD + "m=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\na=rtpmap:18 G729/8000\r\n"
     with pytest.raises(SdpError, match="no common codec"):
         answer(parse_sdp(sdp), "5.6.7.8", 3000)
     with pytest.raises(SdpError, match="no common codec"):
-        answer(parse_sdp(PHONE_OFFER.replace("RTP/AVP 111 8 0 101", "RTP/SAVP 111 8 0 101")), "5.6.7.8", 3000)
-    video_only = "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n"
+        answer(
+            parse_sdp(PHONE_OFFER.replace("RTP/AVP 111 8 0 101", "RTP/SAVP 111 8 0 101")),
+            "5.6.7.8",
+            3000,
+        )
+    video_only = HEAD + "m=video 4000 RTP/AVP 96\r\n"
     with pytest.raises(SdpError, match="no common codec"):
         answer(parse_sdp(video_only), "5.6.7.8", 3000)
 
 
 def test_second_audio_stream_is_rejected() -> None:
     sdp = (
-        "v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
-        "m=audio 0 RTP/AVP 0\r\n"  # already-disabled stream is skipped
+        HEAD + "m=audio 0 RTP/AVP 0\r\n"  # already-disabled stream is skipped
         "m=audio 4000 RTP/AVP 0\r\n"
         "m=audio 4002 RTP/AVP 8\r\n"
     )
@@ -195,7 +234,8 @@ def test_offer_and_negotiate_answer_uac_side() -> None:
     # the carrier answers with PCMU (allowed: any subset of ours), sendonly
     carrier = (
         "v=0\r\no=carrier 9 9 IN IP4 203.0.113.9\r\ns=-\r\nt=0 0\r\n"
-        "m=audio 18000 RTP/AVP 0 96\r\nc=IN IP4 203.0.113.10\r\na=rtpmap:96 telephone-event/8000\r\na=sendonly\r\n"
+        "m=audio 18000 RTP/AVP 0 96\r\nc=IN IP4 203.0.113.10\r\n"
+        "a=rtpmap:96 telephone-event/8000\r\na=sendonly\r\n"
     )
     neg = negotiate_answer(parse_sdp(ours.to_bytes()), parse_sdp(carrier))
     assert neg == Negotiated("PCMU", 0, 96, "203.0.113.10", 18000, "recvonly", 20)

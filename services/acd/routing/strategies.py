@@ -2,6 +2,7 @@
 
 A strategy is a pure function so it can be unit-tested and benchmarked without a broker.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

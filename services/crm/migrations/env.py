@@ -5,19 +5,13 @@ At service start `crm.db.Database.migrate` hands in an open connection through
 (`alembic -c services/crm/alembic.ini upgrade head`) we build an async engine from
 HOTLINE_DATABASE_URL / the default SQLite file and run the same migrations through it.
 """
+
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 from alembic import context
 from sqlalchemy.engine import Connection
-
-_SERVICES = Path(__file__).resolve().parents[2]
-for extra in (_SERVICES, _SERVICES / "common" / "generated"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
 
 from crm.models import Base  # noqa: E402
 
@@ -26,9 +20,12 @@ config = context.config
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite",
-                      compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

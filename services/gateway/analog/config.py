@@ -4,6 +4,7 @@
 DAHDI channels; `none` — no analog lines. `parse_card_spec` refuses anything else with a
 message; the gateway's settings (HOTLINE_ANALOG_CARD) call it at start.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,10 @@ def open_card(spec: CardSpec, clock: FrameClock, law: str = "alaw") -> LineCard 
     """The card `spec` names (None for `none`); `law` is the G.711 law of DAHDI channels."""
     if spec.kind == "sim":
         from gateway.analog.sim import SimCard
+
         return SimCard(spec.ports, clock=clock)
     if spec.kind == "dahdi":
         from gateway.analog.dahdi import DahdiCard
+
         return DahdiCard(list(spec.channels), law=law)
     return None

@@ -68,13 +68,13 @@ def _ior(nr: int) -> int:
 
 
 DAHDI_CODE = 0xDA
-DAHDI_SET_BLOCKSIZE = _iow(1)      # _IOW(DAHDI_CODE, 1, int)
-DAHDI_FLUSH = _iow(3)              # _IOW(DAHDI_CODE, 3, int)
-DAHDI_HOOK = _iow(7)               # _IOW(DAHDI_CODE, 7, int)
-DAHDI_GETEVENT = _ior(8)           # _IOR(DAHDI_CODE, 8, int)
-DAHDI_AUDIOMODE = _iow(32)         # _IOW(DAHDI_CODE, 32, int)
-DAHDI_SPECIFY = _iow(38)           # _IOW(DAHDI_CODE, 38, int)
-DAHDI_SETLAW = _iow(39)            # _IOW(DAHDI_CODE, 39, int)
+DAHDI_SET_BLOCKSIZE = _iow(1)  # _IOW(DAHDI_CODE, 1, int)
+DAHDI_FLUSH = _iow(3)  # _IOW(DAHDI_CODE, 3, int)
+DAHDI_HOOK = _iow(7)  # _IOW(DAHDI_CODE, 7, int)
+DAHDI_GETEVENT = _ior(8)  # _IOR(DAHDI_CODE, 8, int)
+DAHDI_AUDIOMODE = _iow(32)  # _IOW(DAHDI_CODE, 32, int)
+DAHDI_SPECIFY = _iow(38)  # _IOW(DAHDI_CODE, 38, int)
+DAHDI_SETLAW = _iow(39)  # _IOW(DAHDI_CODE, 39, int)
 
 # Values (user.h).
 DAHDI_ONHOOK, DAHDI_OFFHOOK, DAHDI_FLASH = 0, 1, 3
@@ -83,10 +83,22 @@ DAHDI_FLUSH_BOTH = 3  # DAHDI_FLUSH_READ | DAHDI_FLUSH_WRITE
 ELAST = 500  # DAHDI's "an event is pending" errno (user.h: #define ELAST 500)
 
 EVENT_NAMES: dict[int, str] = {
-    0: "NONE", 1: "ONHOOK", 2: "RINGOFFHOOK", 3: "WINKFLASH", 4: "ALARM", 5: "NOALARM",
-    9: "DIALCOMPLETE", 10: "RINGERON", 11: "RINGEROFF", 12: "HOOKCOMPLETE",
-    13: "BITSCHANGED", 14: "PULSE_START", 17: "POLARITY", 18: "RINGBEGIN",
-    19: "EC_DISABLED", 20: "REMOVED",
+    0: "NONE",
+    1: "ONHOOK",
+    2: "RINGOFFHOOK",
+    3: "WINKFLASH",
+    4: "ALARM",
+    5: "NOALARM",
+    9: "DIALCOMPLETE",
+    10: "RINGERON",
+    11: "RINGEROFF",
+    12: "HOOKCOMPLETE",
+    13: "BITSCHANGED",
+    14: "PULSE_START",
+    17: "POLARITY",
+    18: "RINGBEGIN",
+    19: "EC_DISABLED",
+    20: "REMOVED",
 }
 EV_NONE, EV_ONHOOK, EV_RINGOFFHOOK, EV_ALARM, EV_NOALARM = 0, 1, 2, 4, 5
 EV_RINGEROFF, EV_HOOKCOMPLETE, EV_POLARITY, EV_RINGBEGIN, EV_REMOVED = 11, 12, 17, 18, 20
@@ -145,9 +157,16 @@ class RealDeviceOs:
 class DahdiPort(BasePort):
     """One FXO port = one DAHDI channel (configured ``fxsks``/``fxsls`` in system.conf)."""
 
-    def __init__(self, index: int, channel: int, *, law: str = "alaw",
-                 osif: DeviceOs | None = None, device: str = DEVICE,
-                 **kw: object) -> None:
+    def __init__(
+        self,
+        index: int,
+        channel: int,
+        *,
+        law: str = "alaw",
+        osif: DeviceOs | None = None,
+        device: str = DEVICE,
+        **kw: object,
+    ) -> None:
         super().__init__(index, **kw)  # type: ignore[arg-type]
         if law not in ("alaw", "ulaw"):
             raise ValueError(f"law must be 'alaw' or 'ulaw', got {law!r}")
@@ -170,20 +189,25 @@ class DahdiPort(BasePort):
         try:
             fd = self._os.open(self._device, os.O_RDWR | os.O_NONBLOCK)
         except OSError as exc:
-            raise PortError(f"port {self.index}: cannot open {self._device}: "
-                            f"{exc.strerror or exc} (dahdi modules loaded? device "
-                            f"permissions?)") from exc
+            raise PortError(
+                f"port {self.index}: cannot open {self._device}: "
+                f"{exc.strerror or exc} (dahdi modules loaded? device "
+                f"permissions?)"
+            ) from exc
         try:
             self._os.ioctl_int(fd, DAHDI_SPECIFY, self.channel)
             self._os.ioctl_int(fd, DAHDI_SET_BLOCKSIZE, BLOCK)
-            self._os.ioctl_int(fd, DAHDI_SETLAW,
-                               DAHDI_LAW_ALAW if self.law == "alaw" else DAHDI_LAW_MULAW)
+            self._os.ioctl_int(
+                fd, DAHDI_SETLAW, DAHDI_LAW_ALAW if self.law == "alaw" else DAHDI_LAW_MULAW
+            )
             self._os.ioctl_int(fd, DAHDI_AUDIOMODE, 1)
             self._os.ioctl_int(fd, DAHDI_FLUSH, DAHDI_FLUSH_BOTH)
         except OSError as exc:
             self._os.close(fd)
-            raise PortError(f"port {self.index}: DAHDI channel {self.channel} setup failed: "
-                            f"{exc.strerror or exc} (configured by dahdi_cfg?)") from exc
+            raise PortError(
+                f"port {self.index}: DAHDI channel {self.channel} setup failed: "
+                f"{exc.strerror or exc} (configured by dahdi_cfg?)"
+            ) from exc
         self._fd = fd
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._on_readable)
@@ -295,13 +319,21 @@ class DahdiPort(BasePort):
 class DahdiCard:
     """The FXO ports of a DAHDI card; ``channels[i]`` is the DAHDI channel of port i+1."""
 
-    def __init__(self, channels: list[int], *, law: str = "alaw",
-                 osif: DeviceOs | None = None, device: str = DEVICE,
-                 **port_options: object) -> None:
+    def __init__(
+        self,
+        channels: list[int],
+        *,
+        law: str = "alaw",
+        osif: DeviceOs | None = None,
+        device: str = DEVICE,
+        **port_options: object,
+    ) -> None:
         if not channels:
             raise ValueError("at least one DAHDI channel is needed")
-        self.dahdi_ports = [DahdiPort(k, ch, law=law, osif=osif, device=device, **port_options)
-                            for k, ch in enumerate(channels, start=1)]
+        self.dahdi_ports = [
+            DahdiPort(k, ch, law=law, osif=osif, device=device, **port_options)
+            for k, ch in enumerate(channels, start=1)
+        ]
         self.ports: list[FxoPort] = list(self.dahdi_ports)
 
     async def start(self) -> None:

@@ -133,8 +133,16 @@ class Alarm:
     active: bool
 
 
-PortEvent = (RingOn | RingOff | CallerIdReceived | RingingStopped | LoopCurrentDrop
-             | PolarityReversal | ProgressTone | Alarm)
+PortEvent = (
+    RingOn
+    | RingOff
+    | CallerIdReceived
+    | RingingStopped
+    | LoopCurrentDrop
+    | PolarityReversal
+    | ProgressTone
+    | Alarm
+)
 
 
 # ------------------------------------------------------------------ protocols
@@ -226,8 +234,14 @@ class BasePort(ABC):
     ``_hw_send``. Events go to one consumer through :meth:`events`.
     """
 
-    def __init__(self, index: int, *, cid_standard: str = "v23",
-                 tones: ToneTable | str = "CN", ring_timeout_ms: int = 8000) -> None:
+    def __init__(
+        self,
+        index: int,
+        *,
+        cid_standard: str = "v23",
+        tones: ToneTable | str = "CN",
+        ring_timeout_ms: int = 8000,
+    ) -> None:
         self.index = index
         self.on_audio: AudioCallback | None = None
         self._state = PortState.IDLE
@@ -339,7 +353,7 @@ class BasePort(ABC):
         pcm = dial_digits(digits.upper(), on_ms=on_ms, off_ms=off_ms)
         n = -(-pcm.size // FRAME_SAMPLES)
         buf = np.zeros(n * FRAME_SAMPLES, dtype=np.int16)
-        buf[:pcm.size] = pcm
+        buf[: pcm.size] = pcm
         self._dial_frames.extend(buf.reshape(n, FRAME_SAMPLES))
         self._dial_done = asyncio.get_running_loop().create_future()
         await self._dial_done
@@ -418,8 +432,7 @@ class BasePort(ABC):
             self._ringing = False
             self._emit(Alarm(True))
         elif not active and self._state is PortState.OUT_OF_SERVICE:
-            self._state = (PortState.OFFHOOK if self._hook is HookState.OFFHOOK
-                           else PortState.IDLE)
+            self._state = PortState.OFFHOOK if self._hook is HookState.OFFHOOK else PortState.IDLE
             self._emit(Alarm(False))
 
     # ---------------------------------------------------------- driver hooks

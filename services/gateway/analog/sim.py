@@ -65,11 +65,11 @@ class LineMode(str, enum.Enum):
 
     IDLE = "idle"
     RINGING = "ringing"
-    DIALTONE = "dialtone"        # gateway seized the line, nothing dialled yet
-    CONNECTED = "connected"      # talking to the far party
-    BUSY = "busy"                # far end hung up, busy tone until we go on-hook
-    CONGESTION = "congestion"    # far end hung up, congestion tone
-    DROPPED = "dropped"          # far end hung up, loop current removed
+    DIALTONE = "dialtone"  # gateway seized the line, nothing dialled yet
+    CONNECTED = "connected"  # talking to the far party
+    BUSY = "busy"  # far end hung up, busy tone until we go on-hook
+    CONGESTION = "congestion"  # far end hung up, congestion tone
+    DROPPED = "dropped"  # far end hung up, loop current removed
 
 
 class _Fifo:
@@ -99,7 +99,7 @@ class _Fifo:
         while got < n and self._parts:
             part = self._parts[0]
             k = min(n - got, part.size - self._pos)
-            out[got:got + k] = part[self._pos:self._pos + k]
+            out[got : got + k] = part[self._pos : self._pos + k]
             got += k
             self._pos += k
             if self._pos == part.size:
@@ -118,7 +118,7 @@ class _Loop:
         self._pos = 0
 
     def take(self, n: int = FRAME_SAMPLES) -> np.ndarray:
-        out = self._pcm[self._pos:self._pos + n].copy()
+        out = self._pcm[self._pos : self._pos + n].copy()
         self._pos = (self._pos + n) % self._n
         return out
 
@@ -171,10 +171,20 @@ class SimLine:
 class SimExchange:
     """A central office serving ``n_ports`` lines, advanced 20 ms per :meth:`tick`."""
 
-    def __init__(self, n_ports: int = 4, *, ring_on_ms: int = 1000, ring_off_ms: int = 4000,
-                 cid_standard: str = "v23", cid_format: str = "mdmf", cid_delay_ms: int = 600,
-                 cid_level_dbm0: float = -13.5, tones: ToneTable | str = "CN",
-                 max_rings: int = 10, capture_seconds: int = 600) -> None:
+    def __init__(
+        self,
+        n_ports: int = 4,
+        *,
+        ring_on_ms: int = 1000,
+        ring_off_ms: int = 4000,
+        cid_standard: str = "v23",
+        cid_format: str = "mdmf",
+        cid_delay_ms: int = 600,
+        cid_level_dbm0: float = -13.5,
+        tones: ToneTable | str = "CN",
+        max_rings: int = 10,
+        capture_seconds: int = 600,
+    ) -> None:
         if n_ports < 1:
             raise ValueError("n_ports must be >= 1")
         for name, ms in (("ring_on_ms", ring_on_ms), ("ring_off_ms", ring_off_ms)):
@@ -200,9 +210,16 @@ class SimExchange:
         return self.lines[number - 1]
 
     # ------------------------------------------------------ far-end controls
-    def ring(self, number: int, caller: str | None, name: str | None = None, *,
-             datetime: str | None = None, corrupt: bool = False,
-             rings: int | None = None) -> None:
+    def ring(
+        self,
+        number: int,
+        caller: str | None,
+        name: str | None = None,
+        *,
+        datetime: str | None = None,
+        corrupt: bool = False,
+        rings: int | None = None,
+    ) -> None:
         """Offer a call: ring cadence with FSK caller ID after the first ring.
 
         ``caller=None`` sends "number unavailable"; ``corrupt`` flips a payload
@@ -211,19 +228,26 @@ class SimExchange:
         line = self.line(number)
         if line.mode is not LineMode.IDLE or line.offhook:
             raise LineBusy(f"port {number} is {line.mode.value}, not idle")
-        cid = CallerId(number=caller or None, name=name or None, datetime=datetime,
-                       reason=None if caller else "unavailable")
+        cid = CallerId(
+            number=caller or None,
+            name=name or None,
+            datetime=datetime,
+            reason=None if caller else "unavailable",
+        )
         message = build_message(cid, self.cid_format)  # CallerIdError on bad fields
         if corrupt:
             damaged = bytearray(message)
             damaged[len(damaged) // 2] ^= 0x04
             message = bytes(damaged)
-        fsk = encode_callerid_fsk(cid, self.cid_standard, self.cid_level_dbm0,
-                                  fmt=self.cid_format, message=message)
+        fsk = encode_callerid_fsk(
+            cid, self.cid_standard, self.cid_level_dbm0, fmt=self.cid_format, message=message
+        )
         spare = self.ring_off_ms - self.cid_delay_ms - 200  # end >= 200 ms before ring 2
         if fsk.size * 1000 // SAMPLE_RATE > spare:
-            raise ValueError(f"caller ID needs {fsk.size * 1000 // SAMPLE_RATE} ms but the "
-                             f"ring cadence leaves {spare} ms")
+            raise ValueError(
+                f"caller ID needs {fsk.size * 1000 // SAMPLE_RATE} ms but the "
+                f"ring cadence leaves {spare} ms"
+            )
         line.caller = cid
         line.cid_audio = np.concatenate((silence(self.cid_delay_ms), fsk))
         line.mode = LineMode.RINGING
@@ -240,8 +264,14 @@ class SimExchange:
         """Queue a sine tone from the far party."""
         self.play(number, tone(hz, ms, level_dbm0))
 
-    def dtmf(self, number: int, digits: str, on_ms: int = 100, off_ms: int = 100,
-             level_dbm0: float = -10.0) -> None:
+    def dtmf(
+        self,
+        number: int,
+        digits: str,
+        on_ms: int = 100,
+        off_ms: int = 100,
+        level_dbm0: float = -10.0,
+    ) -> None:
         """Far party presses keys: in-band DTMF (DSP generator) queued as audio."""
         self.play(number, dial_digits(digits, on_ms, off_ms, level_dbm0))
 
@@ -357,8 +387,10 @@ class SimExchange:
                         line.tone = None
             if line.since_digit_ms >= 0:
                 line.since_digit_ms += FRAME_MS
-                if line.polarity_answer_ms is not None and \
-                        line.since_digit_ms > line.polarity_answer_ms:
+                if (
+                    line.polarity_answer_ms is not None
+                    and line.since_digit_ms > line.polarity_answer_ms
+                ):
                     line.since_digit_ms = -1
                     if port is not None:
                         port._polarity()
@@ -368,8 +400,12 @@ class SimFxoPort(BasePort):
     """An FXO port whose line is a :class:`SimLine` of the exchange."""
 
     def __init__(self, index: int, exchange: SimExchange, **kw: object) -> None:
-        super().__init__(index, cid_standard=exchange.cid_standard,  # type: ignore[arg-type]
-                         tones=exchange.tones, **kw)
+        super().__init__(
+            index,
+            cid_standard=exchange.cid_standard,  # type: ignore[arg-type]
+            tones=exchange.tones,
+            **kw,
+        )
         self._exchange = exchange
         exchange.line(index).port = self
 
@@ -390,12 +426,20 @@ class SimCard:
     20 ms :class:`FrameClock`) or pass the gateway's ``clock`` to share its ticks.
     """
 
-    def __init__(self, n_ports: int = 4, *, realtime: bool = False,
-                 clock: FrameClock | None = None, ring_timeout_ms: int = 8000,
-                 **exchange_options: object) -> None:
+    def __init__(
+        self,
+        n_ports: int = 4,
+        *,
+        realtime: bool = False,
+        clock: FrameClock | None = None,
+        ring_timeout_ms: int = 8000,
+        **exchange_options: object,
+    ) -> None:
         self.exchange = SimExchange(n_ports, **exchange_options)  # type: ignore[arg-type]
-        self.sim_ports = [SimFxoPort(k, self.exchange, ring_timeout_ms=ring_timeout_ms)
-                          for k in range(1, n_ports + 1)]
+        self.sim_ports = [
+            SimFxoPort(k, self.exchange, ring_timeout_ms=ring_timeout_ms)
+            for k in range(1, n_ports + 1)
+        ]
         self.ports: list[FxoPort] = list(self.sim_ports)
         self._realtime = realtime or clock is not None
         self._clock = clock

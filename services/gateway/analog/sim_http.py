@@ -30,14 +30,17 @@ _DATETIME = re.compile(r"^\d{8}$")
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}),
-                              content_type="application/json")
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 def _status(card: SimCard, k: int) -> dict[str, Any]:
     port = card.port(k)
-    return {"port": k, "state": port.state.value, "hook": port.hook_state.value,
-            **card.exchange.line(k).status()}
+    return {
+        "port": k,
+        "state": port.state.value,
+        "hook": port.hook_state.value,
+        **card.exchange.line(k).status(),
+    }
 
 
 def _port(request: web.Request) -> int:
@@ -49,7 +52,8 @@ def _port(request: web.Request) -> int:
     except (ValueError, UnknownPort):
         raise web.HTTPNotFound(
             text=json.dumps({"error": f"no port {raw!r}; ports are 1..{len(card.ports)}"}),
-            content_type="application/json") from None
+            content_type="application/json",
+        ) from None
     return k
 
 
@@ -114,8 +118,9 @@ async def ring(request: web.Request) -> web.Response:
     except CallerIdError as exc:
         raise _bad(f"name: {exc}") from None
     except LineBusy as exc:
-        raise web.HTTPConflict(text=json.dumps({"error": str(exc)}),
-                               content_type="application/json") from None
+        raise web.HTTPConflict(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None
     return web.json_response(_status(card, k))
 
 
@@ -175,8 +180,9 @@ async def hangup(request: web.Request) -> web.Response:
     try:
         card.exchange.hangup(k, signal)
     except LineBusy as exc:
-        raise web.HTTPConflict(text=json.dumps({"error": str(exc)}),
-                               content_type="application/json") from None
+        raise web.HTTPConflict(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None
     return web.json_response(_status(card, k))
 
 
@@ -200,8 +206,9 @@ async def answer_mode(request: web.Request) -> web.Response:
     k = _port(request)
     data = await _body(request)
     value = data.get("polarity_after_ms")
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                              or not 0 <= value <= 60000):
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 60000
+    ):
         raise _bad("polarity_after_ms: must be null or an integer 0..60000")
     card.exchange.line(k).polarity_answer_ms = value
     return web.json_response(_status(card, k))

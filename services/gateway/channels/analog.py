@@ -10,6 +10,7 @@ An analog leg has the same media surface as an RTP endpoint, so the core's promp
 collection, bridge and recording tap work unchanged; in-band DTMF is found by the DSP (an
 analog line has no RFC 4733), and the port is fed silence when a bridge has nothing to send.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,11 +24,29 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.analog.port import (CallerIdReceived, FxoPort, LineCard, LoopCurrentDrop,
-                                 PolarityReversal, PortEvent, PortState, ProgressTone,
-                                 RingingStopped, RingOn)
-from gateway.core.contracts import (AudioHandler, Attempt, CallSink, DigitHandler, Leg, Offer,
-                                    Outcome, Release, Signalling)
+from gateway.analog.port import (
+    CallerIdReceived,
+    FxoPort,
+    LineCard,
+    LoopCurrentDrop,
+    PolarityReversal,
+    PortEvent,
+    PortState,
+    ProgressTone,
+    RingingStopped,
+    RingOn,
+)
+from gateway.core.contracts import (
+    Attempt,
+    AudioHandler,
+    CallSink,
+    DigitHandler,
+    Leg,
+    Offer,
+    Outcome,
+    Release,
+    Signalling,
+)
 from gateway.dsp.callerid import CallerId
 from gateway.dsp.dtmf import DtmfDetector
 from gateway.media.audio import silence
@@ -36,8 +55,9 @@ __all__ = ["AnalogChannel", "AnalogLeg", "AnalogMedia", "LineStateCollector"]
 
 log = logging.getLogger(__name__)
 
-DSP_DETECTIONS = Counter("hotline_analog_dsp_detections_total",
-                         "In-band detections on analog lines", ["kind"])
+DSP_DETECTIONS = Counter(
+    "hotline_analog_dsp_detections_total", "In-band detections on analog lines", ["kind"]
+)
 FAR_END_TONES = frozenset({"busy", "congestion"})
 
 
@@ -94,17 +114,20 @@ class AnalogChannel:
         self._sink: CallSink | None = None
         self._watchers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._legs: dict[int, AnalogLeg] = {}                 # port index -> its live leg
-        self._seizing: dict[int, asyncio.Queue[PortEvent]] = {}   # ports an Originate holds
+        self._legs: dict[int, AnalogLeg] = {}  # port index -> its live leg
+        self._seizing: dict[int, asyncio.Queue[PortEvent]] = {}  # ports an Originate holds
 
     async def start(self, sink: CallSink) -> None:
         """Bring the card up and offer its calls to ``sink``."""
         self._sink = sink
         await self.card.start()
-        self._watchers = [asyncio.create_task(self._watch(port), name=f"fxo-{port.index}")
-                          for port in self.card.ports]
-        log.info("analog trunk %s: %d ports, calls go to %s", self.trunk, len(self.card.ports),
-                 self.did)
+        self._watchers = [
+            asyncio.create_task(self._watch(port), name=f"fxo-{port.index}")
+            for port in self.card.ports
+        ]
+        log.info(
+            "analog trunk %s: %d ports, calls go to %s", self.trunk, len(self.card.ports), self.did
+        )
 
     async def stop(self) -> None:
         for task in [*self._watchers, *self._tasks]:
@@ -158,11 +181,23 @@ class AnalogChannel:
         name = (caller_id.name or "") if caller_id is not None and valid else ""
         leg = AnalogLeg(port, AnalogMedia(port), signalling=self)
         self._legs[port.index] = leg
-        call_id = self._sink.offer(leg, Offer(ani=number or "", dnis=self.did, trunk=self.trunk,
-                                              channel="analog", caller_name=name,
-                                              line=f"{self.trunk}/{port.index}"))
-        log.info("analog port %d rings: call %s from %s", port.index, call_id,
-                 number or (caller_id.reason if caller_id else "no caller ID"))
+        call_id = self._sink.offer(
+            leg,
+            Offer(
+                ani=number or "",
+                dnis=self.did,
+                trunk=self.trunk,
+                channel="analog",
+                caller_name=name,
+                line=f"{self.trunk}/{port.index}",
+            ),
+        )
+        log.info(
+            "analog port %d rings: call %s from %s",
+            port.index,
+            call_id,
+            number or (caller_id.reason if caller_id else "no caller ID"),
+        )
         return leg
 
     def _live_leg(self, port: FxoPort) -> AnalogLeg | None:
@@ -180,20 +215,21 @@ class AnalogChannel:
         rings = 0
         async for event in port.events():
             leg = self._legs.get(port.index)
-            if leg is not None and leg.ended:            # its call is over: the line is free
+            if leg is not None and leg.ended:  # its call is over: the line is free
                 del self._legs[port.index]
                 leg, rings = None, 0
             seizing = self._seizing.get(port.index)
-            if seizing is not None:                       # an outbound attempt owns the port
+            if seizing is not None:  # an outbound attempt owns the port
                 seizing.put_nowait(event)
                 continue
             if isinstance(event, RingOn):
                 rings += 1
-                if leg is None and rings >= 2:           # no caller ID before the 2nd ring
+                if leg is None and rings >= 2:  # no caller ID before the 2nd ring
                     self._offer(port, None)
             elif isinstance(event, CallerIdReceived):
-                DSP_DETECTIONS.labels("caller_id" if event.caller_id.valid else
-                                      "caller_id_invalid").inc()
+                DSP_DETECTIONS.labels(
+                    "caller_id" if event.caller_id.valid else "caller_id_invalid"
+                ).inc()
                 if leg is None:
                     self._offer(port, event.caller_id)
             elif isinstance(event, RingingStopped):
@@ -206,8 +242,11 @@ class AnalogChannel:
                 if isinstance(event, ProgressTone):
                     DSP_DETECTIONS.labels(event.name).inc()
                 if far_end and leg is not None:
-                    detail = "loop current drop" if isinstance(event, LoopCurrentDrop) \
+                    detail = (
+                        "loop current drop"
+                        if isinstance(event, LoopCurrentDrop)
                         else f"{event.name} tone"
+                    )
                     self._far_end_gone(leg, Release.FAR_END, detail)
                     await port.on_hook()
                     self._legs.pop(port.index, None)
@@ -219,8 +258,16 @@ class AnalogChannel:
         "after_dial" (lines without answer supervision) or "polarity" (wait for a reversal)."""
         if self._sink is None:
             return Attempt(Outcome.NO_LINE, None, "the analog trunk is not started")
-        port = next((p for p in self.card.ports if p.state == PortState.IDLE
-                     and self._live_leg(p) is None and p.index not in self._seizing), None)
+        port = next(
+            (
+                p
+                for p in self.card.ports
+                if p.state == PortState.IDLE
+                and self._live_leg(p) is None
+                and p.index not in self._seizing
+            ),
+            None,
+        )
         if port is None:
             return Attempt(Outcome.NO_LINE, None, "no idle line on the analog trunk")
         events: asyncio.Queue[PortEvent] = asyncio.Queue()
@@ -239,24 +286,35 @@ class AnalogChannel:
                     await port.on_hook()
                     if got in FAR_END_TONES:
                         return Attempt(Outcome.BUSY, None, f"{got} tone from {number}")
-                    return Attempt(Outcome.NO_ANSWER, None,
-                                   f"no answer (polarity reversal) from {number} within "
-                                   f"{timeout_s:.0f}s")
-            leg = AnalogLeg(port, AnalogMedia(port), signalling=self, inbound=False,
-                            answered=True)
+                    return Attempt(
+                        Outcome.NO_ANSWER,
+                        None,
+                        f"no answer (polarity reversal) from {number} within {timeout_s:.0f}s",
+                    )
+            leg = AnalogLeg(port, AnalogMedia(port), signalling=self, inbound=False, answered=True)
             self._legs[port.index] = leg
-            call_id = self._sink.offer(leg, Offer(ani="", dnis=number, trunk=self.trunk,
-                                                  channel="analog", line=f"{self.trunk}/{port.index}",
-                                                  outbound=True))
-            log.info("analog line %d: call %s to %s is up (%s)", port.index, call_id, number,
-                     policy)
+            call_id = self._sink.offer(
+                leg,
+                Offer(
+                    ani="",
+                    dnis=number,
+                    trunk=self.trunk,
+                    channel="analog",
+                    line=f"{self.trunk}/{port.index}",
+                    outbound=True,
+                ),
+            )
+            log.info(
+                "analog line %d: call %s to %s is up (%s)", port.index, call_id, number, policy
+            )
             return Attempt(Outcome.ANSWERED, leg, "")
         finally:
             self._seizing.pop(port.index, None)
 
     @staticmethod
-    async def _wait_for(events: asyncio.Queue[PortEvent], deadline: float,
-                        wanted: set[str]) -> str | None:
+    async def _wait_for(
+        events: asyncio.Queue[PortEvent], deadline: float, wanted: set[str]
+    ) -> str | None:
         """The first of `wanted` ("dial", "busy", "polarity", ...) seen before the deadline."""
         loop = asyncio.get_running_loop()
         while (left := deadline - loop.time()) > 0:
@@ -264,9 +322,15 @@ class AnalogChannel:
                 event = await asyncio.wait_for(events.get(), left)
             except asyncio.TimeoutError:
                 return None
-            name = "polarity" if isinstance(event, PolarityReversal) else \
-                "loop_drop" if isinstance(event, LoopCurrentDrop) else \
-                event.name if isinstance(event, ProgressTone) else None
+            name = (
+                "polarity"
+                if isinstance(event, PolarityReversal)
+                else "loop_drop"
+                if isinstance(event, LoopCurrentDrop)
+                else event.name
+                if isinstance(event, ProgressTone)
+                else None
+            )
             if name in wanted:
                 return name
         return None
@@ -275,15 +339,20 @@ class AnalogChannel:
 class LineStateCollector(Collector):
     """`hotline_analog_lines{state}`: how many ports are idle, ringing, in use, out of service."""
 
-    NAMES = {PortState.IDLE: "idle", PortState.RINGING: "ringing",
-             PortState.OFFHOOK: "in_use", PortState.OUT_OF_SERVICE: "out_of_service"}
+    NAMES = {
+        PortState.IDLE: "idle",
+        PortState.RINGING: "ringing",
+        PortState.OFFHOOK: "in_use",
+        PortState.OUT_OF_SERVICE: "out_of_service",
+    }
 
     def __init__(self, card: LineCard, site: str) -> None:
         self.card, self.site = card, site
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("hotline_analog_lines", "Analog lines by state",
-                                   labels=["state", "site"])
+        family = GaugeMetricFamily(
+            "hotline_analog_lines", "Analog lines by state", labels=["state", "site"]
+        )
         counts = dict.fromkeys(self.NAMES.values(), 0)
         for port in self.card.ports:
             counts[self.NAMES[port.state]] += 1

@@ -4,6 +4,7 @@ The call keeps what the IVR and ACD ask about it (digits typed, what is playing,
 bridged to) and its timestamps for CallEnded. Legs are the channels' objects, seen through
 the :class:`~gateway.core.contracts.Leg` contract.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,9 +20,9 @@ __all__ = ["Call", "CallGone", "CallRegistry", "CallState", "EndReason"]
 
 
 class CallState(str, enum.Enum):
-    OFFERED = "offered"        # ringing at the gateway, waiting for an Answer command
-    ANSWERED = "answered"      # connected to the gateway (IVR, queue, music)
-    BRIDGED = "bridged"        # talking to an endpoint
+    OFFERED = "offered"  # ringing at the gateway, waiting for an Answer command
+    ANSWERED = "answered"  # connected to the gateway (IVR, queue, music)
+    BRIDGED = "bridged"  # talking to an endpoint
     ENDED = "ended"
 
 
@@ -48,11 +49,11 @@ class Call:
     channel: str
     caller: Leg
     caller_name: str = ""
-    line: str = ""                      # physical line of an analog call, e.g. "analog/2"
+    line: str = ""  # physical line of an analog call, e.g. "analog/2"
     outbound: bool = False
     state: CallState = CallState.OFFERED
     agent: Leg | None = None
-    ringing_endpoint: bool = False      # a ConnectToEndpoint is ringing someone
+    ringing_endpoint: bool = False  # a ConnectToEndpoint is ringing someone
     bridge: Bridge | None = None
     agent_id: str = ""
     queue: str = ""
@@ -86,8 +87,10 @@ class Call:
             return digit
         if self.ended.is_set():
             raise CallGone(self.call_id)
-        waits = {asyncio.ensure_future(self.digit_arrived.wait()),
-                 asyncio.ensure_future(self.ended.wait())}
+        waits = {
+            asyncio.ensure_future(self.digit_arrived.wait()),
+            asyncio.ensure_future(self.ended.wait()),
+        }
         try:
             await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:

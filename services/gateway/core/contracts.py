@@ -7,6 +7,7 @@ answer, reject and hang up a leg through the leg's :class:`Signalling`. Everythi
 structural (``typing.Protocol``), so a channel implements a contract by its shape and a
 test can drive the switch with small fakes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -124,9 +125,9 @@ class Signalling(Protocol):
 class Release(str, enum.Enum):
     """Why a channel reports that a leg went away by itself."""
 
-    HANGUP = "hangup"          # the far end hung up or gave up (BYE, CANCEL, ringing stopped)
-    FAR_END = "far_end"        # a line signal said the far end is gone (loop drop, busy tone)
-    TIMEOUT = "timeout"        # signalling broke down (no ACK for our 200)
+    HANGUP = "hangup"  # the far end hung up or gave up (BYE, CANCEL, ringing stopped)
+    FAR_END = "far_end"  # a line signal said the far end is gone (loop drop, busy tone)
+    TIMEOUT = "timeout"  # signalling broke down (no ACK for our 200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +137,10 @@ class Offer:
     ani: str
     dnis: str
     trunk: str
-    channel: str                 # "sip", "analog", ...
+    channel: str  # "sip", "analog", ...
     caller_name: str = ""
-    line: str = ""               # the physical line of an analog call, e.g. "analog/2"
-    outbound: bool = False       # placed by us (Originate): already connected
+    line: str = ""  # the physical line of an analog call, e.g. "analog/2"
+    outbound: bool = False  # placed by us (Originate): already connected
 
 
 class CallSink(Protocol):
@@ -162,8 +163,8 @@ class Outcome(str, enum.Enum):
     BUSY = "busy"
     REJECTED = "rejected"
     UNREACHABLE = "unreachable"
-    CALLER_GONE = "caller_gone"     # the call we were connecting ended while ringing
-    NO_LINE = "no_line"             # every line of the trunk is busy
+    CALLER_GONE = "caller_gone"  # the call we were connecting ended while ringing
+    NO_LINE = "no_line"  # every line of the trunk is busy
     NO_DIAL_TONE = "no_dial_tone"
 
 
@@ -188,8 +189,9 @@ class CallerParty:
 class EndpointDialer(Protocol):
     """A channel that can ring an endpoint (an extension) and connect it."""
 
-    async def ring_endpoint(self, target: str, caller: CallerParty, ring_timeout_s: float,
-                            abandon: asyncio.Event) -> Attempt:
+    async def ring_endpoint(
+        self, target: str, caller: CallerParty, ring_timeout_s: float, abandon: asyncio.Event
+    ) -> Attempt:
         """Ring ``target`` until it answers, refuses, ``ring_timeout_s`` passes or
         ``abandon`` is set (the call ended meanwhile; then the outcome is CALLER_GONE).
         An ANSWERED attempt's leg is connected and owned by the core from then on."""

@@ -1,11 +1,11 @@
 """Prompt frames by name, loaded once from the prompt directory."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.media.prompts import PromptError, frames, load_wav
-
 from gateway.core.contracts import Frame
+from gateway.media.prompts import PromptError, frames, load_wav
 
 __all__ = ["PromptLibrary", "PromptNotFound"]
 

@@ -6,6 +6,7 @@ CallControl servicer tells it what the IVR and ACD want; it asks a leg's channel
 answer, reject or hang up through the leg's Signalling, and announces every fact through
 its notifier. It never speaks a channel's protocol.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,17 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 
 from gateway.core.calls import Call, CallGone, CallRegistry, CallState, EndReason
-from gateway.core.contracts import (Attempt, CallerParty, EndpointDialer, Leg, Offer, Originator,
-                                    Outcome, Recorder, Release)
+from gateway.core.contracts import (
+    Attempt,
+    CallerParty,
+    EndpointDialer,
+    Leg,
+    Offer,
+    Originator,
+    Outcome,
+    Recorder,
+    Release,
+)
 from gateway.core.prompts import PromptLibrary
 from gateway.media.bridge import Bridge
 from gateway.media.clock import FrameClock
@@ -33,7 +43,7 @@ ACTIVE = Gauge("hotline_active_calls", "Live calls by state", ["state", "site"])
 CALLS = Counter("hotline_gateway_calls_total", "Calls by how they ended", ["reason", "site"])
 
 ANSWER_TIMEOUT_S = 60.0
-LEG_LINGER_S = 5.0       # keep ended legs known to their channel for late retransmissions
+LEG_LINGER_S = 5.0  # keep ended legs known to their channel for late retransmissions
 
 
 class CommandError(Exception):
@@ -49,18 +59,27 @@ class CallEvents(Protocol):
 
     def bridged(self, call: Call, leg_id: str, endpoint: str) -> None: ...
 
-    def ended(self, call: Call, reason: EndReason, detail: str, duration_ms: int,
-              talk_ms: int) -> None: ...
+    def ended(
+        self, call: Call, reason: EndReason, detail: str, duration_ms: int, talk_ms: int
+    ) -> None: ...
 
 
 class Switch:
     """The channel-neutral call core; also the CallSink every channel reports to."""
 
-    def __init__(self, *, site: str, events: CallEvents, clock: FrameClock,
-                 prompts: PromptLibrary, endpoints: EndpointDialer | None,
-                 trunks: Mapping[str, Originator], recorder: Recorder | None,
-                 answer_timeout_s: float = ANSWER_TIMEOUT_S,
-                 linger_s: float = LEG_LINGER_S) -> None:
+    def __init__(
+        self,
+        *,
+        site: str,
+        events: CallEvents,
+        clock: FrameClock,
+        prompts: PromptLibrary,
+        endpoints: EndpointDialer | None,
+        trunks: Mapping[str, Originator],
+        recorder: Recorder | None,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
+        linger_s: float = LEG_LINGER_S,
+    ) -> None:
         self.site, self.events, self.clock, self.prompts = site, events, clock, prompts
         self.endpoints, self.trunks, self.recorder = endpoints, dict(trunks), recorder
         self.answer_timeout_s, self.linger_s = answer_timeout_s, linger_s
@@ -98,9 +117,17 @@ class Switch:
     def offer(self, leg: Leg, offer: Offer) -> str:
         """A new call on any channel: track it and announce CallOffered. An inbound call rings
         and waits for Answer; an outbound one (Originate) is already up."""
-        call = Call(call_id=str(uuid.uuid4()), ani=offer.ani, dnis=offer.dnis, trunk=offer.trunk,
-                    channel=offer.channel, caller=leg, caller_name=offer.caller_name,
-                    line=offer.line, outbound=offer.outbound)
+        call = Call(
+            call_id=str(uuid.uuid4()),
+            ani=offer.ani,
+            dnis=offer.dnis,
+            trunk=offer.trunk,
+            channel=offer.channel,
+            caller=leg,
+            caller_name=offer.caller_name,
+            line=offer.line,
+            outbound=offer.outbound,
+        )
         leg.media.on_dtmf = lambda digit, c=call: self._digit(c, digit)
         self.registry.add(call)
         self.events.offered(call)
@@ -144,7 +171,7 @@ class Switch:
     def answer(self, call_id: str) -> Call:
         call = self.registry.get(call_id)
         if call.state != CallState.OFFERED:
-            return call              # answering twice is harmless
+            return call  # answering twice is harmless
         call.caller.signalling.answer(call.caller)
         call.state = CallState.ANSWERED
         call.answered_at = time.monotonic()
@@ -152,8 +179,9 @@ class Switch:
         self._update_gauges()
         return call
 
-    async def originate(self, trunk: str, number: str, policy: str, timeout_s: float
-                        ) -> tuple[Attempt, Call | None]:
+    async def originate(
+        self, trunk: str, number: str, policy: str, timeout_s: float
+    ) -> tuple[Attempt, Call | None]:
         """Place an outbound call on a trunk; the new call is answered when the attempt is."""
         originator = self.trunks.get(trunk)
         if originator is None:
@@ -185,8 +213,10 @@ class Switch:
         """Play a prompt to the caller; returns (completed, the digit that interrupted it)."""
         call = self.registry.get(call_id)
         if call.state != CallState.ANSWERED:
-            raise CommandError(f"call {call_id} is {call.state.value}; prompts play only to "
-                               "answered calls that are not bridged")
+            raise CommandError(
+                f"call {call_id} is {call.state.value}; prompts play only to "
+                "answered calls that are not bridged"
+            )
         frames_ = self.prompts.get(prompt)
         self._stop_player(call, completed=False)
         if barge_in and call.digits:
@@ -212,8 +242,9 @@ class Switch:
         self._stop_player(call, completed=False)
         return call
 
-    async def collect(self, call_id: str, max_digits: int, timeout_ms: int,
-                      inter_digit_ms: int, terminators: str) -> tuple[str, str]:
+    async def collect(
+        self, call_id: str, max_digits: int, timeout_ms: int, inter_digit_ms: int, terminators: str
+    ) -> tuple[str, str]:
         """Digits the caller keys: returns (digits, why collection stopped)."""
         call = self.registry.get(call_id)
         if call.state == CallState.OFFERED:
@@ -234,26 +265,32 @@ class Switch:
             return got, "hangup"
         return got, "max_digits"
 
-    async def connect(self, call_id: str, extension: str, ring_timeout_s: float, agent_id: str,
-                      queue: str) -> Attempt:
+    async def connect(
+        self, call_id: str, extension: str, ring_timeout_s: float, agent_id: str, queue: str
+    ) -> Attempt:
         """Ring an extension and bridge it to the call."""
         call = self.registry.get(call_id)
         if call.state != CallState.ANSWERED or call.ringing_endpoint:
-            raise CommandError(f"call {call_id} is {call.state.value}"
-                               f"{' and already ringing an endpoint' if call.ringing_endpoint else ''}")
+            raise CommandError(
+                f"call {call_id} is {call.state.value}"
+                f"{' and already ringing an endpoint' if call.ringing_endpoint else ''}"
+            )
         if self.endpoints is None:
             return Attempt(Outcome.UNREACHABLE, None, "no channel can ring endpoints")
         call.ringing_endpoint = True
         try:
             attempt = await self.endpoints.ring_endpoint(
-                extension, CallerParty(call.call_id, call.ani, call.caller_name), ring_timeout_s,
-                call.ended)
+                extension,
+                CallerParty(call.call_id, call.ani, call.caller_name),
+                ring_timeout_s,
+                call.ended,
+            )
         finally:
             call.ringing_endpoint = False
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             return attempt
         leg = attempt.leg
-        if call.state != CallState.ANSWERED:     # ended (or bridged) while the channel finished
+        if call.state != CallState.ANSWERED:  # ended (or bridged) while the channel finished
             self.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
             self._release_later(leg)
             return Attempt(Outcome.CALLER_GONE, leg, "caller hung up while connecting")
@@ -269,8 +306,11 @@ class Switch:
         if self.recorder is not None:
             recording = self.recorder.start(call.call_id, call.agent_id, call.queue)
         call.recording = recording
-        call.bridge = Bridge(call.caller.media, call.agent.media,
-                             tap=recording.tap if recording is not None else None)
+        call.bridge = Bridge(
+            call.caller.media,
+            call.agent.media,
+            tap=recording.tap if recording is not None else None,
+        )
         call.bridge.start(self.clock)
         call.state = CallState.BRIDGED
         call.bridged_at = time.monotonic()
@@ -302,8 +342,9 @@ class Switch:
             elif leg.answered:
                 self.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
         talk_ms = int((now - call.bridged_at) * 1000) if call.bridged_at else 0
-        self.events.ended(call, reason, detail, duration_ms=int((now - call.offered_at) * 1000),
-                          talk_ms=talk_ms)
+        self.events.ended(
+            call, reason, detail, duration_ms=int((now - call.offered_at) * 1000), talk_ms=talk_ms
+        )
         CALLS.labels(reason.value, self.site).inc()
         log.info("call %s ended (%s, was %s): %s", call.call_id, reason.value, was.value, detail)
         self.spawn(self._finish(call), f"finish-{call.call_id}")
@@ -321,6 +362,7 @@ class Switch:
         async def later() -> None:
             await asyncio.sleep(self.linger_s)
             leg.signalling.release(leg)
+
         self.spawn(later(), f"release-{leg.leg_id}")
 
     def list_calls(self) -> list[Call]:

@@ -28,11 +28,13 @@ class LineBank:
     ``[(line, DtmfEvent | "busy" | ...), ...]`` for the events of this frame.
     """
 
-    def __init__(self, lines: int, table: ToneTable | str | None = CHINA,
-                 **dtmf_options: float) -> None:
+    def __init__(
+        self, lines: int, table: ToneTable | str | None = CHINA, **dtmf_options: float
+    ) -> None:
         self.dtmf = [DtmfDetector(**dtmf_options) for _ in range(lines)]  # type: ignore[arg-type]
-        self.progress = (None if table is None
-                         else [ProgressToneDetector(table) for _ in range(lines)])
+        self.progress = (
+            None if table is None else [ProgressToneDetector(table) for _ in range(lines)]
+        )
         ref = self.dtmf[0]
         self._m = ref._m
         self._gate = ref._gate
@@ -69,8 +71,11 @@ class LineBank:
             p = rows[:, :, :8] ** 2 + rows[:, :, 8:16] ** 2
             pr, pc = p[:, :, :4].max(axis=2), p[:, :, 4:].max(axis=2)
             e = np.stack([first[sel], total[sel] - first[sel]], axis=1)
-            maybe = ((pr >= self._hold_floor) & (pc >= self._hold_floor)
-                     & (pr + pc >= self._rel_hold * e)).any(axis=1) | busy[sel]
+            maybe = (
+                (pr >= self._hold_floor)
+                & (pc >= self._hold_floor)
+                & (pr + pc >= self._rel_hold * e)
+            ).any(axis=1) | busy[sel]
             work = np.flatnonzero(maybe)
             rows_l = rows[work].tolist()
             e_l = e[work].tolist()
@@ -90,7 +95,7 @@ class LineBank:
             d._pos += FRAME_SAMPLES
         if self.progress is not None:
             kinds = self.progress[0]._classify_many(x, total)
-            for line, (pd, kind) in enumerate(zip(self.progress, kinds)):
+            for line, (pd, kind) in enumerate(zip(self.progress, kinds, strict=False)):
                 r = pd._step(kind)
                 if r is not None:
                     out.append((line, r))

@@ -106,8 +106,11 @@ def build_message(cid: CallerId, fmt: str = "mdmf") -> bytes:
     if fmt == "sdmf":
         if cid.datetime is None:
             raise CallerIdError("SDMF requires a date/time")
-        who = _check_number(_text(cid.number, "number")).encode("ascii") if cid.number else \
-            _REASON_CODE.get(cid.reason or "unavailable", "O").encode("ascii")
+        who = (
+            _check_number(_text(cid.number, "number")).encode("ascii")
+            if cid.number
+            else _REASON_CODE.get(cid.reason or "unavailable", "O").encode("ascii")
+        )
         body = _datetime(cid.datetime) + who
         msg_type = MSG_SDMF
     elif fmt == "mdmf":
@@ -178,13 +181,18 @@ def parse_message(data: bytes) -> CallerId:
         return CallerId(number=_check_number(body[8:]), datetime=when)
     if data[0] != MSG_MDMF:
         raise CallerIdError(f"unsupported message type 0x{data[0]:02x}")
-    fields: dict[str, str | None] = {"number": None, "name": None, "datetime": None,
-                                     "reason": None, "name_reason": None}
+    fields: dict[str, str | None] = {
+        "number": None,
+        "name": None,
+        "datetime": None,
+        "reason": None,
+        "name_reason": None,
+    }
     i = 0
     while i < len(body):
         if i + 2 > len(body) or i + 2 + body[i + 1] > len(body):
             raise CallerIdError("MDMF parameter overruns message")
-        ptype, value = body[i], body[i + 2:i + 2 + body[i + 1]]
+        ptype, value = body[i], body[i + 2 : i + 2 + body[i + 1]]
         i += 2 + body[i + 1]
         if ptype == P_DATETIME:
             fields["datetime"] = _check_datetime(value)
@@ -213,9 +221,15 @@ def _bits_for(message: bytes, seizure_bits: int, mark_bits: int) -> np.ndarray:
     return np.array(bits, dtype=np.int8)
 
 
-def encode_callerid_fsk(cid: CallerId, standard: str = "v23", level_dbm0: float = -13.5,
-                        fmt: str = "mdmf", seizure_bits: int = 300, mark_bits: int = 180,
-                        message: bytes | None = None) -> np.ndarray:
+def encode_callerid_fsk(
+    cid: CallerId,
+    standard: str = "v23",
+    level_dbm0: float = -13.5,
+    fmt: str = "mdmf",
+    seizure_bits: int = 300,
+    mark_bits: int = 180,
+    message: bytes | None = None,
+) -> np.ndarray:
     """Phase-continuous 1200-baud FSK burst (seizure + mark + message) as int16 PCM.
 
     ``message`` overrides the bytes built from ``cid`` (tests use it to send
@@ -257,8 +271,14 @@ class FskCallerIdDecoder:
     middle 60 % of the bit, which averages noise at 15 dB SNR down.
     """
 
-    def __init__(self, standard: str = "v23", *, min_level_dbm0: float = -46.0,
-                 min_mark_bits: int = 40, max_gap_bits: int = 40) -> None:
+    def __init__(
+        self,
+        standard: str = "v23",
+        *,
+        min_level_dbm0: float = -46.0,
+        min_mark_bits: int = 40,
+        max_gap_bits: int = 40,
+    ) -> None:
         if standard not in FSK_STANDARDS:
             raise ValueError(f"unknown FSK standard {standard!r}")
         mark, space = FSK_STANDARDS[standard]
@@ -302,17 +322,17 @@ class FskCallerIdDecoder:
         n = x.size
         off = self._n % self._lo_period
         if n + off <= self._lo.size:
-            lo = self._lo[off:off + n]
+            lo = self._lo[off : off + n]
         else:
             lo = self._lo[(off + np.arange(n)) % self._lo_period]
         z = np.concatenate((self._fir_state, x * lo))
-        self._fir_state = z[-(self._h.size - 1):]
+        self._fir_state = z[-(self._h.size - 1) :]
         y = np.convolve(z, self._h, mode="valid")  # complex baseband, group delay 12
         prev = np.concatenate(([self._last_y], y[:-1]))
         self._last_y = y[-1]
         disc = np.angle(y * np.conj(prev)) * self._norm
         ds = np.concatenate((self._sm_state, disc))
-        self._sm_state = ds[-(self._smooth.size - 1):]
+        self._sm_state = ds[-(self._smooth.size - 1) :]
         d = np.convolve(ds, self._smooth, mode="valid")
         pw = np.concatenate((self._pw_state, y.real * y.real + y.imag * y.imag))
         self._pw_state = pw[-7:]
@@ -468,8 +488,11 @@ class DtmfCallerIdParser:
     def feed(self, digit: str | DtmfEvent) -> CallerId | None:
         """Add one digit; return the caller ID when a terminator completes a message."""
         if isinstance(digit, DtmfEvent):
-            if (self._fields and self._last_ms is not None
-                    and digit.start_ms - self._last_ms > self._timeout):
+            if (
+                self._fields
+                and self._last_ms is not None
+                and digit.start_ms - self._last_ms > self._timeout
+            ):
                 self.reset()
             self._last_ms = digit.start_ms
             ch = digit.digit.upper()

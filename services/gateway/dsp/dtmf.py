@@ -75,11 +75,19 @@ class DtmfDetector:
     never does).
     """
 
-    def __init__(self, *, min_level_dbm0: float = -35.0, normal_twist_db: float = 8.0,
-                 reverse_twist_db: float = 4.0, freq_tolerance: float = 0.025,
-                 relative_energy: float = 0.70, max_harmonic_db: float = -15.0,
-                 max_residual_line_db: float = -19.0,
-                 min_tone_blocks: int = 3, min_pause_blocks: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        min_level_dbm0: float = -35.0,
+        normal_twist_db: float = 8.0,
+        reverse_twist_db: float = 4.0,
+        freq_tolerance: float = 0.025,
+        relative_energy: float = 0.70,
+        max_harmonic_db: float = -15.0,
+        max_residual_line_db: float = -19.0,
+        min_tone_blocks: int = 3,
+        min_pause_blocks: int = 3,
+    ) -> None:
         # One real (80 x 48) matrix gives, per 80-sample block, cos/sin sums for the
         # whole block and for each 40-sample half (each with a local phase
         # reference): X = C - jS. A real matmul is ~3x faster than a complex one.
@@ -87,8 +95,16 @@ class DtmfDetector:
         ang = n * _OMEGA[None, :]
         first = (n < SUB).astype(np.float64)
         ang2 = (n - SUB) * _OMEGA[None, :]
-        self._m = np.hstack([np.cos(ang), np.sin(ang), np.cos(ang) * first, np.sin(ang) * first,
-                             np.cos(ang2) * (1 - first), np.sin(ang2) * (1 - first)])
+        self._m = np.hstack(
+            [
+                np.cos(ang),
+                np.sin(ang),
+                np.cos(ang) * first,
+                np.sin(ang) * first,
+                np.cos(ang2) * (1 - first),
+                np.sin(ang2) * (1 - first),
+            ]
+        )
         self._rot_sub_l = np.exp(-1j * _OMEGA * SUB).tolist()
         self._rot_block_l = np.exp(-1j * _OMEGA * BLOCK).tolist()
         amp = db_to_amplitude(min_level_dbm0)
@@ -181,13 +197,14 @@ class DtmfDetector:
         while size - len(tail[0]) >= self._n_ls:
             size -= len(tail.pop(0))
 
-    def _process(self, x: np.ndarray, rows: list[list[float]],
-                 energies: list[float]) -> list[DtmfEvent]:
+    def _process(
+        self, x: np.ndarray, rows: list[list[float]], energies: list[float]
+    ) -> list[DtmfEvent]:
         events: list[DtmfEvent] = []
         rot_s, rot_b = self._rot_sub_l, self._rot_block_l
         hold_floor = self._hold_floor
         for b, rb in enumerate(rows):
-            pb = [c * c + s * s for c, s in zip(rb[:8], rb[8:16])]
+            pb = [c * c + s * s for c, s in zip(rb[:8], rb[8:16], strict=False)]
             e = energies[b]
             pr, pc = max(pb[:4]), max(pb[4:])
             digit = pair = row = col = -1
@@ -196,8 +213,12 @@ class DtmfDetector:
                 hold = True
                 row, col = pb.index(pr), pb.index(pc, 4)
                 pair = row * 4 + (col - 4)
-                if (pr >= self._floor and pc >= self._floor and pr + pc >= self._rel * e
-                        and self._tw_lo * pr <= pc <= self._tw_hi * pr):
+                if (
+                    pr >= self._floor
+                    and pc >= self._floor
+                    and pr + pc >= self._rel * e
+                    and self._tw_lo * pr <= pc <= self._tw_hi * pr
+                ):
                     digit = pair
             if digit >= 0:
                 # Coarse (sub-block) and fine (block) phase advances of both tones.
@@ -215,8 +236,10 @@ class DtmfDetector:
                     f_c = xc_ * complex(pv[col], pv[8 + col]) * rot_b[col]
                     c_r = c_in_r + s0r * complex(pv[32 + row], pv[40 + row]) * rot_s[row]
                     c_c = c_in_c + s0c * complex(pv[32 + col], pv[40 + col]) * rot_s[col]
-                    if (abs(_offset_hz(f_r, c_r)) <= self._block_tol * _FREQS[row]
-                            and abs(_offset_hz(f_c, c_c)) <= self._block_tol * _FREQS[col]):
+                    if (
+                        abs(_offset_hz(f_r, c_r)) <= self._block_tol * _FREQS[row]
+                        and abs(_offset_hz(f_c, c_c)) <= self._block_tol * _FREQS[col]
+                    ):
                         acc = self._acc
                         acc[0] += f_r
                         acc[1] += f_c
@@ -242,13 +265,18 @@ class DtmfDetector:
                     self._miss += 1
                     if self._miss >= self._pause_blocks:
                         self._active = -1
-            if (self._active < 0 and self._run_len >= self._min_blocks and not self._run_fired
-                    and self._validate(x, b, row, col)):
+            if (
+                self._active < 0
+                and self._run_len >= self._min_blocks
+                and not self._run_fired
+                and self._validate(x, b, row, col)
+            ):
                 self._run_fired = True
                 self._active = self._run_digit
                 self._miss = 0
-                events.append(DtmfEvent(_DIGITS[self._run_digit],
-                                        self._run_start * 1000.0 / SAMPLE_RATE))
+                events.append(
+                    DtmfEvent(_DIGITS[self._run_digit], self._run_start * 1000.0 / SAMPLE_RATE)
+                )
             self._prev = rb
         return events
 
@@ -268,8 +296,11 @@ class DtmfDetector:
         if abs(f_row / _FREQS[row] - 1.0) > self._tol or abs(f_col / _FREQS[col] - 1.0) > self._tol:
             return False
         end = (b + 1) * BLOCK
-        y = x[end - self._n_ls:end] if end >= self._n_ls else \
-            np.concatenate(self._tail + [x[:end]])[-self._n_ls:]
+        y = (
+            x[end - self._n_ls : end]
+            if end >= self._n_ls
+            else np.concatenate(self._tail + [x[:end]])[-self._n_ls :]
+        )
         freqs = np.array([f_row, f_col, 2.0 * f_row, 2.0 * f_col])
         z = np.exp(1j * np.outer(self._t_ls, freqs[:2]))  # fundamentals; harmonics by z^2
         basis = np.empty((self._n_ls, 12))
@@ -296,10 +327,16 @@ class DtmfDetector:
         line2 = (spec[:k] ** 2 + spec[k:] ** 2) * self._scan_norm
         for f in freqs.tolist():  # blank the fitted tones' own neighbourhood
             lo = max(0, math.ceil((f - _GUARD_HZ - _SCAN_LO) / _SCAN_STEP))
-            line2[lo:max(lo, math.floor((f + _GUARD_HZ - _SCAN_LO) / _SCAN_STEP) + 1)] = 0.0
+            line2[lo : max(lo, math.floor((f + _GUARD_HZ - _SCAN_LO) / _SCAN_STEP) + 1)] = 0.0
         worst = float(line2.max())
-        self._last_checks = (f_row, f_col, twist_db, h_row / a_row, h_col / a_col,
-                             worst / (a_row + a_col))
+        self._last_checks = (
+            f_row,
+            f_col,
+            twist_db,
+            h_row / a_row,
+            h_col / a_col,
+            worst / (a_row + a_col),
+        )
         return worst <= self._purity * (a_row + a_col)
 
 

@@ -74,8 +74,9 @@ class ToneTable:
     def names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tones)
 
-    def generate(self, name: str, duration_ms: float,
-                 level_dbm0: float | None = None) -> np.ndarray:
+    def generate(
+        self, name: str, duration_ms: float, level_dbm0: float | None = None
+    ) -> np.ndarray:
         """``duration_ms`` of the named tone with its cadence (for the simulated exchange)."""
         spec = self[name]
         level = spec.level_dbm0 if level_dbm0 is None else level_dbm0
@@ -93,26 +94,35 @@ class ToneTable:
 
 
 #: China (YDN 069 / national practice): everything on 450 Hz.
-CHINA = ToneTable("CN", (
-    ToneSpec("dial", (450.0,), (), level_dbm0=-10.0),
-    ToneSpec("busy", (450.0,), (350.0, 350.0), cycles=2, level_dbm0=-10.0),
-    ToneSpec("congestion", (450.0,), (700.0, 700.0), cycles=2, level_dbm0=-10.0),
-    ToneSpec("ringback", (450.0,), (1000.0, 4000.0), cycles=1, level_dbm0=-10.0),
-))
+CHINA = ToneTable(
+    "CN",
+    (
+        ToneSpec("dial", (450.0,), (), level_dbm0=-10.0),
+        ToneSpec("busy", (450.0,), (350.0, 350.0), cycles=2, level_dbm0=-10.0),
+        ToneSpec("congestion", (450.0,), (700.0, 700.0), cycles=2, level_dbm0=-10.0),
+        ToneSpec("ringback", (450.0,), (1000.0, 4000.0), cycles=1, level_dbm0=-10.0),
+    ),
+)
 #: North America, Precise Tone Plan (congestion = "reorder").
-US = ToneTable("US", (
-    ToneSpec("dial", (350.0, 440.0), (), level_dbm0=-13.0),
-    ToneSpec("busy", (480.0, 620.0), (500.0, 500.0), cycles=2, level_dbm0=-24.0),
-    ToneSpec("congestion", (480.0, 620.0), (250.0, 250.0), cycles=2, level_dbm0=-24.0),
-    ToneSpec("ringback", (440.0, 480.0), (2000.0, 4000.0), cycles=1, level_dbm0=-19.0),
-))
+US = ToneTable(
+    "US",
+    (
+        ToneSpec("dial", (350.0, 440.0), (), level_dbm0=-13.0),
+        ToneSpec("busy", (480.0, 620.0), (500.0, 500.0), cycles=2, level_dbm0=-24.0),
+        ToneSpec("congestion", (480.0, 620.0), (250.0, 250.0), cycles=2, level_dbm0=-24.0),
+        ToneSpec("ringback", (440.0, 480.0), (2000.0, 4000.0), cycles=1, level_dbm0=-19.0),
+    ),
+)
 #: ETSI/CEPT harmonised tones (ETSI ES 201 970, TR 101 041): 425 Hz.
-ETSI = ToneTable("ETSI", (
-    ToneSpec("dial", (425.0,), (), level_dbm0=-10.0),
-    ToneSpec("busy", (425.0,), (500.0, 500.0), cycles=2, level_dbm0=-10.0),
-    ToneSpec("congestion", (425.0,), (250.0, 250.0), cycles=2, level_dbm0=-10.0),
-    ToneSpec("ringback", (425.0,), (1000.0, 4000.0), cycles=1, level_dbm0=-10.0),
-))
+ETSI = ToneTable(
+    "ETSI",
+    (
+        ToneSpec("dial", (425.0,), (), level_dbm0=-10.0),
+        ToneSpec("busy", (425.0,), (500.0, 500.0), cycles=2, level_dbm0=-10.0),
+        ToneSpec("congestion", (425.0,), (250.0, 250.0), cycles=2, level_dbm0=-10.0),
+        ToneSpec("ringback", (425.0,), (1000.0, 4000.0), cycles=1, level_dbm0=-10.0),
+    ),
+)
 TONE_TABLES: dict[str, ToneTable] = {"CN": CHINA, "US": US, "ETSI": ETSI}
 
 
@@ -139,8 +149,14 @@ class ProgressToneDetector:
     the memory is cleared after 6 s without any tone or by :meth:`reset`.
     """
 
-    def __init__(self, table: ToneTable | str = CHINA, *, min_level_dbm0: float = -42.0,
-                 relative_energy: float = 0.70, balance_db: float = 10.0) -> None:
+    def __init__(
+        self,
+        table: ToneTable | str = CHINA,
+        *,
+        min_level_dbm0: float = -42.0,
+        relative_energy: float = 0.70,
+        balance_db: float = 10.0,
+    ) -> None:
         self.table = tone_table(table) if isinstance(table, str) else table
         freqs = sorted({f for t in self.table.tones for f in t.freqs})
         self._freqs = freqs
@@ -162,8 +178,10 @@ class ProgressToneDetector:
         self._dial: list[tuple[str, int, float]] = []
         for t in self.table.tones:
             if t.continuous:
-                longest = max((max(o.cadence_ms[0::2]) for o in self._cadenced
-                               if o.freqs == t.freqs), default=0.0)
+                longest = max(
+                    (max(o.cadence_ms[0::2]) for o in self._cadenced if o.freqs == t.freqs),
+                    default=0.0,
+                )
                 need = max(300.0, longest * (1 + _TOL_FRAC) + _TOL_MS + 20.0)
                 self._dial.append((t.name, self._set_of[t.name], need))
         self._forget_ms = 6000.0
@@ -221,8 +239,13 @@ class ProgressToneDetector:
             hi = np.where(member, p, 0.0).max(axis=1)
             lo = np.where(member, p, np.inf).min(axis=1)
             balanced = lo >= self._balance * hi
-        ok = ((energies >= self._gate) & (best_sum > 0.0) & (best_sum >= self._rel * energies)
-              & balanced & (best_sum >= self._min_tone))
+        ok = (
+            (energies >= self._gate)
+            & (best_sum > 0.0)
+            & (best_sum >= self._rel * energies)
+            & balanced
+            & (best_sum >= self._min_tone)
+        )
         return np.where(ok, best, -1).tolist()
 
     def feed(self, frame: np.ndarray) -> str | None:
@@ -237,7 +260,7 @@ class ProgressToneDetector:
             return self._step(self._classify(x[:FRAME_SAMPLES]))
         result: str | None = None
         for k in range(0, n, FRAME_SAMPLES):
-            r = self._step(self._classify(x[k:k + FRAME_SAMPLES]))
+            r = self._step(self._classify(x[k : k + FRAME_SAMPLES]))
             result = result or r
         return result
 
@@ -284,7 +307,7 @@ class ProgressToneDetector:
             pattern = spec.cadence_ms * spec.cycles
             if len(segs) < len(pattern):
                 continue
-            tail = segs[-len(pattern):]
+            tail = segs[-len(pattern) :]
             for i, (kind, dur) in enumerate(tail):
                 on = i % 2 == 0
                 wrong_kind = (kind == set_idx) != on or (not on and kind >= 0)

@@ -13,8 +13,9 @@ import numpy as np
 __all__ = ["resample"]
 
 
-def resample(x: np.ndarray, fs_in: int, fs_out: int, half_taps: int | None = None,
-             chunk: int = 16384) -> np.ndarray:
+def resample(
+    x: np.ndarray, fs_in: int, fs_out: int, half_taps: int | None = None, chunk: int = 16384
+) -> np.ndarray:
     """Resample ``x`` from ``fs_in`` to ``fs_out`` Hz with a Kaiser-windowed sinc.
 
     The low-pass cutoff is 0.45 x the lower of the two rates, so the 8 kHz output
@@ -44,5 +45,5 @@ def resample(x: np.ndarray, fs_in: int, fs_out: int, half_taps: int | None = Non
         k = np.arange(start, min(start + chunk, n_out))
         base, phase = np.divmod(k * down, up)
         idx = base[:, None] + offs[None, :] + half_taps
-        out[start:start + k.size] = np.einsum("ij,ij->i", padded[idx], bank[phase])
+        out[start : start + k.size] = np.einsum("ij,ij->i", padded[idx], bank[phase])
     return out

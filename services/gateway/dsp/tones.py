@@ -63,11 +63,12 @@ def dtmf_frequencies(digit: str) -> tuple[float, float]:
     raise ValueError(f"not a DTMF digit: {digit!r}")
 
 
-def _sines(freqs: Sequence[float], levels: Sequence[float], n: int,
-           phases: Sequence[float] | None = None) -> np.ndarray:
+def _sines(
+    freqs: Sequence[float], levels: Sequence[float], n: int, phases: Sequence[float] | None = None
+) -> np.ndarray:
     t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
     out = np.zeros(n, dtype=np.float64)
-    for i, (f, lv) in enumerate(zip(freqs, levels)):
+    for i, (f, lv) in enumerate(zip(freqs, levels, strict=False)):
         ph = 0.0 if phases is None else phases[i]
         out += db_to_amplitude(lv) * np.sin(2.0 * np.pi * f * t + ph)
     return out
@@ -78,8 +79,9 @@ def silence(ms: float) -> np.ndarray:
     return np.zeros(_samples(ms), dtype=np.int16)
 
 
-def tone(freqs: float | Sequence[float], duration_ms: float,
-         level: float | Sequence[float] = -13.0) -> np.ndarray:
+def tone(
+    freqs: float | Sequence[float], duration_ms: float, level: float | Sequence[float] = -13.0
+) -> np.ndarray:
     """Sum of sines; ``level`` is dBm0 *per frequency* (scalar or one per frequency)."""
     fs = [float(freqs)] if isinstance(freqs, (int, float)) else [float(f) for f in freqs]
     lv = [float(level)] * len(fs) if isinstance(level, (int, float)) else [float(v) for v in level]
@@ -88,17 +90,30 @@ def tone(freqs: float | Sequence[float], duration_ms: float,
     return to_int16(_sines(fs, lv, _samples(duration_ms)))
 
 
-def cadence(freqs: float | Sequence[float], on_ms: float, off_ms: float, repeats: int,
-            level: float | Sequence[float] = -13.0) -> np.ndarray:
+def cadence(
+    freqs: float | Sequence[float],
+    on_ms: float,
+    off_ms: float,
+    repeats: int,
+    level: float | Sequence[float] = -13.0,
+) -> np.ndarray:
     """``repeats`` cycles of tone-on / silence-off, e.g. busy or ringback tone."""
     burst = tone(freqs, on_ms, level)
     gap = silence(off_ms)
-    return np.concatenate([np.concatenate([burst, gap]) for _ in range(repeats)]) if repeats > 0 \
+    return (
+        np.concatenate([np.concatenate([burst, gap]) for _ in range(repeats)])
+        if repeats > 0
         else np.zeros(0, dtype=np.int16)
+    )
 
 
-def dtmf_tone(digit: str, duration_ms: float, level_dbm0: float = -10.0, twist_db: float = 0.0,
-              freq_offset: float | tuple[float, float] = 0.0) -> np.ndarray:
+def dtmf_tone(
+    digit: str,
+    duration_ms: float,
+    level_dbm0: float = -10.0,
+    twist_db: float = 0.0,
+    freq_offset: float | tuple[float, float] = 0.0,
+) -> np.ndarray:
     """One DTMF key press.
 
     ``level_dbm0`` is the level of the low-group (row) tone; the high-group
@@ -112,12 +127,22 @@ def dtmf_tone(digit: str, duration_ms: float, level_dbm0: float = -10.0, twist_d
         off_r = off_c = float(freq_offset)
     else:
         off_r, off_c = freq_offset
-    return to_int16(_sines((row * (1.0 + off_r), col * (1.0 + off_c)),
-                           (level_dbm0, level_dbm0 + twist_db), _samples(duration_ms)))
+    return to_int16(
+        _sines(
+            (row * (1.0 + off_r), col * (1.0 + off_c)),
+            (level_dbm0, level_dbm0 + twist_db),
+            _samples(duration_ms),
+        )
+    )
 
 
-def dial_digits(digits: str, on_ms: float = 100.0, off_ms: float = 100.0,
-                level_dbm0: float = -10.0, twist_db: float = 0.0) -> np.ndarray:
+def dial_digits(
+    digits: str,
+    on_ms: float = 100.0,
+    off_ms: float = 100.0,
+    level_dbm0: float = -10.0,
+    twist_db: float = 0.0,
+) -> np.ndarray:
     """A DTMF digit string, each key ``on_ms`` long followed by ``off_ms`` of silence."""
     parts: list[np.ndarray] = []
     for d in digits:
@@ -132,8 +157,12 @@ def noise(ms: float, level: float = -40.0, seed: int | None = None) -> np.ndarra
     return to_int16(rng.standard_normal(_samples(ms)) * np.sqrt(dbm0_to_power(level)))
 
 
-def add_noise(signal: np.ndarray, snr_db: float, seed: int | None = None,
-              reference: Iterable[np.ndarray] | None = None) -> np.ndarray:
+def add_noise(
+    signal: np.ndarray,
+    snr_db: float,
+    seed: int | None = None,
+    reference: Iterable[np.ndarray] | None = None,
+) -> np.ndarray:
     """Add white noise at ``snr_db`` below the power of the non-silent part of ``signal``.
 
     Silence is excluded from the reference power so that "15 dB SNR" means
@@ -146,4 +175,3 @@ def add_noise(signal: np.ndarray, snr_db: float, seed: int | None = None,
     rng = np.random.default_rng(seed)
     n = rng.standard_normal(x.size) * np.sqrt(p / 10.0 ** (snr_db / 10.0))
     return to_int16(x + n)
-

@@ -72,8 +72,9 @@ class Bridge:
     but the tap still gets silence, keeping stereo recordings time-aligned.
     """
 
-    def __init__(self, a: BridgeSide, b: BridgeSide, tap: Tap | None = None, *,
-                 depth: int = 3) -> None:
+    def __init__(
+        self, a: BridgeSide, b: BridgeSide, tap: Tap | None = None, *, depth: int = 3
+    ) -> None:
         if depth < 1:
             raise ValueError("jitter buffer depth must be at least 1")
         self.a = a
@@ -168,4 +169,3 @@ class Mixer:
         stacked = np.stack(frames).astype(np.int32)
         total = stacked.sum(axis=0)
         return list(np.clip(total - stacked, -32768, 32767).astype(np.int16))
-

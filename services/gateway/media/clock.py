@@ -28,8 +28,12 @@ SubscriptionHandle = int
 class FrameClock:
     """Fixed-rate ticker calling every subscriber once per frame."""
 
-    def __init__(self, interval: float = FRAME_SECONDS, max_late_frames: int = MAX_LATE_FRAMES,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        interval: float = FRAME_SECONDS,
+        max_late_frames: int = MAX_LATE_FRAMES,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.interval = interval
         self.max_late_frames = max_late_frames
         self._loop = loop

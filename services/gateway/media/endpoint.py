@@ -106,8 +106,13 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     parameters are readable here too.
     """
 
-    def __init__(self, allocator: PortAllocator | None, local_host: str, local_port: int,
-                 session: RtpSession | None = None) -> None:
+    def __init__(
+        self,
+        allocator: PortAllocator | None,
+        local_host: str,
+        local_port: int,
+        session: RtpSession | None = None,
+    ) -> None:
         self.local_host = local_host
         self.local_port = local_port
         self._session = session if session is not None else RtpSession()
@@ -165,13 +170,19 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     # -- negotiation -----------------------------------------------------------
 
-    def configure(self, remote: tuple[str, int], codec: str, payload_type: int,
-                  dtmf_payload_type: int | None = None) -> None:
+    def configure(
+        self,
+        remote: tuple[str, int],
+        codec: str,
+        payload_type: int,
+        dtmf_payload_type: int | None = None,
+    ) -> None:
         """Apply (re-)negotiated SDP; see :meth:`RtpSession.configure`."""
         self._session.configure(remote, codec, payload_type, dtmf_payload_type)
 
     remote = _session_attr(
-        "remote", "Where audio is sent: the latched source if any, else the SDP address.")
+        "remote", "Where audio is sent: the latched source if any, else the SDP address."
+    )
     latched = _session_attr("latched", "The peer's actual source address, once latched.")
     codec = _session_attr("codec", "Negotiated codec name (PCMU/PCMA), None before configure().")
     payload_type = _session_attr("payload_type", "Negotiated audio payload type.")
@@ -288,5 +299,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def __repr__(self) -> str:
         s = self._session
-        return (f"<RtpEndpoint {self.local_host}:{self.local_port} -> {s.remote} "
-                f"{s.codec}/{s.payload_type} in={s.packets_in} out={s.packets_out}>")
+        return (
+            f"<RtpEndpoint {self.local_host}:{self.local_port} -> {s.remote} "
+            f"{s.codec}/{s.payload_type} in={s.packets_in} out={s.packets_out}>"
+        )

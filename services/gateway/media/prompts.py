@@ -43,7 +43,7 @@ def parse_wav(data: bytes, name: str = "<bytes>") -> np.ndarray:
     body: bytes | None = None
     pos, end = 12, len(data)
     while pos + 8 <= end:
-        cid = data[pos:pos + 4]
+        cid = data[pos : pos + 4]
         (size,) = struct.unpack_from("<I", data, pos + 4)
         start = pos + 8
         if cid == b"fmt ":
@@ -57,7 +57,7 @@ def parse_wav(data: bytes, name: str = "<bytes>") -> np.ndarray:
             fmt = (tag, channels, rate, bits)
         elif cid == b"data":
             # Streaming writers leave the size unset; take what is there.
-            body = data[start:min(start + size, end)]
+            body = data[start : min(start + size, end)]
         pos = start + size + (size & 1)  # chunks are word-aligned
     if fmt is None:
         raise PromptError(f"{name}: no fmt chunk")

@@ -71,8 +71,9 @@ def _event_code(digit: str) -> int:
     return code
 
 
-def encode_events(digit: str, start_ts: int, duration_ms: int = 100,
-                  volume: int = 10) -> list[bytes]:
+def encode_events(
+    digit: str, start_ts: int, duration_ms: int = 100, volume: int = 10
+) -> list[bytes]:
     """Payloads for one key press, one per 20 ms: updates, then the end packet x3.
 
     All packets of the event are sent with RTP timestamp ``start_ts`` (the
@@ -97,9 +98,16 @@ def encode_events(digit: str, start_ts: int, duration_ms: int = 100,
     return out
 
 
-def event_packets(digit: str, *, start_ts: int, first_seq: int, ssrc: int,
-                  payload_type: int, duration_ms: int = 100,
-                  volume: int = 10) -> list[RtpPacket]:
+def event_packets(
+    digit: str,
+    *,
+    start_ts: int,
+    first_seq: int,
+    ssrc: int,
+    payload_type: int,
+    duration_ms: int = 100,
+    volume: int = 10,
+) -> list[RtpPacket]:
     """Complete RTP packets for one key press (marker on the first, seq +1 each)."""
     payloads = encode_events(digit, start_ts, duration_ms, volume)
     return [
@@ -137,8 +145,7 @@ class DtmfReceiver:
         key = (pkt.ssrc, pkt.timestamp)
         last = self._last
         if last is not None and last[0] == pkt.ssrc and last[1] == pkt.timestamp:
-            self._last = (last[0], last[1], last[2], last[3] or ev.end,
-                          max(last[4], ev.duration))
+            self._last = (last[0], last[1], last[2], last[3] or ev.end, max(last[4], ev.duration))
             return None
         if key in self._recent:
             return None  # straggler from an older event

@@ -52,8 +52,13 @@ class RtpPacket:
         b1 = (self.payload_type & 0x7F) | (0x80 if self.marker else 0)
         if not self.csrcs and self.extension is None:
             return (
-                _pack_hdr(0x80, b1, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF,
-                          self.ssrc & 0xFFFFFFFF)
+                _pack_hdr(
+                    0x80,
+                    b1,
+                    self.sequence & 0xFFFF,
+                    self.timestamp & 0xFFFFFFFF,
+                    self.ssrc & 0xFFFFFFFF,
+                )
                 + self.payload
             )
         cc = len(self.csrcs)
@@ -61,8 +66,9 @@ class RtpPacket:
             raise RtpError(f"at most 15 CSRCs allowed, got {cc}")
         b0 = 0x80 | cc | (0x10 if self.extension is not None else 0)
         parts = [
-            _pack_hdr(b0, b1, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF,
-                      self.ssrc & 0xFFFFFFFF)
+            _pack_hdr(
+                b0, b1, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc & 0xFFFFFFFF
+            )
         ]
         if cc:
             parts.append(struct.pack(f"!{cc}I", *self.csrcs))
@@ -114,12 +120,19 @@ def parse_rtp(data: bytes) -> RtpPacket:
         end = n - pad
         if end < offset:
             raise RtpError(f"padding of {pad} bytes overruns packet")
-    return RtpPacket(b1 & 0x7F, seq, ts, ssrc, bytes(data[offset:end]), bool(b1 & 0x80),
-                     csrcs, extension)
+    return RtpPacket(
+        b1 & 0x7F, seq, ts, ssrc, bytes(data[offset:end]), bool(b1 & 0x80), csrcs, extension
+    )
 
 
-def e_model_mos(loss_fraction: float, one_way_delay_ms: float, *, ie: float = 0.0,
-                bpl: float = 4.3, burst_r: float = 1.0) -> float:
+def e_model_mos(
+    loss_fraction: float,
+    one_way_delay_ms: float,
+    *,
+    ie: float = 0.0,
+    bpl: float = 4.3,
+    burst_r: float = 1.0,
+) -> float:
     """MOS-CQE from a simplified ITU-T G.107 E-model.
 
     ``R = 93.2 - Id - Ie_eff`` (Is and the advantage factor A taken as 0), with
@@ -160,10 +173,23 @@ class RtpStats:
     """
 
     __slots__ = (
-        "clock_rate", "min_sequential", "ssrc", "packets", "ssrc_changes",
-        "_base_seq", "_max_seq", "_bad_seq", "_cycles", "_received", "_probation",
-        "_expected_prior", "_received_prior", "_prev_expected", "_prev_received",
-        "_transit", "_jitter",
+        "clock_rate",
+        "min_sequential",
+        "ssrc",
+        "packets",
+        "ssrc_changes",
+        "_base_seq",
+        "_max_seq",
+        "_bad_seq",
+        "_cycles",
+        "_received",
+        "_probation",
+        "_expected_prior",
+        "_received_prior",
+        "_prev_expected",
+        "_prev_received",
+        "_transit",
+        "_jitter",
     )
 
     def __init__(self, clock_rate: int = SAMPLE_RATE, min_sequential: int = 1) -> None:
@@ -310,8 +336,9 @@ class RtpStats:
         """Interarrival jitter in milliseconds."""
         return self._jitter * 1000.0 / self.clock_rate
 
-    def mos_estimate(self, *, base_delay_ms: float = 40.0, bpl: float = 4.3,
-                     ie: float = 0.0) -> float:
+    def mos_estimate(
+        self, *, base_delay_ms: float = 40.0, bpl: float = 4.3, ie: float = 0.0
+    ) -> float:
         """Estimated MOS for this leg (see :func:`e_model_mos`).
 
         The one-way delay is modelled as ``base_delay_ms`` (packetisation plus
@@ -319,5 +346,4 @@ class RtpStats:
         absorbs it; loss is the cumulative loss ratio.  With no packets yet the
         estimate is that of an unimpaired G.711 call (about 4.4).
         """
-        return e_model_mos(self.fraction_lost, base_delay_ms + 2.0 * self.jitter_ms,
-                           ie=ie, bpl=bpl)
+        return e_model_mos(self.fraction_lost, base_delay_ms + 2.0 * self.jitter_ms, ie=ie, bpl=bpl)

@@ -62,8 +62,9 @@ class RtpSession:
     §5.1); ``sequence``, ``timestamp`` and ``marker`` describe the next packet.
     """
 
-    def __init__(self, *, ssrc: int | None = None, sequence: int | None = None,
-                 timestamp: int | None = None) -> None:
+    def __init__(
+        self, *, ssrc: int | None = None, sequence: int | None = None, timestamp: int | None = None
+    ) -> None:
         # Negotiated media.
         self.codec: str | None = None
         self.payload_type: int | None = None
@@ -112,8 +113,9 @@ class RtpSession:
 
     # -- negotiation -----------------------------------------------------------
 
-    def configure(self, remote: Address, codec: str, payload_type: int,
-                  dtmf_payload_type: int | None = None) -> None:
+    def configure(
+        self, remote: Address, codec: str, payload_type: int, dtmf_payload_type: int | None = None
+    ) -> None:
         """Apply (re-)negotiated SDP: peer address, audio codec and PTs.
 
         Re-INVITEs call this again.  The outgoing stream (SSRC, sequence,
@@ -218,7 +220,7 @@ class RtpSession:
             pcm = np.concatenate((pending, pcm))
         whole = len(pcm) - len(pcm) % FRAME_SAMPLES
         self._pending = pcm[whole:] if whole < len(pcm) else None
-        return tuple(pcm[i:i + FRAME_SAMPLES] for i in range(0, whole, FRAME_SAMPLES)), None
+        return tuple(pcm[i : i + FRAME_SAMPLES] for i in range(0, whole, FRAME_SAMPLES)), None
 
     # -- sending ---------------------------------------------------------------
 
@@ -277,8 +279,7 @@ class RtpSession:
         """True between :meth:`start_dtmf` and :meth:`end_dtmf`."""
         return self._dtmf_payloads is not None
 
-    def start_dtmf(self, digit: str, now: float, duration_ms: int = 100,
-                   volume: int = 10) -> int:
+    def start_dtmf(self, digit: str, now: float, duration_ms: int = 100, volume: int = 10) -> int:
         """Begin one RFC 4733 key press; returns how many packets it takes.
 
         Take them with :meth:`next_dtmf`, the first at once and then one per
@@ -308,8 +309,10 @@ class RtpSession:
             return None
         i = self._dtmf_next
         self._dtmf_next = i + 1
-        data = (_pack_hdr(0x80, pt | (0x80 if i == 0 else 0), self.sequence, self._dtmf_ts,
-                          self.ssrc) + payloads[i])
+        data = (
+            _pack_hdr(0x80, pt | (0x80 if i == 0 else 0), self.sequence, self._dtmf_ts, self.ssrc)
+            + payloads[i]
+        )
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.packets_out += 1
         self.bytes_out += len(data)
@@ -334,5 +337,7 @@ class RtpSession:
         self.marker = True
 
     def __repr__(self) -> str:
-        return (f"<RtpSession ssrc={self.ssrc:08x} -> {self.remote} "
-                f"{self.codec}/{self.payload_type} in={self.packets_in} out={self.packets_out}>")
+        return (
+            f"<RtpSession ssrc={self.ssrc:08x} -> {self.remote} "
+            f"{self.codec}/{self.payload_type} in={self.packets_in} out={self.packets_out}>"
+        )

@@ -67,7 +67,14 @@ REASON_PHRASES: dict[int, str] = {
     604: "Does Not Exist Anywhere",
     606: "Not Acceptable",
 }
-_CLASS_REASONS = {1: "Provisional", 2: "OK", 3: "Redirect", 4: "Client Error", 5: "Server Error", 6: "Global Failure"}
+_CLASS_REASONS = {
+    1: "Provisional",
+    2: "OK",
+    3: "Redirect",
+    4: "Client Error",
+    5: "Server Error",
+    6: "Global Failure",
+}
 
 
 def make_response(

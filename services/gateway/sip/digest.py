@@ -242,8 +242,15 @@ def parse_auth_header(value: str) -> dict[str, str]:
     return params
 
 
-def _response(ha1_hex: str, nonce: str, method: str, uri: str, qop: str | None,
-              nc: str | None, cnonce: str | None) -> str:
+def _response(
+    ha1_hex: str,
+    nonce: str,
+    method: str,
+    uri: str,
+    qop: str | None,
+    nc: str | None,
+    cnonce: str | None,
+) -> str:
     ha2 = _md5(f"{method}:{uri}")
     if qop:
         return _md5(f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")

@@ -29,7 +29,13 @@ __all__ = [
     "parse_message",
 ]
 
-_MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_MANDATORY = (
+    ("via", "Via"),
+    ("from", "From"),
+    ("to", "To"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+)
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 
 
@@ -198,7 +204,12 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         if version != "SIP/2.0":
             raise SipParseError(f"unsupported SIP version {version!r}")
         code, _, reason = rest.partition(" ")
-        if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+        if (
+            len(code) != 3
+            or not code.isascii()
+            or not code.isdigit()
+            or not 100 <= int(code) <= 699
+        ):
             raise SipParseError(f"bad status code {code!r}")
     else:
         parts = first.split(" ")
@@ -212,7 +223,12 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
                 raise SipParseError(f"unsupported SIP version {version!r}")
             raise SipParseError(f"bad request line {first!r}")
         scheme, colon, _ = uri.partition(":")
-        if not colon or not scheme or not scheme[0].isalpha() or not _SCHEME_CHARS.issuperset(scheme):
+        if (
+            not colon
+            or not scheme
+            or not scheme[0].isalpha()
+            or not _SCHEME_CHARS.issuperset(scheme)
+        ):
             raise SipParseError(f"bad Request-URI {uri!r}")
 
     items: list[Field] = []

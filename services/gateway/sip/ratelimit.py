@@ -3,6 +3,7 @@
 Registration floods and password guessing are the common attacks on an exposed SIP port;
 both are answered cheaply (503/403) before any digest work is done.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,7 +27,7 @@ class TokenBucket:
         if allowed:
             tokens -= 1.0
         if len(self._state) >= self.max_keys and key not in self._state:
-            self._state.clear()          # under a spray of sources, start over rather than grow
+            self._state.clear()  # under a spray of sources, start over rather than grow
         self._state[key] = (tokens, now)
         return allowed
 

@@ -4,6 +4,7 @@ A phone proves its password with MD5 digest (HA1 stored, never the password); wr
 credentials get 401 again and are never bound; a source that floods or keeps failing is
 answered 503/403 before any digest work. Bindings expire; `lookup` gives the freshest one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,8 +60,15 @@ class Binding:
 
 
 class Registrar:
-    def __init__(self, directory: dict[str, str], realm: str, *, rate: float = 20.0,
-                 burst: int = 40, lockout: FailureLockout | None = None) -> None:
+    def __init__(
+        self,
+        directory: dict[str, str],
+        realm: str,
+        *,
+        rate: float = 20.0,
+        burst: int = 40,
+        lockout: FailureLockout | None = None,
+    ) -> None:
         self.directory, self.realm = directory, realm
         self.nonces = digest.NonceManager(secrets.token_bytes(32))
         self.bucket = TokenBucket(rate, burst)
@@ -76,8 +84,13 @@ class Registrar:
         return binding
 
     def _challenge(self, req: SipRequest, stale: bool = False) -> SipResponse:
-        return make_response(req, 401, extra=[(
-            "WWW-Authenticate", digest.challenge(self.realm, self.nonces.issue(), stale=stale))])
+        return make_response(
+            req,
+            401,
+            extra=[
+                ("WWW-Authenticate", digest.challenge(self.realm, self.nonces.issue(), stale=stale))
+            ],
+        )
 
     def handle(self, req: SipRequest, source: tuple[str, int], transport: Transport) -> SipResponse:
         """Answer one REGISTER."""
@@ -106,20 +119,30 @@ class Registrar:
         nonce_state = self.nonces.check(nonce, nc)
         if nonce_state == "stale":
             return self._challenge(req, stale=True)
-        ok = (stored is not None and nonce_state == "ok" and params.get("username") == extension
-              and params.get("realm") == self.realm and digest.verify(params, "REGISTER", stored)
-              and (nc is None or self.nonces.commit_nc(nonce, nc)))
+        ok = (
+            stored is not None
+            and nonce_state == "ok"
+            and params.get("username") == extension
+            and params.get("realm") == self.realm
+            and digest.verify(params, "REGISTER", stored)
+            and (nc is None or self.nonces.commit_nc(nonce, nc))
+        )
         if not ok:
             REGISTER_RESULTS.labels("auth_failed").inc()
             locked = self.lockout.failed(ip)
-            log.warning("REGISTER for %s from %s:%d failed authentication%s", extension, *source,
-                        "; source locked out" if locked else "")
+            log.warning(
+                "REGISTER for %s from %s:%d failed authentication%s",
+                extension,
+                *source,
+                "; source locked out" if locked else "",
+            )
             return self._challenge(req)
         self.lockout.succeeded(ip)
         return self._bind(req, extension, source, transport)
 
-    def _bind(self, req: SipRequest, extension: str, source: tuple[str, int],
-              transport: Transport) -> SipResponse:
+    def _bind(
+        self, req: SipRequest, extension: str, source: tuple[str, int], transport: Transport
+    ) -> SipResponse:
         contacts = req.headers.get_all("Contact")
         header_expires = req.headers.get("Expires")
         try:
@@ -134,9 +157,18 @@ class Registrar:
             REGISTER_RESULTS.labels("unregistered").inc()
             return make_response(req, 200)
         current = self.lookup(extension)
-        if not contacts:                                 # a query: list bindings
-            extra = [("Contact", f"{current.contact};expires="
-                      f"{max(0, int(current.expires_at - time.monotonic()))}")] if current else []
+        if not contacts:  # a query: list bindings
+            extra = (
+                [
+                    (
+                        "Contact",
+                        f"{current.contact};expires="
+                        f"{max(0, int(current.expires_at - time.monotonic()))}",
+                    )
+                ]
+                if current
+                else []
+            )
             return make_response(req, 200, extra=extra)
         try:
             contact = parse_name_addr(contacts[0])
@@ -149,15 +181,23 @@ class Registrar:
             REGISTER_RESULTS.labels("unregistered").inc()
             return make_response(req, 200)
         if expires < MIN_EXPIRES:
-            return make_response(req, 423, "Interval Too Brief",
-                                 extra=[("Min-Expires", str(MIN_EXPIRES))])
+            return make_response(
+                req, 423, "Interval Too Brief", extra=[("Min-Expires", str(MIN_EXPIRES))]
+            )
         expires = min(expires, MAX_EXPIRES)
         contact.params.pop("expires", None)
-        self.bindings[extension] = Binding(extension, contact, source, transport,
-                                           time.monotonic() + expires)
+        self.bindings[extension] = Binding(
+            extension, contact, source, transport, time.monotonic() + expires
+        )
         REGISTRATIONS.set(len(self.bindings))
         REGISTER_RESULTS.labels("registered").inc()
-        log.info("extension %s registered at %s (from %s:%d, %ds)", extension, contact.uri,
-                 *source, expires)
-        return make_response(req, 200, extra=[("Contact", f"{contact};expires={expires}"),
-                                              ("Expires", str(expires))])
+        log.info(
+            "extension %s registered at %s (from %s:%d, %ds)",
+            extension,
+            contact.uri,
+            *source,
+            expires,
+        )
+        return make_response(
+            req, 200, extra=[("Contact", f"{contact};expires={expires}"), ("Expires", str(expires))]
+        )

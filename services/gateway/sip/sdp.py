@@ -31,7 +31,12 @@ class SdpError(ValueError):
 
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-_MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+_MIRROR = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
 # RFC 3551 static payload types we may meet without an rtpmap.
 STATIC_PAYLOADS: dict[int, tuple[str, int]] = {
     0: ("PCMU", 8000),
@@ -71,7 +76,9 @@ class MediaDescription:
         return self.rtpmap.get(pt) or STATIC_PAYLOADS.get(pt)
 
     def _lines(self) -> list[str]:
-        fmts = " ".join(str(f) for f in self.formats) if self.formats else " ".join(self.other_formats)
+        fmts = (
+            " ".join(str(f) for f in self.formats) if self.formats else " ".join(self.other_formats)
+        )
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
         out = [f"m={self.media} {port} {self.proto} {fmts}".rstrip()]
         out += [ln for ln in self.extra_lines if ln[0] == "i"]
@@ -255,7 +262,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
     if not seen_t:
         raise SdpError("missing t= line")
     sd.direction = session_dir
-    for m, mdir in zip(sd.media, media_dirs):
+    for m, mdir in zip(sd.media, media_dirs, strict=False):
         m.direction = mdir or session_dir or "sendrecv"
         if m.connection is None and sd.connection is None:
             raise SdpError(f"no c= line at session level or for the {m.media} stream")
@@ -289,7 +296,12 @@ class Negotiated:
 
 _HOLD_ADDRS = ("0.0.0.0", "::")
 # With the RFC 2543 hold address we may still receive but must not send.
-_NO_SEND = {"sendrecv": "recvonly", "sendonly": "inactive", "recvonly": "recvonly", "inactive": "inactive"}
+_NO_SEND = {
+    "sendrecv": "recvonly",
+    "sendonly": "inactive",
+    "recvonly": "recvonly",
+    "inactive": "inactive",
+}
 
 
 def _new_session_id() -> str:
@@ -311,8 +323,12 @@ def _audio_ok(m: MediaDescription) -> bool:
 def _rejected(m: MediaDescription) -> MediaDescription:
     """RFC 3264 6: a declined stream keeps its m-line with port 0."""
     return MediaDescription(
-        m.media, 0, m.proto, list(m.formats[:1]),
-        other_formats=list(m.other_formats[:1]), direction="inactive" if m.formats else m.direction,
+        m.media,
+        0,
+        m.proto,
+        list(m.formats[:1]),
+        other_formats=list(m.other_formats[:1]),
+        direction="inactive" if m.formats else m.direction,
     )
 
 
@@ -331,8 +347,12 @@ def answer(
     wanted = {c.upper() for c in supported}
     sid = session_id or _new_session_id()
     ans = SessionDescription(
-        origin_username="hotline", session_id=sid, session_version=sid,
-        origin_address=local_addr, session_name="hotline", connection=local_addr,
+        origin_username="hotline",
+        session_id=sid,
+        session_version=sid,
+        origin_address=local_addr,
+        session_name="hotline",
+        connection=local_addr,
         timing=offer.timing,
     )
     negotiated: Negotiated | None = None
@@ -369,9 +389,8 @@ def answer(
         ans.media.append(am)
         negotiated = Negotiated(codec, pt, dtmf, remote, m.port, direction, ptime)
     if negotiated is None:
-        raise SdpError(
-            f"no common codec: offered {offered_audio or 'no usable audio'}, supported {list(supported)}"
-        )
+        offered = offered_audio or "no usable audio"
+        raise SdpError(f"no common codec: offered {offered}, supported {list(supported)}")
     return negotiated, ans
 
 
@@ -399,8 +418,13 @@ def offer(
         m.rtpmap[dtmf_pt] = ("telephone-event", SAMPLE_RATE)
         m.fmtp[dtmf_pt] = "0-16"
     return SessionDescription(
-        origin_username="hotline", session_id=sid, session_version=sid,
-        origin_address=local_addr, session_name="hotline", connection=local_addr, media=[m],
+        origin_username="hotline",
+        session_id=sid,
+        session_version=sid,
+        origin_address=local_addr,
+        session_name="hotline",
+        connection=local_addr,
+        media=[m],
     )
 
 
@@ -410,7 +434,7 @@ def negotiate_answer(offer: SessionDescription, answer: SessionDescription) -> N
         raise SdpError(
             f"answer has {len(answer.media)} m-lines but the offer had {len(offer.media)}"
         )
-    for om, am in zip(offer.media, answer.media):
+    for om, am in zip(offer.media, answer.media, strict=False):
         if om.media != "audio" or am.port == 0:
             continue
         for pt in am.formats:
@@ -428,7 +452,12 @@ def negotiate_answer(offer: SessionDescription, answer: SessionDescription) -> N
                 if remote in _HOLD_ADDRS:
                     direction = _NO_SEND[direction]
                 return Negotiated(
-                    enc[0].upper(), pt, dtmf, remote, am.port, direction,
+                    enc[0].upper(),
+                    pt,
+                    dtmf,
+                    remote,
+                    am.port,
+                    direction,
                     am.ptime or om.ptime or 20,
                 )
         raise SdpError("no common codec: answer selects none of the offered G.711 codecs")

@@ -274,9 +274,16 @@ class _Transaction(_Timed):
 
     is_invite = False
 
-    def __init__(self, timers: Timers, request: SipRequest, transport: Transport, *,
-                 key: tuple, events: deque[Event] | None,
-                 watcher: Callable[[_Timed], None] | None) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        request: SipRequest,
+        transport: Transport,
+        *,
+        key: tuple,
+        events: deque[Event] | None,
+        watcher: Callable[[_Timed], None] | None,
+    ) -> None:
         super().__init__(watcher)
         self.timers = timers
         self.request = request
@@ -313,15 +320,24 @@ class _Transaction(_Timed):
 class ServerTransactionBase(_Transaction):
     """What both server transactions share; the TU answers with :meth:`respond`."""
 
-    def __init__(self, timers: Timers, request: SipRequest, transport: Transport,
-                 source_addr: Addr, *, key: tuple = (), events: deque[Event] | None = None,
-                 watcher: Callable[[_Timed], None] | None = None) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        request: SipRequest,
+        transport: Transport,
+        source_addr: Addr,
+        *,
+        key: tuple = (),
+        events: deque[Event] | None = None,
+        watcher: Callable[[_Timed], None] | None = None,
+    ) -> None:
         super().__init__(timers, request, transport, key=key, events=events, watcher=watcher)
         self.source_addr = source_addr
         self.method = request.method
         self.last_response: SipResponse | None = None
         self.response_addr: Addr = (
-            source_addr if transport.reliable
+            source_addr
+            if transport.reliable
             else response_destination(request.top_via, source_addr)
         )
         self._last_bytes: bytes | None = None
@@ -379,11 +395,20 @@ class InviteServerTransaction(ServerTransactionBase):
 
     is_invite = True
 
-    def __init__(self, timers: Timers, request: SipRequest, transport: Transport,
-                 source_addr: Addr, *, key: tuple = (), events: deque[Event] | None = None,
-                 watcher: Callable[[_Timed], None] | None = None) -> None:
-        super().__init__(timers, request, transport, source_addr, key=key, events=events,
-                         watcher=watcher)
+    def __init__(
+        self,
+        timers: Timers,
+        request: SipRequest,
+        transport: Transport,
+        source_addr: Addr,
+        *,
+        key: tuple = (),
+        events: deque[Event] | None = None,
+        watcher: Callable[[_Timed], None] | None = None,
+    ) -> None:
+        super().__init__(
+            timers, request, transport, source_addr, key=key, events=events, watcher=watcher
+        )
         self.state = PROCEEDING
         self._g_interval = 0.0
 
@@ -467,8 +492,9 @@ class NonInviteServerTransaction(ServerTransactionBase):
 
     def _tu_silent(self, now: float) -> None:
         if self.state in (TRYING, PROCEEDING):
-            log.warning("TU never answered %s %s; dropping transaction",
-                        self.method, self.request.call_id)
+            log.warning(
+                "TU never answered %s %s; dropping transaction", self.method, self.request.call_id
+            )
             self._terminate()
 
     def respond(self, resp: SipResponse, now: float) -> None:
@@ -502,9 +528,17 @@ class ClientTransactionBase(_Transaction):
     """What both client transactions share. Responses reach the TU as
     :class:`ResponseReceived` events; exactly one of them is final."""
 
-    def __init__(self, timers: Timers, request: SipRequest, transport: Transport, addr: Addr,
-                 *, key: tuple = (), events: deque[Event] | None = None,
-                 watcher: Callable[[_Timed], None] | None = None) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        request: SipRequest,
+        transport: Transport,
+        addr: Addr,
+        *,
+        key: tuple = (),
+        events: deque[Event] | None = None,
+        watcher: Callable[[_Timed], None] | None = None,
+    ) -> None:
         super().__init__(timers, request, transport, key=key, events=events, watcher=watcher)
         self.addr = addr
         self.ack: SipRequest | None = None
@@ -521,7 +555,9 @@ class ClientTransactionBase(_Transaction):
             return
         self._arm(now)
 
-    def receive_response(self, resp: SipResponse, addr: Addr, now: float) -> None:  # pragma: no cover
+    def receive_response(
+        self, resp: SipResponse, addr: Addr, now: float
+    ) -> None:  # pragma: no cover
         """A response whose branch and CSeq method match this transaction."""
         raise NotImplementedError
 
@@ -568,11 +604,18 @@ class InviteClientTransaction(ClientTransactionBase):
 
     is_invite = True
 
-    def __init__(self, timers: Timers, request: SipRequest, transport: Transport, addr: Addr,
-                 *, key: tuple = (), events: deque[Event] | None = None,
-                 watcher: Callable[[_Timed], None] | None = None) -> None:
-        super().__init__(timers, request, transport, addr, key=key, events=events,
-                         watcher=watcher)
+    def __init__(
+        self,
+        timers: Timers,
+        request: SipRequest,
+        transport: Transport,
+        addr: Addr,
+        *,
+        key: tuple = (),
+        events: deque[Event] | None = None,
+        watcher: Callable[[_Timed], None] | None = None,
+    ) -> None:
+        super().__init__(timers, request, transport, addr, key=key, events=events, watcher=watcher)
         self.state = CALLING
         self._ack_bytes: bytes | None = None
 
@@ -670,8 +713,9 @@ class OkRetransmission(_Timed):
     reliability is end-to-end, not hop-by-hop.
     """
 
-    def __init__(self, response: SipResponse, transport: Transport, addr: Addr,
-                 timers: Timers) -> None:
+    def __init__(
+        self, response: SipResponse, transport: Transport, addr: Addr, timers: Timers
+    ) -> None:
         super().__init__()
         self.response = response
         self.transport = transport
@@ -772,7 +816,8 @@ class TransactionTable:
         """A transaction's deadline changed or it terminated: index it again."""
         if isinstance(tx, _Transaction) and tx.state == TERMINATED:
             table: dict[tuple, Any] = (
-                self._server if isinstance(tx, ServerTransactionBase) else self._client)
+                self._server if isinstance(tx, ServerTransactionBase) else self._client
+            )
             if table.get(tx.key) is tx:
                 del table[tx.key]
         at = tx.get_timer()
@@ -810,16 +855,18 @@ class TransactionTable:
         return tx if isinstance(tx, InviteServerTransaction) else None
 
     # -- inbound -----------------------------------------------------------
-    def receive(self, msg: SipRequest | SipResponse, transport: Transport, addr: Addr,
-                now: float) -> None:
+    def receive(
+        self, msg: SipRequest | SipResponse, transport: Transport, addr: Addr, now: float
+    ) -> None:
         """Entry point for every parsed message from any transport."""
         if isinstance(msg, SipRequest):
             self._receive_request(msg, transport, addr, now)
         else:
             self._receive_response(msg, addr, now)
 
-    def _receive_request(self, req: SipRequest, transport: Transport, addr: Addr,
-                         now: float) -> None:
+    def _receive_request(
+        self, req: SipRequest, transport: Transport, addr: Addr, now: float
+    ) -> None:
         stamp_received(req, addr)
         key = self._server_key(req)
         tx = self._server.get(key)
@@ -830,8 +877,9 @@ class TransactionTable:
             self._events.append(RequestReceived(req, None))
             return
         cls = InviteServerTransaction if req.method == "INVITE" else NonInviteServerTransaction
-        tx = cls(self.timers, req, transport, addr, key=key, events=self._events,
-                 watcher=self._watch)
+        tx = cls(
+            self.timers, req, transport, addr, key=key, events=self._events, watcher=self._watch
+        )
         self._server[key] = tx
         tx.start(now)
         self._events.append(RequestReceived(req, tx))
@@ -845,8 +893,9 @@ class TransactionTable:
         ctx.receive_response(resp, addr, now)
 
     # -- outbound ----------------------------------------------------------
-    def request(self, req: SipRequest, transport: Transport, addr: Addr,
-                now: float) -> ClientTransactionBase:
+    def request(
+        self, req: SipRequest, transport: Transport, addr: Addr, now: float
+    ) -> ClientTransactionBase:
         """Start a client transaction; the request needs a top Via with a fresh branch."""
         if req.method == "ACK":
             raise TransactionError("ACK is sent without a client transaction (17.1.1.3, 13.2.2.4)")
@@ -857,8 +906,9 @@ class TransactionTable:
         if key in self._client:
             raise TransactionError(f"client transaction {key} already exists")
         cls = InviteClientTransaction if req.method == "INVITE" else NonInviteClientTransaction
-        ctx = cls(self.timers, req, transport, addr, key=key, events=self._events,
-                  watcher=self._watch)
+        ctx = cls(
+            self.timers, req, transport, addr, key=key, events=self._events, watcher=self._watch
+        )
         self._client[key] = ctx
         ctx.start(now)
         return ctx

@@ -233,8 +233,12 @@ class TransactionLayer:
     raises before answering, the layer answers 500 itself.
     """
 
-    def __init__(self, timers: Timers, on_request: RequestHandler,
-                 on_stray_response: StrayHandler | None = None) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        on_request: RequestHandler,
+        on_stray_response: StrayHandler | None = None,
+    ) -> None:
         self.timers = timers
         self._table = TransactionTable(timers)
         self._on_request = on_request
@@ -362,8 +366,14 @@ class InviteOkRetransmitter:
     2xx reliability is end-to-end, not hop-by-hop.
     """
 
-    def __init__(self, response: SipResponse, transport: Transport, addr: Addr, timers: Timers,
-                 on_timeout: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        response: SipResponse,
+        transport: Transport,
+        addr: Addr,
+        timers: Timers,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> None:
         asyncio.get_running_loop()  # like every asyncio-facing object here: needs a loop
         self._core = OkRetransmission(response, transport, addr, timers)
         self.on_timeout = on_timeout

@@ -62,8 +62,12 @@ def _report(on_error: ErrorHandler | None, data: bytes, addr: Addr, exc: Excepti
 
 
 def _deliver(
-    on_message: MessageHandler, on_error: ErrorHandler | None,
-    msg: SipRequest | SipResponse, transport: Transport, addr: Addr, raw: bytes,
+    on_message: MessageHandler,
+    on_error: ErrorHandler | None,
+    msg: SipRequest | SipResponse,
+    transport: Transport,
+    addr: Addr,
+    raw: bytes,
 ) -> None:
     try:
         on_message(msg, transport, addr)
@@ -80,7 +84,9 @@ class UdpTransport(asyncio.DatagramProtocol):
     name = "UDP"
 
     def __init__(
-        self, on_datagram: MessageHandler, on_error: ErrorHandler | None = None,
+        self,
+        on_datagram: MessageHandler,
+        on_error: ErrorHandler | None = None,
         max_datagram: int = 65507,
     ) -> None:
         self._on_datagram = on_datagram
@@ -92,8 +98,12 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     @classmethod
     async def listen(
-        cls, host: str, port: int, on_datagram: MessageHandler,
-        on_error: ErrorHandler | None = None, max_datagram: int = 65507,
+        cls,
+        host: str,
+        port: int,
+        on_datagram: MessageHandler,
+        on_error: ErrorHandler | None = None,
+        max_datagram: int = 65507,
     ) -> UdpTransport:
         """Bind a UDP socket and start delivering parsed messages."""
         loop = asyncio.get_running_loop()
@@ -110,8 +120,12 @@ class UdpTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
         peer: Addr = (addr[0], addr[1])
         if len(data) > self.max_datagram:
-            _report(self._on_error, data, peer,
-                    SipParseError(f"datagram of {len(data)} bytes exceeds {self.max_datagram}"))
+            _report(
+                self._on_error,
+                data,
+                peer,
+                SipParseError(f"datagram of {len(data)} bytes exceeds {self.max_datagram}"),
+            )
             return
         if not data.strip(b"\r\n"):
             self.keepalives += 1  # RFC 5626 keepalive / stray CRLFs
@@ -152,7 +166,9 @@ class TcpTransport(asyncio.Protocol):
     name = "TCP"
 
     def __init__(
-        self, on_message: MessageHandler, on_error: ErrorHandler | None = None,
+        self,
+        on_message: MessageHandler,
+        on_error: ErrorHandler | None = None,
         on_close: Callable[[TcpTransport], None] | None = None,
         max_message: int = 1 << 20,
     ) -> None:
@@ -167,7 +183,10 @@ class TcpTransport(asyncio.Protocol):
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, on_message: MessageHandler,
+        cls,
+        host: str,
+        port: int,
+        on_message: MessageHandler,
         on_error: ErrorHandler | None = None,
     ) -> TcpTransport:
         """Open an outbound connection (e.g. to a carrier requiring TCP)."""
@@ -177,7 +196,10 @@ class TcpTransport(asyncio.Protocol):
 
     @classmethod
     async def listen(
-        cls, host: str, port: int, on_message: MessageHandler,
+        cls,
+        host: str,
+        port: int,
+        on_message: MessageHandler,
         on_error: ErrorHandler | None = None,
     ) -> TcpServer:
         """Accept connections; each one delivers messages as its own Transport."""

@@ -4,19 +4,13 @@ The service runs this at start with its own connection (`catalog.migrate`); deve
 run `alembic -c services/recorder/alembic.ini upgrade head` (or `revision --autogenerate`),
 which connects to `HOTLINE_DATABASE_URL` or the recorder's SQLite file under var/.
 """
+
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 from alembic import context
 from sqlalchemy.engine import Connection
-
-_SERVICES = Path(__file__).resolve().parents[2]
-for extra in (_SERVICES, _SERVICES / "common" / "generated"):
-    if str(extra) not in sys.path:  # when run from the alembic CLI
-        sys.path.insert(0, str(extra))
 
 from recorder.catalog import VERSION_TABLE, Base, open_engine  # noqa: E402
 
@@ -24,9 +18,13 @@ target_metadata = Base.metadata
 
 
 def _configure(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      version_table=VERSION_TABLE, render_as_batch=True,
-                      compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=VERSION_TABLE,
+        render_as_batch=True,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -34,8 +32,9 @@ def _configure(connection: Connection) -> None:
 def _url() -> str:
     from recorder.settings import RecorderSettings
 
-    return (context.config.get_main_option("sqlalchemy.url")
-            or RecorderSettings.from_env().db_url("recorder"))
+    return context.config.get_main_option("sqlalchemy.url") or RecorderSettings.from_env().db_url(
+        "recorder"
+    )
 
 
 async def _run_online() -> None:
@@ -48,8 +47,9 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      version_table=VERSION_TABLE)
+    context.configure(
+        url=_url(), target_metadata=target_metadata, literal_binds=True, version_table=VERSION_TABLE
+    )
     with context.begin_transaction():
         context.run_migrations()
 elif (connection := context.config.attributes.get("connection")) is not None:

@@ -1,4 +1,5 @@
 """The SIP channel: trunk calls and registered phones as legs of the core's calls."""
+
 from gateway.channels.sip.channel import SipChannel
 from gateway.channels.sip.leg import SipLeg
 from gateway.channels.sip.trunk import TrunkPolicy

@@ -6,6 +6,7 @@ INVITEs to registered phones with CANCEL on timeout). It owns the SIP specifics 
 not know: trunk admission codes, SDP offer/answer, dialogs, re-INVITEs, media ports.
 Anything malformed gets a 400 that says what was wrong.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,18 +17,26 @@ from prometheus_client import Counter
 
 from gateway.channels.sip.leg import SipLeg
 from gateway.channels.sip.trunk import TrunkPolicy
-from gateway.core.contracts import (Attempt, CallerParty, CallSink, Leg, Offer, Outcome,
-                                    Release)
+from gateway.core.contracts import Attempt, CallerParty, CallSink, Leg, Offer, Outcome, Release
 from gateway.media.endpoint import NoFreePort, PortAllocator, RtpEndpoint
 from gateway.sip import sdp
-from gateway.sip.builders import (bad_request_for, build_cancel, make_response, new_branch,
-                                  new_call_id, new_tag)
+from gateway.sip.builders import (
+    bad_request_for,
+    build_cancel,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+)
 from gateway.sip.headers import Headers
 from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.registrar import Binding, Registrar
 from gateway.sip.syntax import SipParseError
-from gateway.sip.transaction_asyncio import (InviteOkRetransmitter, ServerTransaction,
-                                             TransactionLayer)
+from gateway.sip.transaction_asyncio import (
+    InviteOkRetransmitter,
+    ServerTransaction,
+    TransactionLayer,
+)
 from gateway.sip.transport import Addr, Transport
 from gateway.sip.uri import parse_name_addr
 
@@ -41,12 +50,20 @@ REJECTED = Counter("hotline_gateway_rejected_total", "INVITEs refused", ["status
 
 ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER")
 ALLOW = ", ".join(ALLOWED)
-KNOWN_UNSUPPORTED = {"SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "REFER", "UPDATE", "PRACK",
-                     "PUBLISH"}
+KNOWN_UNSUPPORTED = {
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "INFO",
+    "REFER",
+    "UPDATE",
+    "PRACK",
+    "PUBLISH",
+}
 USER_AGENT = "Hotline/0.1"
-COUNTED_METHODS = frozenset(ALLOWED) | KNOWN_UNSUPPORTED   # metric labels stay bounded
-CANCEL_WAIT_S = 5.0      # how long a CANCELled INVITE may take to end with its final response
-LINGER_S = 5.0           # a failed outbound leg stays routable for late retransmissions
+COUNTED_METHODS = frozenset(ALLOWED) | KNOWN_UNSUPPORTED  # metric labels stay bounded
+CANCEL_WAIT_S = 5.0  # how long a CANCELled INVITE may take to end with its final response
+LINGER_S = 5.0  # a failed outbound leg stays routable for late retransmissions
 
 
 def result_for(status: int) -> Outcome:
@@ -66,15 +83,23 @@ class SipChannel:
     """SIP trunk and phones as a channel of the core: Signalling for its legs, and the
     EndpointDialer that rings registered extensions."""
 
-    def __init__(self, layer: TransactionLayer, registrar: Registrar, advertised: Addr, *,
-                 media_host: str, allocator: PortAllocator, trunk: TrunkPolicy,
-                 site: str) -> None:
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        registrar: Registrar,
+        advertised: Addr,
+        *,
+        media_host: str,
+        allocator: PortAllocator,
+        trunk: TrunkPolicy,
+        site: str,
+    ) -> None:
         self.layer, self.registrar, self.trunk, self.site = layer, registrar, trunk, site
         self.host, self.port = advertised
         self.media_host, self.allocator = media_host, allocator
         self.contact = f"<sip:hotline@{self.host}:{self.port}>"
         self._sink: CallSink | None = None
-        self._dialogs: dict[str, SipLeg] = {}          # SIP Call-ID -> leg
+        self._dialogs: dict[str, SipLeg] = {}  # SIP Call-ID -> leg
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, sink: CallSink) -> None:
@@ -92,9 +117,16 @@ class SipChannel:
         task.add_done_callback(self._tasks.discard)
 
     # ---- helpers ------------------------------------------------------------------------
-    def response(self, req: SipRequest, status: int, reason: str | None = None, *,
-                 to_tag: str | None = None, body: bytes = b"",
-                 extra: Iterable[tuple[str, str]] = ()) -> SipResponse:
+    def response(
+        self,
+        req: SipRequest,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        body: bytes = b"",
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> SipResponse:
         resp = make_response(req, status, reason, to_tag=to_tag, body=body, extra=list(extra))
         resp.headers.add("Server", USER_AGENT)
         return resp
@@ -120,7 +152,7 @@ class SipChannel:
 
     async def on_request(self, req: SipRequest, tx: ServerTransaction | None) -> None:
         SIP_REQUESTS.labels(req.method if req.method in COUNTED_METHODS else "other").inc()
-        if tx is None:                       # ACK for a 2xx: end-to-end, no transaction
+        if tx is None:  # ACK for a 2xx: end-to-end, no transaction
             if req.method == "ACK":
                 leg = self._dialogs.get(req.call_id)
                 if leg is not None and leg.ok_retransmitter is not None:
@@ -130,8 +162,9 @@ class SipChannel:
         if method == "REGISTER":
             tx.respond(self.registrar.handle(req, tx.source_addr, tx.transport))
         elif method == "OPTIONS":
-            tx.respond(self.response(req, 200, extra=[("Allow", ALLOW),
-                                                      ("Accept", "application/sdp")]))
+            tx.respond(
+                self.response(req, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
+            )
         elif method == "INVITE":
             await self._invite(req, tx)
         elif method == "BYE":
@@ -200,14 +233,27 @@ class SipChannel:
             endpoint.close()
             self._refuse(req, tx, 488, f"{exc}")
             return
-        endpoint.configure((negotiated.remote_addr, negotiated.remote_port), negotiated.codec,
-                           negotiated.payload_type, negotiated.dtmf_payload_type)
+        endpoint.configure(
+            (negotiated.remote_addr, negotiated.remote_port),
+            negotiated.codec,
+            negotiated.payload_type,
+            negotiated.dtmf_payload_type,
+        )
         to_value = req.headers.get("To") or ""
-        leg = SipLeg(sip_call_id=req.call_id, local_party=f"{to_value};tag={new_tag()}",
-                     remote_party=req.headers.get("From") or "", remote_target=target,
-                     transport=tx.transport, peer=tx.source_addr, media=endpoint,
-                     signalling=self, inbound=True, invite=req, server_tx=tx,
-                     local_sdp=answer.to_bytes())
+        leg = SipLeg(
+            sip_call_id=req.call_id,
+            local_party=f"{to_value};tag={new_tag()}",
+            remote_party=req.headers.get("From") or "",
+            remote_target=target,
+            transport=tx.transport,
+            peer=tx.source_addr,
+            media=endpoint,
+            signalling=self,
+            inbound=True,
+            invite=req,
+            server_tx=tx,
+            local_sdp=answer.to_bytes(),
+        )
         self._dialogs[leg.sip_call_id] = leg
         try:
             from_ = req.from_
@@ -215,8 +261,9 @@ class SipChannel:
             name = from_.display or ""
         except SipParseError:
             ani, name = "", ""
-        call_id = self._sink.offer(leg, Offer(ani=ani, dnis=dnis, trunk=self.trunk.name,
-                                              channel="sip", caller_name=name))
+        call_id = self._sink.offer(
+            leg, Offer(ani=ani, dnis=dnis, trunk=self.trunk.name, channel="sip", caller_name=name)
+        )
         log.info("call %s offered: %s -> %s (%s)", call_id, ani, dnis, negotiated.codec)
 
     def _reinvite(self, req: SipRequest, tx: ServerTransaction) -> None:
@@ -225,11 +272,16 @@ class SipChannel:
         if leg is None:
             tx.respond(self.response(req, 481))
             return
-        resp = self.response(req, 200, body=leg.local_sdp,
-                             extra=[("Contact", self.contact), ("Content-Type", "application/sdp")])
+        resp = self.response(
+            req,
+            200,
+            body=leg.local_sdp,
+            extra=[("Contact", self.contact), ("Content-Type", "application/sdp")],
+        )
         tx.respond(resp)
-        leg.ok_retransmitter = InviteOkRetransmitter(resp, leg.transport, tx.response_addr,
-                                                     self.layer.timers)
+        leg.ok_retransmitter = InviteOkRetransmitter(
+            resp, leg.transport, tx.response_addr, self.layer.timers
+        )
         leg.ok_retransmitter.start()
 
     def _bye(self, req: SipRequest, tx: ServerTransaction) -> None:
@@ -279,22 +331,37 @@ class SipChannel:
     def ring(self, leg: Leg) -> None:
         sip = self._own(leg)
         if sip.server_tx is not None and sip.server_tx.can_respond:
-            sip.server_tx.respond(self.response(sip.invite, 180, to_tag=sip.local_tag,
-                                                extra=[("Contact", self.contact)]))
+            sip.server_tx.respond(
+                self.response(
+                    sip.invite, 180, to_tag=sip.local_tag, extra=[("Contact", self.contact)]
+                )
+            )
 
     def answer(self, leg: Leg) -> None:
         sip = self._own(leg)
         tx = sip.server_tx
         if tx is None or not tx.can_respond:
             return
-        resp = self.response(sip.invite, 200, to_tag=sip.local_tag, body=sip.local_sdp,
-                             extra=[("Contact", self.contact), ("Allow", ALLOW),
-                                    ("Content-Type", "application/sdp")])
+        resp = self.response(
+            sip.invite,
+            200,
+            to_tag=sip.local_tag,
+            body=sip.local_sdp,
+            extra=[
+                ("Contact", self.contact),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ],
+        )
         tx.respond(resp)
         sip.answered = True
-        sip.ok_retransmitter = InviteOkRetransmitter(resp, sip.transport, tx.response_addr,
-                                                     self.layer.timers,
-                                                     on_timeout=lambda: self._no_ack(sip))
+        sip.ok_retransmitter = InviteOkRetransmitter(
+            resp,
+            sip.transport,
+            tx.response_addr,
+            self.layer.timers,
+            on_timeout=lambda: self._no_ack(sip),
+        )
         sip.ok_retransmitter.start()
 
     def _no_ack(self, leg: SipLeg) -> None:
@@ -310,8 +377,9 @@ class SipChannel:
         sip = self._own(leg)
         sip.ended = True
         if sip.server_tx is not None and sip.server_tx.can_respond:
-            sip.server_tx.respond(self.response(sip.invite, 480, "Temporarily Unavailable",
-                                                to_tag=sip.local_tag))
+            sip.server_tx.respond(
+                self.response(sip.invite, 480, "Temporarily Unavailable", to_tag=sip.local_tag)
+            )
 
     async def hang_up(self, leg: Leg) -> None:
         """End a confirmed dialog from our side with BYE."""
@@ -324,13 +392,20 @@ class SipChannel:
     async def _send_bye(self, sip: SipLeg) -> None:
         if sip.ok_retransmitter is not None:
             sip.ok_retransmitter.ack_received()
-        headers = Headers([
-            ("Via", self._via(sip.transport)), ("Max-Forwards", "70"), ("From", sip.local_party),
-            ("To", sip.remote_party), ("Call-ID", sip.sip_call_id),
-            ("CSeq", f"{sip.next_cseq()} BYE"), ("User-Agent", USER_AGENT),
-        ])
-        tx = await self.layer.request(SipRequest("BYE", sip.remote_target, headers),
-                                      sip.transport, sip.peer)
+        headers = Headers(
+            [
+                ("Via", self._via(sip.transport)),
+                ("Max-Forwards", "70"),
+                ("From", sip.local_party),
+                ("To", sip.remote_party),
+                ("Call-ID", sip.sip_call_id),
+                ("CSeq", f"{sip.next_cseq()} BYE"),
+                ("User-Agent", USER_AGENT),
+            ]
+        )
+        tx = await self.layer.request(
+            SipRequest("BYE", sip.remote_target, headers), sip.transport, sip.peer
+        )
         final = await tx.final()
         if final.status >= 300:
             log.info("BYE on %s answered %d %s", sip.sip_call_id, final.status, final.reason)
@@ -347,11 +422,13 @@ class SipChannel:
         async def later() -> None:
             await asyncio.sleep(LINGER_S)
             self.release(leg)
+
         self._spawn(later(), f"release-{leg.leg_id}")
 
     # ---- EndpointDialer: ringing a registered phone ---------------------------------------
-    async def ring_endpoint(self, target: str, caller: CallerParty, ring_timeout_s: float,
-                            abandon: asyncio.Event) -> Attempt:
+    async def ring_endpoint(
+        self, target: str, caller: CallerParty, ring_timeout_s: float, abandon: asyncio.Event
+    ) -> Attempt:
         """INVITE the phone registered as ``target``; CANCEL it on timeout or abandon."""
         binding = self.registrar.lookup(target)
         if binding is None:
@@ -366,8 +443,11 @@ class SipChannel:
         final_task = asyncio.ensure_future(leg.client_tx.final())
         abandon_task = asyncio.ensure_future(abandon.wait())
         try:
-            await asyncio.wait({final_task, abandon_task}, timeout=ring_timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {final_task, abandon_task},
+                timeout=ring_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             abandon_task.cancel()
         if not final_task.done():
@@ -400,8 +480,12 @@ class SipChannel:
             self._spawn(self.hang_up(leg), f"bye-{leg.leg_id}")
             self._fail(leg)
             return Attempt(Outcome.CALLER_GONE, None, "caller hung up while connecting")
-        endpoint.configure((negotiated.remote_addr, negotiated.remote_port), negotiated.codec,
-                           negotiated.payload_type, negotiated.dtmf_payload_type)
+        endpoint.configure(
+            (negotiated.remote_addr, negotiated.remote_port),
+            negotiated.codec,
+            negotiated.payload_type,
+            negotiated.dtmf_payload_type,
+        )
         return Attempt(Outcome.ANSWERED, leg, "")
 
     def _fail(self, leg: SipLeg) -> None:
@@ -410,26 +494,47 @@ class SipChannel:
         leg.media.close()
         self._release_later(leg)
 
-    async def _invite_phone(self, binding: Binding, caller: CallerParty, offer_sdp: bytes,
-                            endpoint: RtpEndpoint) -> SipLeg:
+    async def _invite_phone(
+        self, binding: Binding, caller: CallerParty, offer_sdp: bytes, endpoint: RtpEndpoint
+    ) -> SipLeg:
         """Send an INVITE to a registered phone; the leg's client transaction gives the answer."""
         transport = binding.transport
         sip_call_id = new_call_id(self.host)
-        from_party = f"\"{caller.name or caller.number}\" <sip:{caller.number or 'anonymous'}@" \
-                     f"{self.host}>;tag={new_tag()}"
+        from_party = (
+            f'"{caller.name or caller.number}" <sip:{caller.number or "anonymous"}@'
+            f"{self.host}>;tag={new_tag()}"
+        )
         to_party = f"<sip:{binding.extension}@{self.host}>"
         target = str(binding.uri)
-        headers = Headers([
-            ("Via", self._via(transport)), ("Max-Forwards", "70"), ("From", from_party),
-            ("To", to_party), ("Call-ID", sip_call_id), ("CSeq", "1 INVITE"),
-            ("Contact", self.contact), ("Allow", ALLOW), ("User-Agent", USER_AGENT),
-            ("X-Hotline-Call-ID", caller.call_id), ("Content-Type", "application/sdp"),
-        ])
+        headers = Headers(
+            [
+                ("Via", self._via(transport)),
+                ("Max-Forwards", "70"),
+                ("From", from_party),
+                ("To", to_party),
+                ("Call-ID", sip_call_id),
+                ("CSeq", "1 INVITE"),
+                ("Contact", self.contact),
+                ("Allow", ALLOW),
+                ("User-Agent", USER_AGENT),
+                ("X-Hotline-Call-ID", caller.call_id),
+                ("Content-Type", "application/sdp"),
+            ]
+        )
         req = SipRequest("INVITE", target, headers, offer_sdp)
-        leg = SipLeg(sip_call_id=sip_call_id, local_party=from_party, remote_party=to_party,
-                     remote_target=target, transport=transport, peer=binding.target,
-                     media=endpoint, signalling=self, inbound=False, invite=req,
-                     local_sdp=offer_sdp)
+        leg = SipLeg(
+            sip_call_id=sip_call_id,
+            local_party=from_party,
+            remote_party=to_party,
+            remote_target=target,
+            transport=transport,
+            peer=binding.target,
+            media=endpoint,
+            signalling=self,
+            inbound=False,
+            invite=req,
+            local_sdp=offer_sdp,
+        )
         self._dialogs[sip_call_id] = leg
         leg.client_tx = await self.layer.request(req, transport, binding.target)
         return leg
@@ -444,11 +549,16 @@ class SipChannel:
             except SipParseError:
                 pass
         leg.answered = True
-        headers = Headers([
-            ("Via", self._via(leg.transport)), ("Max-Forwards", "70"), ("From", leg.local_party),
-            ("To", leg.remote_party), ("Call-ID", leg.sip_call_id),
-            ("CSeq", f"{resp.cseq[0]} ACK"),
-        ])
+        headers = Headers(
+            [
+                ("Via", self._via(leg.transport)),
+                ("Max-Forwards", "70"),
+                ("From", leg.local_party),
+                ("To", leg.remote_party),
+                ("Call-ID", leg.sip_call_id),
+                ("CSeq", f"{resp.cseq[0]} ACK"),
+            ]
+        )
         leg.transport.send(SipRequest("ACK", leg.remote_target, headers).to_bytes(), leg.peer)
 
     async def _cancel_invite(self, leg: SipLeg) -> None:

@@ -1,4 +1,5 @@
 """Who may call in on the SIP trunk, and which numbers answer there."""
+
 from __future__ import annotations
 
 import ipaddress
