@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from hotline.v1.events_pb2 import AgentState
 
 S = AgentState
+#: An agent state: one of the AgentState enum values of events.proto.
+State: TypeAlias = "AgentState.ValueType"
 LOGGED_OUT, READY, NOT_READY = (
     S.AGENT_STATE_LOGGED_OUT,
     S.AGENT_STATE_READY,
@@ -21,7 +24,7 @@ LOGGED_OUT, READY, NOT_READY = (
 RINGING, ON_CALL, WRAP_UP = S.AGENT_STATE_RINGING, S.AGENT_STATE_ON_CALL, S.AGENT_STATE_WRAP_UP
 
 #: state -> states it may move to.
-TRANSITIONS: dict[int, frozenset[int]] = {
+TRANSITIONS: dict[State, frozenset[State]] = {
     LOGGED_OUT: frozenset({NOT_READY, READY}),
     NOT_READY: frozenset({READY, LOGGED_OUT, NOT_READY}),
     READY: frozenset({NOT_READY, RINGING, LOGGED_OUT}),
@@ -34,7 +37,7 @@ TRANSITIONS: dict[int, frozenset[int]] = {
 REQUESTABLE = frozenset({READY, NOT_READY})
 
 
-def state_name(state: int) -> str:
+def state_name(state: State) -> str:
     """'ready', 'not_ready', ... (the enum name without its prefix, lower-case)."""
     return AgentState.Name(state).removeprefix("AGENT_STATE_").lower()
 
@@ -53,7 +56,7 @@ class Agent:
     extension: str
     queues: frozenset[str] = frozenset()
     skills: frozenset[str] = frozenset()
-    state: int = LOGGED_OUT
+    state: State = LOGGED_OUT
     reason: str = ""
     call_id: str = ""
     since: float = field(default_factory=time.monotonic)
@@ -79,7 +82,7 @@ class AgentBook:
 
     def login(
         self, agent_id: str, extension: str, queues: frozenset[str], skills: frozenset[str]
-    ) -> tuple[Agent, int]:
+    ) -> tuple[Agent, State]:
         """Log an agent in (Not Ready until they say Ready); returns (agent, previous state)."""
         agent = self.agents.get(agent_id)
         if agent is None:
@@ -94,7 +97,7 @@ class AgentBook:
             self.transition(agent, NOT_READY, "login")
         return agent, previous
 
-    def transition(self, agent: Agent, new: int, reason: str = "", call_id: str = "") -> int:
+    def transition(self, agent: Agent, new: State, reason: str = "", call_id: str = "") -> State:
         """Move an agent to `new`; returns the previous state. Raises InvalidTransition."""
         old = agent.state
         if new not in TRANSITIONS[old]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
 
 import grpc
 
@@ -26,6 +28,7 @@ from acd.agents import (
     Agent,
     AgentBook,
     InvalidTransition,
+    State,
 )
 from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
@@ -46,7 +49,7 @@ class Dispatcher:
     def __init__(
         self,
         notifier: AcdNotifier,
-        gateway: gateway_pb2_grpc.CallControlStub,
+        gateway: gateway_pb2_grpc.CallControlAsyncStub,
         queues: list[str],
         site: str,
         ring_timeout_s: float,
@@ -75,7 +78,7 @@ class Dispatcher:
             if task:
                 task.cancel()
 
-    def _spawn(self, coro, name: str) -> None:  # noqa: ANN001
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -137,7 +140,7 @@ class Dispatcher:
             await self._move(agent, READY, "wrap-up timer")
 
     # ---- agents ------------------------------------------------------------------------
-    async def _move(self, agent: Agent, state: int, reason: str = "", call_id: str = "") -> None:
+    async def _move(self, agent: Agent, state: State, reason: str = "", call_id: str = "") -> None:
         previous = self.book.transition(agent, state, reason, call_id)
         await self.notifier.agent_state_changed(agent, previous)
         if state == READY:
@@ -157,7 +160,7 @@ class Dispatcher:
         await self._move(agent, LOGGED_OUT, "logout")
         return agent
 
-    async def set_state(self, agent_id: str, state: int, reason: str) -> Agent:
+    async def set_state(self, agent_id: str, state: State, reason: str) -> Agent:
         agent = self.book.get(agent_id)
         await self._move(agent, state, reason)
         return agent

@@ -8,7 +8,7 @@ compaction. The dispatcher decides *when*; this module decides *what goes on the
 
 from __future__ import annotations
 
-from acd.agents import Agent
+from acd.agents import Agent, State
 from acd.queues import WaitingCall
 from common.events import Publisher
 from hotline.v1 import events_pb2 as ev
@@ -58,7 +58,7 @@ class AcdNotifier:
             agent.agent_id,
         )
 
-    async def agent_state_changed(self, agent: Agent, previous: int) -> None:
+    async def agent_state_changed(self, agent: Agent, previous: State) -> None:
         """`agent` moved from `previous` to its current state."""
         await self.publisher.publish(
             ev.AgentStateChanged(

@@ -4,12 +4,14 @@ wrong."""
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 import grpc
 
 from acd.agents import REQUESTABLE, Agent, InvalidTransition, UnknownAgent, state_name
 from acd.dispatcher import Dispatcher, UnknownQueue
 from acd.queues import WaitingCall
+from common.rpc import Context
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 
 
@@ -30,15 +32,18 @@ class AcdService(acd_pb2_grpc.AcdServicer):
         self.d = dispatcher
 
     @staticmethod
-    async def _fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    async def _fail(context: Context, exc: Exception) -> NoReturn:
         code = {
             InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
             UnknownAgent: grpc.StatusCode.NOT_FOUND,
             UnknownQueue: grpc.StatusCode.NOT_FOUND,
         }.get(type(exc), grpc.StatusCode.INTERNAL)
         await context.abort(code, exc.args[0] if exc.args else str(exc))
+        raise AssertionError("abort returned")  # grpc's abort always raises
 
-    async def Enqueue(self, request, context):  # noqa: N802, ANN001
+    async def Enqueue(
+        self, request: acd_pb2.EnqueueRequest, context: Context
+    ) -> acd_pb2.EnqueueReply:
         if not request.call_id or not request.queue:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id and queue are required")
         call = WaitingCall(
@@ -56,7 +61,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             await self._fail(context, exc)
         return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue, position=position)
 
-    async def Login(self, request, context):  # noqa: N802, ANN001
+    async def Login(self, request: acd_pb2.LoginRequest, context: Context) -> acd_pb2.Agent:
         if not request.agent_id or not request.extension:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "agent_id and extension are required"
@@ -72,13 +77,13 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             await self._fail(context, exc)
         return agent_reply(agent)
 
-    async def Logout(self, request, context):  # noqa: N802, ANN001
+    async def Logout(self, request: acd_pb2.AgentRef, context: Context) -> acd_pb2.Agent:
         try:
             return agent_reply(await self.d.logout(request.agent_id))
         except (UnknownAgent, InvalidTransition) as exc:
             await self._fail(context, exc)
 
-    async def SetState(self, request, context):  # noqa: N802, ANN001
+    async def SetState(self, request: acd_pb2.SetStateRequest, context: Context) -> acd_pb2.Agent:
         if request.state not in REQUESTABLE:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -91,13 +96,13 @@ class AcdService(acd_pb2_grpc.AcdServicer):
         except (UnknownAgent, InvalidTransition) as exc:
             await self._fail(context, exc)
 
-    async def GetAgent(self, request, context):  # noqa: N802, ANN001
+    async def GetAgent(self, request: acd_pb2.AgentRef, context: Context) -> acd_pb2.Agent:
         try:
             return agent_reply(self.d.book.get(request.agent_id))
         except UnknownAgent as exc:
             await self._fail(context, exc)
 
-    async def GetQueue(self, request, context):  # noqa: N802, ANN001
+    async def GetQueue(self, request: acd_pb2.QueueRef, context: Context) -> acd_pb2.QueueStatus:
         try:
             queue = self.d.queue(request.queue)
         except UnknownQueue as exc:

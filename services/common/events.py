@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from google.protobuf.message import DecodeError, Message
@@ -55,7 +55,9 @@ TOPIC_OF: dict[str, str] = {
 
 #: payload type name -> Envelope oneof field name, from the descriptor (no hand-kept table).
 _FIELD_OF: dict[str, str] = {
-    f.message_type.name: f.name for f in Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    f.message_type.name: f.name
+    for f in Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    if f.message_type is not None
 }
 
 PUBLISHED = Counter("hotline_events_published_total", "Events published", ["type"])
@@ -102,7 +104,8 @@ def payload_of(env: Envelope) -> Message:
     field = env.WhichOneof("payload")
     if field is None:
         raise ValueError(f"envelope {env.event_id} has no payload")
-    return getattr(env, field)
+    payload: Message = getattr(env, field)
+    return payload
 
 
 async def ensure_topics(bootstrap: str) -> None:
@@ -292,7 +295,7 @@ class EventConsumer:
             if batches:
                 await consumer.commit()
 
-    async def _handle_record(self, record) -> None:  # noqa: ANN001 - aiokafka ConsumerRecord
+    async def _handle_record(self, record: ConsumerRecord) -> None:
         try:
             if record.value is None:  # a tombstone: no envelope to decode
                 raise DecodeError("record has no value")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from opentelemetry import context as otel_context
@@ -18,15 +18,25 @@ from common import tracing
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    #: The servicer context every handler receives (grpc-stubs makes it generic).
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+
 
 def _metadata_carrier(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
     return {k: v if isinstance(v, str) else v.decode() for k, v in (metadata or ())}
 
 
-class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
+class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Starts a server span per RPC, parented on the context found in the metadata."""
 
-    async def intercept_service(self, continuation, details):  # noqa: ANN001
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
@@ -35,7 +45,7 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
         tracer = trace.get_tracer("hotline.rpc")
 
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-            async def traced(request_or_iterator, ctx):  # noqa: ANN001
+            async def traced(request_or_iterator: Any, ctx: Context) -> Any:
                 token = otel_context.attach(parent)
                 try:
                     with tracer.start_as_current_span(method, kind=trace.SpanKind.SERVER):
@@ -59,13 +69,14 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _TracingClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamUnaryClientInterceptor
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
 ):
     """Adds the current trace context to the outgoing metadata."""
 
     @staticmethod
-    def _details(details):  # noqa: ANN001
-        metadata = list(details.metadata or ()) + list(tracing.inject().items())
+    def _details(details: Any) -> Any:
+        metadata: Any = list(details.metadata or ()) + list(tracing.inject().items())
         return (
             details._replace(metadata=metadata)
             if hasattr(details, "_replace")
@@ -78,10 +89,14 @@ class _TracingClientInterceptor(
             )
         )
 
-    async def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
         return await continuation(self._details(details), request)
 
-    async def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
         return await continuation(self._details(details), request_iterator)
 
 
@@ -96,4 +111,5 @@ def server(host: str, port: int) -> grpc.aio.Server:
 
 def channel(target: str) -> grpc.aio.Channel:
     """A client channel to another service; calls carry the trace context."""
-    return grpc.aio.insecure_channel(target, interceptors=[_TracingClientInterceptor()])
+    interceptors: Any = [_TracingClientInterceptor()]
+    return grpc.aio.insecure_channel(target, interceptors=interceptors)

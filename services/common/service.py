@@ -31,7 +31,9 @@ S = TypeVar("S", bound=Settings)
 T = TypeVar("T")
 
 
-async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], settings: S) -> None:
+async def _serve(
+    name: str, main: Callable[[S, Readiness], Coroutine[Any, Any, Stop]], settings: S
+) -> None:
     readiness = Readiness()
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
     done = asyncio.Event()
@@ -61,7 +63,9 @@ async def _serve(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], set
     log.info("%s stopped", name)
 
 
-def run(name: str, main: Callable[[S, Readiness], Awaitable[Stop]], load: Callable[[], S]) -> None:
+def run(
+    name: str, main: Callable[[S, Readiness], Coroutine[Any, Any, Stop]], load: Callable[[], S]
+) -> None:
     """Entry point used by every service's __main__: `load` reads the service's settings once
     (a bad variable stops the process with the message naming it), `main` starts the service."""
     try:
@@ -128,7 +132,7 @@ class Wiring:
     def channel(self, peer: str) -> grpc.aio.Channel:
         """A gRPC channel to another service, closed at stop."""
         channel = rpc.channel(self.settings.grpc_target(peer))
-        self.on_stop(channel.close, f"channel to {peer}")
+        self.on_stop(lambda: channel.close(None), f"channel to {peer}")
         return channel
 
     def collector(self, collector: Collector) -> Collector:

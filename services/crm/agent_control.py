@@ -32,7 +32,7 @@ _HTTP_STATUS = {
 }
 
 
-def state_name(state: int) -> str:
+def state_name(state: events_pb2.AgentState.ValueType) -> str:
     """`AGENT_STATE_NOT_READY` -> "not_ready"."""
     return events_pb2.AgentState.Name(state).removeprefix("AGENT_STATE_").lower()
 
@@ -78,7 +78,8 @@ class AgentControl:
     @staticmethod
     async def _call(method: Any, request: Any) -> acd_pb2.Agent:
         try:
-            return await method(request, timeout=TIMEOUT_S)
+            agent: acd_pb2.Agent = await method(request, timeout=TIMEOUT_S)
+            return agent
         except grpc.aio.AioRpcError as exc:
             raise AcdError(exc.code(), exc.details() or "") from None
 

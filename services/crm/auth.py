@@ -85,7 +85,8 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
     if user is None:
         raise ApiError(401, "authentication required: log in first")
     if user.role not in roles:
-        raise ApiError(403, f"role {user.role} may not use {request.method} {resource.canonical}")
+        where = resource.canonical if resource is not None else request.path
+        raise ApiError(403, f"role {user.role} may not use {request.method} {where}")
     request[USER] = user
     return await handler(request)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.events import Envelope, payload_of
@@ -114,10 +114,11 @@ def call_id_of(env: Envelope) -> str | None:
     """The call an envelope is about, or None when it does not belong in a CDR."""
     if _kind(env) not in CDR_EVENTS:
         return None
-    return payload_of(env).call_id or None
+    call_id: str = getattr(payload_of(env), "call_id", "")
+    return call_id or None
 
 
-def end_reason_name(reason: int) -> str:
+def end_reason_name(reason: events_pb2.EndReason.ValueType) -> str:
     """`END_REASON_CALLER_HANGUP` -> "caller_hangup"."""
     return events_pb2.EndReason.Name(reason).removeprefix("END_REASON_").lower()
 
@@ -266,7 +267,7 @@ def _derive(record: CdrRecord) -> None:
         record.talk_ms = None
 
 
-def _ms(delta: Any) -> int:
+def _ms(delta: timedelta) -> int:
     return max(0, round(delta.total_seconds() * 1000))
 
 

@@ -89,7 +89,7 @@ class DeskHub:
     async def on_event(self, env: Envelope) -> None:
         """Push whatever the envelope means to the desks concerned (no-op for other types)."""
         if env.type == "AgentOffered":
-            await self._offered(env, payload_of(env))
+            await self._offered(env, env.agent_offered)
         elif env.type == "AgentStateChanged":
             p: Any = payload_of(env)
             await self.push(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 
+from common.rpc import Context
 from crm.customers import find_by_phone
 from crm.db import Database
 from hotline.v1 import crm_pb2, crm_pb2_grpc
@@ -17,7 +18,7 @@ class CrmService(crm_pb2_grpc.CrmServicer):
         self.db = db
 
     async def LookupCustomer(
-        self, request: crm_pb2.LookupCustomerRequest, context: grpc.aio.ServicerContext
+        self, request: crm_pb2.LookupCustomerRequest, context: Context
     ) -> crm_pb2.Customer:
         if not request.phone:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "phone is required")

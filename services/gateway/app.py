@@ -12,6 +12,8 @@ from common.health import Readiness
 from common.service import Stop, Wiring
 from gateway.analog.config import open_card
 from gateway.analog.port import LineCard
+from gateway.analog.sim import SimCard
+from gateway.analog.sim_http import make_control_app
 from gateway.channels.analog import AnalogChannel, LineStateCollector
 from gateway.channels.sip import SipChannel, TrunkPolicy
 from gateway.core.contracts import Originator
@@ -105,9 +107,8 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
 
 async def _start_sim_control(card: LineCard, host: str, port: int) -> web.AppRunner | None:
     """A simulated card gets its control API (HOTLINE_SIM_CONTROL_PORT)."""
-    if not hasattr(card, "exchange"):
+    if not isinstance(card, SimCard):
         return None
-    from gateway.analog.sim_http import make_control_app
 
     control = web.AppRunner(make_control_app(card), access_log=None)
     await control.setup()

@@ -22,7 +22,7 @@ __all__ = ["CallNotifier", "Publisher"]
 
 log = logging.getLogger(__name__)
 
-END_REASONS: dict[EndReason, int] = {
+END_REASONS: dict[EndReason, ev.EndReason.ValueType] = {
     EndReason.CALLER_HANGUP: ev.END_REASON_CALLER_HANGUP,
     EndReason.AGENT_HANGUP: ev.END_REASON_AGENT_HANGUP,
     EndReason.FAR_END: ev.END_REASON_FAR_END,

@@ -33,7 +33,7 @@ QUEUE_FRAMES = 1500  # 30 s of slack if the recorder is slow
 class GrpcRecorder:
     """The core's Recorder: each bridged call streams to the recorder service."""
 
-    def __init__(self, stub: recorder_pb2_grpc.RecorderStub) -> None:
+    def __init__(self, stub: recorder_pb2_grpc.RecorderAsyncStub) -> None:
         self.stub = stub
 
     def start(self, call_id: str, agent_id: str, queue: str) -> RecordingStream:
@@ -43,7 +43,7 @@ class GrpcRecorder:
 class RecordingStream:
     def __init__(
         self,
-        stub: recorder_pb2_grpc.RecorderStub,
+        stub: recorder_pb2_grpc.RecorderAsyncStub,
         call_id: str,
         agent_id: str,
         queue: str,

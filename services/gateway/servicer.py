@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import grpc
 
+from common.rpc import Context
 from gateway.core.calls import Call, CallGone
 from gateway.core.contracts import Outcome
 from gateway.core.prompts import PromptNotFound
@@ -19,7 +20,7 @@ from hotline.v1 import gateway_pb2_grpc
 
 __all__ = ["CallControlServicer"]
 
-CONNECT_RESULTS: dict[Outcome, int] = {
+CONNECT_RESULTS: dict[Outcome, gw.ConnectResult.ValueType] = {
     Outcome.ANSWERED: gw.CONNECT_RESULT_ANSWERED,
     Outcome.NO_ANSWER: gw.CONNECT_RESULT_NO_ANSWER,
     Outcome.BUSY: gw.CONNECT_RESULT_BUSY,
@@ -27,7 +28,7 @@ CONNECT_RESULTS: dict[Outcome, int] = {
     Outcome.UNREACHABLE: gw.CONNECT_RESULT_UNREACHABLE,
     Outcome.CALLER_GONE: gw.CONNECT_RESULT_CALLER_GONE,
 }
-ORIGINATE_RESULTS: dict[Outcome, int] = {
+ORIGINATE_RESULTS: dict[Outcome, gw.OriginateResult.ValueType] = {
     Outcome.ANSWERED: gw.ORIGINATE_RESULT_ANSWERED,
     Outcome.NO_LINE: gw.ORIGINATE_RESULT_NO_LINE,
     Outcome.NO_DIAL_TONE: gw.ORIGINATE_RESULT_NO_DIAL_TONE,
@@ -55,7 +56,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         self.switch = switch
 
     @staticmethod
-    async def _fail(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+    async def _fail(context: Context, exc: Exception) -> NoReturn:
         if isinstance(exc, CallGone):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"call {exc.args[0]} does not exist or has ended"
@@ -66,14 +67,14 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         raise AssertionError("abort returned")  # grpc's abort always raises
 
     @staticmethod
-    async def _invalid(context: grpc.aio.ServicerContext, message: str) -> NoReturn:
+    async def _invalid(context: Context, message: str) -> NoReturn:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         raise AssertionError("abort returned")
 
     async def Answer(
         self,
         request: gw.AnswerRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.CallReply:
         try:
             call = self.switch.answer(request.call_id)
@@ -84,7 +85,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def Play(
         self,
         request: gw.PlayRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.PlayReply:
         if not request.prompt:
             await self._invalid(context, "prompt is required")
@@ -99,7 +100,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def StopPlay(
         self,
         request: gw.CallRef,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.CallReply:
         try:
             call = self.switch.stop_play(request.call_id)
@@ -110,7 +111,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def CollectDigits(
         self,
         request: gw.CollectDigitsRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.CollectDigitsReply:
         if request.max_digits < 0 or request.timeout_ms < 0 or request.inter_digit_timeout_ms < 0:
             await self._invalid(context, "max_digits and timeouts must not be negative")
@@ -129,7 +130,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def ConnectToEndpoint(
         self,
         request: gw.ConnectRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.ConnectReply:
         if not request.endpoint:
             await self._invalid(context, "endpoint is required")
@@ -156,7 +157,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def Originate(
         self,
         request: gw.OriginateRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.OriginateReply:
         number, policy = request.number, request.answer_policy or "after_dial"
         if not number or len(number) > 32 or not set(number) <= DIAL_CHARS:
@@ -178,7 +179,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def Hangup(
         self,
         request: gw.HangupRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.CallReply:
         try:
             call = self.switch.hangup(request.call_id, request.reason)
@@ -189,6 +190,6 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def ListCalls(
         self,
         request: gw.ListCallsRequest,  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> gw.ListCallsReply:
         return gw.ListCallsReply(calls=[call_info(c) for c in self.switch.list_calls()])

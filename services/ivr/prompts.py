@@ -53,7 +53,8 @@ def hold_music(seconds: float = 8.0) -> np.ndarray:
         tone = sum(np.sin(2 * np.pi * f * k * t) / k**1.5 for k in (1, 2, 3))
         pieces.append(tone * envelope)
     signal = np.concatenate(pieces)
-    return (signal / np.max(np.abs(signal)) * 6000).astype(np.int16)
+    scaled: np.ndarray = (signal / np.max(np.abs(signal)) * 6000).astype(np.int16)
+    return scaled
 
 
 def _write_pcm(pcm: np.ndarray, out: Path) -> None:

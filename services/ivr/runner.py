@@ -22,7 +22,7 @@ class CallerGone(Exception):
 
 class FlowRunner:
     def __init__(
-        self, gateway: gateway_pb2_grpc.CallControlStub, acd: acd_pb2_grpc.AcdStub
+        self, gateway: gateway_pb2_grpc.CallControlAsyncStub, acd: acd_pb2_grpc.AcdAsyncStub
     ) -> None:
         self.gateway, self.acd = gateway, acd
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.rpc import Context
 from hotline.v1 import ivr_pb2, ivr_pb2_grpc
 from ivr.flows import Flow
 
@@ -10,7 +11,9 @@ class IvrService(ivr_pb2_grpc.IvrServicer):
     def __init__(self, flows: dict[str, Flow]) -> None:
         self.flows = flows
 
-    async def ListFlows(self, request, context):  # noqa: N802, ANN001
+    async def ListFlows(
+        self, request: ivr_pb2.ListFlowsRequest, context: Context
+    ) -> ivr_pb2.ListFlowsReply:
         return ivr_pb2.ListFlowsReply(
             flows=[
                 ivr_pb2.FlowInfo(dnis=f.dnis, name=f.name, queues=f.queues)

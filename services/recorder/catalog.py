@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -28,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import Select
 
 from common.dbtypes import UtcDateTime
 
@@ -89,7 +91,7 @@ def open_engine(url: str) -> AsyncEngine:
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=5000")
@@ -154,7 +156,7 @@ class Catalog:
                     failure=failure,
                 )
             )
-            return result.rowcount == 1
+            return bool(getattr(result, "rowcount", 0) == 1)
 
     async def mark_announced(self, recording_id: str, at: datetime) -> None:
         async with self._session.begin() as session:
@@ -164,7 +166,7 @@ class Catalog:
                 .values(announced_at=at)
             )
 
-    async def _all(self, stmt) -> list[Recording]:  # noqa: ANN001 - a Select of Recording
+    async def _all(self, stmt: Select[Recording]) -> list[Recording]:
         async with self._session() as session:
             return list((await session.scalars(stmt)).all())
 

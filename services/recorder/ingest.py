@@ -253,7 +253,7 @@ class Ingest:
             await self.catalog.finish(
                 row.recording_id,
                 status=status,
-                ended_at=row.ended_at,
+                ended_at=row.ended_at or datetime.now(UTC),
                 duration_ms=row.duration_ms,
                 size_bytes=row.bytes,
                 sha256=row.sha256,

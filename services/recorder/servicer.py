@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import grpc
 
+from common.rpc import Context
 from hotline.v1 import recorder_pb2, recorder_pb2_grpc
 from recorder import metrics
 from recorder.catalog import FAILED
@@ -29,7 +30,7 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
     async def Ingest(
         self,
         request_iterator: AsyncIterator[recorder_pb2.IngestChunk],  # noqa: N802
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> recorder_pb2.IngestReply:
         ingest = self.ingest
         chunks = aiter(request_iterator)
@@ -91,7 +92,7 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
         )
 
     @staticmethod
-    async def _refuse(stream: Stream, context: grpc.aio.ServicerContext) -> None:
+    async def _refuse(stream: Stream, context: Context) -> None:
         exc = stream.failure
         if isinstance(exc, FrameError):
             code = grpc.StatusCode.INVALID_ARGUMENT

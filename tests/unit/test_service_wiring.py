@@ -76,7 +76,7 @@ class FakeChannel:
     def __init__(self, journal: Journal, target: str) -> None:
         self.journal, self.target = journal, target
 
-    async def close(self) -> None:
+    async def close(self, grace: float | None = None) -> None:
         self.journal.append(f"channel {self.target} close")
 
 

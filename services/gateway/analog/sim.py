@@ -399,12 +399,12 @@ class SimExchange:
 class SimFxoPort(BasePort):
     """An FXO port whose line is a :class:`SimLine` of the exchange."""
 
-    def __init__(self, index: int, exchange: SimExchange, **kw: object) -> None:
+    def __init__(self, index: int, exchange: SimExchange, ring_timeout_ms: int = 8000) -> None:
         super().__init__(
             index,
-            cid_standard=exchange.cid_standard,  # type: ignore[arg-type]
+            cid_standard=exchange.cid_standard,
             tones=exchange.tones,
-            **kw,
+            ring_timeout_ms=ring_timeout_ms,
         )
         self._exchange = exchange
         exchange.line(index).port = self

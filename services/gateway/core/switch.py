@@ -290,7 +290,7 @@ class Switch:
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             return attempt
         leg = attempt.leg
-        if call.state != CallState.ANSWERED:  # ended (or bridged) while the channel finished
+        if call.ended.is_set():  # the caller left while the channel finished
             self.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
             self._release_later(leg)
             return Attempt(Outcome.CALLER_GONE, leg, "caller hung up while connecting")

@@ -253,7 +253,8 @@ def _lowpass(taps: int, cutoff_hz: float) -> np.ndarray:
     n = np.arange(taps) - (taps - 1) / 2.0
     fc = cutoff_hz / SAMPLE_RATE
     h = 2.0 * fc * np.sinc(2.0 * fc * n) * np.hamming(taps)
-    return h / h.sum()
+    normalised: np.ndarray = h / h.sum()
+    return normalised
 
 
 _HUNT, _DATA = 0, 1

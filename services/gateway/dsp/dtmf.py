@@ -337,7 +337,7 @@ class DtmfDetector:
             h_col / a_col,
             worst / (a_row + a_col),
         )
-        return worst <= self._purity * (a_row + a_col)
+        return bool(worst <= self._purity * (a_row + a_col))
 
 
 def _offset_hz(fine: complex, coarse: complex) -> float:

@@ -28,7 +28,7 @@ DBM0_POWER = DBM0_PEAK * DBM0_PEAK / 2.0
 
 def db_to_amplitude(level_dbm0: float) -> float:
     """Peak amplitude of a sine at ``level_dbm0`` (so generators hit exact levels)."""
-    return DBM0_PEAK * 10.0 ** (level_dbm0 / 20.0)
+    return float(DBM0_PEAK * 10.0 ** (level_dbm0 / 20.0))
 
 
 def amplitude_to_db(amplitude: float) -> float:
@@ -40,7 +40,7 @@ def amplitude_to_db(amplitude: float) -> float:
 
 def dbm0_to_power(level_dbm0: float) -> float:
     """Mean square of a signal at ``level_dbm0``; detector thresholds compare powers."""
-    return DBM0_POWER * 10.0 ** (level_dbm0 / 10.0)
+    return float(DBM0_POWER * 10.0 ** (level_dbm0 / 10.0))
 
 
 def power_to_dbm0(power: float) -> float:
@@ -60,4 +60,5 @@ def signal_dbm0(x: np.ndarray) -> float:
 
 def to_int16(x: np.ndarray) -> np.ndarray:
     """Round and saturate float samples to int16, as a codec-facing stage would."""
-    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+    out: np.ndarray = np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+    return out

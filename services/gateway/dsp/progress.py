@@ -246,7 +246,8 @@ class ProgressToneDetector:
             & balanced
             & (best_sum >= self._min_tone)
         )
-        return np.where(ok, best, -1).tolist()
+        kinds: list[int] = np.where(ok, best, -1).tolist()
+        return kinds
 
     def feed(self, frame: np.ndarray) -> str | None:
         """Process samples (normally one 20 ms frame); return a newly recognised tone."""

@@ -159,7 +159,8 @@ class Mixer:
         if len(frames) == 1:
             return frames[0]
         acc = np.sum(np.stack(frames).astype(np.int32), axis=0)
-        return np.clip(acc, -32768, 32767).astype(np.int16)
+        mixed: np.ndarray = np.clip(acc, -32768, 32767).astype(np.int16)
+        return mixed
 
     @staticmethod
     def mix_minus(frames: Sequence[np.ndarray]) -> list[np.ndarray]:

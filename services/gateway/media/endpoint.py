@@ -74,7 +74,7 @@ class PortAllocator:
     def allocate(self, host: str = "0.0.0.0") -> int:
         """Reserve a free even port (verified by binding it) and return it."""
         sock = self.allocate_socket(host)
-        port = sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
         sock.close()
         return port
 
@@ -204,6 +204,10 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     # -- asyncio protocol ------------------------------------------------------
 
+    def _open_transport(self) -> asyncio.DatagramTransport | None:
+        """The socket's transport now (None once closed): re-read after every await."""
+        return self._transport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
@@ -281,7 +285,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 for i in range(n):
                     if i:
                         await asyncio.sleep(FRAME_SECONDS)
-                    transport = self._transport
+                    transport = self._open_transport()
                     if transport is None:  # closed meanwhile: the event's time still runs
                         continue
                     data = session.next_dtmf()

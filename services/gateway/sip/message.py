@@ -284,7 +284,8 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     _, cseq_method = _parse_cseq(cseq_value)
     if method is not None and cseq_method != method:
         raise SipParseError(f"CSeq method {cseq_method!r} does not match request method {method!r}")
-    parse_via(top_via)  # responses are routed by it: reject garbage up front
+    if top_via is not None:
+        parse_via(top_via)  # responses are routed by it: reject garbage up front
 
     if content_length is not None:
         if content_length > len(body):

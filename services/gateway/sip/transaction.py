@@ -82,6 +82,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How a transaction is found again (RFC 3261 17.1.3 / 17.2.3): branch and method, sent-by...
+TxKey = tuple[object, ...]
+
 # States (RFC 3261 figures 5-8, RFC 6026 "Accepted").
 CALLING = "calling"
 TRYING = "trying"
@@ -280,7 +283,7 @@ class _Transaction(_Timed):
         request: SipRequest,
         transport: Transport,
         *,
-        key: tuple,
+        key: TxKey,
         events: deque[Event] | None,
         watcher: Callable[[_Timed], None] | None,
     ) -> None:
@@ -327,7 +330,7 @@ class ServerTransactionBase(_Transaction):
         transport: Transport,
         source_addr: Addr,
         *,
-        key: tuple = (),
+        key: TxKey = (),
         events: deque[Event] | None = None,
         watcher: Callable[[_Timed], None] | None = None,
     ) -> None:
@@ -402,7 +405,7 @@ class InviteServerTransaction(ServerTransactionBase):
         transport: Transport,
         source_addr: Addr,
         *,
-        key: tuple = (),
+        key: TxKey = (),
         events: deque[Event] | None = None,
         watcher: Callable[[_Timed], None] | None = None,
     ) -> None:
@@ -535,7 +538,7 @@ class ClientTransactionBase(_Transaction):
         transport: Transport,
         addr: Addr,
         *,
-        key: tuple = (),
+        key: TxKey = (),
         events: deque[Event] | None = None,
         watcher: Callable[[_Timed], None] | None = None,
     ) -> None:
@@ -611,7 +614,7 @@ class InviteClientTransaction(ClientTransactionBase):
         transport: Transport,
         addr: Addr,
         *,
-        key: tuple = (),
+        key: TxKey = (),
         events: deque[Event] | None = None,
         watcher: Callable[[_Timed], None] | None = None,
     ) -> None:
@@ -771,8 +774,8 @@ class TransactionTable:
 
     def __init__(self, timers: Timers) -> None:
         self.timers = timers
-        self._server: dict[tuple, ServerTransactionBase] = {}
-        self._client: dict[tuple, ClientTransactionBase] = {}
+        self._server: dict[TxKey, ServerTransactionBase] = {}
+        self._client: dict[TxKey, ClientTransactionBase] = {}
         self._events: deque[Event] = deque()
         self._heap: list[tuple[float, int, _Timed]] = []
         self._seq = itertools.count()
@@ -815,7 +818,7 @@ class TransactionTable:
     def _watch(self, tx: _Timed) -> None:
         """A transaction's deadline changed or it terminated: index it again."""
         if isinstance(tx, _Transaction) and tx.state == TERMINATED:
-            table: dict[tuple, Any] = (
+            table: dict[TxKey, Any] = (
                 self._server if isinstance(tx, ServerTransactionBase) else self._client
             )
             if table.get(tx.key) is tx:
@@ -838,7 +841,7 @@ class TransactionTable:
 
     # -- matching ----------------------------------------------------------
     @staticmethod
-    def _server_key(req: SipRequest, method: str | None = None) -> tuple:
+    def _server_key(req: SipRequest, method: str | None = None) -> TxKey:
         """17.2.3 matching key; RFC 2543 fallback when the branch lacks the cookie."""
         via = req.top_via
         m = method or ("INVITE" if req.method == "ACK" else req.method)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .framing import StreamFramer
 from .message import SipRequest, SipResponse, parse_message
@@ -117,7 +117,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         peer: Addr = (addr[0], addr[1])
         if len(data) > self.max_datagram:
             _report(
