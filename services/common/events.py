@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from common import tracing
 from common.health import Readiness
 from common.settings import Settings
+from common.tasks import cancel_and_wait
 from hotline.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -128,15 +129,6 @@ async def ensure_topics(bootstrap: str) -> None:
         await admin.close()
 
 
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
-
-
 Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer)
 
 
@@ -228,7 +220,7 @@ class EventPublisher:
         return env
 
     async def stop(self) -> None:
-        await _cancel(self._task)
+        await cancel_and_wait(self._task)
         if self._producer is not None:
             await self._producer.stop()
 
@@ -352,6 +344,6 @@ class EventConsumer:
             self._seen.popitem(last=False)
 
     async def stop(self) -> None:
-        await _cancel(self._task)
+        await cancel_and_wait(self._task)
         if self._consumer is not None:
             await self._consumer.stop()

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from common.tasks import cancel_and_wait
 from gateway.core.calls import Call, EndReason
 from hotline.v1 import events_pb2 as ev
 
@@ -52,13 +53,8 @@ class CallNotifier:
         self._task = asyncio.create_task(self._drain(), name="gateway-outbox")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     @property
     def pending(self) -> int:

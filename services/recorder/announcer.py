@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import context as otel_context
 
+from common.tasks import cancel_and_wait
 from recorder.catalog import ANNOUNCED_STATUSES, Catalog
 from recorder.notifier import RecorderNotifier
 
@@ -116,12 +117,7 @@ class Announcer:
                 fut.set_result(None)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         for futs in self._waiters.values():
             for fut in futs:
                 fut.cancel()

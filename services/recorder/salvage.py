@@ -13,6 +13,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from common.tasks import cancel_and_wait
 from recorder import metrics
 from recorder.announcer import Announcer
 from recorder.catalog import PARTIAL, Catalog
@@ -105,9 +106,4 @@ class Salvager:
         return done
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
