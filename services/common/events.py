@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -70,7 +71,23 @@ FAILED = Counter(
     "hotline_events_failed_total", "Events that could not be decoded or handled", ["group", "stage"]
 )
 
-RETRY_S = 2.0
+FAILED_PUBLISH = Counter(
+    "hotline_events_publish_retries_total",
+    "Publish attempts that failed and were retried (broker down, topics lost)",
+    ["type"],
+)
+RECONNECTS = Counter(
+    "hotline_kafka_reconnects_total", "Kafka clients rebuilt after a broker failure", ["client"]
+)
+
+RETRY_S = 2.0  # between connection attempts while the broker is unreachable
+PROBE_S = 3.0  # how often a connected client asks the broker for its topics
+PROBE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 10.0
+COMMIT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+STALL_S = 20.0  # a consumer with no partitions assigned this long is rebuilt
 HANDLER_ATTEMPTS = 4
 
 
@@ -110,8 +127,12 @@ def payload_of(env: Envelope) -> Message:
 
 
 async def ensure_topics(bootstrap: str) -> None:
-    """Create Hotline's topics if they do not exist yet (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    """Create Hotline's topics if they do not exist yet (idempotent).
+
+    A topic that another client created meanwhile is not an error: a broker that comes back
+    empty is repopulated by whichever service reconnects first.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -125,8 +146,22 @@ async def ensure_topics(bootstrap: str) -> None:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
+            log.info("created topics %s", ", ".join(t.name for t in missing))
     finally:
         await admin.close()
+
+
+async def missing_topics(
+    topics: Callable[[], Awaitable[set[str]]], wanted: Iterable[str]
+) -> set[str]:
+    """Which of `wanted` the broker does not have; `topics` asks the broker for its topics
+    (raises KafkaError when the broker is unreachable)."""
+    return set(wanted) - await asyncio.wait_for(topics(), PROBE_TIMEOUT_S)
+
+
+async def _producer_topics(producer: AIOKafkaProducer) -> set[str]:
+    cluster = await producer.client.fetch_all_metadata()
+    return set(cluster.topics())
 
 
 Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer)
@@ -141,34 +176,56 @@ async def connect_with_retry(
 ) -> Client:
     """Start a Kafka client, retrying every RETRY_S while the broker is unreachable.
 
-    Each failed attempt is logged and shown in /readyz under `check`, with the reason.
+    /readyz shows `check` red with the reason until it connects; the state change is logged
+    (by Readiness), not every attempt.
     """
     attempt = 0
     while True:
         attempt += 1
         client = make()
         try:
-            await ensure_topics(bootstrap)
-            await client.start()
+            await asyncio.wait_for(ensure_topics(bootstrap), CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(client.start(), CONNECT_TIMEOUT_S)
         except asyncio.CancelledError:
-            await client.stop()
+            await _stop_quietly(client)
             raise
-        except (KafkaError, OSError) as exc:
-            await client.stop()
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            await _stop_quietly(client)
             detail = f"broker {bootstrap} unreachable: {exc!r}"
             readiness.set(check, False, detail)
-            log.warning(
-                "%s cannot reach Kafka, retrying in %.0fs (attempt %d): %s",
-                check,
-                RETRY_S,
-                attempt,
-                detail,
-            )
+            if attempt == 1:  # once per outage; readiness shows it until it ends
+                log.warning(
+                    "%s cannot reach Kafka, retrying every %.0fs: %s", check, RETRY_S, detail
+                )
             await asyncio.sleep(RETRY_S)
             continue
         readiness.set(check, True, ready_detail or bootstrap)
-        log.info("%s connected to Kafka at %s", check, bootstrap)
+        if attempt > 1:
+            log.info("%s connected to Kafka at %s after %d attempts", check, bootstrap, attempt)
         return client
+
+
+_stopping: set[asyncio.Task[None]] = set()
+
+
+async def _stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None) -> None:
+    """Stop a client that may be half-started or talking to a dead broker, without hanging:
+    aiokafka's stop tries to leave the group and commit, and does not give up on a dead
+    coordinator, so after STOP_TIMEOUT_S it is left to finish in the background."""
+    if client is None:
+        return
+    task = asyncio.create_task(_stop(client), name="kafka-client-stop")
+    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    if not done:
+        _stopping.add(task)
+        task.add_done_callback(_stopping.discard)
+
+
+async def _stop(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    try:
+        await client.stop()
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        log.debug("stopping a Kafka client failed: %r", exc)
 
 
 class Publisher(Protocol):
@@ -180,7 +237,19 @@ class Publisher(Protocol):
 
 
 class EventPublisher:
-    """Publishes envelopes; connects in the background and keeps retrying until it can."""
+    """Publishes envelopes; connects in the background and keeps delivering through broker
+    restarts.
+
+    `publish` returns when the broker has the event (acks=all). While the broker is down or
+    has lost its topics, a publish waits and retries with the same event id (consumers drop a
+    repeat), the producer is rebuilt and the topics re-created; /readyz's `kafka-producer`
+    check is red meanwhile. A probe asks the broker for its topics every PROBE_S, so readiness
+    turns red even when nothing is being published, and lost topics are re-created before the
+    next event (a broker that auto-creates them would give them the wrong partitions and no
+    compaction).
+    """
+
+    CHECK = "kafka-producer"
 
     def __init__(self, settings: Settings, source: str, readiness: Readiness) -> None:
         self.settings = settings
@@ -189,40 +258,86 @@ class EventPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        readiness.set("kafka-producer", False, "connecting")
+        self._reconnect_lock = asyncio.Lock()
+        self._generation = 0
+        self.reconnects = 0
+        readiness.set(self.CHECK, False, "connecting")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._connect(), name="kafka-producer-connect")
+        self._task = asyncio.create_task(self._run(), name="kafka-producer")
 
-    async def _connect(self) -> None:
+    def _make(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            linger_ms=2,
+            request_timeout_ms=int(SEND_TIMEOUT_S * 1000),
+        )
+
+    async def _run(self) -> None:
         self._producer = await connect_with_retry(
-            lambda: AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=2
-            ),
-            self.settings.kafka_bootstrap,
-            self.readiness,
-            "kafka-producer",
+            self._make, self.settings.kafka_bootstrap, self.readiness, self.CHECK
         )
         self._connected.set()
+        while True:  # the probe
+            await asyncio.sleep(PROBE_S)
+            producer = self._producer
+            assert producer is not None
+            try:
+                missing = await missing_topics(partial(_producer_topics, producer), TOPICS)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                self.readiness.set(self.CHECK, False, f"broker unreachable: {exc!r}")
+                await self._reconnect(self._generation)
+                continue
+            if missing:
+                self.readiness.set(self.CHECK, False, f"broker lost topics {sorted(missing)}")
+                await self._reconnect(self._generation)
+                continue
+            self.readiness.set(self.CHECK, True, self.settings.kafka_bootstrap)
+
+    async def _reconnect(self, generation: int) -> None:
+        """Replace the producer (once per failure, however many publishers noticed it)."""
+        async with self._reconnect_lock:
+            if generation != self._generation:
+                return  # someone else already did
+            self._connected.clear()
+            old, self._producer = self._producer, None
+            await _stop_quietly(old)
+            self._producer = await connect_with_retry(
+                self._make, self.settings.kafka_bootstrap, self.readiness, self.CHECK
+            )
+            self._generation += 1
+            self.reconnects += 1
+            self._connected.set()
 
     async def publish(self, payload: Message, key: str, event_id: str | None = None) -> Envelope:
-        """Publish one event and wait until the broker has it (acks=all)."""
+        """Publish one event and wait until the broker has it (acks=all), however long that
+        takes; the envelope (and its event id) is the same on every attempt."""
         env = envelope(payload, key, self.settings.site, self.source, event_id)
-        await self._connected.wait()
-        assert self._producer is not None
         topic = TOPIC_OF[env.type]
+        value = env.SerializeToString()
         headers = [(k, v.encode()) for k, v in env.trace.items()]  # for tools that read headers
-        await self._producer.send_and_wait(
-            topic, env.SerializeToString(), key=key.encode(), headers=headers
-        )
-        PUBLISHED.labels(env.type).inc()
-        log.debug("published %s key=%s", env.type, key)
-        return env
+        while True:
+            await self._connected.wait()
+            producer, generation = self._producer, self._generation
+            assert producer is not None
+            try:
+                await asyncio.wait_for(
+                    producer.send_and_wait(topic, value, key=key.encode(), headers=headers),
+                    SEND_TIMEOUT_S,
+                )
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                FAILED_PUBLISH.labels(env.type).inc()
+                self.readiness.set(self.CHECK, False, f"cannot deliver {env.type}: {exc!r}")
+                await self._reconnect(generation)
+                continue
+            PUBLISHED.labels(env.type).inc()
+            log.debug("published %s key=%s", env.type, key)
+            return env
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
-        if self._producer is not None:
-            await self._producer.stop()
+        await _stop_quietly(self._producer)
 
 
 Handler = Callable[[Envelope], Awaitable[None]]
@@ -254,38 +369,89 @@ class EventConsumer:
         self._remember = remember
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._progress_at = 0.0
         self.assigned = asyncio.Event()
         readiness.set(f"kafka-consumer-{group}", False, "connecting")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group}")
+        self._watchdog = asyncio.create_task(self._watch(), name=f"kafka-watch-{self.group}")
 
-    async def _connect(self) -> AIOKafkaConsumer:
-        return await connect_with_retry(
-            lambda: AIOKafkaConsumer(
-                *self.topics,
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                group_id=self.group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            ),
-            self.settings.kafka_bootstrap,
-            self.readiness,
-            f"kafka-consumer-{self.group}",
-            ",".join(self.topics),
+    async def _watch(self) -> None:
+        """Readiness turns red while the fetch loop is stuck (a handler that does not return):
+        an orchestrator then routes around or restarts this replica."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(STALL_S / 4)
+            stuck = loop.time() - self._progress_at
+            if self._consumer is not None and stuck > STALL_S:
+                self.readiness.set(
+                    self.check, False, f"no progress for {stuck:.0f}s (a handler is stuck)"
+                )
+
+    @property
+    def check(self) -> str:
+        return f"kafka-consumer-{self.group}"
+
+    def _make(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
         )
 
     async def _run(self) -> None:
-        self._consumer = consumer = await self._connect()
+        """Consume until stopped; a broker failure rebuilds the consumer (the group is
+        re-joined, offsets resume from the last commit or, for topics the broker lost, from
+        the beginning of the new ones); records redelivered meanwhile are dropped by event id."""
         while True:
+            self._consumer = await connect_with_retry(
+                self._make,
+                self.settings.kafka_bootstrap,
+                self.readiness,
+                self.check,
+                ",".join(self.topics),
+            )
+            try:
+                problem = await self._consume(self._consumer)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                problem = f"consumer failed: {exc!r}"
+            self.readiness.set(self.check, False, problem)
+            RECONNECTS.labels(self.check).inc()
+            consumer, self._consumer = self._consumer, None
+            await _stop_quietly(consumer)
+            await asyncio.sleep(RETRY_S)
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> str:
+        """Fetch, handle, commit; returns why the consumer must be rebuilt."""
+        loop = asyncio.get_running_loop()
+        last_probe = unassigned_since = loop.time()
+        while True:
+            self._progress_at = loop.time()
             batches = await consumer.getmany(timeout_ms=500)
+            now = loop.time()
             if consumer.assignment():
                 self.assigned.set()
+                unassigned_since = now
+            elif now - unassigned_since > STALL_S:
+                return f"no partitions assigned for {STALL_S:.0f}s"
             for records in batches.values():
                 for record in records:
                     await self._handle_record(record)
             if batches:
-                await consumer.commit()
+                await asyncio.wait_for(consumer.commit(), COMMIT_TIMEOUT_S)
+                self.readiness.set(self.check, True, ",".join(self.topics))
+            if now - last_probe >= PROBE_S:
+                last_probe = now
+                missing = await missing_topics(consumer.topics, self.topics)
+                if missing:
+                    return f"broker lost topics {sorted(missing)}"
+                self.readiness.set(self.check, True, ",".join(self.topics))
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         try:
@@ -344,6 +510,6 @@ class EventConsumer:
             self._seen.popitem(last=False)
 
     async def stop(self) -> None:
+        await cancel_and_wait(self._watchdog)
         await cancel_and_wait(self._task)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await _stop_quietly(self._consumer)

@@ -112,6 +112,21 @@ class Stack:
                     raise TimeoutError(f"{name} not ready after {timeout_s:.0f}s: {last}")
                 time.sleep(0.2)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (the broker or a service), as a crash or an OOM kill would."""
+        proc = self.procs.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, name: str) -> None:
+        """Start `name` again (after `kill` or a crash)."""
+        self.kill(name)
+        if name == "broker":
+            self.start_broker()
+        else:
+            self.start_service(name)
+
     def stop_service(self, name: str, timeout_s: float = 10) -> None:
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:

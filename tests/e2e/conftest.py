@@ -3,6 +3,7 @@ SIPp as caller and agent phones, and small clients for the REST API and /metrics
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -48,9 +49,10 @@ class Platform:
     var_dir: Path
     http: str
     sip_port: int
+    ports: dict[str, int]
 
     def metrics(self, service: str) -> str:
-        port = PORTS[f"{service.upper()}_METRICS_PORT"]
+        port = self.ports[f"{service.upper()}_METRICS_PORT"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             return resp.read().decode()
 
@@ -66,36 +68,48 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-@pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+@contextlib.contextmanager
+def running_platform(
+    var_dir: Path,
+    ports: dict[str, int],
+    rtp: tuple[int, int],
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Platform]:
+    """The broker and the five services on `ports`, state under `var_dir`; stopped on exit."""
     if SIPP is None:
         pytest.fail("sipp is not installed: run `make setup`")
-    var_dir = tmp_path_factory.mktemp("var")
     repo_prompts = Path(__file__).resolve().parents[2] / "var" / "prompts"
     if not (repo_prompts / "welcome.wav").exists():
         pytest.fail("prompts are missing: run `make setup` (make prompts)")
-    shutil.copytree(repo_prompts, var_dir / "prompts")
-    env = {f"HOTLINE_{k}": str(v) for k, v in PORTS.items() if k not in ("KAFKA", "SIP", "HTTP")}
+    shutil.copytree(repo_prompts, var_dir / "prompts", dirs_exist_ok=True)
+    env = {f"HOTLINE_{k}": str(v) for k, v in ports.items() if k not in ("KAFKA", "SIP", "HTTP")}
     env.update(
         {
-            "HOTLINE_SIP_PORT": str(PORTS["SIP"]),
-            "HOTLINE_HTTP_PORT": str(PORTS["HTTP"]),
+            "HOTLINE_SIP_PORT": str(ports["SIP"]),
+            "HOTLINE_HTTP_PORT": str(ports["HTTP"]),
             "HOTLINE_VAR_DIR": str(var_dir),
-            "HOTLINE_RTP_LOW": "30000",
-            "HOTLINE_RTP_HIGH": "30999",
+            "HOTLINE_RTP_LOW": str(rtp[0]),
+            "HOTLINE_RTP_HIGH": str(rtp[1]),
             "HOTLINE_RING_TIMEOUT_S": str(RING_TIMEOUT_S),
             "HOTLINE_WRAP_UP_S": str(WRAP_UP_S),
             "HOTLINE_LOG_LEVEL": "INFO",
+            **(extra_env or {}),
         }
     )
-    stack = Stack(env=env, log_dir=var_dir / "log", kafka_port=PORTS["KAFKA"])
+    stack = Stack(env=env, log_dir=var_dir / "log", kafka_port=ports["KAFKA"])
     stack.start()
     try:
         stack.wait_ready(timeout_s=90)
-        yield Platform(stack, var_dir, f"http://127.0.0.1:{PORTS['HTTP']}", PORTS["SIP"])
+        yield Platform(stack, var_dir, f"http://127.0.0.1:{ports['HTTP']}", ports["SIP"], ports)
     finally:
         stack.stop()
         print(f"service logs kept in {var_dir / 'log'}")
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("var"), PORTS, (30000, 30999)) as p:
+        yield p
 
 
 # ---- SIPp --------------------------------------------------------------------------------
