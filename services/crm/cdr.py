@@ -52,6 +52,7 @@ COLUMNS = (
     "abandoned",
     "recording_id",
     "recording_path",
+    "recording_status",
     "facts",
 )
 
@@ -79,6 +80,8 @@ class CdrRecord:
     abandoned: bool = False
     recording_id: str = ""
     recording_path: str = ""
+    #: "complete", or "partial" when the stream broke off (the gateway died mid-call)
+    recording_status: str = ""
     #: claims and raw facts behind the derived columns; JSON-serialisable.
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -233,6 +236,7 @@ def _recording_ready(record: CdrRecord, p: events_pb2.RecordingReady, fact: _Fac
     _agent(record, p.agent_id, 0, fact)
     if _claim(record, "recording", 1, fact):
         record.recording_id, record.recording_path = p.recording_id, p.path
+        record.recording_status = p.status or "complete"
 
 
 _FOLDS: dict[str, Callable[[CdrRecord, Any, _Fact], None]] = {

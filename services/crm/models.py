@@ -100,6 +100,7 @@ class Cdr(Base):
     abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
     recording_id: Mapped[str] = mapped_column(String(128), default="")
     recording_path: Mapped[str] = mapped_column(String(512), default="")
+    recording_status: Mapped[str] = mapped_column(String(16), default="")
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 

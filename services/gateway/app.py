@@ -30,6 +30,7 @@ from gateway.sip.registrar import Registrar
 from gateway.sip.transaction import Timers
 from gateway.sip.transaction_asyncio import TransactionLayer
 from gateway.sip.transport import TcpTransport, UdpTransport
+from gateway.state import GatewayState, PersistentBindings
 from hotline.v1 import gateway_pb2_grpc, recorder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,11 @@ log = logging.getLogger(__name__)
 
 async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     wiring = Wiring("gateway", settings, readiness)
-    notifier = CallNotifier(wiring.publisher())
+    state = GatewayState(settings.state_file)
+    wiring.on_stop(state.close, "state file")
+    notifier = CallNotifier(wiring.publisher(), on_call_ended=state.call_ended)
+    for held in state.held_calls():  # what a previous run left: its end is announced now
+        notifier.lost_in_restart(held.call_id, held.offered_at)
     notifier.start()
     wiring.on_stop(notifier.stop, "call notifier")
     recorder = GrpcRecorder(recorder_pb2_grpc.RecorderStub(wiring.channel("recorder")))
@@ -46,7 +51,8 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     wiring.on_stop(clock.stop, "media clock")
 
     realm = settings.sip_realm
-    registrar = Registrar(load_directory(realm, settings.extensions_file), realm)
+    bindings = PersistentBindings(state.save_binding, state.delete_binding)
+    registrar = Registrar(load_directory(realm, settings.extensions_file), realm, bindings=bindings)
     sip = SipChannel(
         TransactionLayer(
             Timers(),
@@ -71,6 +77,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         endpoints=sip,
         trunks=trunks,
         recorder=recorder,
+        journal=state,
     )
 
     sip.start(switch)
@@ -82,6 +89,9 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         lambda data, addr, exc: sip.on_malformed(data, addr, exc, udp),
     )
     wiring.on_stop(udp.close, "sip udp")
+    restored = bindings.restore(state.load_bindings({udp.name: udp}))
+    if restored:
+        log.info("%d phone registrations restored from %s", restored, settings.state_file)
     tcp = await TcpTransport.listen(
         settings.bind_host,
         settings.sip_port,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -44,8 +46,12 @@ class Publisher(Protocol):
 class CallNotifier:
     """Builds the `calls` events of the switch's facts and publishes them in order."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(
+        self, publisher: Publisher, on_call_ended: Callable[[str], None] | None = None
+    ) -> None:
         self.publisher = publisher
+        # told each call id once its CallEnded is on the broker (the state file forgets it then)
+        self.on_call_ended = on_call_ended
         self._outbox: asyncio.Queue[tuple[Message, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -106,6 +112,18 @@ class CallNotifier:
             call.call_id,
         )
 
+    def lost_in_restart(self, call_id: str, offered_at: float) -> None:
+        """A call the previous run of the gateway was holding when it stopped or died."""
+        self._put(
+            ev.CallEnded(
+                call_id=call_id,
+                reason=ev.END_REASON_GATEWAY_RESTART,
+                detail="the gateway restarted while holding the call",
+                duration_ms=max(0, int((time.time() - offered_at) * 1000)),
+            ),
+            call_id,
+        )
+
     # ---- the outbox ------------------------------------------------------------------------
     def _put(self, payload: Message, key: str) -> None:
         self._outbox.put_nowait((payload, key))
@@ -117,6 +135,11 @@ class CallNotifier:
             while True:
                 try:
                     await self.publisher.publish(payload, key, event_id=event_id)
+                    if isinstance(payload, ev.CallEnded) and self.on_call_ended is not None:
+                        try:
+                            self.on_call_ended(payload.call_id)
+                        except Exception:  # the event is out; only the bookkeeping failed
+                            log.exception("could not note the end of %s", payload.call_id)
                     break
                 except Exception:
                     log.exception(

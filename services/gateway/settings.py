@@ -44,6 +44,7 @@ class GatewaySettings(Settings):
     analog_did: str = "10000"  # HOTLINE_ANALOG_DID
     sim_control_port: int = 9110  # HOTLINE_SIM_CONTROL_PORT
     extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
+    state_file: Path = REPO_ROOT / "var" / "gateway-state.sqlite"  # HOTLINE_GATEWAY_STATE
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -83,4 +84,5 @@ class GatewaySettings(Settings):
             "analog_did": analog_did,
             "sim_control_port": env.port("SIM_CONTROL_PORT", 9110),
             "extensions_file": env.optional_path("GATEWAY_EXTENSIONS"),
+            "state_file": env.path("GATEWAY_STATE", base["var_dir"] / "gateway-state.sqlite"),
         }

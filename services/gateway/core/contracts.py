@@ -22,6 +22,7 @@ import numpy.typing as npt
 __all__ = [
     "Attempt",
     "AudioHandler",
+    "CallJournal",
     "CallSink",
     "CallerParty",
     "DigitHandler",
@@ -203,6 +204,13 @@ class Originator(Protocol):
     the new call to its sink (with ``Offer.outbound``) and the attempt carries its leg."""
 
     async def originate(self, number: str, policy: str, timeout_s: float) -> Attempt: ...
+
+
+class CallJournal(Protocol):
+    """Where the core notes the calls it holds, so that a restarted gateway can announce the
+    end of every call the previous run was holding."""
+
+    def call_started(self, call_id: str, offered_at: float, channel: str, line: str) -> None: ...
 
 
 class Recording(Protocol):

@@ -22,6 +22,7 @@ from gateway.core.calls import Call, CallGone, CallRegistry, CallState, EndReaso
 from gateway.core.contracts import (
     Attempt,
     CallerParty,
+    CallJournal,
     EndpointDialer,
     Leg,
     Offer,
@@ -77,11 +78,13 @@ class Switch:
         endpoints: EndpointDialer | None,
         trunks: Mapping[str, Originator],
         recorder: Recorder | None,
+        journal: CallJournal | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
         linger_s: float = LEG_LINGER_S,
     ) -> None:
         self.site, self.events, self.clock, self.prompts = site, events, clock, prompts
         self.endpoints, self.trunks, self.recorder = endpoints, dict(trunks), recorder
+        self.journal = journal
         self.answer_timeout_s, self.linger_s = answer_timeout_s, linger_s
         self.registry = CallRegistry()
         self._playing: set[Call] = set()
@@ -130,6 +133,8 @@ class Switch:
         )
         leg.media.on_dtmf = lambda digit, c=call: self._digit(c, digit)
         self.registry.add(call)
+        if self.journal is not None:
+            self.journal.call_started(call.call_id, call.offered_wall, call.channel, call.line)
         self.events.offered(call)
         if offer.outbound:
             call.state, call.answered_at = CallState.ANSWERED, time.monotonic()

@@ -68,12 +68,14 @@ class Registrar:
         rate: float = 20.0,
         burst: int = 40,
         lockout: FailureLockout | None = None,
+        bindings: dict[str, Binding] | None = None,
     ) -> None:
         self.directory, self.realm = directory, realm
         self.nonces = digest.NonceManager(secrets.token_bytes(32))
         self.bucket = TokenBucket(rate, burst)
         self.lockout = lockout or FailureLockout()
-        self.bindings: dict[str, Binding] = {}
+        # the location service; the gateway passes a table that writes through to its state
+        self.bindings: dict[str, Binding] = bindings if bindings is not None else {}
 
     def lookup(self, extension: str) -> Binding | None:
         binding = self.bindings.get(extension)

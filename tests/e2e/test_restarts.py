@@ -63,6 +63,15 @@ def readyz(service: str) -> tuple[int, dict]:
         return 0, {}
 
 
+def log_out(api: Api) -> None:
+    """Leave the ACD so the next test's calls never ring this agent."""
+    wait_for(
+        lambda: api.call("POST", "/api/agent/logout", {})[0] in (200, 404),
+        timeout_s=30,
+        what="the agent logged out",
+    )
+
+
 def cdr(api: Api, ani: str) -> dict | None:
     status, body = api.call("GET", "/api/cdrs?limit=100")
     assert status == 200, body
@@ -165,3 +174,90 @@ def test_broker_restart_loses_no_call_and_no_event(stack: Platform, tmp_path: Pa
     print(f"recovered {recovered_s:.1f}s after the broker restarted")
     for p in phones.values():
         p.stop()
+    for api in agents.values():
+        log_out(api)
+
+
+def test_gateway_restart_ends_its_calls_and_keeps_registrations(
+    stack: Platform, tmp_path: Path
+) -> None:
+    def sipp(scenario: str, port: int, **kw: object) -> Sipp:
+        return Sipp(scenario, port, stack.sip_port, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
+
+    phone = sipp("phone_uas.xml", 17051, media_port=17052, timeout_s=60)
+    register_phone(sipp, "8012", 17050, 17051)
+    agent = Api(stack.http)
+    agent.login("agent12", "agent12-demo")
+    agent.agent_ready()
+    sup = Api(stack.http)
+    sup.login("supervisor", "supervisor-demo")
+
+    talking = sipp(
+        "caller.xml",
+        17060,
+        media_port=17062,
+        keys={
+            "service": "10000",
+            "caller": "5557101",
+            "dtmf_pcap": DTMF_PCAP.format(1),
+            "talk_ms": "20000",
+        },
+        extra=["-s", "10000"],
+        timeout_s=40,
+    )
+    wait_for(
+        lambda: agent.call("GET", "/api/agent")[1].get("state") == "on_call",
+        timeout_s=30,
+        what="agent12 on the call",
+    )
+    time.sleep(2.0)  # some talk (and some recording)
+    stack.stack.kill("gateway")
+    stack.stack.restart("gateway")
+    stack.stack.wait_ready(("gateway",), timeout_s=30)
+
+    # The call the dead gateway was holding is closed everywhere: CDR, agent, recording.
+    row = wait_for(
+        lambda: (r := cdr(sup, "5557101")) and r.get("ended_at") and r,
+        timeout_s=30,
+        what="the CDR of the call the gateway lost",
+    )
+    assert row["end_reason"] == "gateway_restart", row
+    assert row["agent_id"] == "agent12"
+    wait_for(
+        lambda: agent.call("GET", "/api/agent")[1].get("state") == "ready",
+        timeout_s=30,
+        what="agent12 through wrap-up back to ready",
+    )
+    row = wait_for(
+        lambda: (r := cdr(sup, "5557101")) and r.get("recording_id") and r,
+        timeout_s=40,
+        what="the lost call's recording in its CDR",
+    )
+    talking.stop()
+    phone.stop()
+
+    # The phone did not register again, yet the restarted gateway still reaches it.
+    phone = sipp("phone_uas.xml", 17051, media_port=17052, timeout_s=60)
+    after = sipp(
+        "caller.xml",
+        17070,
+        media_port=17072,
+        keys={
+            "service": "10000",
+            "caller": "5557102",
+            "dtmf_pcap": DTMF_PCAP.format(1),
+            "talk_ms": "2000",
+        },
+        extra=["-s", "10000"],
+        timeout_s=60,
+    )
+    assert after.wait(60) == 0, after.explain()
+    assert phone.wait(30) == 0, phone.explain()
+    assert "INVITE sip:8012@" in phone.messages()
+    row = wait_for(
+        lambda: (r := cdr(sup, "5557102")) and r.get("ended_at") and r,
+        timeout_s=30,
+        what="the CDR of the call after the restart",
+    )
+    assert row["agent_id"] == "agent12" and row["end_reason"] == "caller_hangup", row
+    log_out(agent)
