@@ -83,7 +83,7 @@ RECONNECTS = Counter(
 RETRY_S = 2.0  # between connection attempts while the broker is unreachable
 PROBE_S = 3.0  # how often a connected client asks the broker for its topics
 PROBE_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 30.0  # a consumer joining a group waits for a dead member to time out
 SEND_TIMEOUT_S = 10.0
 COMMIT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -401,7 +401,7 @@ class EventConsumer:
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
+            session_timeout_ms=6_000,
             heartbeat_interval_ms=1_000,
         )
 

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,7 @@ class Stack:
     def restart(self, name: str) -> None:
         """Start `name` again (after `kill` or a crash)."""
         self.kill(name)
+        self.procs.pop(name, None)
         if name == "broker":
             self.start_broker()
         else:
@@ -141,6 +143,59 @@ class Stack:
     def stop(self) -> None:
         for name in [n for n in self.procs if n != "broker"] + ["broker"]:
             self.stop_service(name)
+
+
+@dataclass
+class Supervisor:
+    """Restarts the stack's processes that die, with back-off, and says so.
+
+    A process that exits is started again after 1 s, then 2, 4 ... up to `max_backoff_s`
+    while it keeps dying; once it has stayed up for `stable_s` its back-off starts over. The
+    others keep running meanwhile (their own reconnect logic rides out the gap). Time is
+    passed in, so the schedule is testable without waiting.
+    """
+
+    stack: Stack
+    report: Callable[[str], None]
+    first_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    stable_s: float = 60.0
+    restarts: dict[str, int] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
+    _backoff: dict[str, float] = field(default_factory=dict)
+    _started: dict[str, float] = field(default_factory=dict)
+
+    def check(self, now: float) -> None:
+        """Notice deaths and start whatever is due; call it about twice a second."""
+        for name, proc in list(self.stack.procs.items()):
+            if name in self._due:
+                continue
+            self._started.setdefault(name, now)
+            code = proc.poll()
+            if code is None:
+                if now - self._started[name] >= self.stable_s:
+                    self._backoff.pop(name, None)  # stable again: the next death is forgiven
+                continue
+            delay = self._backoff.get(name, self.first_backoff_s)
+            self._backoff[name] = min(delay * 2, self.max_backoff_s)
+            self._due[name] = now + delay
+            self.report(
+                f"{name} exited with {code}; restarting in {delay:.0f}s "
+                f"(see {self.stack.log_dir / (name + '.log')})"
+            )
+        for name, due in list(self._due.items()):
+            if now < due:
+                continue
+            del self._due[name]
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self._started[name] = now
+            try:
+                self.stack.restart(name)
+            except (OSError, TimeoutError) as exc:
+                self.report(f"{name} could not be restarted: {exc}")
+                self._due[name] = now + self._backoff.get(name, self.first_backoff_s)
+                continue
+            self.report(f"{name} restarted (restart #{self.restarts[name]})")
 
 
 def main() -> None:
@@ -196,14 +251,9 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    supervisor = Supervisor(stack, lambda line: print(line, file=sys.stderr, flush=True))
     while not stopping:
-        for name, proc in list(stack.procs.items()):
-            if proc.poll() is not None:
-                print(
-                    f"{name} exited with {proc.returncode}; see {stack.log_dir / (name + '.log')}",
-                    file=sys.stderr,
-                )
-                stopping = True
+        supervisor.check(time.monotonic())
         time.sleep(0.5)
     print("stopping ...", flush=True)
     stack.stop()
