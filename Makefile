@@ -7,7 +7,7 @@ PROTOS := $(wildcard protos/hotline/v1/*.proto)
 GEN := services/common/generated
 
 .PHONY: setup apt venv proto develop prompts run test test-unit test-e2e bench postgres clean lint \
-	typecheck format
+	typecheck format soak
 
 setup: apt deploy-apt venv proto develop prompts crd-models ## everything a fresh machine needs
 	@echo "setup complete"
@@ -54,6 +54,10 @@ test-unit:
 
 test-e2e:
 	$(PY) -m pytest -q tests/e2e
+
+soak: postgres ## fault soak: calls at 20/s with every process killed -9 in turn (minutes)
+	HOTLINE_SOAK=$${HOTLINE_SOAK:-full} $(PY) -m pytest -q -p no:cacheprovider -s \
+	  --override-ini addopts= tests/soak
 
 lint: ## ruff (pycodestyle, pyflakes, import order, bugbear, naming) and the formatter's check
 	$(VENV)/bin/ruff check services tests bench deploy

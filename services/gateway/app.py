@@ -14,6 +14,7 @@ from gateway.analog.config import open_card
 from gateway.analog.port import LineCard
 from gateway.analog.sim import SimCard
 from gateway.analog.sim_http import make_control_app
+from gateway.capacity import MediaPortCollector
 from gateway.channels.analog import AnalogChannel, LineStateCollector
 from gateway.channels.sip import SipChannel, TrunkPolicy
 from gateway.core.contracts import Originator
@@ -53,6 +54,8 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     realm = settings.sip_realm
     bindings = PersistentBindings(state.save_binding, state.delete_binding)
     registrar = Registrar(load_directory(realm, settings.extensions_file), realm, bindings=bindings)
+    allocator = PortAllocator(settings.rtp_low, settings.rtp_high)
+    wiring.collector(MediaPortCollector(allocator, settings.site))
     sip = SipChannel(
         TransactionLayer(
             Timers(),
@@ -62,7 +65,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         registrar,
         (settings.sip_host, settings.sip_port),
         media_host=settings.sip_host,
-        allocator=PortAllocator(settings.rtp_low, settings.rtp_high),
+        allocator=allocator,
         trunk=TrunkPolicy.of("sip-trunk", settings.trunk_dids, settings.trunk_allow),
         site=settings.site,
     )

@@ -128,7 +128,7 @@ class Sipp:
         timeout_s: int = 60,
     ) -> None:
         self.log_dir = log_dir or Path("/tmp")
-        self.name = f"{scenario.removesuffix('.xml')}-{port}"
+        self.name = f"{Path(scenario).stem}-{port}"
         # SIPp substitutes -key values in messages only, not in attributes such as a pcap
         # path or a pause length, so the scenario is rendered with the keys filled in.
         text = (SCENARIOS / scenario).read_text()
