@@ -13,7 +13,7 @@ import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -26,7 +26,15 @@ from common.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-Stop = Callable[[], Awaitable[None]]
+Drain = Callable[[float], Awaitable[object]]
+
+
+class Stop(Protocol):
+    """What a service's `main` returns: stop it, after draining for up to `drain_s` seconds."""
+
+    def __call__(self, drain_s: float = 0.0) -> Awaitable[None]: ...
+
+
 S = TypeVar("S", bound=Settings)
 T = TypeVar("T")
 
@@ -37,9 +45,17 @@ async def _serve(
     readiness = Readiness()
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
     done = asyncio.Event()
+    drain = False
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # before main: a slow start stops cleanly
-        loop.add_signal_handler(sig, done.set)
+
+    def on_sigterm() -> None:  # drain (a second SIGTERM while draining changes nothing)
+        nonlocal drain
+        drain = True
+        done.set()
+
+    # before main: a slow start stops cleanly
+    loop.add_signal_handler(signal.SIGINT, done.set)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     starting = asyncio.create_task(main(settings, readiness), name=f"{name}-start")
     stopped = asyncio.create_task(done.wait())
     await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -57,8 +73,21 @@ async def _serve(
         settings.metrics_ports[name],
     )
     await done.wait()
-    log.info("%s stopping", name)
-    await stop()
+    # SIGINT during a drain stops at once: the drain is cancelled by the second signal.
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    drain_s = settings.drain_s if drain else 0.0
+    log.info("%s stopping%s", name, f" (draining up to {drain_s:.0f}s)" if drain_s else "")
+    stopping: asyncio.Future[None] = asyncio.ensure_future(stop(drain_s))
+    interrupt = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupt.set)
+    interrupted: asyncio.Future[Any] = asyncio.ensure_future(interrupt.wait())
+    await asyncio.wait([stopping, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        log.warning("%s: interrupted while draining; stopping now", name)
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        await stop(0.0)
+    interrupted.cancel()
     await side.cleanup()
     log.info("%s stopped", name)
 
@@ -119,6 +148,7 @@ class Wiring:
         self._server: grpc.aio.Server | None = None
         self._grace_s = 2.0
         self._ready_check: str | None = None
+        self._drains: list[tuple[str, Drain]] = []
         self._stopped = False
 
     # ---- declarations --------------------------------------------------------------------
@@ -155,6 +185,11 @@ class Wiring:
     def on_stop(self, step: StopStep, what: str = "") -> None:
         """Run `step` (sync or async) at stop, before everything declared earlier."""
         self._steps.append((what or getattr(step, "__qualname__", repr(step)), step))
+
+    def on_drain(self, step: Drain, what: str = "") -> None:
+        """Run `step(budget_s)` when the service is asked to drain (SIGTERM), before it stops:
+        e.g. refuse new calls and wait for the live ones, for at most `budget_s`."""
+        self._drains.append((what or getattr(step, "__qualname__", repr(step)), step))
 
     def consumer(
         self, topics: Iterable[str], handler: Handler, group: str | None = None
@@ -202,10 +237,28 @@ class Wiring:
         steps += list(reversed(self._steps))
         return steps
 
-    async def stop(self) -> None:
-        """Stop everything in the order described on the class (once; later calls return)."""
+    async def drain(self, budget_s: float) -> None:
+        """Readiness turns red ("draining"), then every drain step runs for at most `budget_s`."""
+        if not self._drains or budget_s <= 0:
+            return
+        self.readiness.set("draining", False, f"draining: up to {budget_s:.0f}s for live work")
+        steps = [asyncio.ensure_future(step(budget_s)) for _, step in self._drains]
+        done, pending = await asyncio.wait(steps, timeout=budget_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*steps, return_exceptions=True)
+        for (what, _), task in zip(self._drains, steps, strict=True):
+            if task in pending:
+                log.warning("%s: drain of %s not finished after %.0fs", self.name, what, budget_s)
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("%s: drain of %s failed", self.name, what, exc_info=task.exception())
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Drain for up to `drain_s` (SIGTERM), then stop everything in the order described on
+        the class (once; later calls return)."""
         if self._stopped:
             return
+        await self.drain(drain_s)
         self._stopped = True
         if self._ready_check:
             self.readiness.set(self._ready_check, False, "stopping")

@@ -154,6 +154,7 @@ class Settings:
     grpc_hosts: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
+    drain_s: float = 30.0  # HOTLINE_DRAIN_S: how long SIGTERM lets live work finish
     database_url: str = ""
     service_database_urls: dict[str, str] = field(default_factory=dict)
 
@@ -185,6 +186,7 @@ class Settings:
             "grpc_hosts": {s: env.text(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES},
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),
+            "drain_s": env.number("DRAIN_S", 30.0, minimum=0.0),
             "database_url": env.text("DATABASE_URL", ""),
             "service_database_urls": {s: url for s, url in own_urls.items() if url},
         }

@@ -109,11 +109,13 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     if analog is not None and card is not None:
         await analog.start(switch)
         wiring.on_stop(analog.stop, "analog lines")
+        wiring.on_drain(analog.busy_out, "analog lines")
         wiring.collector(LineStateCollector(card, settings.site))
         sim_control = await _start_sim_control(card, settings.bind_host, settings.sim_control_port)
         if sim_control is not None:
             wiring.on_stop(sim_control.cleanup, "sim card control API")
     wiring.on_stop(switch.stop, "switch")  # runs first after the gRPC server stops
+    wiring.on_drain(switch.drain, "live calls")
     wiring.servicer(gateway_pb2_grpc.add_CallControlServicer_to_server, CallControlServicer(switch))
     return await wiring.start()
 

@@ -213,9 +213,9 @@ def test_agent_hangup_ends_both_legs(platform: Platform, sipp, agents) -> None: 
 
 def test_unknown_number_gets_404(sipp) -> None:  # noqa: ANN001
     caller = sipp(
-        "caller_404.xml",
+        "caller_refused.xml",
         16100,
-        keys={"service": "99999", "caller": "5550004"},
+        keys={"service": "99999", "caller": "5550004", "status": "404"},
         extra=["-s", "99999"],
     )
     assert caller.wait(30) == 0, caller.explain()

@@ -7,6 +7,8 @@ This stack has its own ports (the shared e2e platform keeps running beside it)."
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +22,7 @@ from tests.e2e.conftest import (
     Api,
     Platform,
     Sipp,
+    metric,
     register_phone,
     running_platform,
     wait_for,
@@ -48,7 +51,10 @@ SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with running_platform(tmp_path_factory.mktemp("restart"), PORTS, (33000, 33499)) as p:
+    env = {"HOTLINE_DRAIN_S": "60"}
+    with running_platform(
+        tmp_path_factory.mktemp("restart"), PORTS, (33000, 33499), extra_env=env
+    ) as p:
         yield p
 
 
@@ -260,4 +266,88 @@ def test_gateway_restart_ends_its_calls_and_keeps_registrations(
         what="the CDR of the call after the restart",
     )
     assert row["agent_id"] == "agent12" and row["end_reason"] == "caller_hangup", row
+    log_out(agent)
+
+
+def options(port: int) -> str:
+    """Send an OPTIONS and return the status line of the answer."""
+    msg = (
+        f"OPTIONS sip:hotline@127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:17099;branch=z9hG4bKdrain1;rport\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:hotline@127.0.0.1>\r\n"
+        "Call-ID: drain-probe@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.bind(("127.0.0.1", 17099))
+        s.sendto(msg, ("127.0.0.1", port))
+        return s.recv(65535).decode(errors="replace")
+
+
+def test_sigterm_drains_the_gateway(stack: Platform, tmp_path: Path) -> None:
+    def sipp(scenario: str, port: int, **kw: object) -> Sipp:
+        return Sipp(scenario, port, stack.sip_port, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
+
+    phone = sipp("phone_uas.xml", 17081, media_port=17082, timeout_s=60)
+    register_phone(sipp, "8013", 17080, 17081)
+    agent = Api(stack.http)
+    agent.login("agent13", "agent13-demo")
+    agent.agent_ready()
+    sup = Api(stack.http)
+    sup.login("supervisor", "supervisor-demo")
+    talking = sipp(
+        "caller.xml",
+        17090,
+        media_port=17092,
+        keys={
+            "service": "10000",
+            "caller": "5557201",
+            "dtmf_pcap": DTMF_PCAP.format(1),
+            "talk_ms": "8000",
+        },
+        extra=["-s", "10000"],
+        timeout_s=60,
+    )
+    wait_for(
+        lambda: agent.call("GET", "/api/agent")[1].get("state") == "on_call",
+        timeout_s=30,
+        what="agent13 on the call",
+    )
+    gateway = stack.stack.procs["gateway"]
+    gateway.send_signal(signal.SIGTERM)
+
+    # Draining: readiness red and says so, the gauge is up, new calls and keepalives get 503.
+    status, body = wait_for(
+        lambda: (r := readyz("gateway"))[0] == 503 and r,
+        timeout_s=10,
+        what="the gateway's /readyz red while draining",
+    )
+    assert "draining" in json.dumps(body), body
+    assert metric(stack.metrics("gateway"), "hotline_gateway_draining") == 1
+    answer = options(stack.sip_port)
+    assert answer.startswith("SIP/2.0 503") and "Retry-After:" in answer, answer
+    refused = sipp(
+        "caller_refused.xml",
+        17095,
+        keys={"service": "10000", "caller": "5557202", "status": "503"},
+        extra=["-s", "10000"],
+        timeout_s=20,
+    )
+    assert refused.wait(30) == 0, refused.explain()
+    assert "Retry-After:" in refused.messages()
+
+    # The live call goes on to its natural end, then the gateway exits by itself.
+    assert talking.wait(60) == 0, talking.explain()
+    assert gateway.wait(30) == 0, "the gateway exits cleanly once its calls are done"
+    row = wait_for(
+        lambda: (r := cdr(sup, "5557201")) and r.get("ended_at") and r,
+        timeout_s=30,
+        what="the drained call's CDR",
+    )
+    assert row["end_reason"] == "caller_hangup", row
+    assert cdr(sup, "5557202") is None, "a refused call never became a call"
+    stack.stack.restart("gateway")
+    stack.stack.wait_ready(("gateway",), timeout_s=30)
+    phone.stop()
     log_out(agent)

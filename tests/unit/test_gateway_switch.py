@@ -324,3 +324,21 @@ async def test_stop_ends_every_live_call_as_system(rig: Rig) -> None:
     for call in (first, second):
         assert rig.events.of("ended", call.call_id)["reason"] is EndReason.SYSTEM
     assert rig.switch.list_calls() == []
+
+
+async def test_drain_refuses_new_calls_and_waits_for_live_ones(rig: Rig) -> None:
+    caller, agent, call = await rig.bridged_call()
+    assert rig.switch.accepting
+    drain = asyncio.create_task(rig.switch.drain(5.0))
+    await asyncio.sleep(0.3)
+    assert not rig.switch.accepting, "a draining switch tells channels to refuse new calls"
+    assert not drain.done(), "the drain waits while a call is live"
+    rig.channel.far_end_hangs_up(caller)
+    await asyncio.wait_for(drain, 2)
+    assert rig.events.of("ended", call.call_id)["reason"] is EndReason.CALLER_HANGUP
+
+
+async def test_drain_gives_up_after_its_budget(rig: Rig) -> None:
+    await rig.answered_call()
+    await asyncio.wait_for(rig.switch.drain(0.3), 2)  # returns although the call is live
+    assert len(rig.switch.list_calls()) == 1

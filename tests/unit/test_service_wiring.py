@@ -225,6 +225,35 @@ async def test_no_servicer_no_server(journal: Journal) -> None:
     assert journal == ["consumer acd start", "consumer acd stop"]
 
 
+async def test_drain_runs_before_the_stop_and_reddens_readiness(journal: Journal) -> None:
+    readiness = Readiness()
+    w = Wiring(NAME, settings(), readiness)
+    w.servicer(add, "AcdService")
+
+    async def live_calls(budget_s: float) -> None:
+        journal.append(f"drain {budget_s:g}s ready={readiness.ready}")
+        await asyncio.sleep(0.01)
+
+    async def stuck(budget_s: float) -> None:
+        await asyncio.sleep(3600)
+
+    w.on_drain(live_calls, "calls")
+    w.on_drain(stuck, "stuck")
+    stop = await w.start(readiness_check="grpc")
+    del journal[:]
+    await stop(0.2)  # SIGTERM: drain for at most 0.2 s, then the usual stop
+    assert journal[0] == "drain 0.2s ready=False"
+    assert readiness.report()["draining"]["ok"] is False
+    assert journal[1:] == ["server stop grace=2.0"]
+
+
+async def test_no_drain_on_an_immediate_stop(journal: Journal) -> None:
+    w = Wiring(NAME, settings(), Readiness())
+    w.on_drain(lambda budget_s: asyncio.sleep(3600), "never")
+    stop = await w.start()
+    await asyncio.wait_for(stop(), 2)  # SIGINT: no drain
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -134,6 +134,15 @@ class AnalogChannel:
             task.cancel()
         await self.card.stop()
 
+    async def busy_out(self, budget_s: float) -> None:
+        """Draining: seize every idle line so the exchange finds it busy and routes the next
+        call elsewhere; lines in a call are left alone until it ends."""
+        for port in self.card.ports:
+            if port.state == PortState.IDLE and port.index not in self._legs:
+                self._seizing[port.index] = asyncio.Queue()  # keeps the watcher's hands off
+                await port.off_hook()
+                log.info("analog line %d busied out for the drain", port.index)
+
     def _spawn_on_hook(self, port: FxoPort) -> None:
         task = asyncio.create_task(port.on_hook(), name=f"onhook-{port.index}")
         self._tasks.add(task)
@@ -174,8 +183,11 @@ class AnalogChannel:
             del self._legs[analog.port.index]
 
     # ---- line supervision ----------------------------------------------------------------
-    def _offer(self, port: FxoPort, caller_id: CallerId | None) -> AnalogLeg:
+    def _offer(self, port: FxoPort, caller_id: CallerId | None) -> AnalogLeg | None:
         assert self._sink is not None
+        if not self._sink.accepting:  # draining: let it ring out; the exchange tries again
+            log.info("analog port %d rings while draining: not answered", port.index)
+            return None
         valid = caller_id is not None and caller_id.valid
         number = caller_id.number if caller_id is not None and valid else None
         name = (caller_id.name or "") if caller_id is not None and valid else ""

@@ -147,6 +147,11 @@ class Offer:
 class CallSink(Protocol):
     """What a channel tells the core: a new call arrived, a leg went away."""
 
+    @property
+    def accepting(self) -> bool:
+        """False while the gateway drains: channels refuse new calls before taking any media."""
+        ...
+
     def offer(self, leg: Leg, offer: Offer) -> str:
         """Track a new call whose first leg is ``leg``; returns the call id."""
         ...

@@ -41,6 +41,11 @@ __all__ = ["CallEvents", "CommandError", "Switch"]
 log = logging.getLogger(__name__)
 
 ACTIVE = Gauge("hotline_active_calls", "Live calls by state", ["state", "site"])
+DRAINING = Gauge(
+    "hotline_gateway_draining",
+    "1 while the gateway refuses new calls and lets live ones end",
+    ["site"],
+)
 CALLS = Counter("hotline_gateway_calls_total", "Calls by how they ended", ["reason", "site"])
 
 ANSWER_TIMEOUT_S = 60.0
@@ -87,6 +92,8 @@ class Switch:
         self.journal = journal
         self.answer_timeout_s, self.linger_s = answer_timeout_s, linger_s
         self.registry = CallRegistry()
+        self.draining = False
+        DRAINING.labels(site).set(0)
         self._playing: set[Call] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._clock_handle = clock.subscribe(self._tick)
@@ -104,6 +111,27 @@ class Switch:
             counts[call.state.value] += 1
         for state, n in counts.items():
             ACTIVE.labels(state, self.site).set(n)
+
+    @property
+    def accepting(self) -> bool:
+        return not self.draining
+
+    async def drain(self, budget_s: float) -> None:
+        """Refuse new calls from now on and wait (up to `budget_s`) for the live ones to end."""
+        self.draining = True
+        DRAINING.labels(self.site).set(1)
+        log.info(
+            "draining: %d live calls, waiting up to %.0fs", len(self.registry.live()), budget_s
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while self.registry.live() and loop.time() < deadline:
+            await asyncio.sleep(0.25)
+        left = len(self.registry.live())
+        if left:
+            log.warning("drain ended with %d calls still live; they are released now", left)
+        else:
+            log.info("drained: no live calls")
 
     async def stop(self) -> None:
         """End every live call (their channels hang up) and stop the switch's tasks."""

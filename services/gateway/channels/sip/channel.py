@@ -62,6 +62,7 @@ KNOWN_UNSUPPORTED = {
     "PUBLISH",
 }
 USER_AGENT = "Hotline/0.1"
+RETRY_AFTER_S = "60"  # a draining gateway's advice: try another one, or come back later
 COUNTED_METHODS = frozenset(ALLOWED) | KNOWN_UNSUPPORTED  # metric labels stay bounded
 CANCEL_WAIT_S = 5.0  # how long a CANCELled INVITE may take to end with its final response
 LINGER_S = 5.0  # a failed outbound leg stays routable for late retransmissions
@@ -161,6 +162,8 @@ class SipChannel:
         method = req.method
         if method == "REGISTER":
             tx.respond(self.registrar.handle(req, tx.source_addr, tx.transport))
+        elif method == "OPTIONS" and self.draining:  # keepalives tell proxies to go elsewhere
+            tx.respond(self.response(req, 503, "Draining", extra=[("Retry-After", RETRY_AFTER_S)]))
         elif method == "OPTIONS":
             tx.respond(
                 self.response(req, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
@@ -176,9 +179,20 @@ class SipChannel:
         else:
             tx.respond(self.response(req, 501, extra=[("Allow", ALLOW)]))
 
-    def _refuse(self, req: SipRequest, tx: ServerTransaction, status: int, reason: str) -> None:
+    def _refuse(
+        self,
+        req: SipRequest,
+        tx: ServerTransaction,
+        status: int,
+        reason: str,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
         REJECTED.labels(str(status), self.site).inc()
-        tx.respond(self.response(req, status, reason[:100]))
+        tx.respond(self.response(req, status, reason[:100], extra=extra))
+
+    @property
+    def draining(self) -> bool:
+        return self._sink is not None and not self._sink.accepting
 
     async def _invite(self, req: SipRequest, tx: ServerTransaction) -> None:
         try:
@@ -206,6 +220,9 @@ class SipChannel:
         dnis = req.request_uri.user or ""
         if self._sink is None:
             self._refuse(req, tx, 503, "Starting Up")
+            return
+        if self.draining:  # before any media is taken: the caller's side tries elsewhere
+            self._refuse(req, tx, 503, "Draining", extra=[("Retry-After", RETRY_AFTER_S)])
             return
         if not self.trunk.source_allowed(source[0]):
             self._refuse(req, tx, 403, "Source Not Allowed On Trunk")
