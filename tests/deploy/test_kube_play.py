@@ -41,7 +41,7 @@ PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy" / "containers.conf")}
 PLAYED = {"Deployment", "ConfigMap", "Secret", "PersistentVolumeClaim"}
 BRIDGED = ("acd", "ivr", "crm", "recorder")
-DEADLINE_S = 240
+DEADLINE_S = 300
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -142,7 +142,7 @@ def ready(url: str) -> tuple[bool, str]:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200, "ready"
     except urllib.error.HTTPError as exc:
-        return False, exc.read().decode(errors="replace")[:300]
+        return False, exc.read().decode(errors="replace")[:3000]
     except OSError as exc:
         return False, str(exc)
 
@@ -285,6 +285,52 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
             f"/var/lib/hotline/recordings/{row['recording_path']}",
         ).strip()
         assert int(size) > 8000 * 2 * 2 * 3, f"recording too short: {size} bytes"
+
+        # The drain contract: stopping the gateway's pod during a call drains it (readiness
+        # red with "draining", new calls refused) and the live call still ends normally.
+        wait(
+            lambda: agent.call("GET", "/api/agent")[1].get("state") == "ready",
+            30,
+            "agent1 ready again after wrap-up",
+        )
+        phone = sipp("phone_uas.xml", 26031, media_port=26032)
+        reg = sipp(
+            "register.xml",
+            26030,
+            keys={"ext": "8001", "contact_port": "26031"},
+            extra=["-au", "8001", "-ap", "8001-demo"],
+        )
+        assert reg.wait(30) == 0, reg.explain() + logs()
+        caller = sipp(
+            "caller.xml",
+            26040,
+            media_port=26042,
+            keys={
+                "service": "10000",
+                "caller": "5550299",
+                "dtmf_pcap": DTMF_PCAP.format(2),
+                "talk_ms": "9000",
+            },
+            extra=["-s", "10000"],
+        )
+        wait(lambda: "INVITE sip:8001@" in phone.messages(), 40, "the agent phone ringing", logs)
+        stopping = subprocess.Popen(
+            [*PODMAN, "pod", "stop", "-t", "60", "hotline-gateway-pod-0"],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        draining = wait(
+            lambda: (r := ready(endpoints["gateway"])) and not r[0] and "draining" in r[1] and r,
+            20,
+            "the gateway's /readyz saying it drains",
+            logs,
+        )
+        print("drain seen:", draining[1][:200])
+        assert caller.wait(60) == 0, "the live call must end normally during the drain\n" + (
+            caller.explain() + logs()
+        )
+        assert stopping.wait(60) == 0, "the gateway pod stops once its call is done"
         assert time.monotonic() - started < DEADLINE_S
     finally:
         for s in sipps:
