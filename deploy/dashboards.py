@@ -37,18 +37,11 @@ PANELS_AWAITING_METRICS: dict[str, set[str]] = {
     "hotline-wallboard": {"AHT today"},
     "hotline-gateway": {
         "SIP responses by code",
-        "RTP packet loss",
-        "RTP jitter (p95)",
-        "MOS estimate by leg (p10)",
-        "MOS estimate per seat (last call)",
-        "Draining",
     },
     "hotline-platform": {
         "gRPC latency (p95) by method",
         "gRPC errors by code",
-        "Kafka consumer lag",
         "Database latency (p95)",
-        "Readiness",
     },
 }
 

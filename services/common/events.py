@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from common import tracing
 from common.health import Readiness
@@ -75,6 +75,11 @@ FAILED_PUBLISH = Counter(
     "hotline_events_publish_retries_total",
     "Publish attempts that failed and were retried (broker down, topics lost)",
     ["type"],
+)
+LAG = Gauge(
+    "hotline_kafka_consumer_lag",
+    "Events on the broker not yet handled, per consumer group and topic",
+    ["site", "group", "topic"],
 )
 RECONNECTS = Counter(
     "hotline_kafka_reconnects_total", "Kafka clients rebuilt after a broker failure", ["client"]
@@ -451,7 +456,21 @@ class EventConsumer:
                 missing = await missing_topics(consumer.topics, self.topics)
                 if missing:
                     return f"broker lost topics {sorted(missing)}"
+                await self._measure_lag(consumer)
                 self.readiness.set(self.check, True, ",".join(self.topics))
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag per topic: the partitions' high-water marks (from the last fetch) minus this
+        group's positions."""
+        lag = dict.fromkeys(self.topics, 0)
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)
+        for topic, n in lag.items():
+            LAG.labels(self.settings.site, self.group, topic).set(n)
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         try:

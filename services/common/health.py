@@ -8,9 +8,12 @@ database, peers) is reachable, with the reason when it is not, so an operator re
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,19 @@ class Readiness:
 
     def report(self) -> dict[str, dict[str, object]]:
         return {k: {"ok": ok, "detail": d} for k, (ok, d) in self._checks.items()}
+
+
+class ReadinessCollector(Collector):
+    """`hotline_ready{site}`: 1 while every readiness check passes, 0 otherwise (the alert
+    "service not ready"; /readyz says which check and why)."""
+
+    def __init__(self, readiness: Readiness, site: str) -> None:
+        self.readiness, self.site = readiness, site
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("hotline_ready", "1 when the service is ready", labels=["site"])
+        family.add_metric([self.site], 1 if self.readiness.ready else 0)
+        yield family
 
 
 def side_app(readiness: Readiness, registry: CollectorRegistry = REGISTRY) -> web.Application:

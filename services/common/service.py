@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from common import logs, rpc, tracing
 from common.events import EventConsumer, EventPublisher, Handler
-from common.health import Readiness, start_side_server
+from common.health import Readiness, ReadinessCollector, start_side_server
 from common.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ async def _serve(
     name: str, main: Callable[[S, Readiness], Coroutine[Any, Any, Stop]], settings: S
 ) -> None:
     readiness = Readiness()
+    REGISTRY.register(ReadinessCollector(readiness, settings.site))
     side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
     done = asyncio.Event()
     drain = False

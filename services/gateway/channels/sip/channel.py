@@ -20,6 +20,7 @@ from gateway.channels.sip.leg import SipLeg
 from gateway.channels.sip.trunk import TrunkPolicy
 from gateway.core.contracts import Attempt, CallerParty, CallSink, Leg, Offer, Outcome, Release
 from gateway.media.endpoint import NoFreePort, PortAllocator, RtpEndpoint
+from gateway.quality import observe_leg, prepare
 from gateway.sip import sdp
 from gateway.sip.builders import (
     bad_request_for,
@@ -101,6 +102,7 @@ class SipChannel:
         self.media_host, self.allocator = media_host, allocator
         self.contact = f"<sip:hotline@{self.host}:{self.port}>"
         self._sink: CallSink | None = None
+        prepare(site)
         self._dialogs: dict[str, SipLeg] = {}  # SIP Call-ID -> leg
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -429,6 +431,8 @@ class SipChannel:
 
     def release(self, leg: Leg) -> None:
         sip = self._own(leg)
+        if not sip.media.closed:
+            observe_leg(sip.media.stats, "caller" if sip.inbound else "agent", self.site, sip.seat)
         sip.media.close()
         if sip.ok_retransmitter is not None:
             sip.ok_retransmitter.stop()
@@ -551,6 +555,7 @@ class SipChannel:
             inbound=False,
             invite=req,
             local_sdp=offer_sdp,
+            seat=binding.extension,
         )
         self._dialogs[sip_call_id] = leg
         leg.client_tx = await self.layer.request(req, transport, binding.target)

@@ -44,6 +44,7 @@ class SipLeg:
     ok_retransmitter: InviteOkRetransmitter | None = None
     client_tx: ClientTransaction | None = None  # UAC INVITE transaction while ringing
     local_sdp: bytes = b""
+    seat: str = ""  # the extension, for a leg to a registered phone
 
     def next_cseq(self) -> int:
         self.local_cseq += 1
