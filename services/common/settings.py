@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: what the logging module accepts: LOG_LEVELS and its aliases (WARN, FATAL, NOTSET)
 _LOG_LEVEL_NAMES = frozenset(logging.getLevelNamesMapping())
 
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -156,6 +158,15 @@ class Settings:
     trace_console: bool = False
     database_url: str = ""
     service_database_urls: dict[str, str] = field(default_factory=dict)
+    #: gRPC mutual TLS (docs/security.md): a CA and this service's certificate and key; empty
+    #: paths mean `<tls_dir>/ca.crt`, `<tls_dir>/<service>.crt`, `<tls_dir>/<service>.key`.
+    tls_dir: Path = REPO_ROOT / "var" / "tls"
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_trust_domain: str = "hotline"
+    #: development only: plain-text gRPC, no caller authentication (HOTLINE_GRPC_INSECURE).
+    grpc_insecure: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -173,10 +184,18 @@ class Settings:
                 f"is not a log level ({', '.join(LOG_LEVELS)})",
             )
         own_urls = {s: env.text(f"{s.upper()}_DATABASE_URL", "") for s in SERVICES}
+        var_dir = env.path("VAR_DIR", REPO_ROOT / "var")
+        trust_domain = env.text("TLS_TRUST_DOMAIN", "hotline")
+        if not _TRUST_DOMAIN.match(trust_domain):
+            raise env.error(
+                "TLS_TRUST_DOMAIN",
+                trust_domain,
+                "is not a trust domain (lower-case letters, digits, '.', '-', '_')",
+            )
         return {
             "site": env.text("SITE", "local"),
             "kafka_bootstrap": env.text("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            "var_dir": env.path("VAR_DIR", REPO_ROOT / "var"),
+            "var_dir": var_dir,
             "bind_host": env.text("BIND_HOST", "127.0.0.1"),
             "grpc_ports": {s: env.port(f"{s.upper()}_GRPC_PORT", p) for s, p in GRPC_PORTS.items()},
             "metrics_ports": {
@@ -187,7 +206,21 @@ class Settings:
             "trace_console": env.flag("TRACE_CONSOLE"),
             "database_url": env.text("DATABASE_URL", ""),
             "service_database_urls": {s: url for s, url in own_urls.items() if url},
+            "tls_dir": env.path("TLS_DIR", var_dir / "tls"),
+            "tls_ca": env.optional_path("TLS_CA"),
+            "tls_cert": env.optional_path("TLS_CERT"),
+            "tls_key": env.optional_path("TLS_KEY"),
+            "tls_trust_domain": trust_domain,
+            "grpc_insecure": env.flag("GRPC_INSECURE"),
         }
+
+    def tls_files(self, service: str) -> tuple[Path, Path, Path]:
+        """(CA, certificate, key) paths `service` uses for gRPC mutual TLS."""
+        return (
+            self.tls_ca or self.tls_dir / "ca.crt",
+            self.tls_cert or self.tls_dir / f"{service}.crt",
+            self.tls_key or self.tls_dir / f"{service}.key",
+        )
 
     def grpc_target(self, service: str) -> str:
         """host:port where `service` serves gRPC."""

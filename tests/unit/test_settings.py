@@ -508,3 +508,51 @@ def test_only_settings_modules_read_the_environment() -> None:
                 continue
         offenders.append(f"{rel}:{','.join(map(str, lines))}")
     assert offenders == [], "read HOTLINE_* through the service's settings.py instead"
+
+
+# ---- gRPC mutual TLS ---------------------------------------------------------------------
+def test_tls_files_default_to_the_var_dir_per_service() -> None:
+    s = Settings.from_env(env(VAR_DIR="/srv/hotline"))
+    assert (s.tls_dir, s.tls_trust_domain, s.grpc_insecure) == (
+        Path("/srv/hotline/tls"),
+        "hotline",
+        False,
+    )
+    assert s.tls_files("acd") == (
+        Path("/srv/hotline/tls/ca.crt"),
+        Path("/srv/hotline/tls/acd.crt"),
+        Path("/srv/hotline/tls/acd.key"),
+    )
+
+
+def test_tls_files_from_a_mounted_secret() -> None:
+    s = Settings.from_env(
+        env(
+            TLS_CA="/etc/hotline/tls/ca.crt",
+            TLS_CERT="/etc/hotline/tls/tls.crt",
+            TLS_KEY="/etc/hotline/tls/tls.key",
+            TLS_TRUST_DOMAIN="site-a.call-center",
+            GRPC_INSECURE="yes",
+        )
+    )
+    assert s.tls_files("crm") == (
+        Path("/etc/hotline/tls/ca.crt"),
+        Path("/etc/hotline/tls/tls.crt"),
+        Path("/etc/hotline/tls/tls.key"),
+    )
+    assert (s.tls_trust_domain, s.grpc_insecure) == ("site-a.call-center", True)
+
+
+@pytest.mark.parametrize("value", ["", "Hotline", "a/b", "spiffe://x"])
+def test_bad_trust_domain_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env(TLS_TRUST_DOMAIN=value))
+    assert str(info.value) == (
+        f"HOTLINE_TLS_TRUST_DOMAIN={value!r} is not a trust domain "
+        "(lower-case letters, digits, '.', '-', '_')"
+    )
+
+
+def test_the_insecure_switch_is_a_boolean() -> None:
+    with pytest.raises(SettingsError, match="^HOTLINE_GRPC_INSECURE='please' is not a boolean"):
+        Settings.from_env(env(GRPC_INSECURE="please"))
