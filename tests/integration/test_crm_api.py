@@ -28,6 +28,7 @@ from alembic.migration import MigrationContext
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from acd.servicer import AcdService
 from common import rpc
 from common.events import Envelope, envelope
 from crm.agent_control import AgentControl
@@ -45,6 +46,7 @@ from crm.seed import seed
 from crm.servicer import CrmService
 from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
 from hotline.v1 import events_pb2 as ev
+from tests import tls as test_tls
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -187,9 +189,9 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
     fake = FakeAcd()
-    server = grpc.aio.server()
-    acd_pb2_grpc.add_AcdServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    server, port = test_tls.server(
+        "acd", acd_pb2_grpc.add_AcdServicer_to_server, fake, AcdService.CALLERS
+    )
     await server.start()
     yield fake, f"127.0.0.1:{port}"
     await server.stop(None)
@@ -199,7 +201,7 @@ async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
 async def client(db: Database, acd: tuple[FakeAcd, str]) -> AsyncIterator[TestClient]:
     fake, target = acd
     fake.reset()
-    channel = rpc.channel(target)
+    channel = rpc.channel(target, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
     app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
     async with TestClient(TestServer(app)) as test_client:
@@ -510,12 +512,10 @@ async def test_unknown_customer_is_404(client: TestClient, tokens: dict[str, str
 
 
 async def test_grpc_lookup_customer(db: Database) -> None:
-    server = grpc.aio.server()
-    crm_pb2_grpc.add_CrmServicer_to_server(CrmService(db), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    server, port = test_tls.server("crm", crm_pb2_grpc.add_CrmServicer_to_server, CrmService(db))
     await server.start()
     try:
-        async with rpc.channel(f"127.0.0.1:{port}") as channel:
+        async with test_tls.channel("ivr", "crm", port) as channel:
             stub = crm_pb2_grpc.CrmStub(channel)
             found = await stub.LookupCustomer(
                 crm_pb2.LookupCustomerRequest(phone="sip:5551234@127.0.0.1:5062")
@@ -856,7 +856,7 @@ async def test_acd_down_is_503(db: Database, tokens: dict[str, str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
-    channel = rpc.channel(dead)
+    channel = rpc.channel(dead, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
     app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
     async with TestClient(TestServer(app)) as dead_client:
