@@ -556,3 +556,57 @@ def test_bad_trust_domain_names_the_variable(value: str) -> None:
 def test_the_insecure_switch_is_a_boolean() -> None:
     with pytest.raises(SettingsError, match="^HOTLINE_GRPC_INSECURE='please' is not a boolean"):
         Settings.from_env(env(GRPC_INSECURE="please"))
+
+
+# ---- SIP limits and the sim card's control API --------------------------------------------
+def test_sip_limits_defaults_and_overrides() -> None:
+    g = GatewaySettings.from_env()
+    assert (g.tcp_limits.max_connections, g.tcp_limits.max_per_source) == (512, 32)
+    assert (g.tcp_limits.read_timeout_s, g.tcp_limits.idle_timeout_s) == (10.0, 300.0)
+    assert g.tcp_limits.max_lifetime_s == 14400.0 and g.tcp_limits.max_message == 65536
+    assert (g.admission.source_cps, g.admission.source_burst, g.admission.source_max_calls) == (
+        10.0,
+        20,
+        50,
+    )
+    assert (g.admission.trunk_cps, g.admission.trunk_max_calls) == (20.0, 100)
+    assert g.sim_control_host == "127.0.0.1"
+    g = GatewaySettings.from_env(
+        env(
+            SIP_TCP_MAX_CONNECTIONS="100",
+            SIP_TCP_MAX_PER_SOURCE="4",
+            SIP_TCP_READ_TIMEOUT_S="2.5",
+            SIP_TCP_IDLE_TIMEOUT_S="60",
+            SIP_TCP_MAX_LIFETIME_S="600",
+            CALLS_PER_SOURCE_CPS="0.5",
+            CALLS_PER_SOURCE_MAX="3",
+            TRUNK_CPS="4",
+            TRUNK_MAX_CALLS="8",
+            SIM_CONTROL_HOST="::1",
+            BIND_HOST="0.0.0.0",
+        )
+    )
+    assert (g.tcp_limits.max_connections, g.tcp_limits.max_per_source) == (100, 4)
+    assert (g.tcp_limits.read_timeout_s, g.tcp_limits.max_lifetime_s) == (2.5, 600.0)
+    assert (g.admission.source_cps, g.admission.source_burst) == (0.5, 1)
+    assert (g.admission.trunk_burst, g.admission.trunk_max_calls) == (8, 8)
+    assert (g.sim_control_host, g.bind_host) == ("::1", "0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("SIP_TCP_MAX_CONNECTIONS", "0", "must be at least 1"),
+        ("SIP_TCP_MAX_PER_SOURCE", "many", "is not an integer"),
+        ("SIP_TCP_READ_TIMEOUT_S", "0", "must be greater than 0"),
+        ("SIP_TCP_IDLE_TIMEOUT_S", "-1", "must be greater than 0"),
+        ("CALLS_PER_SOURCE_CPS", "0", "must be greater than 0"),
+        ("CALLS_PER_SOURCE_MAX", "0", "must be at least 1"),
+        ("TRUNK_CPS", "fast", "is not a number"),
+        ("TRUNK_MAX_CALLS", "-5", "must be at least 1"),
+    ],
+)
+def test_bad_sip_limit_names_the_variable(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        GatewaySettings.from_env(env(**{name: value}))
+    assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
