@@ -610,3 +610,38 @@ def test_bad_sip_limit_names_the_variable(name: str, value: str, problem: str) -
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(env(**{name: value}))
     assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
+
+
+# ---- CRM login limits --------------------------------------------------------------------
+def test_crm_login_limits_defaults_and_overrides() -> None:
+    c = CrmSettings.from_env()
+    assert (c.login_attempts_per_minute, c.login_max_hashes, c.trusted_proxies) == (30, 2, ())
+    c = CrmSettings.from_env(
+        env(
+            LOGIN_ATTEMPTS_PER_MINUTE="120",
+            LOGIN_MAX_HASHES="4",
+            TRUSTED_PROXIES="10.42.0.0/16, 10.43.0.10",
+        )
+    )
+    assert (c.login_attempts_per_minute, c.login_max_hashes) == (120, 4)
+    assert c.trusted_proxies == ("10.42.0.0/16", "10.43.0.10")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "0", "must be at least 1"),
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "lots", "is not an integer"),
+        ("LOGIN_MAX_HASHES", "0", "must be 1 to 64"),
+        ("LOGIN_MAX_HASHES", "100", "must be 1 to 64"),
+    ],
+)
+def test_bad_crm_login_limit_names_the_variable(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        CrmSettings.from_env(env(**{name: value}))
+    assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
+
+
+def test_bad_trusted_proxy_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="^HOTLINE_TRUSTED_PROXIES='ingress' has 'ingress'"):
+        CrmSettings.from_env(env(TRUSTED_PROXIES="ingress"))
