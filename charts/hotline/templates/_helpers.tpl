@@ -181,3 +181,30 @@ groups:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* gRPC mutual TLS: the Secret of a service ; call with (list $ "acd") */}}
+{{- define "hotline.grpcTlsSecret" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s-%s" ($root.Values.grpcTls.secretPrefix | default (include "hotline.name" (list $root "grpc-tls"))) (index . 1) -}}
+{{- end -}}
+
+{{- define "hotline.trustDomain" -}}
+{{- .Values.grpcTls.trustDomain | default (printf "%s.%s" .Release.Name .Release.Namespace) -}}
+{{- end -}}
+
+{{/* the volume and its mount, for a service's pod ; call with (list $ "acd") */}}
+{{- define "hotline.grpcTlsVolume" -}}
+{{- if not (index . 0).Values.grpcTls.insecureDevelopment }}
+- name: grpc-tls
+  secret:
+    secretName: {{ include "hotline.grpcTlsSecret" . }}
+    defaultMode: 0440
+    items: [{key: ca.crt, path: ca.crt}, {key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
+{{- end }}
+{{- end -}}
+
+{{- define "hotline.grpcTlsMount" -}}
+{{- if not .Values.grpcTls.insecureDevelopment }}
+- {name: grpc-tls, mountPath: /etc/hotline/tls, readOnly: true}
+{{- end }}
+{{- end -}}
