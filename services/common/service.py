@@ -35,7 +35,9 @@ async def _serve(
     name: str, main: Callable[[S, Readiness], Coroutine[Any, Any, Stop]], settings: S
 ) -> None:
     readiness = Readiness()
-    side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
+    side = await start_side_server(
+        readiness, settings.bind_host, settings.metrics_ports[name], settings.metrics_token
+    )
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before main: a slow start stops cleanly

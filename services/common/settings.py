@@ -140,6 +140,20 @@ class Env:
         return nets
 
 
+def _token(env: Env, name: str) -> str:
+    """A secret read from the file the variable names ("" when unset)."""
+    path = env.optional_path(name)
+    if path is None:
+        return ""
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise env.error(name, str(path), f"cannot be read: {exc}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise env.error(name, str(path), "must hold one token of at least 16 characters, no spaces")
+    return token
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every service needs: its site, the broker, its peers, its files, logs and traces.
@@ -167,6 +181,8 @@ class Settings:
     tls_trust_domain: str = "hotline"
     #: development only: plain-text gRPC, no caller authentication (HOTLINE_GRPC_INSECURE).
     grpc_insecure: bool = False
+    #: /metrics needs `Authorization: Bearer <this>` when set (HOTLINE_METRICS_TOKEN_FILE)
+    metrics_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -212,6 +228,7 @@ class Settings:
             "tls_key": env.optional_path("TLS_KEY"),
             "tls_trust_domain": trust_domain,
             "grpc_insecure": env.flag("GRPC_INSECURE"),
+            "metrics_token": _token(env, "METRICS_TOKEN_FILE"),
         }
 
     def tls_files(self, service: str) -> tuple[Path, Path, Path]:

@@ -444,7 +444,8 @@ def test_configuration_objects() -> None:
     } in volumes
     # existing Secrets by name, flows as a ConfigMap
     ext = render_ci("dahdi-card-values.yaml")
-    assert not [s for s in by_kind(ext, "Secret")], "existing Secrets: the chart makes none"
+    made = [s["metadata"]["name"] for s in by_kind(ext, "Secret")]
+    assert made == ["hotline-metrics-token"], "existing Secrets: the chart makes none of them"
     crm = one(ext, "Deployment", "-crm")
     url = next(
         e
@@ -745,3 +746,30 @@ def test_the_development_switch_turns_tls_off_and_says_so() -> None:
         env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
         if doc["metadata"]["labels"]["app.kubernetes.io/name"] in SERVICES:
             assert env["HOTLINE_GRPC_INSECURE"] == "true"
+
+
+# ---- /metrics behind a token -------------------------------------------------------------
+def test_metrics_need_a_token_that_the_service_monitors_present() -> None:
+    docs = render_ci("operators-values.yaml")
+    (secret,) = by_kind(docs, "Secret")[-1:]
+    assert secret["metadata"]["name"] == "hotline-metrics-token"
+    assert len(secret["data"]["token"]) >= 40
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for monitor in by_kind(docs, "ServiceMonitor"):
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["authorization"] == {
+            "type": "Bearer",
+            "credentials": {"name": "hotline-metrics-token", "key": "token"},
+        }
+    for doc in by_kind(docs, "Deployment"):
+        pod = doc["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+        assert env["HOTLINE_METRICS_TOKEN_FILE"] == "/etc/hotline/metrics/token"
+        assert "metrics-token" in [v["name"] for v in pod["volumes"]]
+    own = render(
+        values_of(CHART / "ci" / "operators-values.yaml")
+        | {"monitoring": {"metricsAuth": {"enabled": True, "existingSecret": "prom-token"}}}
+    )
+    assert "hotline-metrics-token" not in [s["metadata"]["name"] for s in by_kind(own, "Secret")]
+    monitor = by_kind(own, "ServiceMonitor")[0]["spec"]["endpoints"][0]
+    assert monitor["authorization"]["credentials"]["name"] == "prom-token"

@@ -645,3 +645,22 @@ def test_bad_crm_login_limit_names_the_variable(name: str, value: str, problem: 
 def test_bad_trusted_proxy_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="^HOTLINE_TRUSTED_PROXIES='ingress' has 'ingress'"):
         CrmSettings.from_env(env(TRUSTED_PROXIES="ingress"))
+
+
+def test_metrics_token_from_a_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abcdefghijklmnop0123\n")
+    s = Settings.from_env(env(METRICS_TOKEN_FILE=str(token)))
+    assert s.metrics_token == "abcdefghijklmnop0123"
+    assert "abcdefghijklmnop0123" not in repr(s)
+    assert Settings.from_env().metrics_token == ""
+
+
+def test_bad_metrics_token_file_names_the_variable(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SettingsError, match=f"^HOTLINE_METRICS_TOKEN_FILE='{missing}' cannot be"):
+        Settings.from_env(env(METRICS_TOKEN_FILE=str(missing)))
+    short = tmp_path / "short"
+    short.write_text("tiny")
+    with pytest.raises(SettingsError, match="at least 16 characters"):
+        Settings.from_env(env(METRICS_TOKEN_FILE=str(short)))

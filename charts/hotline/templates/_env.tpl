@@ -23,6 +23,9 @@ Call with (list $ "<service>").
 - {name: HOTLINE_TLS_CERT, value: /etc/hotline/tls/tls.crt}
 - {name: HOTLINE_TLS_KEY, value: /etc/hotline/tls/tls.key}
 {{- end }}
+{{- if $v.monitoring.metricsAuth.enabled }}
+- {name: HOTLINE_METRICS_TOKEN_FILE, value: /etc/hotline/metrics/token}
+{{- end }}
 - {name: HOTLINE_TLS_TRUST_DOMAIN, value: {{ include "hotline.trustDomain" $root | quote }}}
 {{- with $v.tracing.otlpEndpoint }}
 - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ . | quote }}}

@@ -208,3 +208,24 @@ groups:
 - {name: grpc-tls, mountPath: /etc/hotline/tls, readOnly: true}
 {{- end }}
 {{- end -}}
+
+{{/* /metrics bearer token (monitoring.metricsAuth) */}}
+{{- define "hotline.metricsTokenSecret" -}}
+{{- .Values.monitoring.metricsAuth.existingSecret | default (include "hotline.name" (list . "metrics-token")) -}}
+{{- end -}}
+
+{{- define "hotline.metricsTokenVolume" -}}
+{{- if .Values.monitoring.metricsAuth.enabled }}
+- name: metrics-token
+  secret:
+    secretName: {{ include "hotline.metricsTokenSecret" . }}
+    defaultMode: 0440
+    items: [{key: token, path: token}]
+{{- end }}
+{{- end -}}
+
+{{- define "hotline.metricsTokenMount" -}}
+{{- if .Values.monitoring.metricsAuth.enabled }}
+- {name: metrics-token, mountPath: /etc/hotline/metrics, readOnly: true}
+{{- end }}
+{{- end -}}
