@@ -125,9 +125,8 @@ TLS_SECRETS = [f"hotline-grpc-tls-{s}" for s in (*BRIDGED, "gateway")]
 def tls_secrets(out: Path) -> None:
     """The services' gRPC certificates as podman secrets holding Kubernetes Secrets, which
     `kube play` mounts for the chart's `secret` volumes: made by `common.certs` as an
-    operator makes them for a cluster without cert-manager (docs/security.md)."""
-    import base64
-
+    operator makes them for a cluster without cert-manager (docs/security.md). Podman 4.3
+    writes a Secret's `data` values as they are (no base64 decoding), so they hold the PEM."""
     from common import certs
 
     certs.ensure(out / "tls", trust_domain="hotline.call-center")
@@ -139,10 +138,7 @@ def tls_secrets(out: Path) -> None:
             "kind": "Secret",
             "metadata": {"name": name},
             "type": "Opaque",
-            "data": {
-                key: base64.b64encode((out / "tls" / f).read_bytes()).decode()
-                for key, f in files.items()
-            },
+            "data": {key: (out / "tls" / f).read_text() for key, f in files.items()},
         }
         path = out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(secret))

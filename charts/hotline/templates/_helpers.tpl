@@ -198,6 +198,7 @@ groups:
 - name: grpc-tls
   secret:
     secretName: {{ include "hotline.grpcTlsSecret" . }}
+    optional: false
     defaultMode: 0440
     items: [{key: ca.crt, path: ca.crt}, {key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
 {{- end }}
@@ -219,6 +220,7 @@ groups:
 - name: metrics-token
   secret:
     secretName: {{ include "hotline.metricsTokenSecret" . }}
+    optional: false
     defaultMode: 0440
     items: [{key: token, path: token}]
 {{- end }}
