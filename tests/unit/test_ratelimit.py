@@ -138,3 +138,9 @@ def test_failure_table_is_bounded_and_keeps_locks() -> None:
         lockout.failed(f"spray-{i}", now=1.0)
     assert len(lockout._failures) <= 10
     assert lockout.locked("locked", now=2.0)
+    for i in range(20):  # locks that ended are forgotten too
+        lockout.failed(f"brief-{i}", now=3.0)
+        lockout.failed(f"brief-{i}", now=3.0)
+    for i in range(30):
+        lockout.failed(f"later-{i}", now=500.0)
+    assert not [k for k in lockout._locked_until if k.startswith("brief-")]

@@ -99,6 +99,8 @@ class FailureLockout:
         horizon = now - self.window_s
         for key in [k for k, v in self._failures.items() if not v or v[-1] < horizon]:
             del self._failures[key]
+        for key in [k for k, until in self._locked_until.items() if until <= now]:
+            del self._locked_until[key]
         for key in [k for k, (_, end) in self._strikes.items() if now - end > self.max_lock_s]:
             del self._strikes[key]
         if len(self._failures) >= self.max_keys:
