@@ -6,10 +6,10 @@ APT_PACKAGES := sip-tester chromium espeak-ng sox
 PROTOS := $(wildcard protos/hotline/v1/*.proto)
 GEN := services/common/generated
 
-.PHONY: setup apt venv proto develop prompts run test test-unit test-e2e bench postgres clean lint \
+.PHONY: setup apt venv proto develop prompts certs run test test-unit test-e2e bench postgres clean lint \
 	typecheck format soak
 
-setup: apt deploy-apt venv proto develop prompts crd-models ## everything a fresh machine needs
+setup: apt deploy-apt venv proto develop prompts certs crd-models ## everything a fresh machine needs
 	@echo "setup complete"
 
 apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox)
@@ -38,7 +38,10 @@ proto: ## generated protobuf/gRPC code, with typed stubs for messages and servic
 prompts: ## IVR prompts (espeak-ng) and hold music into var/prompts
 	$(PY) -m ivr.prompts
 
-run: ## the whole platform locally; Ctrl-C stops it
+certs: ## the local CA and each service's gRPC certificate under var/tls (kept while valid)
+	$(PY) -m common.certs
+
+run: certs ## the whole platform locally; Ctrl-C stops it
 	$(PY) -m common.stack
 
 postgres: ## make sure the local PostgreSQL the tests use is running

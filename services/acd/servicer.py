@@ -11,7 +11,7 @@ import grpc
 from acd.agents import REQUESTABLE, Agent, InvalidTransition, UnknownAgent, state_name
 from acd.dispatcher import Dispatcher, UnknownQueue
 from acd.queues import WaitingCall
-from common.rpc import Context
+from common.rpc import Context, callers
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 
 
@@ -28,6 +28,20 @@ def agent_reply(agent: Agent) -> acd_pb2.Agent:
 
 
 class AcdService(acd_pb2_grpc.AcdServicer):
+    #: who may call what (enforced by common.rpc): the IVR queues calls; the CRM drives the
+    #: agents' seats for the desktop; both may read a queue.
+    CALLERS = callers(
+        "hotline.v1.Acd",
+        {
+            "Enqueue": {"ivr"},
+            "Login": {"crm"},
+            "Logout": {"crm"},
+            "SetState": {"crm"},
+            "GetAgent": {"crm"},
+            "GetQueue": {"crm", "ivr"},
+        },
+    )
+
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.d = dispatcher
 

@@ -7,6 +7,7 @@ database, peers) is reachable, with the reason when it is not, so an operator re
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator
 
@@ -57,10 +58,22 @@ class ReadinessCollector(Collector):
         yield family
 
 
-def side_app(readiness: Readiness, registry: CollectorRegistry = REGISTRY) -> web.Application:
-    """aiohttp app with the three operational endpoints."""
+def side_app(
+    readiness: Readiness, registry: CollectorRegistry = REGISTRY, metrics_token: str = ""
+) -> web.Application:
+    """aiohttp app with the three operational endpoints. With `metrics_token`, /metrics
+    answers only `Authorization: Bearer <token>` (401 otherwise); the probes stay open."""
+    expected = f"Bearer {metrics_token}".encode()
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if metrics_token and not hmac.compare_digest(
+            request.headers.get("Authorization", "").encode(), expected
+        ):
+            return web.json_response(
+                {"error": "/metrics needs Authorization: Bearer <the metrics token>"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return web.Response(
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -81,9 +94,11 @@ def side_app(readiness: Readiness, registry: CollectorRegistry = REGISTRY) -> we
     return app
 
 
-async def start_side_server(readiness: Readiness, host: str, port: int) -> web.AppRunner:
+async def start_side_server(
+    readiness: Readiness, host: str, port: int, metrics_token: str = ""
+) -> web.AppRunner:
     """Serve /metrics, /healthz, /readyz on host:port; returns the runner to clean up."""
-    runner = web.AppRunner(side_app(readiness), access_log=None)
+    runner = web.AppRunner(side_app(readiness, metrics_token=metrics_token), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

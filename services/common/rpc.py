@@ -1,13 +1,24 @@
-"""gRPC bootstrap: servers and channels that carry the trace context in metadata.
+"""gRPC bootstrap: mutually authenticated servers and channels, per-method authorization of
+the calling service, and the trace context in metadata.
 
-Commands between services are gRPC calls; wrapping every handler here gives each one a
-server span parented on the caller's span, and every client call injects `traceparent`.
+Every channel between services is mutual TLS (`Tls`: a CA, the service's certificate and key,
+docs/security.md). A server knows its caller from the peer certificate's identity URI,
+`spiffe://<trust domain>/<service>`, and one interceptor (`_AuthorizingInterceptor`) lets
+through only the services the method's table names (`Callers`, declared next to each servicer),
+refusing others with PERMISSION_DENIED naming the caller and the method. Plain-text gRPC is
+only possible with the development switch (`HOTLINE_GRPC_INSECURE`), where nobody is
+authenticated and every method is open.
+
+Wrapping every handler also gives each one a server span parented on the caller's span, and
+every client call injects `traceparent`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -100,16 +111,178 @@ class _TracingClientInterceptor(
         return await continuation(self._details(details), request_iterator)
 
 
-def server(host: str, port: int) -> grpc.aio.Server:
-    """A gRPC server bound to host:port with tracing; add servicers, then `await start()`."""
-    srv = grpc.aio.server(interceptors=[_TracingServerInterceptor()])
-    bound = srv.add_insecure_port(f"{host}:{port}")
+class TlsError(RuntimeError):
+    """The service's CA, certificate or key cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """What a service needs for mutual TLS: the CA it trusts, its own certificate chain and
+    key (PEM), and the trust domain of the identity URIs it accepts."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+    trust_domain: str = "hotline"
+
+    @classmethod
+    def load(cls, ca: Path, cert: Path, key: Path, trust_domain: str = "hotline") -> Tls:
+        """Read the three PEM files; TlsError naming the file that is missing or not PEM."""
+        pems: list[bytes] = []
+        for what, path, marker in (
+            ("CA", ca, b"-----BEGIN CERTIFICATE-----"),
+            ("certificate", cert, b"-----BEGIN CERTIFICATE-----"),
+            ("key", key, b"PRIVATE KEY-----"),
+        ):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise TlsError(
+                    f"gRPC TLS {what} {path}: {exc.strerror or exc}; make them with "
+                    "`make certs` (locally) or mount them (docs/security.md)"
+                ) from None
+            if marker not in data:
+                raise TlsError(f"gRPC TLS {what} {path} is not a PEM {what}")
+            pems.append(data)
+        return cls(pems[0], pems[1], pems[2], trust_domain)
+
+    def identity_prefix(self) -> str:
+        return f"spiffe://{self.trust_domain}/"
+
+
+#: method path (`/hotline.v1.Acd/SetState`) -> the services allowed to call it.
+Callers = Mapping[str, frozenset[str]]
+
+
+def callers(service: str, table: Mapping[str, Iterable[str]]) -> dict[str, frozenset[str]]:
+    """A servicer's table keyed by full method path: `callers("hotline.v1.Acd",
+    {"SetState": {"crm"}})` -> `{"/hotline.v1.Acd/SetState": frozenset({"crm"})}`."""
+    return {f"/{service}/{method}": frozenset(who) for method, who in table.items()}
+
+
+def peer_service(ctx: Context, trust_domain: str) -> str | None:
+    """The calling service named by the peer certificate's identity URI, or None."""
+    prefix = f"spiffe://{trust_domain}/"
+    auth = ctx.auth_context() or {}
+    for raw in (*auth.get("peer_spiffe_id", ()), *auth.get("peer_uri", ())):
+        uri = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        if uri.startswith(prefix) and "/" not in uri[len(prefix) :] and uri[len(prefix) :]:
+            return uri[len(prefix) :]
+    return None
+
+
+class _AuthorizingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Lets a call through only when the caller's certificate names a service the method's
+    table allows; a method no table lists is refused (fail closed)."""
+
+    def __init__(self, table: Callers, trust_domain: str | None) -> None:
+        self.table, self.trust_domain = table, trust_domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        allowed = self.table.get(method)
+        trust_domain = self.trust_domain
+
+        def wrap(fn: Callable[..., Any], streaming_reply: bool) -> Callable[..., Any]:
+            async def check(ctx: Context) -> None:
+                if trust_domain is None:  # development switch: plain text, nobody known
+                    return
+                caller = peer_service(ctx, trust_domain)
+                if caller is None:
+                    log.warning("refused %s: the caller's certificate names no service", method)
+                    await ctx.abort(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        f"{method}: the client certificate names no service of trust domain "
+                        f"{trust_domain} (spiffe://{trust_domain}/<service>)",
+                    )
+                if allowed is None or caller not in allowed:
+                    who = ", ".join(sorted(allowed)) if allowed else "no service"
+                    log.warning("refused %s to %s (allowed: %s)", method, caller, who)
+                    await ctx.abort(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"service {caller} may not call {method} (allowed: {who})",
+                    )
+
+            if streaming_reply:
+
+                async def checked_stream(request_or_iterator: Any, ctx: Context) -> Any:
+                    await check(ctx)
+                    async for item in fn(request_or_iterator, ctx):
+                        yield item
+
+                return checked_stream
+
+            async def checked(request_or_iterator: Any, ctx: Context) -> Any:
+                await check(ctx)
+                return await fn(request_or_iterator, ctx)
+
+            return checked
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                wrap(handler.unary_unary, False),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                wrap(handler.stream_unary, False),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap(handler.unary_stream, True),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            wrap(handler.stream_stream, True),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+
+def server(host: str, port: int, tls: Tls | None, table: Callers) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server bound to host:port (0: any free port) requiring client certificates from
+    `tls.ca` and authorizing each call by `table`, and the port it is bound to; with `tls` None
+    (the development switch only), plain text with every method open. Add servicers, then
+    `await start()`."""
+    srv = grpc.aio.server(
+        interceptors=[
+            _AuthorizingInterceptor(table, tls.trust_domain if tls else None),
+            _TracingServerInterceptor(),
+        ]
+    )
+    if tls is None:
+        bound = srv.add_insecure_port(f"{host}:{port}")
+    else:
+        creds = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
+        )
+        bound = srv.add_secure_port(f"{host}:{port}", creds)
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
-    return srv
+    return srv, bound
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """A client channel to another service; calls carry the trace context."""
+def channel(target: str, tls: Tls | None, peer: str) -> grpc.aio.Channel:
+    """A client channel to the service `peer` at `target`, presenting our certificate and
+    accepting only a server certificate from our CA that names `peer` (its DNS SAN), whatever
+    address `target` is; calls carry the trace context. With `tls` None (the development
+    switch only), plain text."""
     interceptors: Any = [_TracingClientInterceptor()]
-    return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    if tls is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
+    )
+    options = [("grpc.ssl_target_name_override", peer)]
+    return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)

@@ -44,7 +44,9 @@ async def _serve(
 ) -> None:
     readiness = Readiness()
     REGISTRY.register(ReadinessCollector(readiness, settings.site))
-    side = await start_side_server(readiness, settings.bind_host, settings.metrics_ports[name])
+    side = await start_side_server(
+        readiness, settings.bind_host, settings.metrics_ports[name], settings.metrics_token
+    )
     done = asyncio.Event()
     drain = False
     loop = asyncio.get_running_loop()
@@ -104,7 +106,23 @@ def run(
         raise SystemExit(f"{name}: {exc}") from None
     logs.setup(name, settings.log_level)
     tracing.setup(name, console=settings.trace_console)
-    asyncio.run(_serve(name, main, settings))
+    try:
+        asyncio.run(_serve(name, main, settings))
+    except rpc.TlsError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+
+
+def grpc_tls(name: str, settings: Settings) -> rpc.Tls | None:
+    """The service's mutual-TLS material, or None under the development switch
+    HOTLINE_GRPC_INSECURE (logged loudly); TlsError naming an unusable file."""
+    if settings.grpc_insecure:
+        log.warning(
+            "%s: HOTLINE_GRPC_INSECURE is set: gRPC is plain text and every caller is trusted; "
+            "development only",
+            name,
+        )
+        return None
+    return rpc.Tls.load(*settings.tls_files(name), trust_domain=settings.tls_trust_domain)
 
 
 #: what `Wiring.on_stop` takes: a function or coroutine function of no arguments.
@@ -146,6 +164,8 @@ class Wiring:
         self._steps: list[tuple[str, StopStep]] = []
         self._consumers: list[EventConsumer] = []
         self._servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], object]] = []
+        self._callers: dict[str, frozenset[str]] = {}
+        self.tls = grpc_tls(name, settings)
         self._server: grpc.aio.Server | None = None
         self._grace_s = 2.0
         self._ready_check: str | None = None
@@ -162,7 +182,7 @@ class Wiring:
 
     def channel(self, peer: str) -> grpc.aio.Channel:
         """A gRPC channel to another service, closed at stop."""
-        channel = rpc.channel(self.settings.grpc_target(peer))
+        channel = rpc.channel(self.settings.grpc_target(peer), self.tls, peer)
         self.on_stop(lambda: channel.close(None), f"channel to {peer}")
         return channel
 
@@ -203,7 +223,16 @@ class Wiring:
 
     def servicer(self, add: Callable[[T, grpc.aio.Server], None], servicer: T) -> T:
         """A gRPC servicer and its generated `add_<Service>Servicer_to_server` function; served
-        by `start()` on the service's gRPC port."""
+        by `start()` on the service's gRPC port. The servicer's class declares `CALLERS`, the
+        services allowed on each of its methods (`rpc.callers`); a servicer without one is
+        refused here, and a method missing from it is refused to every caller."""
+        table = getattr(servicer, "CALLERS", None)
+        if not isinstance(table, dict) or not table:
+            raise TypeError(
+                f"{type(servicer).__name__} declares no CALLERS table (rpc.callers): "
+                "every gRPC method must name the services allowed to call it"
+            )
+        self._callers.update(table)
         self._servicers.append((add, servicer))
         return servicer
 
@@ -217,7 +246,7 @@ class Wiring:
                 consumer.start()
             if self._servicers:
                 port = self.settings.grpc_ports[self.name]
-                server = rpc.server(self.settings.bind_host, port)
+                server, _ = rpc.server(self.settings.bind_host, port, self.tls, self._callers)
                 for add, servicer in self._servicers:
                     add(servicer, server)
                 self._server = server

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: what the logging module accepts: LOG_LEVELS and its aliases (WARN, FATAL, NOTSET)
 _LOG_LEVEL_NAMES = frozenset(logging.getLevelNamesMapping())
 
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -138,6 +140,20 @@ class Env:
         return nets
 
 
+def _token(env: Env, name: str) -> str:
+    """A secret read from the file the variable names ("" when unset)."""
+    path = env.optional_path(name)
+    if path is None:
+        return ""
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise env.error(name, str(path), f"cannot be read: {exc}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise env.error(name, str(path), "must hold one token of at least 16 characters, no spaces")
+    return token
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every service needs: its site, the broker, its peers, its files, logs and traces.
@@ -157,6 +173,17 @@ class Settings:
     drain_s: float = 30.0  # HOTLINE_DRAIN_S: how long SIGTERM lets live work finish
     database_url: str = ""
     service_database_urls: dict[str, str] = field(default_factory=dict)
+    #: gRPC mutual TLS (docs/security.md): a CA and this service's certificate and key; empty
+    #: paths mean `<tls_dir>/ca.crt`, `<tls_dir>/<service>.crt`, `<tls_dir>/<service>.key`.
+    tls_dir: Path = REPO_ROOT / "var" / "tls"
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_trust_domain: str = "hotline"
+    #: development only: plain-text gRPC, no caller authentication (HOTLINE_GRPC_INSECURE).
+    grpc_insecure: bool = False
+    #: /metrics needs `Authorization: Bearer <this>` when set (HOTLINE_METRICS_TOKEN_FILE)
+    metrics_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -174,10 +201,18 @@ class Settings:
                 f"is not a log level ({', '.join(LOG_LEVELS)})",
             )
         own_urls = {s: env.text(f"{s.upper()}_DATABASE_URL", "") for s in SERVICES}
+        var_dir = env.path("VAR_DIR", REPO_ROOT / "var")
+        trust_domain = env.text("TLS_TRUST_DOMAIN", "hotline")
+        if not _TRUST_DOMAIN.match(trust_domain):
+            raise env.error(
+                "TLS_TRUST_DOMAIN",
+                trust_domain,
+                "is not a trust domain (lower-case letters, digits, '.', '-', '_')",
+            )
         return {
             "site": env.text("SITE", "local"),
             "kafka_bootstrap": env.text("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            "var_dir": env.path("VAR_DIR", REPO_ROOT / "var"),
+            "var_dir": var_dir,
             "bind_host": env.text("BIND_HOST", "127.0.0.1"),
             "grpc_ports": {s: env.port(f"{s.upper()}_GRPC_PORT", p) for s, p in GRPC_PORTS.items()},
             "metrics_ports": {
@@ -189,7 +224,22 @@ class Settings:
             "drain_s": env.number("DRAIN_S", 30.0, minimum=0.0),
             "database_url": env.text("DATABASE_URL", ""),
             "service_database_urls": {s: url for s, url in own_urls.items() if url},
+            "tls_dir": env.path("TLS_DIR", var_dir / "tls"),
+            "tls_ca": env.optional_path("TLS_CA"),
+            "tls_cert": env.optional_path("TLS_CERT"),
+            "tls_key": env.optional_path("TLS_KEY"),
+            "tls_trust_domain": trust_domain,
+            "grpc_insecure": env.flag("GRPC_INSECURE"),
+            "metrics_token": _token(env, "METRICS_TOKEN_FILE"),
         }
+
+    def tls_files(self, service: str) -> tuple[Path, Path, Path]:
+        """(CA, certificate, key) paths `service` uses for gRPC mutual TLS."""
+        return (
+            self.tls_ca or self.tls_dir / "ca.crt",
+            self.tls_cert or self.tls_dir / f"{service}.crt",
+            self.tls_key or self.tls_dir / f"{service}.key",
+        )
 
     def grpc_target(self, service: str) -> str:
         """host:port where `service` serves gRPC."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import certs
 from common.settings import REPO_ROOT, SERVICES, Settings
 
 
@@ -79,6 +80,9 @@ class Stack:
         self._spawn(name, [sys.executable, "-m", name])
 
     def start(self, services: tuple[str, ...] = SERVICES, broker: bool = True) -> None:
+        settings = Settings.from_env(self._env())  # gRPC mTLS: the CA and service certificates
+        if not settings.grpc_insecure:
+            certs.ensure(settings.tls_dir, trust_domain=settings.tls_trust_domain)
         if broker:
             self.start_broker()
         for name in services:

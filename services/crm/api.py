@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from aiohttp import web
+from sqlalchemy import select
 
-from crm import audit, auth
+from crm import audit, auth, hotdesks
 from crm.agent_control import (
     NOT_READY_REASONS,
     REQUESTABLE_STATES,
@@ -22,7 +23,7 @@ from crm.auth import COOKIE, DB, current_user, end_session
 from crm.cdr_store import CdrStore, to_json
 from crm.customers import find_by_phone
 from crm.desk import HUB
-from crm.models import User
+from crm.models import HotDesk, User
 from crm.rest import ApiError, json_body, text_field
 from crm.roles import ALL_CDR_READERS
 from hotline.v1 import acd_pb2
@@ -98,6 +99,19 @@ async def agent_login(request: web.Request) -> web.Response:
         raise ApiError(400, "missing field: extension (the user has no default extension)")
     if not extension.isdigit():
         raise ApiError(400, "field extension must contain digits only")
+    async with request.app[DB].sessions() as session:
+        allowed = await hotdesks.may_use(session, user, extension)
+        if not allowed:
+            audit.record(
+                session, user.username, "agent.login.refused", agent_id, f"extension {extension}"
+            )
+            await session.commit()
+    if not allowed:
+        raise ApiError(
+            403,
+            f"extension {extension} is not {user.username}'s and not an approved hot desk "
+            f"(their own is {user.extension or 'not set'}; an admin approves hot desks)",
+        )
     control = request.app[ACD]
     return await _audited(
         request,
@@ -185,6 +199,49 @@ async def get_cdr(request: web.Request) -> web.Response:
     return web.json_response(to_json(row))
 
 
+# -- hot desks -----------------------------------------------------------------------------
+
+
+async def list_hot_desks(request: web.Request) -> web.Response:
+    """GET /api/hotdesks: extensions any agent may log in on."""
+    async with request.app[DB].sessions() as session:
+        desks = (await session.scalars(select(HotDesk).order_by(HotDesk.extension))).all()
+    return web.json_response({"hotdesks": [d.public() for d in desks]})
+
+
+async def approve_hot_desk(request: web.Request) -> web.Response:
+    """POST /api/hotdesks {"extension", "note"?} (admin): approve an extension as a hot desk."""
+    user = current_user(request)
+    body = await json_body(request)
+    extension = text_field(body, "extension", max_len=32)
+    note = text_field(body, "note", required=False, max_len=256) or ""
+    assert extension is not None
+    if not extension.isdigit():
+        raise ApiError(400, "field extension must contain digits only")
+    async with request.app[DB].sessions() as session:
+        owner = await hotdesks.owner_of(session, extension)
+        if owner is not None:
+            raise ApiError(409, f"extension {extension} is {owner.username}'s own extension")
+        if await hotdesks.is_hot_desk(session, extension):
+            raise ApiError(409, f"extension {extension} is already a hot desk")
+        desk = await hotdesks.approve(session, extension, user.username, note)
+        audit.record(session, user.username, "hotdesk.approve", extension, note)
+        await session.commit()
+        return web.json_response(desk.public(), status=201)
+
+
+async def withdraw_hot_desk(request: web.Request) -> web.Response:
+    """DELETE /api/hotdesks/{extension} (admin)."""
+    user = current_user(request)
+    extension = request.match_info["extension"]
+    async with request.app[DB].sessions() as session:
+        if not await hotdesks.withdraw(session, extension):
+            raise ApiError(404, f"extension {extension} is not a hot desk")
+        audit.record(session, user.username, "hotdesk.withdraw", extension, "")
+        await session.commit()
+    return web.json_response({"ok": True})
+
+
 def add_routes(app: web.Application) -> None:
     """Every REST route; each must have an entry in crm.roles.POLICY."""
     app.router.add_post("/api/login", auth.login)
@@ -197,3 +254,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/customers", customer_by_phone)
     app.router.add_get("/api/cdrs", list_cdrs)
     app.router.add_get("/api/cdrs/{call_id}", get_cdr)
+    app.router.add_get("/api/hotdesks", list_hot_desks)
+    app.router.add_post("/api/hotdesks", approve_hot_desk)
+    app.router.add_delete("/api/hotdesks/{extension}", withdraw_hot_desk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from common.health import Readiness
 from common.service import Stop, Wiring
 from crm.agent_control import AgentControl
 from crm.api import ACD, CDRS, add_routes
-from crm.auth import DB, THROTTLE, access_control
+from crm.auth import ADDRESSES, DB, HASHES, PROXIES, THROTTLE, access_control
 from crm.cdr_store import CdrStore
+from crm.csrf import same_origin
 from crm.db import Database, describe, watch
 from crm.desk import HUB, DeskHub, websocket
 from crm.intake import EventIntake
@@ -22,7 +24,7 @@ from crm.rest import json_errors
 from crm.seed import seed
 from crm.servicer import CrmService
 from crm.settings import CrmSettings
-from crm.throttle import LoginThrottle
+from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import crm_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -57,11 +59,18 @@ def web_app(
     cdrs: CdrStore,
     hub: DeskHub,
     throttle: LoginThrottle | None = None,
+    *,
+    addresses: AddressLimiter | None = None,
+    hashes: HashGate | None = None,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> web.Application:
     """The browser-facing app: REST under /api, the websocket at /ws, the desktop at /."""
-    app = web.Application(middlewares=[json_errors, access_control])
+    app = web.Application(middlewares=[json_errors, same_origin, access_control])
     app[DB] = db
     app[THROTTLE] = throttle or LoginThrottle()
+    app[ADDRESSES] = addresses or AddressLimiter()
+    app[HASHES] = hashes or HashGate()
+    app[PROXIES] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
     app[ACD] = control
     app[CDRS] = cdrs
     app[HUB] = hub
@@ -116,7 +125,16 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
 
-    runner = web.AppRunner(web_app(db, control, cdrs, hub))
+    app = web_app(
+        db,
+        control,
+        cdrs,
+        hub,
+        addresses=AddressLimiter(settings.login_attempts_per_minute),
+        hashes=HashGate(settings.login_max_hashes),
+        trusted_proxies=settings.trusted_proxies,
+    )
+    runner = web.AppRunner(app)
     await runner.setup()
     wiring.on_stop(runner.cleanup, "web desktop")
     await web.TCPSite(runner, settings.bind_host, settings.http_port).start()

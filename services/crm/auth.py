@@ -8,8 +8,8 @@ no entry, so a new endpoint cannot ship unguarded by accident.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import ipaddress
 import secrets
 from datetime import timedelta
 
@@ -23,14 +23,41 @@ from crm.models import Session, User, utcnow
 from crm.passwords import hash_password, needs_rehash, verify_password
 from crm.rest import ApiError, Handler, json_body, text_field
 from crm.roles import PUBLIC, allowed
-from crm.throttle import LoginThrottle
+from crm.throttle import AddressLimiter, HashesBusy, HashGate, LoginThrottle
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 COOKIE = "hotline_session"
 SESSION_TTL = timedelta(hours=12)
 #: request key under which handlers find the authenticated `User`.
 USER = web.RequestKey("user", User)
 DB = web.AppKey("db", Database)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
+ADDRESSES = web.AppKey("login_addresses", AddressLimiter)
+HASHES = web.AppKey("hashes", HashGate)
+#: proxies (an ingress) whose X-Forwarded-For names the client
+PROXIES = web.AppKey("trusted_proxies", tuple)
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the TCP peer, or - when the peer is a trusted proxy - the last
+    address in X-Forwarded-For that is not one of the trusted proxies."""
+    peer = request.remote or "unknown"
+    proxies: tuple[IPNetwork, ...] = request.app.get(PROXIES, ())
+    if not proxies or not _in(peer, proxies):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, proxies):
+            return hop
+    return peer
+
+
+def _in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def token_hash(token: str) -> str:
@@ -97,9 +124,17 @@ async def login(request: web.Request) -> web.Response:
     username = text_field(body, "username", max_len=64)
     password = text_field(body, "password", max_len=1024)
     assert username is not None and password is not None
-    address = request.remote or "unknown"
+    address = client_address(request)
     db, throttle = request.app[DB], request.app[THROTTLE]
 
+    wait = request.app[ADDRESSES].take(address)  # before any database or password work
+    if wait:
+        LOGINS.labels("rate_limited").inc()
+        raise ApiError(
+            429,
+            f"too many login attempts from {address}; try again in {wait} s",
+            {"Retry-After": str(wait)},
+        )
     wait = throttle.retry_after(username, address)
     if wait:
         LOGINS.labels("rate_limited").inc()
@@ -114,9 +149,12 @@ async def login(request: web.Request) -> web.Response:
 
     async with db.sessions() as session:
         user = await session.scalar(select(User).where(User.username == username))
-        ok = await asyncio.to_thread(
-            verify_password, user.password_hash if user else None, password
-        )
+        hashes = request.app[HASHES]
+        try:
+            ok = await hashes.run(verify_password, user.password_hash if user else None, password)
+        except HashesBusy as exc:
+            LOGINS.labels("rate_limited").inc()
+            raise ApiError(503, f"busy: {exc}; try again", {"Retry-After": "1"}) from None
         if not ok or user is None:
             throttle.failed(username, address)
             LOGINS.labels("rejected").inc()
@@ -126,7 +164,10 @@ async def login(request: web.Request) -> web.Response:
 
         throttle.succeeded(username, address)
         if needs_rehash(user.password_hash):
-            user.password_hash = await asyncio.to_thread(hash_password, password)
+            try:
+                user.password_hash = await hashes.run(hash_password, password)
+            except HashesBusy:
+                pass  # rehashing waits for the next login
         token = secrets.token_urlsafe(32)
         now = utcnow()
         expires = now + SESSION_TTL

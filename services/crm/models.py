@@ -118,6 +118,25 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class HotDesk(Base):
+    """An extension an admin approved as a hot desk: any agent may log in on it."""
+
+    __tablename__ = "hot_desks"
+
+    extension: Mapped[str] = mapped_column(String(32), primary_key=True)
+    approved_by: Mapped[str] = mapped_column(String(64))
+    approved_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    note: Mapped[str] = mapped_column(String(256), default="")
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "extension": self.extension,
+            "approved_by": self.approved_by,
+            "approved_at": self.approved_at.isoformat(timespec="seconds"),
+            "note": self.note,
+        }
+
+
 class Session(Base):
     """A web login; only the SHA-256 of the bearer token is stored, never the token."""
 

@@ -31,6 +31,26 @@ def error_response(
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: no request of this API nests deeper; deeper is refused with 400, never parsed further.
+MAX_JSON_DEPTH = 32
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists/objects more than `limit` deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -67,6 +87,12 @@ async def json_body(request: web.Request, *, optional: bool = False) -> dict[str
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(
+            400, f"request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+        ) from None
+    if _depth_over(body, MAX_JSON_DEPTH):
+        raise ApiError(400, f"request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body

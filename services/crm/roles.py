@@ -27,6 +27,9 @@ WATCHERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.ADMIN})
 #: roles that may read every CDR (QA listens to everyone's calls).
 ALL_CDR_READERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.QA, Role.ADMIN})
 
+#: roles that configure the site (hot desks, later users and queues).
+ADMINS = frozenset({Role.ADMIN})
+
 #: sentinel for routes that need no session (the login itself, the static desktop).
 PUBLIC: frozenset[Role] = frozenset()
 
@@ -42,6 +45,9 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/customers"): EVERYONE,
     ("GET", "/api/cdrs"): EVERYONE,
     ("GET", "/api/cdrs/{call_id}"): EVERYONE,
+    ("GET", "/api/hotdesks"): EVERYONE,
+    ("POST", "/api/hotdesks"): ADMINS,
+    ("DELETE", "/api/hotdesks/{extension}"): ADMINS,
     ("GET", "/ws"): EVERYONE,
     ("GET", "/"): PUBLIC,
     ("GET", "/static"): PUBLIC,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from common.rpc import Context
+from common.rpc import Context, callers
 from crm.customers import find_by_phone
 from crm.db import Database
 from hotline.v1 import crm_pb2, crm_pb2_grpc
@@ -13,6 +13,9 @@ from hotline.v1 import crm_pb2, crm_pb2_grpc
 
 class CrmService(crm_pb2_grpc.CrmServicer):
     """LookupCustomer: `found=false` (not an error) for an unknown caller — most calls are."""
+
+    #: who may call what (enforced by common.rpc): the IVR routes and greets by customer.
+    CALLERS = callers("hotline.v1.Crm", {"LookupCustomer": {"ivr"}})
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -17,6 +17,7 @@ from gateway.analog.sim_http import make_control_app
 from gateway.capacity import MediaPortCollector
 from gateway.channels.analog import AnalogChannel, LineStateCollector
 from gateway.channels.sip import SipChannel, TrunkPolicy
+from gateway.channels.sip.admission import Admission
 from gateway.core.contracts import Originator
 from gateway.core.prompts import PromptLibrary
 from gateway.core.switch import Switch
@@ -68,6 +69,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         allocator=allocator,
         trunk=TrunkPolicy.of("sip-trunk", settings.trunk_dids, settings.trunk_allow),
         site=settings.site,
+        admission=Admission(settings.admission),
     )
     card = open_card(settings.analog_card, clock, settings.analog_law)
     analog = None if card is None else AnalogChannel(card, trunk="analog", did=settings.analog_did)
@@ -100,6 +102,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         settings.sip_port,
         sip.layer.receive,
         lambda data, addr, exc: log.info("bad SIP over TCP from %s: %s", addr, exc),
+        settings.tcp_limits,
     )
     wiring.on_stop(tcp.close, "sip tcp")
     readiness.set("sip", True, f"udp+tcp {settings.bind_host}:{settings.sip_port}")
@@ -111,7 +114,9 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         wiring.on_stop(analog.stop, "analog lines")
         wiring.on_drain(analog.busy_out, "analog lines")
         wiring.collector(LineStateCollector(card, settings.site))
-        sim_control = await _start_sim_control(card, settings.bind_host, settings.sim_control_port)
+        sim_control = await _start_sim_control(
+            card, settings.sim_control_host, settings.sim_control_port
+        )
         if sim_control is not None:
             wiring.on_stop(sim_control.cleanup, "sim card control API")
     wiring.on_stop(switch.stop, "switch")  # runs first after the gRPC server stops

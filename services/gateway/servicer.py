@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import grpc
 
-from common.rpc import Context
+from common.rpc import Context, callers
 from gateway.core.calls import Call, CallGone
 from gateway.core.contracts import Outcome
 from gateway.core.prompts import PromptNotFound
@@ -52,6 +52,24 @@ def call_info(call: Call) -> gw.CallInfo:
 
 
 class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
+    #: who may call what (enforced by common.rpc): only the IVR and the ACD drive calls.
+    CALLERS = callers(
+        "hotline.v1.CallControl",
+        {
+            method: {"ivr", "acd"}
+            for method in (
+                "Answer",
+                "Play",
+                "StopPlay",
+                "CollectDigits",
+                "ConnectToEndpoint",
+                "Originate",
+                "Hangup",
+                "ListCalls",
+            )
+        },
+    )
+
     def __init__(self, switch: Switch) -> None:
         self.switch = switch
 

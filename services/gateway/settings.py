@@ -6,6 +6,7 @@ gateway receives these values as arguments. docs/configuration.md lists every va
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 from common.settings import REPO_ROOT, Env, Settings, SettingsError
 from gateway.analog.config import LAWS, CardConfigError, CardSpec, parse_card_spec
+from gateway.channels.sip.admission import AdmissionLimits
+from gateway.sip.transport import TcpLimits
 
 _NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
 
@@ -29,6 +32,13 @@ def _numbers(env: Env, name: str, default: str) -> tuple[str, ...]:
     return numbers
 
 
+def _at_least(env: Env, name: str, default: int, minimum: int) -> int:
+    value = env.integer(name, default)
+    if value < minimum:
+        raise env.error(name, env.text(name, str(default)), f"must be at least {minimum}")
+    return value
+
+
 @dataclass(frozen=True)
 class GatewaySettings(Settings):
     sip_host: str = "127.0.0.1"  # HOTLINE_SIP_HOST: advertised in Via, Contact, SDP
@@ -43,6 +53,9 @@ class GatewaySettings(Settings):
     analog_law: str = "alaw"  # HOTLINE_ANALOG_LAW: alaw or ulaw (DAHDI)
     analog_did: str = "10000"  # HOTLINE_ANALOG_DID
     sim_control_port: int = 9110  # HOTLINE_SIM_CONTROL_PORT
+    sim_control_host: str = "127.0.0.1"  # HOTLINE_SIM_CONTROL_HOST: loopback, never bind_host
+    tcp_limits: TcpLimits = TcpLimits()  # HOTLINE_SIP_TCP_*
+    admission: AdmissionLimits = AdmissionLimits()  # HOTLINE_CALLS_PER_SOURCE_*, HOTLINE_TRUNK_*
     extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
     state_file: Path = REPO_ROOT / "var" / "gateway-state.sqlite"  # HOTLINE_GATEWAY_STATE
 
@@ -70,6 +83,23 @@ class GatewaySettings(Settings):
             raise env.error(
                 "ANALOG_DID", analog_did, "is not a number (digits, optionally a leading +)"
             )
+        tcp = TcpLimits(
+            max_connections=_at_least(env, "SIP_TCP_MAX_CONNECTIONS", 512, 1),
+            max_per_source=_at_least(env, "SIP_TCP_MAX_PER_SOURCE", 32, 1),
+            read_timeout_s=env.number("SIP_TCP_READ_TIMEOUT_S", 10.0, above=0),
+            idle_timeout_s=env.number("SIP_TCP_IDLE_TIMEOUT_S", 300.0, above=0),
+            max_lifetime_s=env.number("SIP_TCP_MAX_LIFETIME_S", 14400.0, above=0),
+        )
+        source_cps = env.number("CALLS_PER_SOURCE_CPS", 10.0, above=0)
+        trunk_cps = env.number("TRUNK_CPS", 20.0, above=0)
+        admission = AdmissionLimits(
+            source_cps=source_cps,
+            source_burst=max(1, math.ceil(2 * source_cps)),
+            source_max_calls=_at_least(env, "CALLS_PER_SOURCE_MAX", 50, 1),
+            trunk_cps=trunk_cps,
+            trunk_burst=max(1, math.ceil(2 * trunk_cps)),
+            trunk_max_calls=_at_least(env, "TRUNK_MAX_CALLS", 100, 1),
+        )
         return base | {
             "sip_host": env.text("SIP_HOST", "127.0.0.1"),
             "sip_port": env.port("SIP_PORT", 5060),
@@ -83,6 +113,9 @@ class GatewaySettings(Settings):
             "analog_law": law,
             "analog_did": analog_did,
             "sim_control_port": env.port("SIM_CONTROL_PORT", 9110),
+            "sim_control_host": env.text("SIM_CONTROL_HOST", "127.0.0.1"),
+            "tcp_limits": tcp,
+            "admission": admission,
             "extensions_file": env.optional_path("GATEWAY_EXTENSIONS"),
             "state_file": env.path("GATEWAY_STATE", base["var_dir"] / "gateway-state.sqlite"),
         }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from common.rpc import Context
+from common.rpc import Context, callers
 from hotline.v1 import ivr_pb2, ivr_pb2_grpc
 from ivr.flows import Flow
 
 
 class IvrService(ivr_pb2_grpc.IvrServicer):
+    #: who may call what (enforced by common.rpc): the CRM (its admin pages list the flows).
+    CALLERS = callers("hotline.v1.Ivr", {"ListFlows": {"crm"}})
+
     def __init__(self, flows: dict[str, Flow]) -> None:
         self.flows = flows
 

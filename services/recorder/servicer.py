@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from common.rpc import Context
+from common.rpc import Context, callers
 from hotline.v1 import recorder_pb2, recorder_pb2_grpc
 from recorder import metrics
 from recorder.catalog import FAILED
@@ -24,6 +24,9 @@ from recorder.wav import FrameError
 
 
 class RecorderService(recorder_pb2_grpc.RecorderServicer):
+    #: who may call what (enforced by common.rpc): only the gateway streams call audio.
+    CALLERS = callers("hotline.v1.Recorder", {"Ingest": {"gateway"}})
+
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
 

@@ -26,7 +26,7 @@ from tests.deploy.chart import (
 
 CI = [p.name for p in CI_VALUES]
 K8S_VERSION = "1.30.0"
-CRD_MODELS = {"ServiceMonitor", "PrometheusRule", "Certificate"}
+CRD_MODELS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
 OPERATOR_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "Cluster"}
 CRD_VALIDATOR = ROOT / "deploy" / "crd-validate"
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
@@ -444,7 +444,8 @@ def test_configuration_objects() -> None:
     } in volumes
     # existing Secrets by name, flows as a ConfigMap
     ext = render_ci("dahdi-card-values.yaml")
-    assert not [s for s in by_kind(ext, "Secret")], "existing Secrets: the chart makes none"
+    made = [s["metadata"]["name"] for s in by_kind(ext, "Secret")]
+    assert made == ["hotline-metrics-token"], "existing Secrets: the chart makes none of them"
     crm = one(ext, "Deployment", "-crm")
     url = next(
         e
@@ -485,6 +486,24 @@ def test_migrations_job_runs_alembic_for_crm_and_recorder() -> None:
 
 
 # ---- network policies ----------------------------------------------------------------------
+def method_table_callers() -> dict[str, set[str]]:
+    """service -> the services any of its gRPC methods admits (the servicers' CALLERS)."""
+    from acd.servicer import AcdService
+    from crm.servicer import CrmService
+    from gateway.servicer import CallControlServicer
+    from ivr.servicer import IvrService
+    from recorder.servicer import RecorderService
+
+    tables = {
+        "gateway": CallControlServicer.CALLERS,
+        "acd": AcdService.CALLERS,
+        "ivr": IvrService.CALLERS,
+        "crm": CrmService.CALLERS,
+        "recorder": RecorderService.CALLERS,
+    }
+    return {svc: set().union(*table.values()) for svc, table in tables.items()}
+
+
 def test_network_policies_allow_exactly_the_design_flows() -> None:
     docs = render_ci("operators-values.yaml")
     policies = {
@@ -515,14 +534,14 @@ def test_network_policies_allow_exactly_the_design_flows() -> None:
                         called.add(name)
         return called
 
-    assert grpc_ingress("acd") == {"ivr", "crm"}
-    assert grpc_ingress("crm") == {"ivr"}
-    assert grpc_ingress("ivr") == set()
-    assert grpc_ingress("recorder") == {"node-network"}  # the host-networked gateway
-    assert grpc_egress("acd") == {"gateway"}
-    assert grpc_egress("ivr") == {"gateway", "acd", "crm"}
-    assert grpc_egress("crm") == {"acd"}
-    assert grpc_egress("recorder") == set()
+    # exactly the services' method tables (CALLERS in each servicer.py): a service may reach
+    # another's gRPC port iff some method there names it
+    callers = method_table_callers()
+    assert callers["ivr"] == {"crm"} and callers["recorder"] == {"gateway"}
+    node = {"gateway": "node-network"}  # the host-networked gateway is the node network
+    for svc in ("acd", "ivr", "crm", "recorder"):
+        assert grpc_ingress(svc) == {node.get(c, c) for c in callers[svc]}, svc
+        assert grpc_egress(svc) == {t for t, who in callers.items() if svc in who}, svc
     for svc in ("acd", "ivr", "crm", "recorder"):
         egress = json.dumps(policies[svc]["egress"])
         assert '"strimzi.io/cluster": "hotline-kafka"' in egress, f"{svc} must reach Kafka"
@@ -644,3 +663,113 @@ def test_rules_in_the_chart_are_the_rules_file() -> None:
     assert {r["labels"]["le"] for r in thresholds} == {"20.0"}, (
         "le must match the ACD histogram's label text"
     )
+
+
+# ---- gRPC mutual TLS ---------------------------------------------------------------------
+@pytest.mark.parametrize("values", CI)
+def test_every_service_mounts_its_own_grpc_certificate(values: str) -> None:
+    docs = render_ci(values)
+    insecure = values_of(CHART / "ci" / values).get("grpcTls", {}).get("insecureDevelopment")
+    assert not insecure, "no ci/ set turns gRPC TLS off"
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        svc = doc["metadata"]["labels"]["app.kubernetes.io/name"]
+        if svc not in SERVICES:
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "grpc-tls"]
+        assert volume["secret"]["secretName"].endswith(f"-grpc-tls-{svc}") or values_of(
+            CHART / "ci" / values
+        ).get("grpcTls", {}).get("secretPrefix")
+        env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+        assert env["HOTLINE_TLS_CA"] == "/etc/hotline/tls/ca.crt"
+        assert env["HOTLINE_TLS_CERT"] == "/etc/hotline/tls/tls.crt"
+        assert env["HOTLINE_TLS_KEY"] == "/etc/hotline/tls/tls.key"
+        assert "HOTLINE_GRPC_INSECURE" not in env
+        mounts = [m for c in pod["containers"] for m in c.get("volumeMounts", [])]
+        assert {"name": "grpc-tls", "mountPath": "/etc/hotline/tls", "readOnly": True} in mounts
+
+
+def test_cert_manager_makes_a_ca_and_a_certificate_per_service_with_its_identity() -> None:
+    docs = render_ci("dahdi-card-values.yaml")
+    certs = {c["metadata"]["name"]: c["spec"] for c in by_kind(docs, "Certificate")}
+    issuers = {i["metadata"]["name"]: i["spec"] for i in by_kind(docs, "Issuer")}
+    assert issuers == {
+        "hotline-grpc-selfsigned": {"selfSigned": {}},
+        "hotline-grpc-ca": {"ca": {"secretName": "hotline-grpc-ca"}},
+    }
+    assert certs["hotline-grpc-ca"]["isCA"] is True
+    for svc in SERVICES:
+        spec = certs[f"hotline-grpc-tls-{svc}"]
+        assert spec["secretName"] == f"hotline-grpc-tls-{svc}"
+        assert spec["uris"] == [f"spiffe://hotline.call-center/{svc}"]
+        assert spec["dnsNames"] == [svc]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["issuerRef"] == {
+            "name": "hotline-grpc-ca",
+            "kind": "Issuer",
+            "group": "cert-manager.io",
+        }
+    own = render(
+        values_of(CHART / "ci" / "dahdi-card-values.yaml")
+        | {
+            "grpcTls": {
+                "trustDomain": "hq.example",
+                "certManager": {
+                    "enabled": True,
+                    "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"},
+                },
+            }
+        }
+    )
+    assert not by_kind(own, "Issuer")
+    acd = one(own, "Certificate", "grpc-tls-acd")["spec"]
+    assert acd["issuerRef"]["name"] == "corp-ca" and acd["uris"] == ["spiffe://hq.example/acd"]
+
+
+def test_without_cert_manager_the_secrets_are_expected_and_nothing_is_issued() -> None:
+    docs = render_ci("default-values.yaml")
+    assert not by_kind(docs, "Certificate") and not by_kind(docs, "Issuer")
+    crm = one(docs, "Deployment", "-crm")
+    env = {e["name"]: e.get("value") for e in containers(crm)[0]["env"]}
+    assert env["HOTLINE_TLS_TRUST_DOMAIN"] == "hotline.call-center"
+
+
+def test_the_development_switch_turns_tls_off_and_says_so() -> None:
+    docs = render(
+        values_of(CHART / "ci" / "default-values.yaml") | {"grpcTls": {"insecureDevelopment": True}}
+    )
+    for doc in by_kind(docs, "Deployment"):
+        pod = doc["spec"]["template"]["spec"]
+        assert "grpc-tls" not in [v["name"] for v in pod["volumes"]]
+        env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+        if doc["metadata"]["labels"]["app.kubernetes.io/name"] in SERVICES:
+            assert env["HOTLINE_GRPC_INSECURE"] == "true"
+
+
+# ---- /metrics behind a token -------------------------------------------------------------
+def test_metrics_need_a_token_that_the_service_monitors_present() -> None:
+    docs = render_ci("operators-values.yaml")
+    (secret,) = by_kind(docs, "Secret")[-1:]
+    assert secret["metadata"]["name"] == "hotline-metrics-token"
+    assert len(secret["data"]["token"]) >= 40
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for monitor in by_kind(docs, "ServiceMonitor"):
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["authorization"] == {
+            "type": "Bearer",
+            "credentials": {"name": "hotline-metrics-token", "key": "token"},
+        }
+    for doc in by_kind(docs, "Deployment"):
+        pod = doc["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+        assert env["HOTLINE_METRICS_TOKEN_FILE"] == "/etc/hotline/metrics/token"
+        assert "metrics-token" in [v["name"] for v in pod["volumes"]]
+    own = render(
+        values_of(CHART / "ci" / "operators-values.yaml")
+        | {"monitoring": {"metricsAuth": {"enabled": True, "existingSecret": "prom-token"}}}
+    )
+    assert "hotline-metrics-token" not in [s["metadata"]["name"] for s in by_kind(own, "Secret")]
+    monitor = by_kind(own, "ServiceMonitor")[0]["spec"]["endpoints"][0]
+    assert monitor["authorization"]["credentials"]["name"] == "prom-token"

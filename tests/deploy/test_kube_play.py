@@ -119,6 +119,33 @@ def broker_manifest(ip: str) -> str:
     )
 
 
+TLS_SECRETS = [f"hotline-grpc-tls-{s}" for s in (*BRIDGED, "gateway")]
+
+
+def tls_secrets(out: Path) -> None:
+    """The services' gRPC certificates as podman secrets holding Kubernetes Secrets, which
+    `kube play` mounts for the chart's `secret` volumes: made by `common.certs` as an
+    operator makes them for a cluster without cert-manager (docs/security.md). Podman 4.3
+    writes a Secret's `data` values as they are (no base64 decoding), so they hold the PEM."""
+    from common import certs
+
+    certs.ensure(out / "tls", trust_domain="hotline.call-center")
+    for svc in (*BRIDGED, "gateway"):
+        name = f"hotline-grpc-tls-{svc}"
+        files = {"ca.crt": "ca.crt", "tls.crt": f"{svc}.crt", "tls.key": f"{svc}.key"}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "Opaque",
+            "data": {key: (out / "tls" / f).read_text() for key, f in files.items()},
+        }
+        path = out / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(secret))
+        podman("secret", "rm", name, check=False)
+        podman("secret", "create", name, str(path))
+
+
 def manifests(values: dict) -> tuple[str, str]:
     """(bridged objects, the gateway) as kube play input."""
     docs = [d for d in render(values) if d["kind"] in PLAYED]
@@ -191,6 +218,7 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
         return "\n".join(out)
 
     try:
+        tls_secrets(tmp_path)
         podman("network", "create", "--subnet", subnet, network)
         podman("kube", "play", "--network", network, "--ip", broker_ip, str(files["broker"]))
         played.append(files["broker"])
@@ -341,6 +369,14 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
                 env=ENV,
                 capture_output=True,
                 timeout=120,
+                check=False,
+            )
+        for name in TLS_SECRETS:
+            subprocess.run(
+                [*PODMAN, "secret", "rm", name],
+                env=ENV,
+                capture_output=True,
+                timeout=60,
                 check=False,
             )
         for volume in ("hotline-recordings", "hotline-crm-data"):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from common.stack import Stack
@@ -50,6 +51,21 @@ class Platform:
     http: str
     sip_port: int
     ports: dict[str, int]
+
+    def grpc_channel(self, caller: str, peer: str) -> grpc.Channel:
+        """A (blocking) channel to `peer`'s gRPC port with `caller`'s certificate, made by the
+        stack under var/tls as `make run` does."""
+        d = self.var_dir / "tls"
+        creds = grpc.ssl_channel_credentials(
+            (d / "ca.crt").read_bytes(),
+            (d / f"{caller}.key").read_bytes(),
+            (d / f"{caller}.crt").read_bytes(),
+        )
+        return grpc.secure_channel(
+            f"127.0.0.1:{self.ports[f'{peer.upper()}_GRPC_PORT']}",
+            creds,
+            options=[("grpc.ssl_target_name_override", peer)],
+        )
 
     def metrics(self, service: str) -> str:
         port = self.ports[f"{service.upper()}_METRICS_PORT"]

@@ -157,7 +157,7 @@ def test_outbound_call_seizes_waits_for_dial_tone_and_dials(platform: Platform) 
     from hotline.v1 import gateway_pb2 as gw
     from hotline.v1 import gateway_pb2_grpc
 
-    channel = grpc.insecure_channel(f"127.0.0.1:{PORTS['GATEWAY_GRPC_PORT']}")
+    channel = platform.grpc_channel("acd", "gateway")  # the ACD places outbound calls
     stub = gateway_pb2_grpc.CallControlStub(channel)
     try:
         reply = stub.Originate(gw.OriginateRequest(trunk="analog", number="12345"), timeout=30)

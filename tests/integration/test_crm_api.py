@@ -7,6 +7,7 @@ HOTLINE_TEST_PG_DSN (default postgresql://postgres@127.0.0.1:5432/test).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -28,8 +29,10 @@ from alembic.migration import MigrationContext
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from acd.servicer import AcdService
 from common import rpc
 from common.events import Envelope, envelope
+from crm import auth as crm_auth
 from crm.agent_control import AgentControl
 from crm.api import CDRS
 from crm.app import web_app
@@ -43,8 +46,10 @@ from crm.passwords import hash_password
 from crm.roles import POLICY, PUBLIC, Role
 from crm.seed import seed
 from crm.servicer import CrmService
+from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
 from hotline.v1 import events_pb2 as ev
+from tests import tls as test_tls
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -187,9 +192,9 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
     fake = FakeAcd()
-    server = grpc.aio.server()
-    acd_pb2_grpc.add_AcdServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    server, port = test_tls.server(
+        "acd", acd_pb2_grpc.add_AcdServicer_to_server, fake, AcdService.CALLERS
+    )
     await server.start()
     yield fake, f"127.0.0.1:{port}"
     await server.stop(None)
@@ -199,7 +204,7 @@ async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
 async def client(db: Database, acd: tuple[FakeAcd, str]) -> AsyncIterator[TestClient]:
     fake, target = acd
     fake.reset()
-    channel = rpc.channel(target)
+    channel = rpc.channel(target, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
     app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
     async with TestClient(TestServer(app)) as test_client:
@@ -259,7 +264,7 @@ def event(payload: Any, key: str, seconds_ago: float = 0.0) -> Envelope:
 
 
 def concrete(pattern: str) -> str:
-    return pattern.replace("{call_id}", "no-such-call")
+    return pattern.replace("{call_id}", "no-such-call").replace("{extension}", "8999")
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
@@ -388,7 +393,9 @@ async def test_every_endpoint_is_403_for_roles_not_on_its_list(
             )
             assert f"role {role.value} may not" in await error_of(response, 403)
             refused += 1
-    assert refused == 12  # supervisor, qa and admin on GET /api/agent and the three POSTs
+    # supervisor, qa and admin on GET /api/agent and the three POSTs; every role but admin
+    # on approving and withdrawing hot desks
+    assert refused == 12 + 2 * 4
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])
@@ -510,12 +517,10 @@ async def test_unknown_customer_is_404(client: TestClient, tokens: dict[str, str
 
 
 async def test_grpc_lookup_customer(db: Database) -> None:
-    server = grpc.aio.server()
-    crm_pb2_grpc.add_CrmServicer_to_server(CrmService(db), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    server, port = test_tls.server("crm", crm_pb2_grpc.add_CrmServicer_to_server, CrmService(db))
     await server.start()
     try:
-        async with rpc.channel(f"127.0.0.1:{port}") as channel:
+        async with test_tls.channel("ivr", "crm", port) as channel:
             stub = crm_pb2_grpc.CrmStub(channel)
             found = await stub.LookupCustomer(
                 crm_pb2.LookupCustomerRequest(phone="sip:5551234@127.0.0.1:5062")
@@ -801,8 +806,11 @@ async def test_seat_commands_reach_the_acd_and_are_audited(
         [],
     )
 
+    admin = await as_user(client, tokens, "admin")
+    response = await client.post("/api/hotdesks", json={"extension": "8107"}, headers=admin)
+    assert response.status == 201, await response.text()
     response = await client.post("/api/agent/login", json={"extension": "8107"}, headers=headers)
-    assert (await response.json())["extension"] == "8107"
+    assert (await response.json())["extension"] == "8107"  # an approved hot desk
 
     response = await client.post("/api/agent/state", json={"state": "ready"}, headers=headers)
     assert (await response.json())["state"] == "ready"
@@ -856,7 +864,7 @@ async def test_acd_down_is_503(db: Database, tokens: dict[str, str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
-    channel = rpc.channel(dead)
+    channel = rpc.channel(dead, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
     app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
     async with TestClient(TestServer(app)) as dead_client:
@@ -894,3 +902,178 @@ async def test_desktop_is_served_with_the_ids_tests_and_agents_rely_on(client: T
     for asset in ("/static/desk.js", "/static/desk.css"):
         assert (await client.get(asset)).status == 200
     assert (await client.get("/static/../app.py")).status in (403, 404)
+
+
+# -- the REST probes of issue 11 ------------------------------------------------------------
+
+
+async def test_an_agent_logs_in_only_on_their_own_extension_or_an_approved_hot_desk(
+    client: TestClient, tokens: dict[str, str], acd: tuple[FakeAcd, str], db: Database
+) -> None:
+    fake, _ = acd
+    agent1 = await as_user(client, tokens, "agent1")
+    response = await client.post("/api/agent/login", json={"extension": "8003"}, headers=agent1)
+    message = await error_of(response, 403)
+    assert message.startswith("extension 8003 is not agent1's and not an approved hot desk")
+    assert not [r for name, r in fake.requests if name == "Login" and r.extension == "8003"]
+    assert await audit_entries(db, "agent1", "agent.login.refused")
+
+    admin = await as_user(client, tokens, "admin")
+    refused = await client.post("/api/hotdesks", json={"extension": "8003"}, headers=admin)
+    assert "is agent3's own extension" in await error_of(refused, 409)
+    supervisor = await as_user(client, tokens, "supervisor")
+    response = await client.post("/api/hotdesks", json={"extension": "8199"}, headers=supervisor)
+    assert "may not use POST /api/hotdesks" in await error_of(response, 403)
+    response = await client.post(
+        "/api/hotdesks", json={"extension": "8199", "note": "spare desk"}, headers=admin
+    )
+    assert response.status == 201 and (await response.json())["approved_by"] == "admin"
+    listed = await (await client.get("/api/hotdesks", headers=agent1)).json()
+    assert "8199" in [d["extension"] for d in listed["hotdesks"]]
+    response = await client.post("/api/agent/login", json={"extension": "8199"}, headers=agent1)
+    assert response.status == 200 and (await response.json())["extension"] == "8199"
+    response = await client.post("/api/agent/login", json={}, headers=agent1)  # own: 8001
+    assert (await response.json())["extension"] == "8001"
+    assert (await client.delete("/api/hotdesks/8199", headers=admin)).status == 200
+    response = await client.post("/api/agent/login", json={"extension": "8199"}, headers=agent1)
+    await error_of(response, 403)
+    assert "is not a hot desk" in await error_of(
+        await client.delete("/api/hotdesks/8199", headers=admin), 404
+    )
+
+
+async def test_a_cross_site_post_with_the_session_cookie_is_refused(
+    client: TestClient, tokens: dict[str, str], acd: tuple[FakeAcd, str]
+) -> None:
+    """The issue's probe: a text/plain POST from another site, carrying the cookie."""
+    fake, _ = acd
+    token = await token_of(client, tokens, "agent2")
+    cookie = {"Cookie": f"hotline_session={token}", "Content-Type": "text/plain"}
+    await client.post("/api/agent/login", json={}, headers={"Authorization": f"Bearer {token}"})
+    sent = len(fake.requests)
+    body = '{"state": "ready"}'
+    host = f"{client.host}:{client.port}"
+    for forged in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "same-site"},
+        {},  # neither header: a cookie alone does not say where the request came from
+    ):
+        response = await client.post("/api/agent/state", data=body, headers=cookie | forged)
+        assert "cross-site request refused" in await error_of(response, 403), forged
+    assert len(fake.requests) == sent, "nothing reached the ACD"
+    for own in ({"Origin": f"http://{host}"}, {"Sec-Fetch-Site": "same-origin"}):
+        response = await client.post("/api/agent/state", data=body, headers=cookie | own)
+        assert response.status == 200, (own, await response.text())
+    # a cross-site login (login CSRF) is refused too; GETs are not state-changing
+    response = await client.post(
+        "/api/login",
+        json={"username": "agent2", "password": "agent2-demo"},
+        headers={"Origin": "https://evil.example"},
+    )
+    await error_of(response, 403)
+    me = await client.get("/api/me", headers={**cookie, "Sec-Fetch-Site": "cross-site"})
+    assert me.status == 200
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 100_000])
+async def test_too_deep_json_is_400_never_500(
+    client: TestClient, tokens: dict[str, str], depth: int
+) -> None:
+    headers = await as_user(client, tokens, "agent1")
+    body = '{"state": ' + "[" * depth + "]" * depth + "}"
+    response = await client.post(
+        "/api/agent/state",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert "nested too deeply (at most 32 levels)" in await error_of(response, 400)
+
+
+async def security_client(db: Database, acd: tuple[FakeAcd, str], **kw: Any) -> TestClient:
+    channel = rpc.channel(acd[1], test_tls.tls("crm"), "acd")
+    cdrs = CdrStore(db)
+    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), **kw)
+    return TestClient(TestServer(app))
+
+
+async def test_logins_are_limited_per_address_before_any_password_work(
+    db: Database, acd: tuple[FakeAcd, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    real = crm_auth.verify_password
+
+    def counting(stored: str | None, password: str) -> bool:
+        checked.append(password)
+        return real(stored, password)
+
+    monkeypatch.setattr(crm_auth, "verify_password", counting)
+    async with await security_client(db, acd, addresses=AddressLimiter(per_minute=5)) as c:
+        statuses = []
+        for i in range(20):
+            response = await c.post("/api/login", json={"username": f"ghost{i}", "password": "x"})
+            statuses.append(response.status)
+        assert statuses == [401] * 5 + [429] * 15
+        assert len(checked) == 5, "no hash for a refused attempt"
+        assert "too many login attempts from 127.0.0.1" in await error_of(response, 429)
+        assert 1 <= int(response.headers["Retry-After"]) <= 12
+
+
+async def test_guesses_at_one_account_from_many_addresses_are_limited(
+    db: Database, acd: tuple[FakeAcd, str]
+) -> None:
+    """The issue's probe: 10 client addresses, 50 guesses at one account."""
+    async with await security_client(
+        db, acd, trusted_proxies=("127.0.0.1/32",), throttle=LoginThrottle()
+    ) as c:
+        statuses = []
+        for i in range(50):
+            response = await c.post(
+                "/api/login",
+                json={"username": "agent5", "password": f"guess{i}"},
+                headers={"X-Forwarded-For": f"198.51.100.{i % 10 + 1}"},
+            )
+            statuses.append(response.status)
+        assert statuses.count(401) == 10 and statuses.count(429) == 40
+        response = await c.post(
+            "/api/login",
+            json={"username": "agent5", "password": "agent5-demo"},
+            headers={"X-Forwarded-For": "198.51.100.99"},
+        )
+        assert "too many failed logins for agent5" in await error_of(response, 429)
+        other = await c.post(
+            "/api/login",
+            json={"username": "agent6", "password": "agent6-demo"},
+            headers={"X-Forwarded-For": "198.51.100.1"},
+        )
+        assert other.status == 200  # another account is not affected
+
+
+async def test_parallel_logins_for_unknown_users_run_at_most_n_hashes(
+    db: Database, acd: tuple[FakeAcd, str]
+) -> None:
+    """The issue's probe: 80 parallel logins for unknown users; hashes are capped and a
+    queue too long is told to come back, and the API stays responsive meanwhile."""
+    gate = HashGate(concurrent=2, max_waiting=8)
+    async with await security_client(
+        db, acd, hashes=gate, addresses=AddressLimiter(per_minute=1000)
+    ) as c:
+        token = await log_in(c, "agent9")
+        logins = [
+            c.post("/api/login", json={"username": f"nobody{i}", "password": "x"})
+            for i in range(80)
+        ]
+        started = time.monotonic()
+        tasks = [asyncio.ensure_future(x) for x in logins]
+        await asyncio.sleep(0.05)
+        me = await c.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+        me_ms = (time.monotonic() - started) * 1000
+        responses = await asyncio.gather(*tasks)
+        assert me.status == 200 and me_ms < 1000
+        statuses = [r.status for r in responses]
+        assert set(statuses) <= {401, 503} and statuses.count(503) >= 60
+        busy = next(r for r in responses if r.status == 503)
+        assert "logins are waiting for a password check" in await error_of(busy, 503)
+        assert busy.headers["Retry-After"] == "1"
+        assert gate.peak <= 2

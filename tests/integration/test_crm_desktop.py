@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, Error, Page, async_playwright, expect
 
-from common import rpc
+from acd.servicer import AcdService
 from common.events import envelope
 from crm.agent_control import AgentControl
 from crm.app import web_app
@@ -29,6 +29,7 @@ from crm.intake import EventIntake
 from crm.seed import seed
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
+from tests import tls as test_tls
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -90,11 +91,11 @@ async def desk_site(
     db = Database(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('desk')}/crm.sqlite")
     await db.migrate()
     await seed(db)
-    acd = grpc.aio.server()
-    acd_pb2_grpc.add_AcdServicer_to_server(SeatAcd(), acd)
-    port = acd.add_insecure_port("127.0.0.1:0")
+    acd, port = test_tls.server(
+        "acd", acd_pb2_grpc.add_AcdServicer_to_server, SeatAcd(), AcdService.CALLERS
+    )
     await acd.start()
-    channel = rpc.channel(f"127.0.0.1:{port}")
+    channel = test_tls.channel("crm", "acd", port)
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
     runner = web.AppRunner(web_app(db, AgentControl(channel), cdrs, hub))

@@ -28,6 +28,7 @@ from recorder import app
 from recorder.catalog import Catalog, Recording, open_engine
 from recorder.settings import RecorderSettings
 from recorder.storage import LocalRecordingStore, recording_key
+from tests import tls as test_tls
 from tests.integration.conftest import free_port, tansu  # noqa: F401
 
 RATE = 8000
@@ -49,6 +50,7 @@ def make_settings(tmp_path: Path, bootstrap: str) -> RecorderSettings:
         kafka_bootstrap=bootstrap,
         grpc_ports={"recorder": free_port()},
         grpc_hosts={"recorder": "127.0.0.1"},
+        tls_dir=test_tls.cert_dir(),
     )
 
 
@@ -64,7 +66,7 @@ async def recorder(tmp_path: Path, broker: str) -> AsyncIterator[Recorder]:
     stop, readiness = await started(settings)
     await wait_ready(readiness)  # as Kubernetes would: no traffic before /readyz says so
     engine = open_engine(settings.db_url("recorder"))
-    channel = rpc.channel(settings.grpc_target("recorder"))
+    channel = rpc.channel(settings.grpc_target("recorder"), test_tls.tls("gateway"), "recorder")
     try:
         yield Recorder(
             settings,
@@ -336,7 +338,7 @@ async def test_recorder_shutdown_keeps_live_streams_as_partial(tmp_path: Path, b
             yield chunk
         await asyncio.sleep(3600)
 
-    channel = rpc.channel(settings.grpc_target("recorder"))
+    channel = rpc.channel(settings.grpc_target("recorder"), test_tls.tls("gateway"), "recorder")
     call = recorder_pb2_grpc.RecorderStub(channel).Ingest(long_call())
     for _ in range(200):
         if metric("hotline_recorder_bytes_written_total") == bytes_before + RATE * 2:
@@ -411,7 +413,7 @@ async def test_recordings_made_while_kafka_is_down_are_announced_later(tmp_path:
     settings = make_settings(tmp_path, f"127.0.0.1:{port}")  # nothing listens there yet
     stop: Stop | None
     stop, readiness = await started(settings, announce_wait_s=0.3)
-    channel = rpc.channel(settings.grpc_target("recorder"))
+    channel = rpc.channel(settings.grpc_target("recorder"), test_tls.tls("gateway"), "recorder")
     engine = open_engine(settings.db_url("recorder"))
     catalog = Catalog(engine)
     call_id = f"call-{uuid.uuid4()}"

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import logging
 
-import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from common import rpc
 from common.logs import JsonFormatter
 from hotline.v1 import ivr_pb2, ivr_pb2_grpc
+from ivr.servicer import IvrService
+from tests import tls as test_tls
 
 
 class _Flows(ivr_pb2_grpc.IvrServicer):
@@ -45,12 +45,12 @@ def exporter() -> InMemorySpanExporter:
 
 async def test_grpc_call_joins_the_callers_trace(exporter: InMemorySpanExporter) -> None:
     servicer = _Flows()
-    server = grpc.aio.server(interceptors=[rpc._TracingServerInterceptor()])
-    port = server.add_insecure_port("127.0.0.1:0")
-    ivr_pb2_grpc.add_IvrServicer_to_server(servicer, server)
+    server, port = test_tls.server(
+        "ivr", ivr_pb2_grpc.add_IvrServicer_to_server, servicer, IvrService.CALLERS
+    )
     await server.start()
     try:
-        channel = rpc.channel(f"127.0.0.1:{port}")
+        channel = test_tls.channel("crm", "ivr", port)
         with trace.get_tracer("test").start_as_current_span("caller") as span:
             reply = await ivr_pb2_grpc.IvrStub(channel).ListFlows(ivr_pb2.ListFlowsRequest())
             caller_trace = span.get_span_context().trace_id

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
 from hotline.v1 import gateway_pb2, gateway_pb2_grpc
@@ -94,8 +93,8 @@ def sipp(stack: Platform, log_dir: Path, scenario: str, port: int, **kw: object)
     return Sipp(str(SCENARIOS / scenario), port, stack.sip_port, log_dir=log_dir, **kw)  # type: ignore[arg-type]
 
 
-def gateway_calls() -> list[gateway_pb2.CallInfo]:
-    with grpc.insecure_channel(f"127.0.0.1:{PORTS['GATEWAY_GRPC_PORT']}") as channel:
+def gateway_calls(stack: Platform) -> list[gateway_pb2.CallInfo]:
+    with stack.grpc_channel("acd", "gateway") as channel:
         stub = gateway_pb2_grpc.CallControlStub(channel)
         return list(stub.ListCalls(gateway_pb2.ListCallsRequest(), timeout=5).calls)
 
@@ -194,7 +193,7 @@ def test_fault_soak(stack: Platform, profile: Profile, tmp_path: Path) -> None:
     succeeded = successful_calls(stats)
 
     # Quiet: nothing stuck anywhere.
-    wait_for(lambda: gateway_calls() == [], timeout_s=60, what="no live call at the gateway")
+    wait_for(lambda: gateway_calls(stack) == [], timeout_s=60, what="no live call at the gateway")
     wait_for(
         lambda: metric(stack.metrics("gateway"), "hotline_rtp_ports", state="in_use") == 0,
         timeout_s=30,

@@ -43,4 +43,16 @@ def test_memory_is_bounded() -> None:
         throttle.failed(f"user{n}", "x")
     clock.now += 61
     throttle.failed("newcomer", "x")
-    assert len(throttle._failures) == 1
+    assert len(throttle._failures) == 2  # newcomer from x, and newcomer from anywhere
+
+
+def test_one_account_is_limited_across_addresses() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=5, window_s=60, clock=clock, account_limit=10)
+    for n in range(10):
+        assert throttle.retry_after("agent5", f"10.0.0.{n}") == 0
+        throttle.failed("agent5", f"10.0.0.{n}")
+    assert throttle.retry_after("agent5", "10.0.0.99") == 60
+    assert throttle.retry_after("agent6", "10.0.0.1") == 0
+    clock.now += 60
+    assert throttle.retry_after("agent5", "10.0.0.99") == 0

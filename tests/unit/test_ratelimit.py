@@ -107,3 +107,40 @@ def test_limit(limit: int) -> None:
     lockout = FailureLockout(limit=limit, window_s=60, lock_s=10)
     results = [lockout.failed("ip", now=float(i)) for i in range(limit)]
     assert results == [False] * (limit - 1) + [True]
+
+
+def test_repeated_locks_back_off_up_to_the_maximum() -> None:
+    lockout = FailureLockout(limit=2, window_s=60, lock_s=10, max_lock_s=35)
+    now, locks = 0.0, []
+    for _ in range(4):
+        lockout.failed("k", now=now)
+        assert lockout.failed("k", now=now) is True
+        locks.append(lockout.retry_after("k", now=now))
+        now += locks[-1]  # fails again as soon as the lock ends
+        assert not lockout.locked("k", now=now)
+    assert locks == [10, 20, 35, 35]
+
+
+def test_a_quiet_key_is_forgiven_and_starts_from_the_first_lock() -> None:
+    lockout = FailureLockout(limit=1, window_s=60, lock_s=10, max_lock_s=40)
+    lockout.failed("k", now=0.0)
+    lockout.failed("k", now=10.0)
+    assert lockout.retry_after("k", now=10.0) == 20
+    lockout.failed("k", now=30.0 + 41)  # quiet for longer than the longest lock
+    assert lockout.retry_after("k", now=71.0) == 10
+
+
+def test_failure_table_is_bounded_and_keeps_locks() -> None:
+    lockout = FailureLockout(limit=2, window_s=60, lock_s=100, max_keys=10)
+    lockout.failed("locked", now=0.0)
+    lockout.failed("locked", now=0.0)
+    for i in range(1000):
+        lockout.failed(f"spray-{i}", now=1.0)
+    assert len(lockout._failures) <= 10
+    assert lockout.locked("locked", now=2.0)
+    for i in range(20):  # locks that ended are forgotten too
+        lockout.failed(f"brief-{i}", now=3.0)
+        lockout.failed(f"brief-{i}", now=3.0)
+    for i in range(30):
+        lockout.failed(f"later-{i}", now=500.0)
+    assert not [k for k in lockout._locked_until if k.startswith("brief-")]

@@ -344,7 +344,7 @@ def test_repeated_failures_lock_the_source_out() -> None:
 
 
 def test_success_resets_the_failure_count() -> None:
-    reg = registrar(lockout=FailureLockout(limit=3, window_s=60, lock_s=300))
+    reg = registrar(lockout=FailureLockout(limit=3, window_s=60, lock_s=300), extension_burst=99)
     phone = Phone("8001", PASSWORDS["8001"])
 
     def fail() -> None:
@@ -400,3 +400,152 @@ def test_binding_target_directly() -> None:
     )
     assert same.target == ("192.0.2.5", 5080)
     assert natted.target == ("192.0.2.5", 9999)
+
+
+# ---- the digest probes of issue 11 -------------------------------------------------------
+def rfc2069(phone: Phone, nonce: str) -> str:
+    """An answer without qop (RFC 2069 style): no nonce count, no cnonce."""
+    return digest.authorization(
+        phone.extension, phone.password, REALM, nonce, "REGISTER", f"sip:{REALM}"
+    )
+
+
+def nonce_of(resp: SipResponse) -> str:
+    return digest.parse_auth_header(resp.headers.get("WWW-Authenticate"))["nonce"]
+
+
+def test_an_answer_without_qop_is_refused_even_with_the_right_password() -> None:
+    reg, phone = registrar(), Phone("8001", PASSWORDS["8001"])
+    challenge = expect(reg.handle(phone.request(), PHONE, UDP), 401)
+    resp = reg.handle(phone.request(rfc2069(phone, nonce_of(challenge))), PHONE, UDP)
+    assert (resp.status, resp.reason) == (401, "qop=auth Required")
+    assert "WWW-Authenticate" in resp.headers
+    assert reg.lookup("8001") is None
+
+
+def test_captured_credentials_replayed_from_another_address_do_not_move_the_binding() -> None:
+    """The issue's probe: a REGISTER captured on the wire, replayed from another address with
+    a new Contact and Expires: 3600 - as sent (same nc) and as RFC 2069 (no nc)."""
+    reg, phone = registrar(), Phone("8001", PASSWORDS["8001"])
+    challenge = reg.handle(phone.request(), PHONE, UDP)
+    auth = phone.answer(challenge)
+    expect(reg.handle(phone.request(auth), PHONE, UDP), 200)
+    attacker = Phone("8001", "unknown", source=("203.0.113.66", 5060))
+    for stolen in (auth, rfc2069(phone, nonce_of(challenge))):
+        resp = reg.handle(attacker.request(stolen, expires=3600), attacker.source, UDP)
+        expect(resp, 401)
+    binding = reg.lookup("8001")
+    assert binding is not None and binding.source == PHONE
+
+
+def test_a_nonce_answered_from_another_address_is_refused() -> None:
+    """Even an answer the phone never got to send (nc 1, lost on the way) is useless from
+    another address: the nonce is bound to the address it was issued to."""
+    reg, phone = registrar(), Phone("8001", PASSWORDS["8001"])
+    auth = phone.answer(reg.handle(phone.request(), PHONE, UDP))  # never reaches us
+    attacker = Phone("8001", "unknown", source=("203.0.113.66", 5060))
+    expect(reg.handle(attacker.request(auth), attacker.source, UDP), 401)
+    assert reg.lookup("8001") is None
+    expect(reg.handle(phone.request(auth), PHONE, UDP), 200)  # the phone itself still can
+
+
+def test_a_digest_uri_that_is_not_the_request_uri_is_a_400() -> None:
+    reg, phone = registrar(), Phone("8001", PASSWORDS["8001"])
+    challenge = reg.handle(phone.request(), PHONE, UDP)
+    phone.answer(challenge)
+    auth = digest.authorization(
+        "8001",
+        PASSWORDS["8001"],
+        REALM,
+        phone.nonce or "",
+        "REGISTER",
+        "sip:elsewhere.example",
+        qop="auth",
+        nc=1,
+    )
+    resp = reg.handle(phone.request(auth), PHONE, UDP)
+    assert (resp.status, resp.reason) == (400, "Digest uri Does Not Match Request-URI")
+    assert reg.lookup("8001") is None
+
+
+def test_an_equivalent_digest_uri_is_accepted() -> None:
+    assert digest.uri_matches("sip:HOTLINE.test", "sip:hotline.test")
+    assert digest.uri_matches("sip:hotline.test:5060", "sip:hotline.test:5060;transport=udp")
+    assert not digest.uri_matches("sip:hotline.test:5070", "sip:hotline.test")
+    assert not digest.uri_matches("sip:8002@hotline.test", "sip:8001@hotline.test")
+    assert not digest.uri_matches("", "sip:hotline.test")
+
+
+def guess(reg: Registrar, extension: str, source: tuple[str, int]) -> SipResponse:
+    """One wrong-password attempt at `extension` from `source`: the final answer."""
+    guesser = Phone(extension, "guess", source=source)
+    first = reg.handle(guesser.request(), source, UDP)
+    if first.status != 401:
+        return first
+    return reg.handle(guesser.request(guesser.answer(first)), source, UDP)
+
+
+def test_guesses_at_one_extension_from_many_addresses_lock_the_extension() -> None:
+    """The issue's probe: 20 addresses, 200 guesses at one extension in no time."""
+    reg = registrar()
+    phone = Phone("8001", PASSWORDS["8001"])
+    expect(phone.register(reg), 200)  # the real phone, registered before the attack
+    statuses = [guess(reg, "8001", (f"198.51.100.{i % 20 + 1}", 5060)).status for i in range(200)]
+    digest_checked = statuses.count(401)
+    assert digest_checked <= 10, "an extension takes at most 10 wrong answers per minute"
+    assert statuses.count(403) + statuses.count(503) == 200 - digest_checked
+    assert all(s in (401, 403, 503) for s in statuses)
+    locked = guess(reg, "8001", ("198.51.100.77", 5060))  # a new address: still locked
+    assert locked.status in (403, 503) and locked.headers.get("Retry-After")
+    # the registered phone, at its own address, goes on refreshing its registration
+    reg.extension_bucket = type(reg.extension_bucket)(100, 100)  # past the rate limit
+    expect(phone.register(reg), 200)
+
+
+def test_a_guessing_phone_does_not_lock_out_its_neighbours_behind_the_same_nat() -> None:
+    reg = registrar(extension_burst=99)
+    nat = ("192.0.2.50", 5060)
+    for _ in range(5):
+        guess(reg, "8001", nat)
+    assert guess(reg, "8001", nat).status == 403  # that phone (pair) is locked ...
+    neighbour = Phone("8002", PASSWORDS["8002"], source=("192.0.2.50", 5062))
+    expect(neighbour.register(reg), 200)  # ... its neighbour is not
+
+
+def test_an_address_guessing_at_many_extensions_is_locked_but_its_registered_phones_are_not() -> (
+    None
+):
+    directory = {f"{7000 + i}": digest.ha1(f"{7000 + i}", REALM, "pw") for i in range(40)}
+    directory["8002"] = digest.ha1("8002", REALM, PASSWORDS["8002"])
+    reg = Registrar(directory, REALM, rate=1000, burst=1000)  # past the request rate limit
+    nat = ("192.0.2.60", 5060)
+    neighbour = Phone("8002", PASSWORDS["8002"], source=("192.0.2.60", 5062))
+    expect(neighbour.register(reg), 200)
+    statuses = [guess(reg, f"{7000 + i}", nat).status for i in range(40)]
+    assert statuses[:30] == [401] * 30 and set(statuses[30:]) == {403}
+    expect(neighbour.register(reg), 200)  # already registered from there: not locked
+
+
+def test_locks_back_off_and_say_when_to_retry() -> None:
+    reg = registrar(extension_burst=999)
+    source = ("192.0.2.70", 5060)
+    for _ in range(5):
+        guess(reg, "8001", source)
+    first = guess(reg, "8001", source)
+    assert first.status == 403 and int(first.headers.get("Retry-After") or 0) == 60
+    assert reg.lockout.retry_after("192.0.2.70|8001") == pytest.approx(60, abs=1)
+
+
+def test_register_flood_for_one_extension_is_rate_limited_per_extension() -> None:
+    reg = registrar()
+    statuses = [
+        reg.handle(
+            Phone("8001", "x", source=(f"198.51.100.{i}", 5060)).request(),
+            (f"198.51.100.{i}", 5060),
+            UDP,
+        ).status
+        for i in range(1, 31)
+    ]
+    assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {503}
+    other = Phone("8002", PASSWORDS["8002"])
+    expect(other.register(reg), 200)  # another extension is not affected

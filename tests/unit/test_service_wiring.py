@@ -20,6 +20,8 @@ from common.health import Readiness
 from common.service import Wiring
 from common.settings import Settings
 from hotline.v1 import ivr_pb2, ivr_pb2_grpc
+from ivr.servicer import IvrService
+from tests import tls as test_tls
 
 NAME = "acd"
 
@@ -92,12 +94,13 @@ def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
     monkeypatch.setattr(service, "EventConsumer", lambda *a: FakeConsumer(j, *a))
     servers: list[FakeServer] = []
 
-    def make_server(host: str, port: int) -> FakeServer:
+    def make_server(host: str, port: int, tls: object, table: object) -> tuple[FakeServer, int]:
+        assert tls is not None and table == ACD_SERVICER.CALLERS
         servers.append(FakeServer(j, host, port))
-        return servers[-1]
+        return servers[-1], port
 
     monkeypatch.setattr(rpc, "server", make_server)
-    monkeypatch.setattr(rpc, "channel", lambda target: FakeChannel(j, target))
+    monkeypatch.setattr(rpc, "channel", lambda target, tls, peer: FakeChannel(j, target))
     return j
 
 
@@ -106,7 +109,17 @@ def settings() -> Settings:
         bind_host="127.0.0.2",
         grpc_ports={"acd": 6002, "gateway": 6001},
         grpc_hosts={"gateway": "gw.svc"},
+        tls_dir=test_tls.cert_dir(),
     )
+
+
+class Servicer(str):
+    """A stand-in servicer (its name in the journal) with the table every servicer has."""
+
+    CALLERS = rpc.callers("hotline.v1.Acd", {"GetAgent": {"crm"}})
+
+
+ACD_SERVICER = Servicer("AcdService")
 
 
 def add(servicer: str, server: FakeServer) -> None:
@@ -137,7 +150,7 @@ async def test_starts_consumers_then_server_and_stops_in_reverse(journal: Journa
     w.on_stop(async_step, "dispatcher")
     w.consumer(["calls"], handler=print)
     w.consumer(["agents"], handler=print, group="acd-agents")
-    w.servicer(add, "AcdService")
+    w.servicer(add, ACD_SERVICER)
     assert journal == ["publisher acd start"]  # consumers wait for start()
 
     stop = await w.start()
@@ -186,7 +199,7 @@ async def test_a_failing_step_is_logged_and_the_rest_still_stop(
 async def test_readiness_check_follows_the_server(journal: Journal) -> None:
     readiness = Readiness()
     w = Wiring(NAME, settings(), readiness)
-    w.servicer(add, "AcdService")
+    w.servicer(add, ACD_SERVICER)
     w.on_stop(lambda: journal.append(f"after server, ready={readiness.ready}"), "probe")
     stop = await w.start(grace_s=7.5, readiness_check="grpc")
     assert readiness.report()["grpc"] == {"ok": True, "detail": "127.0.0.2:6002"}
@@ -199,14 +212,14 @@ async def test_readiness_check_follows_the_server(journal: Journal) -> None:
 async def test_a_failed_start_stops_what_was_declared(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_port(host: str, port: int) -> FakeServer:
+    def no_port(host: str, port: int, tls: object, table: object) -> FakeServer:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
 
     monkeypatch.setattr(rpc, "server", no_port)
     w = Wiring(NAME, settings(), Readiness())
     w.publisher()
     w.consumer(["calls"], handler=print)
-    w.servicer(add, "AcdService")
+    w.servicer(add, ACD_SERVICER)
     with pytest.raises(OSError, match="127.0.0.2:6002"):
         await w.start()
     assert journal == [
@@ -228,7 +241,7 @@ async def test_no_servicer_no_server(journal: Journal) -> None:
 async def test_drain_runs_before_the_stop_and_reddens_readiness(journal: Journal) -> None:
     readiness = Readiness()
     w = Wiring(NAME, settings(), readiness)
-    w.servicer(add, "AcdService")
+    w.servicer(add, ACD_SERVICER)
 
     async def live_calls(budget_s: float) -> None:
         journal.append(f"drain {budget_s:g}s ready={readiness.ready}")
@@ -261,18 +274,21 @@ def free_port() -> int:
 
 
 class Flows(ivr_pb2_grpc.IvrServicer):
+    CALLERS = IvrService.CALLERS
+
     async def ListFlows(self, request, context):  # noqa: N802, ANN001
         return ivr_pb2.ListFlowsReply(flows=[ivr_pb2.FlowInfo(dnis="10000", name="main")])
 
 
 async def test_serves_the_servicers_on_the_service_port_until_stopped() -> None:
     port = free_port()
-    w = Wiring(
-        "ivr", Settings(grpc_ports={"ivr": port}, grpc_hosts={"ivr": "127.0.0.1"}), Readiness()
+    ivr = Settings(
+        grpc_ports={"ivr": port}, grpc_hosts={"ivr": "127.0.0.1"}, tls_dir=test_tls.cert_dir()
     )
+    w = Wiring("ivr", ivr, Readiness())
     w.servicer(ivr_pb2_grpc.add_IvrServicer_to_server, Flows())
     stop = await w.start()
-    channel = rpc.channel(f"127.0.0.1:{port}")
+    channel = test_tls.channel("crm", "ivr", port)
     try:
         stub = ivr_pb2_grpc.IvrStub(channel)
         reply = await stub.ListFlows(ivr_pb2.ListFlowsRequest(), timeout=5)
@@ -283,3 +299,26 @@ async def test_serves_the_servicers_on_the_service_port_until_stopped() -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await channel.close()
+
+
+def test_a_servicer_without_a_callers_table_is_refused(journal: Journal) -> None:
+    w = Wiring(NAME, settings(), Readiness())
+    with pytest.raises(TypeError, match="str declares no CALLERS table"):
+        w.servicer(add, "AcdService")
+
+
+def test_missing_certificates_stop_the_service_naming_the_file(tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(rpc.TlsError, match=f"CA {tmp_path}/ca.crt: No such file"):
+        Wiring(NAME, Settings(tls_dir=tmp_path), Readiness())
+    (tmp_path / "ca.crt").write_text("not a certificate")
+    with pytest.raises(rpc.TlsError, match="ca.crt is not a PEM CA"):
+        Wiring(NAME, Settings(tls_dir=tmp_path), Readiness())
+
+
+def test_the_development_switch_is_plain_text_and_says_so(
+    caplog: pytest.LogCaptureFixture, tmp_path
+) -> None:  # noqa: ANN001
+    with caplog.at_level(logging.WARNING):
+        w = Wiring(NAME, Settings(tls_dir=tmp_path, grpc_insecure=True), Readiness())
+    assert w.tls is None
+    assert "HOTLINE_GRPC_INSECURE is set: gRPC is plain text" in caplog.text

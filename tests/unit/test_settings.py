@@ -508,3 +508,159 @@ def test_only_settings_modules_read_the_environment() -> None:
                 continue
         offenders.append(f"{rel}:{','.join(map(str, lines))}")
     assert offenders == [], "read HOTLINE_* through the service's settings.py instead"
+
+
+# ---- gRPC mutual TLS ---------------------------------------------------------------------
+def test_tls_files_default_to_the_var_dir_per_service() -> None:
+    s = Settings.from_env(env(VAR_DIR="/srv/hotline"))
+    assert (s.tls_dir, s.tls_trust_domain, s.grpc_insecure) == (
+        Path("/srv/hotline/tls"),
+        "hotline",
+        False,
+    )
+    assert s.tls_files("acd") == (
+        Path("/srv/hotline/tls/ca.crt"),
+        Path("/srv/hotline/tls/acd.crt"),
+        Path("/srv/hotline/tls/acd.key"),
+    )
+
+
+def test_tls_files_from_a_mounted_secret() -> None:
+    s = Settings.from_env(
+        env(
+            TLS_CA="/etc/hotline/tls/ca.crt",
+            TLS_CERT="/etc/hotline/tls/tls.crt",
+            TLS_KEY="/etc/hotline/tls/tls.key",
+            TLS_TRUST_DOMAIN="site-a.call-center",
+            GRPC_INSECURE="yes",
+        )
+    )
+    assert s.tls_files("crm") == (
+        Path("/etc/hotline/tls/ca.crt"),
+        Path("/etc/hotline/tls/tls.crt"),
+        Path("/etc/hotline/tls/tls.key"),
+    )
+    assert (s.tls_trust_domain, s.grpc_insecure) == ("site-a.call-center", True)
+
+
+@pytest.mark.parametrize("value", ["", "Hotline", "a/b", "spiffe://x"])
+def test_bad_trust_domain_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env(TLS_TRUST_DOMAIN=value))
+    assert str(info.value) == (
+        f"HOTLINE_TLS_TRUST_DOMAIN={value!r} is not a trust domain "
+        "(lower-case letters, digits, '.', '-', '_')"
+    )
+
+
+def test_the_insecure_switch_is_a_boolean() -> None:
+    with pytest.raises(SettingsError, match="^HOTLINE_GRPC_INSECURE='please' is not a boolean"):
+        Settings.from_env(env(GRPC_INSECURE="please"))
+
+
+# ---- SIP limits and the sim card's control API --------------------------------------------
+def test_sip_limits_defaults_and_overrides() -> None:
+    g = GatewaySettings.from_env()
+    assert (g.tcp_limits.max_connections, g.tcp_limits.max_per_source) == (512, 32)
+    assert (g.tcp_limits.read_timeout_s, g.tcp_limits.idle_timeout_s) == (10.0, 300.0)
+    assert g.tcp_limits.max_lifetime_s == 14400.0 and g.tcp_limits.max_message == 65536
+    assert (g.admission.source_cps, g.admission.source_burst, g.admission.source_max_calls) == (
+        10.0,
+        20,
+        50,
+    )
+    assert (g.admission.trunk_cps, g.admission.trunk_max_calls) == (20.0, 100)
+    assert g.sim_control_host == "127.0.0.1"
+    g = GatewaySettings.from_env(
+        env(
+            SIP_TCP_MAX_CONNECTIONS="100",
+            SIP_TCP_MAX_PER_SOURCE="4",
+            SIP_TCP_READ_TIMEOUT_S="2.5",
+            SIP_TCP_IDLE_TIMEOUT_S="60",
+            SIP_TCP_MAX_LIFETIME_S="600",
+            CALLS_PER_SOURCE_CPS="0.5",
+            CALLS_PER_SOURCE_MAX="3",
+            TRUNK_CPS="4",
+            TRUNK_MAX_CALLS="8",
+            SIM_CONTROL_HOST="::1",
+            BIND_HOST="0.0.0.0",
+        )
+    )
+    assert (g.tcp_limits.max_connections, g.tcp_limits.max_per_source) == (100, 4)
+    assert (g.tcp_limits.read_timeout_s, g.tcp_limits.max_lifetime_s) == (2.5, 600.0)
+    assert (g.admission.source_cps, g.admission.source_burst) == (0.5, 1)
+    assert (g.admission.trunk_burst, g.admission.trunk_max_calls) == (8, 8)
+    assert (g.sim_control_host, g.bind_host) == ("::1", "0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("SIP_TCP_MAX_CONNECTIONS", "0", "must be at least 1"),
+        ("SIP_TCP_MAX_PER_SOURCE", "many", "is not an integer"),
+        ("SIP_TCP_READ_TIMEOUT_S", "0", "must be greater than 0"),
+        ("SIP_TCP_IDLE_TIMEOUT_S", "-1", "must be greater than 0"),
+        ("CALLS_PER_SOURCE_CPS", "0", "must be greater than 0"),
+        ("CALLS_PER_SOURCE_MAX", "0", "must be at least 1"),
+        ("TRUNK_CPS", "fast", "is not a number"),
+        ("TRUNK_MAX_CALLS", "-5", "must be at least 1"),
+    ],
+)
+def test_bad_sip_limit_names_the_variable(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        GatewaySettings.from_env(env(**{name: value}))
+    assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
+
+
+# ---- CRM login limits --------------------------------------------------------------------
+def test_crm_login_limits_defaults_and_overrides() -> None:
+    c = CrmSettings.from_env()
+    assert (c.login_attempts_per_minute, c.login_max_hashes, c.trusted_proxies) == (30, 2, ())
+    c = CrmSettings.from_env(
+        env(
+            LOGIN_ATTEMPTS_PER_MINUTE="120",
+            LOGIN_MAX_HASHES="4",
+            TRUSTED_PROXIES="10.42.0.0/16, 10.43.0.10",
+        )
+    )
+    assert (c.login_attempts_per_minute, c.login_max_hashes) == (120, 4)
+    assert c.trusted_proxies == ("10.42.0.0/16", "10.43.0.10")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "0", "must be at least 1"),
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "lots", "is not an integer"),
+        ("LOGIN_MAX_HASHES", "0", "must be 1 to 64"),
+        ("LOGIN_MAX_HASHES", "100", "must be 1 to 64"),
+    ],
+)
+def test_bad_crm_login_limit_names_the_variable(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        CrmSettings.from_env(env(**{name: value}))
+    assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
+
+
+def test_bad_trusted_proxy_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="^HOTLINE_TRUSTED_PROXIES='ingress' has 'ingress'"):
+        CrmSettings.from_env(env(TRUSTED_PROXIES="ingress"))
+
+
+def test_metrics_token_from_a_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abcdefghijklmnop0123\n")
+    s = Settings.from_env(env(METRICS_TOKEN_FILE=str(token)))
+    assert s.metrics_token == "abcdefghijklmnop0123"
+    assert "abcdefghijklmnop0123" not in repr(s)
+    assert Settings.from_env().metrics_token == ""
+
+
+def test_bad_metrics_token_file_names_the_variable(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SettingsError, match=f"^HOTLINE_METRICS_TOKEN_FILE='{missing}' cannot be"):
+        Settings.from_env(env(METRICS_TOKEN_FILE=str(missing)))
+    short = tmp_path / "short"
+    short.write_text("tiny")
+    with pytest.raises(SettingsError, match="at least 16 characters"):
+        Settings.from_env(env(METRICS_TOKEN_FILE=str(short)))

@@ -16,6 +16,17 @@ Call with (list $ "<service>").
 - {name: {{ printf "HOTLINE_%s_METRICS_PORT" (upper $peer) }}, value: {{ index $v.ports.metrics $peer | quote }}}
 - {name: {{ printf "HOTLINE_%s_HOST" (upper $peer) }}, value: {{ include "hotline.peerHost" (list $root $peer) | quote }}}
 {{- end }}
+{{- if $v.grpcTls.insecureDevelopment }}
+- {name: HOTLINE_GRPC_INSECURE, value: "true"}
+{{- else }}
+- {name: HOTLINE_TLS_CA, value: /etc/hotline/tls/ca.crt}
+- {name: HOTLINE_TLS_CERT, value: /etc/hotline/tls/tls.crt}
+- {name: HOTLINE_TLS_KEY, value: /etc/hotline/tls/tls.key}
+{{- end }}
+{{- if $v.monitoring.metricsAuth.enabled }}
+- {name: HOTLINE_METRICS_TOKEN_FILE, value: /etc/hotline/metrics/token}
+{{- end }}
+- {name: HOTLINE_TLS_TRUST_DOMAIN, value: {{ include "hotline.trustDomain" $root | quote }}}
 {{- with $v.tracing.otlpEndpoint }}
 - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ . | quote }}}
 - {name: OTEL_SERVICE_NAME, value: {{ printf "hotline-%s" $svc | quote }}}

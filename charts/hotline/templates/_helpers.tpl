@@ -181,3 +181,53 @@ groups:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* gRPC mutual TLS: the Secret of a service ; call with (list $ "acd") */}}
+{{- define "hotline.grpcTlsSecret" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s-%s" ($root.Values.grpcTls.secretPrefix | default (include "hotline.name" (list $root "grpc-tls"))) (index . 1) -}}
+{{- end -}}
+
+{{- define "hotline.trustDomain" -}}
+{{- .Values.grpcTls.trustDomain | default (printf "%s.%s" .Release.Name .Release.Namespace) -}}
+{{- end -}}
+
+{{/* the volume and its mount, for a service's pod ; call with (list $ "acd") */}}
+{{- define "hotline.grpcTlsVolume" -}}
+{{- if not (index . 0).Values.grpcTls.insecureDevelopment }}
+- name: grpc-tls
+  secret:
+    secretName: {{ include "hotline.grpcTlsSecret" . }}
+    optional: false
+    defaultMode: 0440
+    items: [{key: ca.crt, path: ca.crt}, {key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
+{{- end }}
+{{- end -}}
+
+{{- define "hotline.grpcTlsMount" -}}
+{{- if not .Values.grpcTls.insecureDevelopment }}
+- {name: grpc-tls, mountPath: /etc/hotline/tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* /metrics bearer token (monitoring.metricsAuth) */}}
+{{- define "hotline.metricsTokenSecret" -}}
+{{- .Values.monitoring.metricsAuth.existingSecret | default (include "hotline.name" (list . "metrics-token")) -}}
+{{- end -}}
+
+{{- define "hotline.metricsTokenVolume" -}}
+{{- if .Values.monitoring.metricsAuth.enabled }}
+- name: metrics-token
+  secret:
+    secretName: {{ include "hotline.metricsTokenSecret" . }}
+    optional: false
+    defaultMode: 0440
+    items: [{key: token, path: token}]
+{{- end }}
+{{- end -}}
+
+{{- define "hotline.metricsTokenMount" -}}
+{{- if .Values.monitoring.metricsAuth.enabled }}
+- {name: metrics-token, mountPath: /etc/hotline/metrics, readOnly: true}
+{{- end }}
+{{- end -}}

@@ -60,7 +60,10 @@ class PortAllocator:
             self._cursor = (self._cursor + 1) % n
             if port in self._in_use:
                 continue
-            sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+            except OSError as exc:  # out of descriptors (EMFILE) or memory: no port now
+                raise NoFreePort(f"cannot open an RTP socket: {exc.strerror or exc}") from exc
             try:
                 sock.bind((host, port))
             except OSError:

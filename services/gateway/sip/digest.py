@@ -1,8 +1,12 @@
 """HTTP Digest authentication for SIP (RFC 2617, RFC 7616 MD5, RFC 3261 22.4).
 
 Server side: we store only HA1 = MD5(user:realm:password), issue stateless
-HMAC-signed nonces, verify responses in constant time and reject nonce-count
-replays. Client side: :func:`authorization` answers carrier challenges.
+HMAC-signed nonces bound to the client's address, verify responses in constant
+time and reject nonce-count replays. Having offered qop=auth, the server accepts
+nothing else: an RFC 2069 answer (no qop, so no nonce count) could be replayed.
+The caller also checks the digest ``uri`` against the Request-URI
+(:func:`uri_matches`). Client side: :func:`authorization` answers carrier
+challenges (RFC 2069 mode only when the carrier offers no qop).
 
 MD5 is what every SIP endpoint in the field supports; SHA-256 (RFC 8760) is
 not offered because deployed phones and trunks rarely implement it.
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from .syntax import SipParseError
+from .uri import parse_uri
 
 __all__ = [
     "DigestError",
@@ -27,6 +32,7 @@ __all__ = [
     "challenge",
     "ha1",
     "parse_auth_header",
+    "uri_matches",
     "verify",
 ]
 
@@ -51,7 +57,9 @@ class NonceManager:
     """Issue and validate stateless nonces; track nonce-counts against replay.
 
     A nonce is ``<hex timestamp>.<random>.<hmac>``: any gateway replica sharing
-    ``secret`` can validate it without shared state. Replay protection needs
+    ``secret`` can validate it without shared state. With ``bound_to`` (the
+    client's address) the HMAC covers it too, so a nonce answered from another
+    address is "invalid": captured credentials cannot be replayed elsewhere. Replay protection needs
     state (the last nc seen per nonce); it is kept in a bounded LRU. When an
     entry has to be evicted, every nonce issued at or before the evicted one
     is afterwards answered "stale", so eviction can force a re-challenge but
@@ -71,36 +79,38 @@ class NonceManager:
         self.ttl = ttl
         self.max_tracked = max_tracked
         self._clock = clock
-        self._nc: OrderedDict[str, int] = OrderedDict()
+        self._nc: OrderedDict[str, tuple[int, int]] = OrderedDict()  # nonce -> (nc, issued ms)
         self._evicted_upto = -1  # issue time (ms) of the newest evicted nonce
 
-    def _sign(self, payload: str) -> str:
-        return hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+    def _sign(self, payload: str, bound_to: str = "") -> str:
+        data = f"{payload}|{bound_to}".encode() if bound_to else payload.encode("ascii")
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:32]
 
-    def issue(self) -> str:
-        """A fresh nonce bound to the current time."""
+    def issue(self, bound_to: str = "") -> str:
+        """A fresh nonce bound to the current time (and to ``bound_to``, if given)."""
         payload = f"{int(self._clock() * 1000):x}.{secrets.token_hex(8)}"
-        return f"{payload}.{self._sign(payload)}"
+        return f"{payload}.{self._sign(payload, bound_to)}"
 
-    def _issued_ms(self, nonce: str) -> int | None:
+    def _issued_ms(self, nonce: str, bound_to: str = "") -> int | None:
         parts = nonce.split(".")
         if len(parts) != 3:
             return None
         ts_hex, rand, mac = parts
-        if not hmac.compare_digest(mac, self._sign(f"{ts_hex}.{rand}")):
+        if not hmac.compare_digest(mac, self._sign(f"{ts_hex}.{rand}", bound_to)):
             return None
         try:
             return int(ts_hex, 16)
         except ValueError:
             return None
 
-    def check(self, nonce: str, nc: str | int | None = None) -> NonceStatus:
+    def check(self, nonce: str, nc: str | int | None = None, bound_to: str = "") -> NonceStatus:
         """Validate a nonce (and, with ``nc``, that it is not a replayed count).
 
-        "invalid": not ours / forged / nc replay; "stale": ours but expired,
-        which tells the client to retry with a new nonce without re-prompting.
+        "invalid": not ours / forged / issued to another address / nc replay;
+        "stale": ours but expired, which tells the client to retry with a new
+        nonce without re-prompting.
         """
-        issued = self._issued_ms(nonce)
+        issued = self._issued_ms(nonce, bound_to)
         if issued is None:
             return "invalid"
         now_ms = self._clock() * 1000
@@ -114,14 +124,14 @@ class NonceManager:
         count = _parse_nc(nc)
         if count is None or count < 1:
             return "invalid"
-        last = self._nc.get(nonce)
-        if last is None and issued <= self._evicted_upto:
+        seen = self._nc.get(nonce)
+        if seen is None and issued <= self._evicted_upto:
             return "stale"  # our replay record for it is gone: force a new nonce
-        if last is not None and count <= last:
+        if seen is not None and count <= seen[0]:
             return "invalid"
         return "ok"
 
-    def commit_nc(self, nonce: str, nc: str | int) -> bool:
+    def commit_nc(self, nonce: str, nc: str | int, bound_to: str = "") -> bool:
         """Record ``nc`` as used once the response verified; False on replay.
 
         Separate from :meth:`check` so a forged response cannot burn the
@@ -130,14 +140,15 @@ class NonceManager:
         count = _parse_nc(nc)
         if count is None:
             return False
-        last = self._nc.get(nonce)
-        if last is not None and count <= last:
+        issued = self._issued_ms(nonce, bound_to)
+        if issued is None:
             return False
-        if last is None:
-            issued = self._issued_ms(nonce)
-            if issued is None or issued <= self._evicted_upto:
-                return False
-        self._nc[nonce] = count
+        seen = self._nc.get(nonce)
+        if seen is not None and count <= seen[0]:
+            return False
+        if seen is None and issued <= self._evicted_upto:
+            return False
+        self._nc[nonce] = (count, issued)
         self._nc.move_to_end(nonce)
         self._prune()
         return True
@@ -145,8 +156,7 @@ class NonceManager:
     def _prune(self) -> None:
         cutoff_ms = (self._clock() - self.ttl) * 1000
         while self._nc:
-            oldest, _ = next(iter(self._nc.items()))
-            issued = self._issued_ms(oldest) or 0
+            oldest, (_, issued) = next(iter(self._nc.items()))
             if len(self._nc) > self.max_tracked:
                 self._evicted_upto = max(self._evicted_upto, issued)
             elif issued >= cutoff_ms:
@@ -257,13 +267,17 @@ def _response(
     return _md5(f"{ha1_hex}:{nonce}:{ha2}")
 
 
-def verify(params: dict[str, str], method: str, stored_ha1: str) -> bool:
+def verify(
+    params: dict[str, str], method: str, stored_ha1: str, *, require_qop: bool = True
+) -> bool:
     """Check a parsed Authorization against the stored HA1 (constant time).
 
-    Supports qop=auth and RFC 2069 no-qop; anything else (auth-int,
+    Requires qop=auth with nc and cnonce (we always offer it: an answer
+    without qop carries no nonce count and could be replayed); RFC 2069
+    no-qop answers only with ``require_qop=False``. Anything else (auth-int,
     non-MD5 algorithms, missing fields) is rejected. The caller must also
     check the nonce with NonceManager and that ``uri`` matches the
-    Request-URI (RFC 2617 3.2.2.5).
+    Request-URI (:func:`uri_matches`, RFC 2617 3.2.2.5).
     """
     try:
         nonce = params["nonce"]
@@ -275,6 +289,8 @@ def verify(params: dict[str, str], method: str, stored_ha1: str) -> bool:
         return False
     qop = params.get("qop")
     nc = cnonce = None
+    if qop is None and require_qop:
+        return False
     if qop is not None:
         if qop.lower() != "auth":
             return False
@@ -283,6 +299,19 @@ def verify(params: dict[str, str], method: str, stored_ha1: str) -> bool:
             return False
     expected = _response(stored_ha1.lower(), nonce, method, uri, qop, nc, cnonce)
     return hmac.compare_digest(expected, given.lower())
+
+
+def uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """The digest ``uri`` names the Request-URI (RFC 2617 3.2.2.5): equal as
+    written, or as SIP URIs (scheme, user, host without case, port) - phones
+    differ in how they write the same target."""
+    if digest_uri.strip() == request_uri.strip():
+        return True
+    try:
+        a, b = parse_uri(digest_uri.strip()), parse_uri(request_uri.strip())
+    except SipParseError:
+        return False
+    return (a.scheme, a.user, a.host.lower(), a.port) == (b.scheme, b.user, b.host.lower(), b.port)
 
 
 def authorization(

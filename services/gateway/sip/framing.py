@@ -42,9 +42,9 @@ class StreamFramer:
                 if not (first.startswith(b"SIP/2.0 ") or first.endswith(b" SIP/2.0")):
                     raise SipParseError(f"garbage on stream: {first[:80]!r}")
             end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end + 4 > self.max_header:  # however the bytes arrived
                 if len(buf) > self.max_header:
-                    raise SipParseError("header section too large")
+                    raise SipParseError(f"header section too large (over {self.max_header} bytes)")
                 break
             length = self._content_length(bytes(buf[:end]))
             total = end + 4 + length
@@ -53,6 +53,10 @@ class StreamFramer:
             out.append(parse_message(bytes(buf[:total])))
             del buf[:total]
         return out
+
+    def pending_message(self) -> bool:
+        """Whether bytes of an incomplete message are buffered (keepalive CRLFs are not)."""
+        return bool(self._buf.strip(b"\r\n"))
 
     def _content_length(self, head: bytes) -> int:
         for line in head.split(b"\r\n")[1:]:

@@ -11,9 +11,14 @@ parse errors go to ``on_error(data, addr, exc)`` so the gateway can answer
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from prometheus_client import Counter
 
 from .framing import StreamFramer
 from .message import SipRequest, SipResponse, parse_message
@@ -23,6 +28,7 @@ __all__ = [
     "Addr",
     "ErrorHandler",
     "MessageHandler",
+    "TcpLimits",
     "TcpServer",
     "TcpTransport",
     "Transport",
@@ -155,6 +161,39 @@ class UdpTransport(asyncio.DatagramProtocol):
             self._transport.close()
 
 
+@dataclass(frozen=True)
+class TcpLimits:
+    """What one TCP listener allows (docs/security.md). A peer gets `read_timeout_s` to finish
+    a message it has started, a connection with no byte for `idle_timeout_s` is closed (phones
+    on TCP send CRLF keepalives, RFC 5626), and so is any connection older than
+    `max_lifetime_s` (the phone reconnects at its next request); at most `max_connections`
+    at once, `max_per_source` from one IP address; a message (header section or body) over
+    `max_message` bytes closes the connection, however the bytes arrive."""
+
+    max_connections: int = 512
+    max_per_source: int = 32
+    read_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+    max_lifetime_s: float = 4 * 3600.0
+    max_message: int = 65536
+
+    def sweep_interval(self) -> float:
+        shortest = min(self.read_timeout_s, self.idle_timeout_s, self.max_lifetime_s)
+        return max(0.02, min(1.0, shortest / 4))
+
+
+#: accept() errors that mean "out of descriptors/memory": back off and retry, never crash
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY_S = 0.5
+
+TCP_CLOSED = Counter(
+    "hotline_sip_tcp_closed_total", "SIP TCP connections closed by the gateway", ["reason"]
+)
+TCP_REFUSED = Counter(
+    "hotline_sip_tcp_refused_total", "SIP TCP connections refused at accept", ["reason"]
+)
+
+
 class TcpTransport(asyncio.Protocol):
     """One SIP-over-TCP connection; itself a reliable Transport.
 
@@ -170,16 +209,20 @@ class TcpTransport(asyncio.Protocol):
         on_message: MessageHandler,
         on_error: ErrorHandler | None = None,
         on_close: Callable[[TcpTransport], None] | None = None,
-        max_message: int = 1 << 20,
+        max_message: int = 65536,
     ) -> None:
         self._on_message = on_message
         self._on_error = on_error
         self._on_close = on_close
-        self._framer = StreamFramer(max_body=max_message)
+        self._framer = StreamFramer(max_header=max_message, max_body=max_message)
         self._transport: asyncio.Transport | None = None
         self.local_addr: Addr = ("0.0.0.0", 0)
         self.peer_addr: Addr = ("0.0.0.0", 0)
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.opened_at = self.last_data_at = loop.time()
+        #: when the bytes of a message still incomplete began (None: nothing pending)
+        self.partial_since: float | None = None
 
     @classmethod
     async def connect(
@@ -201,19 +244,18 @@ class TcpTransport(asyncio.Protocol):
         port: int,
         on_message: MessageHandler,
         on_error: ErrorHandler | None = None,
+        limits: TcpLimits | None = None,
     ) -> TcpServer:
-        """Accept connections; each one delivers messages as its own Transport."""
-        server = TcpServer()
-        loop = asyncio.get_running_loop()
+        """Accept connections (within `limits`); each delivers messages as its own Transport."""
+        limits = limits or TcpLimits()
+        server = TcpServer(limits)
 
         def factory() -> TcpTransport:
-            conn = cls(on_message, on_error, on_close=server._forget)
-            server.connections.add(conn)
-            return conn
+            return cls(
+                on_message, on_error, on_close=server._forget, max_message=limits.max_message
+            )
 
-        server._server = await loop.create_server(factory, host, port)
-        sock = server._server.sockets[0].getsockname()
-        server.local_addr = (sock[0], sock[1])
+        await server._listen(host, port, factory)
         return server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -224,12 +266,15 @@ class TcpTransport(asyncio.Protocol):
         self.peer_addr = (peer[0], peer[1])
 
     def data_received(self, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        self.last_data_at = now
         try:
             messages = self._framer.feed(data)
         except SipParseError as exc:
             # The stream is out of sync: report (a 400 written now is still
             # flushed by close()) and drop the connection.
             _report(self._on_error, data, self.peer_addr, exc)
+            TCP_CLOSED.labels("bad_stream").inc()
             self.close()
             return
         except Exception as exc:
@@ -237,8 +282,23 @@ class TcpTransport(asyncio.Protocol):
             _report(self._on_error, data, self.peer_addr, exc)
             self.close()
             return
+        if self._framer.pending_message():
+            if self.partial_since is None or messages:
+                self.partial_since = now  # a new message began
+        else:
+            self.partial_since = None
         for msg in messages:
             _deliver(self._on_message, self._on_error, msg, self, self.peer_addr, b"")
+
+    def expired(self, now: float, limits: TcpLimits) -> str | None:
+        """Why this connection must be closed now, or None."""
+        if self.partial_since is not None and now - self.partial_since >= limits.read_timeout_s:
+            return "read_timeout"
+        if now - self.last_data_at >= limits.idle_timeout_s:
+            return "idle"
+        if now - self.opened_at >= limits.max_lifetime_s:
+            return "lifetime"
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -255,23 +315,165 @@ class TcpTransport(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
 
 class TcpServer:
-    """A TCP listener and the set of its live connections."""
+    """A TCP listener and the set of its live connections, within its `TcpLimits`.
 
-    def __init__(self) -> None:
-        self._server: asyncio.AbstractServer | None = None
+    It runs its own accept loop so that it can refuse a connection over the limits at once
+    (accept and close), and survive running out of file descriptors (EMFILE): it backs off,
+    keeps the connections it has, and accepts again when descriptors are free. Trouble is
+    logged when it starts and when it ends, not for every attempt.
+    """
+
+    def __init__(self, limits: TcpLimits | None = None) -> None:
+        self.limits = limits or TcpLimits()
         self.connections: set[TcpTransport] = set()
         self.local_addr: Addr = ("0.0.0.0", 0)
+        self._sock: socket.socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._per_source: dict[str, int] = {}
+        self._trouble: str | None = None  # the accept problem being reported: its kind
+        self._trouble_text = ""
+        self._over_sources: set[str] = set()
+        self.refused = 0
+
+    async def _listen(self, host: str, port: int, factory: Callable[[], TcpTransport]) -> None:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        name = sock.getsockname()
+        self.local_addr = (name[0], name[1])
+        self._tasks = [
+            asyncio.create_task(self._accept_loop(factory), name="sip-tcp-accept"),
+            asyncio.create_task(self._sweep_loop(), name="sip-tcp-sweep"),
+        ]
+
+    def _state(self, trouble: str | None, text: str = "") -> None:
+        """Log an accept problem once when it starts and once when it is over."""
+        if trouble == self._trouble:
+            return
+        if trouble is None:
+            log.warning(
+                "SIP TCP on %s:%d accepting again (over: %s; %d connections refused meanwhile)",
+                *self.local_addr,
+                self._trouble_text,
+                self.refused,
+            )
+        else:
+            log.error("SIP TCP on %s:%d: %s", *self.local_addr, text)
+        self._trouble, self._trouble_text = trouble, text
+
+    async def _accept_loop(self, factory: Callable[[], TcpTransport]) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRNOS:
+                    TCP_REFUSED.labels("out_of_resources").inc()
+                    self.refused += 1
+                    self._state(
+                        "out_of_resources",
+                        f"cannot accept connections: {exc.strerror} (errno {exc.errno}); "
+                        f"retrying every {ACCEPT_RETRY_S:g} s",
+                    )
+                    await asyncio.sleep(ACCEPT_RETRY_S)
+                    continue
+                log.warning("SIP TCP accept failed: %s", exc)
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            source = str(addr[0])
+            reason = self._over_limit(source)
+            if reason is not None:
+                TCP_REFUSED.labels(reason).inc()
+                self.refused += 1
+                conn.close()
+                continue
+            if self._trouble == "out_of_resources":
+                self._state(None)
+            self._over_sources.discard(source)
+            conn.setblocking(False)
+            try:
+                _, proto = await loop.connect_accepted_socket(factory, conn)
+            except OSError as exc:
+                conn.close()
+                log.warning("SIP TCP connection from %s could not be set up: %s", source, exc)
+                continue
+            self.connections.add(proto)
+            self._per_source[source] = self._per_source.get(source, 0) + 1
+
+    def _over_limit(self, source: str) -> str | None:
+        """Why a new connection from `source` is refused (logged once per state), or None."""
+        limits = self.limits
+        if len(self.connections) >= limits.max_connections:
+            self._state(
+                "max_connections",
+                f"{len(self.connections)} connections: the limit of {limits.max_connections} "
+                "is reached; refusing new connections",
+            )
+            return "max_connections"
+        if self._per_source.get(source, 0) >= limits.max_per_source:
+            if source not in self._over_sources:
+                self._over_sources.add(source)
+                log.warning(
+                    "SIP TCP: %s has %d connections, the limit per source; refusing more from it",
+                    source,
+                    limits.max_per_source,
+                )
+            return "max_per_source"
+        return None
+
+    async def _sweep_loop(self) -> None:
+        """Close connections past their read timeout, idle timeout or lifetime."""
+        loop = asyncio.get_running_loop()
+        interval = self.limits.sweep_interval()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self.connections):
+                why = conn.expired(now, self.limits)
+                if why is not None:
+                    TCP_CLOSED.labels(why).inc()
+                    log.debug("closing SIP TCP connection from %s:%d: %s", *conn.peer_addr, why)
+                    if why == "read_timeout":
+                        conn.abort()  # a peer drip-feeding bytes gets no graceful close
+                    else:
+                        conn.close()
+                    self._forget(conn)
 
     def _forget(self, conn: TcpTransport) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            source = conn.peer_addr[0]
+            left = self._per_source.get(source, 0) - 1
+            if left > 0:
+                self._per_source[source] = left
+            else:
+                self._per_source.pop(source, None)
+            if self._trouble == "max_connections":
+                self._state(None)
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
-        if self._server is not None:
-            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close()
         for conn in list(self.connections):
             conn.close()
-        if self._server is not None:
-            await self._server.wait_closed()

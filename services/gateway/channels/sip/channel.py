@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from gateway.channels.sip.admission import Admission
 from gateway.channels.sip.leg import SipLeg
 from gateway.channels.sip.trunk import TrunkPolicy
 from gateway.core.contracts import Attempt, CallerParty, CallSink, Leg, Offer, Outcome, Release
@@ -96,8 +97,10 @@ class SipChannel:
         allocator: PortAllocator,
         trunk: TrunkPolicy,
         site: str,
+        admission: Admission | None = None,
     ) -> None:
         self.layer, self.registrar, self.trunk, self.site = layer, registrar, trunk, site
+        self.admission = admission or Admission()  # new-call limits (admission.py)
         self.host, self.port = advertised
         self.media_host, self.allocator = media_host, allocator
         self.contact = f"<sip:hotline@{self.host}:{self.port}>"
@@ -189,6 +192,7 @@ class SipChannel:
         reason: str,
         extra: Iterable[tuple[str, str]] = (),
     ) -> None:
+        self.admission.release(req.call_id)
         REJECTED.labels(str(status), self.site).inc()
         tx.respond(self.response(req, status, reason[:100], extra=extra))
 
@@ -232,6 +236,10 @@ class SipChannel:
         if not self.trunk.serves(dnis):
             log.info("INVITE to unknown number %r from %s:%d refused", dnis, source[0], source[1])
             self._refuse(req, tx, 404, "No Such Number")
+            return
+        if refused := self.admission.admit(req.call_id, source[0], self.trunk.name):
+            REJECTED.labels(str(refused.status), self.site).inc()
+            tx.respond(self.response(req, refused.status, refused.reason, extra=refused.headers))
             return
         if not req.body:
             self._refuse(req, tx, 488, "SDP Offer Required")
@@ -433,6 +441,7 @@ class SipChannel:
         sip = self._own(leg)
         if not sip.media.closed:
             observe_leg(sip.media.stats, "caller" if sip.inbound else "agent", self.site, sip.seat)
+        self.admission.release(sip.sip_call_id)
         sip.media.close()
         if sip.ok_retransmitter is not None:
             sip.ok_retransmitter.stop()

@@ -1,0 +1,141 @@
+"""Admission of new SIP calls: limits per source address and per trunk, checked before any
+media port is allocated.
+
+A flood of INVITEs (never ACKed, or simply many) must neither take every media port nor
+starve the other sources: each source address gets its own rate (calls per second, token
+bucket) and its own ceiling of concurrent calls, both below the trunk's, so one source
+reaching its limit leaves the rest of the trunk to the others. A refused INVITE is answered
+503 with Retry-After and a reason naming the limit; it costs a dictionary lookup.
+
+The SIP channel calls `admit(call_id, source_ip, trunk)` for a new INVITE once it knows the
+call is for a trunk number from an allowed source, and `release(call_id)` when the call's leg
+is released or its INVITE refused later on (unknown call ids are ignored, so both are safe to
+call more than once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from gateway.sip.ratelimit import TokenBucket
+
+__all__ = ["Admission", "AdmissionLimits", "Refusal"]
+
+log = logging.getLogger(__name__)
+
+REFUSED = Counter(
+    "hotline_sip_admission_refused_total", "New calls refused by admission limits", ["limit"]
+)
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """New-call limits (docs/security.md); rates are calls per second with a burst."""
+
+    source_cps: float = 10.0
+    source_burst: int = 20
+    source_max_calls: int = 50
+    trunk_cps: float = 20.0
+    trunk_burst: int = 40
+    trunk_max_calls: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("source_cps", "trunk_cps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("source_burst", "source_max_calls", "trunk_burst", "trunk_max_calls"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a new call is refused: the SIP answer to give."""
+
+    status: int
+    reason: str
+    retry_after_s: int
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Retry-After", str(self.retry_after_s))]
+
+
+class Admission:
+    """Counts calls per source and per trunk; refuses what would pass a limit."""
+
+    def __init__(
+        self,
+        limits: AdmissionLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits or AdmissionLimits()
+        self._clock = clock
+        lim = self.limits
+        self._source_rate = TokenBucket(lim.source_cps, lim.source_burst)
+        self._trunk_rate = TokenBucket(lim.trunk_cps, lim.trunk_burst)
+        self._calls: dict[str, tuple[str, str]] = {}  # call id -> (source, trunk)
+        self._per_source: dict[str, int] = {}
+        self._per_trunk: dict[str, int] = {}
+        self._flooding: set[str] = set()  # sources whose refusals were logged
+
+    def admit(self, call_id: str, source: str, trunk: str) -> Refusal | None:
+        """Admit a new call, or say why not. Source limits are checked first, so a source
+        over its own limit never uses up the trunk's rate or calls."""
+        if call_id in self._calls:
+            return None  # the same INVITE again: already counted
+        lim, now = self.limits, self._clock()
+        refusal: Refusal | None = None
+        limit = ""
+        if self._per_source.get(source, 0) >= lim.source_max_calls:
+            limit, refusal = "source_calls", Refusal(503, "Too Many Calls From Source", 5)
+        elif not self._source_rate.allow(source, now):
+            limit, refusal = "source_rate", Refusal(503, "Call Rate Exceeded For Source", 1)
+        elif self._per_trunk.get(trunk, 0) >= lim.trunk_max_calls:
+            limit, refusal = "trunk_calls", Refusal(503, "Trunk Busy", 5)
+        elif not self._trunk_rate.allow(trunk, now):
+            limit, refusal = "trunk_rate", Refusal(503, "Call Rate Exceeded For Trunk", 1)
+        if refusal is not None:
+            REFUSED.labels(limit).inc()
+            if source not in self._flooding:
+                self._flooding.add(source)
+                log.warning(
+                    "new calls from %s on %s refused: %s (logged once until it stops)",
+                    source,
+                    trunk,
+                    refusal.reason,
+                )
+            return refusal
+        if source in self._flooding:
+            self._flooding.discard(source)
+            log.info("new calls from %s on %s admitted again", source, trunk)
+        self._calls[call_id] = (source, trunk)
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        self._per_trunk[trunk] = self._per_trunk.get(trunk, 0) + 1
+        return None
+
+    def release(self, call_id: str) -> None:
+        """The call ended (or was refused after admission): its places are free."""
+        held = self._calls.pop(call_id, None)
+        if held is None:
+            return
+        source, trunk = held
+        for table, key in ((self._per_source, source), (self._per_trunk, trunk)):
+            left = table.get(key, 0) - 1
+            if left > 0:
+                table[key] = left
+            else:
+                table.pop(key, None)
+
+    def calls(self, source: str | None = None, trunk: str | None = None) -> int:
+        """Admitted calls in progress, from `source` or on `trunk` (or all)."""
+        if source is not None:
+            return self._per_source.get(source, 0)
+        if trunk is not None:
+            return self._per_trunk.get(trunk, 0)
+        return len(self._calls)

@@ -1,0 +1,96 @@
+"""New-call admission (issue 11, floods): per-source and per-trunk limits on calls per second
+and concurrent calls, source limits first, so one source's flood leaves the trunk to others."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.channels.sip.admission import Admission, AdmissionLimits
+
+LIMITS = AdmissionLimits(
+    source_cps=2,
+    source_burst=4,
+    source_max_calls=5,
+    trunk_cps=100,
+    trunk_burst=10,
+    trunk_max_calls=8,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_flood_from_one_source_is_cut_at_its_rate_and_others_get_through() -> None:
+    clock = Clock()
+    adm = Admission(LIMITS, clock)
+    answers = [adm.admit(f"flood-{i}", "127.0.0.2", "sip-trunk") for i in range(200)]
+    admitted = [a for a in answers if a is None]
+    assert len(admitted) == 4  # the burst; then 503 per second of flood
+    refusal = answers[-1]
+    assert refusal is not None and (refusal.status, refusal.reason) == (
+        503,
+        "Call Rate Exceeded For Source",
+    )
+    assert refusal.headers == [("Retry-After", "1")]
+    assert adm.admit("genuine", "127.0.0.1", "sip-trunk") is None
+    assert adm.calls(source="127.0.0.2") == 4 and adm.calls(trunk="sip-trunk") == 5
+
+
+def test_concurrent_calls_per_source_are_capped_below_the_trunk() -> None:
+    clock = Clock()
+    adm = Admission(LIMITS, clock)
+    for i in range(50):  # slow enough for the rate, but the calls are never released
+        clock.now += 1.0
+        adm.admit(f"held-{i}", "127.0.0.2", "sip-trunk")
+    assert adm.calls(source="127.0.0.2") == 5
+    refusal = adm.admit("one-more", "127.0.0.2", "sip-trunk")
+    assert refusal is not None and refusal.reason == "Too Many Calls From Source"
+    assert adm.admit("genuine", "127.0.0.1", "sip-trunk") is None  # the trunk has room
+    adm.release("held-0")
+    assert adm.admit("one-more", "127.0.0.2", "sip-trunk") is None
+
+
+def test_the_trunk_ceiling_holds_across_sources() -> None:
+    clock = Clock()
+    adm = Admission(LIMITS, clock)
+    for src in range(1, 9):
+        assert adm.admit(f"c{src}", f"127.0.0.{src}", "sip-trunk") is None
+    refusal = adm.admit("c9", "127.0.0.9", "sip-trunk")
+    assert refusal is not None and (refusal.reason, refusal.retry_after_s) == ("Trunk Busy", 5)
+    assert adm.admit("other-trunk", "127.0.0.9", "trunk-b") is None
+
+
+def test_a_source_over_its_limit_does_not_spend_the_trunks_rate() -> None:
+    clock = Clock()
+    adm = Admission(
+        AdmissionLimits(source_cps=1, source_burst=1, trunk_cps=1, trunk_burst=2), clock
+    )
+    assert adm.admit("a", "127.0.0.2", "t") is None
+    for i in range(100):
+        assert adm.admit(f"flood-{i}", "127.0.0.2", "t") is not None
+    assert adm.admit("genuine", "127.0.0.1", "t") is None  # the trunk's second token
+
+
+def test_release_is_idempotent_and_a_retransmitted_invite_counts_once() -> None:
+    adm = Admission(LIMITS, Clock())
+    assert adm.admit("x", "127.0.0.1", "t") is None
+    assert adm.admit("x", "127.0.0.1", "t") is None
+    assert adm.calls() == 1
+    adm.release("x")
+    adm.release("x")
+    adm.release("never-admitted")
+    assert adm.calls() == 0 and adm.calls(source="127.0.0.1") == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [("source_cps", 0, "source_cps must be > 0"), ("trunk_max_calls", 0, "at least 1")],
+)
+def test_limits_are_checked(field: str, value: float, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        AdmissionLimits(**{field: value})  # type: ignore[arg-type]
