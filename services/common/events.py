@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 
 from common import tracing
@@ -31,6 +32,7 @@ from common.tasks import cancel_and_wait
 from hotline.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+TRACER = trace.get_tracer("hotline.events")
 
 Envelope = events_pb2.Envelope
 
@@ -493,6 +495,12 @@ class EventConsumer:
         carrier = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
         carrier.update(env.trace)
         token = otel_context.attach(tracing.extract(carrier))
+        span = TRACER.start_span(
+            f"{self.group} {env.type}",
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.destination.name": record.topic, "hotline.event": env.type},
+        )
+        span_token = otel_context.attach(trace.set_span_in_context(span))
         try:
             for attempt in range(1, HANDLER_ATTEMPTS + 1):
                 try:
@@ -523,6 +531,8 @@ class EventConsumer:
                     CONSUMED.labels(env.type, self.group).inc()
                 break
         finally:
+            span.end()
+            otel_context.detach(span_token)
             otel_context.detach(token)
         self._seen[env.event_id] = None
         if len(self._seen) > self._remember:

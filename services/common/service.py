@@ -105,7 +105,7 @@ def run(
     except SettingsError as exc:
         raise SystemExit(f"{name}: {exc}") from None
     logs.setup(name, settings.log_level)
-    tracing.setup(name, console=settings.trace_console)
+    tracing.setup(name, console=settings.trace_console, otlp_endpoint=settings.otlp_endpoint)
     try:
         asyncio.run(_serve(name, main, settings))
     except rpc.TlsError as exc:

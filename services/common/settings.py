@@ -154,6 +154,13 @@ def _token(env: Env, name: str) -> str:
     return token
 
 
+def _otlp_endpoint(env: Env) -> str:
+    raw = env.text("OTLP_ENDPOINT", "").strip()
+    if raw and not re.match(r"^https?://[^/\s]+(:\d+)?/?$", raw):
+        raise env.error("OTLP_ENDPOINT", raw, "must be http://host:port or https://host:port")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every service needs: its site, the broker, its peers, its files, logs and traces.
@@ -170,6 +177,7 @@ class Settings:
     grpc_hosts: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
+    otlp_endpoint: str = ""  # HOTLINE_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/gRPC)
     drain_s: float = 30.0  # HOTLINE_DRAIN_S: how long SIGTERM lets live work finish
     database_url: str = ""
     service_database_urls: dict[str, str] = field(default_factory=dict)
@@ -221,6 +229,7 @@ class Settings:
             "grpc_hosts": {s: env.text(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES},
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),
+            "otlp_endpoint": _otlp_endpoint(env),
             "drain_s": env.number("DRAIN_S", 30.0, minimum=0.0),
             "database_url": env.text("DATABASE_URL", ""),
             "service_database_urls": {s: url for s, url in own_urls.items() if url},

@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 _configured = False
 
 
-def setup(service: str, console: bool = False) -> None:
+def setup(service: str, console: bool = False, otlp_endpoint: str = "") -> None:
     """Install a tracer provider named after the service (once per process).
 
-    Spans go to stdout with `console` (the setting HOTLINE_TRACE_CONSOLE); an OTLP exporter
-    can be added by deployments through the standard OTEL_* variables and an installed
-    exporter package.
+    Spans go to stdout with `console` (HOTLINE_TRACE_CONSOLE) and, with `otlp_endpoint`
+    (HOTLINE_OTLP_ENDPOINT, e.g. http://otel-collector:4317), to an OpenTelemetry collector
+    over OTLP/gRPC, batched in the background so a slow collector never slows a call.
     """
     global _configured
     if _configured:
@@ -29,6 +29,13 @@ def setup(service: str, console: bool = False) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": f"hotline-{service}"}))
     if console:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(
+            endpoint=otlp_endpoint, insecure=otlp_endpoint.startswith("http://")
+        )
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
     trace.set_tracer_provider(provider)
     _configured = True
 

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from google.protobuf.message import Message
+from opentelemetry import context as otel_context
 
+from common import tracing
 from common.tasks import cancel_and_wait
 from gateway.core.calls import Call, EndReason
 from hotline.v1 import events_pb2 as ev
@@ -52,7 +54,7 @@ class CallNotifier:
         self.publisher = publisher
         # told each call id once its CallEnded is on the broker (the state file forgets it then)
         self.on_call_ended = on_call_ended
-        self._outbox: asyncio.Queue[tuple[Message, str]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[Message, str, dict[str, str]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -81,10 +83,11 @@ class CallNotifier:
                 direction="outbound" if call.outbound else "inbound",
             ),
             call.call_id,
+            call.trace,
         )
 
     def answered(self, call: Call) -> None:
-        self._put(ev.CallAnswered(call_id=call.call_id), call.call_id)
+        self._put(ev.CallAnswered(call_id=call.call_id), call.call_id, call.trace)
 
     def bridged(self, call: Call, leg_id: str, endpoint: str) -> None:
         self._put(
@@ -96,6 +99,7 @@ class CallNotifier:
                 queue=call.queue,
             ),
             call.call_id,
+            call.trace,
         )
 
     def ended(
@@ -110,6 +114,7 @@ class CallNotifier:
                 talk_ms=talk_ms,
             ),
             call.call_id,
+            call.trace,
         )
 
     def lost_in_restart(self, call_id: str, offered_at: float) -> None:
@@ -125,14 +130,17 @@ class CallNotifier:
         )
 
     # ---- the outbox ------------------------------------------------------------------------
-    def _put(self, payload: Message, key: str) -> None:
-        self._outbox.put_nowait((payload, key))
+    def _put(self, payload: Message, key: str, trace: dict[str, str] | None = None) -> None:
+        """Queue an event; `trace` is the call's trace context, so the event (and what other
+        services do about it) joins the call's trace."""
+        self._outbox.put_nowait((payload, key, trace or {}))
 
     async def _drain(self) -> None:
         while True:
-            payload, key = await self._outbox.get()
+            payload, key, trace = await self._outbox.get()
             event_id, delay = str(uuid.uuid4()), RETRY_FIRST_S
             while True:
+                token = otel_context.attach(tracing.extract(trace))
                 try:
                     await self.publisher.publish(payload, key, event_id=event_id)
                     if isinstance(payload, ev.CallEnded) and self.on_call_ended is not None:
@@ -150,3 +158,5 @@ class CallNotifier:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
+                finally:
+                    otel_context.detach(token)

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from common.stack import Stack
+from tests.e2e.otlp_receiver import OtlpReceiver
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp")
@@ -123,8 +124,20 @@ def running_platform(
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with running_platform(tmp_path_factory.mktemp("var"), PORTS, (30000, 30999)) as p:
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the shared platform's services export their traces (OTLP/gRPC)."""
+    receiver = OtlpReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[Platform]:
+    env = {"HOTLINE_OTLP_ENDPOINT": otlp.endpoint}
+    with running_platform(
+        tmp_path_factory.mktemp("var"), PORTS, (30000, 30999), extra_env=env
+    ) as p:
         yield p
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import DTMF_PCAP, Api, Platform, metric, register_phone, wait_for
+from tests.e2e.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,9 @@ def test_wrong_password_is_never_registered(sipp) -> None:  # noqa: ANN001
     assert "SIP/2.0 200" not in bad.messages()
 
 
-def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, agents) -> None:  # noqa: ANN001
+def test_call_reaches_agent_through_ivr_and_queue(  # noqa: ANN001
+    platform: Platform, sipp, agents, otlp: OtlpReceiver
+) -> None:
     acd_before = platform.metrics("acd")
     answered_before = metric(acd_before, "hotline_queue_answered_total", queue="support")
     phone = sipp("phone_uas.xml", 16011, media_port=16012)
@@ -112,6 +115,19 @@ def test_call_reaches_agent_through_ivr_and_queue(platform: Platform, sipp, agen
         timeout_s=15,
         what="agent1 back to ready after wrap-up",
     )
+
+    # One call is one trace across the services (exported over OTLP like to a collector).
+    spans = wait_for(
+        lambda: (
+            (t := otlp.trace_of_call(row["call_id"]))
+            and {"hotline-gateway", "hotline-ivr", "hotline-acd", "hotline-crm"} <= set(t)
+            and t
+        ),
+        timeout_s=20,
+        what="the call's trace with spans from gateway, ivr, acd and crm",
+    )
+    names = {s.name for group in spans.values() for s in group}
+    assert "/hotline.v1.CallControl/Answer" in names and "/hotline.v1.Acd/Enqueue" in names, names
 
 
 def test_caller_hanging_up_in_queue_is_abandoned(platform: Platform, sipp, agents) -> None:  # noqa: ANN001

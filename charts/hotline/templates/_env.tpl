@@ -28,8 +28,7 @@ Call with (list $ "<service>").
 {{- end }}
 - {name: HOTLINE_TLS_TRUST_DOMAIN, value: {{ include "hotline.trustDomain" $root | quote }}}
 {{- with $v.tracing.otlpEndpoint }}
-- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ . | quote }}}
-- {name: OTEL_SERVICE_NAME, value: {{ printf "hotline-%s" $svc | quote }}}
+- {name: HOTLINE_OTLP_ENDPOINT, value: {{ . | quote }}}
 {{- end }}
 {{- if eq $svc "gateway" }}
 - name: HOTLINE_SIP_HOST

@@ -68,6 +68,7 @@ class Call:
     digit_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     recording: Recording | None = None
+    trace: dict[str, str] = field(default_factory=dict)  # W3C context of the call's trace
 
     def legs(self) -> tuple[Leg, ...]:
         return (self.caller,) if self.agent is None else (self.caller, self.agent)

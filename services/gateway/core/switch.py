@@ -16,8 +16,10 @@ import uuid
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 
+from common import tracing
 from gateway.core.calls import Call, CallGone, CallRegistry, CallState, EndReason
 from gateway.core.contracts import (
     Attempt,
@@ -39,6 +41,7 @@ from gateway.media.prompts import PromptPlayer
 __all__ = ["CallEvents", "CommandError", "Switch"]
 
 log = logging.getLogger(__name__)
+TRACER = trace.get_tracer("hotline.gateway")
 
 ACTIVE = Gauge("hotline_active_calls", "Live calls by state", ["state", "site"])
 DRAINING = Gauge(
@@ -159,6 +162,16 @@ class Switch:
             line=offer.line,
             outbound=offer.outbound,
         )
+        with TRACER.start_as_current_span(
+            "call",
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "hotline.call_id": call.call_id,
+                "hotline.channel": call.channel,
+                "hotline.dnis": call.dnis,
+            },
+        ):  # the root of the call's trace: every event and command about it joins it
+            call.trace = tracing.inject()
         leg.media.on_dtmf = lambda digit, c=call: self._digit(c, digit)
         self.registry.add(call)
         if self.journal is not None:
