@@ -38,11 +38,7 @@ PANELS_AWAITING_METRICS: dict[str, set[str]] = {
     "hotline-gateway": {
         "SIP responses by code",
     },
-    "hotline-platform": {
-        "gRPC latency (p95) by method",
-        "gRPC errors by code",
-        "Database latency (p95)",
-    },
+    "hotline-platform": {},
 }
 
 
@@ -677,11 +673,13 @@ def platform() -> db.Dashboard:
         series_panel(
             "gRPC errors by code",
             "Calls that ended with a status other than OK: "
-            'rate(hotline_grpc_server_handled_total{code!="OK"}).',
+            'rate(hotline_grpc_server_handled_total{code!="OK"}); a flat 0 per service when '
+            "there are none.",
             [
                 query(
                     f'sum by (job, code) (rate(hotline_grpc_server_handled_total{{code!="OK", '
-                    f"{jobs}}}[{RATE}]))",
+                    f"{jobs}}}[{RATE}])) or "
+                    f"sum by (job) (rate(hotline_grpc_server_handled_total{{{jobs}}}[{RATE}])) * 0",
                     "{{job}} {{code}}",
                 )
             ],

@@ -15,7 +15,9 @@ every client call injects `traceparent`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from prometheus_client import Counter, Histogram
 
 from common import tracing
 
@@ -38,6 +41,15 @@ else:
 
 def _metadata_carrier(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
     return {k: v if isinstance(v, str) else v.decode() for k, v in (metadata or ())}
+
+
+HANDLING = Histogram(
+    "hotline_grpc_server_handling_seconds",
+    "Time to handle a gRPC call, by method (long-running commands such as Play included)",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+HANDLED = Counter("hotline_grpc_server_handled_total", "gRPC calls handled", ["method", "code"])
 
 
 class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -58,11 +70,21 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[typ
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             async def traced(request_or_iterator: Any, ctx: Context) -> Any:
                 token = otel_context.attach(parent)
+                started, code = time.perf_counter(), "OK"
                 try:
                     with tracer.start_as_current_span(method, kind=trace.SpanKind.SERVER):
                         return await fn(request_or_iterator, ctx)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception:
+                    status = ctx.code()  # set by context.abort(); otherwise the handler failed
+                    code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                    raise
                 finally:
                     otel_context.detach(token)
+                    HANDLING.labels(method).observe(time.perf_counter() - started)
+                    HANDLED.labels(method, code).inc()
 
             return traced
 

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import Select
 
+from common.dbmetrics import instrument
 from common.dbtypes import UtcDateTime
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def open_engine(url: str) -> AsyncEngine:
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    engine = instrument(create_async_engine(url))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")
