@@ -1,9 +1,10 @@
 """Every event the ACD publishes, built here and nowhere else.
 
-Queue events (`CallQueued`, `CallAbandoned`, on `queues`) are keyed by call id, so they stay in
-order with the call's other events; agent events (`AgentOffered`, `AgentStateChanged`, on the
-compacted `agents` topic) are keyed by agent id, so the latest state per agent survives
-compaction. The dispatcher decides *when*; this module decides *what goes on the wire*.
+Queue events (`CallQueued`, `AgentOffered`, `CallDequeued`, `CallAbandoned`, on `queues`) are
+keyed by call id, so they stay in order with the call's other events; `AgentStateChanged` alone
+goes on the compacted `agents` topic, keyed by agent id, so the last record per agent is always
+its full state and survives compaction. The dispatcher decides *when*; this module decides
+*what goes on the wire*.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class AcdNotifier:
                 attempt=call.attempts,
                 waited_ms=int(waited_s * 1000),
             ),
-            agent.agent_id,
+            call.call_id,
         )
 
     async def agent_state_changed(self, agent: Agent, previous: State) -> None:
