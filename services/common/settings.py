@@ -61,6 +61,11 @@ class Env:
         """`HOTLINE_<name>=<value!r> <problem>`, the one shape of every settings error."""
         return SettingsError(f"{self.var(name)}={value!r} {problem}")
 
+    def foreign(self, name: str, default: str = "") -> str:
+        """A variable outside Hotline's namespace, by its full name (e.g. the
+        KUBERNETES_SERVICE_HOST kubelet sets in every pod)."""
+        return self.environ.get(name, default)
+
     def text(self, name: str, default: str) -> str:
         raw = self.raw(name)
         return default if raw is None else raw
