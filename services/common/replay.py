@@ -8,6 +8,9 @@ saw when it started, so it returns a consistent prefix even while producers keep
 
 `TopicSizes` asks the broker how many records each topic holds (the sum of its partitions'
 end offsets), which is how a producer notices that a broker restart lost a topic.
+
+`TopicTail` follows a topic from a marked point, also without a group: what a service that
+rebuilt its state as of a moment needs next.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf.message import DecodeError
 
-from common.events import Envelope
+from common.events import CONSUMED, FAILED, Envelope, Handler
+from common.health import Readiness
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,10 @@ async def read_topic(
     (so in order per key); stops at the end offsets seen when it started. A missing topic reads
     as empty; an undecodable record is logged and skipped. Raises ReplayError."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
     )
     deadline = time.monotonic() + timeout_s
     try:
@@ -79,9 +87,10 @@ async def read_topic(
         parts = await _partitions(consumer, topic)
         if not parts:
             return []
-        consumer.assign(parts)
+        # offsets first: once partitions are assigned, each lookup waits behind a fetch
         starts, filtering = await _start_offsets(consumer, parts, since_ms)
         ends = await consumer.end_offsets(parts)
+        consumer.assign(parts)
         for tp, offset in starts.items():
             consumer.seek(tp, offset)
         out: dict[TopicPartition, list[Envelope]] = {tp: [] for tp in parts}
@@ -137,3 +146,127 @@ class TopicSizes:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+class TopicTail:
+    """Follows a topic from a marked point without a consumer group, handing each envelope to
+    `handler`, in order per partition.
+
+    For a service that rebuilt its state as of a moment and needs exactly what happened after
+    it: `mark()` notes the topic's end offsets (before the service looks at the world), `start()`
+    follows from there. Nothing is committed and nothing waits for a group to rebalance, so it
+    reads at once after a restart or a takeover. A handler error is logged and counted, and the
+    next record goes on. After a broker restart that lost the topic, reading resumes at the
+    beginning of the recreated topic (see `_rewind_recreated` for the limit).
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, handler: Handler, readiness: Readiness, name: str
+    ) -> None:
+        self.bootstrap, self.topic, self.handler = bootstrap, topic, handler
+        self.readiness, self.name = readiness, name
+        self.check = f"kafka-tail-{topic}"
+        self.rewound = 0  # partitions found recreated and read again from the beginning
+        self._marks: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        readiness.set(self.check, False, "not following yet")
+
+    async def mark(self) -> None:
+        """Note where the topic ends now; `start` follows from here. Raises ReplayError."""
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            try:
+                await self._consumer.start()
+            except (KafkaError, OSError) as exc:
+                await self.stop()
+                raise ReplayError(f"{self.topic}: {exc!r}") from exc
+        try:
+            parts = await _partitions(self._consumer, self.topic)
+            if not parts:
+                raise ReplayError(f"topic {self.topic} does not exist yet")
+            self._marks = await self._consumer.end_offsets(parts)
+        except (KafkaError, OSError) as exc:
+            raise ReplayError(f"{self.topic}: {exc!r}") from exc
+
+    def start(self) -> None:
+        if self._consumer is None or not self._marks:
+            raise RuntimeError("TopicTail.start before a successful mark()")
+        self._task = asyncio.create_task(self._run(), name=f"tail-{self.topic}")
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        consumer.assign(list(self._marks))
+        for tp, offset in self._marks.items():
+            consumer.seek(tp, offset)
+        self.readiness.set(self.check, True, f"following {self.topic}")
+        failing = False
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:
+                if not failing:
+                    log.warning("reading %s failed, retrying: %r", self.topic, exc)
+                    self.readiness.set(self.check, False, f"{self.topic}: {exc!r}")
+                    failing = True
+                await asyncio.sleep(1.0)
+                continue
+            if failing:
+                self.readiness.set(self.check, True, f"following {self.topic}")
+                failing = False
+            for records in batches.values():
+                for record in records:
+                    await self._handle(record)
+            await self._rewind_recreated(consumer)
+
+    async def _rewind_recreated(self, consumer: AIOKafkaConsumer) -> None:
+        """A partition that now ends before our position was recreated empty (a broker that
+        keeps topics in memory restarted; it answers such a fetch with nothing, not with an
+        out-of-range error): read it again from its beginning. Records the new partition got
+        before this look, beyond our old position, are not missed; those below it are."""
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if end is not None and end < position:
+                log.warning(
+                    "%s[%d] ends at %d, before our position %d: the topic was recreated; "
+                    "reading it from its beginning",
+                    tp.topic,
+                    tp.partition,
+                    end,
+                    position,
+                )
+                self.rewound += 1
+                consumer.seek(tp, 0)
+
+    async def _handle(self, record: ConsumerRecord) -> None:
+        try:
+            env = Envelope.FromString(record.value or b"")
+        except DecodeError as exc:
+            FAILED.labels(self.name, "decode").inc()
+            log.error("undecodable record on %s@%d skipped: %s", self.topic, record.offset, exc)
+            return
+        try:
+            await self.handler(env)
+        except Exception:
+            FAILED.labels(self.name, "handle").inc()
+            log.exception(
+                "handler failed for %s %s at %s@%d",
+                env.type,
+                env.event_id,
+                self.topic,
+                record.offset,
+            )
+            return
+        CONSUMED.labels(env.type, self.name).inc()
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
