@@ -20,6 +20,7 @@ from acd.queues import WaitingCall
 from acd.rebuild import LiveCall, Outcome, fold_agents, fold_queues, plan
 from acd.servicer import AcdService
 from common.events import envelope
+from common.lease import Fenced
 from hotline.v1 import acd_pb2
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
@@ -735,3 +736,20 @@ async def test_a_fenced_dispatcher_neither_offers_nor_announces(rig: Rig) -> Non
         await rig.d.set_state("a1", NOT_READY, "meal")
     await settle()
     assert len(rig.pub.published) == before and rig.gateway.connects == []
+
+
+async def test_service_of_a_fenced_replica_is_unavailable(service: AcdService, rig: Rig) -> None:
+    def lost() -> None:
+        raise Fenced("this replica does not hold the lease: it is not the active one")
+
+    await rig.d.login("a1", "8001", frozenset({"sales"}), frozenset())
+    rig.d.fence = lost
+    for method, request in [
+        (service.Enqueue, acd_pb2.EnqueueRequest(call_id="c1", queue="sales")),
+        (service.SetState, acd_pb2.SetStateRequest(agent_id="a1", state=READY)),
+        (service.Login, acd_pb2.LoginRequest(agent_id="a2", extension="8002")),
+        (service.Logout, acd_pb2.AgentRef(agent_id="a1")),
+    ]:
+        _, ctx = await call(method, request)
+        assert ctx.code == grpc.StatusCode.UNAVAILABLE, method
+        assert "not the active one" in ctx.details

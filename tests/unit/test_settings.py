@@ -186,6 +186,33 @@ def test_service_overrides(tmp_path: Path) -> None:
     assert a.queues == ("sales", "vip", "billing")
     assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 2.0)
     assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0  # no after-call work
+    standby = AcdSettings.from_env(
+        env(
+            VAR_DIR=str(tmp_path),
+            ACD_LEASE_FILE="",
+            ACD_MAX_WAIT_S="900",
+            ACD_RECONCILE_S="2.5",
+            ACD_LEASE_DURATION_S="5",
+        )
+    )
+    assert standby.lease == "file" and standby.lease_path == tmp_path / "acd.lease"
+    assert (standby.max_wait_s, standby.reconcile_s, standby.lease_duration_s) == (900, 2.5, 5)
+    shared = AcdSettings.from_env(env(ACD_LEASE_FILE=str(tmp_path / "x.lock")))
+    assert shared.lease_path == tmp_path / "x.lock"
+    kube = AcdSettings.from_env(
+        {
+            "HOTLINE_ACD_LEASE": "Kubernetes",
+            "HOTLINE_ACD_LEASE_NAME": "acd-site2",
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+            "KUBERNETES_SERVICE_PORT": "443",
+        }
+    )
+    assert (kube.lease, kube.lease_name, kube.kube_host, kube.kube_port) == (
+        "kubernetes",
+        "acd-site2",
+        "10.96.0.1",
+        "443",
+    )
     flows = tmp_path / "flows.yaml"
     assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
     assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
@@ -285,6 +312,32 @@ def test_timer_out_of_range(name: str, value: str, problem: str) -> None:
     with pytest.raises(SettingsError) as info:
         AcdSettings.from_env(env(**{name: value}))
     assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ACD_LEASE", "zookeeper", "HOTLINE_ACD_LEASE='zookeeper' is not file or kubernetes"),
+        (
+            "ACD_LEASE",
+            "kubernetes",
+            "HOTLINE_ACD_LEASE='kubernetes' needs the API server: KUBERNETES_SERVICE_HOST is unset",
+        ),
+        (
+            "ACD_LEASE_DURATION_S",
+            "1",
+            "HOTLINE_ACD_LEASE_DURATION_S='1' must be at least 2 (seconds: the holder renews "
+            "every second)",
+        ),
+        ("ACD_LEASE_DURATION_S", "2.5", "HOTLINE_ACD_LEASE_DURATION_S='2.5' is not an integer"),
+        ("ACD_MAX_WAIT_S", "0", "HOTLINE_ACD_MAX_WAIT_S='0' must be greater than 0"),
+        ("ACD_RECONCILE_S", "soon", "HOTLINE_ACD_RECONCILE_S='soon' is not a number"),
+    ],
+)
+def test_bad_acd_takeover_settings(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        AcdSettings.from_env(env(**{name: value}))
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(
