@@ -157,6 +157,7 @@ class Settings:
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     grpc_hosts: dict[str, str] = field(default_factory=dict)
+    grpc_targets: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
     database_url: str = ""
@@ -188,6 +189,9 @@ class Settings:
                 s: env.port(f"{s.upper()}_METRICS_PORT", p) for s, p in METRICS_PORTS.items()
             },
             "grpc_hosts": {s: env.text(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES},
+            "grpc_targets": {
+                s: target for s in SERVICES if (target := env.text(f"{s.upper()}_TARGET", ""))
+            },
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),
             "database_url": env.text("DATABASE_URL", ""),
@@ -195,7 +199,11 @@ class Settings:
         }
 
     def grpc_target(self, service: str) -> str:
-        """host:port where `service` serves gRPC."""
+        """Where `service` serves gRPC: HOTLINE_<SVC>_TARGET as given (any gRPC target, e.g.
+        `ipv4:127.0.0.1:50052,127.0.0.1:50062`: every replica, the one serving is used),
+        else host:port."""
+        if target := self.grpc_targets.get(service):
+            return target
         return f"{self.grpc_hosts[service]}:{self.grpc_ports[service]}"
 
     def db_url(self, service: str) -> str:

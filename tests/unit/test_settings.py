@@ -89,7 +89,7 @@ def test_defaults_are_the_design_ports() -> None:
 def test_dataclass_defaults_match_from_env(cls: type[Settings]) -> None:
     plain, loaded = cls(), cls.from_env()
     for f in dataclasses.fields(cls):
-        if f.name in ("grpc_ports", "metrics_ports", "grpc_hosts"):
+        if f.name in ("grpc_ports", "metrics_ports", "grpc_hosts", "grpc_targets"):
             continue  # empty in a hand-made instance: tests give only what they use
         assert getattr(plain, f.name) == getattr(loaded, f.name), f.name
 
@@ -137,6 +137,13 @@ def test_base_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         assert s.log_level == "DEBUG" and s.trace_console is True
         assert s.var_dir == tmp_path and s.bind_host == "0.0.0.0"
         assert s.db_url("acd") == f"sqlite+aiosqlite:///{tmp_path / 'acd.sqlite'}"
+
+
+def test_a_grpc_target_may_name_every_replica() -> None:
+    s = Settings.from_env(env(ACD_TARGET="ipv4:127.0.0.1:50052,127.0.0.1:50062", ACD_HOST="x"))
+    assert s.grpc_target("acd") == "ipv4:127.0.0.1:50052,127.0.0.1:50062"
+    assert s.grpc_target("crm") == "127.0.0.1:50054"
+    assert Settings.from_env(env(ACD_TARGET="")).grpc_target("acd") == "127.0.0.1:50052"
 
 
 def test_gateway_overrides(tmp_path: Path) -> None:
