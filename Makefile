@@ -38,8 +38,8 @@ proto: ## generated protobuf/gRPC code, with typed stubs for messages and servic
 prompts: ## IVR prompts (espeak-ng) and hold music into var/prompts
 	$(PY) -m ivr.prompts
 
-run: ## the whole platform locally; Ctrl-C stops it
-	$(PY) -m common.stack
+run: ## the whole platform locally; Ctrl-C stops it (ACD_REPLICAS=2: with an ACD hot standby)
+	$(PY) -m common.stack --acd-replicas $(or $(ACD_REPLICAS),1)
 
 postgres: ## make sure the local PostgreSQL the tests use is running
 	@if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
