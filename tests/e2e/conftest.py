@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from common.stack import Stack
+from common.stack import STANDBY_PORT_OFFSET, Stack
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp")
@@ -40,6 +40,8 @@ PORTS = {
 }
 RING_TIMEOUT_S = 4
 WRAP_UP_S = 2
+#: where a second ACD (the hot standby, `acd-standby`) serves when a test starts one
+ACD_STANDBY_GRPC_PORT = PORTS["ACD_GRPC_PORT"] + STANDBY_PORT_OFFSET
 
 
 @dataclass
@@ -86,6 +88,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             "HOTLINE_RING_TIMEOUT_S": str(RING_TIMEOUT_S),
             "HOTLINE_WRAP_UP_S": str(WRAP_UP_S),
             "HOTLINE_LOG_LEVEL": "INFO",
+            # both ACD replicas: clients reach whichever serves (test_acd_restart starts one)
+            "HOTLINE_ACD_TARGET": (
+                f"ipv4:127.0.0.1:{PORTS['ACD_GRPC_PORT']},127.0.0.1:{ACD_STANDBY_GRPC_PORT}"
+            ),
+            "HOTLINE_IVR_FLOWS": str(Path(__file__).parent / "flows.yaml"),
         }
     )
     stack = Stack(env=env, log_dir=var_dir / "log", kafka_port=PORTS["KAFKA"])
