@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -81,40 +80,44 @@ async def read_topic(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
     )
-    deadline = time.monotonic() + timeout_s
     try:
-        await asyncio.wait_for(consumer.start(), timeout_s)
-        parts = await _partitions(consumer, topic)
-        if not parts:
-            return []
-        # offsets first: once partitions are assigned, each lookup waits behind a fetch
-        starts, filtering = await _start_offsets(consumer, parts, since_ms)
-        ends = await consumer.end_offsets(parts)
-        consumer.assign(parts)
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        out: dict[TopicPartition, list[Envelope]] = {tp: [] for tp in parts}
-        pending = {tp for tp in parts if starts[tp] < ends[tp]}
-        while pending:
-            if time.monotonic() > deadline:
-                raise ReplayError(f"{topic}: not read to its end within {timeout_s:.0f}s")
-            batches = await consumer.getmany(*pending, timeout_ms=200)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    if filtering and since_ms is not None and record.timestamp < since_ms:
-                        continue
-                    try:
-                        out[tp].append(Envelope.FromString(record.value or b""))
-                    except DecodeError as exc:
-                        log.error("undecodable record %s@%d skipped: %s", tp, record.offset, exc)
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-        return [env for tp in parts for env in out[tp] if env.WhichOneof("payload")]
-    except (KafkaError, OSError, TimeoutError) as exc:
+        async with asyncio.timeout(timeout_s):  # a broker that went away makes calls hang
+            return await _read(consumer, topic, since_ms)
+    except TimeoutError as exc:
+        raise ReplayError(f"{topic}: not read to its end within {timeout_s:.0f}s") from exc
+    except (KafkaError, OSError) as exc:
         raise ReplayError(f"{topic}: {exc!r}") from exc
     finally:
         await consumer.stop()
+
+
+async def _read(consumer: AIOKafkaConsumer, topic: str, since_ms: int | None) -> list[Envelope]:
+    await consumer.start()
+    parts = await _partitions(consumer, topic)
+    if not parts:
+        return []
+    # offsets first: once partitions are assigned, each lookup waits behind a fetch
+    starts, filtering = await _start_offsets(consumer, parts, since_ms)
+    ends = await consumer.end_offsets(parts)
+    consumer.assign(parts)
+    for tp, offset in starts.items():
+        consumer.seek(tp, offset)
+    out: dict[TopicPartition, list[Envelope]] = {tp: [] for tp in parts}
+    pending = {tp for tp in parts if starts[tp] < ends[tp]}
+    while pending:
+        batches = await consumer.getmany(*pending, timeout_ms=200)
+        for tp, records in batches.items():
+            for record in records:
+                if record.offset >= ends[tp]:
+                    break
+                if filtering and since_ms is not None and record.timestamp < since_ms:
+                    continue
+                try:
+                    out[tp].append(Envelope.FromString(record.value or b""))
+                except DecodeError as exc:
+                    log.error("undecodable record %s@%d skipped: %s", tp, record.offset, exc)
+        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    return [env for tp in parts for env in out[tp] if env.WhichOneof("payload")]
 
 
 class TopicSizes:
@@ -124,12 +127,24 @@ class TopicSizes:
         self.bootstrap = bootstrap
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def sizes(self, topics: list[str]) -> dict[str, int | None]:
+    async def sizes(self, topics: list[str], timeout_s: float = 5.0) -> dict[str, int | None]:
         """topic -> sum of its partitions' end offsets, or None when the topic is missing.
-        Raises KafkaError/OSError when the broker cannot be asked."""
+        Raises KafkaError/OSError (TimeoutError among them) when the broker cannot be asked."""
+        try:
+            async with asyncio.timeout(timeout_s):  # a broker that went away makes calls hang
+                return await self._sizes(topics)
+        except TimeoutError:
+            await self.stop()  # a fresh client next time
+            raise
+
+    async def _sizes(self, topics: list[str]) -> dict[str, int | None]:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
             self._consumer = consumer
         consumer = self._consumer
         out: dict[str, int | None] = {}
@@ -172,8 +187,18 @@ class TopicTail:
         self._task: asyncio.Task[None] | None = None
         readiness.set(self.check, False, "not following yet")
 
-    async def mark(self) -> None:
+    async def mark(self, timeout_s: float = 10.0) -> None:
         """Note where the topic ends now; `start` follows from here. Raises ReplayError."""
+        try:
+            async with asyncio.timeout(timeout_s):  # a broker that went away makes calls hang
+                await self._mark()
+        except TimeoutError as exc:
+            await self.stop()
+            raise ReplayError(
+                f"{self.topic}: the broker did not answer in {timeout_s:.0f}s"
+            ) from exc
+
+    async def _mark(self) -> None:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
