@@ -4,6 +4,8 @@ topic watch, KPI collector."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from acd.dispatcher import Dispatcher
 from acd.intake import AcdIntake
 from acd.kpis import QueueKpiCollector
@@ -12,6 +14,7 @@ from acd.recovery import Recovery, TopicWatch
 from acd.replica import CHECK, Replica, lease_from
 from acd.servicer import AcdService
 from acd.settings import AcdSettings
+from common.events import ensure_topics
 from common.health import Readiness
 from common.lease import FencedPublisher, fence
 from common.replay import TopicSizes, TopicTail
@@ -59,7 +62,8 @@ async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
     sizes = TopicSizes(settings.kafka_bootstrap)
     wiring.on_stop(sizes.stop, "topic sizes")
     restate = {"agents": dispatcher.restate_agents, "queues": dispatcher.restate_queues}
-    wiring.task(TopicWatch(sizes, notifier, restate).run(), "acd-topic-watch")
+    create = partial(ensure_topics, settings.kafka_bootstrap)
+    wiring.task(TopicWatch(sizes, notifier, restate, create).run(), "acd-topic-watch")
     wiring.collector(QueueKpiCollector(dispatcher, settings.site))
     wiring.servicer(acd_pb2_grpc.add_AcdServicer_to_server, AcdService(dispatcher))
     return await wiring.start(readiness_check=CHECK)

@@ -153,18 +153,21 @@ class Recovery:
 
 
 class TopicWatch:
-    """Compares what the broker holds on each of the ACD's topics with what the ACD put there
-    since it last looked; fewer records than that means the topic was lost (recreated empty by
-    a broker restart), and the state that belongs on it is announced again."""
+    """Notices that the broker lost one of the ACD's topics and has the state that belongs on
+    it announced again: a topic that is missing (created again here), or that holds fewer
+    records than the ACD put there since it last looked (recreated empty by someone else)."""
 
     def __init__(
         self,
         sizes: TopicSizes,
         notifier: AcdNotifier,
         restate: Mapping[str, Callable[[], Awaitable[None]]],
+        create: Callable[[], Awaitable[None]],
         period_s: float = 2.0,
     ) -> None:
         self.sizes, self.notifier, self.restate, self.period_s = sizes, notifier, restate, period_s
+        #: creates the topics that are missing (common.events.ensure_topics)
+        self.create = create
         #: topic -> (its size, records we had published by the time that size was read)
         self._baseline: dict[str, tuple[int, int]] = {}
 
@@ -175,36 +178,44 @@ class TopicWatch:
         sizes = await self.sizes.sizes(topics)
         after = {t: self.notifier.published[t] for t in topics}
         lost = []
+        missing = [t for t in topics if sizes[t] is None]
+        if missing:
+            # gone with the broker: create them, so the state can go back on them
+            await self.create()
+            sizes = await self.sizes.sizes(topics)
         for topic in topics:
             size = sizes[topic]
             if size is None:
-                continue  # not there (yet): publishing recreates it, then it is judged
+                continue  # still not there: judged at the next look
             held = self._baseline.get(topic)
-            # without loss the topic grew by at least what we published since the last look
+            # without loss a topic grew by at least what we published since the last look
             # (records acknowledged while the size was being read may or may not be in it)
-            if held is not None and size - held[0] < before[topic] - held[1]:
-                log.warning(
-                    "topic %s holds %d records, expected at least %d: the broker lost it; "
-                    "announcing the state that belongs on it again",
-                    topic,
-                    size,
-                    held[0] + before[topic] - held[1],
-                )
-                lost.append(topic)
-                await self.restate[topic]()
-                self._baseline.pop(topic)
+            if topic in missing:
+                why = "it was missing"
+            elif held is not None and size - held[0] < before[topic] - held[1]:
+                expected = held[0] + before[topic] - held[1]
+                why = f"it holds {size} records, expected at least {expected}"
+            else:
+                self._baseline[topic] = (size, after[topic])
                 continue
-            self._baseline[topic] = (size, after[topic])
+            log.warning(
+                "the broker lost topic %s (%s): announcing the state that belongs on it again",
+                topic,
+                why,
+            )
+            lost.append(topic)
+            await self.restate[topic]()
+            self._baseline.pop(topic, None)  # the next look sets it again
         return lost
 
     async def run(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self.period_s)
             try:
-                await self.check()
+                await self.check()  # at once: the first look sets the baseline
                 failing = False
             except (KafkaError, OSError) as exc:
                 if not failing:
                     log.warning("cannot check the ACD's topics on the broker: %r", exc)
                     failing = True
+            await asyncio.sleep(self.period_s)

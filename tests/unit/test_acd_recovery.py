@@ -132,6 +132,7 @@ async def nothing() -> None:
 class Sizes:
     def __init__(self) -> None:
         self.now: dict[str, int | None] = {"agents": 0, "queues": 0}
+        self.recreate = True
 
     async def sizes(self, topics: list[str]) -> dict[str, int | None]:
         return {t: self.now[t] for t in topics}
@@ -152,10 +153,18 @@ async def test_topic_watch_restates_a_topic_the_broker_lost_and_only_then() -> N
     async def restate_queues() -> None:
         restated.append("queues")
 
+    created: list[bool] = []
+
+    async def create() -> None:
+        created.append(sizes.recreate)
+        if sizes.recreate:
+            sizes.now = {"agents": 0, "queues": 0}
+
     watch = TopicWatch(
         sizes,  # type: ignore[arg-type]
         notifier,  # type: ignore[arg-type]
         {"agents": restate_agents, "queues": restate_queues},
+        create,
     )
     sizes.now = {"agents": 40, "queues": 100}
     assert await watch.check() == []  # the first look sets the baseline
@@ -163,15 +172,22 @@ async def test_topic_watch_restates_a_topic_the_broker_lost_and_only_then() -> N
     sizes.now = {"agents": 45, "queues": 103}
     assert await watch.check() == []  # grew by what we published: nothing lost
     sizes.now = {"agents": None, "queues": None}  # the broker restarted: topics gone
+    sizes.recreate = False  # and they cannot be created yet
+    assert await watch.check() == []
+    assert created == [False] and restated == []
+    sizes.recreate = True  # now they can: created, then restated
+    assert await watch.check() == ["agents", "queues"]
+    assert restated == ["agents", "queues"] and created == [False, True]
+    sizes.now = {"agents": 8, "queues": 2}  # the restatements are in: new baseline
     assert await watch.check() == []
     notifier.published.update({"agents": 2})
-    sizes.now = {"agents": 2, "queues": 0}  # recreated: only what came since
-    assert await watch.check() == ["agents", "queues"]
-    assert restated == ["agents", "queues"]
+    sizes.now = {"agents": 1, "queues": 2}  # recreated empty by someone else: fewer records
+    assert await watch.check() == ["agents"]
+    assert restated == ["agents", "queues", "agents"]
     sizes.now = {"agents": 10, "queues": 3}  # the restatements are in: new baseline
     assert await watch.check() == []
     assert await watch.check() == []
-    assert restated == ["agents", "queues"]
+    assert restated == ["agents", "queues", "agents"]
 
 
 async def test_a_replica_that_loses_its_lease_goes_unready_and_exits(tmp_path: Path) -> None:
