@@ -45,7 +45,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 
 async def _start_offsets(
-    consumer: AIOKafkaConsumer, parts: list[TopicPartition], since_ms: int | None
+    consumer: AIOKafkaConsumer,
+    parts: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    since_ms: int | None,
 ) -> tuple[dict[TopicPartition, int], bool]:
     """Where to start per partition, and whether records must still be filtered by time.
 
@@ -57,14 +60,13 @@ async def _start_offsets(
     if since_ms is None:
         return begin, False
     found = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
-    end = await consumer.end_offsets(parts)
     starts: dict[TopicPartition, int] = {}
     for tp in parts:
         hit = found.get(tp)
         if hit is not None and hit.timestamp is not None and hit.timestamp < 0:
             log.info("broker cannot find %s by time: reading it from the beginning", tp.topic)
             return begin, True
-        starts[tp] = end[tp] if hit is None else max(begin[tp], hit.offset)
+        starts[tp] = ends[tp] if hit is None else max(begin[tp], hit.offset)
     return starts, False
 
 
@@ -97,8 +99,8 @@ async def _read(consumer: AIOKafkaConsumer, topic: str, since_ms: int | None) ->
     if not parts:
         return []
     # offsets first: once partitions are assigned, each lookup waits behind a fetch
-    starts, filtering = await _start_offsets(consumer, parts, since_ms)
     ends = await consumer.end_offsets(parts)
+    starts, filtering = await _start_offsets(consumer, parts, ends, since_ms)
     consumer.assign(parts)
     for tp, offset in starts.items():
         consumer.seek(tp, offset)
