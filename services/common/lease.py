@@ -328,7 +328,7 @@ class KubernetesLease:
         try:
             if self.held() and self._session is not None:
                 status, body = await self.api.request(self._session, "GET", self.path)
-                spec = body.get("spec") or {} if status == 200 else {}
+                spec = (body.get("spec") or {}) if status == 200 else {}
                 if spec.get("holderIdentity") == self.identity:
                     body["spec"] = spec | {"holderIdentity": None, "leaseDurationSeconds": 1}
                     await self.api.request(self._session, "PUT", self.path, body)
