@@ -41,8 +41,8 @@ prompts: ## IVR prompts (espeak-ng) and hold music into var/prompts
 certs: ## the local CA and each service's gRPC certificate under var/tls (kept while valid)
 	$(PY) -m common.certs
 
-run: certs ## the whole platform locally; Ctrl-C stops it
-	$(PY) -m common.stack
+run: certs ## the whole platform locally; Ctrl-C stops it (ACD_REPLICAS=2: with an ACD hot standby)
+	$(PY) -m common.stack --acd-replicas $(or $(ACD_REPLICAS),1)
 
 postgres: ## make sure the local PostgreSQL the tests use is running
 	@if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \

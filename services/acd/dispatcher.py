@@ -5,14 +5,19 @@ through the gateway's ConnectToEndpoint and reacts to the answer: bridged → ag
 no answer → agent Not Ready and the call goes to the next agent; caller gone → agent Ready.
 Calls that end while waiting are counted abandoned and are never offered again. Every
 transition is announced through the `AcdNotifier`, which builds the events.
+
+After a restart the dispatcher starts from a `rebuild.Plan` (`restore`), and keeps checking
+its calls against the gateway's live calls (`reconcile`), so a call end it never heard of
+cannot leave a caller waiting or an agent on a call for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 import grpc
@@ -32,6 +37,7 @@ from acd.agents import (
 )
 from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
+from acd.rebuild import Outcome, Plan
 from acd.routing.strategies import Strategy, longest_idle
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
@@ -39,10 +45,28 @@ from hotline.v1 import gateway_pb2_grpc
 log = logging.getLogger(__name__)
 
 HOLD_PROMPT = "hold"
+#: first and longest pause before offering again a call whose offer the gateway could not make
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 8.0
+#: gRPC codes meaning the gateway did not try the agent's endpoint (not the agent's fault)
+GATEWAY_TROUBLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 class UnknownQueue(KeyError):
     """The queue named in a request is not configured."""
+
+
+def _no_fence() -> None:
+    return None
 
 
 class Dispatcher:
@@ -55,9 +79,13 @@ class Dispatcher:
         ring_timeout_s: float,
         wrap_up_s: float,
         strategy: Strategy = longest_idle,
+        fence: Callable[[], None] = _no_fence,
     ) -> None:
         self.notifier, self.gateway, self.site = notifier, gateway, site
         self.ring_timeout_s, self.wrap_up_s, self.strategy = ring_timeout_s, wrap_up_s, strategy
+        #: raises when this replica may no longer act (it lost its lease): checked before
+        #: every command to the gateway and every state change
+        self.fence = fence
         self.queues: dict[str, CallQueue] = {name: CallQueue(name) for name in queues}
         self.book = AgentBook()
         self.service_level = kpis.ServiceLevel()
@@ -92,13 +120,21 @@ class Dispatcher:
                 f"queue {name!r} does not exist (have: {', '.join(sorted(self.queues))})"
             ) from None
 
+    def _find(self, call_id: str) -> tuple[CallQueue, WaitingCall] | None:
+        for queue in self.queues.values():
+            for call in queue.calls:
+                if call.call_id == call_id:
+                    return queue, call
+        return None
+
     async def enqueue(self, call: WaitingCall) -> int:
         """Put a call in its queue, start hold music, announce it; returns its position."""
         queue = self.queue(call.queue)
         if call.call_id in self._ended:
             raise InvalidTransition(f"call {call.call_id} has already ended")
-        if any(c.call_id == call.call_id for q in self.queues.values() for c in q.calls):
+        if self._find(call.call_id) is not None:
             raise InvalidTransition(f"call {call.call_id} is already queued")
+        self.fence()
         position = queue.add(call)
         kpis.OFFERED.labels(queue.name, self.site).inc()
         await self.notifier.call_queued(call, position)
@@ -108,6 +144,7 @@ class Dispatcher:
 
     async def _hold_music(self, call_id: str) -> None:
         try:
+            self.fence()
             await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=HOLD_PROMPT, loop=True))
         except grpc.aio.AioRpcError as exc:
             log.warning("hold music for %s failed: %s", call_id, exc.details())
@@ -117,30 +154,43 @@ class Dispatcher:
         self._ended[call_id] = None
         if len(self._ended) > 10_000:
             self._ended.popitem(last=False)
-        for queue in self.queues.values():
-            call = queue.remove(call_id)
-            if call is not None:
-                waited = call.waited()
-                self.abandoned[queue.name] += 1
-                kpis.ABANDONED.labels(queue.name, self.site).inc()
-                self.service_level.record(queue.name, False)
-                log.info("call %s abandoned in %s after %.1fs", call_id, queue.name, waited)
-                await self.notifier.call_abandoned(call_id, queue.name, waited)
-                return
+        found = self._find(call_id)
+        if found is not None:
+            queue, call = found
+            queue.remove(call_id)
+            await self._abandon(queue.name, call_id, call.waited())
+            return
         agent_id = self._on_call.pop(call_id, None)
         if agent_id is not None:
             agent = self.book.agents.get(agent_id)
             if agent is not None and agent.state == ON_CALL and agent.call_id == call_id:
                 await self._move(agent, WRAP_UP, "call ended", call_id)
-                self._spawn(self._wrap_up(agent, call_id), f"wrap-{agent_id}")
+                self._spawn(self._wrap_up(agent, call_id, self.wrap_up_s), f"wrap-{agent_id}")
 
-    async def _wrap_up(self, agent: Agent, call_id: str) -> None:
-        await asyncio.sleep(self.wrap_up_s)
+    async def _abandon(self, queue: str, call_id: str, waited: float) -> None:
+        self.abandoned[queue] += 1
+        kpis.ABANDONED.labels(queue, self.site).inc()
+        self.service_level.record(queue, False)
+        log.info("call %s abandoned in %s after %.1fs", call_id, queue, waited)
+        await self.notifier.call_abandoned(call_id, queue, waited)
+
+    async def _answered(self, call: WaitingCall, agent_id: str, waited: float) -> None:
+        """Count and announce that `call`, taken out of its queue, was answered by `agent_id`."""
+        if call.queue in self.queues:
+            self.answered[call.queue] += 1
+            kpis.ANSWERED.labels(call.queue, self.site).inc()
+            kpis.WAIT.labels(call.queue, self.site).observe(waited)
+            self.service_level.record(call.queue, waited <= self.service_level.threshold_s)
+        await self.notifier.call_dequeued(call, agent_id, waited)
+
+    async def _wrap_up(self, agent: Agent, call_id: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
         if agent.state == WRAP_UP and agent.call_id == call_id:
             await self._move(agent, READY, "wrap-up timer")
 
     # ---- agents ------------------------------------------------------------------------
     async def _move(self, agent: Agent, state: State, reason: str = "", call_id: str = "") -> None:
+        self.fence()
         previous = self.book.transition(agent, state, reason, call_id)
         await self.notifier.agent_state_changed(agent, previous)
         if state == READY:
@@ -151,6 +201,7 @@ class Dispatcher:
     ) -> Agent:
         for name in queues:
             self.queue(name)
+        self.fence()
         agent, previous = self.book.login(agent_id, extension, queues, skills)
         await self.notifier.agent_state_changed(agent, previous)
         return agent
@@ -168,17 +219,27 @@ class Dispatcher:
     # ---- matching ----------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            await self._wakeup.wait()
+            retry_in = self._next_retry_in()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), retry_in)
+            except TimeoutError:
+                pass
             self._wakeup.clear()
             try:
                 await self._match()
             except Exception:
                 log.exception("dispatch round failed")
 
+    def _next_retry_in(self) -> float | None:
+        now = time.monotonic()
+        due = [c.retry_at for q in self.queues.values() for c in q.calls if c.retry_at > now]
+        return max(0.0, min(due) - now) if due else None
+
     async def _match(self) -> None:
+        now = time.monotonic()
         for queue in self.queues.values():
             while True:
-                call = queue.next_unoffered()
+                call = queue.next_unoffered(now)
                 if call is None:
                     break
                 agent = self.strategy(call, self.book.ready_for(queue.name))
@@ -189,8 +250,12 @@ class Dispatcher:
                 await self._move(agent, RINGING, f"offered {queue.name}", call.call_id)
                 self._spawn(self._offer(queue, call, agent), f"offer-{call.call_id}")
 
-    async def _offer(self, queue: CallQueue, call: WaitingCall, agent: Agent) -> None:
-        await self.notifier.agent_offered(queue.name, call, agent, call.waited())
+    async def _ring(
+        self, queue: CallQueue, call: WaitingCall, agent: Agent
+    ) -> tuple[gw.ConnectResult.ValueType | None, str]:
+        """Ask the gateway to ring `agent` for `call`: (ConnectResult, detail), or
+        (None, detail) when the gateway did not try (it is down, or busy with the call)."""
+        self.fence()
         try:
             reply = await self.gateway.ConnectToEndpoint(
                 gw.ConnectRequest(
@@ -201,40 +266,58 @@ class Dispatcher:
                     ring_timeout_ms=int(self.ring_timeout_s * 1000),
                 )
             )
-            result, detail = reply.result, reply.detail
         except grpc.aio.AioRpcError as exc:
-            result, detail = gw.CONNECT_RESULT_UNREACHABLE, f"gateway: {exc.details()}"
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # the gateway no longer has the call
+                return gw.CONNECT_RESULT_CALLER_GONE, f"gateway: {exc.details()}"
+            if exc.code() in GATEWAY_TROUBLE:
+                return None, f"gateway {exc.code().name}: {exc.details()}"
+            return gw.CONNECT_RESULT_UNREACHABLE, f"gateway: {exc.details()}"
+        return reply.result, reply.detail
+
+    async def _offer(self, queue: CallQueue, call: WaitingCall, agent: Agent) -> None:
+        await self.notifier.agent_offered(queue.name, call, agent, call.waited())
+        result, detail = await self._ring(queue, call, agent)
         log.info(
             "offer of %s to %s: %s %s",
             call.call_id,
             agent.agent_id,
-            gw.ConnectResult.Name(result),
+            "NOT_MADE" if result is None else gw.ConnectResult.Name(result),
             detail,
         )
+        self.fence()
         if result == gw.CONNECT_RESULT_ANSWERED:
             # A caller who hung up while the phone was answered was already counted abandoned.
             if queue.remove(call.call_id) is not None:
-                waited = call.waited()
-                self.answered[queue.name] += 1
-                kpis.ANSWERED.labels(queue.name, self.site).inc()
-                kpis.WAIT.labels(queue.name, self.site).observe(waited)
-                self.service_level.record(queue.name, waited <= self.service_level.threshold_s)
+                await self._answered(call, agent.agent_id, call.waited())
             self._on_call[call.call_id] = agent.agent_id
             await self._move(agent, ON_CALL, "answered", call.call_id)
             if call.call_id in self._ended:  # hung up before we heard of the answer
                 await self.call_ended(call.call_id, 0)
         elif result == gw.CONNECT_RESULT_CALLER_GONE or call.call_id in self._ended:
-            if agent.state == RINGING:
+            if agent.state == RINGING and agent.call_id == call.call_id:
                 await self._move(agent, READY, "caller gone")
+            if call.call_id not in self._ended:  # the gateway knew before we did
+                await self.call_ended(call.call_id, 0)
+        elif result is None:
+            # The gateway could not try (down, or still busy with an earlier offer of this
+            # call): not the agent's fault. The agent keeps their place; the call waits a bit.
+            call.offering = False
+            call.failures += 1
+            call.retry_at = time.monotonic() + min(
+                RETRY_MAX_S, RETRY_FIRST_S * 2 ** (call.failures - 1)
+            )
+            if agent.state == RINGING and agent.call_id == call.call_id:
+                await self._move(agent, READY, "offer not made")
         else:
             call.offering = False
+            call.failures = 0
             kpis.NO_ANSWER.labels(queue.name, self.site).inc()
             reason = (
                 "no-answer"
                 if result == gw.CONNECT_RESULT_NO_ANSWER
                 else gw.ConnectResult.Name(result).removeprefix("CONNECT_RESULT_").lower()
             )
-            if agent.state == RINGING:
+            if agent.state == RINGING and agent.call_id == call.call_id:
                 await self._move(agent, NOT_READY, reason)
             self._hold_again(call)
         self._wakeup.set()
@@ -242,3 +325,95 @@ class Dispatcher:
     def _hold_again(self, call: WaitingCall) -> None:
         if call.call_id not in self._ended:
             self._spawn(self._hold_music(call.call_id), f"hold-{call.call_id}")
+
+    # ---- restart and reconciliation ----------------------------------------------------
+    async def restore(self, plan: Plan, outcomes: Collection[Outcome] = ()) -> None:
+        """Take the state a restart rebuilt (before `start`), announce what the restart found
+        out, and resume: hold music again for waiting calls, kept offers rung again."""
+        now_ms, now = time.time() * 1000, time.monotonic()
+        threshold_ms = self.service_level.threshold_s * 1000
+        for outcome in sorted(outcomes, key=lambda o: o.at_ms):  # the window is in time order
+            if outcome.queue in self.queues:
+                within = outcome.answered and outcome.waited_ms <= threshold_ms
+                at = now - (now_ms - outcome.at_ms) / 1000
+                self.service_level.record(outcome.queue, within, at)
+        for agent in plan.agents:
+            self.book.agents[agent.agent_id] = agent
+        for call in plan.waiting:
+            self.queues[call.queue].add(call)
+        self._on_call.update(plan.on_call)
+        for agent, previous in plan.changed:
+            await self.notifier.agent_state_changed(agent, previous)
+        for queued, waited in plan.abandoned:
+            self._ended[queued.call_id] = None
+            if queued.queue in self.queues:
+                await self._abandon(queued.queue, queued.call_id, waited)
+            else:
+                await self.notifier.call_abandoned(queued.call_id, queued.queue, waited)
+        for queued, agent_id, waited in plan.answered:
+            call = WaitingCall(
+                queued.call_id, queued.queue, queued.priority, queued.ani, queued.dnis
+            )
+            await self._answered(call, agent_id, waited)
+        for queued in plan.orphans:
+            log.error(
+                "call %s waits in queue %s, which this ACD no longer has: it is not served",
+                queued.call_id,
+                queued.queue,
+            )
+        for agent_id, seconds in plan.wrap_ups.items():
+            agent = self.book.agents[agent_id]
+            self._spawn(self._wrap_up(agent, agent.call_id, seconds), f"wrap-{agent_id}")
+        for call in plan.waiting:
+            kept = plan.kept_offers.get(call.call_id)
+            if kept is None:
+                self._spawn(self._hold_music(call.call_id), f"hold-{call.call_id}")
+            else:
+                queue, agent = self.queues[call.queue], self.book.agents[kept]
+                call.attempts += 1
+                self._spawn(self._offer(queue, call, agent), f"offer-{call.call_id}")
+        log.info(
+            "restored %d agents (%d changed), %d waiting calls (%d offers kept), %d on calls; "
+            "%d abandoned and %d answered while the ACD was away",
+            len(plan.agents),
+            len(plan.changed),
+            len(plan.waiting),
+            len(plan.kept_offers),
+            len(plan.on_call),
+            len(plan.abandoned),
+            len(plan.answered),
+        )
+        self._wakeup.set()
+
+    async def reconcile(self, live: Collection[str], asked_at: float) -> None:
+        """End what the gateway no longer holds: `live` are the ids it listed when asked at
+        `asked_at` (monotonic). Only calls waiting, and agents on a call, since before that
+        are judged, so a call that arrived during the question is never taken for gone."""
+        gone: list[str] = []
+        for queue in self.queues.values():
+            gone += [
+                c.call_id
+                for c in queue.calls
+                if not c.offering and c.enqueued < asked_at and c.call_id not in live
+            ]
+        gone += [
+            call_id
+            for call_id, agent_id in self._on_call.items()
+            if call_id not in live
+            and (agent := self.book.agents.get(agent_id)) is not None
+            and agent.since < asked_at
+        ]
+        for call_id in gone:
+            log.warning("call %s is gone at the gateway but its end never reached us", call_id)
+            await self.call_ended(call_id, 0)
+
+    async def restate_agents(self) -> None:
+        """Announce every agent's snapshot again (the broker lost the `agents` topic)."""
+        for agent in list(self.book.agents.values()):
+            await self.notifier.agent_state_changed(agent, agent.state, restated=True)
+
+    async def restate_queues(self) -> None:
+        """Announce every waiting call again (the broker lost the `queues` topic)."""
+        for queue in self.queues.values():
+            for position, call in enumerate(list(queue.calls), start=1):
+                await self.notifier.call_queued(call, position, restated=True)

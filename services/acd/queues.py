@@ -18,6 +18,8 @@ class WaitingCall:
     enqueued: float = field(default_factory=time.monotonic)
     attempts: int = 0
     offering: bool = False  # an agent is being rung for it right now
+    failures: int = 0  # offers in a row the gateway could not make
+    retry_at: float = 0.0  # monotonic time before which it is not offered again
 
     def waited(self, now: float | None = None) -> float:
         return (now if now is not None else time.monotonic()) - self.enqueued
@@ -46,8 +48,10 @@ class CallQueue:
                 return self.calls.pop(i)
         return None
 
-    def next_unoffered(self) -> WaitingCall | None:
-        return next((c for c in self.calls if not c.offering), None)
+    def next_unoffered(self, now: float | None = None) -> WaitingCall | None:
+        """The first call no agent is being rung for and not held back until later."""
+        now = time.monotonic() if now is None else now
+        return next((c for c in self.calls if not c.offering and c.retry_at <= now), None)
 
     def oldest_wait(self, now: float) -> float:
         return max((c.waited(now) for c in self.calls), default=0.0)

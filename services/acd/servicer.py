@@ -11,6 +11,7 @@ import grpc
 from acd.agents import REQUESTABLE, Agent, InvalidTransition, UnknownAgent, state_name
 from acd.dispatcher import Dispatcher, UnknownQueue
 from acd.queues import WaitingCall
+from common.lease import Fenced
 from common.rpc import Context, callers
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 
@@ -51,6 +52,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
             UnknownAgent: grpc.StatusCode.NOT_FOUND,
             UnknownQueue: grpc.StatusCode.NOT_FOUND,
+            Fenced: grpc.StatusCode.UNAVAILABLE,  # no longer the active replica: try another
         }.get(type(exc), grpc.StatusCode.INTERNAL)
         await context.abort(code, exc.args[0] if exc.args else str(exc))
         raise AssertionError("abort returned")  # grpc's abort always raises
@@ -71,7 +73,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
         )
         try:
             position = await self.d.enqueue(call)
-        except (UnknownQueue, InvalidTransition) as exc:
+        except (UnknownQueue, InvalidTransition, Fenced) as exc:
             await self._fail(context, exc)
         return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue, position=position)
 
@@ -87,14 +89,14 @@ class AcdService(acd_pb2_grpc.AcdServicer):
                 frozenset(request.queues),
                 frozenset(request.skills),
             )
-        except (UnknownQueue, InvalidTransition) as exc:
+        except (UnknownQueue, InvalidTransition, Fenced) as exc:
             await self._fail(context, exc)
         return agent_reply(agent)
 
     async def Logout(self, request: acd_pb2.AgentRef, context: Context) -> acd_pb2.Agent:
         try:
             return agent_reply(await self.d.logout(request.agent_id))
-        except (UnknownAgent, InvalidTransition) as exc:
+        except (UnknownAgent, InvalidTransition, Fenced) as exc:
             await self._fail(context, exc)
 
     async def SetState(self, request: acd_pb2.SetStateRequest, context: Context) -> acd_pb2.Agent:
@@ -107,7 +109,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             return agent_reply(
                 await self.d.set_state(request.agent_id, request.state, request.reason)
             )
-        except (UnknownAgent, InvalidTransition) as exc:
+        except (UnknownAgent, InvalidTransition, Fenced) as exc:
             await self._fail(context, exc)
 
     async def GetAgent(self, request: acd_pb2.AgentRef, context: Context) -> acd_pb2.Agent:

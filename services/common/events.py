@@ -52,7 +52,9 @@ TOPIC_OF: dict[str, str] = {
     "CallEnded": "calls",
     "CallQueued": "queues",
     "CallAbandoned": "queues",
-    "AgentOffered": "agents",
+    "CallDequeued": "queues",
+    # keyed by call id: on `agents` (compacted, keyed by agent) it would hide the agent's state
+    "AgentOffered": "queues",
     "AgentStateChanged": "agents",
     "RecordingReady": "recordings",
 }

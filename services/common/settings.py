@@ -63,6 +63,11 @@ class Env:
         """`HOTLINE_<name>=<value!r> <problem>`, the one shape of every settings error."""
         return SettingsError(f"{self.var(name)}={value!r} {problem}")
 
+    def foreign(self, name: str, default: str = "") -> str:
+        """A variable outside Hotline's namespace, by its full name (e.g. the
+        KUBERNETES_SERVICE_HOST kubelet sets in every pod)."""
+        return self.environ.get(name, default)
+
     def text(self, name: str, default: str) -> str:
         raw = self.raw(name)
         return default if raw is None else raw
@@ -175,6 +180,7 @@ class Settings:
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     grpc_hosts: dict[str, str] = field(default_factory=dict)
+    grpc_targets: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
     otlp_endpoint: str = ""  # HOTLINE_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/gRPC)
@@ -227,6 +233,9 @@ class Settings:
                 s: env.port(f"{s.upper()}_METRICS_PORT", p) for s, p in METRICS_PORTS.items()
             },
             "grpc_hosts": {s: env.text(f"{s.upper()}_HOST", "127.0.0.1") for s in SERVICES},
+            "grpc_targets": {
+                s: target for s in SERVICES if (target := env.text(f"{s.upper()}_TARGET", ""))
+            },
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),
             "otlp_endpoint": _otlp_endpoint(env),
@@ -251,7 +260,11 @@ class Settings:
         )
 
     def grpc_target(self, service: str) -> str:
-        """host:port where `service` serves gRPC."""
+        """Where `service` serves gRPC: HOTLINE_<SVC>_TARGET as given (any gRPC target, e.g.
+        `ipv4:127.0.0.1:50052,127.0.0.1:50062`: every replica, the one serving is used),
+        else host:port."""
+        if target := self.grpc_targets.get(service):
+            return target
         return f"{self.grpc_hosts[service]}:{self.grpc_ports[service]}"
 
     def db_url(self, service: str) -> str:

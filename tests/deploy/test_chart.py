@@ -15,6 +15,7 @@ import yaml
 from tests.deploy.chart import (
     CHART,
     CI_VALUES,
+    NAMESPACE,
     ROOT,
     by_kind,
     one,
@@ -198,7 +199,7 @@ BAD_VALUES = [
         {"gateway": {"rtp": {"low": 21000, "high": 20000}}},
         "gateway.rtp.low (21000) must be below gateway.rtp.high (20000)",
     ),
-    ({"acd": {"replicas": 2}}, "at '/acd/replicas': value must be 1"),
+    ({"acd": {"replicas": 3}}, "at '/acd/replicas': value must be one of 1, 2"),
     (
         {"monitoring": {"serviceLevel": {"thresholdSeconds": 25}}},
         "at '/monitoring/serviceLevel/thresholdSeconds': value must be one of 2, 5, 10, 15, 20",
@@ -269,7 +270,9 @@ def test_every_container_is_probed_limited_non_root_and_pinned_to_a_version(valu
         pod = doc["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert pod["automountServiceAccountToken"] is False
+        # no API credentials, except for two ACDs, which hold their Lease on the API server
+        lease = doc["metadata"]["name"].endswith("-acd") and doc["spec"].get("replicas") == 2
+        assert pod["automountServiceAccountToken"] is lease
         for c in containers(doc):
             where = f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}"
             image = c["image"]
@@ -408,6 +411,57 @@ def test_services_pdbs_hpas_and_spread() -> None:
             }
         if name in hpas:
             assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
+
+
+def test_two_acd_replicas_run_under_a_kubernetes_lease() -> None:
+    def acd_objects(replicas: int) -> tuple[dict, list[dict]]:
+        values = merge(
+            values_of(CHART / "ci" / "default-values.yaml"), {"acd": {"replicas": replicas}}
+        )
+        docs = render(values)
+        return one(docs, "Deployment", "-acd"), docs
+
+    single, docs = acd_objects(1)
+    spec = single["spec"]["template"]["spec"]
+    assert single["spec"]["strategy"] == {"type": "Recreate"}
+    assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "ServiceAccount")]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert "HOTLINE_ACD_LEASE" not in env  # one replica: the file lease in its own volume
+
+    pair, docs = acd_objects(2)
+    spec = pair["spec"]["template"]["spec"]
+    assert pair["spec"]["replicas"] == 2
+    assert pair["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert spec["serviceAccountName"] == "hotline-acd" and spec["automountServiceAccountToken"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert (env["HOTLINE_ACD_LEASE"], env["HOTLINE_ACD_LEASE_NAME"]) == (
+        "kubernetes",
+        "hotline-acd",
+    )
+    assert spec["containers"][0]["readinessProbe"]["periodSeconds"] == 1
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["hotline-acd"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hotline-acd", "namespace": NAMESPACE}
+    ]
+    policy = one(docs, "NetworkPolicy", "-acd")
+    assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in [
+        to
+        for rule in policy["spec"]["egress"]
+        for to in rule.get("to", [])
+        if any(p["port"] == 6443 for p in rule["ports"])
+    ]
+    assert one(docs, "PodDisruptionBudget", "-acd")["spec"]["minAvailable"] == 1
 
 
 def test_ingress_with_tls_and_certificate() -> None:

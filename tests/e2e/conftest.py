@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from common.stack import Stack
+from common.stack import STANDBY_PORT_OFFSET, Stack
 from tests.e2e.otlp_receiver import OtlpReceiver
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -43,6 +43,20 @@ PORTS = {
 }
 RING_TIMEOUT_S = 4
 WRAP_UP_S = 2
+#: where a second ACD (the hot standby, `acd-standby`) serves when a test starts one
+ACD_STANDBY_GRPC_PORT = PORTS["ACD_GRPC_PORT"] + STANDBY_PORT_OFFSET
+
+
+def secure_channel(var_dir: Path, caller: str, target: str, peer: str) -> grpc.Channel:
+    """A blocking gRPC channel to `target` (host:port, or a list such as both ACD replicas)
+    as service `caller`, with the certificates a stack made under `var_dir`/tls."""
+    d = var_dir / "tls"
+    creds = grpc.ssl_channel_credentials(
+        (d / "ca.crt").read_bytes(),
+        (d / f"{caller}.key").read_bytes(),
+        (d / f"{caller}.crt").read_bytes(),
+    )
+    return grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", peer)])
 
 
 @dataclass
@@ -56,16 +70,8 @@ class Platform:
     def grpc_channel(self, caller: str, peer: str) -> grpc.Channel:
         """A (blocking) channel to `peer`'s gRPC port with `caller`'s certificate, made by the
         stack under var/tls as `make run` does."""
-        d = self.var_dir / "tls"
-        creds = grpc.ssl_channel_credentials(
-            (d / "ca.crt").read_bytes(),
-            (d / f"{caller}.key").read_bytes(),
-            (d / f"{caller}.crt").read_bytes(),
-        )
-        return grpc.secure_channel(
-            f"127.0.0.1:{self.ports[f'{peer.upper()}_GRPC_PORT']}",
-            creds,
-            options=[("grpc.ssl_target_name_override", peer)],
+        return secure_channel(
+            self.var_dir, caller, f"127.0.0.1:{self.ports[f'{peer.upper()}_GRPC_PORT']}", peer
         )
 
     def metrics(self, service: str) -> str:
@@ -110,6 +116,12 @@ def running_platform(
             "HOTLINE_RING_TIMEOUT_S": str(RING_TIMEOUT_S),
             "HOTLINE_WRAP_UP_S": str(WRAP_UP_S),
             "HOTLINE_LOG_LEVEL": "INFO",
+            # both ACD replicas: clients reach whichever serves (test_acd_restart starts one)
+            "HOTLINE_ACD_TARGET": (
+                f"ipv4:127.0.0.1:{ports['ACD_GRPC_PORT']},"
+                f"127.0.0.1:{ports['ACD_GRPC_PORT'] + STANDBY_PORT_OFFSET}"
+            ),
+            "HOTLINE_IVR_FLOWS": str(Path(__file__).parent / "flows.yaml"),
             **(extra_env or {}),
         }
     )

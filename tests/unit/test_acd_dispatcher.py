@@ -17,7 +17,10 @@ from acd.agents import NOT_READY, ON_CALL, READY, RINGING, WRAP_UP, InvalidTrans
 from acd.dispatcher import HOLD_PROMPT, Dispatcher, UnknownQueue
 from acd.notifier import AcdNotifier
 from acd.queues import WaitingCall
+from acd.rebuild import LiveCall, Outcome, fold_agents, fold_queues, plan
 from acd.servicer import AcdService
+from common.events import envelope
+from common.lease import Fenced
 from hotline.v1 import acd_pb2
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
@@ -286,19 +289,49 @@ async def test_no_answer_with_nobody_else_keeps_the_call_waiting(rig: Rig) -> No
     assert [o.attempt for o in rig.pub.of(ev.AgentOffered)] == [1, 2]
 
 
-async def test_unreachable_gateway_counts_as_a_miss(rig: Rig) -> None:
-    error = grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.aio.Metadata(),
-        grpc.aio.Metadata(),
-        details="connection refused",
-    )
-    rig.gateway.script("8001", error)
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+async def test_unreachable_endpoint_counts_as_a_miss(rig: Rig) -> None:
+    rig.gateway.script("8001", gw.CONNECT_RESULT_UNREACHABLE)
     await rig.ready_agent("a1", "8001")
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a1").state == NOT_READY)
     assert rig.agent("a1").reason == "unreachable"
     assert len(rig.d.queues["sales"]) == 1
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION])
+async def test_an_offer_the_gateway_could_not_make_is_not_the_agents_fault(
+    rig: Rig, code: grpc.StatusCode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the gateway down, or still ringing an earlier offer of the call (an old ACD's): the
+    # agent stays Ready and keeps their place, the call is offered again after a pause
+    monkeypatch.setattr("acd.dispatcher.RETRY_FIRST_S", 0.05)
+    misses = counter("hotline_agent_no_answer_total")
+    rig.gateway.script("8001", rpc_error(code, "connection refused"))
+    await rig.ready_agent("a1", "8001")
+    idle_since = rig.agent("a1").idle_since
+    await rig.enqueue("c1")
+    await until(lambda: len(rig.gateway.connects) == 2)  # tried again, the same agent first
+    await until(lambda: rig.agent("a1").state == ON_CALL)
+    assert [s.state for s in rig.pub.states("a1")][-4:] == [RINGING, READY, RINGING, ON_CALL]
+    assert rig.pub.states("a1")[-3].reason == "offer not made"
+    assert rig.agent("a1").idle_since == idle_since
+    assert counter("hotline_agent_no_answer_total") == misses
+    assert not rig.d.queues["sales"].calls
+
+
+async def test_a_call_the_gateway_no_longer_has_is_abandoned_and_frees_the_agent(
+    rig: Rig,
+) -> None:
+    rig.gateway.script("8001", rpc_error(grpc.StatusCode.NOT_FOUND, "no call c1"))
+    await rig.ready_agent("a1", "8001")
+    await rig.enqueue("c1")
+    await until(lambda: rig.agent("a1").state == READY and bool(rig.pub.of(ev.CallAbandoned)))
+    assert rig.agent("a1").reason == "caller gone"
+    assert not rig.d.queues["sales"].calls
 
 
 async def test_caller_gone_while_ringing_frees_the_agent(rig: Rig) -> None:
@@ -572,3 +605,151 @@ async def test_service_get_queue(service: AcdService, rig: Rig) -> None:
     assert (reply.answered, reply.abandoned) == (0, 0)
     _, ctx = await call(service.GetQueue, acd_pb2.QueueRef(queue="billing"))
     assert ctx.code == grpc.StatusCode.NOT_FOUND
+
+
+# ---- restart: restore, reconcile, restate ------------------------------------------------
+def restart_plan(agents: list, queued: list, calls: list):  # noqa: ANN001, ANN201
+    """A rebuild plan made now, on this process's clocks, from records and live calls."""
+    now_ms = int(time.time() * 1000)
+    return plan(
+        fold_agents(agents),
+        fold_queues(queued),
+        {c.call_id: c for c in calls},
+        ["sales", "support"],
+        now_ms=now_ms,
+        now_mono=time.monotonic(),
+        wrap_up_s=WRAP_UP_S,
+    )
+
+
+def agent_record(agent_id: str, extension: str, state: int, **kw: object) -> ev.Envelope:
+    now_ms = int(time.time() * 1000)
+    payload = ev.AgentStateChanged(
+        agent_id=agent_id,
+        extension=extension,
+        state=state,  # type: ignore[arg-type]
+        queues=["sales"],
+        since_ms=now_ms - 5000,
+        idle_since_ms=now_ms - 5000,
+        **kw,  # type: ignore[arg-type]
+    )
+    return envelope(payload, agent_id, SITE, "acd")
+
+
+def queued_record(call_id: str, waited_s: float = 3.0) -> ev.Envelope:
+    at_ms = int((time.time() - waited_s) * 1000)
+    return envelope(
+        ev.CallQueued(call_id=call_id, queue="sales", ani="555", enqueued_at_ms=at_ms),
+        call_id,
+        SITE,
+        "acd",
+    )
+
+
+async def test_restore_announces_what_the_restart_found_and_serves_the_callers(rig: Rig) -> None:
+    abandoned = counter("hotline_queue_abandoned_total")
+    answered = counter("hotline_queue_answered_total")
+    p = restart_plan(
+        [
+            agent_record("a1", "8001", NOT_READY, reason="meal"),
+            agent_record("a2", "8002", ON_CALL, call_id="gone"),
+            agent_record("a3", "8003", RINGING, call_id="kept"),
+        ],
+        [queued_record("waiting", 8.0), queued_record("left"), queued_record("kept")],
+        [LiveCall("waiting", "answered"), LiveCall("kept", "answered")],
+    )
+    await rig.d.restore(p, [Outcome("sales", int(time.time() * 1000) - 1000, 2000, True)])
+    # the caller who left while the ACD was away: counted and announced abandoned
+    (gone,) = rig.pub.of(ev.CallAbandoned)
+    assert gone.call_id == "left" and gone.queue == "sales"
+    assert counter("hotline_queue_abandoned_total") == abandoned + 1
+    # the agent whose call ended meanwhile: wrap-up announced, then Ready by the timer
+    assert [(s.state, s.previous) for s in rig.pub.states("a2")][0] == (WRAP_UP, ON_CALL)
+    await until(lambda: rig.agent("a2").state != WRAP_UP)
+    # the kept offer is rung again to the same agent, without a second agent for the call
+    # the waiting caller hears hold music again, then is offered to the agent freed by wrap-up
+    await until(lambda: not rig.d.queues["sales"].calls)
+    assert [(c.call_id, c.endpoint) for c in rig.gateway.connects] == [
+        ("kept", "8003"),
+        ("waiting", "8002"),
+    ]
+    assert [p.call_id for p in rig.gateway.plays] == ["waiting"]
+    assert rig.agent("a1").state == NOT_READY and rig.agent("a1").reason == "meal"
+    assert {d.call_id for d in rig.pub.of(ev.CallDequeued)} == {"kept", "waiting"}
+    assert counter("hotline_queue_answered_total") == answered + 2
+    # the service level window holds the outcome from before the restart, and the new ones
+    assert rig.d.service_level.value("sales") == pytest.approx(3 / 4)
+
+
+async def test_reconcile_ends_what_the_gateway_no_longer_holds(rig: Rig) -> None:
+    await rig.enqueue("old")
+    await rig.ready_agent("a1", "8001", queues={"support"})
+    await rig.enqueue("talking", queue="support")
+    await until(lambda: rig.agent("a1").state == ON_CALL)
+    asked_at = time.monotonic()
+    await rig.enqueue("new")  # arrived while the gateway was answering: not judged
+    await rig.d.reconcile(live={"new"}, asked_at=asked_at)
+    assert [c.call_id for c in rig.pub.of(ev.CallAbandoned)] == ["old"]
+    assert [c.call_id for c in rig.d.queues["sales"].calls] == ["new"]
+    assert rig.agent("a1").state == WRAP_UP  # its call is gone: wrap-up, then Ready
+    await until(lambda: rig.agent("a1").state == READY)
+
+
+async def test_restating_republishes_every_agent_and_waiting_call(rig: Rig) -> None:
+    await rig.d.login("a1", "8001", frozenset({"sales"}), frozenset())
+    await rig.d.set_state("a1", NOT_READY, "meal")
+    await rig.enqueue("c1")
+    await rig.enqueue("c2", priority=3)
+    before = len(rig.pub.published)
+    await rig.d.restate_agents()
+    await rig.d.restate_queues()
+    again = [p for p, _ in rig.pub.published[before:]]
+    (snap,) = [p for p in again if isinstance(p, ev.AgentStateChanged)]
+    assert (snap.state, snap.previous, snap.reason, snap.restated) == (
+        NOT_READY,
+        NOT_READY,
+        "meal",
+        True,
+    )
+    calls = [p for p in again if isinstance(p, ev.CallQueued)]
+    assert [(c.call_id, c.position, c.restated) for c in calls] == [
+        ("c2", 1, True),
+        ("c1", 2, True),
+    ]
+    first = rig.pub.of(ev.CallQueued)[0]
+    assert calls[1].enqueued_at_ms == first.enqueued_at_ms  # the original entry time
+
+
+async def test_a_fenced_dispatcher_neither_offers_nor_announces(rig: Rig) -> None:
+    class Fenced(Exception):
+        pass
+
+    def fence() -> None:
+        raise Fenced("lease lost")
+
+    await rig.ready_agent("a1", "8001")
+    rig.d.fence = fence
+    before = len(rig.pub.published)
+    with pytest.raises(Fenced):
+        await rig.enqueue("c1")
+    with pytest.raises(Fenced):
+        await rig.d.set_state("a1", NOT_READY, "meal")
+    await settle()
+    assert len(rig.pub.published) == before and rig.gateway.connects == []
+
+
+async def test_service_of_a_fenced_replica_is_unavailable(service: AcdService, rig: Rig) -> None:
+    def lost() -> None:
+        raise Fenced("this replica does not hold the lease: it is not the active one")
+
+    await rig.d.login("a1", "8001", frozenset({"sales"}), frozenset())
+    rig.d.fence = lost
+    for method, request in [
+        (service.Enqueue, acd_pb2.EnqueueRequest(call_id="c1", queue="sales")),
+        (service.SetState, acd_pb2.SetStateRequest(agent_id="a1", state=READY)),
+        (service.Login, acd_pb2.LoginRequest(agent_id="a2", extension="8002")),
+        (service.Logout, acd_pb2.AgentRef(agent_id="a1")),
+    ]:
+        _, ctx = await call(method, request)
+        assert ctx.code == grpc.StatusCode.UNAVAILABLE, method
+        assert "not the active one" in ctx.details

@@ -3,6 +3,8 @@ right topic with the right key and fields; only CallEnded moves the dispatcher."
 
 from __future__ import annotations
 
+import time
+
 from google.protobuf.message import Message
 
 from acd.agents import NOT_READY, READY, RINGING, Agent
@@ -72,7 +74,9 @@ async def test_call_queued_goes_on_queues_keyed_by_call() -> None:
         dnis="10000",
         skills=["en", "fr"],
         data={"menu": "1", "flow": "main"},
+        enqueued_at_ms=env.call_queued.enqueued_at_ms,
     )
+    assert abs(env.call_queued.enqueued_at_ms / 1000 - time.time()) < 5
 
 
 async def test_call_abandoned_goes_on_queues_keyed_by_call() -> None:
@@ -83,11 +87,13 @@ async def test_call_abandoned_goes_on_queues_keyed_by_call() -> None:
     assert payload_of(env) == ev.CallAbandoned(call_id="c1", queue="support", waited_ms=12345)
 
 
-async def test_agent_offered_goes_on_agents_keyed_by_agent() -> None:
+async def test_agent_offered_goes_on_queues_keyed_by_call() -> None:
+    # not on the compacted `agents` topic: there it would be the agent's last record and
+    # compaction would drop the agent's state snapshot
     pub = EnvelopingPublisher()
     await AcdNotifier(pub).agent_offered("sales", call(), agent(), waited_s=7.25)
     topic, env = only(pub)
-    assert (topic, env.type, env.key) == ("agents", "AgentOffered", "a7")
+    assert (topic, env.type, env.key) == ("queues", "AgentOffered", "c1")
     assert payload_of(env) == ev.AgentOffered(
         call_id="c1",
         agent_id="a7",
@@ -102,7 +108,9 @@ async def test_agent_offered_goes_on_agents_keyed_by_agent() -> None:
 
 async def test_agent_state_changed_goes_on_agents_keyed_by_agent() -> None:
     pub = EnvelopingPublisher()
-    await AcdNotifier(pub).agent_state_changed(agent(RINGING), previous=READY)
+    a = agent(RINGING)
+    a.idle_since = time.monotonic() - 30
+    await AcdNotifier(pub).agent_state_changed(a, previous=READY)
     topic, env = only(pub)
     assert (topic, env.type, env.key) == ("agents", "AgentStateChanged", "a7")
     assert payload_of(env) == ev.AgentStateChanged(
@@ -113,6 +121,35 @@ async def test_agent_state_changed_goes_on_agents_keyed_by_agent() -> None:
         extension="8007",
         call_id="c1",
         queues=["sales", "support"],
+        skills=["en"],
+        since_ms=int(a.since_wall * 1000),
+        idle_since_ms=env.agent_state_changed.idle_since_ms,
+    )
+    # idle since, on the wall clock: what longest-idle routing needs after a restart
+    assert abs(env.agent_state_changed.idle_since_ms / 1000 - (time.time() - 30)) < 1
+
+
+async def test_restated_snapshots_say_so() -> None:
+    pub = EnvelopingPublisher()
+    notifier = AcdNotifier(pub)
+    await notifier.agent_state_changed(agent(READY), previous=READY, restated=True)
+    await notifier.call_queued(call(), position=1, restated=True)
+    assert [env.agent_state_changed.restated for _, env in pub.sent[:1]] == [True]
+    assert pub.sent[1][1].call_queued.restated
+    assert notifier.published == {"agents": 1, "queues": 1}
+
+
+async def test_call_dequeued_goes_on_queues_keyed_by_call() -> None:
+    pub = EnvelopingPublisher()
+    await AcdNotifier(pub).call_dequeued(call(), "a7", waited_s=4.5)
+    topic, env = only(pub)
+    assert (topic, env.type, env.key) == ("queues", "CallDequeued", "c1")
+    assert payload_of(env) == ev.CallDequeued(
+        call_id="c1",
+        queue="sales",
+        reason=ev.DEQUEUE_REASON_ANSWERED,
+        agent_id="a7",
+        waited_ms=4500,
     )
 
 

@@ -104,6 +104,8 @@ def test_topic_of_covers_every_payload_type() -> None:
         "calls"
     }
     assert TOPIC_OF["AgentStateChanged"] == "agents"
+    # the compacted topic holds agent snapshots only: the last record per agent is its state
+    assert [t for t, topic in TOPIC_OF.items() if topic == "agents"] == ["AgentStateChanged"]
     assert TOPICS["agents"][1].get("cleanup.policy") == "compact"
     assert TOPIC_OF["RecordingReady"] == "recordings"
 

@@ -89,7 +89,7 @@ def test_defaults_are_the_design_ports() -> None:
 def test_dataclass_defaults_match_from_env(cls: type[Settings]) -> None:
     plain, loaded = cls(), cls.from_env()
     for f in dataclasses.fields(cls):
-        if f.name in ("grpc_ports", "metrics_ports", "grpc_hosts"):
+        if f.name in ("grpc_ports", "metrics_ports", "grpc_hosts", "grpc_targets"):
             continue  # empty in a hand-made instance: tests give only what they use
         assert getattr(plain, f.name) == getattr(loaded, f.name), f.name
 
@@ -139,6 +139,13 @@ def test_base_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         assert s.db_url("acd") == f"sqlite+aiosqlite:///{tmp_path / 'acd.sqlite'}"
 
 
+def test_a_grpc_target_may_name_every_replica() -> None:
+    s = Settings.from_env(env(ACD_TARGET="ipv4:127.0.0.1:50052,127.0.0.1:50062", ACD_HOST="x"))
+    assert s.grpc_target("acd") == "ipv4:127.0.0.1:50052,127.0.0.1:50062"
+    assert s.grpc_target("crm") == "127.0.0.1:50054"
+    assert Settings.from_env(env(ACD_TARGET="")).grpc_target("acd") == "127.0.0.1:50052"
+
+
 def test_gateway_overrides(tmp_path: Path) -> None:
     g = GatewaySettings.from_env(
         env(
@@ -186,6 +193,33 @@ def test_service_overrides(tmp_path: Path) -> None:
     assert a.queues == ("sales", "vip", "billing")
     assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 2.0)
     assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0  # no after-call work
+    standby = AcdSettings.from_env(
+        env(
+            VAR_DIR=str(tmp_path),
+            ACD_LEASE_FILE="",
+            ACD_MAX_WAIT_S="900",
+            ACD_RECONCILE_S="2.5",
+            ACD_LEASE_DURATION_S="5",
+        )
+    )
+    assert standby.lease == "file" and standby.lease_path == tmp_path / "acd.lease"
+    assert (standby.max_wait_s, standby.reconcile_s, standby.lease_duration_s) == (900, 2.5, 5)
+    shared = AcdSettings.from_env(env(ACD_LEASE_FILE=str(tmp_path / "x.lock")))
+    assert shared.lease_path == tmp_path / "x.lock"
+    kube = AcdSettings.from_env(
+        {
+            "HOTLINE_ACD_LEASE": "Kubernetes",
+            "HOTLINE_ACD_LEASE_NAME": "acd-site2",
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+            "KUBERNETES_SERVICE_PORT": "443",
+        }
+    )
+    assert (kube.lease, kube.lease_name, kube.kube_host, kube.kube_port) == (
+        "kubernetes",
+        "acd-site2",
+        "10.96.0.1",
+        "443",
+    )
     flows = tmp_path / "flows.yaml"
     assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
     assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
@@ -285,6 +319,32 @@ def test_timer_out_of_range(name: str, value: str, problem: str) -> None:
     with pytest.raises(SettingsError) as info:
         AcdSettings.from_env(env(**{name: value}))
     assert str(info.value) == f"HOTLINE_{name}={value!r} {problem}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ACD_LEASE", "zookeeper", "HOTLINE_ACD_LEASE='zookeeper' is not file or kubernetes"),
+        (
+            "ACD_LEASE",
+            "kubernetes",
+            "HOTLINE_ACD_LEASE='kubernetes' needs the API server: KUBERNETES_SERVICE_HOST is unset",
+        ),
+        (
+            "ACD_LEASE_DURATION_S",
+            "1",
+            "HOTLINE_ACD_LEASE_DURATION_S='1' must be at least 2 (seconds: the holder renews "
+            "every second)",
+        ),
+        ("ACD_LEASE_DURATION_S", "2.5", "HOTLINE_ACD_LEASE_DURATION_S='2.5' is not an integer"),
+        ("ACD_MAX_WAIT_S", "0", "HOTLINE_ACD_MAX_WAIT_S='0' must be greater than 0"),
+        ("ACD_RECONCILE_S", "soon", "HOTLINE_ACD_RECONCILE_S='soon' is not a number"),
+    ],
+)
+def test_bad_acd_takeover_settings(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        AcdSettings.from_env(env(**{name: value}))
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(

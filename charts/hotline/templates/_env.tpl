@@ -56,6 +56,10 @@ Call with (list $ "<service>").
   valueFrom: {configMapKeyRef: {name: {{ include "hotline.name" (list $root "acd") }}, key: queues}}
 - {name: HOTLINE_RING_TIMEOUT_S, value: {{ $v.acd.ringTimeoutSeconds | quote }}}
 - {name: HOTLINE_WRAP_UP_S, value: {{ $v.acd.wrapUpSeconds | quote }}}
+{{- if gt (int $v.acd.replicas) 1 }}
+- {name: HOTLINE_ACD_LEASE, value: kubernetes}
+- {name: HOTLINE_ACD_LEASE_NAME, value: {{ include "hotline.name" (list $root "acd") | quote }}}
+{{- end }}
 {{- else if eq $svc "ivr" }}
 {{- if $v.ivr.flows }}
 - {name: HOTLINE_IVR_FLOWS, value: /etc/hotline/ivr/flows.yaml}
