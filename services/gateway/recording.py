@@ -85,11 +85,13 @@ class RecordingStream:
         yield rec.IngestChunk(start=self.start_msg)
         left: list[bytes] = []
         right: list[bytes] = []
+        samples = 0
         while True:
             item = await self._queue.get()
             if item is not None:
                 left.append(item[0])
                 right.append(item[1])
+                samples += len(item[0]) // 2
             if left and (item is None or len(left) >= FRAMES_PER_MESSAGE):
                 yield rec.IngestChunk(
                     frames=rec.StereoFrames(left=b"".join(left), right=b"".join(right))
@@ -97,6 +99,8 @@ class RecordingStream:
                 left.clear()
                 right.clear()
             if item is None:
+                if not self.dropped:  # whole: the call ended and every frame was sent
+                    yield rec.IngestChunk(end=rec.RecordingEnd(samples=samples))
                 return
 
     async def _run(self) -> None:
