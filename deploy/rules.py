@@ -382,6 +382,16 @@ sum by (site) (
         "{{ $labels.site }} lost or cut short a recording.",
     ),
     alert(
+        "HotlineRecordingsWaitingAtGateway",
+        "max by (site) (hotline_gateway_recording_spool_oldest_seconds) > 900",
+        "5m",
+        "ticket",
+        "Recordings at {{ $labels.site }} are not reaching the recorder",
+        "A recording has waited more than 15 minutes in the gateway's spool at site "
+        "{{ $labels.site }}: the recorder is down, unreachable from the gateway, or refusing "
+        "uploads. Nothing is lost yet, but the recordings cannot be played and the spool grows.",
+    ),
+    alert(
         "HotlinePoorMediaQuality",
         """
 histogram_quantile(0.1, sum by (site, le) (rate(hotline_rtp_mos_bucket[10m]))) < 3.6

@@ -1,10 +1,12 @@
 """Wires the gateway: libraries (SIP transports and transactions, registrar, media clock), the
-channels (SIP, analog), the core switch, the CallControl servicer, events out, recorder client.
+channels (SIP, analog), the core switch, the CallControl servicer, events out, the recording
+spool and its uploader to the recorder.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from aiohttp import web
 
@@ -25,15 +27,17 @@ from gateway.directory import load_directory
 from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator
 from gateway.notifier import CallNotifier
-from gateway.recording import GrpcRecorder
+from gateway.recording import SpoolCollector, SpoolingRecorder
 from gateway.servicer import CallControlServicer
 from gateway.settings import GatewaySettings
 from gateway.sip.registrar import Registrar
 from gateway.sip.transaction import Timers
 from gateway.sip.transaction_asyncio import TransactionLayer
 from gateway.sip.transport import TcpTransport, UdpTransport
+from gateway.spool import Spool
 from gateway.state import GatewayState, PersistentBindings
-from hotline.v1 import gateway_pb2_grpc, recorder_pb2_grpc
+from gateway.uploader import GrpcRecorderLink, Uploader
+from hotline.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,15 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         notifier.lost_in_restart(held.call_id, held.offered_at)
     notifier.start()
     wiring.on_stop(notifier.stop, "call notifier")
-    recorder = GrpcRecorder(recorder_pb2_grpc.RecorderStub(wiring.channel("recorder")))
+    spool = Spool(settings.recording_spool)
+    wiring.on_stop(spool.close, "recording spool")  # after the uploader: seals of the last calls
+    uploader = Uploader(
+        spool, partial(GrpcRecorderLink.connect, settings.grpc_target("recorder"), wiring.tls)
+    )
+    await uploader.start()  # queues what a previous run left, before this run records anything
+    wiring.on_stop(uploader.stop, "recording uploader")
+    wiring.collector(SpoolCollector(spool, uploader))
+    recorder = SpoolingRecorder(spool, uploader)
     clock = FrameClock()
     clock.start()
     wiring.on_stop(clock.stop, "media clock")

@@ -1,124 +1,64 @@
-"""Streams a bridged call's two directions to the recorder over gRPC (client streaming).
+"""The core's `Recorder`: every bridged call is spooled to the gateway's disk during the call
+(`spool.py`) and uploaded to the recorder service after it (`uploader.py`).
 
-The media tap runs on the 20 ms clock and must never block, so frames go into a bounded
-queue; a task batches them (100 ms per message) into the Ingest stream. A full queue or a
-recorder that cannot be reached is logged and counted — a recording is never lost silently.
+Nothing here waits on the recorder: the media tap only buffers, `finish()` only seals, so a
+recorder that is down, slow or restarting can delay a recording but never a call's cleanup or
+the release of its media ports; the recording reaches the recorder when it is back.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Callable, Iterator
 
-import grpc
-import numpy as np
-from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from gateway.media.audio import SAMPLE_RATE
-from hotline.v1 import recorder_pb2 as rec
-from hotline.v1 import recorder_pb2_grpc
+from gateway.spool import Spool, SpoolWriter
+from gateway.uploader import Uploader
 
-log = logging.getLogger(__name__)
-
-FAILURES = Counter(
-    "hotline_gateway_recording_failures_total",
-    "Recordings the gateway could not deliver",
-    ["reason"],
-)
-FRAMES_PER_MESSAGE = 5
-QUEUE_FRAMES = 1500  # 30 s of slack if the recorder is slow
+__all__ = ["SpoolCollector", "SpoolingRecorder"]
 
 
-class GrpcRecorder:
-    """The core's Recorder: each bridged call streams to the recorder service."""
+class SpoolingRecorder:
+    """Starts each recording in the spool; the uploader takes it once it is sealed."""
 
-    def __init__(self, stub: recorder_pb2_grpc.RecorderAsyncStub) -> None:
-        self.stub = stub
+    def __init__(self, spool: Spool, uploader: Uploader) -> None:
+        self.spool = spool
+        self.uploader = uploader
 
-    def start(self, call_id: str, agent_id: str, queue: str) -> RecordingStream:
-        return RecordingStream(self.stub, call_id, agent_id, queue)
+    def start(self, call_id: str, agent_id: str, queue: str) -> SpoolWriter:
+        return self.spool.open(call_id, agent_id, queue, on_sealed=self.uploader.submit)
 
 
-class RecordingStream:
+class SpoolCollector(Collector):
+    """The spool at scrape time: recordings by state, bytes, and how long the oldest one has
+    been waiting for the recorder (labels are states only, never call ids)."""
+
     def __init__(
-        self,
-        stub: recorder_pb2_grpc.RecorderAsyncStub,
-        call_id: str,
-        agent_id: str,
-        queue: str,
-        sample_rate: int = SAMPLE_RATE,
+        self, spool: Spool, uploader: Uploader, wall: Callable[[], float] = time.time
     ) -> None:
-        self.stub = stub
-        self.start_msg = rec.RecordingStart(
-            call_id=call_id,
-            sample_rate=sample_rate,
-            agent_id=agent_id,
-            queue=queue,
-            left_label="caller",
-            right_label="agent",
+        self.spool, self.uploader, self.wall = spool, uploader, wall
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        recordings = GaugeMetricFamily(
+            "hotline_gateway_recordings_spooled",
+            "Recordings in the gateway's spool: being recorded (live calls) or waiting for "
+            "the recorder to take them",
+            labels=["state"],
         )
-        self.call_id = call_id
-        self._queue: asyncio.Queue[tuple[bytes, bytes] | None] = asyncio.Queue(QUEUE_FRAMES)
-        self.dropped = 0
-        self.reply: rec.IngestReply | None = None
-        self._task = asyncio.create_task(self._run(), name=f"record-{call_id}")
-
-    def tap(self, left: np.ndarray, right: np.ndarray) -> None:
-        """One 20 ms frame per side (called by the bridge on every clock tick)."""
-        try:
-            self._queue.put_nowait(
-                (
-                    np.asarray(left, "<i2").tobytes(),  # no copy when already
-                    np.asarray(right, "<i2").tobytes(),
-                )
-            )  # little-endian int16
-        except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped == 1:
-                FAILURES.labels("backlog").inc()
-                log.error(
-                    "recording of %s is falling behind; frames are being dropped", self.call_id
-                )
-
-    async def _chunks(self) -> AsyncIterator[rec.IngestChunk]:
-        yield rec.IngestChunk(start=self.start_msg)
-        left: list[bytes] = []
-        right: list[bytes] = []
-        while True:
-            item = await self._queue.get()
-            if item is not None:
-                left.append(item[0])
-                right.append(item[1])
-            if left and (item is None or len(left) >= FRAMES_PER_MESSAGE):
-                yield rec.IngestChunk(
-                    frames=rec.StereoFrames(left=b"".join(left), right=b"".join(right))
-                )
-                left.clear()
-                right.clear()
-            if item is None:
-                return
-
-    async def _run(self) -> None:
-        try:
-            self.reply = await self.stub.Ingest(self._chunks())
-            log.info(
-                "call %s recorded as %s (%d ms)",
-                self.call_id,
-                self.reply.recording_id,
-                self.reply.duration_ms,
-            )
-        except grpc.aio.AioRpcError as exc:
-            FAILURES.labels("recorder").inc()
-            log.error("recording of %s failed: %s %s", self.call_id, exc.code().name, exc.details())
-
-    async def finish(self, timeout_s: float = 30.0) -> None:
-        """Close the stream and wait for the recorder's reply."""
-        await self._queue.put(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except asyncio.TimeoutError:
-            FAILURES.labels("timeout").inc()
-            log.error(
-                "recorder did not confirm the recording of %s within %.0fs", self.call_id, timeout_s
-            )
+        waiting = list(self.uploader.waiting.values())
+        recordings.add_metric(["recording"], len(self.spool.live))
+        recordings.add_metric(["waiting"], len(waiting))
+        yield recordings
+        yield GaugeMetricFamily(
+            "hotline_gateway_recording_spool_bytes",
+            "Bytes of the recordings in the gateway's spool",
+            value=max(0, self.spool.size_bytes),
+        )
+        oldest = min((e.waiting_since for e in waiting), default=None)
+        yield GaugeMetricFamily(
+            "hotline_gateway_recording_spool_oldest_seconds",
+            "How long the oldest recording in the spool has waited for the recorder (0: none)",
+            value=0.0 if oldest is None else max(0.0, self.wall() - oldest),
+        )

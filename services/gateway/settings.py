@@ -58,6 +58,7 @@ class GatewaySettings(Settings):
     admission: AdmissionLimits = AdmissionLimits()  # HOTLINE_CALLS_PER_SOURCE_*, HOTLINE_TRUNK_*
     extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
     state_file: Path = REPO_ROOT / "var" / "gateway-state.sqlite"  # HOTLINE_GATEWAY_STATE
+    recording_spool: Path = REPO_ROOT / "var" / "spool"  # HOTLINE_RECORDING_SPOOL
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -118,4 +119,5 @@ class GatewaySettings(Settings):
             "admission": admission,
             "extensions_file": env.optional_path("GATEWAY_EXTENSIONS"),
             "state_file": env.path("GATEWAY_STATE", base["var_dir"] / "gateway-state.sqlite"),
+            "recording_spool": env.path("RECORDING_SPOOL", base["var_dir"] / "spool"),
         }

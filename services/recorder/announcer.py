@@ -99,7 +99,7 @@ class Announcer:
                 env = await self.notifier.recording_ready(rec)
             finally:
                 otel_context.detach(token)
-            await self.catalog.mark_announced(recording_id, datetime.now(UTC))
+            await self.catalog.mark_announced(recording_id, datetime.now(UTC), rec.status)
             log.info(
                 "announced recording %s of call %s (%s)",
                 recording_id,

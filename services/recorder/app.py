@@ -12,7 +12,7 @@ from common.service import Stop, Wiring
 from hotline.v1 import recorder_pb2_grpc
 from recorder.announcer import Announcer
 from recorder.catalog import Catalog, migrate, open_engine
-from recorder.ingest import ANNOUNCE_WAIT_S, Ingest
+from recorder.ingest import ANNOUNCE_WAIT_S, TAKEOVER_IDLE_S, Ingest
 from recorder.notifier import RecorderNotifier
 from recorder.salvage import INTERVAL_S, STALE_AFTER_S, Salvager
 from recorder.servicer import RecorderService
@@ -38,6 +38,7 @@ async def main(
     salvage_interval_s: float = INTERVAL_S,
     announce_wait_s: float = ANNOUNCE_WAIT_S,
     stop_grace_s: float = STOP_GRACE_S,
+    takeover_idle_s: float = TAKEOVER_IDLE_S,
 ) -> Stop:
     """Start the recorder and return the coroutine function that stops it.
 
@@ -60,7 +61,13 @@ async def main(
     announcer.start()
     wiring.on_stop(announcer.stop, "announcer")
 
-    ingest = Ingest(store, catalog, announcer, announce_wait_s=announce_wait_s)
+    ingest = Ingest(
+        store,
+        catalog,
+        announcer,
+        announce_wait_s=announce_wait_s,
+        takeover_idle_s=takeover_idle_s,
+    )
     salvager = Salvager(
         store,
         catalog,

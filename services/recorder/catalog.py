@@ -159,13 +159,36 @@ class Catalog:
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def mark_announced(self, recording_id: str, at: datetime) -> None:
+    async def restart(self, recording_id: str, *, from_status: str) -> bool:
+        """Make a recording `recording` again, for an upload that replaces what was stored
+        under its id (a cut upload, an orphan of a crash); False if its status was no longer
+        `from_status` (another stream got there first)."""
         async with self._session.begin() as session:
-            await session.execute(
+            result = await session.execute(
                 update(Recording)
-                .where(Recording.recording_id == recording_id)
-                .values(announced_at=at)
+                .where(Recording.recording_id == recording_id, Recording.status == from_status)
+                .values(
+                    status=RECORDING,
+                    ended_at=None,
+                    duration_ms=0,
+                    bytes=0,
+                    sha256=None,
+                    failure=None,
+                    announced_at=None,
+                )
             )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def mark_announced(
+        self, recording_id: str, at: datetime, status: str | None = None
+    ) -> None:
+        """Note that RecordingReady went out; with `status`, only if the row still has the
+        status that was announced (a re-upload may have replaced it meanwhile)."""
+        stmt = update(Recording).where(Recording.recording_id == recording_id)
+        if status is not None:
+            stmt = stmt.where(Recording.status == status)
+        async with self._session.begin() as session:
+            await session.execute(stmt.values(announced_at=at))
 
     async def _all(self, stmt: Select[Recording]) -> list[Recording]:
         async with self._session() as session:

@@ -1,22 +1,30 @@
 """Ingest: a recording stream from its start chunk to a stored, catalogued, announced file.
 
-The gateway streams both sides of a call (`Recorder.Ingest`, served by `servicer.py`): the
-first chunk is `start` (call and agent metadata), then `frames` chunks with equal runs of int16
-LE samples for the caller (left) and the agent (right). The gateway closing the stream
-normally means the call ended: the recording is `complete`. A stream that breaks off (gateway
-died, connection lost, server shutting down) still keeps every frame that arrived and is
-stored as `partial`. A chunk that violates the protocol fails the stream; what was written
-before it is kept as a `failed` recording for inspection, never dropped.
+The gateway uploads both sides of a call (`Recorder.Ingest`, served by `servicer.py`): the
+first chunk is `start` (call and agent metadata, the recording's id and start time), then
+`frames` chunks with equal runs of int16 LE samples for the caller (left) and the agent
+(right), then `end` when the recording is whole. A stream closed after `end` is `complete`;
+closed without it, `partial` (its source stopped mid-call: the gateway died). A stream that
+breaks off (gateway or network gone, server shutting down) still keeps every frame that
+arrived and is stored as `partial`. A chunk that violates the protocol fails the stream; what
+was written before it is kept as a `failed` recording for inspection, never dropped.
+
+Uploads are idempotent by `recording_id` (chosen by the gateway): a recording already stored
+whole under that id is answered with and not stored again; one whose *upload* broke (cut
+stream, recorder crash, disk error) is replaced by the new upload, which starts over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
 
 from hotline.v1 import recorder_pb2
 from recorder import metrics
@@ -30,6 +38,16 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 8000
 #: how long a reply waits for RecordingReady to reach the broker before replying anyway
 ANNOUNCE_WAIT_S = 2.0
+#: the recording ids the gateway may choose: lowercase UUIDs, as recording keys require
+RECORDING_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: a RecordingStart.started_at further ahead of the recorder's clock is not believed
+FUTURE_SKEW_S = 300.0
+#: an unfinished recording no stream of this process writes is taken over by a new upload of
+#: its id once its file has not grown for this long (a live upload writes continuously)
+TAKEOVER_IDLE_S = 10.0
+#: failure reasons that say the *upload* broke, not the recording: a later upload of the same
+#: recording_id replaces such a recording
+SUPERSEDABLE = frozenset({"stream_aborted", "recorder_restart", "io_error"})
 
 
 class StartError(ValueError):
@@ -40,8 +58,36 @@ class IngestUnavailable(RuntimeError):
     """A recording cannot be opened now (catalog unreachable, no file can be created)."""
 
 
-def check_start(start: recorder_pb2.RecordingStart) -> int:
-    """Validate the start message; returns the sample rate (0 means the default 8000)."""
+class IngestBusy(RuntimeError):
+    """Another stream is storing this recording_id now; the upload may be retried later."""
+
+
+class IngestRefused(RuntimeError):
+    """An earlier upload of this recording_id was refused for a reason a retry cannot fix."""
+
+
+class AlreadyStored(Exception):
+    """This recording_id was stored whole by an earlier upload: `row` is the answer."""
+
+    def __init__(self, row: Recording) -> None:
+        super().__init__(f"recording {row.recording_id} is already stored ({row.status})")
+        self.row = row
+
+
+@dataclass(frozen=True)
+class Start:
+    """A checked RecordingStart."""
+
+    call_id: str
+    sample_rate: int
+    #: chosen by the gateway (the upload is idempotent), or None: the recorder picks one
+    recording_id: str | None
+    #: when the recording began at its source, or None: when the stream started
+    started_at: datetime | None
+
+
+def check_start(start: recorder_pb2.RecordingStart, now: datetime | None = None) -> Start:
+    """Validate the start message (a sample rate of 0 means the default 8000)."""
     if not start.call_id:
         raise StartError("RecordingStart.call_id is required")
     rate = start.sample_rate or SAMPLE_RATE
@@ -50,7 +96,26 @@ def check_start(start: recorder_pb2.RecordingStart) -> int:
             f"RecordingStart.sample_rate {start.sample_rate} is not supported: "
             f"recordings are {SAMPLE_RATE} Hz (G.711 narrowband)"
         )
-    return rate
+    if start.recording_id and not RECORDING_ID.match(start.recording_id):
+        raise StartError(
+            f"RecordingStart.recording_id {start.recording_id!r} is not a lowercase UUID "
+            "(8-4-4-4-12 hex digits)"
+        )
+    started_at = None
+    if start.HasField("started_at"):
+        started_at = start.started_at.ToDatetime(tzinfo=UTC)
+        now = now or datetime.now(UTC)
+        if started_at > now + timedelta(seconds=FUTURE_SKEW_S):
+            # A clock that is off must not cost the recording: file it under the recorder's time.
+            log.warning(
+                "recording of call %s claims to start at %s, ahead of the recorder's clock; "
+                "using %s",
+                start.call_id,
+                started_at.isoformat(),
+                now.isoformat(),
+            )
+            started_at = now
+    return Start(start.call_id, rate, start.recording_id or None, started_at)
 
 
 @dataclass
@@ -63,6 +128,10 @@ class Stream:
     ended_at: datetime | None = None
     failure: FrameError | OSError | None = None
     aborted: bool = False
+    #: the RecordingEnd chunk, once it arrived: the recording is whole
+    end: recorder_pb2.RecordingEnd | None = None
+    #: the source said when the recording began: its end is that plus its duration
+    timed_by_source: bool = False
     finishing: asyncio.Task[Recording] | None = field(default=None, repr=False)
 
     @property
@@ -84,46 +153,63 @@ class Ingest:
         catalog: Catalog,
         announcer: Announcer,
         announce_wait_s: float = ANNOUNCE_WAIT_S,
+        takeover_idle_s: float = TAKEOVER_IDLE_S,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.announcer = announcer
         self.announce_wait_s = announce_wait_s
+        self.takeover_idle_s = takeover_idle_s
         self.active: dict[str, Stream] = {}
+        #: recording ids a stream of this process is opening, writing or finishing
+        self._owned: set[str] = set()
         self._finishing: set[asyncio.Task[Recording]] = set()
 
-    async def open(self, start: recorder_pb2.RecordingStart, sample_rate: int) -> Stream:
+    def owns(self, recording_id: str) -> bool:
+        """Whether a stream of this process holds the recording (salvage must leave it)."""
+        return recording_id in self._owned
+
+    async def open(self, start: recorder_pb2.RecordingStart, checked: Start) -> Stream:
         """Register the recording in the catalog, then create its file (in that order, so a
-        file on disk always has a row that salvage can complete). IngestUnavailable when
-        either cannot be done."""
-        started_at = datetime.now(UTC)
-        recording_id = str(uuid.uuid4())
-        key = recording_key(recording_id, started_at)
-        row = Recording(
-            recording_id=recording_id,
-            call_id=start.call_id,
-            path=key,
-            duration_ms=0,
-            sample_rate=sample_rate,
-            channels=CHANNELS,
-            agent_id=start.agent_id,
-            queue=start.queue,
-            started_at=started_at,
-            bytes=0,
-            status=RECORDING,
-        )
+        file on disk always has a row that salvage can complete).
+
+        Raises AlreadyStored (answer with its row), IngestBusy, IngestRefused, or
+        IngestUnavailable when the catalog or the disk cannot be used.
+        """
+        recording_id = checked.recording_id or str(uuid.uuid4())
+        if recording_id in self._owned:
+            metrics.REUPLOADS.labels("busy").inc()
+            raise IngestBusy(f"recording {recording_id} is being stored by another stream")
+        self._owned.add(recording_id)
         try:
-            await self.catalog.begin(row)
-        except Exception as exc:  # database unreachable or refusing writes
-            metrics.FAILURES.labels("catalog_error").inc()
-            log.exception("cannot register a recording for call %s", start.call_id)
-            raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
+            return await self._open(start, checked, recording_id)
+        except BaseException:
+            self._owned.discard(recording_id)
+            raise
+
+    async def _open(
+        self, start: recorder_pb2.RecordingStart, checked: Start, recording_id: str
+    ) -> Stream:
+        existing = None
+        if checked.recording_id is not None:
+            try:
+                existing = await self.catalog.get(recording_id)
+            except Exception as exc:
+                metrics.FAILURES.labels("catalog_error").inc()
+                log.exception("cannot look up recording %s", recording_id)
+                raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
+        if existing is None:
+            row = await self._register(start, checked, recording_id)
+            replace = False
+        else:
+            row = await self._reclaim(existing)
+            replace = True
         try:
-            writer = self.store.create(key, sample_rate)
+            writer = self.store.create(row.path, row.sample_rate, replace=replace)
         except OSError as exc:
             metrics.FAILURES.labels("io_error").inc()
             metrics.RECORDINGS.labels(FAILED).inc()
-            log.exception("cannot create recording file %s for call %s", key, start.call_id)
+            log.exception("cannot create recording file %s for call %s", row.path, row.call_id)
             await self.catalog.finish(
                 recording_id,
                 status=FAILED,
@@ -134,17 +220,85 @@ class Ingest:
                 failure=f"io_error: {exc}",
             )
             raise IngestUnavailable(f"recorder cannot create a recording file: {exc}") from exc
-        stream = Stream(row=row, writer=writer)
+        stream = Stream(row=row, writer=writer, timed_by_source=checked.started_at is not None)
         self.active[recording_id] = stream
         log.info(
-            "recording %s started for call %s (agent %s, queue %s)",
+            "recording %s %s for call %s (agent %s, queue %s)",
             recording_id,
-            start.call_id,
-            start.agent_id or "-",
-            start.queue or "-",
+            "started over" if replace else "started",
+            row.call_id,
+            row.agent_id or "-",
+            row.queue or "-",
             extra=stream.log_extra,
         )
         return stream
+
+    async def _register(
+        self, start: recorder_pb2.RecordingStart, checked: Start, recording_id: str
+    ) -> Recording:
+        started_at = checked.started_at or datetime.now(UTC)
+        row = Recording(
+            recording_id=recording_id,
+            call_id=start.call_id,
+            path=recording_key(recording_id, started_at),
+            duration_ms=0,
+            sample_rate=checked.sample_rate,
+            channels=CHANNELS,
+            agent_id=start.agent_id,
+            queue=start.queue,
+            started_at=started_at,
+            bytes=0,
+            status=RECORDING,
+        )
+        try:
+            await self.catalog.begin(row)
+        except IntegrityError as exc:  # another replica registered the same id just now
+            metrics.REUPLOADS.labels("busy").inc()
+            raise IngestBusy(f"recording {recording_id} is being stored by another stream") from exc
+        except Exception as exc:  # database unreachable or refusing writes
+            metrics.FAILURES.labels("catalog_error").inc()
+            log.exception("cannot register a recording for call %s", start.call_id)
+            raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
+        return row
+
+    async def _reclaim(self, row: Recording) -> Recording:
+        """An upload of a recording_id the catalog already has: answer with it, refuse, or
+        start it over (see SUPERSEDABLE)."""
+        reason = (row.failure or "").split(":", 1)[0]
+        if row.status == RECORDING:
+            idle = self.store.idle_s(row.path)
+            if idle is not None and idle < self.takeover_idle_s:
+                metrics.REUPLOADS.labels("busy").inc()
+                raise IngestBusy(
+                    f"recording {row.recording_id} is being stored by another stream "
+                    f"(written {idle:.1f}s ago); retry later"
+                )
+        elif row.status == COMPLETE or (row.status == PARTIAL and reason not in SUPERSEDABLE):
+            metrics.REUPLOADS.labels("already_stored").inc()
+            raise AlreadyStored(row)
+        elif reason not in SUPERSEDABLE:
+            raise IngestRefused(f"recording {row.recording_id} was refused before: {row.failure}")
+        try:
+            restarted = await self.catalog.restart(row.recording_id, from_status=row.status)
+        except Exception as exc:
+            metrics.FAILURES.labels("catalog_error").inc()
+            log.exception("cannot restart recording %s", row.recording_id)
+            raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
+        if not restarted:
+            metrics.REUPLOADS.labels("busy").inc()
+            raise IngestBusy(f"recording {row.recording_id} changed meanwhile; retry later")
+        metrics.REUPLOADS.labels("superseded").inc()
+        log.warning(
+            "recording %s of call %s (%s%s) is stored again from a new upload",
+            row.recording_id,
+            row.call_id,
+            row.status,
+            f": {row.failure}" if row.failure else "",
+            extra={"recording_id": row.recording_id, "call_id": row.call_id},
+        )
+        row.status, row.failure, row.ended_at, row.announced_at = RECORDING, None, None, None
+        row.duration_ms, row.bytes, row.sha256 = 0, 0, None
+        return row
 
     def abandon_opening(self, opening: asyncio.Future[Stream]) -> None:
         """Done-callback for an `open` whose caller went away: finish its stream as partial."""
@@ -158,6 +312,17 @@ class Ingest:
         """Append one `frames` chunk; FrameError (or OSError from the disk) fails the stream."""
         stream.chunks += 1
         kind = chunk.WhichOneof("chunk")
+        if stream.end is not None:
+            raise FrameError("after_end", f"chunk {stream.chunks}: nothing may follow RecordingEnd")
+        if kind == "end":
+            if chunk.end.samples != stream.writer.frames:
+                raise FrameError(
+                    "sample_count",
+                    f"chunk {stream.chunks}: RecordingEnd says {chunk.end.samples} samples per "
+                    f"side were sent, but {stream.writer.frames} arrived",
+                )
+            stream.end = chunk.end
+            return
         if kind == "start":
             raise FrameError(
                 "duplicate_start",
@@ -165,7 +330,7 @@ class Ingest:
             )
         if kind != "frames":
             raise FrameError(
-                "empty_chunk", f"chunk {stream.chunks} carries neither start nor frames"
+                "empty_chunk", f"chunk {stream.chunks} carries neither start, frames nor end"
             )
         try:
             written = stream.writer.write(chunk.frames.left, chunk.frames.right)
@@ -221,6 +386,7 @@ class Ingest:
             )
         finally:
             self.active.pop(row.recording_id, None)
+            self._owned.discard(row.recording_id)
         # A client cancel reaches us a few loop turns after its stream "ended"; the commit
         # above spans those turns, so by now we know whether the end was real.
         if cancelled is not None and cancelled():
@@ -237,10 +403,17 @@ class Ingest:
                 "stream_aborted",
                 "stream_aborted: the stream broke off before the gateway closed it",
             )
+        elif stream.end is None:
+            status, reason, failure = (
+                PARTIAL,
+                "no_end",
+                "no_end: the stream closed without RecordingEnd: its source stopped before "
+                "the call ended (gateway restart); it holds all the audio that was sent",
+            )
         else:
             status, reason, failure = COMPLETE, None, None
 
-        row.status, row.failure, row.ended_at = status, failure, stream.ended_at
+        row.status, row.failure = status, failure
         if stored is not None:
             row.duration_ms, row.bytes, row.sha256 = (
                 stored.duration_ms,
@@ -249,6 +422,11 @@ class Ingest:
             )
         else:
             row.duration_ms = stream.writer.duration_ms
+        row.ended_at = (
+            row.started_at + timedelta(milliseconds=row.duration_ms)
+            if stream.timed_by_source
+            else stream.ended_at
+        )
         try:
             await self.catalog.finish(
                 row.recording_id,

@@ -17,3 +17,9 @@ FAILURES = Counter(
 BYTES_WRITTEN = Counter(
     "hotline_recorder_bytes_written", "Audio bytes (interleaved PCM) written to recording files"
 )
+REUPLOADS = Counter(
+    "hotline_recorder_reuploads",
+    "Uploads of a recording_id the catalog already had, by outcome: already_stored (answered "
+    "with it), superseded (stored again over a cut upload), busy (another stream holds it)",
+    ["outcome"],
+)

@@ -13,7 +13,8 @@ class RecorderNotifier:
         self.publisher = publisher
 
     async def recording_ready(self, rec: Recording) -> Envelope:
-        """A recording is stored and catalogued (complete or partial); returns the envelope."""
+        """A recording is stored and catalogued (complete or partial, said in `status`); returns
+        the envelope."""
         return await self.publisher.publish(
             events_pb2.RecordingReady(
                 recording_id=rec.recording_id,
@@ -24,6 +25,7 @@ class RecorderNotifier:
                 sample_rate=rec.sample_rate,
                 agent_id=rec.agent_id,
                 queue=rec.queue,
+                status=rec.status,
             ),
             key=rec.call_id,
         )

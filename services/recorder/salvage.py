@@ -63,7 +63,7 @@ class Salvager:
         """Salvage every orphan found now; returns how many were completed."""
         done = 0
         for rec in await self.catalog.in_progress():
-            if rec.recording_id in self.ingest.active:
+            if self.ingest.owns(rec.recording_id):
                 continue
             try:
                 stored = await self.store.salvage(rec.path, rec.sample_rate, self.stale_after_s)

@@ -3,7 +3,9 @@
 Reads the stream into `Ingest` and says what went wrong in the status: a protocol violation is
 INVALID_ARGUMENT (what arrived before it is kept as a `failed` recording, and the message says
 so), a catalog or disk the recorder cannot use now is UNAVAILABLE, a full disk
-RESOURCE_EXHAUSTED, a file that could not be finalised INTERNAL.
+RESOURCE_EXHAUSTED, a file that could not be finalised INTERNAL, a recording_id another stream
+is storing ABORTED (retry later), one refused before FAILED_PRECONDITION. A recording_id stored
+whole before is answered at once with `already_stored`, without reading the rest.
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ import grpc
 from common.rpc import Context, callers
 from hotline.v1 import recorder_pb2, recorder_pb2_grpc
 from recorder import metrics
-from recorder.catalog import FAILED
-from recorder.ingest import Ingest, IngestUnavailable, StartError, Stream, check_start
+from recorder.catalog import FAILED, Recording
+from recorder.ingest import (
+    AlreadyStored,
+    Ingest,
+    IngestBusy,
+    IngestRefused,
+    IngestUnavailable,
+    StartError,
+    Stream,
+    check_start,
+)
 from recorder.wav import FrameError
 
 
@@ -44,18 +55,24 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "first chunk must be RecordingStart"
             )
         try:
-            sample_rate = check_start(first.start)
+            start = check_start(first.start)
         except StartError as exc:
             metrics.FAILURES.labels("bad_start").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         # Registering must not be cut in half by a cancel: a row without its file would stay
         # `recording` for ever. If the peer leaves meanwhile, the stream is finished as partial.
-        opening = asyncio.ensure_future(ingest.open(first.start, sample_rate))
+        opening = asyncio.ensure_future(ingest.open(first.start, start))
         try:
             stream = await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.add_done_callback(ingest.abandon_opening)
             raise
+        except AlreadyStored as exc:  # a retried upload whose first reply was lost
+            return self._reply(exc.row, already_stored=True)
+        except IngestBusy as exc:
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        except IngestRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except IngestUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -90,8 +107,16 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
                 grpc.StatusCode.INTERNAL,
                 f"recording {row.recording_id} could not be stored: {row.failure}",
             )
+        return self._reply(row)
+
+    @staticmethod
+    def _reply(row: Recording, already_stored: bool = False) -> recorder_pb2.IngestReply:
         return recorder_pb2.IngestReply(
-            recording_id=row.recording_id, path=row.path, duration_ms=row.duration_ms
+            recording_id=row.recording_id,
+            path=row.path,
+            duration_ms=row.duration_ms,
+            status=row.status,
+            already_stored=already_stored,
         )
 
     @staticmethod

@@ -53,8 +53,17 @@ class RecordingStore(ABC):
     """A place recordings are written to while streaming and published to when complete."""
 
     @abstractmethod
-    def create(self, key: str, sample_rate: int) -> StereoWavWriter:
-        """Start writing a new recording; it stays invisible under `key` until `commit`."""
+    def create(self, key: str, sample_rate: int, *, replace: bool = False) -> StereoWavWriter:
+        """Start writing a new recording; it stays invisible under `key` until `commit`.
+
+        With `replace`, an unfinished earlier write of `key` is discarded (a re-upload of the
+        same recording starts over); a committed file stays visible until the new commit
+        replaces it.
+        """
+
+    @abstractmethod
+    def idle_s(self, key: str) -> float | None:
+        """Seconds since the unfinished write of `key` last grew; None when there is none."""
 
     @abstractmethod
     async def commit(self, key: str, writer: StereoWavWriter) -> StoredRecording:
@@ -109,10 +118,18 @@ class LocalRecordingStore(RecordingStore):
         final = self.locate(key)
         return final.with_name(final.name + PART_SUFFIX)
 
-    def create(self, key: str, sample_rate: int) -> StereoWavWriter:
+    def create(self, key: str, sample_rate: int, *, replace: bool = False) -> StereoWavWriter:
         part = self.staging(key)
         part.parent.mkdir(parents=True, exist_ok=True)
+        if replace:
+            part.unlink(missing_ok=True)
         return StereoWavWriter(part, sample_rate)
+
+    def idle_s(self, key: str) -> float | None:
+        try:
+            return max(0.0, time.time() - self.staging(key).stat().st_mtime)
+        except FileNotFoundError:
+            return None
 
     def _publish(self, key: str) -> StoredRecording:
         part, final = self.staging(key), self.locate(key)

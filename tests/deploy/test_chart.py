@@ -222,6 +222,10 @@ BAD_VALUES = [
     ),
     ({"gatway": {}}, "additional properties 'gatway' not allowed"),
     (
+        {"gateway": {"persistence": {"mode": "tmpfs"}}},
+        "at '/gateway/persistence/mode': value must be one of 'pvc', 'hostPath', 'emptyDir'",
+    ),
+    (
         {"database": {"mode": "sqlite"}, "crm": {"replicas": 3}},
         "at '/crm/replicas': value must be 1",
     ),
@@ -514,6 +518,41 @@ def test_configuration_objects() -> None:
         env_of(one(docs, "Deployment", "-ivr"))["HOTLINE_IVR_FLOWS"]
         == "/etc/hotline/ivr/flows.yaml"
     )
+
+
+def test_the_gateways_spool_and_state_outlive_the_pod() -> None:
+    """Recordings wait in the gateway's spool while the recorder is away: its volume must
+    survive the pod (a restart, a rollout on the card node)."""
+
+    def var_volume(docs: list[dict] | tuple[dict, ...]) -> dict:
+        gateway = one(docs, "Deployment", "-gateway")
+        mounts = gateway["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": "var", "mountPath": "/var/lib/hotline"} in mounts
+        assert env_of(gateway)["HOTLINE_VAR_DIR"] == "/var/lib/hotline"  # the spool is under it
+        [var] = [v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "var"]
+        return var
+
+    for values in ("default-values.yaml", "dahdi-card-values.yaml"):
+        docs = render_ci(values)
+        pvc = one(docs, "PersistentVolumeClaim", "-gateway-data")
+        assert var_volume(docs) == {
+            "name": "var",
+            "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]},
+        }
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    base = values_of(CHART / "ci" / "default-values.yaml")
+
+    def with_persistence(**kw: str) -> list[dict]:
+        return render(merge(base, {"gateway": {"persistence": kw}}))
+
+    docs = with_persistence(mode="pvc", existingClaim="gw-local", size="2Gi")
+    assert var_volume(docs)["persistentVolumeClaim"] == {"claimName": "gw-local"}
+    assert not [d for d in by_kind(docs, "PersistentVolumeClaim") if "gateway" in str(d)]
+    docs = with_persistence(mode="hostPath", hostPath="/srv/hotline")
+    assert var_volume(docs)["hostPath"] == {"path": "/srv/hotline", "type": "DirectoryOrCreate"}
+    assert var_volume(with_persistence(mode="emptyDir")) == {"name": "var", "emptyDir": {}}
 
 
 def test_migrations_job_runs_alembic_for_crm_and_recorder() -> None:

@@ -302,6 +302,27 @@ CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str
             "2m",
         ),
     ),
+    "HotlineRecordingsWaitingAtGateway": (
+        (
+            [
+                {
+                    "series": f"hotline_gateway_recording_spool_oldest_seconds{{{SITE}}}",
+                    "values": "0+30x60",  # waits on and on (one sample every 30 s)
+                }
+            ],
+            "25m",
+            [{"site": "main"}],
+        ),
+        (  # recordings come and go: the oldest never waits long
+            [
+                {
+                    "series": f"hotline_gateway_recording_spool_oldest_seconds{{{SITE}}}",
+                    "values": " ".join(["0 30 60"] * 16),
+                }
+            ],
+            "22m",
+        ),
+    ),
     "HotlinePoorMediaQuality": (
         (
             [

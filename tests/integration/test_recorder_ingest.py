@@ -109,6 +109,10 @@ def tone(seconds: float, hz: float = 440.0, amplitude: int = 10_000) -> np.ndarr
     return (np.sin(2 * np.pi * hz * t) * amplitude).astype(np.int16)
 
 
+def end_chunk(samples: int) -> recorder_pb2.IngestChunk:
+    return recorder_pb2.IngestChunk(end=recorder_pb2.RecordingEnd(samples=samples))
+
+
 async def chunks(*items: recorder_pb2.IngestChunk) -> AsyncIterator[recorder_pb2.IngestChunk]:
     for item in items:
         yield item
@@ -120,14 +124,15 @@ def call_frames(left: np.ndarray, right: np.ndarray) -> list[recorder_pb2.Ingest
     ]
 
 
-async def recording_ready(
-    bootstrap: str, call_id: str, timeout_s: float = 10.0
-) -> events_pb2.Envelope:
-    """The RecordingReady envelope for `call_id` on the recordings topic (no consumer group:
-    partitions are assigned directly, so there is no group-join wait)."""
+async def recording_events(
+    bootstrap: str, call_id: str, count: int = 1, timeout_s: float = 10.0
+) -> list[events_pb2.Envelope]:
+    """The first `count` RecordingReady envelopes for `call_id` on the recordings topic (no
+    consumer group: partitions are assigned directly, so there is no group-join wait)."""
     await ensure_topics(bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
+    found: list[events_pb2.Envelope] = []
     try:
         consumer.assign([TopicPartition("recordings", p) for p in range(TOPICS["recordings"][0])])
         await consumer.seek_to_beginning()
@@ -138,10 +143,19 @@ async def recording_ready(
                     env = events_pb2.Envelope.FromString(record.value)
                     if env.key == call_id:
                         assert record.key == call_id.encode()
-                        return env
-        raise AssertionError(f"no RecordingReady for {call_id} within {timeout_s}s")
+                        found.append(env)
+                        if len(found) == count:
+                            return found
+        raise AssertionError(f"{len(found)} RecordingReady for {call_id} within {timeout_s}s")
     finally:
         await consumer.stop()
+
+
+async def recording_ready(
+    bootstrap: str, call_id: str, timeout_s: float = 10.0
+) -> events_pb2.Envelope:
+    """The RecordingReady envelope for `call_id` on the recordings topic."""
+    return (await recording_events(bootstrap, call_id, 1, timeout_s))[0]
 
 
 async def wait_ready(readiness: Readiness) -> None:
@@ -172,10 +186,13 @@ async def test_tone_call_is_stored_catalogued_and_announced(recorder: Recorder) 
     bytes_before = metric("hotline_recorder_bytes_written_total")
     before = datetime.now(UTC)
 
-    reply = await recorder.stub.Ingest(chunks(start_chunk(call_id), *call_frames(caller, agent)))
+    reply = await recorder.stub.Ingest(
+        chunks(start_chunk(call_id), *call_frames(caller, agent), end_chunk(3 * RATE))
+    )
 
     uuid.UUID(reply.recording_id)
     assert abs(reply.duration_ms - 3000) <= 20
+    assert reply.status == "complete" and not reply.already_stored
     assert reply.path == recording_key(reply.recording_id, before)
 
     path = recorder.settings.var_dir / "recordings" / reply.path
@@ -228,11 +245,12 @@ async def test_tone_call_is_stored_catalogued_and_announced(recorder: Recorder) 
         reply.path,
         reply.duration_ms,
     )
-    assert (ready.channels, ready.sample_rate, ready.agent_id, ready.queue) == (
+    assert (ready.channels, ready.sample_rate, ready.agent_id, ready.queue, ready.status) == (
         2,
         RATE,
         "agent7",
         "sales",
+        "complete",
     )
 
     assert metric("hotline_recordings_total", status="complete") == complete_before + 1
@@ -420,7 +438,11 @@ async def test_recordings_made_while_kafka_is_down_are_announced_later(tmp_path:
     try:
         assert not readiness.ready and not readiness.report()["kafka-producer"]["ok"]
         reply = await recorder_pb2_grpc.RecorderStub(channel).Ingest(
-            chunks(start_chunk(call_id), *call_frames(tone(0.2), tone(0.2, 300.0)))
+            chunks(
+                start_chunk(call_id),
+                *call_frames(tone(0.2), tone(0.2, 300.0)),
+                end_chunk(RATE // 5),
+            )
         )
         row = await catalog.get(reply.recording_id)
         assert row is not None and row.status == "complete" and row.announced_at is None
@@ -440,4 +462,289 @@ async def test_recordings_made_while_kafka_is_down_are_announced_later(tmp_path:
         if stop is not None:
             await stop()
         await channel.close()
+        await engine.dispose()
+
+
+# ---- uploads: the end chunk, partial sources, idempotent retries -------------------------
+def upload_start(call_id: str, recording_id: str, started_at: datetime) -> recorder_pb2.IngestChunk:
+    chunk = start_chunk(call_id, recording_id=recording_id)
+    chunk.start.started_at.FromDatetime(started_at)
+    return chunk
+
+
+def wav_frames(store: LocalRecordingStore, key: str) -> np.ndarray:
+    with wave.open(str(store.locate(key)), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+
+
+def dominant_hz(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[spectrum.argmax()])
+
+
+async def test_stream_closed_without_end_is_a_partial_recording(recorder: Recorder) -> None:
+    """The gateway died mid-call: its spool is uploaded whole but without RecordingEnd."""
+    call_id = f"call-{uuid.uuid4()}"
+    before = metric("hotline_recording_failures_total", reason="no_end")
+
+    reply = await recorder.stub.Ingest(
+        chunks(start_chunk(call_id), *call_frames(tone(1.0), tone(1.0, 300.0)))
+    )
+
+    assert (reply.status, reply.duration_ms, reply.already_stored) == ("partial", 1000, False)
+    row = await recorder.catalog.get(reply.recording_id)
+    assert row is not None and row.status == "partial" and row.failure.startswith("no_end:")
+    assert len(wav_frames(recorder.store, row.path)) == RATE  # every frame sent is kept
+    env = await recording_ready(recorder.settings.kafka_bootstrap, call_id)
+    assert env.recording_ready.status == "partial"
+    assert metric("hotline_recording_failures_total", reason="no_end") == before + 1
+
+
+@pytest.mark.parametrize(
+    ("tail", "words", "reason"),
+    [
+        ([end_chunk(RATE // 2 - 1)], "RecordingEnd says 3999 samples per side", "sample_count"),
+        (
+            [end_chunk(RATE // 2), frames_chunk(b"\x00\x00", b"\x00\x00")],
+            "nothing may follow RecordingEnd",
+            "after_end",
+        ),
+    ],
+    ids=["wrong-sample-count", "frames-after-end"],
+)
+async def test_end_chunk_is_checked(
+    recorder: Recorder, tail: list[recorder_pb2.IngestChunk], words: str, reason: str
+) -> None:
+    call_id = f"call-{uuid.uuid4()}"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(
+            chunks(start_chunk(call_id), *call_frames(tone(0.5), tone(0.5, 300.0)), *tail)
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in err.value.details()
+    [row] = await recorder.catalog.by_call(call_id)
+    assert row.status == "failed" and row.failure.startswith(reason)
+
+
+async def test_recording_id_must_be_a_lowercase_uuid(recorder: Recorder) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(chunks(start_chunk("c-1", recording_id="../../etc/passwd")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "recording_id '../../etc/passwd' is not a lowercase UUID" in err.value.details()
+
+
+async def test_upload_keeps_the_gateways_id_and_times(recorder: Recorder) -> None:
+    """A spooled recording uploaded long after the call is filed under the call's time."""
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    started = datetime(2025, 3, 1, 23, 59, 59, 500000, tzinfo=UTC)
+    reply = await recorder.stub.Ingest(
+        chunks(
+            upload_start(call_id, rid, started),
+            *call_frames(tone(2.0), tone(2.0, 300.0)),
+            end_chunk(2 * RATE),
+        )
+    )
+    assert (reply.recording_id, reply.status) == (rid, "complete")
+    assert reply.path == f"2025/03/01/{rid}.wav"
+    row = await recorder.catalog.get(rid)
+    assert row is not None
+    assert (row.started_at, row.ended_at) == (started, started + timedelta(seconds=2))
+
+
+async def test_retried_upload_is_answered_without_storing_again(recorder: Recorder) -> None:
+    """The first reply was lost: the retry gets the stored recording, at once, and nothing
+    is written, announced or counted twice."""
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    started = datetime.now(UTC) - timedelta(minutes=3)
+    audio = call_frames(tone(1.0), tone(1.0, 300.0))
+    first = await recorder.stub.Ingest(
+        chunks(upload_start(call_id, rid, started), *audio, end_chunk(RATE))
+    )
+    row = await recorder.catalog.get(rid)
+    assert row is not None and row.announced_at is not None
+    stored = recorder.store.locate(first.path).read_bytes()
+    complete_before = metric("hotline_recordings_total", status="complete")
+    written_before = metric("hotline_recorder_bytes_written_total")
+    again_before = metric("hotline_recorder_reuploads_total", outcome="already_stored")
+
+    async def retry() -> AsyncIterator[recorder_pb2.IngestChunk]:
+        yield upload_start(call_id, rid, started)
+        for chunk in audio:
+            yield chunk
+        await asyncio.sleep(3600)  # the recorder must answer without reading to the end
+
+    second = await asyncio.wait_for(recorder.stub.Ingest(retry()), 10)
+
+    assert second.already_stored and second.status == "complete"
+    assert (second.recording_id, second.path, second.duration_ms) == (
+        first.recording_id,
+        first.path,
+        first.duration_ms,
+    )
+    assert [r.recording_id for r in await recorder.catalog.by_call(call_id)] == [rid]
+    assert recorder.store.locate(first.path).read_bytes() == stored
+    assert (await recorder.catalog.get(rid)).announced_at == row.announced_at
+    assert metric("hotline_recordings_total", status="complete") == complete_before
+    assert metric("hotline_recorder_bytes_written_total") == written_before
+    assert metric("hotline_recorder_reuploads_total", outcome="already_stored") == again_before + 1
+    envs = await recording_events(recorder.settings.kafka_bootstrap, call_id, 1)
+    with pytest.raises(AssertionError, match="1 RecordingReady"):  # never a second one
+        await recording_events(recorder.settings.kafka_bootstrap, call_id, 2, timeout_s=1.5)
+    assert envs[0].recording_ready.recording_id == rid
+
+
+async def test_cut_upload_is_replaced_by_its_retry(recorder: Recorder) -> None:
+    """An upload cut by the network is kept as partial, then the retry of the same recording
+    replaces it: one recording, complete, with all the audio, announced again."""
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    caller, agent = tone(3.0, 440.0), tone(3.0, 300.0)
+    bytes_before = metric("hotline_recorder_bytes_written_total")
+
+    async def cut() -> AsyncIterator[recorder_pb2.IngestChunk]:
+        yield upload_start(call_id, rid, started)
+        for chunk in call_frames(caller[:RATE], agent[:RATE]):
+            yield chunk
+        await asyncio.sleep(3600)
+
+    call = recorder.stub.Ingest(cut())
+    for _ in range(200):
+        if metric("hotline_recorder_bytes_written_total") == bytes_before + RATE * 4:
+            break
+        await asyncio.sleep(0.02)
+    call.cancel()
+    row = await wait_for_status(recorder.catalog, call_id, "partial")
+    assert row.duration_ms == 1000 and row.failure.startswith("stream_aborted")
+    superseded_before = metric("hotline_recorder_reuploads_total", outcome="superseded")
+
+    reply = await recorder.stub.Ingest(
+        chunks(
+            upload_start(call_id, rid, started), *call_frames(caller, agent), end_chunk(3 * RATE)
+        )
+    )
+
+    assert (reply.recording_id, reply.status, reply.duration_ms) == (rid, "complete", 3000)
+    assert not reply.already_stored
+    [row] = await recorder.catalog.by_call(call_id)
+    assert (row.recording_id, row.status, row.failure, row.duration_ms) == (
+        rid,
+        "complete",
+        None,
+        3000,
+    )
+    assert row.ended_at == started + timedelta(seconds=3)
+    pcm = wav_frames(recorder.store, row.path)
+    assert len(pcm) == 3 * RATE
+    assert dominant_hz(pcm[2 * RATE :, 0]) == pytest.approx(440, abs=1)
+    assert dominant_hz(pcm[2 * RATE :, 1]) == pytest.approx(300, abs=1)
+    assert not recorder.store.staging(row.path).exists()
+    envs = await recording_events(recorder.settings.kafka_bootstrap, call_id, 2)
+    assert [(e.recording_ready.recording_id, e.recording_ready.status) for e in envs] == [
+        (rid, "partial"),
+        (rid, "complete"),
+    ]
+    assert envs[1].recording_ready.duration_ms == 3000
+    assert metric("hotline_recorder_reuploads_total", outcome="superseded") == superseded_before + 1
+
+
+async def test_upload_of_an_id_being_stored_is_told_to_retry(recorder: Recorder) -> None:
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    started = datetime.now(UTC)
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[recorder_pb2.IngestChunk]:
+        yield upload_start(call_id, rid, started)
+        yield from_frames(tone(0.1))
+        await release.wait()
+        yield end_chunk(RATE // 10)
+
+    first = recorder.stub.Ingest(slow())
+    await wait_for_status(recorder.catalog, call_id, "recording")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(
+            chunks(upload_start(call_id, rid, started), from_frames(tone(0.1)), end_chunk(800))
+        )
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert "being stored by another stream" in err.value.details()
+    release.set()
+    reply = await first
+    assert (reply.recording_id, reply.status, reply.duration_ms) == (rid, "complete", 100)
+
+
+def from_frames(samples: np.ndarray) -> recorder_pb2.IngestChunk:
+    return frames_chunk(samples, samples)
+
+
+async def test_upload_refused_before_stays_refused(recorder: Recorder) -> None:
+    """A recording that failed the protocol is not silently replaced by a retry."""
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    started = datetime.now(UTC)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(
+            chunks(upload_start(call_id, rid, started), frames_chunk(b"\x00" * 4, b"\x00" * 2))
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(
+            chunks(upload_start(call_id, rid, started), from_frames(tone(0.1)), end_chunk(800))
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "length_mismatch" in err.value.details()
+    [row] = await recorder.catalog.by_call(call_id)
+    assert row.status == "failed"
+
+
+async def test_orphan_of_a_crash_is_taken_over_by_the_retried_upload(
+    tmp_path: Path, broker: str
+) -> None:
+    """The recorder was killed during an upload; after its restart the gateway uploads the
+    recording again: the orphan's half file is replaced by the whole recording."""
+    settings = make_settings(tmp_path, broker)
+    stop, readiness = await started(settings)  # migrate the fresh database
+    await wait_ready(readiness)
+    await stop()
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    started_at = datetime.now(UTC) - timedelta(minutes=2)
+    key = recording_key(rid, started_at)
+    store = LocalRecordingStore.from_settings(settings)
+    writer = store.create(key, RATE)
+    writer.write(tone(5.0, 1000.0).tobytes(), tone(5.0, 1000.0).tobytes())
+    writer._file.flush()  # a .part file with 5 s that nobody will finish: no close()
+    engine = open_engine(settings.db_url("recorder"))
+    catalog = Catalog(engine)
+    await catalog.begin(
+        Recording(
+            recording_id=rid,
+            call_id=call_id,
+            path=key,
+            duration_ms=0,
+            sample_rate=RATE,
+            channels=2,
+            agent_id="agent7",
+            queue="sales",
+            started_at=started_at,
+            bytes=0,
+            status="recording",
+        )
+    )
+    # the salvager would wait 120 s; the upload may take over a file idle for 0 s here
+    stop, readiness = await started(settings, takeover_idle_s=0.0)
+    channel = rpc.channel(settings.grpc_target("recorder"), test_tls.tls("gateway"), "recorder")
+    try:
+        await wait_ready(readiness)
+        reply = await recorder_pb2_grpc.RecorderStub(channel).Ingest(
+            chunks(
+                upload_start(call_id, rid, started_at),
+                *call_frames(tone(2.0), tone(2.0, 300.0)),
+                end_chunk(2 * RATE),
+            )
+        )
+        assert (reply.recording_id, reply.path, reply.status) == (rid, key, "complete")
+        pcm = wav_frames(store, key)
+        assert len(pcm) == 2 * RATE and dominant_hz(pcm[:, 0]) == pytest.approx(440, abs=1)
+        [row] = await catalog.by_call(call_id)
+        assert row.status == "complete" and row.duration_ms == 2000
+    finally:
+        await channel.close()
+        await stop()
         await engine.dispose()

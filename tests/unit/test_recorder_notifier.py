@@ -56,4 +56,5 @@ async def test_recording_ready() -> None:
         sample_rate=8000,
         agent_id="agent3",
         queue="support",
+        status="partial",
     )

@@ -180,6 +180,18 @@ def test_gateway_prompts_follow_var_dir_unless_set(tmp_path: Path) -> None:
     ).prompt_dir == Path("/srv/p")
 
 
+def test_recording_spool_follows_var_dir_unless_set(tmp_path: Path) -> None:
+    assert GatewaySettings.from_env().recording_spool == REPO_ROOT / "var" / "spool"
+    spool = GatewaySettings.from_env(env(VAR_DIR=str(tmp_path))).recording_spool
+    assert spool == tmp_path / "spool"
+    assert GatewaySettings.from_env(
+        env(VAR_DIR=str(tmp_path), RECORDING_SPOOL="/srv/spool")
+    ).recording_spool == Path("/srv/spool")
+    assert GatewaySettings.from_env(env(RECORDING_SPOOL=" ")).recording_spool == (
+        REPO_ROOT / "var" / "spool"
+    )
+
+
 def test_empty_paths_mean_the_default() -> None:
     g = GatewaySettings.from_env(env(GATEWAY_EXTENSIONS="", PROMPT_DIR=" "))
     assert g.extensions_file is None and g.prompt_dir == REPO_ROOT / "var" / "prompts"

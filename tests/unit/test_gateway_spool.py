@@ -1,0 +1,260 @@
+"""The recording spool: the tap buffers and never waits on the disk, audio reaches the file
+about once a second, finish seals (complete or not), disk trouble is counted and logged, and
+what a crashed run left is found again."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from gateway import spool as spool_module
+from gateway.spool import FLUSH_FRAMES, Spool, SpoolEntry, SpoolWriter
+from tests.unit.spool_rig import FRAME, RID_PATTERN, HeldDisk, InlineDisk, Wall
+
+
+def failures(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value("hotline_gateway_recording_failures_total", {"reason": reason})
+        or 0.0
+    )
+
+
+def frame(n: int, side: int) -> np.ndarray:
+    """Frame n of one side: distinct values, so order and side can be checked."""
+    return (np.arange(FRAME, dtype=np.int16) + n * 7 + side * 10_000).astype(np.int16)
+
+
+def pcm_of(spool: Spool, writer: SpoolWriter) -> np.ndarray:
+    raw = spool.pcm_path(writer.recording_id).read_bytes()
+    return np.frombuffer(raw, "<i2").reshape(-1, 2)
+
+
+class Sealed:
+    def __init__(self) -> None:
+        self.entries: list[SpoolEntry] = []
+
+    def __call__(self, entry: SpoolEntry) -> None:
+        self.entries.append(entry)
+
+
+async def settle() -> None:
+    import asyncio
+
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def wall() -> Wall:
+    return Wall()
+
+
+async def test_audio_reaches_the_file_about_once_a_second(tmp_path: Path, wall: Wall) -> None:
+    spool = Spool(tmp_path, InlineDisk(), clock=wall)
+    writer = spool.open("call-1", "agent1", "sales", Sealed())
+    assert re.match(RID_PATTERN, writer.recording_id)
+    meta = json.loads(spool.meta_path(writer.recording_id).read_bytes())
+    assert meta == {
+        "recording_id": writer.recording_id,
+        "call_id": "call-1",
+        "agent_id": "agent1",
+        "queue": "sales",
+        "sample_rate": 8000,
+        "started_at": wall.now,
+    }
+    for n in range(FLUSH_FRAMES - 1):
+        writer.tap(frame(n, 0), frame(n, 1))
+    assert spool.pcm_path(writer.recording_id).stat().st_size == 0, "not yet a second"
+    writer.tap(frame(FLUSH_FRAMES - 1, 0), frame(FLUSH_FRAMES - 1, 1))
+    pcm = pcm_of(spool, writer)
+    assert len(pcm) == FLUSH_FRAMES * FRAME  # one second, in one write
+    assert np.array_equal(pcm[:, 0], np.concatenate([frame(n, 0) for n in range(FLUSH_FRAMES)]))
+    assert np.array_equal(pcm[:, 1], np.concatenate([frame(n, 1) for n in range(FLUSH_FRAMES)]))
+    for n in range(FLUSH_FRAMES + 10):
+        writer.tap(frame(n, 0), frame(n, 1))
+    assert len(pcm_of(spool, writer)) == 2 * FLUSH_FRAMES * FRAME
+    assert spool.size_bytes == len(spool.meta_path(writer.recording_id).read_bytes()) + (
+        2 * FLUSH_FRAMES * FRAME * 4
+    )
+
+
+async def test_the_tap_never_waits_on_a_stalled_disk(tmp_path: Path) -> None:
+    disk = HeldDisk()
+    spool = Spool(tmp_path, disk)
+    sealed = Sealed()
+    writer = spool.open("call-1", "agent1", "sales", sealed)
+    for n in range(10 * FLUSH_FRAMES):  # ten seconds of call while the disk does nothing
+        writer.tap(frame(n, 0), frame(n, 1))
+    finish = writer.finish()
+    with pytest.raises(StopIteration):  # finish completes without awaiting anything
+        finish.send(None)
+    assert not list(tmp_path.iterdir()) and len(disk.jobs) == 1 + 10 + 1
+    disk.run()
+    await settle()
+    [entry] = sealed.entries
+    assert entry.complete and entry.samples == 10 * FLUSH_FRAMES * FRAME
+    assert len(pcm_of(spool, writer)) == entry.samples
+
+
+async def test_a_disk_stalled_beyond_the_limit_cuts_the_recording(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = HeldDisk()
+    second = FLUSH_FRAMES * FRAME * 4
+    spool = Spool(tmp_path, disk, max_pending_bytes=3 * second)  # three seconds may wait
+    sealed = Sealed()
+    writer = spool.open("call-1", "agent1", "sales", sealed)
+    before = failures("backlog")
+    for n in range(5 * FLUSH_FRAMES):
+        writer.tap(frame(n, 0), frame(n, 1))
+    assert writer.damaged == "backlog" and failures("backlog") == before + 1
+    assert "it is kept up to here and uploaded as partial" in caplog.text
+    disk.run()
+    for n in range(FLUSH_FRAMES):  # the disk is back, but the recording has a hole: stays cut
+        writer.tap(frame(n, 0), frame(n, 1))
+    await writer.finish()
+    disk.run()
+    await settle()
+    [entry] = sealed.entries
+    assert not entry.complete and entry.samples == 3 * FLUSH_FRAMES * FRAME
+    assert not spool.end_path(writer.recording_id).exists()
+    assert failures("backlog") == before + 1  # counted once per recording
+
+
+async def test_finish_seals_once_with_the_end_mark(tmp_path: Path, wall: Wall) -> None:
+    spool = Spool(tmp_path, InlineDisk(), clock=wall)
+    sealed = Sealed()
+    writer = spool.open("call-1", "agent1", "sales", sealed)
+    assert spool.live == {writer.recording_id: writer}
+    for n in range(FLUSH_FRAMES + 7):  # a partly filled buffer at the end of the call
+        writer.tap(frame(n, 0), frame(n, 1))
+    wall.now += 5
+    await writer.finish()
+    await writer.finish()
+    writer.tap(frame(0, 0), frame(0, 1))  # a late tick after the end is ignored
+    await settle()
+    [entry] = sealed.entries
+    samples = (FLUSH_FRAMES + 7) * FRAME
+    assert (entry.complete, entry.samples, entry.waiting_since) == (True, samples, wall.now)
+    assert entry.meta.call_id == "call-1" and entry.recording_id == writer.recording_id
+    assert json.loads(spool.end_path(writer.recording_id).read_bytes())["samples"] == samples
+    assert len(pcm_of(spool, writer)) == samples
+    assert spool.live == {}
+    assert entry.size_bytes == spool.size_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
+
+
+async def test_sides_of_different_lengths_stay_aligned(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    writer = spool.open("call-1", "", "", sealed)
+    writer.tap(frame(0, 0), frame(0, 1)[:100])
+    writer.tap(frame(1, 0), frame(1, 1))
+    await writer.finish()
+    await settle()
+    pcm = pcm_of(spool, writer)
+    assert len(pcm) == 2 * FRAME
+    assert np.array_equal(pcm[FRAME:, 1], frame(1, 1)), "the next frame is not shifted"
+    assert not pcm[100:FRAME, 1].any()
+
+
+async def test_a_full_disk_is_counted_logged_and_the_recording_kept_as_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    writer = spool.open("call-9", "agent1", "sales", sealed)
+    for n in range(2 * FLUSH_FRAMES):
+        writer.tap(frame(n, 0), frame(n, 1))
+    real_write = os.write
+    calls: list[int] = []
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:  # part of a write lands, mid-sample, then the disk is full
+            return real_write(fd, bytes(data)[:6])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", half_then_full)
+    before = failures("disk_full")
+    with caplog.at_level(logging.ERROR, logger="gateway.spool"):
+        for n in range(FLUSH_FRAMES):
+            writer.tap(frame(n, 0), frame(n, 1))
+    monkeypatch.setattr(spool_module.os, "write", real_write)
+    assert failures("disk_full") == before + 1
+    assert writer.damaged == "disk_full"
+    assert "No space left on device" in caplog.text and "call-9" in caplog.text
+    await writer.finish()
+    await settle()
+    [entry] = sealed.entries
+    # the two seconds before the failure are kept; the torn sample is trimmed
+    assert (entry.complete, entry.samples) == (False, 2 * FLUSH_FRAMES * FRAME + 1)
+    assert spool.pcm_path(writer.recording_id).stat().st_size == entry.samples * 4
+
+
+async def test_a_disk_full_at_the_start_loses_the_recording_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def full(self: Spool, path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "write_atomic", full)
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    before = failures("disk_full")
+    writer = spool.open("call-1", "agent1", "sales", sealed)
+    for n in range(2 * FLUSH_FRAMES):
+        writer.tap(frame(n, 0), frame(n, 1))
+    await writer.finish()
+    await settle()
+    assert failures("disk_full") == before + 1
+    assert "this recording is lost" in caplog.text
+    assert sealed.entries == [] and spool.live == {} and spool.size_bytes == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_what_a_crashed_run_left_is_found_again(tmp_path: Path, wall: Wall) -> None:
+    old = Spool(tmp_path, InlineDisk(), clock=wall)
+    done = old.open("call-done", "agent1", "sales", Sealed())
+    for n in range(FLUSH_FRAMES):
+        done.tap(frame(n, 0), frame(n, 1))
+    await done.finish()
+    cut = old.open("call-cut", "agent2", "support", Sealed())
+    for n in range(2 * FLUSH_FRAMES + 20):  # the last 20 frames were only in memory
+        cut.tap(frame(n, 0), frame(n, 1))
+    with open(old.pcm_path(cut.recording_id), "ab") as f:
+        f.write(b"\x01\x02")  # torn by the crash mid-sample
+    (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "0000.pcm").write_bytes(b"\x00" * 64)  # audio whose metadata never made it
+    (tmp_path / f"{cut.recording_id}.end.tmp").write_text("{")
+    before = failures("corrupt_spool")
+    # the gateway is killed here; a new run opens the same spool
+
+    new = Spool(tmp_path, InlineDisk(), clock=wall)
+    entries = {e.meta.call_id: e for e in new.scan()}
+
+    assert set(entries) == {"call-done", "call-cut"}
+    assert entries["call-done"].complete and entries["call-done"].samples == FLUSH_FRAMES * FRAME
+    assert not entries["call-cut"].complete
+    assert entries["call-cut"].samples == 2 * FLUSH_FRAMES * FRAME
+    assert (entries["call-cut"].meta.agent_id, entries["call-cut"].meta.queue) == (
+        "agent2",
+        "support",
+    )
+    assert failures("corrupt_spool") == before + 2
+    assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == ["0000.pcm", "junk.json"]
+    assert not list(tmp_path.glob("*.tmp"))
+    assert new.size_bytes == sum(e.size_bytes for e in entries.values())
+
+    new.delete(entries["call-done"])
+    new.reject(entries["call-cut"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejected"]
+    assert new.size_bytes == 0
+    assert {p.suffix for p in (tmp_path / "rejected").iterdir()} == {".json", ".pcm"}
