@@ -14,6 +14,7 @@ with the bare parse+codec+pack line above it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 import warnings
@@ -21,6 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gateway.channels.sip.media import SipMedia  # noqa: E402
+from gateway.media.endpoint import RtpEndpoint  # noqa: E402
 from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
 from gateway.media.rtp import RtpPacket, parse_rtp  # noqa: E402
 from gateway.media.session import RtpSession  # noqa: E402
@@ -139,6 +142,34 @@ def main() -> None:
     leg = run("RTP parse+ulaw decode+encode+pack (one leg)", full_leg)
     sess = run("RtpSession receive+send (one leg, no socket)", session_leg)
 
+    async def adapters() -> tuple[float, float, float]:
+        def inbound(ep: RtpEndpoint, dtmf: int | None) -> Callable[[], int]:
+            ep.configure(peer, "PCMU", 0, dtmf)
+            if isinstance(ep, SipMedia):
+                ep.use_inband(dtmf is None)
+            ep.on_audio = lambda pcm: None
+            ep.on_dtmf = lambda digit: None
+            received = ep.datagram_received
+
+            def leg() -> int:
+                for d in packets:
+                    received(d, peer)
+                return N_FRAMES
+
+            return leg
+
+        legs = [  # all made before any is measured
+            inbound(RtpEndpoint(None, "x", 0), 101),
+            inbound(SipMedia(None, "x", 0), 101),
+            inbound(SipMedia(None, "x", 0), None),
+        ]
+        plain = run("RtpEndpoint datagram in (adapter)", legs[0])
+        sip = run("SipMedia datagram in (telephone-event)", legs[1])
+        inband = run("SipMedia datagram in (in-band DTMF)", legs[2])
+        return plain, sip, inband
+
+    plain, sip_leg, inband = asyncio.run(adapters())
+
     print()
     if base is not None and base_np is not None:
         print(f"ulaw numpy / audioop                 = {ours / base:.2f}x")
@@ -154,6 +185,8 @@ def main() -> None:
         f"RtpSession leg / bare leg            = {sess / leg:.2f}x "
         f"({sess / FRAMES_PER_SECOND_PER_CHANNEL:,.0f} channels per core)"
     )
+    print(f"SipMedia / RtpEndpoint (datagram in) = {sip_leg / plain:.2f}x")
+    print(f"in-band DTMF leg / RtpEndpoint       = {inband / plain:.2f}x")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ TOPIC_OF: dict[str, str] = {
     "CallAnswered": "calls",
     "CallBridged": "calls",
     "CallEnded": "calls",
+    "TrunkStateChanged": "calls",
     "CallQueued": "queues",
     "CallAbandoned": "queues",
     "CallDequeued": "queues",

@@ -18,7 +18,7 @@ from gateway.analog.sim import SimCard
 from gateway.analog.sim_http import make_control_app
 from gateway.capacity import MediaPortCollector
 from gateway.channels.analog import AnalogChannel, LineStateCollector
-from gateway.channels.sip import SipChannel, TrunkPolicy
+from gateway.channels.sip import CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.channels.sip.admission import Admission
 from gateway.core.contracts import Originator
 from gateway.core.prompts import PromptLibrary
@@ -79,13 +79,19 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         (settings.sip_host, settings.sip_port),
         media_host=settings.sip_host,
         allocator=allocator,
-        trunk=TrunkPolicy.of("sip-trunk", settings.trunk_dids, settings.trunk_allow),
+        trunk=TrunkPolicy.of(
+            "sip-trunk", settings.trunk_dids, settings.trunk_allow, settings.trunk_trust_pai
+        ),
         site=settings.site,
         admission=Admission(settings.admission),
     )
     card = open_card(settings.analog_card, clock, settings.analog_law)
     analog = None if card is None else AnalogChannel(card, trunk="analog", did=settings.analog_did)
     trunks: dict[str, Originator] = {} if analog is None else {"analog": analog}
+    carrier = None
+    if settings.carrier is not None:
+        carrier = CarrierTrunk(sip, settings.carrier, site=settings.site, events=notifier)
+        trunks[carrier.name] = carrier
     switch = Switch(
         site=settings.site,
         events=notifier,
@@ -97,8 +103,6 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         journal=state,
     )
 
-    sip.start(switch)
-    wiring.on_stop(sip.stop, "sip channel")
     udp = await UdpTransport.listen(
         settings.bind_host,
         settings.sip_port,
@@ -117,6 +121,11 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         settings.tcp_limits,
     )
     wiring.on_stop(tcp.close, "sip tcp")
+    sip.start(switch, udp)
+    wiring.on_stop(sip.stop, "sip channel")
+    if carrier is not None:
+        await carrier.start()
+        wiring.on_stop(carrier.stop, f"carrier trunk {carrier.name}")
     readiness.set("sip", True, f"udp+tcp {settings.bind_host}:{settings.sip_port}")
     log.info(
         "SIP listening on %s:%d (UDP, TCP), realm %s", settings.bind_host, settings.sip_port, realm

@@ -46,7 +46,8 @@ class Publisher(Protocol):
 
 
 class CallNotifier:
-    """Builds the `calls` events of the switch's facts and publishes them in order."""
+    """Builds the `calls` events of the switch's facts (and the trunks' state) and publishes
+    them in order."""
 
     def __init__(
         self, publisher: Publisher, on_call_ended: Callable[[str], None] | None = None
@@ -81,6 +82,7 @@ class CallNotifier:
                 caller_name=call.caller_name,
                 line=call.line,
                 direction="outbound" if call.outbound else "inbound",
+                diverted_from=call.diverted_from,
             ),
             call.call_id,
             call.trace,
@@ -128,6 +130,10 @@ class CallNotifier:
             ),
             call_id,
         )
+
+    def trunk_state(self, trunk: str, up: bool, detail: str) -> None:
+        """A SIP trunk went up or down (TrunkEvents, from the SIP channel)."""
+        self._put(ev.TrunkStateChanged(trunk=trunk, up=up, detail=detail), f"trunk:{trunk}")
 
     # ---- the outbox ------------------------------------------------------------------------
     def _put(self, payload: Message, key: str, trace: dict[str, str] | None = None) -> None:

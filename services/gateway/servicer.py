@@ -36,6 +36,7 @@ ORIGINATE_RESULTS: dict[Outcome, gw.OriginateResult.ValueType] = {
     Outcome.NO_ANSWER: gw.ORIGINATE_RESULT_NO_ANSWER,
 }
 DIAL_CHARS = frozenset("0123456789*#")
+DIGITS = frozenset("0123456789")
 ANSWER_POLICIES = ("after_dial", "polarity")
 
 
@@ -182,9 +183,16 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
             await self._invalid(context, "number must be 1-32 of the digits 0-9 * #")
         if policy not in ANSWER_POLICIES:
             await self._invalid(context, "answer_policy must be after_dial or polarity")
+        diverted = request.diverted_from
+        if diverted and (len(diverted) > 32 or not set(diverted.removeprefix("+")) <= DIGITS):
+            await self._invalid(context, "diverted_from must be digits, optionally a leading +")
         try:
             attempt, call = await self.switch.originate(
-                request.trunk or "analog", number, policy, (request.timeout_ms or 30000) / 1000
+                request.trunk or "analog",
+                number,
+                policy,
+                (request.timeout_ms or 30000) / 1000,
+                diverted,
             )
         except CommandError as exc:
             await self._fail(context, exc)

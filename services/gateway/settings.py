@@ -15,9 +15,14 @@ from typing import Any
 from common.settings import REPO_ROOT, Env, Settings, SettingsError
 from gateway.analog.config import LAWS, CardConfigError, CardSpec, parse_card_spec
 from gateway.channels.sip.admission import AdmissionLimits
+from gateway.channels.sip.carrier import CarrierConfig
+from gateway.channels.sip.numbering import NumberRules, NumberRulesError
 from gateway.sip.transport import TcpLimits
 
 _NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
+_TRUNK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,253}$")
+CODECS = ("PCMU", "PCMA")
 
 
 def _numbers(env: Env, name: str, default: str) -> tuple[str, ...]:
@@ -59,6 +64,8 @@ class GatewaySettings(Settings):
     extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
     state_file: Path = REPO_ROOT / "var" / "gateway-state.sqlite"  # HOTLINE_GATEWAY_STATE
     recording_spool: Path = REPO_ROOT / "var" / "spool"  # HOTLINE_RECORDING_SPOOL
+    trunk_trust_pai: bool = False  # HOTLINE_TRUNK_TRUST_PAI: ANI from P-Asserted-Identity
+    carrier: CarrierConfig | None = None  # HOTLINE_SIP_TRUNK_*; None: no carrier trunk
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -120,4 +127,97 @@ class GatewaySettings(Settings):
             "extensions_file": env.optional_path("GATEWAY_EXTENSIONS"),
             "state_file": env.path("GATEWAY_STATE", base["var_dir"] / "gateway-state.sqlite"),
             "recording_spool": env.path("RECORDING_SPOOL", base["var_dir"] / "spool"),
+            "trunk_trust_pai": env.flag("TRUNK_TRUST_PAI", False),
+            "carrier": _carrier(env),
         }
+
+
+def _rules(env: Env, name: str) -> NumberRules:
+    raw = env.text(name, "")
+    try:
+        return NumberRules.parse(raw)
+    except NumberRulesError as exc:
+        raise env.error(name, raw, f"is not a list of prefix=>replacement rules: {exc}") from None
+
+
+def _password(env: Env) -> str:
+    password = env.raw("SIP_TRUNK_PASSWORD")
+    path = env.optional_path("SIP_TRUNK_PASSWORD_FILE")
+    if password and path is not None:
+        raise SettingsError(
+            "set HOTLINE_SIP_TRUNK_PASSWORD or HOTLINE_SIP_TRUNK_PASSWORD_FILE, not both"
+        )
+    if path is None:
+        return password or ""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise env.error("SIP_TRUNK_PASSWORD_FILE", str(path), f"cannot be read: {exc}") from None
+
+
+def _carrier(env: Env) -> CarrierConfig | None:
+    """The carrier trunk (HOTLINE_SIP_TRUNK_*), or None when HOTLINE_SIP_TRUNK_HOST is empty."""
+    host = env.text("SIP_TRUNK_HOST", "").strip()
+    if not host:
+        return None
+    if not _HOST.match(host):
+        raise env.error("SIP_TRUNK_HOST", host, "is not a host name or IP address")
+    name = env.text("SIP_TRUNK_NAME", "sip-trunk")
+    if not _TRUNK_NAME.match(name) or name == "analog":
+        raise env.error("SIP_TRUNK_NAME", name, "must be 1-32 of a-z 0-9 _ - (and not 'analog')")
+    transport = env.text("SIP_TRUNK_TRANSPORT", "udp").lower()
+    if transport not in ("udp", "tcp"):
+        raise env.error("SIP_TRUNK_TRANSPORT", transport, "is not udp or tcp")
+    username = env.text("SIP_TRUNK_USERNAME", "")
+    password = _password(env)
+    register = env.flag("SIP_TRUNK_REGISTER", False)
+    if register and not (username and password):
+        raise SettingsError(
+            "HOTLINE_SIP_TRUNK_REGISTER=true needs HOTLINE_SIP_TRUNK_USERNAME and a password "
+            "(HOTLINE_SIP_TRUNK_PASSWORD or HOTLINE_SIP_TRUNK_PASSWORD_FILE)"
+        )
+    expires = env.integer("SIP_TRUNK_REGISTER_EXPIRES", 3600)
+    if not 60 <= expires <= 86400:
+        raise env.error("SIP_TRUNK_REGISTER_EXPIRES", str(expires), "must be 60-86400 seconds")
+    caller_id = env.text("SIP_TRUNK_CALLER_ID", "")
+    if caller_id and not _NUMBER.match(caller_id):
+        raise env.error(
+            "SIP_TRUNK_CALLER_ID", caller_id, "is not a number (digits, optionally a leading +)"
+        )
+    codecs = tuple(c.upper() for c in env.items("SIP_TRUNK_CODECS", "PCMU,PCMA"))
+    bad = [c for c in codecs if c not in CODECS]
+    if not codecs or bad or len(set(codecs)) != len(codecs):
+        raise env.error(
+            "SIP_TRUNK_CODECS",
+            env.text("SIP_TRUNK_CODECS", ""),
+            f"must list PCMU and/or PCMA once each{f' (not {bad[0]})' if bad else ''}",
+        )
+    max_calls = env.integer("SIP_TRUNK_MAX_CALLS", 30)
+    if max_calls < 1:
+        raise env.error("SIP_TRUNK_MAX_CALLS", str(max_calls), "must be at least 1")
+    session_expires = env.integer("SIP_TRUNK_SESSION_EXPIRES", 1800)
+    if session_expires != 0 and session_expires < 90:
+        raise env.error(
+            "SIP_TRUNK_SESSION_EXPIRES", str(session_expires), "must be 0 (off) or at least 90"
+        )
+    return CarrierConfig(
+        host=host,
+        name=name,
+        port=env.port("SIP_TRUNK_PORT", 5060),
+        transport=transport,
+        domain=env.text("SIP_TRUNK_DOMAIN", ""),
+        username=username,
+        password=password,
+        realm=env.text("SIP_TRUNK_REALM", "") or None,
+        register=register,
+        register_expires=expires,
+        keepalive_s=env.number("SIP_TRUNK_KEEPALIVE_S", 30.0, minimum=0),
+        number_in=_rules(env, "SIP_TRUNK_NUMBER_IN"),
+        number_out=_rules(env, "SIP_TRUNK_NUMBER_OUT"),
+        caller_id=caller_id,
+        codecs=codecs,
+        max_calls=max_calls,
+        calls_per_second=env.number("SIP_TRUNK_CPS", 5.0, above=0),
+        trust_pai=env.flag("SIP_TRUNK_TRUST_PAI", True),
+        session_expires=session_expires,
+    )

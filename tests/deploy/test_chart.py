@@ -226,6 +226,18 @@ BAD_VALUES = [
         "at '/gateway/persistence/mode': value must be one of 'pvc', 'hostPath', 'emptyDir'",
     ),
     (
+        {"gateway": {"sipTrunk": {"transport": "tls"}}},
+        "at '/gateway/sipTrunk/transport': value must be one of 'udp', 'tcp'",
+    ),
+    (
+        {"gateway": {"sipTrunk": {"numberOut": "0=+86"}}},
+        "at '/gateway/sipTrunk/numberOut': '0=+86' does not match pattern",
+    ),
+    (
+        {"gateway": {"sipTrunk": {"sessionExpires": 30}}},
+        "at '/gateway/sipTrunk/sessionExpires'",
+    ),
+    (
         {"database": {"mode": "sqlite"}, "crm": {"replicas": 3}},
         "at '/crm/replicas': value must be 1",
     ),
@@ -381,6 +393,38 @@ def test_advertised_address_from_the_node_or_from_values() -> None:
     assert sip["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     gw = one(render_ci("dahdi-card-values.yaml"), "Deployment", "-gateway")
     assert env_of(gw)["HOTLINE_SIP_HOST"] == "192.0.2.10"
+
+
+def test_the_carrier_trunk_reaches_the_gateway_with_its_password_from_a_secret() -> None:
+    gw = one(render_ci("dahdi-card-values.yaml"), "Deployment", "-gateway")
+    env = env_of(gw)
+    assert env["HOTLINE_SIP_TRUNK_HOST"] == "sip.carrier.example"
+    assert (
+        env["HOTLINE_SIP_TRUNK_TRANSPORT"] == "tcp" and env["HOTLINE_SIP_TRUNK_REGISTER"] == "true"
+    )
+    assert env["HOTLINE_SIP_TRUNK_NUMBER_OUT"] == "00=>+,0=>+86"
+    assert env["HOTLINE_SIP_TRUNK_CODECS"] == "PCMA" and env["HOTLINE_TRUNK_TRUST_PAI"] == "true"
+    password = next(
+        e
+        for e in gw["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "HOTLINE_SIP_TRUNK_PASSWORD"
+    )
+    assert password["valueFrom"] == {
+        "secretKeyRef": {"name": "hotline-sip-trunk", "key": "password"}
+    }
+    plain = merge(
+        values_of(CHART / "ci" / "default-values.yaml"),
+        {"gateway": {"sipTrunk": {"host": "192.0.2.50", "username": "u", "password": "pw"}}},
+    )
+    docs = render(plain)
+    secret = next(
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-sip-trunk")
+    )
+    assert secret["stringData"] == {"password": "pw"}
+    gw = one(docs, "Deployment", "-gateway")
+    assert "HOTLINE_SIP_TRUNK_HOST" in env_of(gw)
+    without = one(render_ci("default-values.yaml"), "Deployment", "-gateway")
+    assert not any(k.startswith("HOTLINE_SIP_TRUNK_") for k in env_of(without))
 
 
 def test_rtp_range_is_never_enumerated() -> None:

@@ -96,6 +96,7 @@ class FakeChannel:
             Outcome.ANSWERED, FakeLeg(self, inbound=False, answered=True)
         )
         self.placed: list[str] = []
+        self.diverted: list[str] = []
 
     def did(self, action: str) -> list[Leg]:
         return [leg for a, leg in self.actions if a == action]
@@ -136,8 +137,11 @@ class FakeChannel:
         return outcome
 
     # Originator
-    async def originate(self, number: str, policy: str, timeout_s: float) -> Attempt:
+    async def originate(
+        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+    ) -> Attempt:
         self.placed.append(number)
+        self.diverted.append(diverted_from)
         assert self.sink is not None
         leg = FakeLeg(self, inbound=False, answered=True)
         self.sink.offer(

@@ -116,3 +116,24 @@ async def test_a_failed_publish_is_retried_with_the_same_event_id(monkeypatch) -
     assert len(offered_ids) == 3 and len(set(offered_ids)) == 1 and offered_ids[0]
     assert [p.DESCRIPTOR.name for p, _, _ in pub.published] == ["CallOffered", "CallAnswered"]
     assert pub.published[1][2] != offered_ids[0]
+
+
+async def test_trunk_state_and_diversion_become_events() -> None:
+    pub = FlakyPublisher()
+    notifier = CallNotifier(pub)
+    notifier.start()
+    call = a_call()
+    call.diverted_from = "10001"
+    notifier.offered(call)
+    notifier.trunk_state("sip-trunk", False, "OPTIONS 408 Request Timeout (no answer)")
+    await drained(pub, 2)
+    await notifier.stop()
+    (offered, _, _), (trunk, key, _) = pub.published
+    assert isinstance(offered, ev.CallOffered) and offered.diverted_from == "10001"
+    assert isinstance(trunk, ev.TrunkStateChanged)
+    assert (trunk.trunk, trunk.up, trunk.detail, key) == (
+        "sip-trunk",
+        False,
+        "OPTIONS 408 Request Timeout (no answer)",
+        "trunk:sip-trunk",
+    )

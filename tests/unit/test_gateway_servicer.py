@@ -149,3 +149,9 @@ async def test_originate_replies_with_the_new_call(
     assert rig.switch.registry.get(reply.call_id).dnis == "95566"
     code, details = await code_of(stub.Originate(gw.OriginateRequest(trunk="nope", number="95566")))
     assert code is grpc.StatusCode.FAILED_PRECONDITION and "have: fake" in details
+    await stub.Originate(gw.OriginateRequest(trunk="fake", number="95566", diverted_from="+8610"))
+    assert rig.channel.diverted == ["", "+8610"]
+    code, details = await code_of(
+        stub.Originate(gw.OriginateRequest(trunk="fake", number="95566", diverted_from="sales"))
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "diverted_from must be digits" in details

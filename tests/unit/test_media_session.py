@@ -381,3 +381,19 @@ def test_dtmf_errors() -> None:
     s.end_dtmf(3 * T)
     s.end_dtmf(4 * T)  # idempotent
     assert s.next_dtmf() is None
+
+
+def test_muted_sends_nothing_keeps_time_and_marks_the_resumed_talkspurt() -> None:
+    """Hold (RFC 3264 6.1: the peer said inactive/recvonly or gave 0.0.0.0): no RTP goes to
+    it, the timestamp keeps running, and the first packet after resuming is marked."""
+    s = session()
+    first = sent(s, 0.0)
+    s.muted = True
+    assert s.send_audio(tone(), 0.02) is None
+    assert s.send_audio(tone(), 0.04) is None
+    assert s.packets_out == 1
+    s.muted = False
+    resumed = sent(s, 0.06)
+    assert resumed.marker
+    assert resumed.sequence == (first.sequence + 1) & 0xFFFF
+    assert resumed.timestamp == (first.timestamp + 3 * 160) & 0xFFFFFFFF

@@ -736,3 +736,85 @@ def test_bad_metrics_token_file_names_the_variable(tmp_path: Path) -> None:
     short.write_text("tiny")
     with pytest.raises(SettingsError, match="at least 16 characters"):
         Settings.from_env(env(METRICS_TOKEN_FILE=str(short)))
+
+
+# ---- the carrier trunk (HOTLINE_SIP_TRUNK_*) ---------------------------------------------
+def test_no_carrier_trunk_without_a_host() -> None:
+    assert GatewaySettings.from_env(env(SIP_TRUNK_USERNAME="ignored")).carrier is None
+
+
+def test_carrier_trunk_settings(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    g = GatewaySettings.from_env(
+        env(
+            SIP_TRUNK_HOST="sip.carrier.example",
+            SIP_TRUNK_PORT="5080",
+            SIP_TRUNK_TRANSPORT="TCP",
+            SIP_TRUNK_NAME="carrier-a",
+            SIP_TRUNK_DOMAIN="carrier.example",
+            SIP_TRUNK_USERNAME="acct",
+            SIP_TRUNK_PASSWORD_FILE=str(secret),
+            SIP_TRUNK_REGISTER="yes",
+            SIP_TRUNK_REGISTER_EXPIRES="600",
+            SIP_TRUNK_KEEPALIVE_S="15",
+            SIP_TRUNK_NUMBER_IN="+86=>0",
+            SIP_TRUNK_NUMBER_OUT="00=>+, 0=>+86",
+            SIP_TRUNK_CALLER_ID="+861012345",
+            SIP_TRUNK_CODECS="pcma",
+            SIP_TRUNK_MAX_CALLS="8",
+            SIP_TRUNK_CPS="2.5",
+            SIP_TRUNK_TRUST_PAI="no",
+            SIP_TRUNK_SESSION_EXPIRES="0",
+            TRUNK_TRUST_PAI="on",
+        )
+    )
+    c = g.carrier
+    assert c is not None and g.trunk_trust_pai
+    assert (c.host, c.port, c.transport, c.name, c.uri_host) == (
+        "sip.carrier.example",
+        5080,
+        "tcp",
+        "carrier-a",
+        "carrier.example",
+    )
+    assert (c.username, c.password, c.register, c.register_expires) == ("acct", "s3cret", True, 600)
+    assert "s3cret" not in repr(c)
+    assert c.number_out.apply("013800138000") == "+8613800138000"
+    assert c.number_out.apply("0044201234") == "+44201234"
+    assert c.number_in.apply("+8613800138000") == "013800138000"
+    assert (c.caller_id, c.codecs, c.max_calls, c.calls_per_second) == (
+        "+861012345",
+        ("PCMA",),
+        8,
+        2.5,
+    )
+    assert (c.keepalive_s, c.trust_pai, c.session_expires) == (15.0, False, 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"SIP_TRUNK_TRANSPORT": "tls"}, "HOTLINE_SIP_TRUNK_TRANSPORT='tls' is not udp or tcp"),
+        ({"SIP_TRUNK_NAME": "analog"}, "HOTLINE_SIP_TRUNK_NAME='analog' must be"),
+        ({"SIP_TRUNK_NAME": "Big Trunk"}, "HOTLINE_SIP_TRUNK_NAME='Big Trunk' must be"),
+        ({"SIP_TRUNK_REGISTER": "true"}, "HOTLINE_SIP_TRUNK_REGISTER=true needs"),
+        ({"SIP_TRUNK_REGISTER_EXPIRES": "30"}, "REGISTER_EXPIRES='30' must be 60-86400"),
+        ({"SIP_TRUNK_NUMBER_OUT": "0=+86"}, "NUMBER_OUT='0=+86' is not a list of prefix=>"),
+        ({"SIP_TRUNK_NUMBER_IN": "+86=>0x"}, "NUMBER_IN='+86=>0x' is not a list"),
+        ({"SIP_TRUNK_CALLER_ID": "sales"}, "HOTLINE_SIP_TRUNK_CALLER_ID='sales' is not a number"),
+        ({"SIP_TRUNK_CODECS": "PCMU,G729"}, "CODECS='PCMU,G729' must list PCMU and/or PCMA once"),
+        ({"SIP_TRUNK_CODECS": "PCMU,pcmu"}, "CODECS='PCMU,pcmu' must list PCMU and/or PCMA once"),
+        ({"SIP_TRUNK_MAX_CALLS": "0"}, "HOTLINE_SIP_TRUNK_MAX_CALLS='0' must be at least 1"),
+        ({"SIP_TRUNK_CPS": "0"}, "HOTLINE_SIP_TRUNK_CPS='0' must be greater than 0"),
+        ({"SIP_TRUNK_SESSION_EXPIRES": "60"}, "SESSION_EXPIRES='60' must be 0 (off) or at least"),
+        ({"SIP_TRUNK_KEEPALIVE_S": "-1"}, "HOTLINE_SIP_TRUNK_KEEPALIVE_S='-1' must be at least 0"),
+        ({"SIP_TRUNK_PORT": "0"}, "HOTLINE_SIP_TRUNK_PORT='0' is not a port"),
+        ({"SIP_TRUNK_PASSWORD": "a", "SIP_TRUNK_PASSWORD_FILE": "/x"}, "not both"),
+        ({"SIP_TRUNK_PASSWORD_FILE": "/nonexistent/pw"}, "PASSWORD_FILE='/nonexistent/pw' cannot"),
+    ],
+)
+def test_bad_carrier_settings_name_the_variable(values: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        GatewaySettings.from_env(env(SIP_TRUNK_HOST="192.0.2.50", **values))
+    assert problem in str(info.value)

@@ -133,3 +133,16 @@ def test_server_header_only_when_given() -> None:
     assert "Server" not in parsed(bad_request_for(request(), "bad")).headers
     resp = parsed(bad_request_for(request(), "bad", server="Hotline/0.1"))
     assert resp.headers.get("Server") == "Hotline/0.1"
+
+
+def test_a_malformed_ack_is_never_answered() -> None:
+    """RFC 3261 17: no response is ever sent to an ACK, not even a 400."""
+    ack = (
+        b"ACK sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@b>;tag=1\r\n"
+        b"To: <sip:x@y>;tag=2\r\nCall-ID: c\r\nCSeq: 1 ACK\r\nContent-Length: 99\r\n\r\n"
+    )
+    assert bad_request_for(ack, "Content-Length 99 exceeds the 0 body bytes received") is None
+    assert bad_request_for(b"\r\n" + ack, "x") is None
+    invite = ack.replace(b"ACK sip", b"INVITE sip").replace(b"1 ACK", b"1 INVITE")
+    assert bad_request_for(invite, "x") is not None

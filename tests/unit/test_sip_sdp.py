@@ -8,6 +8,7 @@ from gateway.sip.sdp import (
     MediaDescription,
     Negotiated,
     SdpError,
+    SdpRejected,
     SessionDescription,
     answer,
     negotiate_answer,
@@ -199,19 +200,58 @@ def test_answer_without_dtmf_and_default_ptime() -> None:
     assert ans.media[0].formats == [0]
 
 
-def test_no_common_codec_raises() -> None:
+def test_no_common_codec_raises_with_a_readable_reason_and_warning_code() -> None:
     sdp = HEAD + "m=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\na=rtpmap:18 G729/8000\r\n"
-    with pytest.raises(SdpError, match="no common codec"):
+    with pytest.raises(SdpRejected) as codec:
         answer(parse_sdp(sdp), "5.6.7.8", 3000)
-    with pytest.raises(SdpError, match="no common codec"):
+    assert codec.value.warning_code == 305
+    assert str(codec.value) == "no common codec: offered G722, G729; we support PCMU, PCMA"
+    with pytest.raises(SdpRejected) as srtp:
         answer(
             parse_sdp(PHONE_OFFER.replace("RTP/AVP 111 8 0 101", "RTP/SAVP 111 8 0 101")),
             "5.6.7.8",
             3000,
         )
+    assert srtp.value.warning_code == 302 and "RTP/SAVP" in str(srtp.value)
     video_only = HEAD + "m=video 4000 RTP/AVP 96\r\n"
-    with pytest.raises(SdpError, match="no common codec"):
+    with pytest.raises(SdpRejected) as video:
         answer(parse_sdp(video_only), "5.6.7.8", 3000)
+    assert video.value.warning_code == 304 and str(video.value) == "no audio stream offered"
+    assert isinstance(video.value, SdpError)
+
+
+def test_codec_locking_keeps_the_codec_in_use_and_answers_only_it() -> None:
+    """RFC 6337 5.3: a re-offer listing PCMU first still gets PCMA when PCMA is in use."""
+    reoffer = HEAD + "m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    neg, ans = answer(parse_sdp(reoffer), "5.6.7.8", 3000, prefer="PCMA", session_version=8)
+    assert (neg.codec, neg.payload_type) == ("PCMA", 8)
+    assert ans.media[0].formats == [8, 101]
+    assert ans.session_version == "8"
+    neg2, _ = answer(parse_sdp(HEAD + "m=audio 4000 RTP/AVP 0\r\n"), "5.6.7.8", 3000, prefer="PCMA")
+    assert neg2.codec == "PCMU", "a re-offer without the codec in use falls back to the first"
+
+
+@pytest.mark.parametrize(
+    ("offered", "connection", "answered"),
+    [
+        ("sendonly", "1.2.3.4", "recvonly"),
+        ("inactive", "1.2.3.4", "inactive"),
+        ("recvonly", "1.2.3.4", "sendonly"),
+        ("sendrecv", "0.0.0.0", "recvonly"),
+        ("sendonly", "0.0.0.0", "recvonly"),
+        ("inactive", "0.0.0.0", "inactive"),
+    ],
+)
+def test_hold_offers_are_answered_per_rfc3264_6_1(
+    offered: str, connection: str, answered: str
+) -> None:
+    sdp = (
+        f"v=0\r\no=- 1 2 IN IP4 {connection}\r\ns=-\r\nc=IN IP4 {connection}\r\nt=0 0\r\n"
+        f"m=audio 4000 RTP/AVP 8\r\na={offered}\r\n"
+    )
+    neg, ans = answer(parse_sdp(sdp), "5.6.7.8", 3000)
+    assert neg.direction == answered
+    assert f"a={answered}\r\n" in ans.to_bytes().decode()
 
 
 def test_second_audio_stream_is_rejected() -> None:

@@ -43,6 +43,34 @@ Call with (list $ "<service>").
 - {name: HOTLINE_RTP_HIGH, value: {{ $v.gateway.rtp.high | quote }}}
 - {name: HOTLINE_TRUNK_DIDS, value: {{ join "," $v.gateway.trunk.dids | quote }}}
 - {name: HOTLINE_TRUNK_ALLOW, value: {{ join "," $v.gateway.trunk.allow | quote }}}
+- {name: HOTLINE_TRUNK_TRUST_PAI, value: {{ $v.gateway.trunk.trustPai | default false | quote }}}
+{{- with $v.gateway.sipTrunk }}{{ if .host }}
+- {name: HOTLINE_SIP_TRUNK_HOST, value: {{ .host | quote }}}
+- {name: HOTLINE_SIP_TRUNK_PORT, value: {{ .port | quote }}}
+- {name: HOTLINE_SIP_TRUNK_TRANSPORT, value: {{ .transport | quote }}}
+- {name: HOTLINE_SIP_TRUNK_NAME, value: {{ .name | quote }}}
+- {name: HOTLINE_SIP_TRUNK_DOMAIN, value: {{ .domain | quote }}}
+- {name: HOTLINE_SIP_TRUNK_USERNAME, value: {{ .username | quote }}}
+{{- if or .existingSecret .password }}
+- name: HOTLINE_SIP_TRUNK_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret | default (include "hotline.name" (list $root "sip-trunk")) }}
+      key: {{ ternary .existingSecretKey "password" (ne .existingSecret "") }}
+{{- end }}
+- {name: HOTLINE_SIP_TRUNK_REALM, value: {{ .realm | quote }}}
+- {name: HOTLINE_SIP_TRUNK_REGISTER, value: {{ .register | quote }}}
+- {name: HOTLINE_SIP_TRUNK_REGISTER_EXPIRES, value: {{ .registerExpires | quote }}}
+- {name: HOTLINE_SIP_TRUNK_KEEPALIVE_S, value: {{ .keepaliveSeconds | quote }}}
+- {name: HOTLINE_SIP_TRUNK_NUMBER_IN, value: {{ .numberIn | quote }}}
+- {name: HOTLINE_SIP_TRUNK_NUMBER_OUT, value: {{ .numberOut | quote }}}
+- {name: HOTLINE_SIP_TRUNK_CALLER_ID, value: {{ .callerId | quote }}}
+- {name: HOTLINE_SIP_TRUNK_CODECS, value: {{ join "," .codecs | quote }}}
+- {name: HOTLINE_SIP_TRUNK_MAX_CALLS, value: {{ .maxCalls | quote }}}
+- {name: HOTLINE_SIP_TRUNK_CPS, value: {{ .callsPerSecond | quote }}}
+- {name: HOTLINE_SIP_TRUNK_TRUST_PAI, value: {{ .trustPai | quote }}}
+- {name: HOTLINE_SIP_TRUNK_SESSION_EXPIRES, value: {{ .sessionExpires | quote }}}
+{{- end }}{{ end }}
 {{- if or $v.gateway.extensions.existingSecret $v.gateway.extensions.ha1 }}
 - {name: HOTLINE_GATEWAY_EXTENSIONS, value: /etc/hotline/gateway/extensions.yaml}
 {{- end }}

@@ -265,7 +265,9 @@ class AnalogChannel:
                     rings = 0
 
     # ---- Originator ------------------------------------------------------------------------
-    async def originate(self, number: str, policy: str, timeout_s: float) -> Attempt:
+    async def originate(
+        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+    ) -> Attempt:
         """Seize a free line, wait for dial tone, dial, and consider it answered per `policy`:
         "after_dial" (lines without answer supervision) or "polarity" (wait for a reversal)."""
         if self._sink is None:

@@ -51,6 +51,7 @@ class Call:
     caller_name: str = ""
     line: str = ""  # physical line of an analog call, e.g. "analog/2"
     outbound: bool = False
+    diverted_from: str = ""
     state: CallState = CallState.OFFERED
     agent: Leg | None = None
     ringing_endpoint: bool = False  # a ConnectToEndpoint is ringing someone

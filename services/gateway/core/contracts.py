@@ -36,6 +36,7 @@ __all__ = [
     "Recording",
     "Release",
     "Signalling",
+    "TrunkEvents",
 ]
 
 Frame = npt.NDArray[np.int16]
@@ -142,6 +143,7 @@ class Offer:
     caller_name: str = ""
     line: str = ""  # the physical line of an analog call, e.g. "analog/2"
     outbound: bool = False  # placed by us (Originate): already connected
+    diverted_from: str = ""  # the number that forwarded the call to us (SIP Diversion)
 
 
 class CallSink(Protocol):
@@ -208,7 +210,19 @@ class Originator(Protocol):
     """A trunk that can place outbound calls. On success the channel has already offered
     the new call to its sink (with ``Offer.outbound``) and the attempt carries its leg."""
 
-    async def originate(self, number: str, policy: str, timeout_s: float) -> Attempt: ...
+    async def originate(
+        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+    ) -> Attempt:
+        """``diverted_from``: the call forwards one to that number (a SIP trunk sends it as
+        Diversion; a line that cannot say so ignores it)."""
+        ...
+
+
+class TrunkEvents(Protocol):
+    """Where a channel reports that one of its trunks went up or down (the gateway's
+    notifier publishes it)."""
+
+    def trunk_state(self, trunk: str, up: bool, detail: str) -> None: ...
 
 
 class CallJournal(Protocol):

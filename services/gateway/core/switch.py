@@ -161,6 +161,7 @@ class Switch:
             caller_name=offer.caller_name,
             line=offer.line,
             outbound=offer.outbound,
+            diverted_from=offer.diverted_from,
         )
         with TRACER.start_as_current_span(
             "call",
@@ -226,14 +227,14 @@ class Switch:
         return call
 
     async def originate(
-        self, trunk: str, number: str, policy: str, timeout_s: float
+        self, trunk: str, number: str, policy: str, timeout_s: float, diverted_from: str = ""
     ) -> tuple[Attempt, Call | None]:
         """Place an outbound call on a trunk; the new call is answered when the attempt is."""
         originator = self.trunks.get(trunk)
         if originator is None:
             have = ", ".join(sorted(self.trunks)) or "none configured"
             raise CommandError(f"trunk {trunk!r} cannot place calls (have: {have})")
-        attempt = await originator.originate(number, policy, timeout_s)
+        attempt = await originator.originate(number, policy, timeout_s, diverted_from)
         call = self.registry.call_of(attempt.leg) if attempt.leg is not None else None
         return attempt, call
 

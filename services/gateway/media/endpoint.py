@@ -15,7 +15,7 @@ import logging
 import socket
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -137,7 +137,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     # -- lifecycle -------------------------------------------------------------
 
     @classmethod
-    async def open(cls, host: str, allocator: PortAllocator) -> RtpEndpoint:
+    async def open(cls, host: str, allocator: PortAllocator) -> Self:
         """Bind a UDP socket on a free even port of ``allocator``."""
         loop = asyncio.get_running_loop()
         sock = allocator.allocate_socket(host)

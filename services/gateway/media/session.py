@@ -82,6 +82,9 @@ class RtpSession:
         self.sequence = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
         self.timestamp = secrets.randbits(32) if timestamp is None else timestamp & _M32
         self.marker = True
+        #: On hold (the peer said inactive/recvonly, or c=0.0.0.0): no RTP goes out, time
+        #: still passes, and the first packet after it is marked (RFC 3264 6.1, 8.4).
+        self.muted = False
         self._last_tx: float | None = None
         # The key press being sent: payloads, next index, start timestamp,
         # duration in timestamp units, start time.  None when idle.
@@ -240,9 +243,9 @@ class RtpSession:
     def send_audio(self, pcm: np.ndarray, now: float) -> bytes | None:
         """The packet carrying one frame (normally 160 samples), for :attr:`remote`.
 
-        None before :meth:`configure`, and while a DTMF event is being sent
-        (the frame's time still elapses, so the far end does not hear the
-        in-band remains of the key press).
+        None before :meth:`configure`, while :attr:`muted` (held), and while a
+        DTMF event is being sent (the frame's time still elapses, so the far end
+        does not hear the in-band remains of the key press).
         """
         encode = self._encode
         if encode is None:
@@ -252,8 +255,9 @@ class RtpSession:
             self._skip_gap(now - last)
         self._last_tx = now
         n = len(pcm)
-        if self._dtmf_payloads is not None:
+        if self._dtmf_payloads is not None or self.muted:
             self.timestamp = (self.timestamp + n) & _M32
+            self.marker = self.marker or self.muted
             return None
         b1 = self.payload_type | (0x80 if self.marker else 0)  # type: ignore[operator]
         data = _pack_hdr(0x80, b1, self.sequence, self.timestamp, self.ssrc) + encode(pcm)

@@ -146,14 +146,17 @@ def build_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
 def bad_request_for(data: bytes, problem: str, server: str | None = None) -> bytes | None:
     """A 400 for an unparseable request, built from whatever headers can be read raw.
 
-    Only requests are answered (never responses), and only when Via, From, To, Call-ID and
+    Only requests other than ACK are answered (never responses, never an ACK, which gets
+    no response at all), and only when Via, From, To, Call-ID and
     CSeq can be found, since a response needs them to be routed and matched. ``server``
     becomes the Server header when given.
     """
     head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = head.replace("\r\n", "\n").split("\n")
+    lines = head.lstrip("\r\n").replace("\r\n", "\n").split("\n")
     if not lines or lines[0].startswith("SIP/") or len(lines[0].split(" ")) < 3:
         return None
+    if lines[0].split(" ", 1)[0].upper() == "ACK":
+        return None  # an ACK is never answered (RFC 3261 17.2.3, 17.1.1.3)
     compact = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
     wanted = ("via", "from", "to", "call-id", "cseq")
     found: list[tuple[str, str]] = []

@@ -15,9 +15,13 @@ from gateway.media.audio import FRAME_MS, SAMPLE_RATE
 
 __all__ = [
     "DIRECTIONS",
+    "WARN_INCOMPATIBLE_FORMAT",
+    "WARN_INCOMPATIBLE_TRANSPORT",
+    "WARN_MEDIA_NOT_AVAILABLE",
     "MediaDescription",
     "Negotiated",
     "SdpError",
+    "SdpRejected",
     "SessionDescription",
     "answer",
     "negotiate_answer",
@@ -28,6 +32,20 @@ __all__ = [
 
 class SdpError(ValueError):
     """Malformed SDP or a failed negotiation; the text says why (caller answers 488/400)."""
+
+
+# RFC 3261 20.43 warning codes for a 488 (Warning: <code> <agent> "<text>").
+WARN_INCOMPATIBLE_TRANSPORT = 302  # e.g. only RTP/SAVP offered
+WARN_MEDIA_NOT_AVAILABLE = 304  # no audio stream at all
+WARN_INCOMPATIBLE_FORMAT = 305  # audio, but none of our codecs
+
+
+class SdpRejected(SdpError):
+    """A well-formed offer we cannot accept: answer 488 with ``warning_code`` and the text."""
+
+    def __init__(self, warning_code: int, text: str) -> None:
+        super().__init__(text)
+        self.warning_code = warning_code
 
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -338,18 +356,26 @@ def answer(
     local_port: int,
     supported: tuple[str, ...] = ("PCMU", "PCMA"),
     session_id: str | None = None,
+    *,
+    session_version: int | None = None,
+    prefer: str | None = None,
 ) -> tuple[Negotiated, SessionDescription]:
-    """Answer an offer (RFC 3264 6): first offered codec we support wins.
+    """Answer an offer (RFC 3264 6): the first offered codec we support wins, except that
+    ``prefer`` (the codec already in use, on a re-offer) wins whenever it is offered, so a
+    session keeps its codec (RFC 6337 5.3 codec locking). The answer lists that one codec
+    (plus telephone-event) and mirrors the offer's direction (sendonly -> recvonly,
+    inactive -> inactive; a 0.0.0.0 connection means we must not send, RFC 3264 6.1, 8.4).
+    ``session_version`` is the o= version (RFC 3264 8: one more for every new SDP of ours).
 
-    Raises SdpError "no common codec" when no usable audio stream matches;
-    the caller answers 488 Not Acceptable Here.
+    Raises :class:`SdpRejected` when no usable audio stream matches (the caller answers
+    488 with its warning code and text).
     """
     wanted = {c.upper() for c in supported}
     sid = session_id or _new_session_id()
     ans = SessionDescription(
         origin_username="hotline",
         session_id=sid,
-        session_version=sid,
+        session_version=str(session_version) if session_version is not None else sid,
         origin_address=local_addr,
         session_name="hotline",
         connection=local_addr,
@@ -357,19 +383,25 @@ def answer(
     )
     negotiated: Negotiated | None = None
     offered_audio: list[str] = []
+    audio_protos: list[str] = []
     for m in offer.media:
+        if m.media == "audio" and m.port != 0:
+            audio_protos.append(m.proto)
         if negotiated is not None or not _audio_ok(m):
             ans.media.append(_rejected(m))
             continue
         chosen: tuple[int, str] | None = None
         for pt in m.formats:
             enc = m.codec_name(pt)
-            if enc is None:
+            if enc is None or enc[0].lower() == "telephone-event":
                 continue
             offered_audio.append(enc[0])
             if enc[0].upper() in wanted and enc[1] == SAMPLE_RATE:
-                chosen = (pt, enc[0].upper())
-                break
+                if chosen is None:
+                    chosen = (pt, enc[0].upper())
+                if prefer is None or enc[0].upper() == prefer.upper():
+                    chosen = (pt, enc[0].upper())
+                    break
         if chosen is None:
             ans.media.append(_rejected(m))
             continue
@@ -389,8 +421,20 @@ def answer(
         ans.media.append(am)
         negotiated = Negotiated(codec, pt, dtmf, remote, m.port, direction, ptime)
     if negotiated is None:
-        offered = offered_audio or "no usable audio"
-        raise SdpError(f"no common codec: offered {offered}, supported {list(supported)}")
+        ours = ", ".join(supported)
+        if not audio_protos:
+            raise SdpRejected(WARN_MEDIA_NOT_AVAILABLE, "no audio stream offered")
+        if not offered_audio and not any(
+            p.upper() in ("RTP/AVP", "RTP/AVPF") for p in audio_protos
+        ):
+            raise SdpRejected(
+                WARN_INCOMPATIBLE_TRANSPORT,
+                f"audio offered over {', '.join(sorted(set(audio_protos)))}; we take RTP/AVP",
+            )
+        offered = ", ".join(dict.fromkeys(offered_audio)) or "no codec"
+        raise SdpRejected(
+            WARN_INCOMPATIBLE_FORMAT, f"no common codec: offered {offered}; we support {ours}"
+        )
     return negotiated, ans
 
 
@@ -401,8 +445,11 @@ def offer(
     dtmf_pt: int | None = 101,
     session_id: str | None = None,
     direction: str = "sendrecv",
+    *,
+    session_version: int | None = None,
 ) -> SessionDescription:
-    """Build our audio offer (G.711 in preference order + telephone-event)."""
+    """Build our audio offer (G.711 in preference order + telephone-event); on a re-offer
+    pass the session's id and the next ``session_version`` (RFC 3264 8)."""
     if direction not in DIRECTIONS:
         raise SdpError(f"bad direction {direction!r}")
     sid = session_id or _new_session_id()
@@ -420,7 +467,7 @@ def offer(
     return SessionDescription(
         origin_username="hotline",
         session_id=sid,
-        session_version=sid,
+        session_version=str(session_version) if session_version is not None else sid,
         origin_address=local_addr,
         session_name="hotline",
         connection=local_addr,

@@ -1,20 +1,24 @@
-"""One SIP dialog (RFC 3261 section 12) with its RTP endpoint: a leg of a call."""
+"""One SIP dialog (RFC 3261 section 12) with its media: a leg of a call."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.media.endpoint import RtpEndpoint
+from gateway.channels.sip.media import SipMedia
+from gateway.channels.sip.negotiation import MediaNegotiation
+from gateway.sip.dialog import Dialog
 from gateway.sip.message import SipRequest
+from gateway.sip.reliable import ReliableProvisional
+from gateway.sip.session_timer import SessionTimer
 from gateway.sip.transaction_asyncio import (
     ClientTransaction,
     InviteOkRetransmitter,
     ServerTransaction,
 )
 from gateway.sip.transport import Addr, Transport
-from gateway.sip.uri import parse_name_addr
 
 if TYPE_CHECKING:
     from gateway.core.contracts import Signalling
@@ -24,19 +28,23 @@ __all__ = ["SipLeg"]
 
 @dataclass(eq=False)
 class SipLeg:
-    """A dialog and its media; implements the core's Leg contract."""
+    """A dialog and its media; implements the core's Leg contract.
+
+    ``dialog`` exists from the moment the dialog does: at once for a call to us (we choose
+    our tag), from the first response with a To tag for a call we place.
+    """
 
     sip_call_id: str
-    local_party: str  # our From/To header value, with our tag
-    remote_party: str  # theirs, with their tag once known
-    remote_target: str  # their Contact URI: where in-dialog requests go
-    transport: Transport
-    peer: Addr  # where their requests came from / ours are sent
-    media: RtpEndpoint
+    transport: Transport  # the transport the dialog runs on (a TCP connection, or UDP)
+    peer: Addr  # where their requests came from (UDP) / our first hop
+    media: SipMedia
+    negotiation: MediaNegotiation
     signalling: Signalling
     inbound: bool  # True when they called us (we are the UAS)
     invite: SipRequest
-    local_cseq: int = 1
+    contact: str  # our Contact on this leg's transport
+    dialog: Dialog | None = None
+    trunk: str = ""  # the carrier trunk the leg belongs to ("" for phones)
     answered: bool = False  # 2xx sent/received (ACK pending or done)
     ended: bool = False
     leg_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -45,11 +53,16 @@ class SipLeg:
     client_tx: ClientTransaction | None = None  # UAC INVITE transaction while ringing
     local_sdp: bytes = b""
     seat: str = ""  # the extension, for a leg to a registered phone
-
-    def next_cseq(self) -> int:
-        self.local_cseq += 1
-        return self.local_cseq
+    late_offer: bool = False  # UAS: the INVITE had no SDP, our 2xx offers, the ACK answers
+    reliable: ReliableProvisional | None = None  # UAS: 100rel required by the caller
+    prack_done: asyncio.Event = field(default_factory=asyncio.Event)
+    session_timer: SessionTimer | None = None
+    timer_headers: list[tuple[str, str]] = field(default_factory=list)  # for our 2xx
+    peer_allow: str = ""  # the peer's Allow (UPDATE there: refresh with UPDATE)
+    timer_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reinvite_pending: bool = False  # an INVITE of ours inside the dialog awaits its final
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def local_tag(self) -> str:
-        return parse_name_addr(self.local_party).tag or ""
+        return self.dialog.local_tag if self.dialog is not None else ""

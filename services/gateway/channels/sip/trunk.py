@@ -16,9 +16,12 @@ class TrunkPolicy:
     name: str = "sip-trunk"
     dids: frozenset[str] = frozenset()
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+    trust_pai: bool = False  # take ANI from P-Asserted-Identity (RFC 3325) of these sources
 
     @classmethod
-    def of(cls, name: str, dids: Iterable[str], allow: Iterable[str]) -> TrunkPolicy:
+    def of(
+        cls, name: str, dids: Iterable[str], allow: Iterable[str], trust_pai: bool = False
+    ) -> TrunkPolicy:
         """Build from DIDs and CIDR strings (a bad CIDR raises ValueError naming it)."""
         nets = []
         for net in allow:
@@ -26,7 +29,7 @@ class TrunkPolicy:
                 nets.append(ipaddress.ip_network(net, strict=False))
             except ValueError as exc:
                 raise ValueError(f"trunk {name}: bad network {net!r}: {exc}") from None
-        return cls(name, frozenset(dids), tuple(nets))
+        return cls(name, frozenset(dids), tuple(nets), trust_pai)
 
     def source_allowed(self, ip: str) -> bool:
         try:

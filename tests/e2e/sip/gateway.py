@@ -1,0 +1,188 @@
+"""The gateway's SIP side in the test process: the real SIP channel, transaction layer,
+UDP/TCP transports, registrar, media clock and switch on loopback ports, with the test in
+the IVR's place (it answers, connects, collects digits and hangs up through the switch)
+and the facts the switch announces kept for assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.channels.sip import CarrierConfig, CarrierTrunk, SipChannel, TrunkPolicy
+from gateway.core.calls import Call, EndReason
+from gateway.core.prompts import PromptLibrary
+from gateway.core.switch import Switch
+from gateway.directory import demo_directory
+from gateway.media.clock import FrameClock
+from gateway.media.endpoint import PortAllocator
+from gateway.sip.registrar import Registrar
+from gateway.sip.transaction import Timers
+from gateway.sip.transaction_asyncio import TransactionLayer
+from gateway.sip.transport import TcpServer, TcpTransport, UdpTransport
+from tests.e2e.sip.signal import tone_frames
+
+HOST = "127.0.0.1"
+SIP_PORT = 26060
+RTP_LOW, RTP_HIGH = 37000, 37999
+PROMPT_TONE_HZ = 1400.0
+
+
+@dataclass
+class GatewayUnderTest:
+    channel: SipChannel
+    switch: Switch
+    layer: TransactionLayer
+    udp: UdpTransport
+    tcp: TcpServer
+    clock: FrameClock
+    events: CallFacts
+    carrier: CarrierTrunk | None = None
+    port: int = SIP_PORT
+
+    async def next_call(self, timeout_s: float = 15.0) -> Call:
+        return await asyncio.wait_for(self.events.offered.get(), timeout_s)
+
+    async def ended(self, call: Call, timeout_s: float = 15.0) -> tuple[EndReason, str]:
+        async def wait() -> tuple[EndReason, str]:
+            while call.call_id not in self.events.ended:
+                self.events.ended_event.clear()
+                await self.events.ended_event.wait()
+            return self.events.ended[call.call_id]
+
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def trunk_state(self, up: bool, timeout_s: float = 15.0) -> tuple[str, bool, str]:
+        async def wait() -> tuple[str, bool, str]:
+            while not self.events.trunks or self.events.trunks[-1][1] is not up:
+                self.events.trunk_changed.clear()
+                await self.events.trunk_changed.wait()
+            return self.events.trunks[-1]
+
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def stop(self) -> None:
+        if self.carrier is not None:
+            await self.carrier.stop()
+        await self.switch.stop()
+        self.channel.stop()
+        self.layer.close()
+        self.udp.close()
+        await self.tcp.close()
+        self.clock.stop()
+
+
+@dataclass
+class CallFacts:
+    """CallEvents for the switch plus TrunkEvents for the carrier."""
+
+    offered_q: asyncio.Queue[Call] = field(default_factory=asyncio.Queue)
+    ended: dict[str, tuple[EndReason, str]] = field(default_factory=dict)
+    ended_event: asyncio.Event = field(default_factory=asyncio.Event)
+    trunks: list[tuple[str, bool, str]] = field(default_factory=list)
+    trunk_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    offers: list[Call] = field(default_factory=list)
+
+    @property
+    def offered(self) -> asyncio.Queue[Call]:
+        return self.offered_q
+
+    def ended_fact(self, call: Call, reason: EndReason, detail: str) -> None:
+        self.ended[call.call_id] = (reason, detail)
+        self.ended_event.set()
+
+    def trunk_state(self, trunk: str, up: bool, detail: str) -> None:
+        self.trunks.append((trunk, up, detail))
+        self.trunk_changed.set()
+
+
+class SwitchEvents:
+    """Adapts CallFacts to the switch's CallEvents protocol."""
+
+    def __init__(self, facts: CallFacts) -> None:
+        self.facts = facts
+
+    def offered(self, call: Call) -> None:
+        self.facts.offers.append(call)
+        self.facts.offered_q.put_nowait(call)
+
+    def answered(self, call: Call) -> None:
+        pass
+
+    def bridged(self, call: Call, leg_id: str, endpoint: str) -> None:
+        pass
+
+    def ended(
+        self, call: Call, reason: EndReason, detail: str, duration_ms: int, talk_ms: int
+    ) -> None:
+        self.facts.ended_fact(call, reason, detail)
+
+
+def write_tone_prompt(directory: Path, name: str, freq: float, seconds: float) -> None:
+    with wave.open(str(directory / f"{name}.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(tone_frames(freq, seconds).astype("<i2").tobytes())
+
+
+async def start_gateway(
+    tmp_path: Path,
+    *,
+    port: int = SIP_PORT,
+    timers: Timers | None = None,
+    carrier: CarrierConfig | None = None,
+    min_se: int = 90,
+    trust_pai: bool = True,
+) -> GatewayUnderTest:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir(exist_ok=True)
+    write_tone_prompt(prompts, "tone", PROMPT_TONE_HZ, 30.0)
+    facts = CallFacts()
+    clock = FrameClock()
+    clock.start()
+    registrar = Registrar(demo_directory("hotline"), "hotline")
+    channel: SipChannel
+    layer = TransactionLayer(
+        timers or Timers(),
+        lambda req, tx: channel.on_request(req, tx),
+        lambda resp, addr: channel.on_stray_response(resp, addr),
+    )
+    channel = SipChannel(
+        layer,
+        registrar,
+        (HOST, port),
+        media_host=HOST,
+        allocator=PortAllocator(RTP_LOW, RTP_HIGH),
+        trunk=TrunkPolicy.of("sip-trunk", ["10000", "10001"], ["127.0.0.0/8"], trust_pai),
+        site="conformance",
+        min_se=min_se,
+    )
+    trunk = None
+    trunks = {}
+    if carrier is not None:
+        trunk = CarrierTrunk(channel, carrier, site="conformance", events=facts)
+        trunks[carrier.name] = trunk
+    switch = Switch(
+        site="conformance",
+        events=SwitchEvents(facts),
+        clock=clock,
+        prompts=PromptLibrary(prompts),
+        endpoints=channel,
+        trunks=trunks,
+        recorder=None,
+        answer_timeout_s=30.0,
+        linger_s=0.5,
+    )
+    udp = await UdpTransport.listen(
+        HOST,
+        port,
+        layer.receive,
+        lambda data, addr, exc: channel.on_malformed(data, addr, exc, udp),
+    )
+    tcp = await TcpTransport.listen(HOST, port, layer.receive)
+    channel.start(switch, udp)
+    if trunk is not None:
+        await trunk.start()
+    return GatewayUnderTest(channel, switch, layer, udp, tcp, clock, facts, trunk, port)
