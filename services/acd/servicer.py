@@ -4,7 +4,7 @@ wrong."""
 from __future__ import annotations
 
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -144,3 +144,14 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             answered=self.d.answered[queue.name],
             abandoned=self.d.abandoned[queue.name],
         )
+
+    # Contract first (issue 10); answered UNIMPLEMENTED until built.
+
+    async def Requeue(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Requeue is not implemented yet")
+
+    async def ListAgents(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListAgents is not implemented yet")
+
+    async def ListQueues(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListQueues is not implemented yet")

@@ -6,7 +6,7 @@ call's state is FAILED_PRECONDITION, a bad argument is INVALID_ARGUMENT - with a
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -219,3 +219,42 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         context: Context,
     ) -> gw.ListCallsReply:
         return gw.ListCallsReply(calls=[call_info(c) for c in self.switch.list_calls()])
+
+    # The call-control contract (issue 10) lands before its implementation: until then each
+    # answers UNIMPLEMENTED, as gRPC's generated base class would.
+
+    async def Hold(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Hold is not implemented yet")
+
+    async def Resume(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Resume is not implemented yet")
+
+    async def Transfer(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Transfer is not implemented yet")
+
+    async def Consult(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Consult is not implemented yet")
+
+    async def EndConsult(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EndConsult is not implemented yet")
+
+    async def AddParty(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "AddParty is not implemented yet")
+
+    async def RemoveParty(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RemoveParty is not implemented yet")
+
+    async def Monitor(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Monitor is not implemented yet")
+
+    async def StopMonitor(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StopMonitor is not implemented yet")
+
+    async def Mute(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Mute is not implemented yet")
+
+    async def SendDigits(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SendDigits is not implemented yet")
+
+    async def DialOut(self, request: Any, context: Context) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DialOut is not implemented yet")
