@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := sip-tester chromium espeak-ng sox baresip kamailio
+APT_PACKAGES := sip-tester chromium espeak-ng sox baresip kamailio fonts-wqy-zenhei
 PROTOS := $(wildcard protos/hotline/v1/*.proto)
 GEN := services/common/generated
 
@@ -12,7 +12,7 @@ GEN := services/common/generated
 setup: apt deploy-apt venv proto develop prompts certs crd-models ## everything a fresh machine needs
 	@echo "setup complete"
 
-apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox, baresip, kamailio)
+apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox, baresip, kamailio; CJK font for the zh-CN desk)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \

@@ -1,4 +1,5 @@
-"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD client."""
+"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD and
+gateway clients."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from common.health import Readiness
 from common.service import Stop, Wiring
 from crm.agent_control import AgentControl
 from crm.api import ACD, CDRS, add_routes
+from crm.app_keys import GATEWAY
 from crm.auth import ADDRESSES, DB, HASHES, PROXIES, THROTTLE, access_control
+from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
 from crm.csrf import same_origin
 from crm.db import Database, describe, watch
 from crm.desk import HUB, DeskHub, websocket
+from crm.desk_config import DESK, DeskConfig
+from crm.dialplan import parse_table
 from crm.intake import EventIntake
 from crm.rest import json_errors
 from crm.seed import seed
@@ -60,6 +65,8 @@ def web_app(
     hub: DeskHub,
     throttle: LoginThrottle | None = None,
     *,
+    gateway: CallCommands,
+    config: DeskConfig | None = None,
     addresses: AddressLimiter | None = None,
     hashes: HashGate | None = None,
     trusted_proxies: tuple[str, ...] = (),
@@ -72,6 +79,8 @@ def web_app(
     app[HASHES] = hashes or HashGate()
     app[PROXIES] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
     app[ACD] = control
+    app[GATEWAY] = gateway
+    app[DESK] = config or DeskConfig()
     app[CDRS] = cdrs
     app[HUB] = hub
     add_routes(app)
@@ -122,6 +131,13 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     wiring.on_stop(db.dispose, "database")
     wiring.task(watch(db, readiness), "crm-db-watch")
     control = AgentControl(wiring.channel("acd"))
+    gateway = CallCommands(wiring.channel("gateway"))
+    config = DeskConfig(
+        acw_s=settings.acw_s,
+        not_ready_reasons=settings.not_ready_reasons,
+        dial_table=parse_table(settings.dial_classes),
+        ring_timeout_s=settings.dial_ring_timeout_s,
+    )
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
 
@@ -130,6 +146,8 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
         control,
         cdrs,
         hub,
+        gateway=gateway,
+        config=config,
         addresses=AddressLimiter(settings.login_attempts_per_minute),
         hashes=HashGate(settings.login_max_hashes),
         trusted_proxies=settings.trusted_proxies,

@@ -73,11 +73,13 @@ class DeskHub:
             self._clients.discard(client)
             WS_CLIENTS.dec()
 
-    async def end_session(self, session_hash: str) -> None:
-        """Close the sockets of a session that logged out."""
+    async def end_session(
+        self, session_hash: str, code: int = 4001, why: bytes = b"logged out"
+    ) -> None:
+        """Close the sockets of a session that logged out (or locked its screen: 4003)."""
         for client in [c for c in self._clients if c.session_hash == session_hash]:
             self.leave(client)
-            await client.ws.close(code=4001, message=b"logged out")
+            await client.ws.close(code=code, message=why)
 
     async def close_all(self) -> None:
         for client in list(self._clients):

@@ -37,6 +37,7 @@ from crm.agent_control import AgentControl
 from crm.api import CDRS
 from crm.app import web_app
 from crm.cdr import CdrRecord, fold
+from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import HUB, DeskHub
@@ -50,6 +51,7 @@ from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
+from tests.crm_peers import FakeCallControl, gateway_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -188,6 +190,20 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
         await self._gate("GetAgent", request, context)
         return await self._known(request.agent_id, context)
 
+    async def ListAgents(
+        self, request: acd_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.ListAgentsReply:
+        await self._gate("ListAgents", request, context)
+        return acd_pb2.ListAgentsReply(agents=list(self.agents.values()))
+
+    async def ListQueues(
+        self, request: acd_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.ListQueuesReply:
+        await self._gate("ListQueues", request, context)
+        return acd_pb2.ListQueuesReply(
+            queues=[acd_pb2.QueueStatus(queue="support"), acd_pb2.QueueStatus(queue="vip")]
+        )
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
@@ -200,16 +216,32 @@ async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
     await server.stop(None)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway() -> AsyncIterator[tuple[FakeCallControl, int]]:
+    fake = FakeCallControl()
+    server, port = gateway_server(fake)
+    await server.start()
+    yield fake, port
+    await server.stop(None)
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(db: Database, acd: tuple[FakeAcd, str]) -> AsyncIterator[TestClient]:
+async def client(
+    db: Database, acd: tuple[FakeAcd, str], gateway: tuple[FakeCallControl, int]
+) -> AsyncIterator[TestClient]:
     fake, target = acd
     fake.reset()
+    gateway[0].reset()
     channel = rpc.channel(target, test_tls.tls("crm"), "acd")
+    to_gateway = test_tls.channel("crm", "gateway", gateway[1])
     cdrs = CdrStore(db)
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
+    app = web_app(
+        db, AgentControl(channel), cdrs, DeskHub(db, cdrs), gateway=CallCommands(to_gateway)
+    )
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
     await channel.close()
+    await to_gateway.close()
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +296,15 @@ def event(payload: Any, key: str, seconds_ago: float = 0.0) -> Envelope:
 
 
 def concrete(pattern: str) -> str:
-    return pattern.replace("{call_id}", "no-such-call").replace("{extension}", "8999")
+    for name, value in (
+        ("{call_id}", "no-such-call"),
+        ("{extension}", "8999"),
+        ("{action}", "cancel"),
+        ("{leg_id}", "leg-0"),
+        ("{customer_id}", "1"),
+    ):
+        pattern = pattern.replace(name, value)
+    return pattern
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
@@ -304,6 +344,7 @@ async def test_login_returns_token_user_and_http_only_cookie(
         "role": "agent",
         "agent_id": "agent1",
         "extension": "8001",
+        "language": "",
     }
     cookie = response.cookies["hotline_session"]
     assert cookie.value == token and cookie["httponly"] and cookie["samesite"] == "Strict"
@@ -394,8 +435,8 @@ async def test_every_endpoint_is_403_for_roles_not_on_its_list(
             assert f"role {role.value} may not" in await error_of(response, 403)
             refused += 1
     # supervisor, qa and admin on GET /api/agent and the three POSTs; every role but admin
-    # on approving and withdrawing hot desks
-    assert refused == 12 + 2 * 4
+    # on approving and withdrawing hot desks; qa and admin on the 12 call-control routes
+    assert refused == 12 + 2 * 4 + 2 * 12
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])
@@ -866,7 +907,8 @@ async def test_acd_down_is_503(db: Database, tokens: dict[str, str]) -> None:
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
     channel = rpc.channel(dead, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
+    no_gateway = CallCommands(rpc.channel(dead, test_tls.tls("crm"), "gateway"))
+    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), gateway=no_gateway)
     async with TestClient(TestServer(app)) as dead_client:
         headers = await as_user(dead_client, tokens, "agent10")
         response = await dead_client.post(
@@ -994,7 +1036,12 @@ async def test_too_deep_json_is_400_never_500(
 async def security_client(db: Database, acd: tuple[FakeAcd, str], **kw: Any) -> TestClient:
     channel = rpc.channel(acd[1], test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), **kw)
+    # these tests never reach the gateway: a channel to nowhere stands for it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    gateway = CallCommands(rpc.channel(nowhere, test_tls.tls("crm"), "gateway"))
+    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), gateway=gateway, **kw)
     return TestClient(TestServer(app))
 
 

@@ -22,6 +22,7 @@ from acd.servicer import AcdService
 from common.events import envelope
 from crm.agent_control import AgentControl
 from crm.app import web_app
+from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
@@ -30,6 +31,7 @@ from crm.seed import seed
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
+from tests.crm_peers import FakeCallControl, gateway_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -98,7 +100,11 @@ async def desk_site(
     channel = test_tls.channel("crm", "acd", port)
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
-    runner = web.AppRunner(web_app(db, AgentControl(channel), cdrs, hub))
+    gateway, gateway_port = gateway_server(FakeCallControl())
+    await gateway.start()
+    to_gateway = test_tls.channel("crm", "gateway", gateway_port)
+    app = web_app(db, AgentControl(channel), cdrs, hub, gateway=CallCommands(to_gateway))
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -106,6 +112,8 @@ async def desk_site(
     yield f"http://127.0.0.1:{http_port}", EventIntake(hub, cdrs)
     await runner.cleanup()
     await channel.close()
+    await to_gateway.close()
+    await gateway.stop(None)
     await acd.stop(None)
     await db.dispose()
 
