@@ -40,6 +40,9 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             "SetState": {"crm"},
             "GetAgent": {"crm"},
             "GetQueue": {"crm", "ivr"},
+            # the desk's transfer directory and the supervisor board (issue 10)
+            "ListAgents": {"crm"},
+            "ListQueues": {"crm"},
         },
     )
 

@@ -83,6 +83,11 @@ async def submit_disposition(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from None
     callback: CallbackTask | None = None
     async with request.app[DB].sessions() as session:
+        if await session.get(CallDisposition, call_id) is not None:
+            raise ApiError(409, f"call {call_id} already has a disposition")
+        customer = None
+        if form.follow_up is not None:
+            customer = await find_by_phone(session, form.follow_up.phone)
         session.add(
             CallDisposition(
                 call_id=call_id,
@@ -93,7 +98,6 @@ async def submit_disposition(request: web.Request) -> web.Response:
             )
         )
         if form.follow_up is not None:
-            customer = await find_by_phone(session, form.follow_up.phone)
             callback = CallbackTask(
                 call_id=call_id,
                 customer_id=customer.id if customer else None,

@@ -36,8 +36,8 @@ from crm import auth as crm_auth
 from crm.agent_control import AgentControl
 from crm.api import CDRS
 from crm.app import web_app
-from crm.cdr import CdrRecord, fold
 from crm.call_commands import CallCommands
+from crm.cdr import CdrRecord, fold
 from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import HUB, DeskHub
