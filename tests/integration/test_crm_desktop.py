@@ -134,8 +134,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh browser context (no cookies) per test."""
-    context = await browser.new_context()
+    """A fresh browser context (no cookies) per test, in Chinese as at the reference site."""
+    context = await browser.new_context(locale="zh-CN")
     yield await context.new_page()
     await context.close()
 
@@ -150,7 +150,7 @@ async def test_wrong_password_shows_the_error(
     await page.click("#login-btn")
     error = page.locator("#login-error")
     await expect(error).to_be_visible()
-    await expect(error).to_contain_text("Wrong username or password")
+    await expect(error).to_contain_text("用户名或密码错误")
 
 
 async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
@@ -166,7 +166,7 @@ async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
     await expect(state).to_have_attribute("data-state", "not_ready")  # phone logged in for us
     await page.click("#ready-btn")
     await expect(state).to_have_attribute("data-state", "ready")
-    await expect(state).to_contain_text("Ready")
+    await expect(state).to_contain_text("就绪")
     await page.select_option("#reason", "meeting")
     await page.click("#notready-btn")
     await expect(state).to_have_attribute("data-state", "not_ready")
