@@ -353,9 +353,8 @@ async def directory(request: web.Request) -> web.Response:
     control = request.app[ACD]
     agents, queues = await control.list_agents(), await control.list_queues()
     async with request.app[DB].sessions() as session:
-        names = dict(
-            (await session.execute(select(User.agent_id, User.display_name))).tuples().all()
-        )
+        rows = (await session.execute(select(User.agent_id, User.display_name))).all()
+    names = {agent_id: name for agent_id, name in rows}
     return web.json_response(
         {
             "agents": [
