@@ -40,6 +40,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             "SetState": {"crm"},
             "GetAgent": {"crm"},
             "GetQueue": {"crm", "ivr"},
+            "Requeue": {"gateway"},
         },
     )
 
