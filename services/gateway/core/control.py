@@ -10,12 +10,22 @@ and the SIP channel (re-INVITE hold, REFER) both land here, so a desk and a phon
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
-from gateway.core.calls import Call, CallState, CommandError
-from gateway.core.contracts import Attempt, CallerParty, Leg, Outcome
+from gateway.core.calls import Call, CallRegistry, CallState, CommandError
+from gateway.core.contracts import (
+    AcdLink,
+    Attempt,
+    CallerParty,
+    EndpointDialer,
+    Leg,
+    Originator,
+    Outcome,
+)
 from gateway.core.parties import MonitorMode, Party, Role
 from gateway.core.steps import (
     ConferenceJoined,
@@ -26,13 +36,11 @@ from gateway.core.steps import (
     MonitorStarted,
     MonitorStopped,
     Resumed,
+    Step,
     Transferred,
 )
 
-if TYPE_CHECKING:
-    from gateway.core.switch import Switch
-
-__all__ = ["Control", "MAX_PARTIES", "TargetKind"]
+__all__ = ["MAX_PARTIES", "CallSwitch", "Control", "TargetKind"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +53,49 @@ class TargetKind:
     NUMBER = "number"
 
 
+class StepEvents(Protocol):
+    def bridged(self, call: Call, leg_id: str, endpoint: str) -> None: ...
+
+    def step(self, call: Call, step: Step) -> None: ...
+
+
+class CallSwitch(Protocol):
+    """What call control uses of the switch (gateway.core.switch.Switch)."""
+
+    registry: CallRegistry
+    endpoints: EndpointDialer | None
+    trunks: dict[str, Originator]
+    acd: AcdLink | None
+    hold_prompt: str
+    number_trunk: str
+    refer_timeout_s: float
+
+    @property
+    def events(self) -> StepEvents: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
+
+    def arrange(self, call: Call) -> None: ...
+
+    def require_prompt(self, name: str) -> None: ...
+
+    def release_later(self, leg: Leg) -> None: ...
+
+    def forget_later(self, call: Call, leg: Leg) -> None: ...
+
+    def unbridge(self, call: Call) -> None: ...
+
+    def rebridge(self, call: Call) -> None: ...
+
+    def detach(self, call: Call, leg: Leg) -> None: ...
+
+    def end_moved(self, call: Call, detail: str, keep: Leg) -> None: ...
+
+
 class Control:
     """Call-control commands on the switch's calls; errors as the switch's CommandError."""
 
-    def __init__(self, switch: Switch) -> None:
+    def __init__(self, switch: CallSwitch) -> None:
         self.switch = switch
 
     # ---- helpers -------------------------------------------------------------------------
