@@ -43,6 +43,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             # the desk's transfer directory and the supervisor board (issue 10)
             "ListAgents": {"crm"},
             "ListQueues": {"crm"},
+            "Requeue": {"gateway"},
         },
     )
 

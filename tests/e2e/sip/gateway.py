@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway.channels.sip import CarrierConfig, CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.core.calls import Call, EndReason
 from gateway.core.prompts import PromptLibrary
+from gateway.core.steps import Step
 from gateway.core.switch import Switch
 from gateway.directory import demo_directory
 from gateway.media.clock import FrameClock
@@ -83,6 +84,7 @@ class CallFacts:
     trunks: list[tuple[str, bool, str]] = field(default_factory=list)
     trunk_changed: asyncio.Event = field(default_factory=asyncio.Event)
     offers: list[Call] = field(default_factory=list)
+    steps: list[tuple[str, Step]] = field(default_factory=list)
 
     @property
     def offered(self) -> asyncio.Queue[Call]:
@@ -117,6 +119,9 @@ class SwitchEvents:
         self, call: Call, reason: EndReason, detail: str, duration_ms: int, talk_ms: int
     ) -> None:
         self.facts.ended_fact(call, reason, detail)
+
+    def step(self, call: Call, step: Step) -> None:
+        self.facts.steps.append((call.call_id, step))
 
 
 def write_tone_prompt(directory: Path, name: str, freq: float, seconds: float) -> None:
