@@ -1,18 +1,23 @@
-"""A gateway `CallControl` peer for the CRM's tests: a small but honest model of live calls
-(held, muted, consulting, conference parties) that refuses what a real gateway refuses, on a
-real mTLS gRPC server. The gateway's own behaviour is tested in its own suites."""
+"""Peers of the CRM for its tests, on real mTLS gRPC servers behind the real method tables: a
+gateway `CallControl` with a small but honest model of live calls (held, muted, consulting,
+conference parties) that refuses what a real gateway refuses, and a recorder that plays back
+what it holds. The gateway's and the recorder's own behaviour is tested in their suites."""
 
 from __future__ import annotations
 
 import itertools
+import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from common import rpc
 from gateway.servicer import CallControlServicer
 from hotline.v1 import gateway_pb2 as gw
-from hotline.v1 import gateway_pb2_grpc
+from hotline.v1 import gateway_pb2_grpc, recorder_pb2, recorder_pb2_grpc
+from recorder.servicer import RecorderService
 from tests import tls as test_tls
 
 #: the gateway's own method table: the fake refuses the CRM what the real gateway would.
@@ -156,3 +161,37 @@ def gateway_server(fake: FakeCallControl) -> tuple[grpc.aio.Server, int]:
     return test_tls.server(
         "gateway", gateway_pb2_grpc.add_CallControlServicer_to_server, fake, CALLERS
     )
+
+
+class FakeRecorder(recorder_pb2_grpc.RecorderServicer):
+    """Playback of the recordings in `stored` (id -> WAV bytes), in 1000-byte chunks."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, bytes] = {}
+
+    async def Fetch(
+        self, request: recorder_pb2.FetchRequest, context: Any
+    ) -> AsyncIterator[recorder_pb2.FetchChunk]:
+        data = self.stored.get(request.recording_id)
+        if data is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no recording {request.recording_id}")
+        assert data is not None
+        for at in range(0, len(data), 1000):
+            yield recorder_pb2.FetchChunk(
+                data=data[at : at + 1000], total_bytes=len(data), status="complete"
+            )
+
+
+def recorder_server(fake: FakeRecorder) -> tuple[grpc.aio.Server, int]:
+    return test_tls.server(
+        "recorder", recorder_pb2_grpc.add_RecorderServicer_to_server, fake, RecorderService.CALLERS
+    )
+
+
+def nowhere(caller: str, peer: str) -> grpc.aio.Channel:
+    """A channel from `caller` to a loopback port nobody listens on: a peer a test never
+    reaches (or one that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    return rpc.channel(address, test_tls.tls(caller), peer)

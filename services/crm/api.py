@@ -12,7 +12,16 @@ from collections.abc import Awaitable
 from aiohttp import web
 from sqlalchemy import select
 
-from crm import audit, auth, call_control, history, hotdesks, screen_lock, wrapup
+from crm import (
+    audit,
+    auth,
+    call_control,
+    history,
+    hotdesks,
+    recordings,
+    screen_lock,
+    wrapup,
+)
 from crm.agent_control import REQUESTABLE_STATES, agent_json
 from crm.app_keys import ACD, CDRS
 from crm.auth import COOKIE, DB, current_user, end_session
@@ -242,3 +251,4 @@ def add_routes(app: web.Application) -> None:
     call_control.add_routes(app)
     wrapup.add_routes(app)
     history.add_routes(app)
+    recordings.add_routes(app)

@@ -1,5 +1,5 @@
-"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD and
-gateway clients."""
+"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD, gateway
+and recorder clients."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from common.health import Readiness
 from common.service import Stop, Wiring
 from crm.agent_control import AgentControl
 from crm.api import ACD, CDRS, add_routes
-from crm.app_keys import GATEWAY
+from crm.app_keys import GATEWAY, RECORDER
 from crm.auth import ADDRESSES, DB, HASHES, PROXIES, THROTTLE, access_control
 from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
@@ -25,6 +25,7 @@ from crm.desk import HUB, DeskHub, websocket
 from crm.desk_config import DESK, DeskConfig
 from crm.dialplan import parse_table
 from crm.intake import EventIntake
+from crm.recording_archive import RecordingArchive
 from crm.rest import json_errors
 from crm.seed import seed
 from crm.servicer import CrmService
@@ -66,6 +67,7 @@ def web_app(
     throttle: LoginThrottle | None = None,
     *,
     gateway: CallCommands,
+    recorder: RecordingArchive,
     config: DeskConfig | None = None,
     addresses: AddressLimiter | None = None,
     hashes: HashGate | None = None,
@@ -80,6 +82,7 @@ def web_app(
     app[PROXIES] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
     app[ACD] = control
     app[GATEWAY] = gateway
+    app[RECORDER] = recorder
     app[DESK] = config or DeskConfig()
     app[CDRS] = cdrs
     app[HUB] = hub
@@ -132,6 +135,7 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     wiring.task(watch(db, readiness), "crm-db-watch")
     control = AgentControl(wiring.channel("acd"))
     gateway = CallCommands(wiring.channel("gateway"))
+    recorder = RecordingArchive(wiring.channel("recorder"))
     config = DeskConfig(
         acw_s=settings.acw_s,
         not_ready_reasons=settings.not_ready_reasons,
@@ -147,6 +151,7 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
         cdrs,
         hub,
         gateway=gateway,
+        recorder=recorder,
         config=config,
         addresses=AddressLimiter(settings.login_attempts_per_minute),
         hashes=HashGate(settings.login_max_hashes),

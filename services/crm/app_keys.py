@@ -10,7 +10,9 @@ from aiohttp import web
 from crm.agent_control import AgentControl
 from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
+from crm.recording_archive import RecordingArchive
 
 ACD = web.AppKey("acd", AgentControl)
 CDRS = web.AppKey("cdrs", CdrStore)
 GATEWAY = web.AppKey("gateway", CallCommands)
+RECORDER = web.AppKey("recorder", RecordingArchive)

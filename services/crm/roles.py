@@ -71,6 +71,8 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/calls/{call_id}/disposition"): CALL_ACTORS,
     ("GET", "/api/callbacks"): EVERYONE,
     ("GET", "/api/customers/{customer_id}/history"): EVERYONE,
+    # playback; the handler applies the recording rules (crm.history.may_play) and audits
+    ("GET", "/api/cdrs/{call_id}/recordings/{recording_id}"): EVERYONE,
     ("GET", "/ws"): EVERYONE,
     ("GET", "/"): PUBLIC,
     ("GET", "/static"): PUBLIC,

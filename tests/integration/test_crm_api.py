@@ -44,6 +44,7 @@ from crm.desk import HUB, DeskHub
 from crm.intake import EventIntake
 from crm.models import AuditEntry, Base, Session, User, utcnow
 from crm.passwords import hash_password
+from crm.recording_archive import RecordingArchive
 from crm.roles import POLICY, PUBLIC, Role
 from crm.seed import seed
 from crm.servicer import CrmService
@@ -51,7 +52,13 @@ from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
-from tests.crm_peers import FakeCallControl, gateway_server
+from tests.crm_peers import (
+    FakeCallControl,
+    FakeRecorder,
+    gateway_server,
+    nowhere,
+    recorder_server,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -225,23 +232,42 @@ async def gateway() -> AsyncIterator[tuple[FakeCallControl, int]]:
     await server.stop(None)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def recorder() -> AsyncIterator[tuple[FakeRecorder, int]]:
+    fake = FakeRecorder()
+    server, port = recorder_server(fake)
+    await server.start()
+    yield fake, port
+    await server.stop(None)
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(
-    db: Database, acd: tuple[FakeAcd, str], gateway: tuple[FakeCallControl, int]
+    db: Database,
+    acd: tuple[FakeAcd, str],
+    gateway: tuple[FakeCallControl, int],
+    recorder: tuple[FakeRecorder, int],
 ) -> AsyncIterator[TestClient]:
     fake, target = acd
     fake.reset()
     gateway[0].reset()
     channel = rpc.channel(target, test_tls.tls("crm"), "acd")
     to_gateway = test_tls.channel("crm", "gateway", gateway[1])
+    to_recorder = test_tls.channel("crm", "recorder", recorder[1])
     cdrs = CdrStore(db)
     app = web_app(
-        db, AgentControl(channel), cdrs, DeskHub(db, cdrs), gateway=CallCommands(to_gateway)
+        db,
+        AgentControl(channel),
+        cdrs,
+        DeskHub(db, cdrs),
+        gateway=CallCommands(to_gateway),
+        recorder=RecordingArchive(to_recorder),
     )
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
     await channel.close()
     await to_gateway.close()
+    await to_recorder.close()
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +328,7 @@ def concrete(pattern: str) -> str:
         ("{action}", "cancel"),
         ("{leg_id}", "leg-0"),
         ("{customer_id}", "1"),
+        ("{recording_id}", "rec-0"),
     ):
         pattern = pattern.replace(name, value)
     return pattern
@@ -907,8 +934,14 @@ async def test_acd_down_is_503(db: Database, tokens: dict[str, str]) -> None:
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
     channel = rpc.channel(dead, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
-    no_gateway = CallCommands(rpc.channel(dead, test_tls.tls("crm"), "gateway"))
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), gateway=no_gateway)
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        DeskHub(db, cdrs),
+        gateway=CallCommands(nowhere("crm", "gateway")),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
+    )
     async with TestClient(TestServer(app)) as dead_client:
         headers = await as_user(dead_client, tokens, "agent10")
         response = await dead_client.post(
@@ -1036,12 +1069,16 @@ async def test_too_deep_json_is_400_never_500(
 async def security_client(db: Database, acd: tuple[FakeAcd, str], **kw: Any) -> TestClient:
     channel = rpc.channel(acd[1], test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
-    # these tests never reach the gateway: a channel to nowhere stands for it
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
-    gateway = CallCommands(rpc.channel(nowhere, test_tls.tls("crm"), "gateway"))
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), gateway=gateway, **kw)
+    # these tests never reach the gateway or the recorder
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        DeskHub(db, cdrs),
+        gateway=CallCommands(nowhere("crm", "gateway")),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
+        **kw,
+    )
     return TestClient(TestServer(app))
 
 

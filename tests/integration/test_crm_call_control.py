@@ -23,7 +23,7 @@ from crm.models import CallbackTask, DialOut, utcnow
 from hotline.v1 import acd_pb2
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
-from tests.crm_peers import FakeCallControl, LiveCall
+from tests.crm_peers import FakeCallControl, FakeRecorder, LiveCall
 from tests.integration import test_crm_api as base
 from tests.integration.test_crm_api import (
     FakeAcd,
@@ -38,7 +38,14 @@ from tests.integration.test_crm_api import (
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # the fixtures of test_crm_api, instantiated for this module
-db, acd, gateway, client, tokens = base.db, base.acd, base.gateway, base.client, base.tokens
+db, acd, gateway, recorder, client, tokens = (
+    base.db,
+    base.acd,
+    base.gateway,
+    base.recorder,
+    base.client,
+    base.tokens,
+)
 
 Peers = tuple[FakeCallControl, int]
 
@@ -429,6 +436,42 @@ async def test_customer_history_shows_every_contact_and_only_playable_recordings
     assert "must be a number" in await error_of(
         await client.get("/api/customers/abc/history", headers=headers), 400
     )
+
+
+async def test_playing_a_recording_follows_the_recording_rules_and_is_audited(
+    client: TestClient,
+    tokens: dict[str, str],
+    recorder: tuple[FakeRecorder, int],
+    db: Database,
+) -> None:
+    store: CdrStore = client.server.app[CDRS]
+    mine, theirs = new_call(), new_call()
+    for e in call_events(mine, "agent10", "8010") + call_events(theirs, "agent11", "8011"):
+        await store.apply(e)
+    wav = b"RIFF" + bytes(range(256)) * 20  # 5 KB: several chunks
+    recorder[0].stored[f"rec-{mine}"] = wav
+    recorder[0].stored[f"rec-{theirs}"] = wav
+    agent10 = await as_user(client, tokens, "agent10")
+    response = await client.get(f"/api/cdrs/{mine}/recordings/rec-{mine}", headers=agent10)
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "audio/wav"
+    assert int(response.headers["Content-Length"]) == len(wav)
+    assert await response.read() == wav
+    assert [e.target for e in await audit_entries(db, "agent10", "recording.play")] == [
+        f"rec-{mine}"
+    ]
+    response = await client.get(f"/api/cdrs/{theirs}/recordings/rec-{theirs}", headers=agent10)
+    assert "may not play" in await error_of(response, 403)
+    assert len(await audit_entries(db, "agent10", "recording.play.refused")) == 1
+    qa = await as_user(client, tokens, "qa1")
+    response = await client.get(f"/api/cdrs/{theirs}/recordings/rec-{theirs}", headers=qa)
+    assert await response.read() == wav
+    # a recording the call does not have, and one the recorder does not have
+    response = await client.get(f"/api/cdrs/{mine}/recordings/rec-{theirs}", headers=qa)
+    assert "has no recording" in await error_of(response, 404)
+    del recorder[0].stored[f"rec-{mine}"]
+    response = await client.get(f"/api/cdrs/{mine}/recordings/rec-{mine}", headers=qa)
+    assert f"no recording rec-{mine}" in await error_of(response, 404)
 
 
 # -- screen lock -----------------------------------------------------------------------------

@@ -10,13 +10,16 @@ is advanced with Playwright's clock, not waited for.
 
 from __future__ import annotations
 
+import io
 import re
 import uuid
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -31,11 +34,12 @@ from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
 from crm.intake import EventIntake
+from crm.recording_archive import RecordingArchive
 from crm.seed import seed
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
-from tests.crm_peers import FakeCallControl, LiveCall, gateway_server
+from tests.crm_peers import FakeCallControl, FakeRecorder, LiveCall, gateway_server, recorder_server
 from tests.integration.test_crm_desktop import SeatAcd
 from tests.unit.test_media_endpoint import wait_for
 
@@ -71,6 +75,7 @@ class Site:
     intake: EventIntake
     acd: DirectoryAcd
     gateway: FakeCallControl
+    recorder: FakeRecorder
 
     async def emit(self, payload: Any, key: str) -> None:
         await self.intake.handle(envelope(payload, key, "test", "test"))
@@ -86,23 +91,34 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         "acd", acd_pb2_grpc.add_AcdServicer_to_server, fake_acd, AcdService.CALLERS
     )
     gateway, gateway_port = gateway_server(fake_gateway)
+    fake_recorder = FakeRecorder()
+    recorder, recorder_port = recorder_server(fake_recorder)
     await acd.start()
     await gateway.start()
+    await recorder.start()
     to_acd = test_tls.channel("crm", "acd", acd_port)
     to_gateway = test_tls.channel("crm", "gateway", gateway_port)
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
-    app = web_app(db, AgentControl(to_acd), cdrs, hub, gateway=CallCommands(to_gateway))
+    app = web_app(
+        db,
+        AgentControl(to_acd),
+        cdrs,
+        hub,
+        gateway=CallCommands(to_gateway),
+        recorder=RecordingArchive(test_tls.channel("crm", "recorder", recorder_port)),
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield Site(url, EventIntake(hub, cdrs), fake_acd, fake_gateway)
+    yield Site(url, EventIntake(hub, cdrs), fake_acd, fake_gateway, fake_recorder)
     await runner.cleanup()
     await to_acd.close()
     await to_gateway.close()
     await acd.stop(None)
     await gateway.stop(None)
+    await recorder.stop(None)
     await db.dispose()
 
 
@@ -123,6 +139,18 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     await new_page.clock.install()
     yield new_page
     await context.close()
+
+
+def wav_tone(seconds: float) -> bytes:
+    """A stereo 8 kHz 16-bit WAV of a 440 Hz tone, as the recorder stores calls."""
+    samples = (np.sin(2 * np.pi * 440 * np.arange(int(8000 * seconds)) / 8000) * 8000).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.repeat(samples, 2).tobytes())
+    return out.getvalue()
 
 
 async def sign_in(page: Page, site: Site, agent: str) -> None:
@@ -197,9 +225,27 @@ async def test_consult_conference_hang_up_and_wrap_up_with_a_callback(
     site.acd.agents["agent6"] = acd_pb2.Agent(
         agent_id="agent6", extension="8006", state=ev.AGENT_STATE_READY
     )
+    # yesterday's call of this customer, taken by agent4 and recorded
+    earlier = f"earlier-{uuid.uuid4().hex[:8]}"
+    site.recorder.stored[f"rec-{earlier}"] = wav_tone(0.5)
+    await site.emit(ev.CallOffered(call_id=earlier, ani="13912345678"), earlier)
+    await site.emit(ev.CallBridged(call_id=earlier, agent_id="agent4"), earlier)
+    await site.emit(ev.CallEnded(call_id=earlier, reason=ev.END_REASON_CALLER_HANGUP), earlier)
+    await site.emit(
+        ev.RecordingReady(call_id=earlier, recording_id=f"rec-{earlier}", agent_id="agent4"),
+        earlier,
+    )
     call_id = await answered_call(site, "agent4", "8004", "13912345678")
     call = site.gateway.calls[call_id]
     await expect(page.locator("#call-panel")).to_have_attribute("data-status", "connected")
+    # the screen pop shows the history; the recording plays in the browser
+    player = page.locator(f'#history li[data-call-id="{earlier}"] audio')
+    await expect(player).to_have_count(1)
+    duration = await player.evaluate(
+        "a => new Promise((ok, bad) => { a.onloadedmetadata = () => ok(a.duration);"
+        " a.onerror = () => bad(new Error('cannot play')); a.load(); })"
+    )
+    assert abs(duration - 0.5) < 0.05
 
     # consult agent6 from the directory, then cancel: the caller is back
     await page.click("#transfer-btn")

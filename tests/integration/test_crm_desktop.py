@@ -27,11 +27,12 @@ from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
 from crm.intake import EventIntake
+from crm.recording_archive import RecordingArchive
 from crm.seed import seed
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
-from tests.crm_peers import FakeCallControl, gateway_server
+from tests.crm_peers import FakeCallControl, gateway_server, nowhere
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -103,7 +104,14 @@ async def desk_site(
     gateway, gateway_port = gateway_server(FakeCallControl())
     await gateway.start()
     to_gateway = test_tls.channel("crm", "gateway", gateway_port)
-    app = web_app(db, AgentControl(channel), cdrs, hub, gateway=CallCommands(to_gateway))
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        hub,
+        gateway=CallCommands(to_gateway),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

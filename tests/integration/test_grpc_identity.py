@@ -114,6 +114,7 @@ EXPECTED = {
     "/hotline.v1.Ivr/ListFlows": {"crm"},
     "/hotline.v1.Crm/LookupCustomer": {"ivr"},
     "/hotline.v1.Recorder/Ingest": {"gateway"},
+    "/hotline.v1.Recorder/Fetch": {"crm"},
 }
 
 

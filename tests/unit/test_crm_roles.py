@@ -19,6 +19,7 @@ def _routes() -> set[tuple[str, str]]:
         _Unused(),  # type: ignore[arg-type]
         _Unused(),  # type: ignore[arg-type]
         gateway=_Unused(),  # type: ignore[arg-type]
+        recorder=_Unused(),  # type: ignore[arg-type]
     )
     return {
         (route.method, route.resource.canonical)

@@ -216,8 +216,15 @@ async function loadHistory(customerId) {
     const li = el("li", parts.filter(Boolean).join(" · "), { "data-call-id": c.call_id });
     if (c.disposition && c.disposition.notes) li.appendChild(el("div", c.disposition.notes, { class: "muted" }));
     for (const r of c.recordings) {
-      li.appendChild(el("span", ` ${t("history.recording")} ${r.status}${r.playable ? "" : ` (${t("history.no_play")})`}`,
-        { class: r.playable ? "recording" : "recording muted", "data-playable": String(r.playable) }));
+      const item = el("div", `${t("history.recording")} (${r.status})` +
+        (r.playable ? "" : ` — ${t("history.no_play")}`),
+      { class: r.playable ? "recording" : "recording muted", "data-playable": String(r.playable) });
+      if (r.playable) {  // the CRM checks again, audits the play and streams it from the recorder
+        item.appendChild(el("audio", null, { controls: "", preload: "none",
+          "data-recording-id": r.recording_id,
+          src: `/api/cdrs/${encodeURIComponent(c.call_id)}/recordings/${encodeURIComponent(r.recording_id)}` }));
+      }
+      li.appendChild(item);
     }
     return li;
   });
