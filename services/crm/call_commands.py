@@ -57,27 +57,19 @@ class CallCommands:
     async def transfer(
         self, call_id: str, target_kind: str, target: str, agent_id: str, ring_s: float
     ) -> gw.TransferReply:
-        request = gw.TransferRequest(
-            call_id=call_id,
-            target_kind=TARGET_KINDS[target_kind],
-            target=target,
-            by_agent_id=agent_id,
-            ring_timeout_ms=int(ring_s * 1000),
+        """Blind transfer: the caller goes to the target, the agent's leg leaves."""
+        reply: gw.TransferReply = await self._ring(
+            self._stub.Transfer, gw.TransferRequest, call_id, target_kind, target, agent_id, ring_s
         )
-        reply: gw.TransferReply = await self._call(self._stub.Transfer, request, ring_s)
         return reply
 
     async def consult(
         self, call_id: str, target_kind: str, target: str, agent_id: str, ring_s: float
     ) -> gw.ConsultReply:
-        request = gw.ConsultRequest(
-            call_id=call_id,
-            target_kind=TARGET_KINDS[target_kind],
-            target=target,
-            by_agent_id=agent_id,
-            ring_timeout_ms=int(ring_s * 1000),
+        """The caller is held and the agent is put through to the target."""
+        reply: gw.ConsultReply = await self._ring(
+            self._stub.Consult, gw.ConsultRequest, call_id, target_kind, target, agent_id, ring_s
         )
-        reply: gw.ConsultReply = await self._call(self._stub.Consult, request, ring_s)
         return reply
 
     async def end_consult(self, call_id: str, action: str) -> gw.CallReply:
@@ -88,15 +80,31 @@ class CallCommands:
     async def add_party(
         self, call_id: str, target_kind: str, target: str, agent_id: str, ring_s: float
     ) -> gw.AddPartyReply:
-        request = gw.AddPartyRequest(
+        """The target is rung into the call, which becomes a mixed room."""
+        reply: gw.AddPartyReply = await self._ring(
+            self._stub.AddParty, gw.AddPartyRequest, call_id, target_kind, target, agent_id, ring_s
+        )
+        return reply
+
+    async def _ring(
+        self,
+        method: Any,
+        message: Any,
+        call_id: str,
+        target_kind: str,
+        target: str,
+        agent_id: str,
+        ring_s: float,
+    ) -> Any:
+        """A command that rings a target (the three requests share their fields)."""
+        request = message(
             call_id=call_id,
             target_kind=TARGET_KINDS[target_kind],
             target=target,
             by_agent_id=agent_id,
             ring_timeout_ms=int(ring_s * 1000),
         )
-        reply: gw.AddPartyReply = await self._call(self._stub.AddParty, request, ring_s)
-        return reply
+        return await self._call(method, request, ring_s)
 
     async def remove_party(self, call_id: str, leg_id: str) -> gw.CallReply:
         request = gw.RemovePartyRequest(call_id=call_id, leg_id=leg_id)

@@ -137,22 +137,15 @@ async def transfer(request: web.Request) -> web.Response:
     gateway, ring = request.app[GATEWAY], _ring_s(request)
     call_id = request.match_info["call_id"]
     detail = f"{kind} to {target_kind} {target}"
-    if kind == "blind":
-        _, reply = await _command(
-            request,
-            "call.transfer",
-            detail,
-            lambda u: gateway.transfer(call_id, target_kind, target, u.agent_id or "", ring),
-        )
-        leg = reply.leg_id
-    else:
-        _, reply = await _command(
-            request,
-            "call.consult",
-            detail,
-            lambda u: gateway.consult(call_id, target_kind, target, u.agent_id or "", ring),
-        )
-        leg = reply.consult_leg_id
+    blind = kind == "blind"
+    send = gateway.transfer if blind else gateway.consult
+    _, reply = await _command(
+        request,
+        "call.transfer" if blind else "call.consult",
+        detail,
+        lambda u: send(call_id, target_kind, target, u.agent_id or "", ring),
+    )
+    leg = reply.leg_id if blind else reply.consult_leg_id
     return web.json_response(
         {
             "call_id": call_id,

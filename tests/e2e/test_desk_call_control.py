@@ -28,19 +28,13 @@ from tests.e2e.conftest import Platform
 from tests.e2e.sip import conftest as sip_conftest
 from tests.e2e.sip.conftest import Peer, Spawn, pjsua_argv
 from tests.e2e.sip.signal import read_wav, tone_share
+from tests.e2e.test_agent_desktop import CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
 
 peers = sip_conftest.peers  # PJSUA2 processes, killed at the end of each test
 
 CALLER_HZ, AGENT_HZ, COLLEAGUE_HZ, TARGET_HZ = 1100.0, 700.0, 900.0, 1300.0
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture

@@ -40,19 +40,13 @@ from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
 from tests.crm_peers import FakeCallControl, FakeRecorder, LiveCall, gateway_server, recorder_server
+from tests.e2e.test_agent_desktop import CHROMIUM_FLAGS
 from tests.integration.test_crm_desktop import SeatAcd
 from tests.unit.test_media_endpoint import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 class DirectoryAcd(SeatAcd):
