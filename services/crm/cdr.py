@@ -379,12 +379,11 @@ def _derive(record: CdrRecord) -> None:
     record.wait_ms = (
         _ms(waited_until - record.queued_at) if record.queued_at and waited_until else None
     )
-    reported_hold = record.facts.get("reported_hold")
-    if reported_hold is not None:
-        record.hold_ms, record.hold_count = int(reported_hold[0]), int(reported_hold[1])
-    else:
-        record.hold_ms = sum(record.facts.get("resumed", {}).values())
-        record.hold_count = len(record.facts.get("held", {}))
+    # The gateway's count at the end includes a hold still open at hang-up; the events seen
+    # count the rest (and a gateway that reports no count, 0, is not believed over them).
+    reported_ms, reported_count = record.facts.get("reported_hold", (0, 0))
+    record.hold_ms = max(int(reported_ms), sum(record.facts.get("resumed", {}).values()))
+    record.hold_count = max(int(reported_count), len(record.facts.get("held", {})))
     # Talk is the time connected and not on hold.
     if record.answered_at and record.ended_at:
         record.talk_ms = max(0, _ms(record.ended_at - record.answered_at) - record.hold_ms)
