@@ -297,3 +297,59 @@ async def test_desk_conference_then_blind_transfer(
         assert record["disposition"]["code"] == "transferred"
     finally:
         await sign_out(page)
+
+
+async def test_desk_consult_then_complete(
+    platform: Platform, peers: Spawn, browser: Browser, tmp_path: Path
+) -> None:
+    agent_phone = await phone(peers, platform, tmp_path, "8003", 26323, AGENT_HZ)
+    colleague = await phone(
+        peers, platform, tmp_path, "8004", 26324, COLLEAGUE_HZ, hangup_after=6.0
+    )
+    page = await desk(browser, platform, "agent3")
+    try:
+        talker = await caller(peers, platform, tmp_path)
+        call_id = await connected(page)
+        await agent_phone.expect("confirmed")
+        await asyncio.sleep(1.5)
+
+        # consult the colleague: the caller waits on hold music while agent and colleague talk
+        await page.click("#transfer-btn")
+        await page.select_option("#target-kind", "extension")
+        await page.fill("#target-input", "8004")
+        await page.check("#kind-consult")
+        await page.click("#transfer-go")
+        await expect(page.locator("#consult-bar")).to_be_visible(timeout=15_000)
+        await colleague.expect("confirmed")
+        consult_started = time.monotonic()
+        await asyncio.sleep(3.0)
+        await page.click("#consult-complete")
+        completed = time.monotonic()
+        await agent_phone.expect("disconnected", timeout_s=10)
+        await expect(page.locator("#wrapup-card")).to_be_visible(timeout=10_000)
+        await talker.expect("disconnected", timeout_s=15)  # the colleague hangs up after 6 s
+        await page.select_option("#disposition-code", "transferred")
+        await page.click("#disposition-submit")
+        await expect(page.locator("#wrapup-card")).to_be_hidden()
+        assert await talker.wait() == 0, talker.tail()
+
+        heard = Heard(tmp_path / "caller.wav", (AGENT_HZ, COLLEAGUE_HZ, CALLER_HZ))
+        runs = heard.runs()
+        first = heard.stretch({AGENT_HZ}, 1.0)
+        rest = runs[first + 1 :]
+        # on hold during the consult: neither the agent nor the colleague, but not silence
+        gap = list(itertools.takewhile(lambda run: COLLEAGUE_HZ not in run[0], rest))
+        assert all(AGENT_HZ not in r[0] and r[1] for r in gap), heard.describe()
+        assert abs(sum(r[2] for r in gap) - (completed - consult_started)) < 1.5, heard.describe()
+        # then the colleague, and never the agent again
+        after = heard.stretch({COLLEAGUE_HZ}, 2.0)
+        assert after > first and not any(AGENT_HZ in r[0] for r in runs[after:]), heard.describe()
+        assert not any(CALLER_HZ in r[0] for r in runs), f"caller hears itself: {heard.describe()}"
+        # the colleague heard the agent during the consult (the agent talked to them)
+        told = Heard(tmp_path / "8004.wav", (AGENT_HZ, CALLER_HZ))
+        told.stretch({AGENT_HZ}, 1.5)
+
+        record = cdr(platform, call_id)
+        assert [(t["kind"], t["target"]) for t in record["transfers"]] == [("attended", "8004")]
+    finally:
+        await sign_out(page)
