@@ -20,7 +20,7 @@ from gateway.core.calls import Call
 from gateway.core.contracts import Outcome
 from gateway.core.control import TargetKind
 from gateway.core.parties import MonitorMode
-from tests.e2e.sip.conftest import Peer, Spawn, pjsua_argv
+from tests.e2e.sip.conftest import Peer, Spawn, pjsua_argv, sipp, sipp_failure
 from tests.e2e.sip.gateway import HOLD_TONE_HZ, HOST, GatewayUnderTest
 from tests.e2e.sip.signal import longest_run, phases, timeline
 
@@ -281,3 +281,34 @@ async def test_monitor_listen_then_whisper(
     assert len([w for w in sup_heard if w["caller"] >= 0.1 and w["agent"] >= 0.1]) >= 8
     modes = [s.mode for c, s in gateway.events.steps if isinstance(s, steps.MonitorStarted)]
     assert modes == ["listen", "whisper"]
+
+
+async def test_sipp_phone_holds_then_refers_202_and_sipfrag_notifies(
+    gateway: GatewayUnderTest, peers: Spawn, tmp_path: Path
+) -> None:
+    """SIPp as the agent's phone: its own hold re-INVITE (the caller hears music), then a
+    blind REFER answered 202 with NOTIFYs "100 Trying" and "200 OK" (checked by SIPp)."""
+    server = f"{HOST}:{gateway.port}"
+    keys = {
+        "ext": "8005",
+        "password": "8005-demo",
+        "contact_port": "26121",
+        "target": f"8002@{server}",
+    }
+    agent = await sipp(
+        peers, tmp_path, "phone_hold_refer.xml", local_port=26121, media_port=38900, keys=keys
+    )
+    register = await sipp(
+        peers, tmp_path, "phone_register.xml", local_port=26120, target=server, keys=keys
+    )
+    assert await register.wait(10) == 0, sipp_failure(register, tmp_path)
+    other = await phone(peers, tmp_path, gateway, "other", "8002", 2, OTHER_HZ)
+    caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8005", hangup_after=10)
+    assert await agent.wait(25) == 0, sipp_failure(agent, tmp_path)
+    await done(caller, other)
+    windows = heard(tmp_path, "caller")
+    seq = phases(windows)
+    assert "moh" in seq and seq[-1] == "other", seq
+    assert len(longest_run(windows, "other")) >= 8
+    kinds = step_kinds(gateway, call)
+    assert kinds[:2] == [steps.Held, steps.Resumed] and steps.Transferred in kinds
