@@ -6,7 +6,7 @@ call's state is FAILED_PRECONDITION, a bad argument is INVALID_ARGUMENT - with a
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 
@@ -17,6 +17,7 @@ from gateway.core.control import TargetKind
 from gateway.core.parties import MonitorMode, Role
 from gateway.core.prompts import PromptNotFound
 from gateway.core.switch import CommandError, Switch
+from gateway.dialplan import CLASSES, DialPlan
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
 
@@ -110,8 +111,15 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         },
     )
 
-    def __init__(self, switch: Switch) -> None:
+    def __init__(
+        self,
+        switch: Switch,
+        dial_plan: DialPlan | None = None,
+        dialout_ring_timeout_ms: int = 30000,
+    ) -> None:
         self.switch = switch
+        self.dial_plan = dial_plan or DialPlan()
+        self.dialout_ring_timeout_ms = dialout_ring_timeout_ms
 
     @staticmethod
     async def _fail(context: Context, exc: Exception) -> NoReturn:
@@ -456,5 +464,37 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
             await self._fail(context, exc)
         return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def DialOut(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DialOut is not implemented yet")
+    async def DialOut(  # noqa: N802
+        self, request: gw.DialOutRequest, context: Context
+    ) -> gw.DialOutReply:
+        number, endpoint, trunk = request.number, request.endpoint, request.trunk
+        if not request.agent_id:
+            await self._invalid(context, "agent_id is required")
+        if not endpoint or not endpoint.isdigit() or len(endpoint) > 16:
+            await self._invalid(context, "endpoint (the agent's extension) must be digits")
+        if not number or len(number) > 32 or not set(number.removeprefix("+")) <= DIAL_CHARS:
+            await self._invalid(context, "number must be 1-32 of the digits 0-9 * # (leading +)")
+        if trunk and trunk not in self.switch.trunks:
+            have = ", ".join(sorted(self.switch.trunks)) or "none configured"
+            await self._invalid(context, f"trunk {trunk!r} cannot place calls (have: {have})")
+        allowed = request.dial_class or "internal"
+        if allowed not in CLASSES:
+            await self._invalid(context, f"dial_class must be one of {', '.join(CLASSES)}")
+        wanted = self.dial_plan.classify(number)
+        if wanted is None:
+            await self._invalid(context, f"number {number} matches no class of the dial plan")
+        if not self.dial_plan.allows(allowed, wanted):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"number {number} is {wanted}; this role may dial up to {allowed}",
+            )
+        kind = TargetKind.EXTENSION if wanted == "internal" and not trunk else TargetKind.NUMBER
+        timeout_ms = request.ring_timeout_ms or self.dialout_ring_timeout_ms
+        attempt, call_id = await self.switch.control.dial_out(
+            request.agent_id, endpoint, kind, number, trunk, timeout_ms / 1000
+        )
+        return gw.DialOutReply(
+            call_id=call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            detail=attempt.detail,
+        )

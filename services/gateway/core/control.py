@@ -45,6 +45,7 @@ __all__ = ["MAX_PARTIES", "CallSwitch", "Control", "TargetKind"]
 log = logging.getLogger(__name__)
 
 MAX_PARTIES = 60  # a room's talkers and listeners together (MVB2000: 30-60)
+AGENT_RING_S = 20.0  # click-to-dial: how long the agent's own phone rings
 
 
 class TargetKind:
@@ -91,6 +92,12 @@ class CallSwitch(Protocol):
 
     def end_moved(self, call: Call, detail: str, keep: Leg) -> None: ...
 
+    def place(self, agent_leg: Leg, endpoint: str, number: str, kind: str, trunk: str) -> Call: ...
+
+    def end_unanswered(self, call: Call, detail: str) -> None: ...
+
+    def connect_placed(self, call: Call, customer: Leg, agent_id: str, endpoint: str) -> None: ...
+
 
 class Control:
     """Call-control commands on the switch's calls; errors as the switch's CommandError."""
@@ -130,9 +137,12 @@ class Control:
         assert call.agent is not None
         return call.caller if leg is call.agent else call.agent
 
-    async def reach(self, call: Call, kind: str, target: str, timeout_s: float) -> Attempt:
-        """Ring an extension or call a number for this call; an answered leg is bound to the
-        call (the caller may not wait for it: then it is hung up and CALLER_GONE)."""
+    async def reach(
+        self, call: Call, kind: str, target: str, timeout_s: float, trunk: str = ""
+    ) -> Attempt:
+        """Ring an extension or call a number (on ``trunk``, default the switch's trunk for
+        numbers) for this call; an answered leg is bound to the call (the caller may not wait
+        for it: then it is hung up and CALLER_GONE)."""
         sw = self.switch
         if kind == TargetKind.EXTENSION:
             if sw.endpoints is None:
@@ -141,11 +151,10 @@ class Control:
                 target, CallerParty(call.call_id, call.ani, call.caller_name), timeout_s, call.ended
             )
         elif kind == TargetKind.NUMBER:
-            originator = sw.trunks.get(sw.number_trunk)
+            trunk = trunk or sw.number_trunk
+            originator = sw.trunks.get(trunk)
             if originator is None:
-                return Attempt(
-                    Outcome.UNREACHABLE, None, f"no trunk {sw.number_trunk!r} for outside numbers"
-                )
+                return Attempt(Outcome.UNREACHABLE, None, f"no trunk {trunk!r} for outside numbers")
             attempt = await originator.originate(target, "after_dial", timeout_s, standalone=False)
         else:
             raise self._error(f"cannot ring a {kind}")
@@ -574,6 +583,43 @@ class Control:
         for leg in towards:
             await leg.media.send_digits(digits)
         return call
+
+    # ---- click-to-dial -------------------------------------------------------------------
+    async def dial_out(
+        self,
+        agent_id: str,
+        endpoint: str,
+        kind: str,
+        number: str,
+        trunk: str,
+        ring_timeout_s: float,
+    ) -> tuple[Attempt, str]:
+        """Ring the agent's endpoint; once it answers, the call exists (CallOffered, outbound)
+        and the customer is dialled (an extension, or a number on a trunk); when the customer
+        answers, agent and customer are bridged (CallBridged with the agent). Returns the
+        attempt and the call id ("" when the agent did not answer)."""
+        sw = self.switch
+        if sw.endpoints is None:
+            return Attempt(Outcome.UNREACHABLE, None, "no channel can ring extensions"), ""
+        gone = asyncio.Event()
+        first = await sw.endpoints.ring_endpoint(
+            endpoint, CallerParty("", number, "click-to-dial"), AGENT_RING_S, gone
+        )
+        agent_leg = first.leg
+        if first.outcome is not Outcome.ANSWERED or agent_leg is None:
+            detail = f"the agent's phone {endpoint}: {first.detail or first.outcome.value}"
+            return Attempt(first.outcome, None, detail), ""
+        if kind == TargetKind.NUMBER:
+            trunk = trunk or sw.number_trunk
+        call = sw.place(agent_leg, endpoint, number, kind, trunk)
+        attempt = await self.reach(call, kind, number, ring_timeout_s, trunk)
+        customer = attempt.leg
+        if attempt.outcome is not Outcome.ANSWERED or customer is None:
+            if call.state != CallState.ENDED:
+                sw.end_unanswered(call, f"{number}: {attempt.detail or attempt.outcome.value}")
+            return attempt, call.call_id
+        sw.connect_placed(call, customer, agent_id, endpoint)
+        return attempt, call.call_id
 
     # ---- parties leaving by themselves -----------------------------------------------------
     def party_left(self, call: Call, leg: Leg) -> bool:
