@@ -41,8 +41,7 @@ def test_a_service_may_only_call_the_methods_its_table_names(platform: Platform)
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert (
-        "service crm may not call /hotline.v1.CallControl/ConnectToEndpoint"
-        in info.value.details()
+        "service crm may not call /hotline.v1.CallControl/ConnectToEndpoint" in info.value.details()
     )
     channel.close()
     channel = platform.grpc_channel("ivr", "recorder")

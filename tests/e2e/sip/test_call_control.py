@@ -312,3 +312,50 @@ async def test_sipp_phone_holds_then_refers_202_and_sipfrag_notifies(
     assert len(longest_run(windows, "other")) >= 8
     kinds = step_kinds(gateway, call)
     assert kinds[:2] == [steps.Held, steps.Resumed] and steps.Transferred in kinds
+
+
+async def test_consult_from_the_desk_then_complete(
+    gateway: GatewayUnderTest, peers: Spawn, tmp_path: Path
+) -> None:
+    """Consult: the caller hears music (not the agent, not the target) while agent and target
+    talk; COMPLETE: the caller hears the target, the agent is released."""
+    agent = await phone(peers, tmp_path, gateway, "agent", "8001", 1, AGENT_HZ)
+    other = await phone(peers, tmp_path, gateway, "other", "8002", 2, OTHER_HZ)
+    caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8001", hangup_after=11)
+    await asyncio.sleep(2.5)
+    attempt = await gateway.switch.control.consult(
+        call.call_id, TargetKind.EXTENSION, "8002", "agent1", 10
+    )
+    assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+    await asyncio.sleep(3)
+    gateway.switch.control.end_consult(call.call_id, "complete")
+    await agent.expect("disconnected", timeout_s=10)
+    await done(caller, other)
+    windows = heard(tmp_path, "caller")
+    assert phases(windows) == ["agent", "moh", "other"], phases(windows)
+    on_hold = longest_run(windows, "moh")[1:-1]
+    assert len(on_hold) >= 8 and max(w["agent"] + w["other"] for w in on_hold) < 0.05
+    agent_heard = phases(heard(tmp_path, "agent"))
+    assert agent_heard == ["caller", "other"], agent_heard
+    other_heard = phases(heard(tmp_path, "other"))
+    assert other_heard == ["agent", "caller"], other_heard
+    kinds = step_kinds(gateway, call)
+    assert steps.ConsultStarted in kinds and steps.ConsultEnded in kinds
+
+
+async def test_click_to_dial_rings_the_agent_then_the_customer(
+    gateway: GatewayUnderTest, peers: Spawn, tmp_path: Path
+) -> None:
+    """DialOut to an internal number: the agent's phone rings first, then the customer's;
+    both talk (each hears the other's tone), and the call is outbound and bridged."""
+    agent = await phone(peers, tmp_path, gateway, "agent", "8001", 1, AGENT_HZ, hangup_after=5)
+    customer = await phone(peers, tmp_path, gateway, "other", "8002", 2, OTHER_HZ)
+    attempt, call_id = await gateway.switch.control.dial_out(
+        "agent1", "8001", TargetKind.EXTENSION, "8002", "", 10
+    )
+    assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+    call = gateway.switch.registry.get(call_id)
+    assert call.outbound and call.agent_id == "agent1" and call.state.value == "bridged"
+    await done(agent, customer)
+    assert len(longest_run(heard(tmp_path, "agent"), "other")) >= 8, "the agent hears"
+    assert len(longest_run(heard(tmp_path, "other"), "agent")) >= 8, "the customer hears"
