@@ -33,7 +33,6 @@ class FakeAcd:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     made = await make_rig(tmp_path)
-    made.switch.number_trunk = "fake"
     yield made
     await made.switch.stop()
 
@@ -211,10 +210,11 @@ async def test_conference_grows_each_hears_the_others_and_collapses(rig: Rig) ->
         leg = FakeLeg(rig.channel, inbound=False, answered=True)
         legs.append(leg)
         rig.channel.ring_outcome = lambda abandon, leg=leg: Attempt(Outcome.ANSWERED, leg)
-        attempt, parties = await rig.switch.control.add_party(
+        attempt = await rig.switch.control.add_party(
             call.call_id, TargetKind.EXTENSION, f"800{n + 2}", "a1", 5
         )
-        assert attempt.outcome is Outcome.ANSWERED and parties == n + 3
+        assert attempt.outcome is Outcome.ANSWERED
+        assert rig.switch.control.parties_in(call.call_id) == n + 3
     everyone = [caller, agent, *legs]
     for i, leg in enumerate(everyone):
         leg.media.hear(tone(10**i))
@@ -302,3 +302,11 @@ async def test_hangup_ends_a_conference_on_hold_and_releases_every_leg(rig: Rig)
     assert {leg for a, leg in rig.channel.actions if a == "hang_up"} >= {agent, party}
     assert rig.events.of("ended", call.call_id)["detail"] == "forced by supervisor s1"
     assert call.hold_count == 1
+
+
+async def test_removing_the_agent_of_a_two_party_call_ends_it(rig: Rig) -> None:
+    caller, agent, call = await rig.bridged_call()
+    rig.switch.control.remove_party(call.call_id, agent.leg_id)
+    await settle()
+    assert call.state is CallState.ENDED and ("hang_up", agent) in rig.channel.actions
+    assert rig.events.of("ended", call.call_id)["reason"] is EndReason.SYSTEM

@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from gateway.core.calls import Call, CallRegistry, CallState, CommandError
+from gateway.core.calls import Call, CallRegistry, CallState, CommandError, EndReason
 from gateway.core.contracts import (
     AcdLink,
     Attempt,
@@ -91,6 +91,8 @@ class CallSwitch(Protocol):
     def detach(self, call: Call, leg: Leg) -> None: ...
 
     def end_moved(self, call: Call, detail: str, keep: Leg) -> None: ...
+
+    def end(self, call: Call, reason: EndReason, detail: str, by: Leg | None = None) -> None: ...
 
     def place(self, agent_leg: Leg, endpoint: str, number: str, kind: str, trunk: str) -> Call: ...
 
@@ -167,6 +169,16 @@ class Control:
             return Attempt(Outcome.CALLER_GONE, None, "the call ended while the target answered")
         sw.registry.bind_leg(call, leg)
         return attempt
+
+    async def _reach_busy(
+        self, call: Call, busy: str, kind: str, target: str, timeout_s: float
+    ) -> Attempt:
+        """:meth:`reach`, with the call marked busy meanwhile (one ringing at a time)."""
+        call.busy = busy
+        try:
+            return await self.reach(call, kind, target, timeout_s)
+        finally:
+            call.busy = ""
 
     def _drop(self, call: Call, leg: Leg, *, hang_up: bool = True) -> None:
         """A leg leaves the call (we hang it up unless it is gone already or the channel
@@ -272,11 +284,7 @@ class Control:
         was_held = bool(call.held)
         if not was_held:
             self._hold(call, old, call.caller, "desk")
-        call.busy = f"transfer to {target}"
-        try:
-            attempt = await self.reach(call, kind, target, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(call, f"transfer to {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             if call.state == CallState.BRIDGED and call.agent is old and not was_held:
                 self._resume(call)
@@ -412,11 +420,7 @@ class Control:
         assert agent is not None
         if not call.held:
             self._hold(call, agent, call.caller, "desk")
-        call.busy = f"consult with {target}"
-        try:
-            attempt = await self.reach(call, kind, target, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(call, f"consult with {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             if call.state == CallState.BRIDGED and call.agent is agent:
                 self._resume(call)
@@ -466,7 +470,7 @@ class Control:
     # ---- conference ----------------------------------------------------------------------
     async def add_party(
         self, call_id: str, kind: str, target: str, by_agent_id: str, timeout_s: float
-    ) -> tuple[Attempt, int]:
+    ) -> Attempt:
         """Ring the target into the call's room; every party hears all the others."""
         sw = self.switch
         call = sw.registry.get(call_id)
@@ -476,23 +480,23 @@ class Control:
             raise self._error(f"call {call_id} has a consult on; complete or cancel it first")
         if len(call.parties()) >= MAX_PARTIES:
             raise self._error(f"call {call_id} has {MAX_PARTIES} parties, the most a room takes")
-        call.busy = f"adding {target}"
-        try:
-            attempt = await self.reach(call, kind, target, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(call, f"adding {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
-            return attempt, self._count(call)
+            return attempt
         party = Party(attempt.leg, Role.PARTY, target)
         call.others.append(party)
         sw.arrange(call)
-        parties = self._count(call)
-        sw.events.step(call, ConferenceJoined(party.key, target, "", parties))
-        return attempt, parties
+        sw.events.step(call, ConferenceJoined(party.key, target, "", self._count(call)))
+        return attempt
 
     @staticmethod
     def _count(call: Call) -> int:
         return sum(1 for p in call.parties() if p.talks)
+
+    def parties_in(self, call_id: str) -> int:
+        """The talking parties of a live call (0 when it has ended)."""
+        call = self.switch.registry.calls.get(call_id)
+        return 0 if call is None or call.state == CallState.ENDED else self._count(call)
 
     def remove_party(self, call_id: str, leg_id: str) -> Call:
         sw = self.switch
@@ -503,7 +507,8 @@ class Control:
         if party.role is Role.CALLER:
             raise self._error("the caller cannot be removed; hang up the call instead")
         self._drop(call, party.leg)
-        self.party_left(call, party.leg)
+        if not self.party_left(call, party.leg):  # the agent of a two-party call
+            self.switch.end(call, EndReason.SYSTEM, f"leg {leg_id} removed", by=party.leg)
         return call
 
     # ---- monitor -------------------------------------------------------------------------
@@ -525,11 +530,9 @@ class Control:
             )
             return Attempt(Outcome.ANSWERED, present.leg, "mode switched"), present.key
         self._idle(call, "monitoring")
-        call.busy = f"ringing supervisor {endpoint}"
-        try:
-            attempt = await self.reach(call, TargetKind.EXTENSION, endpoint, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(
+            call, f"ringing supervisor {endpoint}", TargetKind.EXTENSION, endpoint, timeout_s
+        )
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             return attempt, ""
         party = Party(attempt.leg, Role.SUPERVISOR, endpoint, supervisor_id, mode)

@@ -101,6 +101,15 @@ def heard(tmp_path: Path, name: str) -> list[dict[str, float]]:
     return timeline(tmp_path / f"{name}.wav", TONES)
 
 
+def caller_ends_with_the_other_agent(tmp_path: Path) -> list[str]:
+    """The caller first heard the agent, last (for at least 2 s) the other agent."""
+    windows = heard(tmp_path, "caller")
+    seq = phases(windows)
+    assert seq[0] == "agent" and seq[-1] == "other", seq
+    assert len(longest_run(windows, "other")) >= 8
+    return seq
+
+
 def step_kinds(gateway: GatewayUnderTest, call: Call) -> list[type]:
     return [type(s) for c, s in gateway.events.steps if c == call.call_id]
 
@@ -160,10 +169,7 @@ async def test_blind_transfer_from_the_desk_the_caller_hears_the_new_agent(
     assert attempt.outcome is Outcome.ANSWERED, attempt.detail
     await agent.expect("disconnected", timeout_s=10)  # the transferor's leg is released
     await done(caller, other)
-    windows = heard(tmp_path, "caller")
-    seq = phases(windows)
-    assert seq[0] == "agent" and seq[-1] == "other", seq
-    assert len(longest_run(windows, "other")) >= 8
+    caller_ends_with_the_other_agent(tmp_path)
     assert len(longest_run(heard(tmp_path, "other"), "caller")) >= 8, "the new agent hears"
     moved = [s for c, s in gateway.events.steps if isinstance(s, steps.Transferred)]
     assert [(m.kind, m.target_kind, m.target) for m in moved] == [("blind", "extension", "8002")]
@@ -190,10 +196,7 @@ async def test_refer_from_the_phone_blind_transfer_with_notify_progress(
     await agent.expect("xfer-status 200", timeout_s=15)  # NOTIFY sipfrag "SIP/2.0 200 OK"
     await agent.expect("disconnected", timeout_s=10)
     await done(caller, other)
-    windows = heard(tmp_path, "caller")
-    seq = phases(windows)
-    assert seq[0] == "agent" and seq[-1] == "other", seq
-    assert len(longest_run(windows, "other")) >= 8
+    caller_ends_with_the_other_agent(tmp_path)
 
 
 async def test_refer_with_replaces_attended_transfer_from_the_phone(
@@ -221,10 +224,7 @@ async def test_refer_with_replaces_attended_transfer_from_the_phone(
     await agent.expect("replaces-sent", timeout_s=10)
     await agent.expect("xfer-status 200", timeout_s=10)
     await done(caller, other)
-    windows = heard(tmp_path, "caller")
-    seq = phases(windows)
-    assert seq[0] == "agent" and "moh" in seq and seq[-1] == "other", seq
-    assert len(longest_run(windows, "other")) >= 8
+    assert "moh" in caller_ends_with_the_other_agent(tmp_path)
     other_heard = phases(heard(tmp_path, "other"))
     assert other_heard[0] == "agent" and other_heard[-1] == "caller", other_heard
     assert consult.ended.is_set()
@@ -240,10 +240,11 @@ async def test_conference_each_hears_all_others_never_itself(
     third = await phone(peers, tmp_path, gateway, "third", "8003", 3, THIRD_HZ)
     caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8001", hangup_after=9)
     for ext, expect in (("8002", 3), ("8003", 4)):
-        attempt, parties = await gateway.switch.control.add_party(
+        attempt = await gateway.switch.control.add_party(
             call.call_id, TargetKind.EXTENSION, ext, "agent1", 10
         )
-        assert attempt.outcome is Outcome.ANSWERED and parties == expect, attempt.detail
+        assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+        assert gateway.switch.control.parties_in(call.call_id) == expect
     await done(caller, agent, other, third)
     names = ["caller", "agent", "other", "third"]
     for name in names:
