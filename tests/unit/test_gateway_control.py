@@ -310,3 +310,25 @@ async def test_removing_the_agent_of_a_two_party_call_ends_it(rig: Rig) -> None:
     await settle()
     assert call.state is CallState.ENDED and ("hang_up", agent) in rig.channel.actions
     assert rig.events.of("ended", call.call_id)["reason"] is EndReason.SYSTEM
+
+
+async def test_force_release_while_a_transfer_rings_ends_everything(rig: Rig) -> None:
+    caller, agent, call = await rig.bridged_call()
+
+    async def ring_until_abandoned(abandon: asyncio.Event) -> Attempt:
+        await abandon.wait()
+        return Attempt(Outcome.CALLER_GONE, None, "caller hung up while ringing")
+
+    rig.channel.ring_outcome = ring_until_abandoned
+    transfer = asyncio.ensure_future(
+        rig.switch.control.transfer(call.call_id, TargetKind.EXTENSION, "8002", "a1", 30)
+    )
+    await settle()
+    assert call.busy and call.held  # ringing, the caller on music
+    rig.switch.hangup(call.call_id, "forced release by supervisor s1")
+    attempt = await asyncio.wait_for(transfer, 2)
+    assert attempt.outcome is Outcome.CALLER_GONE
+    ended = rig.events.of("ended", call.call_id)
+    assert ended["reason"] is EndReason.SYSTEM
+    assert ended["detail"] == "forced release by supervisor s1"
+    assert ("hang_up", agent) in rig.channel.actions and call.hold_count == 1

@@ -524,6 +524,7 @@ class Control:
             if supervisor_id and present.agent_id and present.agent_id != supervisor_id:
                 raise self._error(f"call {call_id} is monitored by {present.agent_id} already")
             present.mode = mode
+            log.info("call %s: supervisor %s switches to %s", call_id, present.agent_id, mode.value)
             sw.arrange(call)
             sw.events.step(
                 call, MonitorStarted(present.key, present.agent_id, mode.value, call.agent_id)
@@ -536,6 +537,7 @@ class Control:
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             return attempt, ""
         party = Party(attempt.leg, Role.SUPERVISOR, endpoint, supervisor_id, mode)
+        log.info("call %s: supervisor %s joins in %s", call_id, supervisor_id, mode.value)
         call.others.append(party)
         sw.arrange(call)
         sw.events.step(call, MonitorStarted(party.key, supervisor_id, mode.value, call.agent_id))
