@@ -28,6 +28,7 @@ HOST = "127.0.0.1"
 SIP_PORT = 26060
 RTP_LOW, RTP_HIGH = 37000, 37999
 PROMPT_TONE_HZ = 1400.0
+HOLD_TONE_HZ = 500.0  # the test's hold music
 
 
 @dataclass
@@ -144,6 +145,7 @@ async def start_gateway(
     prompts = tmp_path / "prompts"
     prompts.mkdir(exist_ok=True)
     write_tone_prompt(prompts, "tone", PROMPT_TONE_HZ, 30.0)
+    write_tone_prompt(prompts, "hold", HOLD_TONE_HZ, 3.0)
     facts = CallFacts()
     clock = FrameClock()
     clock.start()
