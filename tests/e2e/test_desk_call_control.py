@@ -346,10 +346,43 @@ async def test_desk_consult_then_complete(
         assert after > first and not any(AGENT_HZ in r[0] for r in runs[after:]), heard.describe()
         assert not any(CALLER_HZ in r[0] for r in runs), f"caller hears itself: {heard.describe()}"
         # the colleague heard the agent during the consult (the agent talked to them)
+        assert await colleague.wait() == 0, colleague.tail()
         told = Heard(tmp_path / "8004.wav", (AGENT_HZ, CALLER_HZ))
         told.stretch({AGENT_HZ}, 1.5)
 
         record = cdr(platform, call_id)
         assert [(t["kind"], t["target"]) for t in record["transfers"]] == [("attended", "8004")]
+    finally:
+        await sign_out(page)
+
+
+async def test_desk_click_to_dial_rings_the_agent_then_the_number(
+    platform: Platform, peers: Spawn, browser: Browser, tmp_path: Path
+) -> None:
+    agent_phone = await phone(peers, platform, tmp_path, "8003", 26333, AGENT_HZ)
+    customer = await phone(peers, platform, tmp_path, "8006", 26336, TARGET_HZ)
+    page = await desk(browser, platform, "agent3")
+    try:
+        await page.click("#notready-btn")  # dialling out, not taking queue calls
+        await expect(page.locator("#dial-class")).to_contain_text("本地")
+        for key in "8006":
+            await page.click(f'#dial-keypad button[data-digit="{key}"]')
+        await page.click("#dial-btn")
+        await agent_phone.expect("confirmed", timeout_s=20)  # the agent's phone first
+        await customer.expect("confirmed", timeout_s=20)  # then the number
+        panel = page.locator("#call-panel")
+        await expect(panel).to_have_attribute("data-status", "connected", timeout=20_000)
+        call_id = await panel.get_attribute("data-call-id")
+        await asyncio.sleep(3.0)
+        await page.click("#hangup-btn")
+        await customer.expect("disconnected", timeout_s=10)
+        await agent_phone.expect("disconnected", timeout_s=10)
+        assert await customer.wait() == 0 and await agent_phone.wait() == 0  # WAVs closed
+        # each hears the other
+        Heard(tmp_path / "8006.wav", (AGENT_HZ, TARGET_HZ)).stretch({AGENT_HZ}, 2.0)
+        Heard(tmp_path / "8003.wav", (AGENT_HZ, TARGET_HZ)).stretch({TARGET_HZ}, 2.0)
+        assert call_id
+        record = cdr(platform, call_id)
+        assert record["agent_id"] == "agent3" and record["talk_ms"] >= 2000
     finally:
         await sign_out(page)
