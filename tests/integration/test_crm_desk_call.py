@@ -378,3 +378,28 @@ async def test_the_zh_cn_desk_shows_chinese_glyphs_not_boxes(
     await expect(page.locator("#state")).to_have_text("Ready")
     await page.select_option("#lang-select", "zh-CN")
     await expect(page.locator("#notready-btn")).to_have_text("示忙")
+
+
+async def test_a_call_transferred_to_the_agent_pops_with_its_customer(
+    page: Page, site: Site
+) -> None:
+    await sign_in(page, site, "agent8")
+    call_id = f"xfer-{uuid.uuid4().hex[:8]}"
+    await site.emit(ev.CallOffered(call_id=call_id, ani="13800138000", dnis="10000"), call_id)
+    await site.emit(ev.CallBridged(call_id=call_id, agent_id="agent2", queue="support"), call_id)
+    await site.emit(
+        ev.CallTransferred(
+            call_id=call_id,
+            from_agent_id="agent2",
+            to_agent_id="agent8",
+            kind="blind",
+            target_kind="extension",
+            target="8008",
+        ),
+        call_id,
+    )
+    panel = page.locator("#call-panel")
+    await expect(panel).to_have_attribute("data-status", "connected")
+    await expect(panel).to_have_attribute("data-call-id", call_id)
+    await expect(page.locator("#customer-name")).to_have_text("张伟")
+    await expect(page.locator("#call-controls")).to_be_visible()

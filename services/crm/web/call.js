@@ -117,6 +117,12 @@ function handedOver() {
 
 /** Call-control steps from the feed: what the phone did, or the gateway confirms. */
 function onCallStep(msg) {
+  if (msg.type === "transferred" && msg.to_agent_id === desk.me.agent_id &&
+      msg.call_id !== desk.currentCall) {
+    // a colleague handed this call to us: pop it as the CDR and the customer card have it
+    restoreCall({ call_id: msg.call_id, state: "on_call" });
+    return;
+  }
   if (!desk.call || msg.call_id !== desk.currentCall) return;
   const c = desk.call;
   if (msg.type === "held") setHeld(true);
