@@ -592,9 +592,10 @@ async def test_cdr_folds_hold_transfer_conference_and_after_call_work(db: Databa
     row = await store.get(call_id)
     assert row is not None
     assert (row.agent_id, row.hold_ms, row.hold_count) == ("agent16", 2000, 1)
-    assert row.talk_ms == 25_000 - 2000
-    assert row.acw_ms == 6000
-    assert row.handle_ms == row.talk_ms + 2000 + 6000
+    # the events' times are "seconds ago", taken a moment apart: a few ms of slack
+    assert row.talk_ms is not None and abs(row.talk_ms - (25_000 - 2000)) < 100
+    assert row.acw_ms is not None and abs(row.acw_ms - 6000) < 100
+    assert row.handle_ms == row.talk_ms + 2000 + row.acw_ms
     assert [(t["from_agent_id"], t["to_agent_id"]) for t in row.transfers] == [
         ("agent15", "agent16")
     ]
