@@ -331,7 +331,8 @@ async def test_click_to_dial_from_the_customer_card_and_the_locked_screen(
     assert await page.locator("#caller-number").text_content() == ""
     await page.fill("#lock-password", "not-it")
     await page.click("#unlock-btn")
-    await expect(page.locator("#lock-error")).to_contain_text("wrong password")
+    # what kind of problem in the desk's language, the server's reason after it
+    await expect(page.locator("#lock-error")).to_contain_text("无权操作: wrong password")
     await page.reload()  # a reload does not open a locked desk
     await expect(page.locator("#lock-view")).to_be_visible()
     await page.fill("#lock-password", "agent7-demo")

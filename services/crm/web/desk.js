@@ -25,7 +25,11 @@ async function api(method, path, body) {
   let data = null;
   try { data = await response.json(); } catch (_) { data = null; }
   if (!response.ok) {
-    const message = (data && data.error) || `${response.status} ${response.statusText}`;
+    // the server says what was wrong (in English); the desk says what kind of problem it is
+    // in the desk's language first
+    const detail = (data && data.error) || `${response.status} ${response.statusText}`;
+    const kind = label("err", String(response.status));
+    const message = kind === String(response.status) ? detail : `${kind}: ${detail}`;
     if (response.status === 423 && desk.me && !desk.locked) showLock();
     throw new ApiError(response.status, message);
   }

@@ -56,6 +56,9 @@ const I18N = {
     "lock.title": "屏幕已锁定", "lock.hint": "输入 {name} 的密码解锁", "lock.unlock": "解锁",
     "callbacks.title": "我的回访任务", "callbacks.none": "暂无回访任务",
     "err.locked": "屏幕已锁定",
+    "err.400": "输入有误", "err.403": "无权操作", "err.404": "未找到", "err.409": "当前无法执行",
+    "err.423": "屏幕已锁定", "err.429": "操作过于频繁", "err.501": "暂不支持",
+    "err.502": "系统错误", "err.503": "服务暂不可用", "err.504": "服务响应超时",
   },
   en: {
     "app.title": "Hotline Agent Desktop", "brand.sub": "Call Center",
@@ -119,6 +122,10 @@ const I18N = {
     "lock.title": "Screen locked", "lock.hint": "Enter {name}'s password to unlock",
     "lock.unlock": "Unlock", "callbacks.title": "My callbacks", "callbacks.none": "No callbacks",
     "err.locked": "Screen locked",
+    "err.400": "Check the input", "err.403": "Not allowed", "err.404": "Not found",
+    "err.409": "Not possible now", "err.423": "Screen locked", "err.429": "Too many attempts",
+    "err.501": "Not available yet", "err.502": "System error", "err.503": "Service unavailable",
+    "err.504": "No answer in time",
   },
 };
 
