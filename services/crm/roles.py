@@ -70,6 +70,9 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/desk/config"): EVERYONE,
     ("POST", "/api/calls/{call_id}/disposition"): CALL_ACTORS,
     ("GET", "/api/callbacks"): EVERYONE,
+    ("POST", "/api/callbacks/{callback_id}/done"): CALL_ACTORS | WATCHERS,
+    ("GET", "/api/dispositions"): ADMINS,
+    ("PUT", "/api/dispositions/{code}"): ADMINS,
     ("GET", "/api/customers/{customer_id}/history"): EVERYONE,
     # playback; the handler applies the recording rules (crm.history.may_play) and audits
     ("GET", "/api/cdrs/{call_id}/recordings/{recording_id}"): EVERYONE,

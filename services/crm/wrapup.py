@@ -8,6 +8,7 @@ wrap-up at once by asking the ACD for Ready. One disposition per call.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +23,7 @@ from crm.customers import find_by_phone
 from crm.desk_config import DESK
 from crm.disposition import DispositionError, check
 from crm.models import CallbackTask, CallDisposition, DispositionCode, User, utcnow
-from crm.rest import ApiError, json_body
+from crm.rest import ApiError, json_body, text_field
 from crm.roles import WATCHERS, Role
 
 #: roles that may file the wrap-up of any agent's call (others only their own).
@@ -166,7 +167,77 @@ async def list_callbacks(request: web.Request) -> web.Response:
     return web.json_response({"callbacks": [t.public() for t in tasks]})
 
 
+async def close_callback(request: web.Request) -> web.Response:
+    """POST /api/callbacks/{callback_id}/done: the customer was called back (the task's agent,
+    or a watcher); audited."""
+    user = current_user(request)
+    raw = request.match_info["callback_id"]
+    if not raw.isdigit():
+        raise ApiError(400, "callback id must be a number")
+    async with request.app[DB].sessions() as session:
+        task = await session.get(CallbackTask, int(raw))
+        if task is None:
+            raise ApiError(404, f"no callback {raw}")
+        if user.role not in WATCHERS and task.agent_id != (user.agent_id or ""):
+            raise ApiError(403, f"callback {raw} is not {user.agent_id or user.username}'s")
+        if task.status == "done":
+            raise ApiError(409, f"callback {raw} is already done")
+        task.status = "done"
+        audit.record(session, user.username, "callback.done", raw, task.phone)
+        await session.commit()
+        return web.json_response(task.public())
+
+
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+async def list_codes(request: web.Request) -> web.Response:
+    """GET /api/dispositions: every wrap-up code, active or not (admin)."""
+    async with request.app[DB].sessions() as session:
+        codes = await session.scalars(
+            select(DispositionCode).order_by(DispositionCode.position, DispositionCode.code)
+        )
+        return web.json_response(
+            {"dispositions": [c.public() | {"active": c.active} for c in codes]}
+        )
+
+
+async def put_code(request: web.Request) -> web.Response:
+    """PUT /api/dispositions/{code} {"en", "zh-CN", "active"?, "position"?} (admin): add or
+    change a wrap-up code; a retired code is deactivated, never deleted (old calls keep it)."""
+    user = current_user(request)
+    code = request.match_info["code"]
+    if not _CODE.fullmatch(code):
+        raise ApiError(400, "a code is 1-32 lowercase letters, digits or _ (starting a letter)")
+    body = await json_body(request)
+    en = text_field(body, "en", max_len=128)
+    zh = text_field(body, "zh-CN", max_len=128)
+    active = body.get("active", True)
+    position = body.get("position", 100)
+    if not isinstance(active, bool):
+        raise ApiError(400, "field active must be true or false")
+    if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 999:
+        raise ApiError(400, "field position must be an integer from 0 to 999")
+    assert en is not None and zh is not None
+    async with request.app[DB].sessions() as session:
+        row = await session.get(DispositionCode, code)
+        created = row is None
+        if row is None:
+            row = DispositionCode(code=code)
+            session.add(row)
+        row.label_en, row.label_zh, row.active, row.position = en, zh, active, position
+        detail = f"{en} / {zh}" + ("" if active else " (inactive)")
+        audit.record(session, user.username, "disposition.code", code, detail)
+        await session.commit()
+        return web.json_response(
+            row.public() | {"active": row.active}, status=201 if created else 200
+        )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/desk/config", desk_config)
     app.router.add_post("/api/calls/{call_id}/disposition", submit_disposition)
     app.router.add_get("/api/callbacks", list_callbacks)
+    app.router.add_post("/api/callbacks/{callback_id}/done", close_callback)
+    app.router.add_get("/api/dispositions", list_codes)
+    app.router.add_put("/api/dispositions/{code}", put_code)

@@ -329,6 +329,8 @@ def concrete(pattern: str) -> str:
         ("{leg_id}", "leg-0"),
         ("{customer_id}", "1"),
         ("{recording_id}", "rec-0"),
+        ("{callback_id}", "1"),
+        ("{code}", "other"),
     ):
         pattern = pattern.replace(name, value)
     return pattern
@@ -462,8 +464,9 @@ async def test_every_endpoint_is_403_for_roles_not_on_its_list(
             assert f"role {role.value} may not" in await error_of(response, 403)
             refused += 1
     # supervisor, qa and admin on GET /api/agent and the three POSTs; every role but admin
-    # on approving and withdrawing hot desks; qa and admin on the 12 call-control routes
-    assert refused == 12 + 2 * 4 + 2 * 12
+    # on approving and withdrawing hot desks; qa and admin on the 12 call-control routes; qa
+    # on closing a callback; every role but admin on listing and editing wrap-up codes
+    assert refused == 12 + 2 * 4 + 2 * 12 + 1 + 2 * 4
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])

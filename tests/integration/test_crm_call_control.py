@@ -399,9 +399,51 @@ async def test_a_disposition_with_follow_up_files_a_callback_and_ends_wrap_up(
     async with db.sessions() as session:
         assert await session.get(CallbackTask, callback["id"]) is not None
     assert len(await audit_entries(db, "agent8", "call.disposition")) == 1
+    # the callback is the agent's to close (a watcher's too), once
+    done = f"/api/callbacks/{callback['id']}/done"
+    assert "is not agent9's" in await error_of(await client.post(done, headers=other), 403)
+    response = await client.post(done, headers=headers)
+    assert (await response.json())["status"] == "done"
+    assert "already done" in await error_of(await client.post(done, headers=headers), 409)
+    assert [e.target for e in await audit_entries(db, "agent8", "callback.done")] == [
+        str(callback["id"])
+    ]
+    listed = await (await client.get("/api/callbacks", headers=headers)).json()
+    assert callback["id"] not in {c["id"] for c in listed["callbacks"]}  # open ones by default
     assert (await audit_entries(db, "agent8", "agent.state"))[-1].detail == (
         "ready (disposition filed)"
     )
+
+
+async def test_an_admin_configures_the_wrap_up_codes(
+    client: TestClient, tokens: dict[str, str], db: Database
+) -> None:
+    admin = await as_user(client, tokens, "admin")
+    agent = await as_user(client, tokens, "agent1")
+    body = {"en": "Retention offer", "zh-CN": "挽留优惠", "position": 5}
+    response = await client.put("/api/dispositions/retention", json=body, headers=admin)
+    assert response.status == 201, await response.text()
+    config = await (await client.get("/api/desk/config", headers=agent)).json()
+    assert {"code": "retention", "en": "Retention offer", "zh-CN": "挽留优惠"} in config[
+        "dispositions"
+    ]
+    response = await client.put(
+        "/api/dispositions/retention", json=body | {"active": False}, headers=admin
+    )
+    assert response.status == 200
+    config = await (await client.get("/api/desk/config", headers=agent)).json()
+    assert "retention" not in {c["code"] for c in config["dispositions"]}
+    every = await (await client.get("/api/dispositions", headers=admin)).json()
+    assert any(c["code"] == "retention" and not c["active"] for c in every["dispositions"])
+    for path, payload, message in (
+        ("/api/dispositions/Bad-Code", body, "lowercase"),
+        ("/api/dispositions/ok", {"en": "x"}, "missing field: zh-CN"),
+        ("/api/dispositions/ok", body | {"active": "no"}, "true or false"),
+        ("/api/dispositions/ok", body | {"position": 5000}, "0 to 999"),
+    ):
+        response = await client.put(path, json=payload, headers=admin)
+        assert message in await error_of(response, 400), path
+    assert len(await audit_entries(db, "admin", "disposition.code")) == 2
 
 
 # -- history ---------------------------------------------------------------------------------
