@@ -281,6 +281,8 @@ async def test_consult_conference_hang_up_and_wrap_up_with_a_callback(
     await expect(card).to_be_hidden()
     await expect(page.locator("#state")).to_have_attribute("data-state", "ready")
     await expect(page.locator("#callbacks li[data-callback-id]")).to_have_count(1)
+    await page.click("#callbacks li[data-callback-id] button")  # called back: done
+    await expect(page.locator("#callbacks li[data-callback-id]")).to_have_count(0)
     await expect(page.locator("#recent-calls")).to_contain_text("投诉")
 
 

@@ -103,8 +103,20 @@ async function refreshCallbacks() {
   try {
     const { callbacks } = await api("GET", "/api/callbacks");
     show($("callbacks-card"), true);
-    $("callbacks").replaceChildren(...(callbacks.length ? callbacks.map((c) => el("li",
-      `${new Date(c.due_at).toLocaleString(currentLanguage)} · ${c.phone}${c.notes ? ` · ${c.notes}` : ""}`,
-      { "data-callback-id": String(c.id) })) : [el("li", t("callbacks.none"), { class: "muted" })]));
+    $("callbacks").replaceChildren(...(callbacks.length ? callbacks.map(callbackItem)
+      : [el("li", t("callbacks.none"), { class: "muted" })]));
   } catch (_) { /* the card stays as it was */ }
+}
+
+function callbackItem(c) {
+  const li = el("li",
+    `${new Date(c.due_at).toLocaleString(currentLanguage)} · ${c.phone}${c.notes ? ` · ${c.notes}` : ""} `,
+    { "data-callback-id": String(c.id) });
+  const done = el("button", t("callbacks.done"), { type: "button", class: "link" });
+  done.addEventListener("click", async () => {
+    try { await api("POST", `/api/callbacks/${c.id}/done`); } catch (e) { deskError(e.message); }
+    refreshCallbacks();
+  });
+  li.appendChild(done);
+  return li;
 }
