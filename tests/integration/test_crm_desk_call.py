@@ -406,3 +406,29 @@ async def test_a_call_transferred_to_the_agent_pops_with_its_customer(
     await expect(panel).to_have_attribute("data-call-id", call_id)
     await expect(page.locator("#customer-name")).to_have_text("张伟")
     await expect(page.locator("#call-controls")).to_be_visible()
+
+
+async def test_a_customer_looked_up_shows_history_and_is_dialled_from_the_card(
+    page: Page, site: Site
+) -> None:
+    await sign_in(page, site, "agent10")
+    earlier = f"earlier-{uuid.uuid4().hex[:8]}"
+    await site.emit(ev.CallOffered(call_id=earlier, ani="+86 137 0000 1111"), earlier)
+    await site.emit(ev.CallBridged(call_id=earlier, agent_id="agent11"), earlier)
+    await site.emit(ev.CallEnded(call_id=earlier, reason=ev.END_REASON_CALLER_HANGUP), earlier)
+    await page.fill("#lookup-phone", "137-0000-1111")
+    await page.click("#lookup-btn")
+    await expect(page.locator("#lookup-name")).to_have_text("刘芳")
+    await expect(page.locator("#lookup-vip")).to_have_text("VIP 3")
+    # a colleague's call is in the history too
+    await expect(page.locator(f'#lookup-history li[data-call-id="{earlier}"]')).to_contain_text(
+        "agent11"
+    )
+    await page.click("#lookup-dial-btn")
+    await expect(page.locator("#call-panel")).to_have_attribute("data-status", "connected")
+    dialled = [r for n, r in site.gateway.requests if n == "DialOut"][-1]
+    assert (dialled.number, dialled.customer_id, dialled.endpoint) == ("13700001111", "5", "8010")
+    await expect(page.locator("#customer-name")).to_have_text("刘芳")
+    await page.fill("#lookup-phone", "999")
+    await page.click("#lookup-btn")
+    await expect(page.locator("#lookup-error")).to_contain_text("未找到")

@@ -208,12 +208,13 @@ async function goTransfer() {
 
 // -- the customer's contact history -----------------------------------------------------------
 
-async function loadHistory(customerId) {
+async function loadHistory(customerId, target) {
   let doc;
   try {
     doc = await api("GET", `/api/customers/${customerId}/history`);
   } catch (_) { return; }
-  if (!desk.customer || desk.customer.id !== customerId) return;  // another call meanwhile
+  const list = target || $("history");
+  if (!target && (!desk.customer || desk.customer.id !== customerId)) return;  // another call
   const items = doc.contacts.filter((c) => c.call_id !== desk.currentCall).map((c) => {
     const when = c.started_at ? new Date(c.started_at).toLocaleString(currentLanguage) : "";
     const parts = [when, t(c.direction === "outbound" ? "history.out" : "history.in"),
@@ -234,7 +235,7 @@ async function loadHistory(customerId) {
     }
     return li;
   });
-  $("history").replaceChildren(...(items.length ? items : [el("li", t("history.none"), { class: "muted" })]));
+  list.replaceChildren(...(items.length ? items : [el("li", t("history.none"), { class: "muted" })]));
 }
 
 // -- click-to-dial ----------------------------------------------------------------------------
@@ -255,6 +256,34 @@ function setupDial() {
   $("dial-btn").addEventListener("click", () => dial($("dial-number").value, null));
   $("customer-dial-btn").addEventListener("click",
     () => desk.customer && dial(desk.customer.phone, desk.customer));
+  $("lookup-form").addEventListener("submit", lookUp);
+  $("lookup-dial-btn").addEventListener("click",
+    () => desk.found && dial(desk.found.phone, desk.found));
+}
+
+// -- the customer card outside a call: look a customer up, see their history, dial them -----
+
+async function lookUp(event) {
+  event.preventDefault();
+  showError("lookup-error", "");
+  show($("lookup-result"), false);
+  const phone = $("lookup-phone").value.trim();
+  if (!phone) return;
+  try {
+    desk.found = await api("GET", `/api/customers?phone=${encodeURIComponent(phone)}`);
+  } catch (e) {
+    desk.found = null;
+    showError("lookup-error", e.message);
+    return;
+  }
+  const c = desk.found;
+  $("lookup-name").textContent = c.name;
+  $("lookup-number").textContent = c.phone;
+  $("lookup-vip").textContent = c.vip_tier > 0 ? `VIP ${c.vip_tier}` : t("customer.standard");
+  $("lookup-notes").textContent = c.notes || "";
+  show($("lookup-dial-btn"), Boolean(desk.me && desk.me.extension));
+  show($("lookup-result"), true);
+  await loadHistory(c.id, $("lookup-history"));
 }
 
 async function dial(number, customer) {

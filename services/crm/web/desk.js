@@ -330,6 +330,10 @@ function showLock() {
   forgetCall();  // nothing of the call or the customer stays in the page
   $("recent-calls").replaceChildren();
   $("callbacks").replaceChildren();
+  $("lookup-history").replaceChildren();  // nor of a customer looked up
+  show($("lookup-result"), false);
+  $("lookup-phone").value = "";
+  desk.found = null;
   show($("desk-view"), false);
   show($("lock-view"), true);
   $("lock-hint").textContent = t("lock.hint",
