@@ -53,21 +53,41 @@ def call_info(call: Call) -> gw.CallInfo:
 
 
 class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
-    #: who may call what (enforced by common.rpc): only the IVR and the ACD drive calls.
+    #: who may call what (enforced by common.rpc): the IVR and the ACD drive calls; the CRM
+    #: drives call control for the desk (agents and supervisors) and force release.
     CALLERS = callers(
         "hotline.v1.CallControl",
         {
-            method: {"ivr", "acd"}
-            for method in (
-                "Answer",
-                "Play",
-                "StopPlay",
-                "CollectDigits",
-                "ConnectToEndpoint",
-                "Originate",
-                "Hangup",
-                "ListCalls",
-            )
+            **{
+                method: {"ivr", "acd"}
+                for method in (
+                    "Answer",
+                    "Play",
+                    "StopPlay",
+                    "CollectDigits",
+                    "ConnectToEndpoint",
+                    "Originate",
+                    "ListCalls",
+                )
+            },
+            "Hangup": {"ivr", "acd", "crm"},
+            **{
+                method: {"crm"}
+                for method in (
+                    "Hold",
+                    "Resume",
+                    "Transfer",
+                    "Consult",
+                    "EndConsult",
+                    "AddParty",
+                    "RemoveParty",
+                    "Monitor",
+                    "StopMonitor",
+                    "Mute",
+                    "SendDigits",
+                    "DialOut",
+                )
+            },
         },
     )
 

@@ -82,14 +82,34 @@ EXPECTED = {
     "/hotline.v1.CallControl/CollectDigits": {"ivr", "acd"},
     "/hotline.v1.CallControl/ConnectToEndpoint": {"ivr", "acd"},
     "/hotline.v1.CallControl/Originate": {"ivr", "acd"},
-    "/hotline.v1.CallControl/Hangup": {"ivr", "acd"},
+    "/hotline.v1.CallControl/Hangup": {"ivr", "acd", "crm"},  # crm: a supervisor's force release
     "/hotline.v1.CallControl/ListCalls": {"ivr", "acd"},
+    **{
+        f"/hotline.v1.CallControl/{m}": {"crm"}  # the desk's call control
+        for m in (
+            "Hold",
+            "Resume",
+            "Transfer",
+            "Consult",
+            "EndConsult",
+            "AddParty",
+            "RemoveParty",
+            "Monitor",
+            "StopMonitor",
+            "Mute",
+            "SendDigits",
+            "DialOut",
+        )
+    },
     "/hotline.v1.Acd/Enqueue": {"ivr"},
     "/hotline.v1.Acd/Login": {"crm"},
     "/hotline.v1.Acd/Logout": {"crm"},
     "/hotline.v1.Acd/SetState": {"crm"},
     "/hotline.v1.Acd/GetAgent": {"crm"},
     "/hotline.v1.Acd/GetQueue": {"crm", "ivr"},
+    "/hotline.v1.Acd/Requeue": {"gateway"},  # a transfer to a queue
+    "/hotline.v1.Acd/ListAgents": {"crm"},
+    "/hotline.v1.Acd/ListQueues": {"crm"},
     "/hotline.v1.Ivr/ListFlows": {"crm"},
     "/hotline.v1.Crm/LookupCustomer": {"ivr"},
     "/hotline.v1.Recorder/Ingest": {"gateway"},
@@ -165,7 +185,7 @@ async def test_each_method_admits_only_the_services_its_table_names(
                 else:
                     assert code == grpc.StatusCode.PERMISSION_DENIED, (caller, path, code)
                     refused.append(f"{caller} {path}")
-    assert "crm /hotline.v1.CallControl/Hangup" in refused  # the probes
+    assert "crm /hotline.v1.CallControl/ConnectToEndpoint" in refused  # the probes
     assert "ivr /hotline.v1.Recorder/Ingest" in refused
     assert "ivr /hotline.v1.Acd/SetState" in refused
 
