@@ -373,7 +373,7 @@ class Switch:
         self._stop_player(call, completed=False)
         recording = None
         if self.recorder is not None:
-            recording = self.recorder.start(call.call_id, call.agent_id, call.queue)
+            recording = self.recorder.start(call.call_id, call.agent_id, call.queue, call.trace)
         call.recording = recording
         call.agent_endpoint = endpoint
         call.state = CallState.BRIDGED
