@@ -474,6 +474,7 @@ class Switch:
         call.others = [p for p in call.others if p.leg is not leg]
         if call.agent is leg:
             call.agent = None
+        leg.media.on_dtmf = None  # its digits were that call's
         self.registry.unbind_leg(call, leg)
 
     def end_moved(self, call: Call, detail: str, keep: Leg) -> None:
