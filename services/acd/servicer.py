@@ -11,6 +11,7 @@ import grpc
 from acd.agents import REQUESTABLE, Agent, InvalidTransition, UnknownAgent, state_name
 from acd.dispatcher import Dispatcher, UnknownQueue
 from acd.queues import WaitingCall
+from common import tracing
 from common.lease import Fenced
 from common.rpc import Context, callers
 from hotline.v1 import acd_pb2, acd_pb2_grpc
@@ -44,6 +45,8 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             "ListAgents": {"crm"},
             "ListQueues": {"crm"},
             "Requeue": {"gateway"},
+            "ListAgents": {"crm"},
+            "ListQueues": {"crm"},
         },
     )
 
@@ -74,6 +77,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             request.dnis,
             frozenset(request.skills),
             dict(request.data),
+            trace=tracing.inject(),  # the IVR's Enqueue, within the call's trace
         )
         try:
             position = await self.d.enqueue(call)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gateway.core import steps
@@ -21,8 +22,8 @@ from gateway.core.contracts import Outcome
 from gateway.core.control import TargetKind
 from gateway.core.parties import MonitorMode
 from tests.e2e.sip.conftest import Peer, Spawn, pjsua_argv, sipp, sipp_failure
-from tests.e2e.sip.gateway import HOLD_TONE_HZ, HOST, GatewayUnderTest
-from tests.e2e.sip.signal import longest_run, phases, timeline
+from tests.e2e.sip.gateway import HOLD_TONE_HZ, HOST, GatewayUnderTest, start_gateway
+from tests.e2e.sip.signal import longest_run, loud_part, phases, timeline, tone_share
 
 pytestmark = pytest.mark.e2e
 
@@ -360,3 +361,35 @@ async def test_click_to_dial_rings_the_agent_then_the_customer(
     await done(agent, customer)
     assert len(longest_run(heard(tmp_path, "agent"), "other")) >= 8, "the agent hears"
     assert len(longest_run(heard(tmp_path, "other"), "agent")) >= 8, "the customer hears"
+
+
+async def test_blind_transfer_to_an_outside_number_on_an_analog_line(
+    peers: Spawn, tmp_path: Path
+) -> None:
+    """The caller is transferred to a number: an analog line (simulated card) is seized,
+    dialled and bridged; the caller hears the far party, the line carries the caller."""
+    gateway = await start_gateway(tmp_path, analog_lines=2)
+    try:
+        agent = await phone(peers, tmp_path, gateway, "agent", "8001", 1, AGENT_HZ)
+        caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8001", hangup_after=9)
+        exchange = gateway.card.exchange if gateway.card is not None else None
+        assert exchange is not None
+        await asyncio.sleep(2.5)
+        attempt = await gateway.switch.control.transfer(
+            call.call_id, TargetKind.NUMBER, "62345678", "agent1", 10
+        )
+        assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+        line = next(k for k in (1, 2) if exchange.line(k).dialled == "62345678")
+        exchange.play_tone(line, THIRD_HZ, 20000)  # the far party talks
+        await agent.expect("disconnected", timeout_s=10)
+        await done(caller)
+        windows = heard(tmp_path, "caller")
+        seq = phases(windows)
+        assert seq[0] == "agent" and seq[-1] == "third", seq
+        assert len(longest_run(windows, "third")) >= 8
+        sent = exchange.captured(line).astype(np.float64)[-20000:]  # the last 2.5 s, bridged
+        assert tone_share(loud_part(sent, 8000), 8000, CALLER_HZ) > 0.6, "the line hears the caller"
+        moved = [s for c, s in gateway.events.steps if isinstance(s, steps.Transferred)]
+        assert [(m.target_kind, m.target) for m in moved] == [("number", "62345678")]
+    finally:
+        await gateway.stop()
