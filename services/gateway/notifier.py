@@ -9,6 +9,7 @@ same event id until the broker has it (consumers drop a repeat), never lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from opentelemetry import context as otel_context
 
 from common import tracing
 from common.tasks import cancel_and_wait
+from gateway.core import steps
 from gateway.core.calls import Call, EndReason
 from hotline.v1 import events_pb2 as ev
 
@@ -114,10 +116,16 @@ class CallNotifier:
                 detail=detail,
                 duration_ms=duration_ms,
                 talk_ms=talk_ms,
+                hold_ms=call.hold_ms,
+                hold_count=call.hold_count,
             ),
             call.call_id,
             call.trace,
         )
+
+    def step(self, call: Call, step: steps.Step) -> None:
+        """A call-control step, as its event."""
+        self._put(step_event(call.call_id, step), call.call_id, call.trace)
 
     def lost_in_restart(self, call_id: str, offered_at: float) -> None:
         """A call the previous run of the gateway was holding when it stopped or died."""
@@ -166,3 +174,22 @@ class CallNotifier:
                     delay = min(delay * 2, RETRY_MAX_S)
                 finally:
                     otel_context.detach(token)
+
+
+#: each call-control step's event: the step's fields are the event's, plus the call id
+STEP_EVENTS: dict[type[steps.Step], type[Message]] = {
+    steps.Held: ev.CallHeld,
+    steps.Resumed: ev.CallResumed,
+    steps.Transferred: ev.CallTransferred,
+    steps.ConsultStarted: ev.ConsultStarted,
+    steps.ConsultEnded: ev.ConsultEnded,
+    steps.ConferenceJoined: ev.ConferenceJoined,
+    steps.ConferenceLeft: ev.ConferenceLeft,
+    steps.MonitorStarted: ev.MonitorStarted,
+    steps.MonitorStopped: ev.MonitorStopped,
+}
+
+
+def step_event(call_id: str, step: steps.Step) -> Message:
+    """The `calls` event of a call-control step."""
+    return STEP_EVENTS[type(step)](call_id=call_id, **dataclasses.asdict(step))

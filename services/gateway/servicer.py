@@ -6,15 +6,20 @@ call's state is FAILED_PRECONDITION, a bad argument is INVALID_ARGUMENT - with a
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, Protocol
 
 import grpc
 
 from common.rpc import Context, callers
 from gateway.core.calls import Call, CallGone
-from gateway.core.contracts import Outcome
+from gateway.core.contracts import Attempt, Outcome
+from gateway.core.control import TargetKind
+from gateway.core.parties import MonitorMode, Role
 from gateway.core.prompts import PromptNotFound
 from gateway.core.switch import CommandError, Switch
+from gateway.dialplan import CLASSES, DialPlan
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
 
@@ -36,8 +41,45 @@ ORIGINATE_RESULTS: dict[Outcome, gw.OriginateResult.ValueType] = {
     Outcome.NO_ANSWER: gw.ORIGINATE_RESULT_NO_ANSWER,
 }
 DIAL_CHARS = frozenset("0123456789*#")
+DTMF_CHARS = frozenset("0123456789*#ABCD")
+ALL_TARGETS = (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_QUEUE, gw.TARGET_KIND_NUMBER)
+PARTY_TARGETS = (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_NUMBER)
+TARGET_KINDS: dict[int, str] = {
+    gw.TARGET_KIND_EXTENSION: TargetKind.EXTENSION,
+    gw.TARGET_KIND_QUEUE: TargetKind.QUEUE,
+    gw.TARGET_KIND_NUMBER: TargetKind.NUMBER,
+}
+CONSULT_ACTIONS: dict[int, str] = {
+    gw.CONSULT_ACTION_COMPLETE: "complete",
+    gw.CONSULT_ACTION_CANCEL: "cancel",
+    gw.CONSULT_ACTION_SWAP: "swap",
+}
+MONITOR_MODES: dict[int, MonitorMode] = {
+    gw.MONITOR_MODE_LISTEN: MonitorMode.LISTEN,
+    gw.MONITOR_MODE_WHISPER: MonitorMode.WHISPER,
+    gw.MONITOR_MODE_BARGE: MonitorMode.BARGE,
+}
 DIGITS = frozenset("0123456789")
 ANSWER_POLICIES = ("after_dial", "polarity")
+
+
+class TargetRequest(Protocol):
+    """What Transfer, Consult and AddParty requests share."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def target_kind(self) -> gw.TargetKind.ValueType: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def by_agent_id(self) -> str: ...
+
+    @property
+    def ring_timeout_ms(self) -> int: ...
 
 
 def call_info(call: Call) -> gw.CallInfo:
@@ -91,8 +133,15 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         },
     )
 
-    def __init__(self, switch: Switch) -> None:
+    def __init__(
+        self,
+        switch: Switch,
+        dial_plan: DialPlan | None = None,
+        dialout_ring_timeout_ms: int = 30000,
+    ) -> None:
         self.switch = switch
+        self.dial_plan = dial_plan or DialPlan()
+        self.dialout_ring_timeout_ms = dialout_ring_timeout_ms
 
     @staticmethod
     async def _fail(context: Context, exc: Exception) -> NoReturn:
@@ -240,41 +289,204 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     ) -> gw.ListCallsReply:
         return gw.ListCallsReply(calls=[call_info(c) for c in self.switch.list_calls()])
 
-    # The call-control contract (issue 10) lands before its implementation: until then each
-    # answers UNIMPLEMENTED, as gRPC's generated base class would.
+    # ---- call control for agents and supervisors (issue 10) ---------------------------------
 
-    async def Hold(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Hold is not implemented yet")
+    async def _target(
+        self, context: Context, kind: int, target: str, allowed: tuple[int, ...]
+    ) -> str:
+        if kind not in allowed:
+            names = " or ".join(TARGET_KINDS[k].upper() for k in allowed)
+            await self._invalid(context, f"target_kind must be {names}")
+        if not target:
+            await self._invalid(context, "target is required")
+        if kind == gw.TARGET_KIND_QUEUE:
+            if len(target) > 64 or not target.replace("-", "").replace("_", "").isalnum():
+                await self._invalid(context, f"queue {target!r} is not a queue name")
+        elif len(target) > 32 or not set(target.removeprefix("+")) <= DIAL_CHARS:
+            await self._invalid(context, f"target {target!r} must be 1-32 of the digits 0-9 * #")
+        return TARGET_KINDS[kind]
 
-    async def Resume(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Resume is not implemented yet")
+    async def _call_reply(
+        self, context: Context, command: Callable[[], Awaitable[Call] | Call]
+    ) -> gw.CallReply:
+        """Run a command that returns the call; its errors as gRPC codes."""
+        try:
+            result = command()
+            call = await result if inspect.isawaitable(result) else result
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def Transfer(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Transfer is not implemented yet")
+    async def _ring(
+        self,
+        context: Context,
+        request: TargetRequest,
+        allowed: tuple[gw.TargetKind.ValueType, ...],
+        command: Callable[[str, str, str, str, float], Awaitable[Attempt]],
+    ) -> Attempt:
+        """A command that rings a target for the call (transfer, consult, add a party)."""
+        kind = await self._target(context, request.target_kind, request.target, allowed)
+        try:
+            return await command(
+                request.call_id,
+                kind,
+                request.target,
+                request.by_agent_id,
+                (request.ring_timeout_ms or 20000) / 1000,
+            )
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
 
-    async def Consult(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Consult is not implemented yet")
+    async def Hold(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        return await self._call_reply(
+            context, lambda: self.switch.control.hold(request.call_id, request.leg_id)
+        )
 
-    async def EndConsult(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EndConsult is not implemented yet")
+    async def Resume(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        return await self._call_reply(
+            context, lambda: self.switch.control.resume(request.call_id, request.leg_id)
+        )
 
-    async def AddParty(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "AddParty is not implemented yet")
+    async def Transfer(  # noqa: N802
+        self, request: gw.TransferRequest, context: Context
+    ) -> gw.TransferReply:
+        attempt = await self._ring(context, request, ALL_TARGETS, self.switch.control.transfer)
+        return gw.TransferReply(
+            call_id=request.call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
+            detail=attempt.detail,
+        )
 
-    async def RemoveParty(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RemoveParty is not implemented yet")
+    async def Consult(  # noqa: N802
+        self, request: gw.ConsultRequest, context: Context
+    ) -> gw.ConsultReply:
+        attempt = await self._ring(context, request, PARTY_TARGETS, self.switch.control.consult)
+        return gw.ConsultReply(
+            call_id=request.call_id,
+            consult_leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            detail=attempt.detail,
+        )
 
-    async def Monitor(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Monitor is not implemented yet")
+    async def EndConsult(  # noqa: N802
+        self, request: gw.EndConsultRequest, context: Context
+    ) -> gw.CallReply:
+        action = CONSULT_ACTIONS.get(request.action)
+        if action is None:
+            await self._invalid(context, "action must be COMPLETE, CANCEL or SWAP")
+        return await self._call_reply(
+            context, lambda: self.switch.control.end_consult(request.call_id, action)
+        )
 
-    async def StopMonitor(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StopMonitor is not implemented yet")
+    async def AddParty(  # noqa: N802
+        self, request: gw.AddPartyRequest, context: Context
+    ) -> gw.AddPartyReply:
+        attempt = await self._ring(context, request, PARTY_TARGETS, self.switch.control.add_party)
+        return gw.AddPartyReply(
+            call_id=request.call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
+            parties=self.switch.control.parties_in(request.call_id),
+            detail=attempt.detail,
+        )
 
-    async def Mute(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Mute is not implemented yet")
+    async def RemoveParty(  # noqa: N802
+        self, request: gw.RemovePartyRequest, context: Context
+    ) -> gw.CallReply:
+        if not request.leg_id:
+            await self._invalid(context, "leg_id is required")
+        return await self._call_reply(
+            context, lambda: self.switch.control.remove_party(request.call_id, request.leg_id)
+        )
 
-    async def SendDigits(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SendDigits is not implemented yet")
+    async def Monitor(  # noqa: N802
+        self, request: gw.MonitorRequest, context: Context
+    ) -> gw.MonitorReply:
+        mode = MONITOR_MODES.get(request.mode)
+        if mode is None:
+            await self._invalid(context, "mode must be LISTEN, WHISPER or BARGE")
+        if not request.supervisor_id:
+            await self._invalid(context, "supervisor_id is required")
+        if request.endpoint and not request.endpoint.isdigit():
+            await self._invalid(context, f"endpoint {request.endpoint!r} is not an extension")
+        try:
+            call = self.switch.registry.get(request.call_id)
+            monitored = any(p.role is Role.SUPERVISOR for p in call.others)
+            if not monitored and not request.endpoint:
+                await self._invalid(context, "endpoint (the supervisor's extension) is required")
+            attempt, leg_id = await self.switch.control.monitor(
+                request.call_id,
+                mode,
+                request.supervisor_id,
+                request.endpoint,
+                (request.ring_timeout_ms or 20000) / 1000,
+            )
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.MonitorReply(
+            call_id=request.call_id,
+            leg_id=leg_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            mode=request.mode,
+            detail=attempt.detail,
+        )
 
-    async def DialOut(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DialOut is not implemented yet")
+    async def StopMonitor(  # noqa: N802
+        self, request: gw.StopMonitorRequest, context: Context
+    ) -> gw.CallReply:
+        return await self._call_reply(
+            context, lambda: self.switch.control.stop_monitor(request.call_id, request.leg_id)
+        )
+
+    async def Mute(self, request: gw.MuteRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        return await self._call_reply(
+            context,
+            lambda: self.switch.control.mute(request.call_id, request.leg_id, request.muted),
+        )
+
+    async def SendDigits(  # noqa: N802
+        self, request: gw.SendDigitsRequest, context: Context
+    ) -> gw.CallReply:
+        digits = request.digits.upper()
+        if not digits or len(digits) > 32 or not set(digits) <= DTMF_CHARS:
+            await self._invalid(context, "digits must be 1-32 of 0-9 * # A-D")
+        return await self._call_reply(
+            context,
+            lambda: self.switch.control.send_digits(request.call_id, digits, request.leg_id),
+        )
+
+    async def DialOut(  # noqa: N802
+        self, request: gw.DialOutRequest, context: Context
+    ) -> gw.DialOutReply:
+        number, endpoint, trunk = request.number, request.endpoint, request.trunk
+        if not request.agent_id:
+            await self._invalid(context, "agent_id is required")
+        if not endpoint or not endpoint.isdigit() or len(endpoint) > 16:
+            await self._invalid(context, "endpoint (the agent's extension) must be digits")
+        if not number or len(number) > 32 or not set(number.removeprefix("+")) <= DIAL_CHARS:
+            await self._invalid(context, "number must be 1-32 of the digits 0-9 * # (leading +)")
+        if trunk and trunk not in self.switch.trunks:
+            have = ", ".join(sorted(self.switch.trunks)) or "none configured"
+            await self._invalid(context, f"trunk {trunk!r} cannot place calls (have: {have})")
+        allowed = request.dial_class or "internal"
+        if allowed not in CLASSES:
+            await self._invalid(context, f"dial_class must be one of {', '.join(CLASSES)}")
+        wanted = self.dial_plan.classify(number)
+        if wanted is None:
+            await self._invalid(context, f"number {number} matches no class of the dial plan")
+        if not self.dial_plan.allows(allowed, wanted):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"number {number} is {wanted}; this role may dial up to {allowed}",
+            )
+        kind = TargetKind.EXTENSION if wanted == "internal" and not trunk else TargetKind.NUMBER
+        timeout_ms = request.ring_timeout_ms or self.dialout_ring_timeout_ms
+        attempt, call_id = await self.switch.control.dial_out(
+            request.agent_id, endpoint, kind, number, trunk, timeout_ms / 1000
+        )
+        return gw.DialOutReply(
+            call_id=call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            detail=attempt.detail,
+        )

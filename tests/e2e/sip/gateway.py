@@ -10,9 +10,13 @@ import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.analog.sim import SimCard
+from gateway.channels.analog import AnalogChannel
 from gateway.channels.sip import CarrierConfig, CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.core.calls import Call, EndReason
+from gateway.core.contracts import Originator
 from gateway.core.prompts import PromptLibrary
+from gateway.core.steps import Step
 from gateway.core.switch import Switch
 from gateway.directory import demo_directory
 from gateway.media.clock import FrameClock
@@ -27,6 +31,7 @@ HOST = "127.0.0.1"
 SIP_PORT = 26060
 RTP_LOW, RTP_HIGH = 37000, 37999
 PROMPT_TONE_HZ = 1400.0
+HOLD_TONE_HZ = 500.0  # the test's hold music
 
 
 @dataclass
@@ -40,6 +45,8 @@ class GatewayUnderTest:
     events: CallFacts
     carrier: CarrierTrunk | None = None
     port: int = SIP_PORT
+    analog: AnalogChannel | None = None
+    card: SimCard | None = None
 
     async def next_call(self, timeout_s: float = 15.0) -> Call:
         return await asyncio.wait_for(self.events.offered.get(), timeout_s)
@@ -65,6 +72,10 @@ class GatewayUnderTest:
     async def stop(self) -> None:
         if self.carrier is not None:
             await self.carrier.stop()
+        if self.analog is not None:
+            await self.analog.stop()
+        if self.card is not None:
+            await self.card.stop()
         await self.switch.stop()
         self.channel.stop()
         self.layer.close()
@@ -83,6 +94,7 @@ class CallFacts:
     trunks: list[tuple[str, bool, str]] = field(default_factory=list)
     trunk_changed: asyncio.Event = field(default_factory=asyncio.Event)
     offers: list[Call] = field(default_factory=list)
+    steps: list[tuple[str, Step]] = field(default_factory=list)
 
     @property
     def offered(self) -> asyncio.Queue[Call]:
@@ -118,6 +130,9 @@ class SwitchEvents:
     ) -> None:
         self.facts.ended_fact(call, reason, detail)
 
+    def step(self, call: Call, step: Step) -> None:
+        self.facts.steps.append((call.call_id, step))
+
 
 def write_tone_prompt(directory: Path, name: str, freq: float, seconds: float) -> None:
     with wave.open(str(directory / f"{name}.wav"), "wb") as w:
@@ -135,10 +150,14 @@ async def start_gateway(
     carrier: CarrierConfig | None = None,
     min_se: int = 90,
     trust_pai: bool = True,
+    analog_lines: int = 0,
 ) -> GatewayUnderTest:
+    """``analog_lines``: a simulated line card with that many lines as the "analog" trunk
+    (outside numbers go there)."""
     prompts = tmp_path / "prompts"
     prompts.mkdir(exist_ok=True)
     write_tone_prompt(prompts, "tone", PROMPT_TONE_HZ, 30.0)
+    write_tone_prompt(prompts, "hold", HOLD_TONE_HZ, 3.0)
     facts = CallFacts()
     clock = FrameClock()
     clock.start()
@@ -160,7 +179,12 @@ async def start_gateway(
         min_se=min_se,
     )
     trunk = None
-    trunks = {}
+    trunks: dict[str, Originator] = {}
+    card = analog = None
+    if analog_lines:
+        card = SimCard(analog_lines, clock=clock)
+        analog = AnalogChannel(card, trunk="analog", did="10000")
+        trunks["analog"] = analog
     if carrier is not None:
         trunk = CarrierTrunk(channel, carrier, site="conformance", events=facts)
         trunks[carrier.name] = trunk
@@ -174,6 +198,7 @@ async def start_gateway(
         recorder=None,
         answer_timeout_s=30.0,
         linger_s=0.5,
+        number_trunk="analog",
     )
     udp = await UdpTransport.listen(
         HOST,
@@ -185,4 +210,9 @@ async def start_gateway(
     channel.start(switch, udp)
     if trunk is not None:
         await trunk.start()
-    return GatewayUnderTest(channel, switch, layer, udp, tcp, clock, facts, trunk, port)
+    if card is not None and analog is not None:
+        await card.start()
+        await analog.start(switch)
+    return GatewayUnderTest(
+        channel, switch, layer, udp, tcp, clock, facts, trunk, port, analog, card
+    )
