@@ -105,6 +105,7 @@ class Dispatcher:
         self.queues: dict[str, CallQueue] = {name: CallQueue(name) for name in queues}
         self.book = AgentBook()
         self.window = kpis.QueueWindow()
+        kpis.zero(queues, site)
         self.answered: dict[str, int] = dict.fromkeys(queues, 0)
         self.abandoned: dict[str, int] = dict.fromkeys(queues, 0)
         self._on_call: dict[str, str] = {}  # call_id -> agent_id

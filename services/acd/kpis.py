@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -40,7 +40,7 @@ NO_ANSWER = Counter(
 CONTACTS = Counter(
     "hotline_queue_contacts_total",
     "Calls that left a queue, by outcome: answered, abandoned, short_abandoned (hung up "
-    "within the short-abandon time), requeued (an agent sent an answered call to a queue)",
+    "within the short-abandon time)",
     ["queue", "site", "outcome"],
 )
 WAIT = Histogram(
@@ -60,6 +60,21 @@ HANDLE_TIME = Histogram(
 PHASES = ("talk", "hold", "wrap_up")
 #: the queue label of handle time for calls no queue offered (click-to-dial, direct transfers)
 DIRECT = "direct"
+
+OUTCOMES = ("answered", "abandoned", "short_abandoned")
+
+
+def zero(queues: Iterable[str], site: str) -> None:
+    """Export every queue's counters at 0 from the start, so the first call is an increase."""
+    for queue in queues:
+        for counter in (OFFERED, ANSWERED, ABANDONED, NO_ANSWER):
+            counter.labels(queue, site)
+        WAIT.labels(queue, site)
+        for outcome in OUTCOMES:
+            CONTACTS.labels(queue, site, outcome)
+        for phase in PHASES:
+            HANDLE_TIME.labels(queue, site, phase)
+
 
 SERVICE_LEVEL_THRESHOLD_S = 20.0
 SERVICE_LEVEL_WINDOW_S = 900.0
