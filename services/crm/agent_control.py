@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from aiohttp import web
 
 from crm.rest import ApiError
 from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
@@ -75,27 +76,58 @@ class AgentControl:
     async def logout(self, agent_id: str) -> acd_pb2.Agent:
         return await self._call(self._stub.Logout, acd_pb2.AgentRef(agent_id=agent_id))
 
+    async def list_agents(self) -> list[acd_pb2.Agent]:
+        """Every agent the ACD knows, for the supervisor board."""
+        reply: acd_pb2.ListAgentsReply = await self._rpc(
+            self._stub.ListAgents, acd_pb2.ListAgentsRequest()
+        )
+        return list(reply.agents)
+
+    async def list_queues(self) -> list[acd_pb2.QueueStatus]:
+        """Every queue now, with its waiting calls and rolling KPIs, for the supervisor board."""
+        reply: acd_pb2.ListQueuesReply = await self._rpc(
+            self._stub.ListQueues, acd_pb2.ListQueuesRequest()
+        )
+        return list(reply.queues)
+
     @staticmethod
     async def _call(method: Any, request: Any) -> acd_pb2.Agent:
+        agent: acd_pb2.Agent = await AgentControl._rpc(method, request)
+        return agent
+
+    @staticmethod
+    async def _rpc(method: Any, request: Any) -> Any:
         try:
-            agent: acd_pb2.Agent = await method(request, timeout=TIMEOUT_S)
-            return agent
+            return await method(request, timeout=TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise AcdError(exc.code(), exc.details() or "") from None
 
 
-class AcdError(ApiError):
-    """The ACD said no (or could not be reached); carries the HTTP status for the browser."""
+#: the app's ACD client (the desktop's seat commands and the supervisor board share it)
+ACD = web.AppKey("acd", AgentControl)
+
+
+class ServiceError(ApiError):
+    """Another service said no (or could not be reached); carries the HTTP status for the
+    browser and names the service (`service`) in the message."""
+
+    service = "service"
 
     def __init__(self, code: grpc.StatusCode, detail: str) -> None:
         status = _HTTP_STATUS.get(code, 502)
         if code == grpc.StatusCode.UNAVAILABLE:
-            message = f"ACD unavailable: {detail}"
+            message = f"{self.service} unavailable: {detail}"
         elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = f"ACD did not answer within {TIMEOUT_S:.0f} s"
+            message = f"{self.service} did not answer within {TIMEOUT_S:.0f} s"
         elif status == 502:
-            message = f"ACD error {code.name}: {detail}"
+            message = f"{self.service} error {code.name}: {detail}"
         else:
             message = detail or code.name.lower()
         super().__init__(status, message)
         self.code = code
+
+
+class AcdError(ServiceError):
+    """The ACD said no (or could not be reached)."""
+
+    service = "ACD"
