@@ -11,12 +11,12 @@ from collections.abc import Awaitable
 from aiohttp import web
 from sqlalchemy import select
 
-from crm import audit, auth, hotdesks, supervision
+from crm import audit, auth, hotdesks
 from crm.agent_control import (
-    ACD,
     NOT_READY_REASONS,
     REQUESTABLE_STATES,
     AcdError,
+    AgentControl,
     agent_json,
 )
 from crm.auth import COOKIE, DB, current_user, end_session
@@ -26,8 +26,10 @@ from crm.desk import HUB
 from crm.models import HotDesk, User
 from crm.rest import ApiError, json_body, text_field
 from crm.roles import ALL_CDR_READERS
+from crm.supervision import add_routes as add_supervision_routes
 from hotline.v1 import acd_pb2
 
+ACD = web.AppKey("acd", AgentControl)
 CDRS = web.AppKey("cdrs", CdrStore)
 
 DEFAULT_CDR_LIMIT = 50
@@ -256,4 +258,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/hotdesks", list_hot_desks)
     app.router.add_post("/api/hotdesks", approve_hot_desk)
     app.router.add_delete("/api/hotdesks/{extension}", withdraw_hot_desk)
-    supervision.add_routes(app)
+    add_supervision_routes(app)

@@ -12,8 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.health import Readiness
 from common.service import Stop, Wiring
-from crm.agent_control import ACD, AgentControl
-from crm.api import CDRS, add_routes
+from crm.agent_control import AgentControl
+from crm.api import ACD, CDRS, add_routes
 from crm.auth import ADDRESSES, DB, HASHES, PROXIES, THROTTLE, access_control
 from crm.cdr_store import CdrStore
 from crm.csrf import same_origin
@@ -24,7 +24,7 @@ from crm.rest import json_errors
 from crm.seed import seed
 from crm.servicer import CrmService
 from crm.settings import CrmSettings
-from crm.supervision import CALLS, CallSupervision
+from crm.supervision import SUPERVISION, CallSupervision, Supervision
 from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import crm_pb2_grpc
 
@@ -64,7 +64,7 @@ def web_app(
     addresses: AddressLimiter | None = None,
     hashes: HashGate | None = None,
     trusted_proxies: tuple[str, ...] = (),
-    calls: CallSupervision | None = None,
+    supervision: Supervision | None = None,
 ) -> web.Application:
     """The browser-facing app: REST under /api, the websocket at /ws, the desktop at /."""
     app = web.Application(middlewares=[json_errors, same_origin, access_control])
@@ -76,8 +76,7 @@ def web_app(
     app[ACD] = control
     app[CDRS] = cdrs
     app[HUB] = hub
-    if calls is not None:
-        app[CALLS] = calls
+    app[SUPERVISION] = supervision or Supervision(control)
     add_routes(app)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", _index)
@@ -137,7 +136,7 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
         addresses=AddressLimiter(settings.login_attempts_per_minute),
         hashes=HashGate(settings.login_max_hashes),
         trusted_proxies=settings.trusted_proxies,
-        calls=CallSupervision(wiring.channel("gateway")),
+        supervision=Supervision(control, CallSupervision(wiring.channel("gateway"))),
     )
     runner = web.AppRunner(app)
     await runner.setup()

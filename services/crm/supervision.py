@@ -11,21 +11,16 @@ or refused, with who did it to whom.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
 
 from crm import audit, hotdesks
-from crm.agent_control import (
-    ACD,
-    NOT_READY_REASONS,
-    REQUESTABLE_STATES,
-    TIMEOUT_S,
-    ServiceError,
-    agent_json,
-)
+from crm.agent_control import REQUESTABLE_STATES, TIMEOUT_S, AgentControl, agent_json
 from crm.auth import DB, current_user
 from crm.board import board_agent, board_queue
 from crm.rest import ApiError, json_body, text_field
@@ -41,12 +36,35 @@ MODES = {
 }
 #: the supervisor's phone rings this long when they join a call
 MONITOR_RING_MS = 20_000
+#: a Not Ready reason as the ACD keeps it (the desk's reasons are configurable: meal, meeting…)
+REASON = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: what the gateway's refusals mean over HTTP; codes not listed are a 502.
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
 
 
-class GatewayError(ServiceError):
-    """The gateway said no (or could not be reached)."""
+class GatewayError(ApiError):
+    """The gateway said no (or could not be reached), with its reason ("no call c1")."""
 
-    service = "gateway"
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        status = _HTTP_STATUS.get(code, 502)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            message = f"gateway unavailable ({code.name}): {detail}"
+        elif code == grpc.StatusCode.UNIMPLEMENTED:
+            message = f"the gateway does not offer this yet: {detail}"
+        elif status == 502:
+            message = f"gateway error {code.name}: {detail}"
+        else:
+            message = detail or code.name.lower()
+        super().__init__(status, message)
+        self.code = code
 
 
 class CallSupervision:
@@ -92,11 +110,24 @@ class CallSupervision:
             raise GatewayError(exc.code(), exc.details() or "") from None
 
 
-CALLS = web.AppKey("supervision_calls", CallSupervision)
+@dataclass(frozen=True)
+class Supervision:
+    """The supervisor's peers: the ACD (agents, queues) and the gateway (calls; None in a CRM
+    wired without a gateway channel, where call actions answer 503 saying so)."""
+
+    acd: AgentControl
+    calls: CallSupervision | None = None
+
+
+SUPERVISION = web.AppKey("supervision", Supervision)
+
+
+def _acd(request: web.Request) -> AgentControl:
+    return request.app[SUPERVISION].acd
 
 
 def _calls(request: web.Request) -> CallSupervision:
-    calls = request.app.get(CALLS)
+    calls = request.app[SUPERVISION].calls
     if calls is None:
         raise ApiError(503, "call control is not available: the CRM has no gateway channel")
     return calls
@@ -128,7 +159,7 @@ async def _audited(
 
 async def board(request: web.Request) -> web.Response:
     """GET /api/supervision/board: every agent and every queue now (then live on /ws)."""
-    control = request.app[ACD]
+    control = _acd(request)
     agents = await control.list_agents()
     queues = await control.list_queues()
     return web.json_response(
@@ -148,14 +179,16 @@ async def set_agent_state(request: web.Request) -> web.Response:
     agent_id = request.match_info["agent_id"]
     body = await json_body(request)
     state = text_field(body, "state", choices=tuple(REQUESTABLE_STATES))
-    reason = text_field(body, "reason", required=False, choices=NOT_READY_REASONS) or ""
+    reason = text_field(body, "reason", required=False, max_len=32) or ""
     assert state is not None
     if reason and state != "not_ready":
         raise ApiError(400, "field reason is only allowed with state not_ready")
     if state == "not_ready" and not reason:
-        raise ApiError(400, f"missing field: reason (one of: {', '.join(NOT_READY_REASONS)})")
+        raise ApiError(400, "missing field: reason (why the agent is Not Ready, e.g. meeting)")
+    if reason and not REASON.fullmatch(reason):
+        raise ApiError(400, "field reason must be a lower-case word such as meeting or training")
     detail = f"{state} ({reason})" if reason else state
-    control = request.app[ACD]
+    control = _acd(request)
     agent = await _audited(
         request,
         "supervision.agent.state",
@@ -169,7 +202,7 @@ async def set_agent_state(request: web.Request) -> web.Response:
 async def logout_agent(request: web.Request) -> web.Response:
     """POST /api/supervision/agents/{agent_id}/logout: no more offers for this agent."""
     agent_id = request.match_info["agent_id"]
-    control = request.app[ACD]
+    control = _acd(request)
     agent = await _audited(
         request, "supervision.agent.logout", agent_id, "", control.logout(agent_id)
     )

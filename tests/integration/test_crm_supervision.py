@@ -29,7 +29,7 @@ from crm.app import web_app
 from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
-from crm.supervision import CallSupervision
+from crm.supervision import CallSupervision, Supervision
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
@@ -112,8 +112,13 @@ async def site(
     to_acd = rpc.channel(f"127.0.0.1:{acd_port}", test_tls.tls("crm"), "acd")
     to_gateway = rpc.channel(f"127.0.0.1:{gw_port}", test_tls.tls("crm"), "gateway")
     cdrs = CdrStore(db)
+    control = AgentControl(to_acd)
     app = web_app(
-        db, AgentControl(to_acd), cdrs, DeskHub(db, cdrs), calls=CallSupervision(to_gateway)
+        db,
+        control,
+        cdrs,
+        DeskHub(db, cdrs),
+        supervision=Supervision(control, CallSupervision(to_gateway)),
     )
     async with TestClient(TestServer(app)) as client:
         yield client, d, gateway
@@ -195,6 +200,12 @@ async def test_a_supervisor_changes_an_agents_state_and_it_is_audited(
         "/api/supervision/agents/agent2/state", json={"state": "not_ready"}, headers=headers
     )
     assert "missing field: reason" in await error_of(response, 400)
+    response = await client.post(
+        "/api/supervision/agents/agent2/state",
+        json={"state": "not_ready", "reason": "<script>"},
+        headers=headers,
+    )
+    assert "must be a lower-case word" in await error_of(response, 400)
     response = await client.post("/api/supervision/agents/agent1/logout", headers=headers)
     message = await error_of(response, 409)
     assert message == "agent agent1 cannot go from on_call to logged_out"
