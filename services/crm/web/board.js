@@ -39,7 +39,8 @@
 
   const board = {
     me: null, root: null, socket: null, closed: true, reconnectMs: 1000,
-    agents: new Map(), queues: new Map(), monitor: null, refreshTimer: null, ticker: null,
+    agents: new Map(), queues: new Map(), monitor: null, armed: null, refreshTimer: null,
+    ticker: null, kpiTimer: null,
   };
 
   function el(tag, attrs = {}, ...children) {
@@ -268,14 +269,14 @@
           { className: current ? "active" : "", disabled: current }));
       }
       if (mine) out.push(button("stop", "stop", () => stopMonitor()));
-      const release = button("release", "release", () => {
-        if (release.dataset.armed === "true") { forceRelease(a.call_id); return; }
-        release.dataset.armed = "true";
-        release.textContent = t("confirm");
-        setTimeout(() => { release.dataset.armed = "false"; release.textContent = t("release"); },
-          4000);
-      }, { className: "danger" });
-      out.push(release);
+      // force release asks for a second click within 5 s (kept across re-renders)
+      const armed = board.armed && board.armed.call_id === a.call_id &&
+        board.armed.until > Date.now();
+      out.push(button(armed ? "confirm" : "release", "release", () => {
+        if (armed) { board.armed = null; forceRelease(a.call_id); return; }
+        board.armed = { call_id: a.call_id, until: Date.now() + 5000 };
+        render();
+      }, { className: "danger", "data-armed": String(Boolean(armed)) }));
     }
     return out;
   }
