@@ -12,6 +12,7 @@ from aiohttp import web
 
 from common.health import Readiness
 from common.service import Stop, Wiring
+from gateway.acd_link import GrpcAcdLink
 from gateway.analog.config import open_card
 from gateway.analog.port import LineCard
 from gateway.analog.sim import SimCard
@@ -37,7 +38,7 @@ from gateway.sip.transport import TcpTransport, UdpTransport
 from gateway.spool import Spool
 from gateway.state import GatewayState, PersistentBindings
 from gateway.uploader import GrpcRecorderLink, Uploader
-from hotline.v1 import gateway_pb2_grpc
+from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
         trunks=trunks,
         recorder=recorder,
         journal=state,
+        acd=GrpcAcdLink(acd_pb2_grpc.AcdStub(wiring.channel("acd"))),
+        number_trunk=carrier.name if carrier is not None else "analog",
     )
 
     udp = await UdpTransport.listen(

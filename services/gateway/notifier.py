@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 
 from common import tracing
 from common.tasks import cancel_and_wait
+from gateway.core import steps
 from gateway.core.calls import Call, EndReason
 from hotline.v1 import events_pb2 as ev
 
@@ -114,10 +115,16 @@ class CallNotifier:
                 detail=detail,
                 duration_ms=duration_ms,
                 talk_ms=talk_ms,
+                hold_ms=call.hold_ms,
+                hold_count=call.hold_count,
             ),
             call.call_id,
             call.trace,
         )
+
+    def step(self, call: Call, step: steps.Step) -> None:
+        """A call-control step, as its event."""
+        self._put(step_event(call.call_id, step), call.call_id, call.trace)
 
     def lost_in_restart(self, call_id: str, offered_at: float) -> None:
         """A call the previous run of the gateway was holding when it stopped or died."""
@@ -166,3 +173,60 @@ class CallNotifier:
                     delay = min(delay * 2, RETRY_MAX_S)
                 finally:
                     otel_context.detach(token)
+
+
+def step_event(call_id: str, step: steps.Step) -> Message:
+    """The `calls` event of a call-control step."""
+    if isinstance(step, steps.Held):
+        return ev.CallHeld(call_id=call_id, leg_id=step.leg_id, agent_id=step.agent_id, by=step.by)
+    if isinstance(step, steps.Resumed):
+        return ev.CallResumed(
+            call_id=call_id, leg_id=step.leg_id, agent_id=step.agent_id, held_ms=step.held_ms
+        )
+    if isinstance(step, steps.Transferred):
+        return ev.CallTransferred(
+            call_id=call_id,
+            from_leg_id=step.from_leg_id,
+            from_agent_id=step.from_agent_id,
+            kind=step.kind,
+            target_kind=step.target_kind,
+            target=step.target,
+            to_leg_id=step.to_leg_id,
+            to_agent_id=step.to_agent_id,
+        )
+    if isinstance(step, steps.ConsultStarted):
+        return ev.ConsultStarted(
+            call_id=call_id,
+            consult_leg_id=step.consult_leg_id,
+            agent_id=step.agent_id,
+            target_kind=step.target_kind,
+            target=step.target,
+        )
+    if isinstance(step, steps.ConsultEnded):
+        return ev.ConsultEnded(
+            call_id=call_id,
+            consult_leg_id=step.consult_leg_id,
+            agent_id=step.agent_id,
+            outcome=step.outcome,
+        )
+    if isinstance(step, steps.ConferenceJoined):
+        return ev.ConferenceJoined(
+            call_id=call_id,
+            leg_id=step.leg_id,
+            party=step.party,
+            agent_id=step.agent_id,
+            parties=step.parties,
+        )
+    if isinstance(step, steps.ConferenceLeft):
+        return ev.ConferenceLeft(
+            call_id=call_id, leg_id=step.leg_id, party=step.party, parties=step.parties
+        )
+    if isinstance(step, steps.MonitorStarted):
+        return ev.MonitorStarted(
+            call_id=call_id,
+            leg_id=step.leg_id,
+            supervisor_id=step.supervisor_id,
+            mode=step.mode,
+            agent_id=step.agent_id,
+        )
+    return ev.MonitorStopped(call_id=call_id, leg_id=step.leg_id, supervisor_id=step.supervisor_id)

@@ -13,6 +13,8 @@ import grpc
 from common.rpc import Context, callers
 from gateway.core.calls import Call, CallGone
 from gateway.core.contracts import Outcome
+from gateway.core.control import TargetKind
+from gateway.core.parties import MonitorMode, Role
 from gateway.core.prompts import PromptNotFound
 from gateway.core.switch import CommandError, Switch
 from hotline.v1 import gateway_pb2 as gw
@@ -36,6 +38,22 @@ ORIGINATE_RESULTS: dict[Outcome, gw.OriginateResult.ValueType] = {
     Outcome.NO_ANSWER: gw.ORIGINATE_RESULT_NO_ANSWER,
 }
 DIAL_CHARS = frozenset("0123456789*#")
+DTMF_CHARS = frozenset("0123456789*#ABCD")
+TARGET_KINDS: dict[int, str] = {
+    gw.TARGET_KIND_EXTENSION: TargetKind.EXTENSION,
+    gw.TARGET_KIND_QUEUE: TargetKind.QUEUE,
+    gw.TARGET_KIND_NUMBER: TargetKind.NUMBER,
+}
+CONSULT_ACTIONS: dict[int, str] = {
+    gw.CONSULT_ACTION_COMPLETE: "complete",
+    gw.CONSULT_ACTION_CANCEL: "cancel",
+    gw.CONSULT_ACTION_SWAP: "swap",
+}
+MONITOR_MODES: dict[int, MonitorMode] = {
+    gw.MONITOR_MODE_LISTEN: MonitorMode.LISTEN,
+    gw.MONITOR_MODE_WHISPER: MonitorMode.WHISPER,
+    gw.MONITOR_MODE_BARGE: MonitorMode.BARGE,
+}
 DIGITS = frozenset("0123456789")
 ANSWER_POLICIES = ("after_dial", "polarity")
 
@@ -53,21 +71,42 @@ def call_info(call: Call) -> gw.CallInfo:
 
 
 class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
-    #: who may call what (enforced by common.rpc): only the IVR and the ACD drive calls.
+    #: who may call what (enforced by common.rpc): the IVR and the ACD drive calls to their
+    #: agent; the CRM drives what agents and supervisors do in them (for the desk), and may
+    #: force a call's release and list the calls (the supervisor board).
     CALLERS = callers(
         "hotline.v1.CallControl",
         {
-            method: {"ivr", "acd"}
-            for method in (
-                "Answer",
-                "Play",
-                "StopPlay",
-                "CollectDigits",
-                "ConnectToEndpoint",
-                "Originate",
-                "Hangup",
-                "ListCalls",
-            )
+            **{
+                method: {"ivr", "acd"}
+                for method in (
+                    "Answer",
+                    "Play",
+                    "StopPlay",
+                    "CollectDigits",
+                    "ConnectToEndpoint",
+                    "Originate",
+                )
+            },
+            "Hangup": {"ivr", "acd", "crm"},
+            "ListCalls": {"ivr", "acd", "crm"},
+            **{
+                method: {"crm"}
+                for method in (
+                    "Hold",
+                    "Resume",
+                    "Transfer",
+                    "Consult",
+                    "EndConsult",
+                    "AddParty",
+                    "RemoveParty",
+                    "Monitor",
+                    "StopMonitor",
+                    "Mute",
+                    "SendDigits",
+                    "DialOut",
+                )
+            },
         },
     )
 
@@ -220,41 +259,202 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     ) -> gw.ListCallsReply:
         return gw.ListCallsReply(calls=[call_info(c) for c in self.switch.list_calls()])
 
-    # The call-control contract (issue 10) lands before its implementation: until then each
-    # answers UNIMPLEMENTED, as gRPC's generated base class would.
+    # ---- call control for agents and supervisors (issue 10) ---------------------------------
 
-    async def Hold(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Hold is not implemented yet")
+    async def _target(
+        self, context: Context, kind: int, target: str, allowed: tuple[int, ...]
+    ) -> str:
+        if kind not in allowed:
+            names = " or ".join(TARGET_KINDS[k].upper() for k in allowed)
+            await self._invalid(context, f"target_kind must be {names}")
+        if not target:
+            await self._invalid(context, "target is required")
+        if kind == gw.TARGET_KIND_QUEUE:
+            if len(target) > 64 or not target.replace("-", "").replace("_", "").isalnum():
+                await self._invalid(context, f"queue {target!r} is not a queue name")
+        elif len(target) > 32 or not set(target.removeprefix("+")) <= DIAL_CHARS:
+            await self._invalid(context, f"target {target!r} must be 1-32 of the digits 0-9 * #")
+        return TARGET_KINDS[kind]
 
-    async def Resume(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Resume is not implemented yet")
+    @staticmethod
+    def _ring_s(ms: int) -> float:
+        return (ms or 20000) / 1000
 
-    async def Transfer(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Transfer is not implemented yet")
+    async def Hold(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        try:
+            call = await self.switch.control.hold(request.call_id, request.leg_id)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def Consult(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Consult is not implemented yet")
+    async def Resume(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        try:
+            call = await self.switch.control.resume(request.call_id, request.leg_id)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def EndConsult(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EndConsult is not implemented yet")
+    async def Transfer(  # noqa: N802
+        self, request: gw.TransferRequest, context: Context
+    ) -> gw.TransferReply:
+        kind = await self._target(
+            context,
+            request.target_kind,
+            request.target,
+            (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_QUEUE, gw.TARGET_KIND_NUMBER),
+        )
+        try:
+            attempt = await self.switch.control.transfer(
+                request.call_id,
+                kind,
+                request.target,
+                request.by_agent_id,
+                self._ring_s(request.ring_timeout_ms),
+            )
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.TransferReply(
+            call_id=request.call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
+            detail=attempt.detail,
+        )
 
-    async def AddParty(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "AddParty is not implemented yet")
+    async def Consult(  # noqa: N802
+        self, request: gw.ConsultRequest, context: Context
+    ) -> gw.ConsultReply:
+        kind = await self._target(
+            context,
+            request.target_kind,
+            request.target,
+            (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_NUMBER),
+        )
+        try:
+            attempt = await self.switch.control.consult(
+                request.call_id,
+                kind,
+                request.target,
+                request.by_agent_id,
+                self._ring_s(request.ring_timeout_ms),
+            )
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.ConsultReply(
+            call_id=request.call_id,
+            consult_leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            detail=attempt.detail,
+        )
 
-    async def RemoveParty(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RemoveParty is not implemented yet")
+    async def EndConsult(  # noqa: N802
+        self, request: gw.EndConsultRequest, context: Context
+    ) -> gw.CallReply:
+        action = CONSULT_ACTIONS.get(request.action)
+        if action is None:
+            await self._invalid(context, "action must be COMPLETE, CANCEL or SWAP")
+        try:
+            call = self.switch.control.end_consult(request.call_id, action)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def Monitor(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Monitor is not implemented yet")
+    async def AddParty(  # noqa: N802
+        self, request: gw.AddPartyRequest, context: Context
+    ) -> gw.AddPartyReply:
+        kind = await self._target(
+            context,
+            request.target_kind,
+            request.target,
+            (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_NUMBER),
+        )
+        try:
+            attempt, parties = await self.switch.control.add_party(
+                request.call_id,
+                kind,
+                request.target,
+                request.by_agent_id,
+                self._ring_s(request.ring_timeout_ms),
+            )
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.AddPartyReply(
+            call_id=request.call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
+            parties=parties,
+            detail=attempt.detail,
+        )
 
-    async def StopMonitor(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StopMonitor is not implemented yet")
+    async def RemoveParty(  # noqa: N802
+        self, request: gw.RemovePartyRequest, context: Context
+    ) -> gw.CallReply:
+        if not request.leg_id:
+            await self._invalid(context, "leg_id is required")
+        try:
+            call = self.switch.control.remove_party(request.call_id, request.leg_id)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def Mute(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Mute is not implemented yet")
+    async def Monitor(  # noqa: N802
+        self, request: gw.MonitorRequest, context: Context
+    ) -> gw.MonitorReply:
+        mode = MONITOR_MODES.get(request.mode)
+        if mode is None:
+            await self._invalid(context, "mode must be LISTEN, WHISPER or BARGE")
+        if not request.supervisor_id:
+            await self._invalid(context, "supervisor_id is required")
+        if request.endpoint and not request.endpoint.isdigit():
+            await self._invalid(context, f"endpoint {request.endpoint!r} is not an extension")
+        try:
+            call = self.switch.registry.get(request.call_id)
+            monitored = any(p.role is Role.SUPERVISOR for p in call.others)
+            if not monitored and not request.endpoint:
+                await self._invalid(context, "endpoint (the supervisor's extension) is required")
+            attempt, leg_id = await self.switch.control.monitor(
+                request.call_id,
+                mode,
+                request.supervisor_id,
+                request.endpoint,
+                self._ring_s(request.ring_timeout_ms),
+            )
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.MonitorReply(
+            call_id=request.call_id,
+            leg_id=leg_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            mode=request.mode,
+            detail=attempt.detail,
+        )
 
-    async def SendDigits(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SendDigits is not implemented yet")
+    async def StopMonitor(  # noqa: N802
+        self, request: gw.StopMonitorRequest, context: Context
+    ) -> gw.CallReply:
+        try:
+            call = self.switch.control.stop_monitor(request.call_id, request.leg_id)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+
+    async def Mute(self, request: gw.MuteRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        try:
+            call = self.switch.control.mute(request.call_id, request.leg_id, request.muted)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+
+    async def SendDigits(  # noqa: N802
+        self, request: gw.SendDigitsRequest, context: Context
+    ) -> gw.CallReply:
+        digits = request.digits.upper()
+        if not digits or len(digits) > 32 or not set(digits) <= DTMF_CHARS:
+            await self._invalid(context, "digits must be 1-32 of 0-9 * # A-D")
+        try:
+            call = await self.switch.control.send_digits(request.call_id, digits, request.leg_id)
+        except (CallGone, CommandError) as exc:
+            await self._fail(context, exc)
+        return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
     async def DialOut(self, request: Any, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DialOut is not implemented yet")

@@ -5,6 +5,7 @@ In the style of the ACD dispatcher's fakes; used by the switch and servicer test
 from __future__ import annotations
 
 import asyncio
+import itertools
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from gateway.core.prompts import PromptLibrary
 from gateway.core.switch import Switch
 
 SITE = "unit-site"
+LEG_IDS = itertools.count(1)
 FRAME = 160
 
 
@@ -53,6 +55,7 @@ class FakeMedia:
         self.sent: list[np.ndarray] = []
         self.skipped = 0
         self.closed = False
+        self.digits_sent = ""
 
     def send_audio(self, pcm: np.ndarray) -> bool:
         self.sent.append(pcm)
@@ -63,6 +66,9 @@ class FakeMedia:
 
     def close(self) -> None:
         self.closed = True
+
+    async def send_digits(self, digits: str) -> None:
+        self.digits_sent += digits
 
     def hear(self, frame: np.ndarray) -> None:
         """A frame arriving from the far end."""
@@ -81,7 +87,7 @@ class FakeLeg:
     answered: bool = False
     ended: bool = False
     media: FakeMedia = field(default_factory=FakeMedia)
-    leg_id: str = field(default_factory=lambda: f"leg-{id(object())}")
+    leg_id: str = field(default_factory=lambda: f"leg-{next(LEG_IDS)}")
 
 
 class FakeChannel:
@@ -97,6 +103,7 @@ class FakeChannel:
         )
         self.placed: list[str] = []
         self.diverted: list[str] = []
+        self.hold_problem = ""
 
     def did(self, action: str) -> list[Leg]:
         return [leg for a, leg in self.actions if a == action]
@@ -125,6 +132,10 @@ class FakeChannel:
         leg.media.close()
         self.actions.append(("release", leg))
 
+    async def hold(self, leg: Leg, held: bool) -> str:
+        self.actions.append(("hold" if held else "unhold", leg))
+        return self.hold_problem
+
     # EndpointDialer
     async def ring_endpoint(
         self, target: str, caller: CallerParty, ring_timeout_s: float, abandon: asyncio.Event
@@ -138,12 +149,20 @@ class FakeChannel:
 
     # Originator
     async def originate(
-        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+        self,
+        number: str,
+        policy: str,
+        timeout_s: float,
+        diverted_from: str = "",
+        *,
+        standalone: bool = True,
     ) -> Attempt:
         self.placed.append(number)
         self.diverted.append(diverted_from)
         assert self.sink is not None
         leg = FakeLeg(self, inbound=False, answered=True)
+        if not standalone:
+            return Attempt(Outcome.ANSWERED, leg, "")
         self.sink.offer(
             leg,
             Offer(ani="", dnis=number, trunk="fake", channel="fake", line="fake/1", outbound=True),
@@ -168,6 +187,7 @@ class FakeChannel:
 class FakeEvents:
     def __init__(self) -> None:
         self.facts: list[tuple[str, str, dict[str, object]]] = []
+        self.steps: list[object] = []
 
     def offered(self, call: Call) -> None:
         self.facts.append(("offered", call.call_id, {"outbound": call.outbound}))
@@ -195,6 +215,10 @@ class FakeEvents:
         self.facts.append(
             ("ended", call.call_id, {"reason": reason, "detail": detail, "talk_ms": talk_ms})
         )
+
+    def step(self, call: Call, step: object) -> None:
+        self.facts.append((type(step).__name__, call.call_id, {"step": step}))
+        self.steps.append(step)
 
     def kinds(self, call_id: str) -> list[str]:
         return [k for k, c, _ in self.facts if c == call_id]

@@ -91,6 +91,10 @@ class AnalogMedia:
         if self.port.on_audio == self._received:
             self.port.on_audio = None
 
+    async def send_digits(self, digits: str) -> None:
+        """DTMF tones down the line."""
+        await self.port.dial(digits)
+
 
 @dataclass(eq=False)
 class AnalogLeg:
@@ -265,8 +269,19 @@ class AnalogChannel:
                     rings = 0
 
     # ---- Originator ------------------------------------------------------------------------
+    async def hold(self, leg: Leg, held: bool) -> str:
+        """An analog line has no hold signalling: the core's music is all the far end gets."""
+        self._own(leg)
+        return ""
+
     async def originate(
-        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+        self,
+        number: str,
+        policy: str,
+        timeout_s: float,
+        diverted_from: str = "",
+        *,
+        standalone: bool = True,
     ) -> Attempt:
         """Seize a free line, wait for dial tone, dial, and consider it answered per `policy`:
         "after_dial" (lines without answer supervision) or "polarity" (wait for a reversal)."""
@@ -307,6 +322,9 @@ class AnalogChannel:
                     )
             leg = AnalogLeg(port, AnalogMedia(port), signalling=self, inbound=False, answered=True)
             self._legs[port.index] = leg
+            if not standalone:  # a party for a call the core has: not a new call
+                log.info("analog line %d: %s answered for a call in progress", port.index, number)
+                return Attempt(Outcome.ANSWERED, leg, "")
             call_id = self._sink.offer(
                 leg,
                 Offer(

@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.core.contracts import Leg, Recording
+from gateway.core.parties import Party, Role
 from gateway.media.bridge import Bridge
 from gateway.media.prompts import PromptPlayer
+from gateway.media.room import Room
 
-__all__ = ["Call", "CallGone", "CallRegistry", "CallState", "EndReason"]
+__all__ = ["Call", "CallGone", "CallRegistry", "CallState", "CommandError", "EndReason"]
 
 
 class CallState(str, enum.Enum):
@@ -34,6 +36,10 @@ class EndReason(str, enum.Enum):
     FAR_END = "far_end"
     TIMEOUT = "timeout"
     SYSTEM = "system"
+
+
+class CommandError(Exception):
+    """A command that cannot be done in the call's current state (FAILED_PRECONDITION)."""
 
 
 class CallGone(Exception):
@@ -70,9 +76,46 @@ class Call:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     recording: Recording | None = None
     trace: dict[str, str] = field(default_factory=dict)  # W3C context of the call's trace
+    # call control: more parties than caller and agent, the room that mixes them, hold
+    others: list[Party] = field(default_factory=list)  # conference, consult, supervisor
+    room: Room | None = None  # instead of the bridge when more than a plain two-way talk
+    held: set[str] = field(default_factory=set)  # keys of the parties on hold (hear music)
+    held_by: str = ""  # the leg that put the call on hold
+    hold_since: float | None = None
+    hold_ms: int = 0  # all holds together, for CallEnded
+    hold_count: int = 0
+    muted: set[str] = field(default_factory=set)
+    consult: Party | None = None  # the consult target while a consult is on
+    busy: str = ""  # a transfer, consult or join in progress (one at a time)
+    agent_endpoint: str = ""
 
     def legs(self) -> tuple[Leg, ...]:
-        return (self.caller,) if self.agent is None else (self.caller, self.agent)
+        base = (self.caller,) if self.agent is None else (self.caller, self.agent)
+        return base + tuple(p.leg for p in self.others)
+
+    def parties(self) -> list[Party]:
+        """Every party, caller and agent first."""
+        out = [Party(self.caller, Role.CALLER)]
+        if self.agent is not None:
+            out.append(Party(self.agent, Role.AGENT, self.agent_endpoint, self.agent_id))
+        return out + self.others
+
+    def party(self, leg_id: str) -> Party | None:
+        return next((p for p in self.parties() if p.key == leg_id), None)
+
+    def hold_started(self, now: float) -> None:
+        if self.hold_since is None:
+            self.hold_since = now
+            self.hold_count += 1
+
+    def hold_ended(self, now: float) -> int:
+        """Ends the current hold; returns its length in ms (0 if none)."""
+        if self.hold_since is None:
+            return 0
+        held_ms = int((now - self.hold_since) * 1000)
+        self.hold_ms += held_ms
+        self.hold_since = None
+        return held_ms
 
     def take_digit(self) -> str | None:
         if self.digits:
@@ -118,8 +161,15 @@ class CallRegistry:
     def bind_leg(self, call: Call, leg: Leg) -> None:
         self._by_leg[leg.leg_id] = call
 
+    def unbind_leg(self, call: Call, leg: Leg) -> None:
+        if self._by_leg.get(leg.leg_id) is call:
+            del self._by_leg[leg.leg_id]
+
     def call_of(self, leg: Leg) -> Call | None:
         return self._by_leg.get(leg.leg_id)
+
+    def call_by_leg_id(self, leg_id: str) -> Call | None:
+        return self._by_leg.get(leg_id)
 
     def get(self, call_id: str) -> Call:
         call = self.calls.get(call_id)

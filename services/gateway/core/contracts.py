@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "AcdLink",
     "Attempt",
     "AudioHandler",
     "CallJournal",
@@ -64,6 +65,10 @@ class MediaStream(Protocol):
 
     def close(self) -> None:
         """Release the stream's resources; safe to call twice."""
+        ...
+
+    async def send_digits(self, digits: str) -> None:
+        """Send DTMF to the far end (RFC 4733 events on SIP, tones on an analog line)."""
         ...
 
 
@@ -123,6 +128,12 @@ class Signalling(Protocol):
         lets late retransmissions still find it)."""
         ...
 
+    async def hold(self, leg: Leg, held: bool) -> str:
+        """Tell the far end we hold it (SIP: re-INVITE a=sendonly) or resume it (sendrecv);
+        returns "" when done, else what went wrong (the media hold stands either way). A
+        channel without hold signalling (an analog line) does nothing."""
+        ...
+
 
 class Release(str, enum.Enum):
     """Why a channel reports that a leg went away by itself."""
@@ -160,6 +171,18 @@ class CallSink(Protocol):
 
     def leg_released(self, leg: Leg, why: Release, detail: str) -> None:
         """The far end of ``leg`` is gone; the channel has already marked it ended."""
+        ...
+
+    def leg_held(self, leg: Leg, held: bool) -> None:
+        """The far end of ``leg`` put the call on hold by itself (SIP re-INVITE sendonly,
+        inactive or 0.0.0.0), or took it off hold."""
+        ...
+
+    async def refer(self, leg: Leg, kind: str, target: str, replaces: str) -> Attempt:
+        """The far end of ``leg`` asks to transfer the call to ``target``, an "extension" or
+        a "number" (``kind``; SIP REFER);
+        ``replaces`` names the channel's own leg whose call the target is in (an attended
+        transfer from a phone), "" for a blind one. The answer is the transfer's outcome."""
         ...
 
 
@@ -211,10 +234,26 @@ class Originator(Protocol):
     the new call to its sink (with ``Offer.outbound``) and the attempt carries its leg."""
 
     async def originate(
-        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+        self,
+        number: str,
+        policy: str,
+        timeout_s: float,
+        diverted_from: str = "",
+        *,
+        standalone: bool = True,
     ) -> Attempt:
         """``diverted_from``: the call forwards one to that number (a SIP trunk sends it as
-        Diversion; a line that cannot say so ignores it)."""
+        Diversion; a line that cannot say so ignores it). ``standalone=False``: the leg is
+        for a call the core already has (a transfer, a conference party): not offered as a
+        new call, owned by the core once answered."""
+        ...
+
+
+class AcdLink(Protocol):
+    """The ACD as the core needs it: a call goes back to a queue (a transfer to a queue)."""
+
+    async def requeue(self, call_id: str, queue: str, from_agent_id: str) -> str:
+        """Queue the call again; returns "" when queued, else why not."""
         ...
 
 

@@ -20,8 +20,9 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 
 from common import tracing
-from gateway.core.calls import Call, CallGone, CallRegistry, CallState, EndReason
+from gateway.core.calls import Call, CallGone, CallRegistry, CallState, CommandError, EndReason
 from gateway.core.contracts import (
+    AcdLink,
     Attempt,
     CallerParty,
     CallJournal,
@@ -33,10 +34,14 @@ from gateway.core.contracts import (
     Recorder,
     Release,
 )
+from gateway.core.control import Control
+from gateway.core.parties import MOH, hearing, is_plain
 from gateway.core.prompts import PromptLibrary
+from gateway.core.steps import Step
 from gateway.media.bridge import Bridge
 from gateway.media.clock import FrameClock
 from gateway.media.prompts import PromptPlayer
+from gateway.media.room import Room
 
 __all__ = ["CallEvents", "CommandError", "Switch"]
 
@@ -55,10 +60,6 @@ ANSWER_TIMEOUT_S = 60.0
 LEG_LINGER_S = 5.0  # keep ended legs known to their channel for late retransmissions
 
 
-class CommandError(Exception):
-    """A command that cannot be done in the call's current state (FAILED_PRECONDITION)."""
-
-
 class CallEvents(Protocol):
     """The facts the switch announces (built and published by the gateway's notifier)."""
 
@@ -71,6 +72,10 @@ class CallEvents(Protocol):
     def ended(
         self, call: Call, reason: EndReason, detail: str, duration_ms: int, talk_ms: int
     ) -> None: ...
+
+    def step(self, call: Call, step: Step) -> None:
+        """A call-control step (hold, transfer, conference...: gateway.core.steps)."""
+        ...
 
 
 class Switch:
@@ -89,10 +94,17 @@ class Switch:
         journal: CallJournal | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
         linger_s: float = LEG_LINGER_S,
+        acd: AcdLink | None = None,
+        hold_prompt: str = "hold",
+        number_trunk: str = "analog",
+        refer_timeout_s: float = 30.0,
     ) -> None:
         self.site, self.events, self.clock, self.prompts = site, events, clock, prompts
         self.endpoints, self.trunks, self.recorder = endpoints, dict(trunks), recorder
-        self.journal = journal
+        self.journal, self.acd = journal, acd
+        self.hold_prompt, self.number_trunk = hold_prompt, number_trunk
+        self.refer_timeout_s = refer_timeout_s
+        self.control = Control(self)
         self.answer_timeout_s, self.linger_s = answer_timeout_s, linger_s
         self.registry = CallRegistry()
         self.draining = False
@@ -192,6 +204,10 @@ class Switch:
         call = self.registry.call_of(leg)
         if call is None or call.state == CallState.ENDED:
             return
+        if leg not in call.legs():
+            return  # a leg the call let go of (transferred away), still lingering
+        if leg is not call.caller and self.control.party_left(call, leg):
+            return
         if why is Release.FAR_END:
             reason = EndReason.FAR_END
         elif why is Release.TIMEOUT:
@@ -201,6 +217,12 @@ class Switch:
         else:
             reason = EndReason.AGENT_HANGUP
         self.end(call, reason, detail, by=leg)
+
+    def leg_held(self, leg: Leg, held: bool) -> None:
+        self.control.phone_hold(leg, held)
+
+    async def refer(self, leg: Leg, kind: str, target: str, replaces: str) -> Attempt:
+        return await self.control.refer(leg, kind, target, replaces)
 
     async def _answer_timeout(self, call: Call) -> None:
         await asyncio.sleep(self.answer_timeout_s)
@@ -353,17 +375,122 @@ class Switch:
         if self.recorder is not None:
             recording = self.recorder.start(call.call_id, call.agent_id, call.queue)
         call.recording = recording
-        call.bridge = Bridge(
-            call.caller.media,
-            call.agent.media,
-            tap=recording.tap if recording is not None else None,
-        )
-        call.bridge.start(self.clock)
+        call.agent_endpoint = endpoint
         call.state = CallState.BRIDGED
-        call.bridged_at = time.monotonic()
+        self.arrange(call)
+        if call.bridged_at is None:
+            call.bridged_at = time.monotonic()
         self.events.bridged(call, call.agent.leg_id, endpoint)
         log.info("call %s bridged to %s (%s)", call.call_id, endpoint, call.agent_id)
         self._update_gauges()
+
+    # ---- media arrangement and leg bookkeeping for call control --------------------------
+    def require_prompt(self, name: str) -> None:
+        """CommandError unless the prompt exists (hold music must, before anyone is held)."""
+        try:
+            self.prompts.get(name)
+        except Exception as exc:
+            raise CommandError(f"hold music {name!r} is not available: {exc}") from None
+
+    def arrange(self, call: Call) -> None:
+        """The call's media for its parties: the two-party bridge for a plain talk, else a
+        room mixing them as :func:`~gateway.core.parties.hearing` says."""
+        if call.state != CallState.BRIDGED or call.agent is None:
+            self._stop_media(call)
+            return
+        self._stop_player(call, completed=False)
+        parties = call.parties()
+        tap = call.recording.tap if call.recording is not None else None
+        if is_plain(parties, call.held, call.muted):
+            if call.room is not None:
+                call.room.stop()
+                call.room = None
+            bridge = call.bridge
+            if bridge is not None and (
+                bridge.a is call.caller.media and bridge.b is call.agent.media
+            ):
+                return
+            if bridge is not None:
+                bridge.stop()
+            call.bridge = Bridge(call.caller.media, call.agent.media, tap=tap)
+            call.bridge.start(self.clock)
+            return
+        if call.bridge is not None:
+            call.bridge.stop()
+            call.bridge = None
+        room = call.room
+        if room is None:
+            room = call.room = Room(tap, tap_key=call.caller.leg_id)
+            room.start(self.clock)
+        keys = {p.key for p in parties}
+        for key in list(room.members):
+            if key != MOH and key not in keys:
+                room.leave(key)
+        for party in parties:
+            if party.key not in room.members:
+                room.join(party.key, party.leg.media)
+        if call.held and MOH not in room.members:
+            room.add_source(MOH, PromptPlayer(self.prompts.get(self.hold_prompt), loop=True))
+        elif not call.held and MOH in room.members:
+            room.leave(MOH)
+        room.hear(hearing(parties, call.held, call.muted))
+
+    def _stop_media(self, call: Call) -> None:
+        if call.bridge is not None:
+            call.bridge.stop()
+            call.bridge = None
+        if call.room is not None:
+            call.room.stop()
+            call.room = None
+
+    def unbridge(self, call: Call) -> None:
+        """The agent leaves the call for now (a transfer to a queue): the caller hears hold
+        music from the gateway until the ACD plays its own; the call is answered again, so
+        the ACD can connect it, and its recording is finished."""
+        if call.hold_since is not None:
+            call.hold_ended(time.monotonic())
+        call.held, call.held_by, call.muted = set(), "", set()
+        call.agent, call.state = None, CallState.ANSWERED
+        self._stop_media(call)
+        if call.recording is not None:
+            recording, call.recording = call.recording, None
+            self.spawn(recording.finish(), f"recording-{call.call_id}")
+        try:
+            frames_ = self.prompts.get(self.hold_prompt)
+        except Exception:
+            frames_ = []
+        if frames_:
+            call.player = PromptPlayer(frames_, loop=True)
+            self._playing.add(call)
+        self._update_gauges()
+
+    def rebridge(self, call: Call) -> None:
+        """Undo :meth:`unbridge` (the ACD would not take the call back)."""
+        assert call.agent is not None
+        self._bridge(call, call.agent_endpoint)
+
+    def detach(self, call: Call, leg: Leg) -> None:
+        """``leg`` leaves ``call`` without being hung up (it moves to another call)."""
+        call.others = [p for p in call.others if p.leg is not leg]
+        if call.agent is leg:
+            call.agent = None
+        self.registry.unbind_leg(call, leg)
+
+    def end_moved(self, call: Call, detail: str, keep: Leg) -> None:
+        """End a call whose far party moved to another call (attended transfer by REFER)."""
+        self.end(call, EndReason.SYSTEM, detail, by=keep)
+
+    def release_later(self, leg: Leg) -> None:
+        self._release_later(leg)
+
+    def forget_later(self, call: Call, leg: Leg) -> None:
+        """A leg that left the call: after the linger the call no longer knows it."""
+
+        async def later() -> None:
+            await asyncio.sleep(self.linger_s)
+            self.registry.unbind_leg(call, leg)
+
+        self.spawn(later(), f"forget-{leg.leg_id}")
 
     def hangup(self, call_id: str, detail: str) -> Call:
         call = self.registry.get(call_id)
@@ -378,9 +505,9 @@ class Switch:
         call.state = CallState.ENDED
         call.ended.set()
         self._stop_player(call, completed=False)
-        if call.bridge is not None:
-            call.bridge.stop()
+        self._stop_media(call)
         now = time.monotonic()
+        call.hold_ended(now)
         for leg in call.legs():
             if leg is by or leg.ended:
                 continue

@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway.channels.sip import CarrierConfig, CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.core.calls import Call, EndReason
 from gateway.core.prompts import PromptLibrary
+from gateway.core.steps import Step
 from gateway.core.switch import Switch
 from gateway.directory import demo_directory
 from gateway.media.clock import FrameClock
@@ -27,6 +28,7 @@ HOST = "127.0.0.1"
 SIP_PORT = 26060
 RTP_LOW, RTP_HIGH = 37000, 37999
 PROMPT_TONE_HZ = 1400.0
+HOLD_TONE_HZ = 500.0  # the test's hold music
 
 
 @dataclass
@@ -83,6 +85,7 @@ class CallFacts:
     trunks: list[tuple[str, bool, str]] = field(default_factory=list)
     trunk_changed: asyncio.Event = field(default_factory=asyncio.Event)
     offers: list[Call] = field(default_factory=list)
+    steps: list[tuple[str, Step]] = field(default_factory=list)
 
     @property
     def offered(self) -> asyncio.Queue[Call]:
@@ -118,6 +121,9 @@ class SwitchEvents:
     ) -> None:
         self.facts.ended_fact(call, reason, detail)
 
+    def step(self, call: Call, step: Step) -> None:
+        self.facts.steps.append((call.call_id, step))
+
 
 def write_tone_prompt(directory: Path, name: str, freq: float, seconds: float) -> None:
     with wave.open(str(directory / f"{name}.wav"), "wb") as w:
@@ -139,6 +145,7 @@ async def start_gateway(
     prompts = tmp_path / "prompts"
     prompts.mkdir(exist_ok=True)
     write_tone_prompt(prompts, "tone", PROMPT_TONE_HZ, 30.0)
+    write_tone_prompt(prompts, "hold", HOLD_TONE_HZ, 3.0)
     facts = CallFacts()
     clock = FrameClock()
     clock.start()

@@ -59,3 +59,43 @@ def assert_hears(path: Path, freq: float, *, not_freq: float | None = None, what
 def tone_frames(freq: float, seconds: float, rate: int = 8000, level: float = 8000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (np.sin(2 * np.pi * freq * t) * level).astype(np.int16)
+
+
+def timeline(path: Path, freqs: dict[str, float], window_s: float = 0.25) -> list[dict[str, float]]:
+    """Per window of the recording, each named tone's share of the power (0..1); a quiet
+    window has every share 0. Tells *when* a party heard whom."""
+    samples, rate = read_wav(path)
+    size = int(window_s * rate)
+    out = []
+    for start in range(0, samples.size - size + 1, size):
+        chunk = samples[start : start + size]
+        loud = float(np.sqrt((chunk**2).mean())) > 300.0
+        out.append({name: tone_share(chunk, rate, f) if loud else 0.0 for name, f in freqs.items()})
+    return out
+
+
+def phases(windows: list[dict[str, float]], share: float = 0.5) -> list[str]:
+    """The sequence of dominant tones (by name), repeats collapsed; quiet or mixed windows
+    are left out. E.g. ["agent", "moh", "agent"] for a hold and resume."""
+    seq: list[str] = []
+    for window in windows:
+        name, best = max(window.items(), key=lambda kv: kv[1], default=("", 0.0))
+        if best >= share and (not seq or seq[-1] != name):
+            seq.append(name)
+    return seq
+
+
+def longest_run(
+    windows: list[dict[str, float]], name: str, share: float = 0.5
+) -> list[dict[str, float]]:
+    """The longest stretch of consecutive windows where ``name`` has at least ``share``."""
+    best: list[dict[str, float]] = []
+    run: list[dict[str, float]] = []
+    for window in windows:
+        if window.get(name, 0.0) >= share:
+            run.append(window)
+            if len(run) > len(best):
+                best = list(run)
+        else:
+            run = []
+    return best

@@ -189,7 +189,13 @@ class CarrierTrunk:
 
     # ---- Originator ------------------------------------------------------------------------
     async def originate(
-        self, number: str, policy: str, timeout_s: float, diverted_from: str = ""
+        self,
+        number: str,
+        policy: str,
+        timeout_s: float,
+        diverted_from: str = "",
+        *,
+        standalone: bool = True,
     ) -> Attempt:
         """Call ``number`` through the carrier; answered calls are offered to the core. With
         ``diverted_from`` the INVITE carries Diversion (RFC 5806) for that number."""
@@ -263,6 +269,9 @@ class CarrierTrunk:
             if final.status in (401, 403, 407) or final.status >= 500:
                 return Attempt(Outcome.NO_LINE, None, f"carrier refused: {dialed.detail}")
             return Attempt(Outcome.NO_ANSWER, None, dialed.detail)
+        if not standalone:  # a party for a call the core has: not a new call
+            log.info("trunk %s: %s answered for a call in progress", self.name, number)
+            return Attempt(Outcome.ANSWERED, leg, "")
         call_id = sink.offer(
             leg,
             Offer(ani=caller, dnis=number, trunk=self.name, channel="sip", outbound=True),

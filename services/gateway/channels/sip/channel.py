@@ -29,6 +29,7 @@ from gateway.channels.sip.leg import SipLeg
 from gateway.channels.sip.media import SipMedia
 from gateway.channels.sip.negotiation import MediaNegotiation
 from gateway.channels.sip.outbound import result_for, ring_phone
+from gateway.channels.sip.refer import ReferTarget, parse_refer_to, sipfrag
 from gateway.channels.sip.trunk import TrunkPolicy
 from gateway.channels.sip.useragent import (
     ALLOW,
@@ -37,7 +38,7 @@ from gateway.channels.sip.useragent import (
     SUPPORTED_TAGS,
     USER_AGENT,
 )
-from gateway.core.contracts import Attempt, CallerParty, CallSink, Leg, Offer, Release
+from gateway.core.contracts import Attempt, CallerParty, CallSink, Leg, Offer, Outcome, Release
 from gateway.media.endpoint import NoFreePort, PortAllocator
 from gateway.quality import observe_leg, prepare
 from gateway.sip import sdp
@@ -77,7 +78,7 @@ SIP_REQUESTS = Counter("hotline_sip_requests_total", "SIP requests received", ["
 SIP_BAD = Counter("hotline_sip_malformed_total", "Malformed SIP messages received")
 REJECTED = Counter("hotline_gateway_rejected_total", "INVITEs refused", ["status", "site"])
 
-KNOWN_UNSUPPORTED = {"SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH"}
+KNOWN_UNSUPPORTED = {"SUBSCRIBE", "NOTIFY", "MESSAGE", "PUBLISH"}
 COUNTED_METHODS = frozenset(ALLOWED) | KNOWN_UNSUPPORTED  # metric labels stay bounded
 LINGER_S = 5.0  # a failed outbound leg stays routable for late retransmissions
 RETRY_AFTER_S = "60"  # a draining gateway's advice: try another one, or come back later
@@ -308,6 +309,8 @@ class SipChannel:
             self._info(req, tx)
         elif method == "PRACK":
             self._prack(req, tx)
+        elif method == "REFER":
+            self._refer(req, tx)
         elif method in KNOWN_UNSUPPORTED:
             tx.respond(self.response(req, 405, extra=[("Allow", ALLOW)]))
         else:
@@ -541,6 +544,7 @@ class SipChannel:
         except SipParseError as exc:
             tx.respond(self.response(req, 400, f"Bad Session-Expires: {exc}"[:100]))
             return
+        was_held = leg.media.held
         try:
             body = leg.negotiation.answer(req.body) if req.body else leg.negotiation.offer()
         except sdp.SdpRejected as exc:
@@ -573,6 +577,13 @@ class SipChannel:
             resp, tx.transport, tx.response_addr, self.layer.timers
         )
         leg.ok_retransmitter.start()
+        self._hold_changed(leg, was_held)
+
+    def _hold_changed(self, leg: SipLeg, was_held: bool) -> None:
+        """The peer's offer put the call on hold (sendonly, inactive, 0.0.0.0) or took it
+        off: the core lets the other party hear music meanwhile."""
+        if leg.media.held != was_held and self._sink is not None and leg.answered:
+            self._sink.leg_held(leg, leg.media.held)
 
     def _update(self, req: SipRequest, tx: ServerTransaction) -> None:
         """UPDATE (RFC 3311): a new offer or a session refresh, without touching the dialog's
@@ -590,6 +601,7 @@ class SipChannel:
             return
         extra: list[tuple[str, str]] = [("Contact", leg.contact), *self._session_headers(leg)]
         body = b""
+        was_held = leg.media.held
         if req.body:
             if leg.negotiation.offer_pending or (leg.late_offer and not leg.answered):
                 tx.respond(self.response(req, 491))
@@ -609,6 +621,8 @@ class SipChannel:
         except SipParseError:
             pass
         tx.respond(self.response(req, 200, body=body, extra=extra))
+        if req.body:
+            self._hold_changed(leg, was_held)
 
     def _info(self, req: SipRequest, tx: ServerTransaction) -> None:
         """INFO: a DTMF digit (application/dtmf-relay or application/dtmf) goes to the core
@@ -630,6 +644,112 @@ class SipChannel:
             return
         tx.respond(self.response(req, 200))
         leg.media.info_digit(digit)
+
+    def _refer(self, req: SipRequest, tx: ServerTransaction) -> None:
+        """REFER (RFC 3515) from a phone in a call: 202, then NOTIFYs with the transfer's
+        progress as message/sipfrag; after a success the phone's leg is released (BYE)."""
+        leg = self._in_dialog(req, tx)
+        if leg is None:
+            return
+        refer_to = req.headers.get_all("Refer-To") or req.headers.get_all("r")
+        if len(refer_to) != 1:
+            tx.respond(self.response(req, 400, "Exactly One Refer-To Required"))
+            return
+        try:
+            target = parse_refer_to(refer_to[0])
+        except SipParseError as exc:
+            tx.respond(self.response(req, 400, f"Bad Refer-To: {exc}"[:100]))
+            return
+        replaces = ""
+        if target.replaces_call_id:
+            other = self._dialogs.get(target.replaces_call_id)
+            if other is None or other.ended or not _tags_match(other, target):
+                tx.respond(self.response(req, 481, "Replaced Dialog Does Not Exist"))
+                return
+            replaces = other.leg_id
+        if self._sink is None:
+            tx.respond(self.response(req, 503, "Starting Up"))
+            return
+        tx.respond(self.response(req, 202, extra=[("Contact", leg.contact)]))
+        self.spawn(self._run_refer(leg, target, replaces), f"refer-{leg.leg_id}", None)
+
+    async def _run_refer(self, leg: SipLeg, target: ReferTarget, replaces: str) -> None:
+        assert self._sink is not None
+        await self._notify(leg, sipfrag(None), "active;expires=60")
+        kind = "extension" if self.registrar.lookup(target.user) is not None else "number"
+        try:
+            attempt = await self._sink.refer(leg, kind, target.user, replaces)
+        except Exception:
+            log.exception("REFER on %s failed", leg.sip_call_id)
+            attempt = Attempt(Outcome.REJECTED, None, "transfer failed")
+        if leg.ended:
+            return
+        await self._notify(leg, sipfrag(attempt.outcome), "terminated;reason=noresource")
+        if attempt.outcome is Outcome.ANSWERED and not leg.ended:
+            leg.ended = True  # the transferor's part is over (RFC 5589 6)
+            await self._send_bye(leg)
+
+    async def _notify(self, leg: SipLeg, body: bytes, state: str) -> None:
+        if leg.ended or leg.dialog is None:
+            return
+        try:
+            final = await self.request_in_dialog(
+                leg,
+                "NOTIFY",
+                headers=[
+                    ("Event", "refer"),
+                    ("Subscription-State", state),
+                    ("Contact", leg.contact),
+                    ("Content-Type", "message/sipfrag;version=2.0"),
+                ],
+                body=body,
+            )
+        except (OSError, ConnectionError) as exc:
+            log.info("NOTIFY on %s could not be sent: %s", leg.sip_call_id, exc)
+            return
+        if final.status >= 300:
+            log.info("NOTIFY on %s answered %d %s", leg.sip_call_id, final.status, final.reason)
+
+    async def hold(self, leg: Leg, held: bool) -> str:
+        """Hold (re-INVITE a=sendonly, RFC 3264 8.4) or resume (sendrecv) the far end."""
+        sip = self._own(leg)
+        if sip.ended or sip.dialog is None or not sip.answered:
+            return "the leg is not connected"
+        if sip.reinvite_pending or sip.negotiation.offer_pending:
+            return "another offer is in progress on the leg"
+        sip.reinvite_pending = True
+        try:
+            body = sip.negotiation.offer("sendonly" if held else "sendrecv")
+            try:
+                final = await self.request_in_dialog(
+                    sip,
+                    "INVITE",
+                    headers=[
+                        ("Contact", sip.contact),
+                        ("Supported", SUPPORTED),
+                        ("Content-Type", "application/sdp"),
+                        *self._session_headers(sip),
+                    ],
+                    body=body,
+                )
+            except (OSError, ConnectionError) as exc:
+                sip.negotiation.cancel_offer()
+                return f"re-INVITE could not be sent: {exc}"
+            if not 200 <= final.status < 300:
+                sip.negotiation.cancel_offer()
+                return f"re-INVITE answered {final.status} {final.reason}"
+            await self.send_ack(sip, final.cseq[0])
+            if not final.body:
+                sip.negotiation.cancel_offer()
+                return "re-INVITE 2xx without SDP answer"
+            try:
+                sip.negotiation.accept_answer(final.body)
+            except sdp.SdpError as exc:
+                sip.negotiation.cancel_offer()
+                return f"unusable SDP answer to re-INVITE: {exc}"
+            return ""
+        finally:
+            sip.reinvite_pending = False
 
     def _prack(self, req: SipRequest, tx: ServerTransaction) -> None:
         """PRACK for our reliable 1xx (RFC 3262 3): the answer may follow."""
@@ -979,6 +1099,17 @@ class SipChannel:
         """Send the leg's INVITE (again, after a challenge or 422) as a client transaction."""
         leg.client_tx = await self.layer.request(leg.invite, leg.transport, leg.peer)
         return leg.client_tx
+
+
+def _tags_match(leg: SipLeg, target: ReferTarget) -> bool:
+    """A Replaces names the dialog as the phone sees it: its from-tag is the phone's (our
+    remote tag), its to-tag ours (RFC 3891 3)."""
+    dialog = leg.dialog
+    if dialog is None:
+        return False
+    if target.to_tag and target.to_tag != dialog.local_tag:
+        return False
+    return not (target.from_tag and target.from_tag != dialog.remote_tag)
 
 
 async def resolve(host: str, port: int) -> Addr:

@@ -60,10 +60,11 @@ class MediaNegotiation:
         self.remote_version = offer.session_version
         return body
 
-    def offer(self) -> bytes:
-        """Our offer (all our codecs, or the one in use on a re-offer, RFC 6337 5.3)."""
+    def offer(self, direction: str = "sendrecv") -> bytes:
+        """Our offer (all our codecs, or the one in use on a re-offer, RFC 6337 5.3);
+        ``direction`` sendonly holds the far end (RFC 3264 8.4), sendrecv resumes it."""
         codecs = (self.negotiated.codec,) if self.negotiated is not None else self.codecs
-        description = sdp.offer(self.host, self.media.local_port, codecs)
+        description = sdp.offer(self.host, self.media.local_port, codecs, direction=direction)
         self.pending_offer = description
         return self._body(description)
 

@@ -22,10 +22,21 @@ if TYPE_CHECKING:
 
 __all__ = ["ALLOW", "ALLOWED", "SUPPORTED", "SUPPORTED_TAGS", "USER_AGENT", "UserAgent"]
 
-ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK")
+ALLOWED = (
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "OPTIONS",
+    "REGISTER",
+    "UPDATE",
+    "INFO",
+    "PRACK",
+    "REFER",
+)
 ALLOW = ", ".join(ALLOWED)
-SUPPORTED_TAGS = frozenset({"100rel", "timer"})
-SUPPORTED = "100rel, timer"
+SUPPORTED_TAGS = frozenset({"100rel", "timer", "replaces"})
+SUPPORTED = "100rel, timer, replaces"
 USER_AGENT = "Hotline/0.1"
 
 

@@ -39,11 +39,23 @@ class Call(pj.Call):
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         info = self.getInfo()
         for i, media in enumerate(info.media):
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            if media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 audio = self.getAudioMedia(i)
                 self.phone.tone.startTransmit(audio)
                 audio.startTransmit(self.phone.recorder)
                 say("media")
+            elif media.status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD:
+                audio = self.getAudioMedia(i)
+                audio.startTransmit(self.phone.recorder)
+                say("remote-hold")
+            elif media.status == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD:
+                say("local-hold")
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        say(f"xfer-status {prm.statusCode}")
+        prm.cont = True
 
 
 class Account(pj.Account):
@@ -72,6 +84,7 @@ class Phone:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.call: Call | None = None
+        self.second: Call | None = None
         self.answer_at: float | None = None
         self.ep = pj.Endpoint()
         self.ep.libCreate()
@@ -132,6 +145,14 @@ class Phone:
             prm = pj.CallOpParam(True)
             self.call.makeCall(args.call, prm)
         sent_info = False
+        steps = [  # (seconds after confirmed, action), each done once
+            (args.hold_after, self._hold),
+            (args.unhold_after, self._unhold),
+            (args.xfer_after, self._xfer),
+            (args.consult_after, self._consult),
+            (args.replaces_after, self._replaces),
+        ]
+        steps = [(at, act) for at, act in steps if at]
         while time.monotonic() < deadline:
             self.ep.libHandleEvents(20)
             call = self.call
@@ -147,6 +168,10 @@ class Phone:
             if call.confirmed_at is None:
                 continue
             talked = time.monotonic() - call.confirmed_at
+            for at, act in list(steps):
+                if talked >= at:
+                    steps.remove((at, act))
+                    act(call)
             if args.info_dtmf and not sent_info and talked >= args.info_after:
                 dtmf = pj.CallSendDtmfParam()
                 dtmf.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
@@ -160,11 +185,38 @@ class Phone:
         say("error timeout")
         return 2
 
+    def _hold(self, call: Call) -> None:
+        call.setHold(pj.CallOpParam(True))
+        say("hold-sent")
+
+    def _unhold(self, call: Call) -> None:
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        call.reinvite(prm)
+        say("unhold-sent")
+
+    def _xfer(self, call: Call) -> None:
+        call.xfer(self.args.xfer_to, pj.CallOpParam(True))
+        say("xfer-sent")
+
+    def _consult(self, call: Call) -> None:
+        """Attended transfer, first half: the first call on hold, a second call made."""
+        call.setHold(pj.CallOpParam(True))
+        self.second = Call(self, self.account)
+        self.second.makeCall(self.args.consult, pj.CallOpParam(True))
+        say("consult-sent")
+
+    def _replaces(self, call: Call) -> None:
+        """Second half: REFER the first call's far end to the second call (Replaces)."""
+        assert self.second is not None
+        call.xferReplaces(self.second, pj.CallOpParam(True))
+        say("replaces-sent")
+
     def close(self) -> None:
         self.ep.hangupAllCalls()
         for _ in range(20):
             self.ep.libHandleEvents(10)
-        self.call = None
+        self.call = self.second = None
         del self.tone, self.recorder, self.account
         self.ep.libDestroy()
 
@@ -188,6 +240,13 @@ def main() -> int:
     ap.add_argument("--info-dtmf", default="")
     ap.add_argument("--info-after", type=float, default=1.0)
     ap.add_argument("--max-seconds", type=float, default=30.0)
+    ap.add_argument("--hold-after", type=float, default=0.0, help="re-INVITE sendonly")
+    ap.add_argument("--unhold-after", type=float, default=0.0)
+    ap.add_argument("--xfer-to", default="", help="URI to REFER the call to (blind)")
+    ap.add_argument("--xfer-after", type=float, default=0.0)
+    ap.add_argument("--consult", default="", help="URI of the consult call (attended)")
+    ap.add_argument("--consult-after", type=float, default=0.0)
+    ap.add_argument("--replaces-after", type=float, default=0.0)
     ap.add_argument("--log-level", type=int, default=3)
     args = ap.parse_args()
     phone = Phone(args)
