@@ -1,7 +1,9 @@
 """The supervisor board in real headless Chromium on the real platform: a snapshot on load, then
 live as agents change state and a SIPp caller queues and is answered by a SIPp phone; the
-supervisor sets an agent Not Ready from the board, and an agent's API session is refused the
-supervisor's actions; every action lands in the CRM's audit log."""
+supervisor sets an agent Not Ready from the board, listens in from a desk phone (SIPp), switches
+to whisper, leaves, and force-releases the call; an agent's API session is refused the
+supervisor's actions; every action lands in the CRM's audit log. (Who hears whom while
+monitoring is proven by tone in the gateway's own tests.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from tests.e2e.conftest import DTMF_PCAP, Platform, register_phone, wait_for
+from tests.e2e.conftest import DTMF_PCAP, Api, Platform, register_phone, wait_for
 from tests.e2e.test_agent_desktop import CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
@@ -140,6 +142,31 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             call_id = cell(page, row("agent15"), "call")
             status, body = agent16.call("POST", f"/api/supervision/calls/{call_id}/release")
             assert status == 403
+
+            # the supervisor listens in from the desk phone 8090 (a hot desk the admin approved),
+            # switches to whisper, and leaves again: the board drives the gateway's Monitor
+            admin = Api(platform.http)
+            admin.login("admin", "admin-demo")
+            status, body = admin.call("POST", "/api/hotdesks", {"extension": "8090"})
+            assert status in (201, 409), body  # 409: approved by an earlier run
+            desk_phone = sipp("phone_uas.xml", 16631, media_port=16632)
+            register_phone(sipp, "8090", 16630, 16631)
+            page.fill("#board-extension", "8090")
+            page.click(f'{row("agent15")} button[data-action="listen"]')
+            page.wait_for_selector(
+                f'{row("agent15")} button[data-action="listen"].active', timeout=30000
+            )
+            page.click(f'{row("agent15")} button[data-action="whisper"]')
+            page.wait_for_selector(f'{row("agent15")} button[data-action="whisper"].active')
+            page.click(f'{row("agent15")} button[data-action="stop"]')
+            page.wait_for_selector(f'{row("agent15")} button[data-action="listen"]:not(.active)')
+            assert desk_phone.wait(30) == 0, desk_phone.explain()  # BYE when the supervisor left
+            assert audit(platform, "supervision.monitor", call_id) == [
+                ("supervisor", "listen from extension 8090"),
+                ("supervisor", "whisper from extension 8090"),
+            ]
+            assert len(audit(platform, "supervision.monitor.stop", call_id)) == 1
+            page.screenshot(path=str(tmp_path / "board-monitor.png"))
 
             # the caller hangs up … here: the supervisor's force release ends the call
             page.click(f'{row("agent15")} button[data-action="release"]')
