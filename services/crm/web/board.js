@@ -1,4 +1,5 @@
-// Hotline supervisor board (班组监控): plain JS, no build step, loaded by the desk page.
+// Hotline supervisor board (班组监控): plain JS, no build step, loaded by the desk page after
+// desk.js (whose `api` helper it uses).
 // For supervisors, team leaders and admins it adds a board to the desk: a snapshot on load
 // (GET /api/supervision/board: the ACD's agents and queues), then live from the feed (/ws:
 // agent state changes and queue changes); the rolling KPIs are fetched again from the ACD when
@@ -54,18 +55,9 @@
     return node;
   }
 
-  async function call(method, path, body) {
-    const init = { method, credentials: "same-origin", headers: {} };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    const response = await fetch(path, init);
-    let data = null;
-    try { data = await response.json(); } catch (_) { data = null; }
-    if (!response.ok) throw new Error((data && data.error) || `${response.status}`);
-    return data;
-  }
+  // the desk's REST helper (desk.js, loaded before this file): JSON in and out, errors with
+  // the server's message
+  const call = (method, path, body) => api(method, path, body);
 
   function clock(ms) {
     const s = Math.max(0, Math.floor(ms / 1000));
