@@ -82,8 +82,27 @@ EXPECTED = {
     "/hotline.v1.CallControl/CollectDigits": {"ivr", "acd"},
     "/hotline.v1.CallControl/ConnectToEndpoint": {"ivr", "acd"},
     "/hotline.v1.CallControl/Originate": {"ivr", "acd"},
-    "/hotline.v1.CallControl/Hangup": {"ivr", "acd"},
-    "/hotline.v1.CallControl/ListCalls": {"ivr", "acd"},
+    # the CRM force-releases calls for supervisors and lists them (issue 10)
+    "/hotline.v1.CallControl/Hangup": {"ivr", "acd", "crm"},
+    "/hotline.v1.CallControl/ListCalls": {"ivr", "acd", "crm"},
+    # call control from the agent desk and the supervisor board, through the CRM (issue 10)
+    **{
+        f"/hotline.v1.CallControl/{m}": {"crm"}
+        for m in (
+            "Hold",
+            "Resume",
+            "Transfer",
+            "Consult",
+            "EndConsult",
+            "AddParty",
+            "RemoveParty",
+            "Monitor",
+            "StopMonitor",
+            "Mute",
+            "SendDigits",
+            "DialOut",
+        )
+    },
     "/hotline.v1.Acd/Enqueue": {"ivr"},
     "/hotline.v1.Acd/Login": {"crm"},
     "/hotline.v1.Acd/Logout": {"crm"},
@@ -168,7 +187,8 @@ async def test_each_method_admits_only_the_services_its_table_names(
                 else:
                     assert code == grpc.StatusCode.PERMISSION_DENIED, (caller, path, code)
                     refused.append(f"{caller} {path}")
-    assert "crm /hotline.v1.CallControl/Hangup" in refused  # the issue's probes
+    assert "crm /hotline.v1.CallControl/ConnectToEndpoint" in refused  # the issue's probes
+    assert "ivr /hotline.v1.CallControl/Monitor" in refused
     assert "ivr /hotline.v1.Recorder/Ingest" in refused
     assert "ivr /hotline.v1.Acd/SetState" in refused
 
