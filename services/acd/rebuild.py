@@ -36,6 +36,7 @@ class LiveCall:
     state: str  # "offered" | "answered" | "bridged"
     bridged_to: str = ""  # agent id when bridged
     started_at_ms: int = 0
+    endpoint: str = ""  # the extension bridged to (a transfer to an extension names no agent)
 
 
 @dataclass
@@ -169,6 +170,15 @@ def plan(
     bridged = {
         c.bridged_to: c.call_id for c in live.values() if c.state == BRIDGED and c.bridged_to
     }
+    # a call transferred to an extension is bridged to no agent id: the agent seated there has it
+    seated = {
+        s.extension: agent_id
+        for agent_id, s in snapshots.items()
+        if s.extension and s.state not in (ev.AGENT_STATE_UNSPECIFIED, ev.AGENT_STATE_LOGGED_OUT)
+    }
+    for c in live.values():
+        if c.state == BRIDGED and not c.bridged_to and c.endpoint in seated:
+            bridged.setdefault(seated[c.endpoint], c.call_id)
     ringing: dict[str, str] = {}  # call id -> agent kept ringing
     for agent_id, snap in snapshots.items():
         if snap.state == ev.AGENT_STATE_UNSPECIFIED:
@@ -215,6 +225,7 @@ def plan(
             result.changed.append((agent, was))
     known = set(known_queues)
     bridged_calls = {c.call_id: c.bridged_to for c in live.values() if c.state == BRIDGED}
+    bridged_calls |= {call_id: agent_id for agent_id, call_id in bridged.items()}
     for call_id, had in queues.answered.items():
         if call_id in live and call_id not in queues.waiting:
             result.records[call_id] = _waiting(had, mono(had.enqueued_at_ms))

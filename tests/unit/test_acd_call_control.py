@@ -377,6 +377,26 @@ async def test_restart_mid_transfer_the_gateway_has_the_call_on_the_target(rig: 
         await d.stop()
 
 
+async def test_restart_mid_blind_transfer_to_an_extension_finds_the_agent_seated_there(
+    rig: Rig,
+) -> None:
+    """A blind transfer to an extension names no agent at the gateway (ListCalls has the call
+    bridged to the extension only): the agent logged in at that extension has the call."""
+    await on_call(rig, "c1", "a1", "8001")
+    await rig.d.login("a2", "8002", frozenset({"support"}), frozenset())
+    await rig.d.login("a3", "8003", frozenset({"support"}), frozenset())
+    await rig.d.logout("a3")  # logged out: never found by extension
+    d = await restarted(rig, [LiveCall("c1", "bridged", "", 0, "8002")])
+    try:
+        assert (d.book.get("a1").state, d.book.get("a1").call_id) == (WRAP_UP, "c1")
+        a2 = d.book.get("a2")
+        assert (a2.state, a2.call_id, a2.queue) == (ON_CALL, "c1", "sales")
+        await d.call_ended("c1", 1)
+        assert d.book.get("a2").state == WRAP_UP
+    finally:
+        await d.stop()
+
+
 async def test_restart_after_a_transfer_and_a_requeue_keeps_everyone_where_they_are(
     rig: Rig,
 ) -> None:
