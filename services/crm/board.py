@@ -15,6 +15,13 @@ from hotline.v1 import acd_pb2
 
 #: the `queues` events the board follows, and what each means for a waiting call
 QUEUE_EVENTS = {"CallQueued": "queued", "CallDequeued": "answered", "CallAbandoned": "abandoned"}
+#: the `calls` events that mark an agent's call on the board (on hold, listened to)
+CALL_EVENTS = {
+    "CallHeld": "held",
+    "CallResumed": "resumed",
+    "MonitorStarted": "monitored",
+    "MonitorStopped": "unmonitored",
+}
 
 
 def board_agent(agent: acd_pb2.Agent) -> dict[str, Any]:
@@ -43,8 +50,11 @@ def board_queue(status: acd_pb2.QueueStatus) -> dict[str, Any]:
     }
 
 
-def queue_message(env: Envelope) -> dict[str, Any] | None:
-    """The board's live message for a `queues` event (None for the others)."""
+def board_message(env: Envelope) -> dict[str, Any] | None:
+    """The board's live message for a `queues` event or a call's hold and monitor steps (None
+    for the others)."""
+    if env.type in CALL_EVENTS:
+        return call_message(env)
     change = QUEUE_EVENTS.get(env.type)
     if change is None:
         return None
@@ -71,3 +81,21 @@ def queue_message(env: Envelope) -> dict[str, Any] | None:
         a = env.call_abandoned
         message |= {"call_id": a.call_id, "queue": a.queue, "waited_ms": a.waited_ms}
     return message
+
+
+def call_message(env: Envelope) -> dict[str, Any]:
+    """A call on hold or listened to: `{"type": "call", "change", "call_id", ...}`."""
+    message: dict[str, Any] = {"type": "call", "change": CALL_EVENTS[env.type]}
+    if env.type in ("CallHeld", "CallResumed"):
+        p = env.call_held if env.type == "CallHeld" else env.call_resumed
+        return message | {"call_id": p.call_id, "agent_id": p.agent_id}
+    if env.type == "MonitorStarted":
+        m = env.monitor_started
+        return message | {
+            "call_id": m.call_id,
+            "agent_id": m.agent_id,
+            "supervisor_id": m.supervisor_id,
+            "mode": m.mode,
+        }
+    s = env.monitor_stopped
+    return message | {"call_id": s.call_id, "supervisor_id": s.supervisor_id}

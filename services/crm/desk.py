@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 from common.events import Envelope, payload_of
 from crm.agent_control import state_name
 from crm.auth import current_user, presented_token, session_expiry, token_hash
-from crm.board import queue_message
+from crm.board import board_message
 from crm.cdr import end_reason_name
 from crm.cdr_store import CdrStore
 from crm.customers import find_by_phone
@@ -91,9 +91,9 @@ class DeskHub:
 
     async def on_event(self, env: Envelope) -> None:
         """Push whatever the envelope means to the desks concerned (no-op for other types)."""
-        if (board := queue_message(env)) is not None:
+        if (board := board_message(env)) is not None:
             await self.to_watchers(board)
-        elif env.type == "AgentOffered":
+        if env.type == "AgentOffered":
             await self._offered(env, env.agent_offered)
         elif env.type == "AgentStateChanged":
             p: Any = payload_of(env)

@@ -139,7 +139,8 @@ def test_board_snapshot_then_live_and_supervisor_actions(
                 "POST", "/api/supervision/agents/agent15/state", {"state": "ready"}
             )
             assert status == 403 and "role agent may not use" in body["error"]
-            call_id = cell(page, row("agent15"), "call")
+            call_id = page.get_attribute(f'{row("agent15")} [data-field="call"]', "data-call")
+            assert call_id
             status, body = agent16.call("POST", f"/api/supervision/calls/{call_id}/release")
             assert status == 403
 
@@ -156,10 +157,14 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             page.wait_for_selector(
                 f'{row("agent15")} button[data-action="listen"].active', timeout=30000
             )
+            # the gateway's MonitorStarted marks the call on the board, for every watcher
+            page.wait_for_selector(f'{row("agent15")} [data-mark="monitored"]', timeout=10000)
+            assert "supervisor" in (page.text_content(f"{row('agent15')} [data-mark]") or "")
             page.click(f'{row("agent15")} button[data-action="whisper"]')
             page.wait_for_selector(f'{row("agent15")} button[data-action="whisper"].active')
             page.click(f'{row("agent15")} button[data-action="stop"]')
             page.wait_for_selector(f'{row("agent15")} button[data-action="listen"]:not(.active)')
+            page.wait_for_selector(f'{row("agent15")} [data-mark="monitored"]', state="detached")
             assert desk_phone.wait(30) == 0, desk_phone.explain()  # BYE when the supervisor left
             assert audit(platform, "supervision.monitor", call_id) == [
                 ("supervisor", "listen from extension 8090"),

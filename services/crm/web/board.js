@@ -24,7 +24,7 @@
     stop: ["退出监听", "Stop"], release: ["强拆", "Force release"], confirm: ["确认强拆?", "Confirm?"],
     notReady: ["示忙", "Not Ready"], ready: ["就绪", "Ready"], logout: ["签出", "Log out"],
     monitoring: ["正在", "Now"], window: ["近", "last"], noData: ["—", ""],
-    done: ["已执行", "Done"],
+    done: ["已执行", "Done"], held: ["保持中", "On hold"], by: ["由", "by"],
   };
   const STATE_NAMES = {
     logged_out: ["未登录", "Logged out"], ready: ["就绪", "Ready"], not_ready: ["示忙", "Not Ready"],
@@ -40,7 +40,8 @@
 
   const board = {
     me: null, root: null, socket: null, closed: true, reconnectMs: 1000,
-    agents: new Map(), queues: new Map(), monitor: null, armed: null, refreshTimer: null,
+    agents: new Map(), queues: new Map(), calls: new Map(), monitor: null, armed: null,
+    refreshTimer: null,
     ticker: null, kpiTimer: null,
   };
 
@@ -176,6 +177,15 @@
         since: msg.since_ms || Date.now() });
       board.agents.set(msg.agent_id, row);
       render();
+    } else if (msg.type === "call") {
+      // hold and monitoring marks of a call (the gateway's call-control events)
+      const marks = board.calls.get(msg.call_id) || {};
+      if (msg.change === "held") marks.held = true;
+      else if (msg.change === "resumed") marks.held = false;
+      else if (msg.change === "monitored") marks.monitor = { by: msg.supervisor_id, mode: msg.mode };
+      else if (msg.change === "unmonitored") marks.monitor = null;
+      board.calls.set(msg.call_id, marks);
+      render();
     } else if (msg.type === "queue") {
       const q = board.queues.get(msg.queue);
       if (!q) return;
@@ -231,9 +241,22 @@
       el("td", { text: a.reason ? (both(REASON_NAMES[a.reason]) || a.reason) : "—" }),
       el("td", { className: "timer", "data-field": "in_state", "data-since": String(a.since),
         text: clock(now - a.since) }),
-      el("td", { "data-field": "call", text: a.call_id || "—" }),
+      el("td", { "data-field": "call", "data-call": a.call_id || "" }, a.call_id || "—",
+        ...callMarks(a.call_id)),
       el("td", { "data-field": "queue", text: a.queue || "—" }),
       el("td", { className: "board-actions" }, ...(actor ? actions(a) : [])))));
+  }
+
+  function callMarks(callId) {
+    const marks = callId && board.calls.get(callId);
+    if (!marks) return [];
+    const out = [];
+    if (marks.held) out.push(el("span", { className: "mark", "data-mark": "held", text: t("held") }));
+    if (marks.monitor) {
+      out.push(el("span", { className: "mark", "data-mark": "monitored",
+        text: `${t(marks.monitor.mode) || marks.monitor.mode} ${t("by")} ${marks.monitor.by}` }));
+    }
+    return out;
   }
 
   function button(label, action, handler, extra = {}) {
