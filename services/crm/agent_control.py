@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from crm.rest import ApiError
+from crm.peer_errors import PeerError
 from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
 
 #: per-call deadline: the desktop must not hang when the ACD is slow.
@@ -27,6 +27,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 409,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
@@ -101,18 +102,8 @@ class AgentControl:
             raise AcdError(exc.code(), exc.details() or "") from None
 
 
-class AcdError(ApiError):
+class AcdError(PeerError):
     """The ACD said no (or could not be reached); carries the HTTP status for the browser."""
 
     def __init__(self, code: grpc.StatusCode, detail: str) -> None:
-        status = _HTTP_STATUS.get(code, 502)
-        if code == grpc.StatusCode.UNAVAILABLE:
-            message = f"ACD unavailable: {detail}"
-        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = f"ACD did not answer within {TIMEOUT_S:.0f} s"
-        elif status == 502:
-            message = f"ACD error {code.name}: {detail}"
-        else:
-            message = detail or code.name.lower()
-        super().__init__(status, message)
-        self.code = code
+        super().__init__("ACD", code, detail, _HTTP_STATUS, TIMEOUT_S)

@@ -23,6 +23,7 @@ from crm import audit, hotdesks
 from crm.agent_control import REQUESTABLE_STATES, TIMEOUT_S, AgentControl, agent_json
 from crm.auth import DB, current_user
 from crm.board import board_agent, board_queue
+from crm.peer_errors import GATEWAY_STATUS, PeerError
 from crm.rest import ApiError, json_body, text_field
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
@@ -38,33 +39,13 @@ MODES = {
 MONITOR_RING_MS = 20_000
 #: a Not Ready reason as the ACD keeps it (the desk's reasons are configurable: meal, meeting…)
 REASON = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-#: what the gateway's refusals mean over HTTP; codes not listed are a 502.
-_HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
 
 
-class GatewayError(ApiError):
+class GatewayError(PeerError):
     """The gateway said no (or could not be reached), with its reason ("no call c1")."""
 
     def __init__(self, code: grpc.StatusCode, detail: str) -> None:
-        status = _HTTP_STATUS.get(code, 502)
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            message = f"gateway unavailable ({code.name}): {detail}"
-        elif code == grpc.StatusCode.UNIMPLEMENTED:
-            message = f"the gateway does not offer this yet: {detail}"
-        elif status == 502:
-            message = f"gateway error {code.name}: {detail}"
-        else:
-            message = detail or code.name.lower()
-        super().__init__(status, message)
-        self.code = code
+        super().__init__("gateway", code, detail, GATEWAY_STATUS, TIMEOUT_S)
 
 
 class CallSupervision:
@@ -136,22 +117,9 @@ def _calls(request: web.Request) -> CallSupervision:
 async def _audited(
     request: web.Request, action: str, target: str, detail: str, work: Awaitable[T]
 ) -> T:
-    """Run a supervisor's action and audit it, as `action` when it was done and as
-    `action.refused` (with the reason) when it was not."""
+    """Run a supervisor's action and audit it (`action`, or `action.refused` with the reason)."""
     user = current_user(request)
-    try:
-        result = await work
-    except ApiError as exc:
-        async with request.app[DB].sessions() as session:
-            audit.record(
-                session, user.username, f"{action}.refused", target, f"{detail}; {exc.message}"
-            )
-            await session.commit()
-        raise
-    async with request.app[DB].sessions() as session:
-        audit.record(session, user.username, action, target, detail)
-        await session.commit()
-    return result
+    return await audit.audited(request.app[DB], user.username, action, target, detail, work)
 
 
 # -- the board ------------------------------------------------------------------------------
