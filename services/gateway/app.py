@@ -145,7 +145,10 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
             wiring.on_stop(sim_control.cleanup, "sim card control API")
     wiring.on_stop(switch.stop, "switch")  # runs first after the gRPC server stops
     wiring.on_drain(switch.drain, "live calls")
-    wiring.servicer(gateway_pb2_grpc.add_CallControlServicer_to_server, CallControlServicer(switch))
+    wiring.servicer(
+        gateway_pb2_grpc.add_CallControlServicer_to_server,
+        CallControlServicer(switch, settings.dial_plan, settings.dialout_ring_timeout_ms),
+    )
     return await wiring.start()
 
 

@@ -9,6 +9,7 @@ same event id until the broker has it (consumers drop a repeat), never lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -175,58 +176,20 @@ class CallNotifier:
                     otel_context.detach(token)
 
 
+#: each call-control step's event: the step's fields are the event's, plus the call id
+STEP_EVENTS: dict[type[steps.Step], type[Message]] = {
+    steps.Held: ev.CallHeld,
+    steps.Resumed: ev.CallResumed,
+    steps.Transferred: ev.CallTransferred,
+    steps.ConsultStarted: ev.ConsultStarted,
+    steps.ConsultEnded: ev.ConsultEnded,
+    steps.ConferenceJoined: ev.ConferenceJoined,
+    steps.ConferenceLeft: ev.ConferenceLeft,
+    steps.MonitorStarted: ev.MonitorStarted,
+    steps.MonitorStopped: ev.MonitorStopped,
+}
+
+
 def step_event(call_id: str, step: steps.Step) -> Message:
     """The `calls` event of a call-control step."""
-    if isinstance(step, steps.Held):
-        return ev.CallHeld(call_id=call_id, leg_id=step.leg_id, agent_id=step.agent_id, by=step.by)
-    if isinstance(step, steps.Resumed):
-        return ev.CallResumed(
-            call_id=call_id, leg_id=step.leg_id, agent_id=step.agent_id, held_ms=step.held_ms
-        )
-    if isinstance(step, steps.Transferred):
-        return ev.CallTransferred(
-            call_id=call_id,
-            from_leg_id=step.from_leg_id,
-            from_agent_id=step.from_agent_id,
-            kind=step.kind,
-            target_kind=step.target_kind,
-            target=step.target,
-            to_leg_id=step.to_leg_id,
-            to_agent_id=step.to_agent_id,
-        )
-    if isinstance(step, steps.ConsultStarted):
-        return ev.ConsultStarted(
-            call_id=call_id,
-            consult_leg_id=step.consult_leg_id,
-            agent_id=step.agent_id,
-            target_kind=step.target_kind,
-            target=step.target,
-        )
-    if isinstance(step, steps.ConsultEnded):
-        return ev.ConsultEnded(
-            call_id=call_id,
-            consult_leg_id=step.consult_leg_id,
-            agent_id=step.agent_id,
-            outcome=step.outcome,
-        )
-    if isinstance(step, steps.ConferenceJoined):
-        return ev.ConferenceJoined(
-            call_id=call_id,
-            leg_id=step.leg_id,
-            party=step.party,
-            agent_id=step.agent_id,
-            parties=step.parties,
-        )
-    if isinstance(step, steps.ConferenceLeft):
-        return ev.ConferenceLeft(
-            call_id=call_id, leg_id=step.leg_id, party=step.party, parties=step.parties
-        )
-    if isinstance(step, steps.MonitorStarted):
-        return ev.MonitorStarted(
-            call_id=call_id,
-            leg_id=step.leg_id,
-            supervisor_id=step.supervisor_id,
-            mode=step.mode,
-            agent_id=step.agent_id,
-        )
-    return ev.MonitorStopped(call_id=call_id, leg_id=step.leg_id, supervisor_id=step.supervisor_id)
+    return STEP_EVENTS[type(step)](call_id=call_id, **dataclasses.asdict(step))

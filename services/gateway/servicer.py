@@ -6,17 +6,20 @@ call's state is FAILED_PRECONDITION, a bad argument is INVALID_ARGUMENT - with a
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, Protocol
 
 import grpc
 
 from common.rpc import Context, callers
 from gateway.core.calls import Call, CallGone
-from gateway.core.contracts import Outcome
+from gateway.core.contracts import Attempt, Outcome
 from gateway.core.control import TargetKind
 from gateway.core.parties import MonitorMode, Role
 from gateway.core.prompts import PromptNotFound
 from gateway.core.switch import CommandError, Switch
+from gateway.dialplan import CLASSES, DialPlan
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
 
@@ -39,6 +42,8 @@ ORIGINATE_RESULTS: dict[Outcome, gw.OriginateResult.ValueType] = {
 }
 DIAL_CHARS = frozenset("0123456789*#")
 DTMF_CHARS = frozenset("0123456789*#ABCD")
+ALL_TARGETS = (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_QUEUE, gw.TARGET_KIND_NUMBER)
+PARTY_TARGETS = (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_NUMBER)
 TARGET_KINDS: dict[int, str] = {
     gw.TARGET_KIND_EXTENSION: TargetKind.EXTENSION,
     gw.TARGET_KIND_QUEUE: TargetKind.QUEUE,
@@ -56,6 +61,25 @@ MONITOR_MODES: dict[int, MonitorMode] = {
 }
 DIGITS = frozenset("0123456789")
 ANSWER_POLICIES = ("after_dial", "polarity")
+
+
+class TargetRequest(Protocol):
+    """What Transfer, Consult and AddParty requests share."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def target_kind(self) -> gw.TargetKind.ValueType: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def by_agent_id(self) -> str: ...
+
+    @property
+    def ring_timeout_ms(self) -> int: ...
 
 
 def call_info(call: Call) -> gw.CallInfo:
@@ -111,8 +135,15 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         },
     )
 
-    def __init__(self, switch: Switch) -> None:
+    def __init__(
+        self,
+        switch: Switch,
+        dial_plan: DialPlan | None = None,
+        dialout_ring_timeout_ms: int = 30000,
+    ) -> None:
         self.switch = switch
+        self.dial_plan = dial_plan or DialPlan()
+        self.dialout_ring_timeout_ms = dialout_ring_timeout_ms
 
     @staticmethod
     async def _fail(context: Context, exc: Exception) -> NoReturn:
@@ -277,43 +308,51 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
             await self._invalid(context, f"target {target!r} must be 1-32 of the digits 0-9 * #")
         return TARGET_KINDS[kind]
 
-    @staticmethod
-    def _ring_s(ms: int) -> float:
-        return (ms or 20000) / 1000
-
-    async def Hold(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+    async def _call_reply(
+        self, context: Context, command: Callable[[], Awaitable[Call] | Call]
+    ) -> gw.CallReply:
+        """Run a command that returns the call; its errors as gRPC codes."""
         try:
-            call = await self.switch.control.hold(request.call_id, request.leg_id)
+            result = command()
+            call = await result if inspect.isawaitable(result) else result
         except (CallGone, CommandError) as exc:
             await self._fail(context, exc)
         return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
-    async def Resume(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+    async def _ring(
+        self,
+        context: Context,
+        request: TargetRequest,
+        allowed: tuple[gw.TargetKind.ValueType, ...],
+        command: Callable[[str, str, str, str, float], Awaitable[Attempt]],
+    ) -> Attempt:
+        """A command that rings a target for the call (transfer, consult, add a party)."""
+        kind = await self._target(context, request.target_kind, request.target, allowed)
         try:
-            call = await self.switch.control.resume(request.call_id, request.leg_id)
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
-        return gw.CallReply(call_id=call.call_id, state=call.state.value)
-
-    async def Transfer(  # noqa: N802
-        self, request: gw.TransferRequest, context: Context
-    ) -> gw.TransferReply:
-        kind = await self._target(
-            context,
-            request.target_kind,
-            request.target,
-            (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_QUEUE, gw.TARGET_KIND_NUMBER),
-        )
-        try:
-            attempt = await self.switch.control.transfer(
+            return await command(
                 request.call_id,
                 kind,
                 request.target,
                 request.by_agent_id,
-                self._ring_s(request.ring_timeout_ms),
+                (request.ring_timeout_ms or 20000) / 1000,
             )
         except (CallGone, CommandError) as exc:
             await self._fail(context, exc)
+
+    async def Hold(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        return await self._call_reply(
+            context, lambda: self.switch.control.hold(request.call_id, request.leg_id)
+        )
+
+    async def Resume(self, request: gw.HoldRequest, context: Context) -> gw.CallReply:  # noqa: N802
+        return await self._call_reply(
+            context, lambda: self.switch.control.resume(request.call_id, request.leg_id)
+        )
+
+    async def Transfer(  # noqa: N802
+        self, request: gw.TransferRequest, context: Context
+    ) -> gw.TransferReply:
+        attempt = await self._ring(context, request, ALL_TARGETS, self.switch.control.transfer)
         return gw.TransferReply(
             call_id=request.call_id,
             result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
@@ -324,22 +363,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def Consult(  # noqa: N802
         self, request: gw.ConsultRequest, context: Context
     ) -> gw.ConsultReply:
-        kind = await self._target(
-            context,
-            request.target_kind,
-            request.target,
-            (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_NUMBER),
-        )
-        try:
-            attempt = await self.switch.control.consult(
-                request.call_id,
-                kind,
-                request.target,
-                request.by_agent_id,
-                self._ring_s(request.ring_timeout_ms),
-            )
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
+        attempt = await self._ring(context, request, PARTY_TARGETS, self.switch.control.consult)
         return gw.ConsultReply(
             call_id=request.call_id,
             consult_leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
@@ -353,36 +377,19 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         action = CONSULT_ACTIONS.get(request.action)
         if action is None:
             await self._invalid(context, "action must be COMPLETE, CANCEL or SWAP")
-        try:
-            call = self.switch.control.end_consult(request.call_id, action)
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
-        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+        return await self._call_reply(
+            context, lambda: self.switch.control.end_consult(request.call_id, action)
+        )
 
     async def AddParty(  # noqa: N802
         self, request: gw.AddPartyRequest, context: Context
     ) -> gw.AddPartyReply:
-        kind = await self._target(
-            context,
-            request.target_kind,
-            request.target,
-            (gw.TARGET_KIND_EXTENSION, gw.TARGET_KIND_NUMBER),
-        )
-        try:
-            attempt, parties = await self.switch.control.add_party(
-                request.call_id,
-                kind,
-                request.target,
-                request.by_agent_id,
-                self._ring_s(request.ring_timeout_ms),
-            )
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
+        attempt = await self._ring(context, request, PARTY_TARGETS, self.switch.control.add_party)
         return gw.AddPartyReply(
             call_id=request.call_id,
             result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
             leg_id=attempt.leg.leg_id if attempt.leg is not None else "",
-            parties=parties,
+            parties=self.switch.control.parties_in(request.call_id),
             detail=attempt.detail,
         )
 
@@ -391,11 +398,9 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     ) -> gw.CallReply:
         if not request.leg_id:
             await self._invalid(context, "leg_id is required")
-        try:
-            call = self.switch.control.remove_party(request.call_id, request.leg_id)
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
-        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+        return await self._call_reply(
+            context, lambda: self.switch.control.remove_party(request.call_id, request.leg_id)
+        )
 
     async def Monitor(  # noqa: N802
         self, request: gw.MonitorRequest, context: Context
@@ -417,7 +422,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
                 mode,
                 request.supervisor_id,
                 request.endpoint,
-                self._ring_s(request.ring_timeout_ms),
+                (request.ring_timeout_ms or 20000) / 1000,
             )
         except (CallGone, CommandError) as exc:
             await self._fail(context, exc)
@@ -432,18 +437,15 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     async def StopMonitor(  # noqa: N802
         self, request: gw.StopMonitorRequest, context: Context
     ) -> gw.CallReply:
-        try:
-            call = self.switch.control.stop_monitor(request.call_id, request.leg_id)
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
-        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+        return await self._call_reply(
+            context, lambda: self.switch.control.stop_monitor(request.call_id, request.leg_id)
+        )
 
     async def Mute(self, request: gw.MuteRequest, context: Context) -> gw.CallReply:  # noqa: N802
-        try:
-            call = self.switch.control.mute(request.call_id, request.leg_id, request.muted)
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
-        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+        return await self._call_reply(
+            context,
+            lambda: self.switch.control.mute(request.call_id, request.leg_id, request.muted),
+        )
 
     async def SendDigits(  # noqa: N802
         self, request: gw.SendDigitsRequest, context: Context
@@ -451,11 +453,42 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         digits = request.digits.upper()
         if not digits or len(digits) > 32 or not set(digits) <= DTMF_CHARS:
             await self._invalid(context, "digits must be 1-32 of 0-9 * # A-D")
-        try:
-            call = await self.switch.control.send_digits(request.call_id, digits, request.leg_id)
-        except (CallGone, CommandError) as exc:
-            await self._fail(context, exc)
-        return gw.CallReply(call_id=call.call_id, state=call.state.value)
+        return await self._call_reply(
+            context,
+            lambda: self.switch.control.send_digits(request.call_id, digits, request.leg_id),
+        )
 
-    async def DialOut(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DialOut is not implemented yet")
+    async def DialOut(  # noqa: N802
+        self, request: gw.DialOutRequest, context: Context
+    ) -> gw.DialOutReply:
+        number, endpoint, trunk = request.number, request.endpoint, request.trunk
+        if not request.agent_id:
+            await self._invalid(context, "agent_id is required")
+        if not endpoint or not endpoint.isdigit() or len(endpoint) > 16:
+            await self._invalid(context, "endpoint (the agent's extension) must be digits")
+        if not number or len(number) > 32 or not set(number.removeprefix("+")) <= DIAL_CHARS:
+            await self._invalid(context, "number must be 1-32 of the digits 0-9 * # (leading +)")
+        if trunk and trunk not in self.switch.trunks:
+            have = ", ".join(sorted(self.switch.trunks)) or "none configured"
+            await self._invalid(context, f"trunk {trunk!r} cannot place calls (have: {have})")
+        allowed = request.dial_class or "internal"
+        if allowed not in CLASSES:
+            await self._invalid(context, f"dial_class must be one of {', '.join(CLASSES)}")
+        wanted = self.dial_plan.classify(number)
+        if wanted is None:
+            await self._invalid(context, f"number {number} matches no class of the dial plan")
+        if not self.dial_plan.allows(allowed, wanted):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"number {number} is {wanted}; this role may dial up to {allowed}",
+            )
+        kind = TargetKind.EXTENSION if wanted == "internal" and not trunk else TargetKind.NUMBER
+        timeout_ms = request.ring_timeout_ms or self.dialout_ring_timeout_ms
+        attempt, call_id = await self.switch.control.dial_out(
+            request.agent_id, endpoint, kind, number, trunk, timeout_ms / 1000
+        )
+        return gw.DialOutReply(
+            call_id=call_id,
+            result=CONNECT_RESULTS.get(attempt.outcome, gw.CONNECT_RESULT_REJECTED),
+            detail=attempt.detail,
+        )

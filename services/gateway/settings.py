@@ -17,6 +17,7 @@ from gateway.analog.config import LAWS, CardConfigError, CardSpec, parse_card_sp
 from gateway.channels.sip.admission import AdmissionLimits
 from gateway.channels.sip.carrier import CarrierConfig
 from gateway.channels.sip.numbering import NumberRules, NumberRulesError
+from gateway.dialplan import CLASSES, DEFAULT_PATTERNS, DialPlan, DialPlanError
 from gateway.sip.transport import TcpLimits
 
 _NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
@@ -66,6 +67,8 @@ class GatewaySettings(Settings):
     recording_spool: Path = REPO_ROOT / "var" / "spool"  # HOTLINE_RECORDING_SPOOL
     trunk_trust_pai: bool = False  # HOTLINE_TRUNK_TRUST_PAI: ANI from P-Asserted-Identity
     carrier: CarrierConfig | None = None  # HOTLINE_SIP_TRUNK_*; None: no carrier trunk
+    dial_plan: DialPlan = DialPlan()  # HOTLINE_DIAL_<CLASS>: click-to-dial number classes
+    dialout_ring_timeout_ms: int = 30000  # HOTLINE_DIALOUT_RING_TIMEOUT_MS: customer give-up
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -129,7 +132,24 @@ class GatewaySettings(Settings):
             "recording_spool": env.path("RECORDING_SPOOL", base["var_dir"] / "spool"),
             "trunk_trust_pai": env.flag("TRUNK_TRUST_PAI", False),
             "carrier": _carrier(env),
+            "dial_plan": _dial_plan(env),
+            "dialout_ring_timeout_ms": _at_least(env, "DIALOUT_RING_TIMEOUT_MS", 30000, 1000),
         }
+
+
+def _dial_plan(env: Env) -> DialPlan:
+    """HOTLINE_DIAL_INTERNAL, _LOCAL, _LONG_DISTANCE, _INTERNATIONAL: a regular expression
+    the whole number must match (empty: the class matches nothing)."""
+    patterns = {}
+    for name in CLASSES:
+        key = f"DIAL_{name.upper()}"
+        value = env.text(key, DEFAULT_PATTERNS[name])
+        if value:
+            patterns[name] = value
+    try:
+        return DialPlan(patterns)
+    except DialPlanError as exc:
+        raise SettingsError(f"HOTLINE_DIAL_*: {exc}") from None
 
 
 def _rules(env: Env, name: str) -> NumberRules:

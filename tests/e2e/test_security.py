@@ -36,11 +36,13 @@ def test_anonymous_grpc_is_refused_on_every_port(platform: Platform) -> None:
 def test_a_service_may_only_call_the_methods_its_table_names(platform: Platform) -> None:
     channel = platform.grpc_channel("crm", "gateway")
     with pytest.raises(grpc.RpcError) as info:
-        gateway_pb2_grpc.CallControlStub(channel).Hangup(
-            gw.HangupRequest(call_id="any", reason="probe"), timeout=5
+        gateway_pb2_grpc.CallControlStub(channel).ConnectToEndpoint(
+            gw.ConnectRequest(call_id="any", endpoint="8001"), timeout=5
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "service crm may not call /hotline.v1.CallControl/Hangup" in info.value.details()
+    assert (
+        "service crm may not call /hotline.v1.CallControl/ConnectToEndpoint" in info.value.details()
+    )
     channel.close()
     channel = platform.grpc_channel("ivr", "recorder")
     with pytest.raises(grpc.RpcError) as info:

@@ -82,12 +82,10 @@ EXPECTED = {
     "/hotline.v1.CallControl/CollectDigits": {"ivr", "acd"},
     "/hotline.v1.CallControl/ConnectToEndpoint": {"ivr", "acd"},
     "/hotline.v1.CallControl/Originate": {"ivr", "acd"},
-    # the CRM force-releases calls for supervisors and lists them (issue 10)
-    "/hotline.v1.CallControl/Hangup": {"ivr", "acd", "crm"},
+    "/hotline.v1.CallControl/Hangup": {"ivr", "acd", "crm"},  # crm: a supervisor's force release
     "/hotline.v1.CallControl/ListCalls": {"ivr", "acd", "crm"},
-    # call control from the agent desk and the supervisor board, through the CRM (issue 10)
     **{
-        f"/hotline.v1.CallControl/{m}": {"crm"}
+        f"/hotline.v1.CallControl/{m}": {"crm"}  # call control from the desk, through the CRM
         for m in (
             "Hold",
             "Resume",
@@ -109,8 +107,8 @@ EXPECTED = {
     "/hotline.v1.Acd/SetState": {"crm"},
     "/hotline.v1.Acd/GetAgent": {"crm"},
     "/hotline.v1.Acd/GetQueue": {"crm", "ivr"},
-    "/hotline.v1.Acd/Requeue": {"gateway"},
-    "/hotline.v1.Acd/ListAgents": {"crm"},
+    "/hotline.v1.Acd/Requeue": {"gateway"},  # a transfer to a queue
+    "/hotline.v1.Acd/ListAgents": {"crm"},  # the supervisor board (and the desk's directory)
     "/hotline.v1.Acd/ListQueues": {"crm"},
     "/hotline.v1.Ivr/ListFlows": {"crm"},
     "/hotline.v1.Crm/LookupCustomer": {"ivr"},
@@ -188,7 +186,6 @@ async def test_each_method_admits_only_the_services_its_table_names(
                     assert code == grpc.StatusCode.PERMISSION_DENIED, (caller, path, code)
                     refused.append(f"{caller} {path}")
     assert "crm /hotline.v1.CallControl/ConnectToEndpoint" in refused  # the issue's probes
-    assert "ivr /hotline.v1.CallControl/Monitor" in refused
     assert "ivr /hotline.v1.Recorder/Ingest" in refused
     assert "ivr /hotline.v1.Acd/SetState" in refused
 

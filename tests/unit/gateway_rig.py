@@ -5,18 +5,23 @@ In the style of the ACD dispatcher's fakes; used by the switch and servicer test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import wave
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import numpy as np
+import pytest
 
 from gateway.core.calls import Call, EndReason
 from gateway.core.contracts import Attempt, CallerParty, Leg, Offer, Outcome, Release
 from gateway.core.prompts import PromptLibrary
 from gateway.core.switch import Switch
+from gateway.servicer import CallControlServicer
+from hotline.v1 import gateway_pb2_grpc
 
 SITE = "unit-site"
 LEG_IDS = itertools.count(1)
@@ -296,6 +301,7 @@ async def make_rig(tmp_path: Path) -> Rig:
         recorder=recorder,
         answer_timeout_s=0.2,
         linger_s=0.01,
+        number_trunk="fake",
     )
     channel.sink = switch
     return Rig(switch, channel, events, recorder, clock)
@@ -304,3 +310,25 @@ async def make_rig(tmp_path: Path) -> Rig:
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def call_control_stub(switch: Switch) -> AsyncIterator[gateway_pb2_grpc.CallControlStub]:
+    """The CallControl servicer on the switch, served in-process; a stub to it."""
+    server = grpc.aio.server()
+    gateway_pb2_grpc.add_CallControlServicer_to_server(CallControlServicer(switch), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield gateway_pb2_grpc.CallControlStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+async def code_of(call: object) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    return info.value.code(), info.value.details() or ""

@@ -33,7 +33,6 @@ class FakeAcd:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     made = await make_rig(tmp_path)
-    made.switch.number_trunk = "fake"
     yield made
     await made.switch.stop()
 
@@ -211,10 +210,11 @@ async def test_conference_grows_each_hears_the_others_and_collapses(rig: Rig) ->
         leg = FakeLeg(rig.channel, inbound=False, answered=True)
         legs.append(leg)
         rig.channel.ring_outcome = lambda abandon, leg=leg: Attempt(Outcome.ANSWERED, leg)
-        attempt, parties = await rig.switch.control.add_party(
+        attempt = await rig.switch.control.add_party(
             call.call_id, TargetKind.EXTENSION, f"800{n + 2}", "a1", 5
         )
-        assert attempt.outcome is Outcome.ANSWERED and parties == n + 3
+        assert attempt.outcome is Outcome.ANSWERED
+        assert rig.switch.control.parties_in(call.call_id) == n + 3
     everyone = [caller, agent, *legs]
     for i, leg in enumerate(everyone):
         leg.media.hear(tone(10**i))
@@ -302,3 +302,33 @@ async def test_hangup_ends_a_conference_on_hold_and_releases_every_leg(rig: Rig)
     assert {leg for a, leg in rig.channel.actions if a == "hang_up"} >= {agent, party}
     assert rig.events.of("ended", call.call_id)["detail"] == "forced by supervisor s1"
     assert call.hold_count == 1
+
+
+async def test_removing_the_agent_of_a_two_party_call_ends_it(rig: Rig) -> None:
+    caller, agent, call = await rig.bridged_call()
+    rig.switch.control.remove_party(call.call_id, agent.leg_id)
+    await settle()
+    assert call.state is CallState.ENDED and ("hang_up", agent) in rig.channel.actions
+    assert rig.events.of("ended", call.call_id)["reason"] is EndReason.SYSTEM
+
+
+async def test_force_release_while_a_transfer_rings_ends_everything(rig: Rig) -> None:
+    caller, agent, call = await rig.bridged_call()
+
+    async def ring_until_abandoned(abandon: asyncio.Event) -> Attempt:
+        await abandon.wait()
+        return Attempt(Outcome.CALLER_GONE, None, "caller hung up while ringing")
+
+    rig.channel.ring_outcome = ring_until_abandoned
+    transfer = asyncio.ensure_future(
+        rig.switch.control.transfer(call.call_id, TargetKind.EXTENSION, "8002", "a1", 30)
+    )
+    await settle()
+    assert call.busy and call.held  # ringing, the caller on music
+    rig.switch.hangup(call.call_id, "forced release by supervisor s1")
+    attempt = await asyncio.wait_for(transfer, 2)
+    assert attempt.outcome is Outcome.CALLER_GONE
+    ended = rig.events.of("ended", call.call_id)
+    assert ended["reason"] is EndReason.SYSTEM
+    assert ended["detail"] == "forced release by supervisor s1"
+    assert ("hang_up", agent) in rig.channel.actions and call.hold_count == 1

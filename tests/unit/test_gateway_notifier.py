@@ -4,12 +4,14 @@ event that fails to publish retried with the same event id until it lands."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from google.protobuf.message import Message
 
 from gateway import notifier as notifier_module
+from gateway.core import steps
 from gateway.core.calls import Call, EndReason
-from gateway.notifier import CallNotifier
+from gateway.notifier import STEP_EVENTS, CallNotifier, step_event
 from hotline.v1 import events_pb2 as ev
 
 
@@ -137,3 +139,23 @@ async def test_trunk_state_and_diversion_become_events() -> None:
         "OPTIONS 408 Request Timeout (no answer)",
         "trunk:sip-trunk",
     )
+
+
+def test_every_call_control_step_becomes_its_event_with_every_field() -> None:
+    examples = [
+        steps.Held("l1", "a1", "phone"),
+        steps.Resumed("l1", "a1", 2500),
+        steps.Transferred("l1", "a1", "blind", "queue", "sales", "l2", "a2"),
+        steps.ConsultStarted("l3", "a1", "extension", "8002"),
+        steps.ConsultEnded("l3", "a1", "cancelled"),
+        steps.ConferenceJoined("l4", "8003", "a3", 3),
+        steps.ConferenceLeft("l4", "8003", 2),
+        steps.MonitorStarted("l5", "s1", "whisper", "a1"),
+        steps.MonitorStopped("l5", "s1"),
+    ]
+    assert {type(s) for s in examples} == set(STEP_EVENTS)
+    for step in examples:
+        event = step_event("c1", step)
+        assert event.call_id == "c1"
+        for name, value in dataclasses.asdict(step).items():
+            assert getattr(event, name) == value, (type(step).__name__, name)

@@ -173,6 +173,21 @@ def test_gateway_overrides(tmp_path: Path) -> None:
     assert g.extensions_file == tmp_path / "ext.yaml"
 
 
+def test_gateway_dial_plan_and_dialout_timeout() -> None:
+    g = GatewaySettings.from_env(
+        env(DIAL_LOCAL="[2-9][0-9]{7}", DIAL_INTERNATIONAL="", DIALOUT_RING_TIMEOUT_MS="45000")
+    )
+    assert g.dialout_ring_timeout_ms == 45000
+    assert g.dial_plan.classify("62345678") == "local"
+    assert g.dial_plan.classify("13800138000") is None  # no longer local
+    assert g.dial_plan.classify("0044201234567") is None  # international matches nothing
+    assert g.dial_plan.classify("01062345678") == "long_distance"  # the default kept
+    with pytest.raises(SettingsError, match="HOTLINE_DIAL_.*local.*bad pattern"):
+        GatewaySettings.from_env(env(DIAL_LOCAL="(["))
+    with pytest.raises(SettingsError, match="HOTLINE_DIALOUT_RING_TIMEOUT_MS"):
+        GatewaySettings.from_env(env(DIALOUT_RING_TIMEOUT_MS="10"))
+
+
 def test_gateway_prompts_follow_var_dir_unless_set(tmp_path: Path) -> None:
     assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path))).prompt_dir == tmp_path / "prompts"
     assert GatewaySettings.from_env(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from gateway.core.calls import Call, CallRegistry, CallState, CommandError
+from gateway.core.calls import Call, CallRegistry, CallState, CommandError, EndReason
 from gateway.core.contracts import (
     AcdLink,
     Attempt,
@@ -45,6 +45,7 @@ __all__ = ["MAX_PARTIES", "CallSwitch", "Control", "TargetKind"]
 log = logging.getLogger(__name__)
 
 MAX_PARTIES = 60  # a room's talkers and listeners together (MVB2000: 30-60)
+AGENT_RING_S = 20.0  # click-to-dial: how long the agent's own phone rings
 
 
 class TargetKind:
@@ -91,6 +92,14 @@ class CallSwitch(Protocol):
 
     def end_moved(self, call: Call, detail: str, keep: Leg) -> None: ...
 
+    def end(self, call: Call, reason: EndReason, detail: str, by: Leg | None = None) -> None: ...
+
+    def place(self, agent_leg: Leg, endpoint: str, number: str, kind: str, trunk: str) -> Call: ...
+
+    def end_unanswered(self, call: Call, detail: str) -> None: ...
+
+    def connect_placed(self, call: Call, customer: Leg, agent_id: str, endpoint: str) -> None: ...
+
 
 class Control:
     """Call-control commands on the switch's calls; errors as the switch's CommandError."""
@@ -130,9 +139,12 @@ class Control:
         assert call.agent is not None
         return call.caller if leg is call.agent else call.agent
 
-    async def reach(self, call: Call, kind: str, target: str, timeout_s: float) -> Attempt:
-        """Ring an extension or call a number for this call; an answered leg is bound to the
-        call (the caller may not wait for it: then it is hung up and CALLER_GONE)."""
+    async def reach(
+        self, call: Call, kind: str, target: str, timeout_s: float, trunk: str = ""
+    ) -> Attempt:
+        """Ring an extension or call a number (on ``trunk``, default the switch's trunk for
+        numbers) for this call; an answered leg is bound to the call (the caller may not wait
+        for it: then it is hung up and CALLER_GONE)."""
         sw = self.switch
         if kind == TargetKind.EXTENSION:
             if sw.endpoints is None:
@@ -141,11 +153,10 @@ class Control:
                 target, CallerParty(call.call_id, call.ani, call.caller_name), timeout_s, call.ended
             )
         elif kind == TargetKind.NUMBER:
-            originator = sw.trunks.get(sw.number_trunk)
+            trunk = trunk or sw.number_trunk
+            originator = sw.trunks.get(trunk)
             if originator is None:
-                return Attempt(
-                    Outcome.UNREACHABLE, None, f"no trunk {sw.number_trunk!r} for outside numbers"
-                )
+                return Attempt(Outcome.UNREACHABLE, None, f"no trunk {trunk!r} for outside numbers")
             attempt = await originator.originate(target, "after_dial", timeout_s, standalone=False)
         else:
             raise self._error(f"cannot ring a {kind}")
@@ -158,6 +169,16 @@ class Control:
             return Attempt(Outcome.CALLER_GONE, None, "the call ended while the target answered")
         sw.registry.bind_leg(call, leg)
         return attempt
+
+    async def _reach_busy(
+        self, call: Call, busy: str, kind: str, target: str, timeout_s: float
+    ) -> Attempt:
+        """:meth:`reach`, with the call marked busy meanwhile (one ringing at a time)."""
+        call.busy = busy
+        try:
+            return await self.reach(call, kind, target, timeout_s)
+        finally:
+            call.busy = ""
 
     def _drop(self, call: Call, leg: Leg, *, hang_up: bool = True) -> None:
         """A leg leaves the call (we hang it up unless it is gone already or the channel
@@ -263,11 +284,7 @@ class Control:
         was_held = bool(call.held)
         if not was_held:
             self._hold(call, old, call.caller, "desk")
-        call.busy = f"transfer to {target}"
-        try:
-            attempt = await self.reach(call, kind, target, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(call, f"transfer to {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             if call.state == CallState.BRIDGED and call.agent is old and not was_held:
                 self._resume(call)
@@ -403,11 +420,7 @@ class Control:
         assert agent is not None
         if not call.held:
             self._hold(call, agent, call.caller, "desk")
-        call.busy = f"consult with {target}"
-        try:
-            attempt = await self.reach(call, kind, target, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(call, f"consult with {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             if call.state == CallState.BRIDGED and call.agent is agent:
                 self._resume(call)
@@ -457,7 +470,7 @@ class Control:
     # ---- conference ----------------------------------------------------------------------
     async def add_party(
         self, call_id: str, kind: str, target: str, by_agent_id: str, timeout_s: float
-    ) -> tuple[Attempt, int]:
+    ) -> Attempt:
         """Ring the target into the call's room; every party hears all the others."""
         sw = self.switch
         call = sw.registry.get(call_id)
@@ -467,23 +480,23 @@ class Control:
             raise self._error(f"call {call_id} has a consult on; complete or cancel it first")
         if len(call.parties()) >= MAX_PARTIES:
             raise self._error(f"call {call_id} has {MAX_PARTIES} parties, the most a room takes")
-        call.busy = f"adding {target}"
-        try:
-            attempt = await self.reach(call, kind, target, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(call, f"adding {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
-            return attempt, self._count(call)
+            return attempt
         party = Party(attempt.leg, Role.PARTY, target)
         call.others.append(party)
         sw.arrange(call)
-        parties = self._count(call)
-        sw.events.step(call, ConferenceJoined(party.key, target, "", parties))
-        return attempt, parties
+        sw.events.step(call, ConferenceJoined(party.key, target, "", self._count(call)))
+        return attempt
 
     @staticmethod
     def _count(call: Call) -> int:
         return sum(1 for p in call.parties() if p.talks)
+
+    def parties_in(self, call_id: str) -> int:
+        """The talking parties of a live call (0 when it has ended)."""
+        call = self.switch.registry.calls.get(call_id)
+        return 0 if call is None or call.state == CallState.ENDED else self._count(call)
 
     def remove_party(self, call_id: str, leg_id: str) -> Call:
         sw = self.switch
@@ -494,7 +507,8 @@ class Control:
         if party.role is Role.CALLER:
             raise self._error("the caller cannot be removed; hang up the call instead")
         self._drop(call, party.leg)
-        self.party_left(call, party.leg)
+        if not self.party_left(call, party.leg):  # the agent of a two-party call
+            self.switch.end(call, EndReason.SYSTEM, f"leg {leg_id} removed", by=party.leg)
         return call
 
     # ---- monitor -------------------------------------------------------------------------
@@ -510,20 +524,20 @@ class Control:
             if supervisor_id and present.agent_id and present.agent_id != supervisor_id:
                 raise self._error(f"call {call_id} is monitored by {present.agent_id} already")
             present.mode = mode
+            log.info("call %s: supervisor %s switches to %s", call_id, present.agent_id, mode.value)
             sw.arrange(call)
             sw.events.step(
                 call, MonitorStarted(present.key, present.agent_id, mode.value, call.agent_id)
             )
             return Attempt(Outcome.ANSWERED, present.leg, "mode switched"), present.key
         self._idle(call, "monitoring")
-        call.busy = f"ringing supervisor {endpoint}"
-        try:
-            attempt = await self.reach(call, TargetKind.EXTENSION, endpoint, timeout_s)
-        finally:
-            call.busy = ""
+        attempt = await self._reach_busy(
+            call, f"ringing supervisor {endpoint}", TargetKind.EXTENSION, endpoint, timeout_s
+        )
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
             return attempt, ""
         party = Party(attempt.leg, Role.SUPERVISOR, endpoint, supervisor_id, mode)
+        log.info("call %s: supervisor %s joins in %s", call_id, supervisor_id, mode.value)
         call.others.append(party)
         sw.arrange(call)
         sw.events.step(call, MonitorStarted(party.key, supervisor_id, mode.value, call.agent_id))
@@ -574,6 +588,43 @@ class Control:
         for leg in towards:
             await leg.media.send_digits(digits)
         return call
+
+    # ---- click-to-dial -------------------------------------------------------------------
+    async def dial_out(
+        self,
+        agent_id: str,
+        endpoint: str,
+        kind: str,
+        number: str,
+        trunk: str,
+        ring_timeout_s: float,
+    ) -> tuple[Attempt, str]:
+        """Ring the agent's endpoint; once it answers, the call exists (CallOffered, outbound)
+        and the customer is dialled (an extension, or a number on a trunk); when the customer
+        answers, agent and customer are bridged (CallBridged with the agent). Returns the
+        attempt and the call id ("" when the agent did not answer)."""
+        sw = self.switch
+        if sw.endpoints is None:
+            return Attempt(Outcome.UNREACHABLE, None, "no channel can ring extensions"), ""
+        gone = asyncio.Event()
+        first = await sw.endpoints.ring_endpoint(
+            endpoint, CallerParty("", number, "click-to-dial"), AGENT_RING_S, gone
+        )
+        agent_leg = first.leg
+        if first.outcome is not Outcome.ANSWERED or agent_leg is None:
+            detail = f"the agent's phone {endpoint}: {first.detail or first.outcome.value}"
+            return Attempt(first.outcome, None, detail), ""
+        if kind == TargetKind.NUMBER:
+            trunk = trunk or sw.number_trunk
+        call = sw.place(agent_leg, endpoint, number, kind, trunk)
+        attempt = await self.reach(call, kind, number, ring_timeout_s, trunk)
+        customer = attempt.leg
+        if attempt.outcome is not Outcome.ANSWERED or customer is None:
+            if call.state != CallState.ENDED:
+                sw.end_unanswered(call, f"{number}: {attempt.detail or attempt.outcome.value}")
+            return attempt, call.call_id
+        sw.connect_placed(call, customer, agent_id, endpoint)
+        return attempt, call.call_id
 
     # ---- parties leaving by themselves -----------------------------------------------------
     def party_left(self, call: Call, leg: Leg) -> bool:

@@ -483,6 +483,35 @@ class Switch:
     def release_later(self, leg: Leg) -> None:
         self._release_later(leg)
 
+    def place(self, agent_leg: Leg, endpoint: str, number: str, kind: str, trunk: str) -> Call:
+        """Click-to-dial: the agent answered, the call exists (outbound) while the customer
+        is dialled; until then the agent's leg stands in the caller's place."""
+        call_id = self.offer(
+            agent_leg,
+            Offer(
+                ani=endpoint,
+                dnis=number,
+                trunk=trunk,
+                channel="analog" if trunk == "analog" else "sip",
+                outbound=True,
+            ),
+        )
+        return self.registry.get(call_id)
+
+    def end_unanswered(self, call: Call, detail: str) -> None:
+        """The customer did not answer: the agent's leg is hung up, the call ends."""
+        self.end(call, EndReason.FAR_END, detail)
+
+    def connect_placed(self, call: Call, customer: Leg, agent_id: str, endpoint: str) -> None:
+        """The customer answered a click-to-dial: the customer is the call's far party, the
+        agent's leg its agent, and the two are bridged (CallBridged with the agent)."""
+        agent_leg = call.caller
+        call.caller, call.agent, call.agent_id = customer, agent_leg, agent_id
+        self.registry.bind_leg(call, customer)
+        customer.media.on_dtmf = lambda digit, c=call: self._digit(c, digit)
+        agent_leg.media.on_dtmf = None
+        self._bridge(call, endpoint)
+
     def forget_later(self, call: Call, leg: Leg) -> None:
         """A leg that left the call: after the linger the call no longer knows it."""
 

@@ -10,8 +10,11 @@ import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.analog.sim import SimCard
+from gateway.channels.analog import AnalogChannel
 from gateway.channels.sip import CarrierConfig, CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.core.calls import Call, EndReason
+from gateway.core.contracts import Originator
 from gateway.core.prompts import PromptLibrary
 from gateway.core.steps import Step
 from gateway.core.switch import Switch
@@ -42,6 +45,8 @@ class GatewayUnderTest:
     events: CallFacts
     carrier: CarrierTrunk | None = None
     port: int = SIP_PORT
+    analog: AnalogChannel | None = None
+    card: SimCard | None = None
 
     async def next_call(self, timeout_s: float = 15.0) -> Call:
         return await asyncio.wait_for(self.events.offered.get(), timeout_s)
@@ -67,6 +72,10 @@ class GatewayUnderTest:
     async def stop(self) -> None:
         if self.carrier is not None:
             await self.carrier.stop()
+        if self.analog is not None:
+            await self.analog.stop()
+        if self.card is not None:
+            await self.card.stop()
         await self.switch.stop()
         self.channel.stop()
         self.layer.close()
@@ -141,7 +150,10 @@ async def start_gateway(
     carrier: CarrierConfig | None = None,
     min_se: int = 90,
     trust_pai: bool = True,
+    analog_lines: int = 0,
 ) -> GatewayUnderTest:
+    """``analog_lines``: a simulated line card with that many lines as the "analog" trunk
+    (outside numbers go there)."""
     prompts = tmp_path / "prompts"
     prompts.mkdir(exist_ok=True)
     write_tone_prompt(prompts, "tone", PROMPT_TONE_HZ, 30.0)
@@ -167,7 +179,12 @@ async def start_gateway(
         min_se=min_se,
     )
     trunk = None
-    trunks = {}
+    trunks: dict[str, Originator] = {}
+    card = analog = None
+    if analog_lines:
+        card = SimCard(analog_lines, clock=clock)
+        analog = AnalogChannel(card, trunk="analog", did="10000")
+        trunks["analog"] = analog
     if carrier is not None:
         trunk = CarrierTrunk(channel, carrier, site="conformance", events=facts)
         trunks[carrier.name] = trunk
@@ -181,6 +198,7 @@ async def start_gateway(
         recorder=None,
         answer_timeout_s=30.0,
         linger_s=0.5,
+        number_trunk="analog",
     )
     udp = await UdpTransport.listen(
         HOST,
@@ -192,4 +210,9 @@ async def start_gateway(
     channel.start(switch, udp)
     if trunk is not None:
         await trunk.start()
-    return GatewayUnderTest(channel, switch, layer, udp, tcp, clock, facts, trunk, port)
+    if card is not None and analog is not None:
+        await card.start()
+        await analog.start(switch)
+    return GatewayUnderTest(
+        channel, switch, layer, udp, tcp, clock, facts, trunk, port, analog, card
+    )

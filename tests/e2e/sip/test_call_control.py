@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gateway.core import steps
@@ -21,8 +22,8 @@ from gateway.core.contracts import Outcome
 from gateway.core.control import TargetKind
 from gateway.core.parties import MonitorMode
 from tests.e2e.sip.conftest import Peer, Spawn, pjsua_argv, sipp, sipp_failure
-from tests.e2e.sip.gateway import HOLD_TONE_HZ, HOST, GatewayUnderTest
-from tests.e2e.sip.signal import longest_run, phases, timeline
+from tests.e2e.sip.gateway import HOLD_TONE_HZ, HOST, GatewayUnderTest, start_gateway
+from tests.e2e.sip.signal import longest_run, loud_part, phases, timeline, tone_share
 
 pytestmark = pytest.mark.e2e
 
@@ -101,6 +102,15 @@ def heard(tmp_path: Path, name: str) -> list[dict[str, float]]:
     return timeline(tmp_path / f"{name}.wav", TONES)
 
 
+def caller_ends_with_the_other_agent(tmp_path: Path) -> list[str]:
+    """The caller first heard the agent, last (for at least 2 s) the other agent."""
+    windows = heard(tmp_path, "caller")
+    seq = phases(windows)
+    assert seq[0] == "agent" and seq[-1] == "other", seq
+    assert len(longest_run(windows, "other")) >= 8
+    return seq
+
+
 def step_kinds(gateway: GatewayUnderTest, call: Call) -> list[type]:
     return [type(s) for c, s in gateway.events.steps if c == call.call_id]
 
@@ -160,10 +170,7 @@ async def test_blind_transfer_from_the_desk_the_caller_hears_the_new_agent(
     assert attempt.outcome is Outcome.ANSWERED, attempt.detail
     await agent.expect("disconnected", timeout_s=10)  # the transferor's leg is released
     await done(caller, other)
-    windows = heard(tmp_path, "caller")
-    seq = phases(windows)
-    assert seq[0] == "agent" and seq[-1] == "other", seq
-    assert len(longest_run(windows, "other")) >= 8
+    caller_ends_with_the_other_agent(tmp_path)
     assert len(longest_run(heard(tmp_path, "other"), "caller")) >= 8, "the new agent hears"
     moved = [s for c, s in gateway.events.steps if isinstance(s, steps.Transferred)]
     assert [(m.kind, m.target_kind, m.target) for m in moved] == [("blind", "extension", "8002")]
@@ -190,10 +197,7 @@ async def test_refer_from_the_phone_blind_transfer_with_notify_progress(
     await agent.expect("xfer-status 200", timeout_s=15)  # NOTIFY sipfrag "SIP/2.0 200 OK"
     await agent.expect("disconnected", timeout_s=10)
     await done(caller, other)
-    windows = heard(tmp_path, "caller")
-    seq = phases(windows)
-    assert seq[0] == "agent" and seq[-1] == "other", seq
-    assert len(longest_run(windows, "other")) >= 8
+    caller_ends_with_the_other_agent(tmp_path)
 
 
 async def test_refer_with_replaces_attended_transfer_from_the_phone(
@@ -221,10 +225,7 @@ async def test_refer_with_replaces_attended_transfer_from_the_phone(
     await agent.expect("replaces-sent", timeout_s=10)
     await agent.expect("xfer-status 200", timeout_s=10)
     await done(caller, other)
-    windows = heard(tmp_path, "caller")
-    seq = phases(windows)
-    assert seq[0] == "agent" and "moh" in seq and seq[-1] == "other", seq
-    assert len(longest_run(windows, "other")) >= 8
+    assert "moh" in caller_ends_with_the_other_agent(tmp_path)
     other_heard = phases(heard(tmp_path, "other"))
     assert other_heard[0] == "agent" and other_heard[-1] == "caller", other_heard
     assert consult.ended.is_set()
@@ -240,10 +241,11 @@ async def test_conference_each_hears_all_others_never_itself(
     third = await phone(peers, tmp_path, gateway, "third", "8003", 3, THIRD_HZ)
     caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8001", hangup_after=9)
     for ext, expect in (("8002", 3), ("8003", 4)):
-        attempt, parties = await gateway.switch.control.add_party(
+        attempt = await gateway.switch.control.add_party(
             call.call_id, TargetKind.EXTENSION, ext, "agent1", 10
         )
-        assert attempt.outcome is Outcome.ANSWERED and parties == expect, attempt.detail
+        assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+        assert gateway.switch.control.parties_in(call.call_id) == expect
     await done(caller, agent, other, third)
     names = ["caller", "agent", "other", "third"]
     for name in names:
@@ -312,3 +314,82 @@ async def test_sipp_phone_holds_then_refers_202_and_sipfrag_notifies(
     assert len(longest_run(windows, "other")) >= 8
     kinds = step_kinds(gateway, call)
     assert kinds[:2] == [steps.Held, steps.Resumed] and steps.Transferred in kinds
+
+
+async def test_consult_from_the_desk_then_complete(
+    gateway: GatewayUnderTest, peers: Spawn, tmp_path: Path
+) -> None:
+    """Consult: the caller hears music (not the agent, not the target) while agent and target
+    talk; COMPLETE: the caller hears the target, the agent is released."""
+    agent = await phone(peers, tmp_path, gateway, "agent", "8001", 1, AGENT_HZ)
+    other = await phone(peers, tmp_path, gateway, "other", "8002", 2, OTHER_HZ)
+    caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8001", hangup_after=11)
+    await asyncio.sleep(2.5)
+    attempt = await gateway.switch.control.consult(
+        call.call_id, TargetKind.EXTENSION, "8002", "agent1", 10
+    )
+    assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+    await asyncio.sleep(3)
+    gateway.switch.control.end_consult(call.call_id, "complete")
+    await agent.expect("disconnected", timeout_s=10)
+    await done(caller, other)
+    windows = heard(tmp_path, "caller")
+    assert phases(windows) == ["agent", "moh", "other"], phases(windows)
+    on_hold = longest_run(windows, "moh")[1:-1]
+    assert len(on_hold) >= 8 and max(w["agent"] + w["other"] for w in on_hold) < 0.05
+    agent_heard = phases(heard(tmp_path, "agent"))
+    assert agent_heard == ["caller", "other"], agent_heard
+    other_heard = phases(heard(tmp_path, "other"))
+    assert other_heard == ["agent", "caller"], other_heard
+    kinds = step_kinds(gateway, call)
+    assert steps.ConsultStarted in kinds and steps.ConsultEnded in kinds
+
+
+async def test_click_to_dial_rings_the_agent_then_the_customer(
+    gateway: GatewayUnderTest, peers: Spawn, tmp_path: Path
+) -> None:
+    """DialOut to an internal number: the agent's phone rings first, then the customer's;
+    both talk (each hears the other's tone), and the call is outbound and bridged."""
+    agent = await phone(peers, tmp_path, gateway, "agent", "8001", 1, AGENT_HZ, hangup_after=5)
+    customer = await phone(peers, tmp_path, gateway, "other", "8002", 2, OTHER_HZ)
+    attempt, call_id = await gateway.switch.control.dial_out(
+        "agent1", "8001", TargetKind.EXTENSION, "8002", "", 10
+    )
+    assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+    call = gateway.switch.registry.get(call_id)
+    assert call.outbound and call.agent_id == "agent1" and call.state.value == "bridged"
+    await done(agent, customer)
+    assert len(longest_run(heard(tmp_path, "agent"), "other")) >= 8, "the agent hears"
+    assert len(longest_run(heard(tmp_path, "other"), "agent")) >= 8, "the customer hears"
+
+
+async def test_blind_transfer_to_an_outside_number_on_an_analog_line(
+    peers: Spawn, tmp_path: Path
+) -> None:
+    """The caller is transferred to a number: an analog line (simulated card) is seized,
+    dialled and bridged; the caller hears the far party, the line carries the caller."""
+    gateway = await start_gateway(tmp_path, analog_lines=2)
+    try:
+        agent = await phone(peers, tmp_path, gateway, "agent", "8001", 1, AGENT_HZ)
+        caller, call = await caller_bridged_to(peers, tmp_path, gateway, "8001", hangup_after=9)
+        exchange = gateway.card.exchange if gateway.card is not None else None
+        assert exchange is not None
+        await asyncio.sleep(2.5)
+        attempt = await gateway.switch.control.transfer(
+            call.call_id, TargetKind.NUMBER, "62345678", "agent1", 10
+        )
+        assert attempt.outcome is Outcome.ANSWERED, attempt.detail
+        line = next(k for k in (1, 2) if exchange.line(k).dialled == "62345678")
+        exchange.play_tone(line, THIRD_HZ, 20000)  # the far party talks
+        await agent.expect("disconnected", timeout_s=10)
+        await done(caller)
+        windows = heard(tmp_path, "caller")
+        seq = phases(windows)
+        assert seq[0] == "agent" and seq[-1] == "third", seq
+        assert len(longest_run(windows, "third")) >= 8
+        sent = exchange.captured(line).astype(np.float64)[-20000:]  # the last 2.5 s, bridged
+        assert tone_share(loud_part(sent, 8000), 8000, CALLER_HZ) > 0.6, "the line hears the caller"
+        moved = [s for c, s in gateway.events.steps if isinstance(s, steps.Transferred)]
+        assert [(m.target_kind, m.target) for m in moved] == [("number", "62345678")]
+    finally:
+        await gateway.stop()

@@ -666,6 +666,9 @@ class SipChannel:
             if other is None or other.ended or not _tags_match(other, target):
                 tx.respond(self.response(req, 481, "Replaced Dialog Does Not Exist"))
                 return
+            if other.peer != leg.peer:  # RFC 3891 6: only the phone's own other call
+                tx.respond(self.response(req, 403, "Replaced Dialog Is Another Party's"))
+                return
             replaces = other.leg_id
         if self._sink is None:
             tx.respond(self.response(req, 503, "Starting Up"))
