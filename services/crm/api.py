@@ -32,6 +32,7 @@ from crm.desk_config import DESK
 from crm.models import HotDesk, User
 from crm.rest import ApiError, json_body, text_field
 from crm.roles import ALL_CDR_READERS
+from crm.supervision import add_routes as add_supervision_routes
 from hotline.v1 import acd_pb2
 
 __all__ = ["ACD", "CDRS", "add_routes"]
@@ -252,3 +253,4 @@ def add_routes(app: web.Application) -> None:
     wrapup.add_routes(app)
     history.add_routes(app)
     recordings.add_routes(app)
+    add_supervision_routes(app)

@@ -331,6 +331,7 @@ def concrete(pattern: str) -> str:
         ("{recording_id}", "rec-0"),
         ("{callback_id}", "1"),
         ("{code}", "other"),
+        ("{agent_id}", "no-such-agent"),
     ):
         pattern = pattern.replace(name, value)
     return pattern
@@ -465,8 +466,9 @@ async def test_every_endpoint_is_403_for_roles_not_on_its_list(
             refused += 1
     # supervisor, qa and admin on GET /api/agent and the three POSTs; every role but admin
     # on approving and withdrawing hot desks; qa and admin on the 12 call-control routes; qa
-    # on closing a callback; every role but admin on listing and editing wrap-up codes
-    assert refused == 12 + 2 * 4 + 2 * 12 + 1 + 2 * 4
+    # on closing a callback; every role but admin on listing and editing wrap-up codes; agent
+    # and qa on the supervisor board; agent, team leader and qa on the five supervisor actions
+    assert refused == 12 + 2 * 4 + 2 * 12 + 1 + 2 * 4 + 2 + 5 * 3
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])

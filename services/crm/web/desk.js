@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const desk = {
   me: null, config: null, socket: null, reconnectMs: 1000, signedOut: true,
   phoneLoggedIn: false, state: "logged_out", reason: "", stateSince: Date.now(),
-  talkStart: null, currentCall: null, call: null, board: new Map(), locked: false,
+  talkStart: null, currentCall: null, call: null, locked: false,
 };
 
 class ApiError extends Error {
@@ -112,7 +112,6 @@ async function enterDesk(user, freshLogin) {
   fillReasons();
   const takesCalls = Boolean(user.agent_id);
   show($("seat-card"), takesCalls);  // supervisors and QA have no seat of their own
-  show($("board-card"), ["supervisor", "team_leader", "admin"].includes(user.role));
   setupDial();
   setupWrapUp();
   connectFeed();
@@ -213,8 +212,7 @@ function mine(msg) { return desk.me && desk.me.agent_id && msg.agent_id === desk
 
 function onFeed(msg) {
   if (msg.type === "hello" || msg.type === "pong" || desk.locked) return;
-  updateBoard(msg);
-  if (!mine(msg)) return;
+  if (!mine(msg)) return;  // watchers get everyone's: their board (board.js) follows those
   if (msg.type === "offer") popCall(msg);
   else if (msg.type === "state") {
     applyAgent({ state: msg.state, reason: msg.reason, extension: msg.extension,
@@ -369,21 +367,7 @@ async function chooseLanguage() {
   }
 }
 
-// -- supervisors' live board and recent calls ---------------------------------------------
-
-function updateBoard(msg) {
-  if ($("board-card").hidden || !msg.agent_id) return;
-  const row = desk.board.get(msg.agent_id) || { agent_id: msg.agent_id };
-  if (msg.type === "state") Object.assign(row, { state: msg.state, reason: msg.reason,
-    extension: msg.extension || row.extension, call: msg.call_id || "" });
-  else if (msg.type === "offer") Object.assign(row, { call: `${msg.ani} → ${msg.queue}` });
-  else if (msg.type === "ended") row.call = "";
-  desk.board.set(msg.agent_id, row);
-  $("agents-board").replaceChildren(...[...desk.board.values()]
-    .sort((a, b) => a.agent_id.localeCompare(b.agent_id, undefined, { numeric: true }))
-    .map((r) => tableRow([r.agent_id, r.extension, label("state", r.state),
-      r.reason ? label("reason", r.reason) : "", r.call])));
-}
+// -- recent calls ------------------------------------------------------------------------
 
 function tableRow(cells) {
   const tr = document.createElement("tr");
