@@ -92,6 +92,7 @@ class Config:
     rtp: tuple[int, int] | None = None  # None: the gateway's default RTP range
     env: dict[str, str] = field(default_factory=dict)  # more HOTLINE_* for every service
     stop_at_failure: bool = True  # stop stepping after the first rate with failed calls
+    settle_s: float = 10.0  # idle time after the last rate before the "after" RSS
     keep_dir: Path | None = None  # where logs go (default: a temporary directory, removed)
 
 
@@ -624,7 +625,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> Report:
                 say(format_step(step))
                 if step.failed and config.stop_at_failure:
                     break
-            time.sleep(10)
+            time.sleep(config.settle_s)
             report.rss_after_mb = bench.rss_mb()
             bench.quantities(report)
         finally:
