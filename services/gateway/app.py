@@ -68,7 +68,8 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     bindings = PersistentBindings(state.save_binding, state.delete_binding)
     registrar = Registrar(load_directory(realm, settings.extensions_file), realm, bindings=bindings)
     allocator = PortAllocator(settings.rtp_low, settings.rtp_high)
-    wiring.collector(MediaPortCollector(allocator, settings.site))
+    admission = Admission(settings.admission)
+    wiring.collector(MediaPortCollector(allocator, settings.site, admission.headroom))
     sip = SipChannel(
         TransactionLayer(
             Timers(),
@@ -83,7 +84,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
             "sip-trunk", settings.trunk_dids, settings.trunk_allow, settings.trunk_trust_pai
         ),
         site=settings.site,
-        admission=Admission(settings.admission),
+        admission=admission,
     )
     card = open_card(settings.analog_card, clock, settings.analog_law)
     analog = None if card is None else AnalogChannel(card, trunk="analog", did=settings.analog_did)
