@@ -159,6 +159,13 @@ def _token(env: Env, name: str) -> str:
     return token
 
 
+def _fetch_wait(env: Env) -> int:
+    value = env.integer("KAFKA_FETCH_WAIT_MS", 20)
+    if not 1 <= value <= 10_000:
+        raise env.error("KAFKA_FETCH_WAIT_MS", str(value), "must be 1-10000 (milliseconds)")
+    return value
+
+
 def _otlp_endpoint(env: Env) -> str:
     raw = env.text("OTLP_ENDPOINT", "").strip()
     if raw and not re.match(r"^https?://[^/\s]+(:\d+)?/?$", raw):
@@ -175,6 +182,10 @@ class Settings:
 
     site: str = "local"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: HOTLINE_KAFKA_FETCH_WAIT_MS: how long a consumer's fetch waits at the broker for data.
+    #: Tansu answers a fetch only when this runs out, so it is the event hop's latency there
+    #: (Apache Kafka answers as soon as data arrives); docs/performance.md
+    kafka_fetch_wait_ms: int = 20
     var_dir: Path = REPO_ROOT / "var"
     bind_host: str = "127.0.0.1"
     grpc_ports: dict[str, int] = field(default_factory=dict)
@@ -226,6 +237,7 @@ class Settings:
         return {
             "site": env.text("SITE", "local"),
             "kafka_bootstrap": env.text("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            "kafka_fetch_wait_ms": _fetch_wait(env),
             "var_dir": var_dir,
             "bind_host": env.text("BIND_HOST", "127.0.0.1"),
             "grpc_ports": {s: env.port(f"{s.upper()}_GRPC_PORT", p) for s, p in GRPC_PORTS.items()},

@@ -829,3 +829,12 @@ def test_bad_carrier_settings_name_the_variable(values: dict[str, str], problem:
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(env(SIP_TRUNK_HOST="192.0.2.50", **values))
     assert problem in str(info.value)
+
+
+def test_kafka_fetch_wait_is_milliseconds_within_bounds() -> None:
+    assert Settings.from_env(env()).kafka_fetch_wait_ms == 20
+    assert Settings.from_env(env(KAFKA_FETCH_WAIT_MS="500")).kafka_fetch_wait_ms == 500
+    for bad, problem in (("0", "must be 1-10000 (milliseconds)"), ("soon", "is not an integer")):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env(env(KAFKA_FETCH_WAIT_MS=bad))
+        assert str(info.value) == f"HOTLINE_KAFKA_FETCH_WAIT_MS={bad!r} {problem}"
