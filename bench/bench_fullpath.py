@@ -91,7 +91,11 @@ class Config:
     sipp_base_port: int = 17500  # SIPp's own SIP/media ports: base .. base + 49
     rtp: tuple[int, int] | None = None  # None: the gateway's default RTP range
     env: dict[str, str] = field(default_factory=dict)  # more HOTLINE_* for every service
-    stop_at_failure: bool = True  # stop stepping after the first rate with failed calls
+    #: stop stepping after the first rate whose calls failed other than by being shed (503),
+    #: or after `shed_steps` rates that shed load; then the first rate once more, to show
+    #: the stack recovers when the load drops
+    stop_at_failure: bool = True
+    shed_steps: int = 2
     settle_s: float = 10.0  # idle time after the last rate before the "after" RSS
     keep_dir: Path | None = None  # where logs go (default: a temporary directory, removed)
 
@@ -131,6 +135,7 @@ class Report:
     config: Config
     baseline: list[Baseline] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    recovery: Step | None = None  # the first rate again after an overloaded one
     rss_idle_mb: float = 0.0
     rss_peak_mb: float = 0.0
     rss_after_mb: float = 0.0
@@ -617,13 +622,21 @@ def run(config: Config, say: Callable[[str], None] = print) -> Report:
             bench.start()
             time.sleep(3)
             report.rss_idle_mb = bench.rss_mb()
+            shedding = 0
             for index, rate in enumerate(config.rates):
                 step = bench.step(index, rate)
                 report.steps.append(step)
                 report.rss_peak_mb = max(report.rss_peak_mb, step.rss_peak_mb)
                 say(format_step(step))
-                if step.failed and config.stop_at_failure:
+                shedding += step.shed > 0
+                if config.stop_at_failure and (
+                    step.failed > step.shed or shedding >= config.shed_steps
+                ):
                     break
+            if any(s.failed for s in report.steps) and config.rates:
+                say("  recovery: the first rate again")
+                report.recovery = bench.step(len(report.steps), config.rates[0])
+                say(format_step(report.recovery))
             time.sleep(config.settle_s)
             report.rss_after_mb = bench.rss_mb()
             bench.quantities(report)
@@ -685,15 +698,23 @@ def print_report(r: Report, say: Callable[[str], None] = print) -> None:
         if r.rss_idle_mb
         else "  stack RSS: not measured"
     )
-    carried = sum(s.carried for s in r.steps)
+    carried = sum(s.carried for s in r.steps) + (r.recovery.carried if r.recovery else 0)
     say(
         f"  CDRs ended: {r.cdrs} for {carried} carried calls; with a recording: "
         f"{r.cdrs_recorded}; gateway events published {r.events_published:.0f}, consumed "
         + ", ".join(f"{s} {v:.0f}" for s, v in r.events_consumed.items())
     )
-    say("  offered vs carried vs shed per rate:")
+    say("  offered vs carried vs shed (503) vs failed otherwise, per rate:")
     for s in r.steps:
-        say(f"    {s.rate:>6g}/s  {s.offered:>6} {s.carried:>6} {s.shed:>6}")
+        other = s.failed - s.shed
+        say(f"    {s.rate:>6g}/s  {s.offered:>6} {s.carried:>6} {s.shed:>6} {other:>6}")
+    if r.recovery is not None:
+        rec = r.recovery
+        verdict = "recovered" if rec.failed == 0 and rec.quiet_s is not None else "NOT recovered"
+        say(
+            f"  after overload, {rec.rate:g}/s again: {rec.carried}/{rec.offered} carried "
+            f"({verdict}; no call or port left {'held' if rec.quiet_s is None else 'over'})"
+        )
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -710,6 +731,12 @@ def main() -> None:
     parser.add_argument("--baseline-rates", type=_floats, default=d.baseline_rates)
     parser.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
     parser.add_argument("--no-stop", action="store_true", help="try every rate even after failures")
+    parser.add_argument(
+        "--gateway-cps",
+        type=float,
+        default=0.0,
+        help="HOTLINE_GATEWAY_MAX_CPS for the run (0: the gateway's default, from the machine)",
+    )
     args = parser.parse_args()
     config = Config(
         rates=args.rates,
@@ -719,6 +746,7 @@ def main() -> None:
         baseline_rates=args.baseline_rates,
         keep_dir=args.keep,
         stop_at_failure=not args.no_stop,
+        env={"HOTLINE_GATEWAY_MAX_CPS": f"{args.gateway_cps:g}"},
     )
     report = run(config, lambda line: print(line, flush=True))
     print_report(report)
