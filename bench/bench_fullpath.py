@@ -238,9 +238,12 @@ class Bench:
         self.agent_port, self.reg_port, self.caller_port = p, p + 10, p + 20
         self.base_uas_port, self.base_uac_port = p + 30, p + 40
         ports = config.ports
-        env = {f"HOTLINE_{k}": str(v) for k, v in ports.items() if k not in ("KAFKA", "SIP")}
+        env = {
+            f"HOTLINE_{k}": str(v) for k, v in ports.items() if k not in ("KAFKA", "SIP", "HTTP")
+        }
         env |= {
             "HOTLINE_SIP_PORT": str(ports["SIP"]),
+            "HOTLINE_HTTP_PORT": str(ports["HTTP"]),
             "HOTLINE_VAR_DIR": str(self.var),
             "HOTLINE_GATEWAY_EXTENSIONS": str(work / "extensions.yaml"),
             "HOTLINE_WRAP_UP_S": str(config.wrap_up_s),

@@ -159,6 +159,18 @@ def _token(env: Env, name: str) -> str:
     return token
 
 
+def _event_loop(env: Env) -> str:
+    value = env.text("EVENT_LOOP", "asyncio").strip().lower()
+    if value not in ("asyncio", "uvloop"):
+        raise env.error("EVENT_LOOP", value, "is not asyncio or uvloop")
+    if value == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise env.error("EVENT_LOOP", value, "needs the uvloop package installed") from None
+    return value
+
+
 def _fetch_wait(env: Env) -> int:
     value = env.integer("KAFKA_FETCH_WAIT_MS", 20)
     if not 1 <= value <= 10_000:
@@ -194,6 +206,9 @@ class Settings:
     grpc_targets: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
+    #: HOTLINE_EVENT_LOOP: asyncio (the standard loop) or uvloop (libuv; must be installed);
+    #: docs/performance.md has what each measured
+    event_loop: str = "asyncio"
     otlp_endpoint: str = ""  # HOTLINE_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/gRPC)
     drain_s: float = 30.0  # HOTLINE_DRAIN_S: how long SIGTERM lets live work finish
     database_url: str = ""
@@ -250,6 +265,7 @@ class Settings:
             },
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),
+            "event_loop": _event_loop(env),
             "otlp_endpoint": _otlp_endpoint(env),
             "drain_s": env.number("DRAIN_S", 30.0, minimum=0.0),
             "database_url": env.text("DATABASE_URL", ""),

@@ -838,3 +838,17 @@ def test_kafka_fetch_wait_is_milliseconds_within_bounds() -> None:
         with pytest.raises(SettingsError) as info:
             Settings.from_env(env(KAFKA_FETCH_WAIT_MS=bad))
         assert str(info.value) == f"HOTLINE_KAFKA_FETCH_WAIT_MS={bad!r} {problem}"
+
+
+def test_event_loop_is_asyncio_or_an_installed_uvloop() -> None:
+    assert Settings.from_env(env()).event_loop == "asyncio"
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env(EVENT_LOOP="trio"))
+    assert str(info.value) == "HOTLINE_EVENT_LOOP='trio' is not asyncio or uvloop"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        with pytest.raises(SettingsError, match="needs the uvloop package installed"):
+            Settings.from_env(env(EVENT_LOOP="uvloop"))
+    else:
+        assert Settings.from_env(env(EVENT_LOOP="UVLOOP")).event_loop == "uvloop"
