@@ -84,7 +84,7 @@ class Config:
     talk_ms: int = 2000
     ring_ms: int = 100
     wrap_up_s: float = 0.5
-    max_wait_ms: int = 15000
+    max_wait_ms: int = 0  # a caller gives up after this long; 0: talk_ms + 15 s
     baseline_rates: tuple[float, ...] = (300, 1000, 3000)
     baseline_step_s: float = 3.0
     ports: dict[str, int] = field(default_factory=lambda: dict(BENCH_PORTS))
@@ -116,6 +116,8 @@ class Step:
     peak_ports: int = 0
     rtp_lost: float = 0.0
     rtp_expected: float = 0.0
+    tick_late_p99_ms: float | None = None  # jitter the gateway added to the frames it sent
+    skipped_frames: float = 0.0  # frames the media clock skipped (event loop stalls)
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     rss_peak_mb: float = 0.0
     quiet_s: float | None = None  # how long until no call and no port was held after the step
@@ -189,6 +191,29 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def buckets(text: str, name: str) -> dict[float, float]:
+    """Cumulative counts per upper bound of a Prometheus histogram (summed over labels)."""
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            bound = float(re.search(r'le="([^"]+)"', line).group(1))  # type: ignore[union-attr]
+            out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def histogram_p99(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The upper bound of the bucket holding the 99th percentile of what was observed
+    between two scrapes (None: nothing observed)."""
+    delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
+    total = delta.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    for bound in sorted(delta):
+        if delta[bound] >= 0.99 * total:
+            return bound
+    return float("inf")
+
+
 def read_log(path: Path, tag: str) -> dict[str, float]:
     """`TAG number sec usec` lines of a SIPp -log_file: number -> wall-clock time."""
     seen: dict[str, float] = {}
@@ -232,6 +257,7 @@ class Bench:
     def __init__(self, config: Config, work: Path, say: Callable[[str], None]) -> None:
         self.c, self.work, self.say = config, work, say
         self.var = work / "var"
+        self.max_wait_ms = config.max_wait_ms or config.talk_ms + 15000
         self.sipp_procs: list[subprocess.Popen[bytes]] = []
         p = config.sipp_base_port
         # SIPp takes its -mp port and the two above it (audio, video)
@@ -487,13 +513,13 @@ class Bench:
             service="10000",
             prefix=prefix,
             dtmf_pcap=DTMF_PCAP,
-            max_wait_ms=str(c.max_wait_ms),
+            max_wait_ms=str(self.max_wait_ms),
         )
         gw0 = self.metrics("gateway")
         pids = self.pids()
         ticks0 = {n: cpu_ticks(p) for n, p in pids.items()}
         stats = step_dir / "callers.csv"
-        budget = c.step_s + c.max_wait_ms / 1000 + 60
+        budget = c.step_s + self.max_wait_ms / 1000 + 60
         start = time.monotonic()
         proc = self.sipp(
             [
@@ -568,6 +594,12 @@ class Bench:
         )
         result.rtp_expected = metric(gw1, "hotline_rtp_packets_expected_total") - metric(
             gw0, "hotline_rtp_packets_expected_total"
+        )
+        late = "hotline_media_tick_lateness_seconds"
+        p99 = histogram_p99(buckets(gw0, late), buckets(gw1, late))
+        result.tick_late_p99_ms = None if p99 is None else p99 * 1000
+        result.skipped_frames = metric(gw1, "hotline_media_skipped_frames_total") - metric(
+            gw0, "hotline_media_skipped_frames_total"
         )
         calls = max(1, result.carried)
         result.cpu_ms_per_call = {
@@ -669,6 +701,7 @@ def _ms(values: list[float]) -> str:
 
 def format_step(s: Step) -> str:
     loss = f"{s.rtp_lost / s.rtp_expected:.2%}" if s.rtp_expected else "n/a"
+    late = "n/a" if s.tick_late_p99_ms is None else f"<= {s.tick_late_p99_ms:g} ms"
     cpu = " ".join(f"{n}={v:.1f}" for n, v in s.cpu_ms_per_call.items())
     quiet = f"{s.quiet_s:.1f}s" if s.quiet_s is not None else "NOT QUIET"
     return (
@@ -676,6 +709,7 @@ def format_step(s: Step) -> str:
         f"shed {s.shed:>5} | INVITE->200 p50/p99 {_ms(s.invite_200_ms)} ms "
         f"({len(s.invite_200_ms)}) | digit->agent ring p50/p99 {_ms(s.ring_ms)} ms "
         f"({len(s.ring_ms)}) | peak calls {s.peak_calls} ports {s.peak_ports} | RTP loss {loss} "
+        f"| tick lateness p99 {late}, skipped frames {s.skipped_frames:.0f} "
         f"| quiet after {quiet}\n           CPU ms/call: {cpu}"
     )
 

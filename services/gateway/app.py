@@ -16,7 +16,7 @@ from gateway.analog.config import open_card
 from gateway.analog.port import LineCard
 from gateway.analog.sim import SimCard
 from gateway.analog.sim_http import make_control_app
-from gateway.capacity import MediaPortCollector
+from gateway.capacity import MediaClockCollector, MediaPortCollector
 from gateway.channels.analog import AnalogChannel, LineStateCollector
 from gateway.channels.sip import CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.channels.sip.admission import Admission
@@ -63,6 +63,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     clock = FrameClock()
     clock.start()
     wiring.on_stop(clock.stop, "media clock")
+    wiring.collector(MediaClockCollector(clock, settings.site))
 
     realm = settings.sip_realm
     bindings = PersistentBindings(state.save_binding, state.delete_binding)

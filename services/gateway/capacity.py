@@ -16,12 +16,19 @@ import resource
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.media.clock import LATENESS_BUCKETS_S, FrameClock
 from gateway.media.endpoint import PortAllocator
 
-__all__ = ["CPS_PER_CORE", "MediaPortCollector", "cpu_cores", "machine_limits"]
+__all__ = [
+    "CPS_PER_CORE",
+    "MediaClockCollector",
+    "MediaPortCollector",
+    "cpu_cores",
+    "machine_limits",
+]
 
 #: New calls per second one core carries through the gateway on the full call path (IVR,
 #: queue, agent, recording), with headroom: bench/bench_fullpath.py measures it
@@ -90,3 +97,32 @@ class MediaPortCollector(Collector):
         )
         calls.add_metric([self.site], possible)
         yield calls
+
+
+class MediaClockCollector(Collector):
+    """How late the 20 ms media clock fires (`hotline_media_tick_lateness_seconds`, the jitter
+    the gateway adds to every frame it sends) and the frames it skipped after a stall
+    (`hotline_media_skipped_frames_total`): the gateway's own share of frame loss and jitter."""
+
+    def __init__(self, clock: FrameClock, site: str) -> None:
+        self.clock, self.site = clock, site
+
+    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
+        counts, cumulative, buckets = self.clock.lateness, 0, []
+        for bound, n in zip((*map(str, LATENESS_BUCKETS_S), "+Inf"), counts, strict=True):
+            cumulative += n
+            buckets.append((bound, float(cumulative)))
+        lateness = HistogramMetricFamily(
+            "hotline_media_tick_lateness_seconds",
+            "How late each 20 ms media tick fired: the jitter the gateway adds to sent frames",
+            labels=["site"],
+        )
+        lateness.add_metric([self.site], buckets, self.clock.lateness_sum)
+        yield lateness
+        skipped = CounterMetricFamily(
+            "hotline_media_skipped_frames",
+            "Frames the media clock skipped after the event loop stalled (no audio sent)",
+            labels=["site"],
+        )
+        skipped.add_metric([self.site], self.clock.skipped_frames)
+        yield skipped

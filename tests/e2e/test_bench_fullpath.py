@@ -53,6 +53,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
     assert len(step.ring_ms) == 6, "digit -> agent ring of every call"
     assert step.peak_calls >= 1 and step.peak_ports >= 2
     assert step.rtp_expected > 0 and step.rtp_lost >= 0
+    assert step.tick_late_p99_ms is not None and step.skipped_frames >= 0
     assert step.quiet_s is not None, "every call and media port released after the step"
     assert set(step.cpu_ms_per_call) == set(PROCESSES)
     assert step.cpu_ms_per_call["gateway"] > 0

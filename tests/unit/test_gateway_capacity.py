@@ -3,14 +3,22 @@ CPUs and a container's CPU quota) and the capacity figures in /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import resource
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.capacity import CPS_PER_CORE, MediaPortCollector, cpu_cores, machine_limits
+from gateway.capacity import (
+    CPS_PER_CORE,
+    MediaClockCollector,
+    MediaPortCollector,
+    cpu_cores,
+    machine_limits,
+)
 from gateway.channels.sip.admission import Admission, AdmissionLimits
+from gateway.media.clock import FrameClock
 from gateway.media.endpoint import PortAllocator
 
 
@@ -53,3 +61,27 @@ def test_calls_possible_is_free_ports_per_bridged_call_within_the_ceiling() -> N
         allocator.release(port)
     no_ceiling = MediaPortCollector(allocator, "hq")
     assert 'hotline_gateway_calls_possible{site="hq"} 5.0' in _metrics(no_ceiling)
+
+
+def test_tick_lateness_and_skipped_frames_are_exported() -> None:
+    clock = FrameClock()
+    clock.lateness[0] += 98  # on time (under 1 ms)
+    clock.lateness[2] += 2  # 2-5 ms late
+    clock.lateness_sum = 0.008
+    clock.skipped_frames = 3
+    registry = CollectorRegistry()
+    registry.register(MediaClockCollector(clock, "hq"))
+    text = generate_latest(registry).decode()
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.001",site="hq"} 98.0' in text
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.005",site="hq"} 100.0' in text
+    assert 'hotline_media_tick_lateness_seconds_count{site="hq"} 100.0' in text
+    assert 'hotline_media_skipped_frames_total{site="hq"} 3.0' in text
+
+
+async def test_the_clock_counts_how_late_each_tick_fires() -> None:
+    clock = FrameClock(interval=0.005)
+    clock.start()
+    await asyncio.sleep(0.06)
+    clock.stop()
+    assert sum(clock.lateness) == clock.ticks >= 5
+    assert clock.lateness_sum >= 0
