@@ -114,10 +114,14 @@ def run(
 
 
 def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop a service runs on (HOTLINE_EVENT_LOOP): None is asyncio's own."""
-    if kind != "uvloop":
+    """The event loop a service runs on (HOTLINE_EVENT_LOOP): uvloop when asked for, or with
+    `auto` when it is installed; None is asyncio's own."""
+    if kind == "asyncio":
         return None
-    import uvloop
+    try:
+        import uvloop
+    except ImportError:  # `auto` without uvloop (settings refuse an explicit uvloop then)
+        return None
 
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory

@@ -160,9 +160,9 @@ def _token(env: Env, name: str) -> str:
 
 
 def _event_loop(env: Env) -> str:
-    value = env.text("EVENT_LOOP", "asyncio").strip().lower()
-    if value not in ("asyncio", "uvloop"):
-        raise env.error("EVENT_LOOP", value, "is not asyncio or uvloop")
+    value = env.text("EVENT_LOOP", "auto").strip().lower()
+    if value not in ("auto", "asyncio", "uvloop"):
+        raise env.error("EVENT_LOOP", value, "is not auto, asyncio or uvloop")
     if value == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -206,9 +206,9 @@ class Settings:
     grpc_targets: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
-    #: HOTLINE_EVENT_LOOP: asyncio (the standard loop) or uvloop (libuv; must be installed);
-    #: docs/performance.md has what each measured
-    event_loop: str = "asyncio"
+    #: HOTLINE_EVENT_LOOP: auto (uvloop when installed, else asyncio), asyncio (the standard
+    #: loop) or uvloop (libuv; must be installed); docs/performance.md has what each measured
+    event_loop: str = "auto"
     otlp_endpoint: str = ""  # HOTLINE_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/gRPC)
     drain_s: float = 30.0  # HOTLINE_DRAIN_S: how long SIGTERM lets live work finish
     database_url: str = ""

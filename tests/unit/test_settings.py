@@ -840,11 +840,12 @@ def test_kafka_fetch_wait_is_milliseconds_within_bounds() -> None:
         assert str(info.value) == f"HOTLINE_KAFKA_FETCH_WAIT_MS={bad!r} {problem}"
 
 
-def test_event_loop_is_asyncio_or_an_installed_uvloop() -> None:
-    assert Settings.from_env(env()).event_loop == "asyncio"
+def test_event_loop_is_auto_asyncio_or_an_installed_uvloop() -> None:
+    assert Settings.from_env(env()).event_loop == "auto"
+    assert Settings.from_env(env(EVENT_LOOP="asyncio")).event_loop == "asyncio"
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env(EVENT_LOOP="trio"))
-    assert str(info.value) == "HOTLINE_EVENT_LOOP='trio' is not asyncio or uvloop"
+    assert str(info.value) == "HOTLINE_EVENT_LOOP='trio' is not auto, asyncio or uvloop"
     try:
         import uvloop  # noqa: F401
     except ImportError:
