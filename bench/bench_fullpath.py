@@ -141,6 +141,7 @@ class Report:
     rss_idle_mb: float = 0.0
     rss_peak_mb: float = 0.0
     rss_after_mb: float = 0.0
+    rss_by_process: dict[str, tuple[float, float]] = field(default_factory=dict)  # idle, after
     cdrs: int = 0
     cdrs_recorded: int = 0
     events_published: float = 0.0
@@ -295,6 +296,9 @@ class Bench:
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.stack.procs.items()}
+
+    def rss_each_mb(self) -> dict[str, float]:
+        return {name: rss_kb(pid) / 1024 for name, pid in self.pids().items()}
 
     def rss_mb(self) -> float:
         return sum(rss_kb(pid) for pid in self.pids().values()) / 1024
@@ -657,6 +661,7 @@ def run(config: Config, say: Callable[[str], None] = print) -> Report:
             bench.start()
             time.sleep(3)
             report.rss_idle_mb = bench.rss_mb()
+            idle_each = bench.rss_each_mb()
             shedding = 0
             for index, rate in enumerate(config.rates):
                 step = bench.step(index, rate)
@@ -674,6 +679,8 @@ def run(config: Config, say: Callable[[str], None] = print) -> Report:
                 say(format_step(report.recovery))
             time.sleep(config.settle_s)
             report.rss_after_mb = bench.rss_mb()
+            after_each = bench.rss_each_mb()
+            report.rss_by_process = {n: (idle_each[n], after_each.get(n, 0.0)) for n in idle_each}
             bench.quantities(report)
         finally:
             bench.close()
@@ -735,6 +742,11 @@ def print_report(r: Report, say: Callable[[str], None] = print) -> None:
         if r.rss_idle_mb
         else "  stack RSS: not measured"
     )
+    if r.rss_by_process:
+        say(
+            "  RSS idle -> after, MB: "
+            + ", ".join(f"{n} {a:.0f}->{b:.0f}" for n, (a, b) in r.rss_by_process.items())
+        )
     carried = sum(s.carried for s in r.steps) + (r.recovery.carried if r.recovery else 0)
     say(
         f"  CDRs ended: {r.cdrs} for {carried} carried calls; with a recording: "
