@@ -55,16 +55,17 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 PASSWORD = "bench-secret"  # every generated extension's SIP password (loopback only)
 
-#: ports of the benchmark's own stack (none shared with `make run` or the e2e suites)
+#: ports of the benchmark's own stack: none shared with `make run`, the e2e suites or the
+#: default RTP range, and all below the ephemeral range (32768-) a client socket may take
 BENCH_PORTS = {
-    "KAFKA": 39492,
+    "KAFKA": 28492,
     "SIP": 27160,
     "HTTP": 28480,
-    "GATEWAY_GRPC_PORT": 55051,
-    "ACD_GRPC_PORT": 55052,
-    "IVR_GRPC_PORT": 55053,
-    "CRM_GRPC_PORT": 55054,
-    "RECORDER_GRPC_PORT": 55055,
+    "GATEWAY_GRPC_PORT": 28451,
+    "ACD_GRPC_PORT": 28452,
+    "IVR_GRPC_PORT": 28453,
+    "CRM_GRPC_PORT": 28454,
+    "RECORDER_GRPC_PORT": 28455,
     "GATEWAY_METRICS_PORT": 29401,
     "ACD_METRICS_PORT": 29402,
     "IVR_METRICS_PORT": 29403,

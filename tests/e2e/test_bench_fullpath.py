@@ -14,14 +14,14 @@ from bench.bench_fullpath import PROCESSES, Config, run
 pytestmark = pytest.mark.e2e
 
 PORTS = {
-    "KAFKA": 39592,
+    "KAFKA": 28592,
     "SIP": 27260,
     "HTTP": 28580,
-    "GATEWAY_GRPC_PORT": 56051,
-    "ACD_GRPC_PORT": 56052,
-    "IVR_GRPC_PORT": 56053,
-    "CRM_GRPC_PORT": 56054,
-    "RECORDER_GRPC_PORT": 56055,
+    "GATEWAY_GRPC_PORT": 28551,
+    "ACD_GRPC_PORT": 28552,
+    "IVR_GRPC_PORT": 28553,
+    "CRM_GRPC_PORT": 28554,
+    "RECORDER_GRPC_PORT": 28555,
     "GATEWAY_METRICS_PORT": 29501,
     "ACD_METRICS_PORT": 29502,
     "IVR_METRICS_PORT": 29503,
@@ -41,7 +41,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
         baseline_step_s=1,
         ports=PORTS,
         sipp_base_port=17700,
-        rtp=(45000, 45999),
+        rtp=(26000, 26999),
         settle_s=1,
         keep_dir=tmp_path,
     )
