@@ -143,6 +143,7 @@ class Report:
     rss_peak_mb: float = 0.0
     rss_after_mb: float = 0.0
     rss_by_process: dict[str, tuple[float, float]] = field(default_factory=dict)  # idle, after
+    calls_possible_idle: float = 0.0  # the gateway's hotline_gateway_calls_possible, idle
     cdrs: int = 0
     cdrs_recorded: int = 0
     events_published: float = 0.0
@@ -568,7 +569,7 @@ class Bench:
                 result.peak_ports, int(metric(text, "hotline_rtp_ports", state="in_use"))
             )
             result.rss_peak_mb = max(result.rss_peak_mb, self.rss_mb())
-            time.sleep(0.5)
+            time.sleep(1.0)  # a scrape costs the gateway CPU too: not more often than this
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -663,6 +664,9 @@ def run(config: Config, say: Callable[[str], None] = print) -> Report:
             time.sleep(3)
             report.rss_idle_mb = bench.rss_mb()
             idle_each = bench.rss_each_mb()
+            report.calls_possible_idle = metric(
+                bench.metrics("gateway"), "hotline_gateway_calls_possible"
+            )
             shedding = 0
             for index, rate in enumerate(config.rates):
                 step = bench.step(index, rate)
@@ -737,6 +741,10 @@ def print_report(r: Report, say: Callable[[str], None] = print) -> None:
     say(f"  ratio full path / baseline            : {ratio}")
     peak = max((s.peak_calls for s in r.steps), default=0)
     say(f"  concurrent calls held (media+recording): {peak} at the gateway")
+    say(
+        "  gateway capacity figure at idle (hotline_gateway_calls_possible): "
+        f"{r.calls_possible_idle:.0f}"
+    )
     say(
         f"  stack RSS: idle {r.rss_idle_mb:.0f} MB, peak {r.rss_peak_mb:.0f} MB, after "
         f"{r.rss_after_mb:.0f} MB ({r.rss_after_mb / r.rss_idle_mb - 1:+.0%} of idle)"

@@ -59,6 +59,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
     assert step.cpu_ms_per_call["gateway"] > 0
     assert report.held_rate == 2
     assert report.baseline_rate == 20, report.baseline
+    assert report.calls_possible_idle == 250, "26000-26999: 500 even ports, 250 bridged calls"
     assert 0 < report.rss_idle_mb <= report.rss_peak_mb and report.rss_after_mb > 0
     assert (report.cdrs, report.cdrs_recorded) == (6, 6), "one CDR with a recording per call"
     assert report.events_published > 0 and all(report.events_consumed.values())
