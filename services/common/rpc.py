@@ -3,7 +3,7 @@ the calling service, and the trace context in metadata.
 
 Every channel between services is mutual TLS (`Tls`: a CA, the service's certificate and key,
 docs/security.md). A server knows its caller from the peer certificate's identity URI,
-`spiffe://<trust domain>/<service>`, and one interceptor (`_AuthorizingInterceptor`) lets
+`spiffe://<trust domain>/<service>`, and one interceptor (`_ServerInterceptor`) lets
 through only the services the method's table names (`Callers`, declared next to each servicer),
 refusing others with PERMISSION_DENIED naming the caller and the method. Plain-text gRPC is
 only possible with the development switch (`HOTLINE_GRPC_INSECURE`), where nobody is
@@ -50,55 +50,6 @@ HANDLING = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 HANDLED = Counter("hotline_grpc_server_handled_total", "gRPC calls handled", ["method", "code"])
-
-
-class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Starts a server span per RPC, parented on the context found in the metadata."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-        parent = tracing.extract(_metadata_carrier(details.invocation_metadata))
-        tracer = trace.get_tracer("hotline.rpc")
-
-        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-            async def traced(request_or_iterator: Any, ctx: Context) -> Any:
-                token = otel_context.attach(parent)
-                started, code = time.perf_counter(), "OK"
-                try:
-                    with tracer.start_as_current_span(method, kind=trace.SpanKind.SERVER):
-                        return await fn(request_or_iterator, ctx)
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except Exception:
-                    status = ctx.code()  # set by context.abort(); otherwise the handler failed
-                    code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
-                    raise
-                finally:
-                    otel_context.detach(token)
-                    HANDLING.labels(method).observe(time.perf_counter() - started)
-                    HANDLED.labels(method, code).inc()
-
-            return traced
-
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                wrap(handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler
 
 
 def _with_trace(details: Any) -> Any:
@@ -198,12 +149,19 @@ def peer_service(ctx: Context, trust_domain: str) -> str | None:
     return None
 
 
-class _AuthorizingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class _ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Lets a call through only when the caller's certificate names a service the method's
-    table allows; a method no table lists is refused (fail closed)."""
+    table allows (a method no table lists is refused: fail closed), then handles it in a
+    server span parented on the caller's trace context, timed and counted by method.
+
+    One interceptor, and each method's wrapped handler is built once and kept: per call only
+    the caller check, the span and the metrics remain (bench/bench_rpc.py measures them).
+    """
 
     def __init__(self, table: Callers, trust_domain: str | None) -> None:
         self.table, self.trust_domain = table, trust_domain
+        self._tracer = trace.get_tracer("hotline.rpc")
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (handler, wrapped handler)
 
     async def intercept_service(
         self,
@@ -214,67 +172,85 @@ class _AuthorizingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         if handler is None:
             return None
         method = details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         allowed = self.table.get(method)
-        trust_domain = self.trust_domain
+        trust_domain, tracer = self.trust_domain, self._tracer
+        handling = HANDLING.labels(method)
+        handled: dict[str, Any] = {}  # code -> its counter child
 
-        def wrap(fn: Callable[..., Any], streaming_reply: bool) -> Callable[..., Any]:
-            async def check(ctx: Context) -> None:
-                if trust_domain is None:  # development switch: plain text, nobody known
-                    return
-                caller = peer_service(ctx, trust_domain)
-                if caller is None:
-                    log.warning("refused %s: the caller's certificate names no service", method)
-                    await ctx.abort(
-                        grpc.StatusCode.UNAUTHENTICATED,
-                        f"{method}: the client certificate names no service of trust domain "
-                        f"{trust_domain} (spiffe://{trust_domain}/<service>)",
-                    )
-                if allowed is None or caller not in allowed:
-                    who = ", ".join(sorted(allowed)) if allowed else "no service"
-                    log.warning("refused %s to %s (allowed: %s)", method, caller, who)
-                    await ctx.abort(
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        f"service {caller} may not call {method} (allowed: {who})",
-                    )
+        async def check(ctx: Context) -> None:
+            if trust_domain is None:  # development switch: plain text, nobody known
+                return
+            caller = peer_service(ctx, trust_domain)
+            if caller is None:
+                log.warning("refused %s: the caller's certificate names no service", method)
+                await ctx.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"{method}: the client certificate names no service of trust domain "
+                    f"{trust_domain} (spiffe://{trust_domain}/<service>)",
+                )
+            if allowed is None or caller not in allowed:
+                who = ", ".join(sorted(allowed)) if allowed else "no service"
+                log.warning("refused %s to %s (allowed: %s)", method, caller, who)
+                await ctx.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"service {caller} may not call {method} (allowed: {who})",
+                )
 
-            if streaming_reply:
+        def count(code: str) -> None:
+            counter = handled.get(code)
+            if counter is None:
+                counter = handled[code] = HANDLED.labels(method, code)
+            counter.inc()
 
-                async def checked_stream(request_or_iterator: Any, ctx: Context) -> Any:
-                    await check(ctx)
-                    async for item in fn(request_or_iterator, ctx):
-                        yield item
-
-                return checked_stream
-
-            async def checked(request_or_iterator: Any, ctx: Context) -> Any:
+        def traced(fn: Callable[..., Any]) -> Callable[..., Any]:
+            async def call(request_or_iterator: Any, ctx: Context) -> Any:
                 await check(ctx)
-                return await fn(request_or_iterator, ctx)
+                parent = tracing.extract(_metadata_carrier(ctx.invocation_metadata()))
+                token = otel_context.attach(parent)
+                started, code = time.perf_counter(), "OK"
+                try:
+                    with tracer.start_as_current_span(method, kind=trace.SpanKind.SERVER):
+                        return await fn(request_or_iterator, ctx)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception:
+                    status = ctx.code()  # set by context.abort(); otherwise the handler failed
+                    code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                    raise
+                finally:
+                    otel_context.detach(token)
+                    handling.observe(time.perf_counter() - started)
+                    count(code)
 
-            return checked
+            return call
 
+        def checked_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+            async def call(request_or_iterator: Any, ctx: Context) -> Any:
+                await check(ctx)
+                async for item in fn(request_or_iterator, ctx):
+                    yield item
+
+            return call
+
+        ser, de = handler.response_serializer, handler.request_deserializer
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap(handler.unary_unary, False),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
+            return grpc.unary_unary_rpc_method_handler(traced(handler.unary_unary), de, ser)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                wrap(handler.stream_unary, False),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
+            return grpc.stream_unary_rpc_method_handler(traced(handler.stream_unary), de, ser)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                wrap(handler.unary_stream, True),
-                handler.request_deserializer,
-                handler.response_serializer,
+                checked_stream(handler.unary_stream), de, ser
             )
-        return grpc.stream_stream_rpc_method_handler(
-            wrap(handler.stream_stream, True),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
+        return grpc.stream_stream_rpc_method_handler(checked_stream(handler.stream_stream), de, ser)
 
 
 def server(host: str, port: int, tls: Tls | None, table: Callers) -> tuple[grpc.aio.Server, int]:
@@ -283,10 +259,7 @@ def server(host: str, port: int, tls: Tls | None, table: Callers) -> tuple[grpc.
     (the development switch only), plain text with every method open. Add servicers, then
     `await start()`."""
     srv = grpc.aio.server(
-        interceptors=[
-            _AuthorizingInterceptor(table, tls.trust_domain if tls else None),
-            _TracingServerInterceptor(),
-        ]
+        interceptors=[_ServerInterceptor(table, tls.trust_domain if tls else None)]
     )
     if tls is None:
         bound = srv.add_insecure_port(f"{host}:{port}")

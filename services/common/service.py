@@ -107,9 +107,24 @@ def run(
     logs.setup(name, settings.log_level)
     tracing.setup(name, console=settings.trace_console, otlp_endpoint=settings.otlp_endpoint)
     try:
-        asyncio.run(_serve(name, main, settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve(name, main, settings))
     except rpc.TlsError as exc:
         raise SystemExit(f"{name}: {exc}") from None
+
+
+def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a service runs on (HOTLINE_EVENT_LOOP): uvloop when asked for, or with
+    `auto` when it is installed; None is asyncio's own."""
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # `auto` without uvloop (settings refuse an explicit uvloop then)
+        return None
+
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def grpc_tls(name: str, settings: Settings) -> rpc.Tls | None:

@@ -159,6 +159,25 @@ def _token(env: Env, name: str) -> str:
     return token
 
 
+def _event_loop(env: Env) -> str:
+    value = env.text("EVENT_LOOP", "auto").strip().lower()
+    if value not in ("auto", "asyncio", "uvloop"):
+        raise env.error("EVENT_LOOP", value, "is not auto, asyncio or uvloop")
+    if value == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise env.error("EVENT_LOOP", value, "needs the uvloop package installed") from None
+    return value
+
+
+def _fetch_wait(env: Env) -> int:
+    value = env.integer("KAFKA_FETCH_WAIT_MS", 20)
+    if not 1 <= value <= 10_000:
+        raise env.error("KAFKA_FETCH_WAIT_MS", str(value), "must be 1-10000 (milliseconds)")
+    return value
+
+
 def _otlp_endpoint(env: Env) -> str:
     raw = env.text("OTLP_ENDPOINT", "").strip()
     if raw and not re.match(r"^https?://[^/\s]+(:\d+)?/?$", raw):
@@ -175,6 +194,10 @@ class Settings:
 
     site: str = "local"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: HOTLINE_KAFKA_FETCH_WAIT_MS: how long a consumer's fetch waits at the broker for data.
+    #: Tansu answers a fetch only when this runs out, so it is the event hop's latency there
+    #: (Apache Kafka answers as soon as data arrives); docs/performance.md
+    kafka_fetch_wait_ms: int = 20
     var_dir: Path = REPO_ROOT / "var"
     bind_host: str = "127.0.0.1"
     grpc_ports: dict[str, int] = field(default_factory=dict)
@@ -183,6 +206,9 @@ class Settings:
     grpc_targets: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     trace_console: bool = False
+    #: HOTLINE_EVENT_LOOP: auto (uvloop when installed, else asyncio), asyncio (the standard
+    #: loop) or uvloop (libuv; must be installed); docs/performance.md has what each measured
+    event_loop: str = "auto"
     otlp_endpoint: str = ""  # HOTLINE_OTLP_ENDPOINT: OpenTelemetry collector (OTLP/gRPC)
     drain_s: float = 30.0  # HOTLINE_DRAIN_S: how long SIGTERM lets live work finish
     database_url: str = ""
@@ -226,6 +252,7 @@ class Settings:
         return {
             "site": env.text("SITE", "local"),
             "kafka_bootstrap": env.text("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            "kafka_fetch_wait_ms": _fetch_wait(env),
             "var_dir": var_dir,
             "bind_host": env.text("BIND_HOST", "127.0.0.1"),
             "grpc_ports": {s: env.port(f"{s.upper()}_GRPC_PORT", p) for s, p in GRPC_PORTS.items()},
@@ -238,6 +265,7 @@ class Settings:
             },
             "log_level": level,
             "trace_console": env.flag("TRACE_CONSOLE"),
+            "event_loop": _event_loop(env),
             "otlp_endpoint": _otlp_endpoint(env),
             "drain_s": env.number("DRAIN_S", 30.0, minimum=0.0),
             "database_url": env.text("DATABASE_URL", ""),

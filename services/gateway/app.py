@@ -17,7 +17,7 @@ from gateway.analog.config import open_card
 from gateway.analog.port import LineCard
 from gateway.analog.sim import SimCard
 from gateway.analog.sim_http import make_control_app
-from gateway.capacity import MediaPortCollector
+from gateway.capacity import MediaClockCollector, MediaPortCollector
 from gateway.channels.analog import AnalogChannel, LineStateCollector
 from gateway.channels.sip import CarrierTrunk, SipChannel, TrunkPolicy
 from gateway.channels.sip.admission import Admission
@@ -64,12 +64,14 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     clock = FrameClock()
     clock.start()
     wiring.on_stop(clock.stop, "media clock")
+    wiring.collector(MediaClockCollector(clock, settings.site))
 
     realm = settings.sip_realm
     bindings = PersistentBindings(state.save_binding, state.delete_binding)
     registrar = Registrar(load_directory(realm, settings.extensions_file), realm, bindings=bindings)
     allocator = PortAllocator(settings.rtp_low, settings.rtp_high)
-    wiring.collector(MediaPortCollector(allocator, settings.site))
+    admission = Admission(settings.admission)
+    wiring.collector(MediaPortCollector(allocator, settings.site, admission.headroom))
     sip = SipChannel(
         TransactionLayer(
             Timers(),
@@ -84,7 +86,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
             "sip-trunk", settings.trunk_dids, settings.trunk_allow, settings.trunk_trust_pai
         ),
         site=settings.site,
-        admission=Admission(settings.admission),
+        admission=admission,
     )
     card = open_card(settings.analog_card, clock, settings.analog_law)
     analog = None if card is None else AnalogChannel(card, trunk="analog", did=settings.analog_did)

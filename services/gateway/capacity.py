@@ -1,26 +1,78 @@
-"""How much the gateway can still take: media ports in use and free, as Prometheus gauges.
+"""How much the gateway can take: its default limits sized from the machine, and media ports
+in use and free and the calls still possible, as Prometheus gauges.
 
-Every call leg holds one even RTP port; when the range is exhausted new calls are refused
-(503), so SREs watch the free count, and the fault soak checks that none stays in use.
+Every call leg holds one even RTP port, and a bridged call two (caller and agent), so the RTP
+range bounds the concurrent calls; each port is one socket, so the descriptor limit does too;
+and the CPU bounds the call rate. `machine_limits` turns those into the gateway's default caps
+(HOTLINE_GATEWAY_MAX_CALLS / _MAX_CPS override them): a call admitted under them never meets
+"No Media Ports" when its agent is rung. SREs watch `hotline_gateway_calls_possible`, and the
+fault soak checks that no port stays in use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import resource
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.media.clock import LATENESS_BUCKETS_S, FrameClock
 from gateway.media.endpoint import PortAllocator
 
-__all__ = ["MediaPortCollector"]
+__all__ = [
+    "CPS_PER_CORE",
+    "MediaClockCollector",
+    "MediaPortCollector",
+    "cpu_cores",
+    "machine_limits",
+]
+
+#: New calls per second one core carries through the gateway on the full call path (IVR,
+#: queue, agent, recording), with headroom: bench/bench_fullpath.py measures it
+#: (docs/performance.md).
+CPS_PER_CORE = 25.0
+#: descriptors kept for everything but RTP (SIP, gRPC, Kafka, files, the spool)
+FD_RESERVE = 256
+LEGS_PER_CALL = 2
+
+
+def cpu_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container
+    limit) when there is one."""
+    cores = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(0.1, min(cores, int(quota) / int(period)))
+
+
+def machine_limits(rtp_low: int, rtp_high: int, cores: float | None = None) -> tuple[int, float]:
+    """(concurrent calls, new calls per second) this machine gives the gateway by default."""
+    even_ports = len(range(rtp_low + (rtp_low & 1), rtp_high + 1, 2))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    by_fds = even_ports if soft == resource.RLIM_INFINITY else max(0, soft - FD_RESERVE)
+    max_calls = max(1, min(even_ports, by_fds) // LEGS_PER_CALL)
+    return max_calls, round(CPS_PER_CORE * (cpu_cores() if cores is None else cores), 1)
 
 
 class MediaPortCollector(Collector):
-    """`hotline_rtp_ports{state="in_use"|"free"}` of the gateway's RTP range."""
+    """`hotline_rtp_ports{state="in_use"|"free"}` of the gateway's RTP range, and
+    `hotline_gateway_calls_possible`: the new calls it can still take, the lesser of the
+    bridged calls the free ports hold and the admission ceiling's headroom."""
 
-    def __init__(self, allocator: PortAllocator, site: str) -> None:
-        self.allocator, self.site = allocator, site
+    def __init__(
+        self,
+        allocator: PortAllocator,
+        site: str,
+        headroom: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.allocator, self.site, self.headroom = allocator, site, headroom
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -30,5 +82,47 @@ class MediaPortCollector(Collector):
         )
         in_use = self.allocator.in_use
         family.add_metric(["in_use", self.site], in_use)
-        family.add_metric(["free", self.site], self.allocator.capacity - in_use)
+        free = self.allocator.capacity - in_use
+        family.add_metric(["free", self.site], free)
         yield family
+        possible = free // LEGS_PER_CALL
+        headroom = self.headroom()
+        if headroom is not None:
+            possible = min(possible, headroom)
+        calls = GaugeMetricFamily(
+            "hotline_gateway_calls_possible",
+            "New calls the gateway can still take: free RTP ports for a bridged call each, "
+            "within its concurrent-call ceiling",
+            labels=["site"],
+        )
+        calls.add_metric([self.site], possible)
+        yield calls
+
+
+class MediaClockCollector(Collector):
+    """How late the 20 ms media clock fires (`hotline_media_tick_lateness_seconds`, the jitter
+    the gateway adds to every frame it sends) and the frames it skipped after a stall
+    (`hotline_media_skipped_frames_total`): the gateway's own share of frame loss and jitter."""
+
+    def __init__(self, clock: FrameClock, site: str) -> None:
+        self.clock, self.site = clock, site
+
+    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
+        counts, cumulative, buckets = self.clock.lateness, 0, []
+        for bound, n in zip((*map(str, LATENESS_BUCKETS_S), "+Inf"), counts, strict=True):
+            cumulative += n
+            buckets.append((bound, float(cumulative)))
+        lateness = HistogramMetricFamily(
+            "hotline_media_tick_lateness_seconds",
+            "How late each 20 ms media tick fired: the jitter the gateway adds to sent frames",
+            labels=["site"],
+        )
+        lateness.add_metric([self.site], buckets, self.clock.lateness_sum)
+        yield lateness
+        skipped = CounterMetricFamily(
+            "hotline_media_skipped_frames",
+            "Frames the media clock skipped after the event loop stalled (no audio sent)",
+            labels=["site"],
+        )
+        skipped.add_metric([self.site], self.clock.skipped_frames)
+        yield skipped

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.settings import REPO_ROOT, Env, Settings, SettingsError
 from gateway.analog.config import LAWS, CardConfigError, CardSpec, parse_card_spec
+from gateway.capacity import machine_limits
 from gateway.channels.sip.admission import AdmissionLimits
 from gateway.channels.sip.carrier import CarrierConfig
 from gateway.channels.sip.numbering import NumberRules, NumberRulesError
@@ -50,7 +51,7 @@ class GatewaySettings(Settings):
     sip_host: str = "127.0.0.1"  # HOTLINE_SIP_HOST: advertised in Via, Contact, SDP
     sip_port: int = 5060  # HOTLINE_SIP_PORT: UDP and TCP
     rtp_low: int = 20000  # HOTLINE_RTP_LOW / HOTLINE_RTP_HIGH
-    rtp_high: int = 20999
+    rtp_high: int = 25999
     sip_realm: str = "hotline"  # HOTLINE_SIP_REALM: digest realm
     prompt_dir: Path = REPO_ROOT / "var" / "prompts"  # HOTLINE_PROMPT_DIR, $VAR_DIR/prompts
     trunk_dids: tuple[str, ...] = ("10000", "10001")  # HOTLINE_TRUNK_DIDS
@@ -61,7 +62,8 @@ class GatewaySettings(Settings):
     sim_control_port: int = 9110  # HOTLINE_SIM_CONTROL_PORT
     sim_control_host: str = "127.0.0.1"  # HOTLINE_SIM_CONTROL_HOST: loopback, never bind_host
     tcp_limits: TcpLimits = TcpLimits()  # HOTLINE_SIP_TCP_*
-    admission: AdmissionLimits = AdmissionLimits()  # HOTLINE_CALLS_PER_SOURCE_*, HOTLINE_TRUNK_*
+    #: HOTLINE_CALLS_PER_SOURCE_*, HOTLINE_TRUNK_*, HOTLINE_GATEWAY_MAX_CALLS / _MAX_CPS
+    admission: AdmissionLimits = field(default_factory=lambda: _admission(20000, 25999))
     extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016, 8090
     state_file: Path = REPO_ROOT / "var" / "gateway-state.sqlite"  # HOTLINE_GATEWAY_STATE
     recording_spool: Path = REPO_ROOT / "var" / "spool"  # HOTLINE_RECORDING_SPOOL
@@ -73,7 +75,7 @@ class GatewaySettings(Settings):
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
         base = super().read(env)
-        rtp_low, rtp_high = env.integer("RTP_LOW", 20000), env.integer("RTP_HIGH", 20999)
+        rtp_low, rtp_high = env.integer("RTP_LOW", 20000), env.integer("RTP_HIGH", 25999)
         if not 1024 <= rtp_low < rtp_high <= 65535:
             raise SettingsError(
                 f"HOTLINE_RTP_LOW/HIGH={rtp_low}/{rtp_high} is not a valid port range"
@@ -101,15 +103,15 @@ class GatewaySettings(Settings):
             idle_timeout_s=env.number("SIP_TCP_IDLE_TIMEOUT_S", 300.0, above=0),
             max_lifetime_s=env.number("SIP_TCP_MAX_LIFETIME_S", 14400.0, above=0),
         )
-        source_cps = env.number("CALLS_PER_SOURCE_CPS", 10.0, above=0)
-        trunk_cps = env.number("TRUNK_CPS", 20.0, above=0)
-        admission = AdmissionLimits(
-            source_cps=source_cps,
-            source_burst=max(1, math.ceil(2 * source_cps)),
+        admission = _admission(
+            rtp_low,
+            rtp_high,
+            source_cps=env.number("CALLS_PER_SOURCE_CPS", 10.0, above=0),
             source_max_calls=_at_least(env, "CALLS_PER_SOURCE_MAX", 50, 1),
-            trunk_cps=trunk_cps,
-            trunk_burst=max(1, math.ceil(2 * trunk_cps)),
+            trunk_cps=env.number("TRUNK_CPS", 20.0, above=0),
             trunk_max_calls=_at_least(env, "TRUNK_MAX_CALLS", 100, 1),
+            gateway_cps=env.number("GATEWAY_MAX_CPS", 0.0, minimum=0),
+            gateway_max_calls=_at_least(env, "GATEWAY_MAX_CALLS", 0, 0),
         )
         return base | {
             "sip_host": env.text("SIP_HOST", "127.0.0.1"),
@@ -150,6 +152,33 @@ def _dial_plan(env: Env) -> DialPlan:
         return DialPlan(patterns)
     except DialPlanError as exc:
         raise SettingsError(f"HOTLINE_DIAL_*: {exc}") from None
+
+
+def _admission(
+    rtp_low: int,
+    rtp_high: int,
+    source_cps: float = 10.0,
+    source_max_calls: int = 50,
+    trunk_cps: float = 20.0,
+    trunk_max_calls: int = 100,
+    gateway_cps: float = 0.0,
+    gateway_max_calls: int = 0,
+) -> AdmissionLimits:
+    """New-call limits; the gateway's own (0: unset) are sized from the machine: the RTP
+    range, the descriptor limit and the CPUs (`gateway.capacity.machine_limits`)."""
+    machine_calls, machine_cps = machine_limits(rtp_low, rtp_high)
+    gateway_cps = gateway_cps or machine_cps
+    return AdmissionLimits(
+        source_cps=source_cps,
+        source_burst=max(1, math.ceil(2 * source_cps)),
+        source_max_calls=source_max_calls,
+        trunk_cps=trunk_cps,
+        trunk_burst=max(1, math.ceil(2 * trunk_cps)),
+        trunk_max_calls=trunk_max_calls,
+        gateway_cps=gateway_cps,
+        gateway_burst=max(1, math.ceil(2 * gateway_cps)),
+        gateway_max_calls=gateway_max_calls or machine_calls,
+    )
 
 
 def _rules(env: Env, name: str) -> NumberRules:

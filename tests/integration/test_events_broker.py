@@ -157,6 +157,34 @@ async def test_same_envelope_twice_is_handled_once(
     assert sample("hotline_events_duplicates_total", group=h.group) == 2
 
 
+async def test_a_batch_arrives_whole_in_order_and_a_stopped_consumer_keeps_its_place(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.publisher.start()
+    h.consumer.start()
+    call_id = f"call-{uuid.uuid4().hex[:8]}"
+    items = [
+        (events_pb2.CallAnswered(call_id=call_id), call_id, f"{call_id}-{i}", {})
+        for i in range(200)
+    ]
+    sent = await h.publisher.publish_batch(items)
+    assert [e.event_id for e in sent] == [eid for _, _, eid, _ in items]
+    got = await h.wait_for(call_id, 200)
+    assert [e.event_id for e in got] == [e.event_id for e in sent], "every event, in order"
+
+    # offsets are committed every COMMIT_EVERY_S and at stop: a consumer of the same group
+    # that takes over starts after what was handled, nothing handled twice
+    await h.consumer.stop()
+    handled = len(h.handled)
+    h.consumer = EventConsumer(h.settings, h.group, ["calls"], h.handle, h.readiness)
+    h.consumer.start()
+    marker = await h.publisher.publish(events_pb2.CallEnded(call_id=call_id), call_id)
+    got = await h.wait_for(call_id, 201)
+    assert got[-1].event_id == marker.event_id
+    assert len(h.handled) == handled + 1, "nothing redelivered after a clean stop"
+
+
 async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
     harness: Harness, raw_producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.message import Message
 
@@ -20,13 +21,17 @@ class FlakyPublisher:
         self.failures = failures
         self.attempts: list[tuple[str, str | None]] = []
         self.published: list[tuple[Message, str, str | None]] = []
+        self.batches: list[int] = []
 
-    async def publish(self, payload: Message, key: str, event_id: str | None = None) -> None:
-        self.attempts.append((payload.DESCRIPTOR.name, event_id))
+    async def publish_batch(
+        self, items: Sequence[tuple[Message, str, str, Mapping[str, str]]]
+    ) -> None:
+        self.attempts += [(payload.DESCRIPTOR.name, event_id) for payload, _, event_id, _ in items]
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker down")
-        self.published.append((payload, key, event_id))
+        self.batches.append(len(items))
+        self.published += [(payload, key, event_id) for payload, key, event_id, _ in items]
 
 
 def a_call() -> Call:
@@ -159,3 +164,34 @@ def test_every_call_control_step_becomes_its_event_with_every_field() -> None:
         assert event.call_id == "c1"
         for name, value in dataclasses.asdict(step).items():
             assert getattr(event, name) == value, (type(step).__name__, name)
+
+
+async def test_what_queued_up_meanwhile_goes_out_as_one_ordered_batch() -> None:
+    pub = FlakyPublisher()
+    notifier = CallNotifier(pub)
+    call = a_call()
+    for _ in range(3):  # queued before the outbox runs: one burst
+        notifier.offered(call)
+        notifier.answered(call)
+    notifier.start()
+    await drained(pub, 6)
+    notifier.answered(call)
+    await drained(pub, 7)
+    await notifier.stop()
+    assert pub.batches == [6, 1]
+    names = [p.DESCRIPTOR.name for p, _, _ in pub.published]
+    assert names == ["CallOffered", "CallAnswered"] * 3 + ["CallAnswered"]
+    assert len({eid for _, _, eid in pub.published}) == 7, "one event id per event"
+
+
+async def test_call_end_is_noted_once_its_batch_is_on_the_broker(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(notifier_module, "RETRY_FIRST_S", 0.01)
+    pub, noted = FlakyPublisher(failures=1), []
+    notifier = CallNotifier(pub, on_call_ended=noted.append)
+    call = a_call()
+    notifier.offered(call)
+    notifier.ended(call, EndReason.CALLER_HANGUP, "bye", duration_ms=10, talk_ms=0)
+    notifier.start()
+    await drained(pub, 2)
+    await notifier.stop()
+    assert noted == ["c1"] and len(pub.attempts) == 4

@@ -125,6 +125,37 @@ async def test_open_and_close_release_port(allocator: PortAllocator) -> None:
     assert not e.send_audio(tone())
 
 
+async def test_port_reused_at_once_drops_strays_of_its_last_call() -> None:
+    alloc = PortAllocator(31140, 31141)  # one port: the next call gets the same one
+    old_peer, new_peer = await make_peer(), await make_peer()
+    try:
+        first = await RtpEndpoint.open(HOST, alloc)
+        first.configure(old_peer.addr, "PCMU", 0)
+        heard: list[np.ndarray] = []
+        first.on_audio = heard.append
+        old_peer.send(RtpPacket(0, 1, 160, 0xABC, ulaw_encode(tone())), (HOST, first.local_port))
+        await wait_for(lambda: len(heard) == 1)
+        first.close()
+        assert alloc.previous(first.local_port) == (old_peer.addr, 0xABC)
+        await asyncio.sleep(0.01)  # asyncio closes the socket itself on its next iteration
+
+        second = await RtpEndpoint.open(HOST, alloc)  # no hold-back: the port is free now
+        assert second.local_port == first.local_port
+        second.configure(new_peer.addr, "PCMU", 0)
+        got: list[np.ndarray] = []
+        second.on_audio = got.append
+        old_peer.send(RtpPacket(0, 2, 320, 0xABC, ulaw_encode(tone())), (HOST, 31140))
+        await wait_for(lambda: second.stale == 1)
+        new_peer.send(RtpPacket(0, 9, 160, 0xDEF, ulaw_encode(tone())), (HOST, 31140))
+        await wait_for(lambda: len(got) == 1)
+        assert second.latched == new_peer.addr and not heard[1:]
+        second.close()
+    finally:
+        for p in (old_peer, new_peer):
+            assert p.transport is not None
+            p.transport.close()
+
+
 # --- receiving ----------------------------------------------------------------
 
 

@@ -165,6 +165,24 @@ def test_latches_onto_first_valid_source() -> None:
     assert s.wrong_source == 1 and s.remote == NAT
 
 
+def test_strays_of_the_previous_call_on_the_port_are_dropped() -> None:
+    s = session()
+    s.previous = (NAT, 77)  # the port's last call latched onto NAT and received SSRC 77
+    assert s.receive_datagram(audio(1, ssrc=77), NAT, 0.0) == ((), None)
+    assert s.stale == 1 and s.latched is None
+    # the new call's own peer, even from the same address, sends with another SSRC
+    frames, _ = s.receive_datagram(audio(1, ssrc=78), NAT, T)
+    assert len(frames) == 1 and s.latched == NAT
+    assert s.peer == (NAT, 78)
+
+
+def test_previous_peer_is_ours_when_our_sdp_names_it() -> None:
+    s = session()  # SDP address PEER
+    s.previous = (PEER, 77)  # same address and SSRC: nothing tells them apart, take it
+    frames, _ = s.receive_datagram(audio(1, ssrc=77), PEER, 0.0)
+    assert len(frames) == 1 and s.latched == PEER and s.stale == 0
+
+
 def test_unknown_payload_type_does_not_latch() -> None:
     s = session("PCMA", 8)
     video = RtpPacket(96, 1, 0, 5, b"\x00" * 100).pack()

@@ -16,6 +16,7 @@ from common.settings import REPO_ROOT, SERVICES, Env, Settings, SettingsError
 from crm.settings import CrmSettings
 from gateway.analog.config import CardSpec, open_card, parse_card_spec
 from gateway.analog.sim import SimCard
+from gateway.capacity import machine_limits
 from gateway.directory import DEMO_EXTENSIONS, DirectoryError, load_directory
 from gateway.media.clock import FrameClock
 from gateway.settings import GatewaySettings
@@ -68,7 +69,7 @@ def test_defaults_are_the_design_ports() -> None:
 
     g = GatewaySettings.from_env()
     assert (g.sip_host, g.sip_port) == ("127.0.0.1", 5060)
-    assert (g.rtp_low, g.rtp_high) == (20000, 20999)
+    assert (g.rtp_low, g.rtp_high) == (20000, 25999)
     assert g.sip_realm == "hotline"
     assert g.prompt_dir == REPO_ROOT / "var" / "prompts"
     assert g.trunk_dids == ("10000", "10001")
@@ -661,6 +662,9 @@ def test_sip_limits_defaults_and_overrides() -> None:
         50,
     )
     assert (g.admission.trunk_cps, g.admission.trunk_max_calls) == (20.0, 100)
+    assert (g.admission.gateway_max_calls, g.admission.gateway_cps) == machine_limits(
+        20000, 25999
+    ), "the gateway's own caps follow the machine unless set"
     assert g.sim_control_host == "127.0.0.1"
     g = GatewaySettings.from_env(
         env(
@@ -673,6 +677,8 @@ def test_sip_limits_defaults_and_overrides() -> None:
             CALLS_PER_SOURCE_MAX="3",
             TRUNK_CPS="4",
             TRUNK_MAX_CALLS="8",
+            GATEWAY_MAX_CALLS="40",
+            GATEWAY_MAX_CPS="2.5",
             SIM_CONTROL_HOST="::1",
             BIND_HOST="0.0.0.0",
         )
@@ -681,6 +687,8 @@ def test_sip_limits_defaults_and_overrides() -> None:
     assert (g.tcp_limits.read_timeout_s, g.tcp_limits.max_lifetime_s) == (2.5, 600.0)
     assert (g.admission.source_cps, g.admission.source_burst) == (0.5, 1)
     assert (g.admission.trunk_burst, g.admission.trunk_max_calls) == (8, 8)
+    assert (g.admission.gateway_max_calls, g.admission.gateway_cps) == (40, 2.5)
+    assert g.admission.gateway_burst == 5
     assert (g.sim_control_host, g.bind_host) == ("::1", "0.0.0.0")
 
 
@@ -695,6 +703,9 @@ def test_sip_limits_defaults_and_overrides() -> None:
         ("CALLS_PER_SOURCE_MAX", "0", "must be at least 1"),
         ("TRUNK_CPS", "fast", "is not a number"),
         ("TRUNK_MAX_CALLS", "-5", "must be at least 1"),
+        ("GATEWAY_MAX_CALLS", "-1", "must be at least 0"),
+        ("GATEWAY_MAX_CPS", "lots", "is not a number"),
+        ("GATEWAY_MAX_CPS", "-2", "must be at least 0"),
     ],
 )
 def test_bad_sip_limit_names_the_variable(name: str, value: str, problem: str) -> None:
@@ -837,3 +848,27 @@ def test_bad_carrier_settings_name_the_variable(values: dict[str, str], problem:
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(env(SIP_TRUNK_HOST="192.0.2.50", **values))
     assert problem in str(info.value)
+
+
+def test_kafka_fetch_wait_is_milliseconds_within_bounds() -> None:
+    assert Settings.from_env(env()).kafka_fetch_wait_ms == 20
+    assert Settings.from_env(env(KAFKA_FETCH_WAIT_MS="500")).kafka_fetch_wait_ms == 500
+    for bad, problem in (("0", "must be 1-10000 (milliseconds)"), ("soon", "is not an integer")):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env(env(KAFKA_FETCH_WAIT_MS=bad))
+        assert str(info.value) == f"HOTLINE_KAFKA_FETCH_WAIT_MS={bad!r} {problem}"
+
+
+def test_event_loop_is_auto_asyncio_or_an_installed_uvloop() -> None:
+    assert Settings.from_env(env()).event_loop == "auto"
+    assert Settings.from_env(env(EVENT_LOOP="asyncio")).event_loop == "asyncio"
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env(EVENT_LOOP="trio"))
+    assert str(info.value) == "HOTLINE_EVENT_LOOP='trio' is not auto, asyncio or uvloop"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        with pytest.raises(SettingsError, match="needs the uvloop package installed"):
+            Settings.from_env(env(EVENT_LOOP="uvloop"))
+    else:
+        assert Settings.from_env(env(EVENT_LOOP="UVLOOP")).event_loop == "uvloop"

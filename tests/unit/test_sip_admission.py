@@ -94,3 +94,43 @@ def test_release_is_idempotent_and_a_retransmitted_invite_counts_once() -> None:
 def test_limits_are_checked(field: str, value: float, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         AdmissionLimits(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_gateway_sheds_over_every_trunk_at_its_own_rate_and_recovers() -> None:
+    clock = Clock()
+    limits = AdmissionLimits(
+        source_cps=1000, source_burst=1000, trunk_cps=1000, trunk_burst=1000, gateway_cps=5,
+        gateway_burst=10,
+    )  # fmt: skip
+    adm = Admission(limits, clock)
+    answers = [adm.admit(f"c{i}", f"127.0.0.{i % 4 + 1}", f"t{i % 2}") for i in range(40)]
+    assert sum(a is None for a in answers) == 10, "the gateway's burst, over sources and trunks"
+    refusal = answers[-1]
+    assert refusal is not None and (refusal.status, refusal.reason, refusal.retry_after_s) == (
+        503,
+        "Call Rate Exceeded For Gateway",
+        1,
+    )
+    clock.now += 1.0  # the load drops: five more a second get through again
+    assert sum(adm.admit(f"later{i}", "127.0.0.9", "t0") is None for i in range(20)) == 5
+
+
+def test_the_gateway_ceiling_counts_calls_of_every_trunk_and_frees_on_release() -> None:
+    adm = Admission(AdmissionLimits(gateway_max_calls=3), Clock())
+    assert adm.headroom() == 3
+    for i, trunk in enumerate(("a", "b", "c")):
+        assert adm.admit(f"c{i}", f"127.0.0.{i + 1}", trunk) is None
+    assert adm.headroom() == 0
+    refusal = adm.admit("c3", "127.0.0.9", "d")
+    assert refusal is not None and (refusal.reason, refusal.retry_after_s) == (
+        "Gateway At Capacity",
+        5,
+    )
+    adm.release("c1")
+    assert adm.headroom() == 1 and adm.admit("c3", "127.0.0.9", "d") is None
+    assert Admission(AdmissionLimits()).headroom() is None, "no ceiling configured"
+
+
+def test_gateway_limits_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="gateway_cps"):
+        AdmissionLimits(gateway_max_calls=-1)

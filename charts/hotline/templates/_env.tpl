@@ -41,6 +41,8 @@ Call with (list $ "<service>").
 - {name: HOTLINE_SIP_REALM, value: {{ $v.gateway.sip.realm | quote }}}
 - {name: HOTLINE_RTP_LOW, value: {{ $v.gateway.rtp.low | quote }}}
 - {name: HOTLINE_RTP_HIGH, value: {{ $v.gateway.rtp.high | quote }}}
+- {name: HOTLINE_GATEWAY_MAX_CALLS, value: {{ $v.gateway.capacity.maxCalls | quote }}}
+- {name: HOTLINE_GATEWAY_MAX_CPS, value: {{ $v.gateway.capacity.maxCallsPerSecond | quote }}}
 - {name: HOTLINE_TRUNK_DIDS, value: {{ join "," $v.gateway.trunk.dids | quote }}}
 - {name: HOTLINE_TRUNK_ALLOW, value: {{ join "," $v.gateway.trunk.allow | quote }}}
 - {name: HOTLINE_TRUNK_TRUST_PAI, value: {{ $v.gateway.trunk.trustPai | default false | quote }}}

@@ -6,21 +6,28 @@ sleeping tasks, and all legs advance in lock-step.  Tick *k* is scheduled at
 ``start + k * 20 ms`` on the loop's monotonic clock, so timer lateness never
 accumulates into drift; if the loop stalls for more than 5 frames the clock
 skips ahead instead of firing a burst of catch-up ticks.
+
+How late each tick fires is counted in `lateness` (per `LATENESS_BUCKETS_S`): every frame the
+gateway sends leaves on a tick, so this is the jitter the gateway adds to its outgoing audio
+(`hotline_media_tick_lateness_seconds`; docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections.abc import Callable
 
 from .audio import FRAME_SECONDS
 
-__all__ = ["FrameClock", "SubscriptionHandle"]
+__all__ = ["LATENESS_BUCKETS_S", "FrameClock", "SubscriptionHandle"]
 
 log = logging.getLogger(__name__)
 
 MAX_LATE_FRAMES = 5
+#: upper bounds of the tick-lateness buckets (seconds); one more bucket holds the rest
+LATENESS_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 SubscriptionHandle = int
 
@@ -47,6 +54,9 @@ class FrameClock:
         self.late_ticks = 0  # times the clock had to skip ahead
         self.skipped_frames = 0  # frames dropped by skipping ahead
         self.callback_errors = 0
+        #: ticks per lateness bucket (LATENESS_BUCKETS_S, then the rest), and their sum (s)
+        self.lateness = [0] * (len(LATENESS_BUCKETS_S) + 1)
+        self.lateness_sum = 0.0
 
     # -- subscriptions ---------------------------------------------------------
 
@@ -94,6 +104,8 @@ class FrameClock:
         assert loop is not None
         now = loop.time()
         late = now - (self._start + self._k * self.interval)
+        self.lateness[bisect_left(LATENESS_BUCKETS_S, late)] += 1
+        self.lateness_sum += late
         if late > self.max_late_frames * self.interval:
             # Loop stalled: realign to the grid instead of bursting catch-up ticks.
             k_now = int((now - self._start) / self.interval)

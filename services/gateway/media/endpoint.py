@@ -38,8 +38,10 @@ def _family(host: str) -> socket.AddressFamily:
 class PortAllocator:
     """Hands out even UDP ports (RTP convention, RTCP would be port + 1).
 
-    Ports are handed out round-robin so a port released by a finished call is
-    reused as late as possible and its stray packets cannot reach a new call.
+    Ports are handed out round-robin, so a port released by a finished call is reused as
+    late as possible, and a port is free again the moment its call ends: the allocator keeps
+    the last peer (address, SSRC) each port had, and the next session on the port drops that
+    peer's stray packets (:attr:`RtpSession.previous`) rather than latching onto them.
     """
 
     def __init__(self, low: int = 20000, high: int = 20999) -> None:
@@ -50,6 +52,7 @@ class PortAllocator:
         if not self._ports:
             raise ValueError(f"no even port in range {low}-{high}")
         self._in_use: set[int] = set()
+        self._previous: dict[int, tuple[Address, int]] = {}
         self._cursor = 0
 
     def allocate_socket(self, host: str = "0.0.0.0") -> socket.socket:
@@ -81,9 +84,18 @@ class PortAllocator:
         sock.close()
         return port
 
-    def release(self, port: int) -> None:
-        """Return a port to the pool (unknown ports are ignored)."""
+    def release(self, port: int, previous: tuple[Address, int] | None = None) -> None:
+        """Return a port to the pool (unknown ports are ignored), with the peer (address,
+        SSRC) it last received from, whose strays the port's next session will drop."""
         self._in_use.discard(port)
+        if previous is None:
+            self._previous.pop(port, None)
+        else:
+            self._previous[port] = previous
+
+    def previous(self, port: int) -> tuple[Address, int] | None:
+        """The peer the port's last call received from (None: unknown or none)."""
+        return self._previous.get(port)
 
     @property
     def in_use(self) -> int:
@@ -144,6 +156,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         port = sock.getsockname()[1]
         try:
             ep = cls(allocator, host, port)
+            ep.session.previous = allocator.previous(port)
             await loop.create_datagram_endpoint(lambda: ep, sock=sock)
         except BaseException:
             sock.close()
@@ -160,7 +173,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self._transport.close()
             self._transport = None
         if self._allocator is not None:
-            self._allocator.release(self.local_port)
+            self._allocator.release(self.local_port, self._session.peer)
 
     @property
     def closed(self) -> bool:
@@ -201,6 +214,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     unknown_pt = _session_attr("unknown_pt", "Packets of a payload type we do not take.")
     wrong_source = _session_attr("wrong_source", "Packets from other than the latched peer.")
     not_ready = _session_attr("not_ready", "Packets before configure().")
+    stale = _session_attr("stale", "Strays of the port's previous call, dropped.")
     late = _session_attr("late", "Duplicate or overtaken audio packets, dropped.")
     cn_packets = _session_attr("cn_packets", "Comfort-noise packets (ignored).")
     payload_types_in = _session_attr("payload_types_in", "Packets per payload type.")

@@ -94,6 +94,11 @@ class RtpSession:
         self._dtmf_total = 0
         self._dtmf_t0 = 0.0
 
+        #: The peer (latched address, SSRC) of the call that used this port before; its
+        #: stray packets are dropped instead of being latched onto, so a port can be reused
+        #: the moment a call ends rather than being held back for them (docs/performance.md).
+        self.previous: tuple[Address, int] | None = None
+
         # Receive state.
         self.stats = RtpStats()
         self.dtmf = DtmfReceiver()
@@ -110,6 +115,7 @@ class RtpSession:
         self.unknown_pt = 0
         self.wrong_source = 0  # packets from someone other than the latched peer
         self.not_ready = 0  # packets before configure()
+        self.stale = 0  # strays of the call that had this port before (see `previous`)
         self.late = 0  # duplicate or reordered audio, dropped
         self.cn_packets = 0
         self.payload_types_in: dict[int, int] = {}
@@ -182,6 +188,9 @@ class RtpSession:
             if pt not in self._decoders and pt != self.dtmf_payload_type:
                 self.unknown_pt += 1
                 return _NOTHING
+            if self.previous is not None and self._is_stale(addr, pkt.ssrc):
+                self.stale += 1
+                return _NOTHING
             self._latched = self.remote = addr
         elif addr != self._latched:
             self.wrong_source += 1
@@ -224,6 +233,19 @@ class RtpSession:
         whole = len(pcm) - len(pcm) % FRAME_SAMPLES
         self._pending = pcm[whole:] if whole < len(pcm) else None
         return tuple(pcm[i : i + FRAME_SAMPLES] for i in range(0, whole, FRAME_SAMPLES)), None
+
+    def _is_stale(self, addr: Address, ssrc: int) -> bool:
+        """A packet of the port's previous call: its peer's address and SSRC, unless our own
+        SDP names that address (then the two cannot be told apart, and it is ours)."""
+        previous = self.previous
+        return previous is not None and previous == (addr, ssrc) and addr != self._remote
+
+    @property
+    def peer(self) -> tuple[Address, int] | None:
+        """(latched address, SSRC last received) of the peer, once it has sent audio."""
+        if self._latched is None or self._rx_ssrc is None:
+            return None
+        return self._latched, self._rx_ssrc
 
     # -- sending ---------------------------------------------------------------
 

@@ -1,10 +1,13 @@
-"""Admission of new SIP calls: limits per source address and per trunk, checked before any
-media port is allocated.
+"""Admission of new SIP calls: limits per source address, per trunk and for the whole gateway,
+checked before any media port is allocated.
 
 A flood of INVITEs (never ACKed, or simply many) must neither take every media port nor
 starve the other sources: each source address gets its own rate (calls per second, token
 bucket) and its own ceiling of concurrent calls, both below the trunk's, so one source
-reaching its limit leaves the rest of the trunk to the others. A refused INVITE is answered
+reaching its limit leaves the rest of the trunk to the others. Above them the gateway's own
+capacity (`gateway_cps`, `gateway_max_calls`, sized from the machine by the settings) sheds
+load over every trunk at once, early and cheaply, rather than letting calls in that would
+run out of media ports or CPU half-way (docs/performance.md). A refused INVITE is answered
 503 with Retry-After and a reason naming the limit; it costs a dictionary lookup.
 
 The SIP channel calls `admit(call_id, source_ip, trunk)` for a new INVITE once it knows the
@@ -43,6 +46,9 @@ class AdmissionLimits:
     trunk_cps: float = 20.0
     trunk_burst: int = 40
     trunk_max_calls: int = 100
+    gateway_cps: float = 0.0  # new calls per second over every trunk; 0: no limit
+    gateway_burst: int = 1
+    gateway_max_calls: int = 0  # concurrent calls over every trunk; 0: no limit
 
     def __post_init__(self) -> None:
         for name in ("source_cps", "trunk_cps"):
@@ -51,6 +57,8 @@ class AdmissionLimits:
         for name in ("source_burst", "source_max_calls", "trunk_burst", "trunk_max_calls"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.gateway_cps < 0 or self.gateway_max_calls < 0 or self.gateway_burst < 1:
+            raise ValueError("gateway_cps and gateway_max_calls must be >= 0, gateway_burst >= 1")
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class Admission:
         lim = self.limits
         self._source_rate = TokenBucket(lim.source_cps, lim.source_burst)
         self._trunk_rate = TokenBucket(lim.trunk_cps, lim.trunk_burst)
+        self._gateway_rate = (
+            TokenBucket(lim.gateway_cps, lim.gateway_burst) if lim.gateway_cps else None
+        )
         self._calls: dict[str, tuple[str, str]] = {}  # call id -> (source, trunk)
         self._per_source: dict[str, int] = {}
         self._per_trunk: dict[str, int] = {}
@@ -100,6 +111,10 @@ class Admission:
             limit, refusal = "trunk_calls", Refusal(503, "Trunk Busy", 5)
         elif not self._trunk_rate.allow(trunk, now):
             limit, refusal = "trunk_rate", Refusal(503, "Call Rate Exceeded For Trunk", 1)
+        elif lim.gateway_max_calls and len(self._calls) >= lim.gateway_max_calls:
+            limit, refusal = "gateway_calls", Refusal(503, "Gateway At Capacity", 5)
+        elif self._gateway_rate is not None and not self._gateway_rate.allow("", now):
+            limit, refusal = "gateway_rate", Refusal(503, "Call Rate Exceeded For Gateway", 1)
         if refusal is not None:
             REFUSED.labels(limit).inc()
             if source not in self._flooding:
@@ -131,6 +146,11 @@ class Admission:
                 table[key] = left
             else:
                 table.pop(key, None)
+
+    def headroom(self) -> int | None:
+        """New calls the gateway-wide ceiling still admits (None: no ceiling)."""
+        ceiling = self.limits.gateway_max_calls
+        return max(0, ceiling - len(self._calls)) if ceiling else None
 
     def calls(self, source: str | None = None, trunk: str | None = None) -> int:
         """Admitted calls in progress, from `source` or on `trunk` (or all)."""

@@ -831,6 +831,7 @@ class SipChannel:
             return
         if self._sink is not None:
             self._sink.leg_released(leg, why, detail)
+        self.free_media(leg)
 
     def on_stray_response(self, resp: SipResponse, addr: Addr) -> None:
         """A retransmitted 2xx to one of our INVITEs (our ACK was lost): ACK it again."""
@@ -973,6 +974,7 @@ class SipChannel:
         if sip.ended:
             return
         sip.ended = True
+        self.free_media(sip)
         await self._send_bye(sip)
         self._released(sip, Release.TIMEOUT, detail)
 
@@ -1018,6 +1020,7 @@ class SipChannel:
             sip.server_tx.respond(
                 self.response(sip.invite, 480, "Temporarily Unavailable", to_tag=sip.local_tag)
             )
+        self.free_media(sip)
 
     async def hang_up(self, leg: Leg) -> None:
         """End a confirmed dialog from our side with BYE."""
@@ -1025,6 +1028,7 @@ class SipChannel:
         if sip.ended:
             return
         sip.ended = True
+        self.free_media(sip)
         await self._send_bye(sip)
 
     async def _send_bye(self, sip: SipLeg) -> None:
@@ -1040,12 +1044,18 @@ class SipChannel:
         if final.status >= 300:
             log.info("BYE on %s answered %d %s", sip.sip_call_id, final.status, final.reason)
 
-    def release(self, leg: Leg) -> None:
-        sip = self._own(leg)
+    def free_media(self, sip: SipLeg) -> None:
+        """The leg is over: its RTP quality is recorded and its port is free at once (the next
+        call on the port drops this peer's strays, `RtpSession.previous`); only the dialog
+        stays routable for late retransmissions until `release`."""
         if not sip.media.closed:
             observe_leg(sip.media.stats, "caller" if sip.inbound else "agent", self.site, sip.seat)
+            sip.media.close()
+
+    def release(self, leg: Leg) -> None:
+        sip = self._own(leg)
+        self.free_media(sip)
         self.admission.release(sip.sip_call_id)
-        sip.media.close()
         if sip.ok_retransmitter is not None:
             sip.ok_retransmitter.stop()
         for task in list(sip.tasks):
