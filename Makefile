@@ -58,7 +58,7 @@ test-unit:
 test-e2e:
 	$(PY) -m pytest -q tests/e2e
 
-soak: postgres ## fault soak: calls at 20/s with every process killed -9 in turn (minutes)
+soak: postgres ## fault soak, full profile: calls at 20/s with every process killed -9 in turn (minutes; `make test` runs the short one)
 	HOTLINE_SOAK=$${HOTLINE_SOAK:-full} $(PY) -m pytest -q -p no:cacheprovider -s \
 	  --override-ini addopts= tests/soak
 

@@ -34,7 +34,7 @@ RATE = "$__rate_interval"
 
 #: dashboard uid -> panel titles whose queries need metrics the services do not export yet
 PANELS_AWAITING_METRICS: dict[str, set[str]] = {
-    "hotline-wallboard": {"AHT today"},
+    "hotline-wallboard": set(),
     "hotline-gateway": set(),
     "hotline-platform": {},
 }
@@ -241,6 +241,43 @@ def wallboard() -> db.Dashboard:
             w=6,
         )
     )
+    d = d.with_panel(
+        stat_panel(
+            "ASA (ACD, 15 min)",
+            "The ACD's own rolling average speed of answer: total wait of the calls answered / "
+            "calls answered, of the calls that left the queue in the last 15 minutes "
+            "(hotline_queue_asa_seconds).",
+            f"hotline_queue_asa_seconds{{{SQ}}}",
+            "s",
+            "{{queue}}",
+            green_red((None, "green"), (20, "orange"), (60, "red")),
+            w=6,
+            decimals=0,
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Abandon rate (ACD, 15 min)",
+            "The ACD's own rolling abandon rate: abandoned / (answered + abandoned), of the "
+            "calls that left the queue in the last 15 minutes (hotline_queue_abandon_rate).",
+            f"hotline_queue_abandon_rate{{{SQ}}}",
+            "percentunit",
+            "{{queue}}",
+            green_red((None, "green"), (0.05, "orange"), (0.1, "red")),
+            w=6,
+        )
+    )
+    d = d.with_panel(
+        stat_panel(
+            "Agents by state per queue",
+            "Agents who serve each queue now, by state: hotline_queue_agents (an agent who "
+            "serves several queues counts in each; logged-out agents left out).",
+            f'sum by (queue, state) (hotline_queue_agents{{{SQ}, state!="logged_out"}})',
+            "none",
+            "{{queue}} {{state}}",
+            w=12,
+        )
+    )
     d = d.with_row(db.Row("Today"))
     d = d.with_panel(
         stat_panel(
@@ -378,6 +415,41 @@ def wallboard() -> db.Dashboard:
             [
                 query(f"hotline:queue_asa_seconds:1h{{{SQ}}}", "{{queue}} ASA s"),
                 query(f"100 * hotline:queue_abandon_rate:ratio1h{{{SQ}}}", "{{queue}} abandon %"),
+            ],
+            "short",
+        )
+    )
+    d = d.with_panel(
+        series_panel(
+            "Handle time by phase, 1 h",
+            "Average seconds per handled call in each phase over the last hour: "
+            "increase(hotline_queue_handle_time_seconds_sum) by phase (talk, hold, wrap_up) / "
+            'increase(hotline_queue_handle_time_seconds_count{phase="talk"}); stacked, the '
+            "three together are the AHT (talk + hold + after-call work).",
+            [
+                query(
+                    f"sum by (queue, phase) (increase(hotline_queue_handle_time_seconds_sum"
+                    f"{{{SQ}}}[1h]))\n/ on(queue) group_left() sum by (queue) "
+                    f"(increase(hotline_queue_handle_time_seconds_count{{{SQ}, "
+                    f'phase="talk"}}[1h]))',
+                    "{{queue}} {{phase}}",
+                )
+            ],
+            "s",
+            stack=True,
+        )
+    )
+    d = d.with_panel(
+        series_panel(
+            "Contacts by outcome, 1 h",
+            "Calls that left each queue in the last hour by outcome: answered, abandoned, "
+            "short_abandoned (hung up within HOTLINE_SHORT_ABANDON_S): "
+            "increase(hotline_queue_contacts_total[1h]).",
+            [
+                query(
+                    f"sum by (queue, outcome) (increase(hotline_queue_contacts_total{{{SQ}}}[1h]))",
+                    "{{queue}} {{outcome}}",
+                )
             ],
             "short",
         )

@@ -17,7 +17,8 @@ Formulas (docs/deploy.md, "Queue KPIs"):
   AHT           = (talk + hold + after-call work) / handled calls
   abandon rate  = abandoned / offered
   occupancy     = agent time on call or in wrap-up / agent time staffed (ready, ringing, on call,
-                  wrap-up), per site: the ACD's agent gauge has no queue label
+                  wrap-up), per site (hotline_agents; an agent serving several queues would
+                  count in each of hotline_queue_agents)
 """
 
 from __future__ import annotations
@@ -266,12 +267,31 @@ max by (site, queue) (hotline_queue_oldest_wait_seconds)
         "HotlineCallsWaitingNoAgent",
         f"""
 sum by (site, queue) (hotline_queue_calls_waiting) > 0
-unless on(site) (sum by (site) (hotline_agents{{{STAFFED}}}) > 0)""",
+unless on(site, queue) (sum by (site, queue) (hotline_queue_agents{{{STAFFED}}}) > 0)""",
         "1m",
         "page",
         "Callers wait in {{ $labels.queue }} at {{ $labels.site }} and no agent is staffed",
         "Calls are waiting in queue {{ $labels.queue }} at site {{ $labels.site }} while no "
-        "agent is ready, ringing, on a call or in wrap-up: nobody will answer them.",
+        "agent who serves that queue is ready, ringing, on a call or in wrap-up: nobody will "
+        "answer them.",
+    ),
+    alert(
+        "HotlineAfterCallWorkLong",
+        """
+(
+  sum by (site, queue) (increase(hotline_queue_handle_time_seconds_sum{phase="wrap_up"}[1h]))
+  / on(site, queue)
+  sum by (site, queue) (increase(hotline_queue_handle_time_seconds_count{phase="wrap_up"}[1h]))
+) > 60
+and on(site, queue)
+sum by (site, queue) (increase(hotline_queue_handle_time_seconds_count{phase="wrap_up"}[1h])) >= 5""",
+        "15m",
+        "ticket",
+        "After-call work in {{ $labels.queue }} at {{ $labels.site }} takes over a minute",
+        "Over the last hour agents of queue {{ $labels.queue }} at site {{ $labels.site }} "
+        "spent more than 60 s on average in wrap-up after a call (the service standard is at "
+        "most 1 minute): the wrap-up timer is set too long, or the disposition form holds "
+        "them up, and callers wait meanwhile.",
     ),
     alert(
         "HotlineAbandonRateHigh",

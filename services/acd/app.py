@@ -39,6 +39,7 @@ async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
         settings.ring_timeout_s,
         settings.wrap_up_s,
         fence=fence(lease),
+        short_abandon_s=settings.short_abandon_s,
     )
     calls = TopicTail(
         settings.kafka_bootstrap, "calls", AcdIntake(dispatcher).handle, readiness, "acd"

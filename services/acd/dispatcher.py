@@ -6,6 +6,12 @@ no answer â†’ agent Not Ready and the call goes to the next agent; caller gone â
 Calls that end while waiting are counted abandoned and are never offered again. Every
 transition is announced through the `AcdNotifier`, which builds the events.
 
+It also follows what agents do in a call (the gateway's call-control events): a transfer frees
+the transferring agent to wrap-up and puts the agent at the target extension on the call; a
+call sent back to a queue (`requeue`) waits again with its data, skills and priority; a
+click-to-dial call puts its agent on the call; hold is counted, not a state. Leaving a call and
+leaving wrap-up are where handle time is observed (talk, hold, after-call work).
+
 After a restart the dispatcher starts from a `rebuild.Plan` (`restore`), and keeps checking
 its calls against the gateway's live calls (`reconcile`), so a call end it never heard of
 cannot leave a caller waiting or an agent on a call for ever.
@@ -34,6 +40,7 @@ from acd.agents import (
     AgentBook,
     InvalidTransition,
     State,
+    state_name,
 )
 from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
@@ -47,6 +54,8 @@ log = logging.getLogger(__name__)
 TRACER = tracing.tracer(__name__)
 
 HOLD_PROMPT = "hold"
+#: the reason of an agent put on a call by a transfer (their part starts mid-call)
+TRANSFERRED_IN = "transferred in"
 #: first and longest pause before offering again a call whose offer the gateway could not make
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 8.0
 #: gRPC codes meaning the gateway did not try the agent's endpoint (not the agent's fault)
@@ -67,6 +76,10 @@ class UnknownQueue(KeyError):
     """The queue named in a request is not configured."""
 
 
+class UnknownCall(KeyError):
+    """The call named in a request is not one this ACD has on an agent."""
+
+
 def _no_fence() -> None:
     return None
 
@@ -82,18 +95,24 @@ class Dispatcher:
         wrap_up_s: float,
         strategy: Strategy = longest_idle,
         fence: Callable[[], None] = _no_fence,
+        short_abandon_s: float = 5.0,
     ) -> None:
         self.notifier, self.gateway, self.site = notifier, gateway, site
         self.ring_timeout_s, self.wrap_up_s, self.strategy = ring_timeout_s, wrap_up_s, strategy
+        #: a caller who hangs up sooner than this while waiting is a short abandon
+        self.short_abandon_s = short_abandon_s
         #: raises when this replica may no longer act (it lost its lease): checked before
         #: every command to the gateway and every state change
         self.fence = fence
         self.queues: dict[str, CallQueue] = {name: CallQueue(name) for name in queues}
         self.book = AgentBook()
-        self.service_level = kpis.ServiceLevel()
+        self.window = kpis.QueueWindow()
+        kpis.zero(queues, site)
         self.answered: dict[str, int] = dict.fromkeys(queues, 0)
         self.abandoned: dict[str, int] = dict.fromkeys(queues, 0)
         self._on_call: dict[str, str] = {}  # call_id -> agent_id
+        #: calls on agents, as they waited (queue, priority, skills, data): what a requeue keeps
+        self._calls: dict[str, WaitingCall] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # recently ended call ids
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,8 +170,9 @@ class Dispatcher:
         except grpc.aio.AioRpcError as exc:
             log.warning("hold music for %s failed: %s", call_id, exc.details())
 
-    async def call_ended(self, call_id: str, reason: int) -> None:
-        """A call ended (from the gateway's CallEnded): abandon it or start the agent's wrap-up."""
+    async def call_ended(self, call_id: str, reason: int, hold_ms: int = 0) -> None:
+        """A call ended (from the gateway's CallEnded): abandon it or start the agent's wrap-up
+        (`hold_ms`: the call's time on hold, all holds together)."""
         self._ended[call_id] = None
         if len(self._ended) > 10_000:
             self._ended.popitem(last=False)
@@ -162,17 +182,28 @@ class Dispatcher:
             queue.remove(call_id)
             await self._abandon(queue.name, call_id, call.waited())
             return
+        self._calls.pop(call_id, None)
         agent_id = self._on_call.pop(call_id, None)
         if agent_id is not None:
             agent = self.book.agents.get(agent_id)
             if agent is not None and agent.state == ON_CALL and agent.call_id == call_id:
-                await self._move(agent, WRAP_UP, "call ended", call_id)
-                self._spawn(self._wrap_up(agent, call_id, self.wrap_up_s), f"wrap-{agent_id}")
+                if hold_ms and agent.reason != TRANSFERRED_IN:  # the call's hold is all theirs
+                    agent.hold_s = max(agent.hold_total(time.monotonic()), hold_ms / 1000)
+                    agent.held_since = None
+                await self._release(agent, "call ended")
+
+    async def _release(self, agent: Agent, reason: str) -> None:
+        """The agent's part of their call is over: wrap-up, then Ready after the timer."""
+        call_id = agent.call_id
+        await self._move(agent, WRAP_UP, reason, call_id)
+        self._spawn(self._wrap_up(agent, call_id, self.wrap_up_s), f"wrap-{agent.agent_id}")
 
     async def _abandon(self, queue: str, call_id: str, waited: float) -> None:
         self.abandoned[queue] += 1
         kpis.ABANDONED.labels(queue, self.site).inc()
-        self.service_level.record(queue, False)
+        short = waited < self.short_abandon_s
+        kpis.CONTACTS.labels(queue, self.site, "short_abandoned" if short else "abandoned").inc()
+        self.window.record(queue, False, waited)
         log.info("call %s abandoned in %s after %.1fs", call_id, queue, waited)
         await self.notifier.call_abandoned(call_id, queue, waited)
 
@@ -182,7 +213,8 @@ class Dispatcher:
             self.answered[call.queue] += 1
             kpis.ANSWERED.labels(call.queue, self.site).inc()
             kpis.WAIT.labels(call.queue, self.site).observe(waited)
-            self.service_level.record(call.queue, waited <= self.service_level.threshold_s)
+            kpis.CONTACTS.labels(call.queue, self.site, "answered").inc()
+            self.window.record(call.queue, True, waited)
         await self.notifier.call_dequeued(call, agent_id, waited)
 
     async def _wrap_up(self, agent: Agent, call_id: str, seconds: float) -> None:
@@ -190,10 +222,121 @@ class Dispatcher:
         if agent.state == WRAP_UP and agent.call_id == call_id:
             await self._move(agent, READY, "wrap-up timer")
 
-    # ---- agents ------------------------------------------------------------------------
-    async def _move(self, agent: Agent, state: State, reason: str = "", call_id: str = "") -> None:
+    # ---- in the call: transfers, requeue, calls of the agent's own, hold ----------------
+    async def requeue(self, call_id: str, queue_name: str, from_agent_id: str = "") -> int:
+        """An answered call goes back to a queue (a transfer to a queue) with the priority,
+        skills and data it had; its agent goes to wrap-up. Returns the call's position."""
+        queue = self.queue(queue_name)
+        if call_id in self._ended:
+            raise InvalidTransition(f"call {call_id} has already ended")
+        if self._find(call_id) is not None:
+            raise InvalidTransition(f"call {call_id} is already queued")
+        agent_id = self._on_call.get(call_id)
+        if agent_id is None:
+            raise UnknownCall(f"call {call_id} is not on an agent of this ACD: nothing to requeue")
+        if from_agent_id and from_agent_id != agent_id:
+            raise InvalidTransition(f"call {call_id} is on agent {agent_id}, not {from_agent_id}")
         self.fence()
-        previous = self.book.transition(agent, state, reason, call_id)
+        had = self._calls.pop(call_id, None)
+        del self._on_call[call_id]
+        call = WaitingCall(
+            call_id,
+            queue.name,
+            had.priority if had else 0,
+            had.ani if had else "",
+            had.dnis if had else "",
+            had.skills if had else frozenset(),
+            dict(had.data) if had else {},
+        )
+        agent = self.book.agents.get(agent_id)
+        if agent is not None and agent.state == ON_CALL and agent.call_id == call_id:
+            await self._release(agent, f"transferred to queue {queue.name}")
+        return await self.enqueue(call)
+
+    async def call_transferred(
+        self, call_id: str, from_agent_id: str, target_kind: str, target: str, to_agent_id: str
+    ) -> None:
+        """The gateway moved a call from one party to another (CallTransferred): the agent who
+        transferred wraps up; an agent at the target extension is now on the call."""
+        if call_id in self._ended:
+            return
+        had = self._calls.get(call_id)
+        source = self.book.agents.get(from_agent_id) if from_agent_id else None
+        if source is None and self._on_call.get(call_id):
+            source = self.book.agents.get(self._on_call[call_id])
+        if source is not None and source.state == ON_CALL and source.call_id == call_id:
+            if self._on_call.get(call_id) == source.agent_id:
+                del self._on_call[call_id]
+            await self._release(source, f"transferred to {target_kind} {target}".strip())
+        if target_kind == "queue":
+            return  # back through Requeue: the queue has the call now
+        agent = self.book.agents.get(to_agent_id) if to_agent_id else None
+        if agent is None and target_kind == "extension":
+            agent = self.book.by_extension(target)
+        if agent is not None:
+            await self._on_a_call(agent, call_id, had.queue if had else "", TRANSFERRED_IN)
+
+    async def call_bridged(self, call_id: str, agent_id: str, queue: str) -> None:
+        """A call was bridged to an agent (CallBridged). The ACD's own offers are followed
+        through ConnectToEndpoint; this catches the others (the agent's click-to-dial)."""
+        agent = self.book.agents.get(agent_id)
+        if agent is None or call_id in self._ended:
+            return
+        if agent.call_id == call_id and agent.state in (RINGING, ON_CALL):
+            return  # our own offer (its answer is handled by _offer), or already known
+        await self._on_a_call(agent, call_id, queue, "outbound" if not queue else "answered")
+
+    async def _on_a_call(self, agent: Agent, call_id: str, queue: str, reason: str) -> None:
+        if agent.state == ON_CALL and agent.call_id == call_id:
+            return
+        if agent.state not in (READY, NOT_READY, WRAP_UP):
+            log.warning(
+                "agent %s took call %s while %s: state left as it is",
+                agent.agent_id,
+                call_id,
+                state_name(agent.state),
+            )
+            return
+        self._on_call[call_id] = agent.agent_id
+        await self._move(agent, ON_CALL, reason, call_id, queue)
+
+    def call_held(self, call_id: str, agent_id: str) -> None:
+        """The call is on hold: the agent stays on the call, the hold is counted."""
+        agent = self._agent_on(call_id, agent_id)
+        if agent is not None and agent.held_since is None:
+            agent.held_since = time.monotonic()
+
+    def call_resumed(self, call_id: str, agent_id: str) -> None:
+        agent = self._agent_on(call_id, agent_id)
+        if agent is not None and agent.held_since is not None:
+            agent.hold_s += time.monotonic() - agent.held_since
+            agent.held_since = None
+
+    def _agent_on(self, call_id: str, agent_id: str) -> Agent | None:
+        agent = self.book.agents.get(agent_id or self._on_call.get(call_id, ""))
+        if agent is None or agent.state != ON_CALL or agent.call_id != call_id:
+            return None
+        return agent
+
+    # ---- agents ------------------------------------------------------------------------
+    async def _move(
+        self,
+        agent: Agent,
+        state: State,
+        reason: str = "",
+        call_id: str = "",
+        queue: str | None = None,
+    ) -> None:
+        self.fence()
+        now, queue_was, since = time.monotonic(), agent.queue or kpis.DIRECT, agent.since
+        hold = agent.hold_total(now)
+        previous = self.book.transition(agent, state, reason, call_id, queue)
+        if previous == ON_CALL:  # the agent's part of the call is over
+            handle = kpis.HANDLE_TIME
+            handle.labels(queue_was, self.site, "talk").observe(max(0.0, now - since - hold))
+            handle.labels(queue_was, self.site, "hold").observe(hold)
+        elif previous == WRAP_UP and state != WRAP_UP:
+            kpis.HANDLE_TIME.labels(queue_was, self.site, "wrap_up").observe(now - since)
         await self.notifier.agent_state_changed(agent, previous)
         if state == READY:
             self._wakeup.set()
@@ -249,7 +392,7 @@ class Dispatcher:
                     break
                 call.offering = True
                 call.attempts += 1
-                await self._move(agent, RINGING, f"offered {queue.name}", call.call_id)
+                await self._move(agent, RINGING, f"offered {queue.name}", call.call_id, queue.name)
                 self._spawn(self._offer(queue, call, agent), f"offer-{call.call_id}")
 
     async def _ring(
@@ -302,7 +445,17 @@ class Dispatcher:
             if queue.remove(call.call_id) is not None:
                 await self._answered(call, agent.agent_id, call.waited())
             self._on_call[call.call_id] = agent.agent_id
-            await self._move(agent, ON_CALL, "answered", call.call_id)
+            self._calls[call.call_id] = call
+            if agent.state == RINGING and agent.call_id == call.call_id:
+                await self._move(agent, ON_CALL, "answered", call.call_id)
+            else:  # a transfer or a call of their own reached their phone first
+                log.warning(
+                    "agent %s answered %s but is %s with %s",
+                    agent.agent_id,
+                    call.call_id,
+                    state_name(agent.state),
+                    agent.call_id or "no call",
+                )
             if call.call_id in self._ended:  # hung up before we heard of the answer
                 await self.call_ended(call.call_id, 0)
         elif result == gw.CONNECT_RESULT_CALLER_GONE or call.call_id in self._ended:
@@ -343,17 +496,16 @@ class Dispatcher:
         """Take the state a restart rebuilt (before `start`), announce what the restart found
         out, and resume: hold music again for waiting calls, kept offers rung again."""
         now_ms, now = time.time() * 1000, time.monotonic()
-        threshold_ms = self.service_level.threshold_s * 1000
         for outcome in sorted(outcomes, key=lambda o: o.at_ms):  # the window is in time order
             if outcome.queue in self.queues:
-                within = outcome.answered and outcome.waited_ms <= threshold_ms
                 at = now - (now_ms - outcome.at_ms) / 1000
-                self.service_level.record(outcome.queue, within, at)
+                self.window.record(outcome.queue, outcome.answered, outcome.waited_ms / 1000, at)
         for agent in plan.agents:
             self.book.agents[agent.agent_id] = agent
         for call in plan.waiting:
             self.queues[call.queue].add(call)
         self._on_call.update(plan.on_call)
+        self._calls.update(plan.records)
         for agent, previous in plan.changed:
             await self.notifier.agent_state_changed(agent, previous)
         for queued, waited in plan.abandoned:

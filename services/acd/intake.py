@@ -1,7 +1,9 @@
-"""What the ACD does with each event it consumes (consumer group `acd`, topic `calls`).
+"""What the ACD does with each event it consumes (topic `calls`, followed from the rebuild on).
 
-Only a call's end matters to the ACD today: a caller who hangs up while queued is abandoned,
-an agent whose call ended goes to wrap-up. Everything else on `calls` is ignored.
+A call's end frees its agent (wrap-up) or counts its caller abandoned; the call-control events
+keep the agents' states true to what happens in their calls: a transfer moves the call from one
+agent to another, a bridge the ACD did not make (the agent's click-to-dial) puts its agent on
+the call, hold and resume are counted in handle time. Everything else on `calls` is ignored.
 """
 
 from __future__ import annotations
@@ -15,5 +17,19 @@ class AcdIntake:
         self.dispatcher = dispatcher
 
     async def handle(self, env: Envelope) -> None:
-        if env.WhichOneof("payload") == "call_ended":
-            await self.dispatcher.call_ended(env.call_ended.call_id, env.call_ended.reason)
+        d, kind = self.dispatcher, env.WhichOneof("payload")
+        if kind == "call_ended":
+            e = env.call_ended
+            await d.call_ended(e.call_id, e.reason, e.hold_ms)
+        elif kind == "call_transferred":
+            t = env.call_transferred
+            await d.call_transferred(
+                t.call_id, t.from_agent_id, t.target_kind, t.target, t.to_agent_id
+            )
+        elif kind == "call_bridged" and env.call_bridged.agent_id:
+            b = env.call_bridged
+            await d.call_bridged(b.call_id, b.agent_id, b.queue)
+        elif kind == "call_held":
+            d.call_held(env.call_held.call_id, env.call_held.agent_id)
+        elif kind == "call_resumed":
+            d.call_resumed(env.call_resumed.call_id, env.call_resumed.agent_id)

@@ -1,16 +1,24 @@
 """Live queue KPIs as Prometheus metrics, computed from the ACD's own state at scrape time.
 
-Counters move as events happen; gauges (waiting, oldest wait, agents by state, service level)
-are computed when Prometheus scrapes, so they are always fresh and never drift.
-Labels are queue/site/state only, never call or caller ids.
+Counters and histograms move as events happen; gauges (waiting, oldest wait, agents by state,
+the rolling service level, ASA and abandon rate) are computed when Prometheus scrapes, so they
+are always fresh and never drift. Labels are queue/site/state/phase/outcome only, never call or
+caller ids.
+
+Formulas (docs/acd.md, "Live KPIs"), over the calls that left a queue in the rolling window:
+  service level = answered within the threshold / (answered + abandoned)
+  ASA           = total wait of the answered calls / answered calls
+  abandon rate  = abandoned / (answered + abandoned)
+  handle time   = talk + hold + after-call work, observed per phase for each agent's part of a call
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -29,19 +37,83 @@ ABANDONED = Counter(
 NO_ANSWER = Counter(
     "hotline_agent_no_answer_total", "Offers an agent did not answer", ["queue", "site"]
 )
+CONTACTS = Counter(
+    "hotline_queue_contacts_total",
+    "Calls that left a queue, by outcome: answered, abandoned, short_abandoned (hung up "
+    "within the short-abandon time)",
+    ["queue", "site", "outcome"],
+)
 WAIT = Histogram(
     "hotline_queue_answer_wait_seconds",
     "Wait before an agent answered",
     ["queue", "site"],
     buckets=(2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
 )
+HANDLE_TIME = Histogram(
+    "hotline_queue_handle_time_seconds",
+    "Handle time of an agent's part of a call by phase: talk (on the call, not on hold), hold, "
+    "wrap_up (after-call work); one observation per phase per handled call, AHT = sum / count "
+    "of phase talk. queue is the call's queue, 'direct' for calls that came through none",
+    ["queue", "site", "phase"],
+    buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600),
+)
+PHASES = ("talk", "hold", "wrap_up")
+#: the queue label of handle time for calls no queue offered (click-to-dial, direct transfers)
+DIRECT = "direct"
+
+OUTCOMES = ("answered", "abandoned", "short_abandoned")
+
+
+def zero(queues: Iterable[str], site: str) -> None:
+    """Export every queue's counters at 0 from the start, so the first call is an increase."""
+    for queue in queues:
+        for counter in (OFFERED, ANSWERED, ABANDONED, NO_ANSWER):
+            counter.labels(queue, site)
+        WAIT.labels(queue, site)
+        for outcome in OUTCOMES:
+            CONTACTS.labels(queue, site, outcome)
+        for phase in PHASES:
+            HANDLE_TIME.labels(queue, site, phase)
+
 
 SERVICE_LEVEL_THRESHOLD_S = 20.0
 SERVICE_LEVEL_WINDOW_S = 900.0
 
 
-class ServiceLevel:
-    """Rolling service level: answered within threshold / (answered + abandoned) in a window."""
+class Figures(NamedTuple):
+    """One queue's outcomes in the window."""
+
+    answered: int
+    within: int  # answered within the service-level threshold
+    abandoned: int
+    wait_answered_s: float  # total wait of the answered calls
+
+    @property
+    def ended(self) -> int:
+        return self.answered + self.abandoned
+
+    @property
+    def service_level(self) -> float:
+        return self.within / self.ended if self.ended else 0.0
+
+    @property
+    def asa_s(self) -> float:
+        return self.wait_answered_s / self.answered if self.answered else 0.0
+
+    @property
+    def abandon_rate(self) -> float:
+        return self.abandoned / self.ended if self.ended else 0.0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    at: float
+    answered: bool
+    waited_s: float
+
+
+class QueueWindow:
+    """Rolling outcomes per queue: service level, ASA and abandon rate over the last window."""
 
     def __init__(
         self,
@@ -49,28 +121,30 @@ class ServiceLevel:
         window_s: float = SERVICE_LEVEL_WINDOW_S,
     ) -> None:
         self.threshold_s, self.window_s = threshold_s, window_s
-        self._outcomes: dict[str, deque[tuple[float, bool]]] = {}
+        self._outcomes: dict[str, deque[_Outcome]] = {}
 
-    def record(self, queue: str, within: bool, now: float | None = None) -> None:
-        self._outcomes.setdefault(queue, deque()).append(
-            (time.monotonic() if now is None else now, within)
-        )
+    def record(self, queue: str, answered: bool, waited_s: float, now: float | None = None) -> None:
+        """A call left `queue` (answered or abandoned) after `waited_s`; `now` monotonic."""
+        at = time.monotonic() if now is None else now
+        self._outcomes.setdefault(queue, deque()).append(_Outcome(at, answered, waited_s))
+
+    def figures(self, queue: str, now: float | None = None) -> Figures:
+        now = time.monotonic() if now is None else now
+        outcomes = self._outcomes.get(queue, deque())
+        while outcomes and outcomes[0].at < now - self.window_s:
+            outcomes.popleft()
+        answered = [o.waited_s for o in outcomes if o.answered]
+        within = sum(1 for w in answered if w <= self.threshold_s)
+        return Figures(len(answered), within, len(outcomes) - len(answered), sum(answered))
 
     def value(self, queue: str, now: float | None = None) -> float | None:
-        """Fraction in [0, 1], or None when nothing ended in the window."""
-        now = time.monotonic() if now is None else now
-        outcomes = self._outcomes.get(queue)
-        if not outcomes:
-            return None
-        while outcomes and outcomes[0][0] < now - self.window_s:
-            outcomes.popleft()
-        if not outcomes:
-            return None
-        return sum(1 for _, ok in outcomes if ok) / len(outcomes)
+        """Service level in [0, 1], or None when nothing ended in the window."""
+        figures = self.figures(queue, now)
+        return figures.service_level if figures.ended else None
 
 
 class KpiSource(Protocol):
-    """What the gauges are computed from: the ACD's queues, agents and service level (the
+    """What the gauges are computed from: the ACD's queues, agents and outcome window (the
     dispatcher has them; naming them here keeps kpis from importing the dispatcher)."""
 
     @property
@@ -80,7 +154,7 @@ class KpiSource(Protocol):
     def book(self) -> AgentBook: ...
 
     @property
-    def service_level(self) -> ServiceLevel: ...
+    def window(self) -> QueueWindow: ...
 
 
 class QueueKpiCollector(Collector):
@@ -91,27 +165,47 @@ class QueueKpiCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = time.monotonic()
+        window = self.dispatcher.window
+        span = f"calls that left the queue in the last {window.window_s:.0f}s"
+        labels = ["queue", "site"]
         waiting = GaugeMetricFamily(
-            "hotline_queue_calls_waiting", "Calls waiting in queue", labels=["queue", "site"]
+            "hotline_queue_calls_waiting", "Calls waiting in queue", labels=labels
         )
         oldest = GaugeMetricFamily(
-            "hotline_queue_oldest_wait_seconds",
-            "Wait of the longest-waiting call",
-            labels=["queue", "site"],
+            "hotline_queue_oldest_wait_seconds", "Wait of the longest-waiting call", labels=labels
         )
         level = GaugeMetricFamily(
             "hotline_queue_service_level",
-            f"Answered within {SERVICE_LEVEL_THRESHOLD_S:.0f}s / ended, last "
-            f"{SERVICE_LEVEL_WINDOW_S:.0f}s",
-            labels=["queue", "site"],
+            f"Answered within {window.threshold_s:.0f}s / (answered + abandoned), {span}",
+            labels=labels,
+        )
+        asa = GaugeMetricFamily(
+            "hotline_queue_asa_seconds",
+            f"Average speed of answer: wait of answered calls / answered calls, {span}",
+            labels=labels,
+        )
+        abandon = GaugeMetricFamily(
+            "hotline_queue_abandon_rate",
+            f"Abandoned / (answered + abandoned), {span}",
+            labels=labels,
+        )
+        queue_agents = GaugeMetricFamily(
+            "hotline_queue_agents",
+            "Agents serving the queue, by state (an agent serving every queue counts in each)",
+            labels=["queue", "site", "state"],
         )
         for name, queue in self.dispatcher.queues.items():
             waiting.add_metric([name, self.site], len(queue))
             oldest.add_metric([name, self.site], queue.oldest_wait(now))
-            sl = self.dispatcher.service_level.value(name, now)
-            if sl is not None:
-                level.add_metric([name, self.site], sl)
+            figures = window.figures(name, now)
+            if figures.ended:  # no outcome in the window: no sample rather than a fake 0 or 100 %
+                level.add_metric([name, self.site], figures.service_level)
+                abandon.add_metric([name, self.site], figures.abandon_rate)
+            if figures.answered:
+                asa.add_metric([name, self.site], figures.asa_s)
+            for state, count in self.dispatcher.book.count_by_state(name).items():
+                queue_agents.add_metric([name, self.site, state], count)
         agents = GaugeMetricFamily("hotline_agents", "Agents by state", labels=["state", "site"])
         for state, count in self.dispatcher.book.count_by_state().items():
             agents.add_metric([state, self.site], count)
-        yield from (waiting, oldest, level, agents)
+        yield from (waiting, oldest, level, asa, abandon, queue_agents, agents)

@@ -109,6 +109,7 @@ class AcdNotifier:
                 since_ms=int(agent.since_wall * 1000),
                 idle_since_ms=wall_ms(agent.idle_since),
                 restated=restated,
+                queue=agent.queue,
             ),
             agent.agent_id,
         )

@@ -36,6 +36,7 @@ class LiveCall:
     state: str  # "offered" | "answered" | "bridged"
     bridged_to: str = ""  # agent id when bridged
     started_at_ms: int = 0
+    endpoint: str = ""  # the extension bridged to (a transfer to an extension names no agent)
 
 
 @dataclass
@@ -65,9 +66,11 @@ class Outcome:
 
 @dataclass
 class Queues:
-    """What the `queues` topic says: calls still waiting, and recent outcomes."""
+    """What the `queues` topic says: calls still waiting, calls answered (as they had waited:
+    what a later requeue keeps), and recent outcomes."""
 
     waiting: dict[str, QueuedCall] = field(default_factory=dict)
+    answered: dict[str, QueuedCall] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -110,8 +113,10 @@ def fold_queues(envelopes: Iterable[Envelope]) -> Queues:
                 call.attempts = max(call.attempts, env.agent_offered.attempt)
         elif kind == "call_dequeued":
             d = env.call_dequeued
-            waiting.pop(d.call_id, None)
+            left = waiting.pop(d.call_id, None)
             answered = d.reason == ev.DEQUEUE_REASON_ANSWERED
+            if answered and left is not None:
+                folded.answered[d.call_id] = left
             folded.outcomes.append(Outcome(d.queue, _ms(env), int(d.waited_ms), answered))
         elif kind == "call_abandoned":
             a = env.call_abandoned
@@ -142,6 +147,8 @@ class Plan:
     answered: list[tuple[QueuedCall, str, float]] = field(default_factory=list)
     #: calls waiting in a queue this ACD no longer has (configuration changed)
     orphans: list[QueuedCall] = field(default_factory=list)
+    #: calls on agents, as they had waited (queue, priority, skills, data): kept for a requeue
+    records: dict[str, WaitingCall] = field(default_factory=dict)
 
 
 def plan(
@@ -163,6 +170,15 @@ def plan(
     bridged = {
         c.bridged_to: c.call_id for c in live.values() if c.state == BRIDGED and c.bridged_to
     }
+    # a call transferred to an extension is bridged to no agent id: the agent seated there has it
+    seated = {
+        s.extension: agent_id
+        for agent_id, s in snapshots.items()
+        if s.extension and s.state not in (ev.AGENT_STATE_UNSPECIFIED, ev.AGENT_STATE_LOGGED_OUT)
+    }
+    for c in live.values():
+        if c.state == BRIDGED and not c.bridged_to and c.endpoint in seated:
+            bridged.setdefault(seated[c.endpoint], c.call_id)
     ringing: dict[str, str] = {}  # call id -> agent kept ringing
     for agent_id, snap in snapshots.items():
         if snap.state == ev.AGENT_STATE_UNSPECIFIED:
@@ -175,6 +191,7 @@ def plan(
             state=snap.state,
             reason=snap.reason,
             call_id=snap.call_id,
+            queue=snap.queue,
             since=mono(snap.since_ms),
             since_wall=(snap.since_ms or now_ms) / 1000,
             idle_since=mono(snap.idle_since_ms or snap.since_ms),
@@ -183,6 +200,8 @@ def plan(
         was = agent.state
 
         def move(state: State, reason: str, call_id: str = "", a: Agent = agent) -> None:
+            if call_id != a.call_id or not call_id:
+                a.queue = ""  # another call, or none: not the snapshot's queue
             a.state, a.reason, a.call_id = state, reason, call_id
             a.since, a.since_wall = now_mono, now_ms / 1000
 
@@ -206,26 +225,21 @@ def plan(
             result.changed.append((agent, was))
     known = set(known_queues)
     bridged_calls = {c.call_id: c.bridged_to for c in live.values() if c.state == BRIDGED}
+    bridged_calls |= {call_id: agent_id for agent_id, call_id in bridged.items()}
+    for call_id, had in queues.answered.items():
+        if call_id in live and call_id not in queues.waiting:
+            result.records[call_id] = _waiting(had, mono(had.enqueued_at_ms))
     for queued in sorted(queues.waiting.values(), key=lambda q: q.enqueued_at_ms):
         waited_s = max(0, now_ms - queued.enqueued_at_ms) / 1000
         if queued.call_id not in live:
             result.abandoned.append((queued, waited_s))
         elif queued.call_id in bridged_calls:
             result.answered.append((queued, bridged_calls[queued.call_id], waited_s))
+            result.records[queued.call_id] = _waiting(queued, mono(queued.enqueued_at_ms))
         elif queued.queue not in known:
             result.orphans.append(queued)
         else:
-            waiting = WaitingCall(
-                queued.call_id,
-                queued.queue,
-                queued.priority,
-                queued.ani,
-                queued.dnis,
-                queued.skills,
-                dict(queued.data),
-                enqueued=mono(queued.enqueued_at_ms),
-                attempts=queued.attempts,
-            )
+            waiting = _waiting(queued, mono(queued.enqueued_at_ms))
             kept = ringing.pop(queued.call_id, None)
             if kept is not None:
                 waiting.offering = True
@@ -236,7 +250,26 @@ def plan(
     by_id = {a.agent_id: a for a in result.agents}
     for agent_id in ringing.values():
         agent = by_id[agent_id]
-        agent.state, agent.reason, agent.call_id = READY, "offer withdrawn", ""
+        agent.state, agent.reason, agent.call_id, agent.queue = READY, "offer withdrawn", "", ""
         agent.since, agent.since_wall = now_mono, now_ms / 1000
         result.changed.append((agent, RINGING))
+    # an agent the gateway put on a call while we were away is on that call's queue
+    for call_id, agent_id in result.on_call.items():
+        record = result.records.get(call_id)
+        if record is not None and not by_id[agent_id].queue:
+            by_id[agent_id].queue = record.queue
     return result
+
+
+def _waiting(queued: QueuedCall, enqueued: float) -> WaitingCall:
+    return WaitingCall(
+        queued.call_id,
+        queued.queue,
+        queued.priority,
+        queued.ani,
+        queued.dnis,
+        queued.skills,
+        dict(queued.data),
+        enqueued=enqueued,
+        attempts=queued.attempts,
+    )

@@ -65,7 +65,9 @@ class Recovery:
     async def _live_calls(self) -> dict[str, rebuild.LiveCall]:
         reply = await self.gateway.ListCalls(gw.ListCallsRequest(), timeout=LIST_CALLS_TIMEOUT_S)
         return {
-            c.call_id: rebuild.LiveCall(c.call_id, c.state, c.bridged_to, c.started_at_ms)
+            c.call_id: rebuild.LiveCall(
+                c.call_id, c.state, c.bridged_to, c.started_at_ms, c.endpoint
+            )
             for c in reply.calls
         }
 

@@ -3,35 +3,24 @@ wrong."""
 
 from __future__ import annotations
 
-import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 
-from acd.agents import REQUESTABLE, Agent, InvalidTransition, UnknownAgent, state_name
-from acd.dispatcher import Dispatcher, UnknownQueue
+from acd.agents import REQUESTABLE, InvalidTransition, UnknownAgent, state_name
+from acd.dispatcher import Dispatcher, UnknownCall, UnknownQueue
 from acd.queues import WaitingCall
+from acd.snapshots import agent_reply, queue_status
 from common import tracing
 from common.lease import Fenced
 from common.rpc import Context, callers
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 
 
-def agent_reply(agent: Agent) -> acd_pb2.Agent:
-    return acd_pb2.Agent(
-        agent_id=agent.agent_id,
-        extension=agent.extension,
-        state=agent.state,
-        reason=agent.reason,
-        queues=sorted(agent.queues),
-        call_id=agent.call_id,
-        state_since_ms=int(agent.since_wall * 1000),
-    )
-
-
 class AcdService(acd_pb2_grpc.AcdServicer):
     #: who may call what (enforced by common.rpc): the IVR queues calls; the CRM drives the
-    #: agents' seats for the desktop; both may read a queue.
+    #: agents' seats for the desktop and reads the board; both may read a queue; the gateway
+    #: sends a call an agent transferred to a queue back through it.
     CALLERS = callers(
         "hotline.v1.Acd",
         {
@@ -56,6 +45,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
             UnknownAgent: grpc.StatusCode.NOT_FOUND,
             UnknownQueue: grpc.StatusCode.NOT_FOUND,
+            UnknownCall: grpc.StatusCode.NOT_FOUND,
             Fenced: grpc.StatusCode.UNAVAILABLE,  # no longer the active replica: try another
         }.get(type(exc), grpc.StatusCode.INTERNAL)
         await context.abort(code, exc.args[0] if exc.args else str(exc))
@@ -128,35 +118,30 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             queue = self.d.queue(request.queue)
         except UnknownQueue as exc:
             await self._fail(context, exc)
-        now = time.monotonic()
-        agents = [a for a in self.d.book.agents.values() if a.serves(queue.name)]
-        by_state: dict[str, int] = {}
-        for agent in agents:
-            by_state[state_name(agent.state)] = by_state.get(state_name(agent.state), 0) + 1
-        return acd_pb2.QueueStatus(
-            queue=queue.name,
-            oldest_wait_ms=int(queue.oldest_wait(now) * 1000),
-            calls=[
-                acd_pb2.QueuedCall(
-                    call_id=c.call_id,
-                    ani=c.ani,
-                    priority=c.priority,
-                    waited_ms=int(c.waited(now) * 1000),
-                )
-                for c in queue.calls
-            ],
-            agents_by_state=by_state,
-            answered=self.d.answered[queue.name],
-            abandoned=self.d.abandoned[queue.name],
-        )
+        return self._status(queue.name)
 
-    # Contract first (issue 10); answered UNIMPLEMENTED until built.
+    def _status(self, name: str) -> acd_pb2.QueueStatus:
+        d = self.d
+        return queue_status(d.queues[name], d.book, d.window, d.answered[name], d.abandoned[name])
 
-    async def Requeue(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Requeue is not implemented yet")
+    async def Requeue(
+        self, request: acd_pb2.RequeueRequest, context: Context
+    ) -> acd_pb2.EnqueueReply:
+        if not request.call_id or not request.queue:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id and queue are required")
+        try:
+            position = await self.d.requeue(request.call_id, request.queue, request.from_agent_id)
+        except (UnknownQueue, UnknownCall, InvalidTransition, Fenced) as exc:
+            await self._fail(context, exc)
+        return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue, position=position)
 
-    async def ListAgents(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListAgents is not implemented yet")
+    async def ListAgents(
+        self, request: acd_pb2.ListAgentsRequest, context: Context
+    ) -> acd_pb2.ListAgentsReply:
+        agents = sorted(self.d.book.agents.values(), key=lambda a: a.agent_id)
+        return acd_pb2.ListAgentsReply(agents=[agent_reply(a) for a in agents])
 
-    async def ListQueues(self, request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListQueues is not implemented yet")
+    async def ListQueues(
+        self, request: acd_pb2.ListQueuesRequest, context: Context
+    ) -> acd_pb2.ListQueuesReply:
+        return acd_pb2.ListQueuesReply(queues=[self._status(name) for name in self.d.queues])

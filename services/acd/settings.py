@@ -21,7 +21,8 @@ LEASES = ("file", "kubernetes")
 class AcdSettings(Settings):
     queues: tuple[str, ...] = DEFAULT_QUEUES  # HOTLINE_ACD_QUEUES, comma-separated
     ring_timeout_s: float = 15.0  # HOTLINE_RING_TIMEOUT_S: an offer rings this long
-    wrap_up_s: float = 10.0  # HOTLINE_WRAP_UP_S: after-call work
+    wrap_up_s: float = 60.0  # HOTLINE_WRAP_UP_S: after-call work, then Ready
+    short_abandon_s: float = 5.0  # HOTLINE_SHORT_ABANDON_S: quicker hang-ups are short abandons
     lease: str = "file"  # HOTLINE_ACD_LEASE: file (one machine) | kubernetes
     lease_file: Path | None = None  # HOTLINE_ACD_LEASE_FILE; None: $HOTLINE_VAR_DIR/acd.lease
     lease_name: str = "hotline-acd"  # HOTLINE_ACD_LEASE_NAME: the Kubernetes Lease object
@@ -62,7 +63,8 @@ class AcdSettings(Settings):
         return super().read(env) | {
             "queues": queues,
             "ring_timeout_s": env.number("RING_TIMEOUT_S", 15.0, above=0),
-            "wrap_up_s": env.number("WRAP_UP_S", 10.0, minimum=0),
+            "wrap_up_s": env.number("WRAP_UP_S", 60.0, minimum=0),
+            "short_abandon_s": env.number("SHORT_ABANDON_S", 5.0, minimum=0),
             "lease": lease,
             "lease_file": env.optional_path("ACD_LEASE_FILE"),
             "lease_name": env.text("ACD_LEASE_NAME", "hotline-acd"),

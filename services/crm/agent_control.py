@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from crm.rest import ApiError
+from crm.peer_errors import PeerError
 from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
 
 #: per-call deadline: the desktop must not hang when the ACD is slow.
@@ -27,6 +27,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 409,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
@@ -46,6 +47,7 @@ def agent_json(agent: acd_pb2.Agent) -> dict[str, Any]:
         "queues": list(agent.queues),
         "call_id": agent.call_id,
         "state_since_ms": agent.state_since_ms,
+        "queue": agent.queue,
     }
 
 
@@ -56,13 +58,13 @@ class AgentControl:
         self._stub = acd_pb2_grpc.AcdStub(channel)
 
     async def login(self, agent_id: str, extension: str) -> acd_pb2.Agent:
-        return await self._call(
+        return await self._agent(
             self._stub.Login,
             acd_pb2.LoginRequest(agent_id=agent_id, extension=extension, queues=[]),
         )
 
     async def set_state(self, agent_id: str, state: str, reason: str) -> acd_pb2.Agent:
-        return await self._call(
+        return await self._agent(
             self._stub.SetState,
             acd_pb2.SetStateRequest(
                 agent_id=agent_id, state=REQUESTABLE_STATES[state], reason=reason
@@ -70,32 +72,38 @@ class AgentControl:
         )
 
     async def get(self, agent_id: str) -> acd_pb2.Agent:
-        return await self._call(self._stub.GetAgent, acd_pb2.AgentRef(agent_id=agent_id))
+        return await self._agent(self._stub.GetAgent, acd_pb2.AgentRef(agent_id=agent_id))
 
     async def logout(self, agent_id: str) -> acd_pb2.Agent:
-        return await self._call(self._stub.Logout, acd_pb2.AgentRef(agent_id=agent_id))
+        return await self._agent(self._stub.Logout, acd_pb2.AgentRef(agent_id=agent_id))
+
+    async def list_agents(self) -> list[acd_pb2.Agent]:
+        """Every agent the ACD knows, with presence (the desk's transfer directory)."""
+        reply: acd_pb2.ListAgentsReply = await self._call(
+            self._stub.ListAgents, acd_pb2.ListAgentsRequest()
+        )
+        return list(reply.agents)
+
+    async def list_queues(self) -> list[acd_pb2.QueueStatus]:
+        reply: acd_pb2.ListQueuesReply = await self._call(
+            self._stub.ListQueues, acd_pb2.ListQueuesRequest()
+        )
+        return list(reply.queues)
+
+    async def _agent(self, method: Any, request: Any) -> acd_pb2.Agent:
+        agent: acd_pb2.Agent = await self._call(method, request)
+        return agent
 
     @staticmethod
-    async def _call(method: Any, request: Any) -> acd_pb2.Agent:
+    async def _call(method: Any, request: Any) -> Any:
         try:
-            agent: acd_pb2.Agent = await method(request, timeout=TIMEOUT_S)
-            return agent
+            return await method(request, timeout=TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise AcdError(exc.code(), exc.details() or "") from None
 
 
-class AcdError(ApiError):
+class AcdError(PeerError):
     """The ACD said no (or could not be reached); carries the HTTP status for the browser."""
 
     def __init__(self, code: grpc.StatusCode, detail: str) -> None:
-        status = _HTTP_STATUS.get(code, 502)
-        if code == grpc.StatusCode.UNAVAILABLE:
-            message = f"ACD unavailable: {detail}"
-        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = f"ACD did not answer within {TIMEOUT_S:.0f} s"
-        elif status == 502:
-            message = f"ACD error {code.name}: {detail}"
-        else:
-            message = detail or code.name.lower()
-        super().__init__(status, message)
-        self.code = code
+        super().__init__("ACD", code, detail, _HTTP_STATUS, TIMEOUT_S)

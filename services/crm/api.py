@@ -26,6 +26,7 @@ from crm.desk import HUB
 from crm.models import HotDesk, User
 from crm.rest import ApiError, json_body, text_field
 from crm.roles import ALL_CDR_READERS
+from crm.supervision import add_routes as add_supervision_routes
 from hotline.v1 import acd_pb2
 
 ACD = web.AppKey("acd", AgentControl)
@@ -257,3 +258,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/hotdesks", list_hot_desks)
     app.router.add_post("/api/hotdesks", approve_hot_desk)
     app.router.add_delete("/api/hotdesks/{extension}", withdraw_hot_desk)
+    add_supervision_routes(app)

@@ -24,6 +24,7 @@ from crm.rest import json_errors
 from crm.seed import seed
 from crm.servicer import CrmService
 from crm.settings import CrmSettings
+from crm.supervision import SUPERVISION, CallSupervision, Supervision
 from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import crm_pb2_grpc
 
@@ -63,6 +64,7 @@ def web_app(
     addresses: AddressLimiter | None = None,
     hashes: HashGate | None = None,
     trusted_proxies: tuple[str, ...] = (),
+    supervision: Supervision | None = None,
 ) -> web.Application:
     """The browser-facing app: REST under /api, the websocket at /ws, the desktop at /."""
     app = web.Application(middlewares=[json_errors, same_origin, access_control])
@@ -74,6 +76,7 @@ def web_app(
     app[ACD] = control
     app[CDRS] = cdrs
     app[HUB] = hub
+    app[SUPERVISION] = supervision or Supervision(control)
     add_routes(app)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", _index)
@@ -133,6 +136,7 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
         addresses=AddressLimiter(settings.login_attempts_per_minute),
         hashes=HashGate(settings.login_max_hashes),
         trusted_proxies=settings.trusted_proxies,
+        supervision=Supervision(control, CallSupervision(wiring.channel("gateway"))),
     )
     runner = web.AppRunner(app)
     await runner.setup()

@@ -1,7 +1,8 @@
 """The desktop's live feed: a websocket per browser and the pushes that drive it.
 
 Each agent's browser gets its own offers (with the customer card — the screen pop), state
-changes, connects and hang-ups; supervisors and team leaders get everyone's. The screen pop
+changes, connects and hang-ups; supervisors and team leaders get everyone's, and the queue
+changes their board follows (`crm.board`). The screen pop
 is pushed straight from the AgentOffered event, before any bookkeeping, because the standard
 is to greet the caller by name within three rings.
 """
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ from aiohttp import WSMsgType, web
 from common.events import Envelope, payload_of
 from crm.agent_control import state_name
 from crm.auth import current_user, presented_token, session_expiry, token_hash
+from crm.board import board_message
 from crm.cdr import end_reason_name
 from crm.cdr_store import CdrStore
 from crm.customers import find_by_phone
@@ -88,6 +91,8 @@ class DeskHub:
 
     async def on_event(self, env: Envelope) -> None:
         """Push whatever the envelope means to the desks concerned (no-op for other types)."""
+        if (board := board_message(env)) is not None:
+            await self.to_watchers(board)
         if env.type == "AgentOffered":
             await self._offered(env, env.agent_offered)
         elif env.type == "AgentStateChanged":
@@ -102,6 +107,8 @@ class DeskHub:
                     "reason": p.reason,
                     "extension": p.extension,
                     "call_id": p.call_id,
+                    "queue": p.queue,
+                    "since_ms": p.since_ms,
                 },
             )
         elif env.type == "CallBridged":
@@ -164,11 +171,18 @@ class DeskHub:
 
     async def push(self, agent_id: str, message: dict[str, Any]) -> None:
         """Send to the agent's own desks and to every watcher, all at once."""
+        await self._push(message, lambda c: c.watcher or c.agent_id == agent_id)
+
+    async def to_watchers(self, message: dict[str, Any]) -> None:
+        """Send to the supervisors' and team leaders' desks only (their board)."""
+        await self._push(message, lambda c: c.watcher)
+
+    async def _push(self, message: dict[str, Any], wanted: Callable[[DeskClient], bool]) -> None:
         now = time.time()
         for client in [c for c in self._clients if c.expires_at <= now]:
             self.leave(client)
             await client.ws.close(code=4001, message=b"session expired")
-        targets = [c for c in self._clients if c.watcher or c.agent_id == agent_id]
+        targets = [c for c in self._clients if wanted(c)]
         if targets:
             await asyncio.gather(*(self._send(c, message) for c in targets))
 

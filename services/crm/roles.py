@@ -30,6 +30,10 @@ ALL_CDR_READERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.QA, Role.AD
 #: roles that configure the site (hot desks, later users and queues).
 ADMINS = frozenset({Role.ADMIN})
 
+#: roles that act on other agents and their calls from the board: listen, whisper, barge,
+#: force release, change an agent's state (强拆、强插 and 监听 are for authorized seats only).
+SUPERVISORS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
 #: sentinel for routes that need no session (the login itself, the static desktop).
 PUBLIC: frozenset[Role] = frozenset()
 
@@ -51,6 +55,13 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/ws"): EVERYONE,
     ("GET", "/"): PUBLIC,
     ("GET", "/static"): PUBLIC,
+    # the supervisor board (crm.supervision): watchers see it, supervisors act on it
+    ("GET", "/api/supervision/board"): WATCHERS,
+    ("POST", "/api/supervision/agents/{agent_id}/state"): SUPERVISORS,
+    ("POST", "/api/supervision/agents/{agent_id}/logout"): SUPERVISORS,
+    ("POST", "/api/supervision/calls/{call_id}/monitor"): SUPERVISORS,
+    ("POST", "/api/supervision/calls/{call_id}/monitor/stop"): SUPERVISORS,
+    ("POST", "/api/supervision/calls/{call_id}/release"): SUPERVISORS,
 }
 
 

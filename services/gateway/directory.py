@@ -2,8 +2,9 @@
 
 The directory is the gateway's own data: a YAML file `{extension: ha1}` (named by the
 gateway's settings, HOTLINE_GATEWAY_EXTENSIONS), or, by default, the demo extensions
-8001–8016 whose passwords are `<ext>-demo` (documented in the README; change them before any
-real use).
+8001–8016 (the 16 agent seats) and 8090 (a supervisor's desk phone, for listening in: an admin
+approves it as a hot desk) whose passwords are `<ext>-demo` (documented in the README; change
+them before any real use).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 
 from gateway.sip.digest import ha1
 
-DEMO_EXTENSIONS = range(8001, 8017)
+DEMO_EXTENSIONS = (*range(8001, 8017), 8090)
 _HA1 = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -91,6 +91,7 @@ def call_info(call: Call) -> gw.CallInfo:
         channel=call.channel,
         bridged_to=call.agent_id,
         started_at_ms=int(call.offered_wall * 1000),
+        endpoint=call.agent_endpoint if call.agent is not None else "",
     )
 
 

@@ -62,7 +62,7 @@ class GatewaySettings(Settings):
     sim_control_host: str = "127.0.0.1"  # HOTLINE_SIM_CONTROL_HOST: loopback, never bind_host
     tcp_limits: TcpLimits = TcpLimits()  # HOTLINE_SIP_TCP_*
     admission: AdmissionLimits = AdmissionLimits()  # HOTLINE_CALLS_PER_SOURCE_*, HOTLINE_TRUNK_*
-    extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016
+    extensions_file: Path | None = None  # HOTLINE_GATEWAY_EXTENSIONS; None: demo 8001-8016, 8090
     state_file: Path = REPO_ROOT / "var" / "gateway-state.sqlite"  # HOTLINE_GATEWAY_STATE
     recording_spool: Path = REPO_ROOT / "var" / "spool"  # HOTLINE_RECORDING_SPOOL
     trunk_trust_pai: bool = False  # HOTLINE_TRUNK_TRUST_PAI: ANI from P-Asserted-Identity

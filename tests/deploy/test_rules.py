@@ -63,6 +63,16 @@ def queue_series(
     ]
 
 
+def handle_series(label: str, talk: str, hold: str, wrap: str, calls: str) -> list[dict]:
+    """hotline_queue_handle_time_seconds: sums per phase, one observation per phase per call."""
+    out = []
+    for phase, total in (("talk", talk), ("hold", hold), ("wrap_up", wrap)):
+        metric = "hotline_queue_handle_time_seconds"
+        out.append({"series": f'{metric}_sum{{{label},phase="{phase}"}}', "values": total})
+        out.append({"series": f'{metric}_count{{{label},phase="{phase}"}}', "values": calls})
+    return out
+
+
 #: alert -> (firing case, quiet case); a case is (input series, eval time, firing labels)
 CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str]]] = {
     "HotlineServiceLevelBurnFast": (
@@ -91,10 +101,12 @@ CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str
     ),
     "HotlineCallsWaitingNoAgent": (
         (
-            [
+            [  # sales waits: its agents are Not Ready; support's agent is Ready, for support only
                 {"series": f"hotline_queue_calls_waiting{{{S}}}", "values": "1x20"},
-                {"series": f'hotline_agents{{{SITE},state="ready"}}', "values": "0x20"},
-                {"series": f'hotline_agents{{{SITE},state="not_ready"}}', "values": "3x20"},
+                {"series": f'hotline_queue_agents{{{S},state="ready"}}', "values": "0x20"},
+                {"series": f'hotline_queue_agents{{{S},state="not_ready"}}', "values": "3x20"},
+                {"series": f"hotline_queue_calls_waiting{{{P}}}", "values": "1x20"},
+                {"series": f'hotline_queue_agents{{{P},state="ready"}}', "values": "1x20"},
             ],
             "5m",
             [{"site": "main", "queue": "sales"}],
@@ -102,9 +114,20 @@ CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str
         (
             [
                 {"series": f"hotline_queue_calls_waiting{{{S}}}", "values": "2x20"},
-                {"series": f'hotline_agents{{{SITE},state="on_call"}}', "values": "4x20"},
+                {"series": f'hotline_queue_agents{{{S},state="on_call"}}', "values": "4x20"},
             ],
             "5m",
+        ),
+    ),
+    "HotlineAfterCallWorkLong": (
+        (
+            handle_series(S, talk="0+120x240", hold="0+10x240", wrap="0+90x240", calls="0+1x240"),
+            "30m",
+            [{"site": "main", "queue": "sales"}],
+        ),
+        (  # 45 s of after-call work per call: within the standard
+            handle_series(S, talk="0+120x240", hold="0+10x240", wrap="0+45x240", calls="0+1x240"),
+            "30m",
         ),
     ),
     "HotlineAbandonRateHigh": (
@@ -398,6 +421,8 @@ def kpi_test() -> dict:
     """Service level, ASA, abandon rate over 5 minutes and since local midnight."""
     sales = queue_series(S, "0+2x240", "0+1x240", "0+0x240", "0+1x240", wait_sum="0+30x240")
     support = queue_series(P, "0+2x240", "0+2x240", "0+2x240", "0+0x240")
+    # sales: one handled call per 30 s step, each 100 s talk + 20 s hold + 30 s after-call work
+    sales += handle_series(S, talk="0+100x240", hold="0+20x240", wrap="0+30x240", calls="0+1x240")
     between = "(({e} > bool {lo}) * ({e} < bool {hi}))"
     return {
         "name": "queue KPIs",
@@ -440,6 +465,27 @@ def kpi_test() -> dict:
                         "labels": 'hotline:queue_abandon_rate:ratio1h{site="main",queue="support"}',
                         "value": 0,
                     },
+                ],
+            },
+            # AHT = (talk + hold + after-call work) / handled calls
+            {
+                "expr": 'hotline:queue_aht_seconds:5m{queue="sales"}',
+                "eval_time": "15m",
+                "exp_samples": [
+                    {
+                        "labels": 'hotline:queue_aht_seconds:5m{site="main",queue="sales"}',
+                        "value": 150,
+                    }
+                ],
+            },
+            {
+                "expr": 'hotline:queue_aht_seconds:_today{queue="sales"}',
+                "eval_time": "30m",
+                "exp_samples": [
+                    {
+                        "labels": 'hotline:queue_aht_seconds:_today{site="main",queue="sales"}',
+                        "value": 150,
+                    }
                 ],
             },
             # 19 minutes after the start, local time 23:59: today holds every minute so far

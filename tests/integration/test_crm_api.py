@@ -264,7 +264,11 @@ def event(payload: Any, key: str, seconds_ago: float = 0.0) -> Envelope:
 
 
 def concrete(pattern: str) -> str:
-    return pattern.replace("{call_id}", "no-such-call").replace("{extension}", "8999")
+    return (
+        pattern.replace("{call_id}", "no-such-call")
+        .replace("{extension}", "8999")
+        .replace("{agent_id}", "no-such-agent")
+    )
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
@@ -394,8 +398,9 @@ async def test_every_endpoint_is_403_for_roles_not_on_its_list(
             assert f"role {role.value} may not" in await error_of(response, 403)
             refused += 1
     # supervisor, qa and admin on GET /api/agent and the three POSTs; every role but admin
-    # on approving and withdrawing hot desks
-    assert refused == 12 + 2 * 4
+    # on approving and withdrawing hot desks; agent and qa on the supervisor board; agent,
+    # team leader and qa on the five supervisor actions
+    assert refused == 12 + 2 * 4 + 2 + 5 * 3
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])

@@ -108,7 +108,7 @@ EXPECTED = {
     "/hotline.v1.Acd/GetAgent": {"crm"},
     "/hotline.v1.Acd/GetQueue": {"crm", "ivr"},
     "/hotline.v1.Acd/Requeue": {"gateway"},  # a transfer to a queue
-    "/hotline.v1.Acd/ListAgents": {"crm"},
+    "/hotline.v1.Acd/ListAgents": {"crm"},  # the supervisor board (and the desk's directory)
     "/hotline.v1.Acd/ListQueues": {"crm"},
     "/hotline.v1.Ivr/ListFlows": {"crm"},
     "/hotline.v1.Crm/LookupCustomer": {"ivr"},

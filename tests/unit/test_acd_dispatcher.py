@@ -251,7 +251,7 @@ async def test_answered_puts_agent_on_call_and_empties_queue(rig: Rig) -> None:
         (READY, RINGING),
         (RINGING, ON_CALL),
     ]
-    assert rig.d.service_level.value("sales") == 1.0
+    assert rig.d.window.value("sales") == 1.0
 
 
 async def test_no_answer_sets_agent_not_ready_and_reoffers_to_the_next(rig: Rig) -> None:
@@ -362,7 +362,7 @@ async def test_caller_ends_while_queued_is_abandoned_and_never_offered(rig: Rig)
     assert rig.d.abandoned == {"sales": 1, "support": 0}
     assert counter("hotline_queue_abandoned_total") == abandoned + 1
     assert len(rig.d.queues["sales"]) == 0
-    assert rig.d.service_level.value("sales") == 0.0
+    assert rig.d.window.value("sales") == 0.0
     await rig.ready_agent("a1", "8001")
     await settle()
     assert rig.gateway.connects == [] and rig.agent("a1").state == READY
@@ -417,12 +417,12 @@ async def test_logout_and_set_state_publish_transitions(rig: Rig) -> None:
 
 # ---- KPIs --------------------------------------------------------------------------------
 def test_service_level_window() -> None:
-    sl = kpis.ServiceLevel(threshold_s=20, window_s=100)
+    sl = kpis.QueueWindow(threshold_s=20, window_s=100)
     assert sl.value("sales", now=1000.0) is None
-    sl.record("sales", True, now=1000.0)
-    sl.record("sales", False, now=1050.0)
-    sl.record("sales", True, now=1060.0)
-    sl.record("support", False, now=1060.0)
+    sl.record("sales", True, 5, now=1000.0)
+    sl.record("sales", False, 40, now=1050.0)
+    sl.record("sales", True, 10, now=1060.0)
+    sl.record("support", False, 3, now=1060.0)
     assert sl.value("sales", now=1070.0) == pytest.approx(2 / 3)
     assert sl.value("sales", now=1120.0) == pytest.approx(1 / 2)  # the first aged out
     assert sl.value("sales", now=1155.0) == pytest.approx(1.0)  # only the last remains
@@ -431,13 +431,33 @@ def test_service_level_window() -> None:
     assert sl.value("billing", now=1100.0) is None
 
 
+def test_window_figures_service_level_asa_and_abandon_rate() -> None:
+    w = kpis.QueueWindow(threshold_s=20, window_s=100)
+    w.record("sales", True, 5, now=1000.0)  # within
+    w.record("sales", True, 35, now=1010.0)  # answered late
+    w.record("sales", False, 50, now=1020.0)  # abandoned: no part of ASA
+    w.record("sales", True, 20, now=1030.0)  # exactly the threshold counts as within
+    f = w.figures("sales", now=1040.0)
+    assert (f.answered, f.within, f.abandoned, f.ended) == (3, 2, 1, 4)
+    assert f.service_level == pytest.approx(2 / 4)
+    assert f.asa_s == pytest.approx((5 + 35 + 20) / 3)
+    assert f.abandon_rate == pytest.approx(1 / 4)
+    # 105 s later the first two have aged out
+    f = w.figures("sales", now=1115.0)
+    assert (f.answered, f.abandoned) == (1, 1)
+    assert (f.service_level, f.asa_s, f.abandon_rate) == (0.5, 20.0, 0.5)
+    # nothing in the window: zeros, and ended == 0 says they are no data
+    empty = w.figures("support", now=1115.0)
+    assert empty.ended == 0 and (empty.service_level, empty.asa_s, empty.abandon_rate) == (0, 0, 0)
+
+
 def test_service_level_defaults() -> None:
-    sl = kpis.ServiceLevel()
+    sl = kpis.QueueWindow()
     assert (sl.threshold_s, sl.window_s) == (
         kpis.SERVICE_LEVEL_THRESHOLD_S,
         kpis.SERVICE_LEVEL_WINDOW_S,
     )
-    sl.record("q", True)  # now defaults to the monotonic clock
+    sl.record("q", True, 1.0)  # now defaults to the monotonic clock
     assert sl.value("q") == 1.0
 
 
@@ -450,14 +470,18 @@ async def test_queue_kpi_collector() -> None:
     d.queues["sales"].add(WaitingCall("c2", "sales", 0, "5555678", "10000", enqueued=now - 5))
     d.book.login("a1", "8001", frozenset(), frozenset())
     agent, _ = d.book.login("a2", "8002", frozenset(), frozenset())
+    d.book.login("a3", "8003", frozenset({"support"}), frozenset())
     d.book.transition(agent, READY)
-    d.service_level.record("sales", True)
-    d.service_level.record("sales", False)
+    d.window.record("sales", True, 4.0)
+    d.window.record("sales", False, 30.0)
     families = {f.name: f for f in kpis.QueueKpiCollector(d, SITE).collect()}
     assert set(families) == {
         "hotline_queue_calls_waiting",
         "hotline_queue_oldest_wait_seconds",
         "hotline_queue_service_level",
+        "hotline_queue_asa_seconds",
+        "hotline_queue_abandon_rate",
+        "hotline_queue_agents",
         "hotline_agents",
     }
     assert all(f.type == "gauge" for f in families.values())
@@ -471,15 +495,23 @@ async def test_queue_kpi_collector() -> None:
     assert 30 <= oldest[q("sales")] < 35 and oldest[q("support")] == 0
     # no outcome in the window for support: no sample rather than a fake 0 or 100 %
     assert samples("hotline_queue_service_level") == {q("sales"): 0.5}
+    assert samples("hotline_queue_asa_seconds") == {q("sales"): 4.0}  # the answered call only
+    assert samples("hotline_queue_abandon_rate") == {q("sales"): 0.5}
     agents = samples("hotline_agents")
     assert agents[(("site", SITE), ("state", "ready"))] == 1
-    assert agents[(("site", SITE), ("state", "not_ready"))] == 1
-    assert len(agents) == 6 and sum(agents.values()) == 2
+    assert agents[(("site", SITE), ("state", "not_ready"))] == 2
+    assert len(agents) == 6 and sum(agents.values()) == 3
+    # per queue: a1 and a2 serve every queue, a3 only support
+    per_queue = samples("hotline_queue_agents")
+    assert len(per_queue) == 2 * 6
+    sales = {k[2][1]: v for k, v in per_queue.items() if k[0] == ("queue", "sales") and v}
+    support = {k[2][1]: v for k, v in per_queue.items() if k[0] == ("queue", "support") and v}
+    assert sales == {"ready": 1, "not_ready": 1} and support == {"ready": 1, "not_ready": 2}
     # labels never carry call or caller ids
     for family in families.values():
         for s in family.samples:
             assert set(s.labels) <= {"queue", "site", "state"}
-            assert not {"c1", "c2", "5551234"} & set(s.labels.values())
+            assert not {"c1", "c2", "5551234", "a1"} & set(s.labels.values())
 
 
 # ---- gRPC servicer ----------------------------------------------------------------------
@@ -678,7 +710,7 @@ async def test_restore_announces_what_the_restart_found_and_serves_the_callers(r
     assert {d.call_id for d in rig.pub.of(ev.CallDequeued)} == {"kept", "waiting"}
     assert counter("hotline_queue_answered_total") == answered + 2
     # the service level window holds the outcome from before the restart, and the new ones
-    assert rig.d.service_level.value("sales") == pytest.approx(3 / 4)
+    assert rig.d.window.value("sales") == pytest.approx(3 / 4)
 
 
 async def test_reconcile_ends_what_the_gateway_no_longer_holds(rig: Rig) -> None:

@@ -154,27 +154,59 @@ async def test_call_dequeued_goes_on_queues_keyed_by_call() -> None:
 
 
 class FakeDispatcher:
+    """Records what the intake asks of the dispatcher, in order."""
+
     def __init__(self) -> None:
-        self.ended: list[tuple[str, int]] = []
+        self.asked: list[tuple] = []
 
-    async def call_ended(self, call_id: str, reason: int) -> None:
-        self.ended.append((call_id, reason))
+    async def call_ended(self, call_id: str, reason: int, hold_ms: int = 0) -> None:
+        self.asked.append(("ended", call_id, reason, hold_ms))
+
+    async def call_transferred(self, *args: str) -> None:
+        self.asked.append(("transferred", *args))
+
+    async def call_bridged(self, call_id: str, agent_id: str, queue: str) -> None:
+        self.asked.append(("bridged", call_id, agent_id, queue))
+
+    def call_held(self, call_id: str, agent_id: str) -> None:
+        self.asked.append(("held", call_id, agent_id))
+
+    def call_resumed(self, call_id: str, agent_id: str) -> None:
+        self.asked.append(("resumed", call_id, agent_id))
 
 
-async def test_intake_hands_call_ends_to_the_dispatcher_and_ignores_the_rest() -> None:
+async def test_intake_hands_call_events_to_the_dispatcher_and_ignores_the_rest() -> None:
     dispatcher = FakeDispatcher()
     intake = AcdIntake(dispatcher)  # type: ignore[arg-type]
     for payload in (
         ev.CallOffered(call_id="c1", ani="5551234", dnis="10000"),
         ev.CallAnswered(call_id="c1"),
-        ev.CallBridged(call_id="c1", agent_id="a7"),
+        ev.CallBridged(call_id="c1", leg_id="l1", endpoint="8001"),  # no agent: nobody to move
         ev.AgentStateChanged(agent_id="a7", state=NOT_READY),
+        ev.ConsultStarted(call_id="c1", agent_id="a7", target="8002"),
+        ev.MonitorStarted(call_id="c1", supervisor_id="s1", mode="listen"),
     ):
         await intake.handle(envelope(payload, "c1", SITE, "gateway"))
-    assert dispatcher.ended == []
-    await intake.handle(
-        envelope(
-            ev.CallEnded(call_id="c1", reason=ev.END_REASON_CALLER_HANGUP), "c1", SITE, "gateway"
-        )
-    )
-    assert dispatcher.ended == [("c1", ev.END_REASON_CALLER_HANGUP)]
+    assert dispatcher.asked == []
+    for payload in (
+        ev.CallBridged(call_id="c1", agent_id="a7", queue="sales"),
+        ev.CallHeld(call_id="c1", agent_id="a7", by="desk"),
+        ev.CallResumed(call_id="c1", agent_id="a7", held_ms=2000),
+        ev.CallTransferred(
+            call_id="c1",
+            from_agent_id="a7",
+            kind="blind",
+            target_kind="extension",
+            target="8002",
+            to_agent_id="a8",
+        ),
+        ev.CallEnded(call_id="c1", reason=ev.END_REASON_CALLER_HANGUP, hold_ms=2000),
+    ):
+        await intake.handle(envelope(payload, "c1", SITE, "gateway"))
+    assert dispatcher.asked == [
+        ("bridged", "c1", "a7", "sales"),
+        ("held", "c1", "a7"),
+        ("resumed", "c1", "a7"),
+        ("transferred", "c1", "a7", "extension", "8002", "a8"),
+        ("ended", "c1", ev.END_REASON_CALLER_HANGUP, 2000),
+    ]

@@ -79,7 +79,7 @@ def test_defaults_are_the_design_ports() -> None:
 
     a = AcdSettings.from_env()
     assert a.queues == ("sales", "support")
-    assert (a.ring_timeout_s, a.wrap_up_s) == (15.0, 10.0)
+    assert (a.ring_timeout_s, a.wrap_up_s, a.short_abandon_s) == (15.0, 60.0, 5.0)
     assert IvrSettings.from_env().flows_file == DEFAULT_FLOWS
     assert CrmSettings.from_env().http_port == 8080
     assert RecorderSettings.from_env().recordings_dir == REPO_ROOT / "var" / "recordings"
@@ -220,6 +220,10 @@ def test_service_overrides(tmp_path: Path) -> None:
     assert a.queues == ("sales", "vip", "billing")
     assert (a.ring_timeout_s, a.wrap_up_s) == (4.5, 2.0)
     assert AcdSettings.from_env(env(WRAP_UP_S="0")).wrap_up_s == 0.0  # no after-call work
+    assert AcdSettings.from_env(env(SHORT_ABANDON_S="3")).short_abandon_s == 3.0
+    with pytest.raises(SettingsError) as info:
+        AcdSettings.from_env(env(SHORT_ABANDON_S="-1"))
+    assert "HOTLINE_SHORT_ABANDON_S" in str(info.value)
     standby = AcdSettings.from_env(
         env(
             VAR_DIR=str(tmp_path),
