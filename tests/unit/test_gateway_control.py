@@ -355,3 +355,55 @@ async def test_refer_with_replaces_moves_the_far_party_of_the_phones_other_call(
     assert [(m.kind, m.from_leg_id) for m in moved] == [("attended", phone_a.leg_id)]
     rig.channel.far_end_hangs_up(phone_a)  # the transferor's BYE does not end call A
     assert call_a.state is CallState.BRIDGED
+
+
+async def test_an_agent_hanging_up_while_the_transfer_rings_leaves_the_caller_to_the_target(
+    rig: Rig,
+) -> None:
+    caller, agent, call = await rig.bridged_call()
+    answer = asyncio.Event()
+    target = FakeLeg(rig.channel, inbound=False, answered=True)
+
+    async def ring(abandon: asyncio.Event) -> Attempt:
+        await answer.wait()
+        return Attempt(Outcome.ANSWERED, target)
+
+    rig.channel.ring_outcome = ring
+    transfer = asyncio.ensure_future(
+        rig.switch.control.transfer(call.call_id, TargetKind.EXTENSION, "8002", "a1", 30)
+    )
+    await settle()
+    rig.channel.far_end_hangs_up(agent)  # a desk phone put down after "transfer"
+    assert call.state is CallState.BRIDGED, "the caller keeps waiting on music"
+    rig.clock.tick()
+    assert heard(caller) == 500
+    answer.set()
+    assert (await asyncio.wait_for(transfer, 2)).outcome is Outcome.ANSWERED
+    assert call.agent is target and ("hang_up", agent) not in rig.channel.actions
+    target.media.hear(tone(33))
+    rig.clock.tick()
+    assert heard(caller) == 33
+
+
+async def test_an_agent_gone_and_a_failed_transfer_end_the_call(rig: Rig) -> None:
+    caller, agent, call = await rig.bridged_call()
+    fail = asyncio.Event()
+
+    async def ring(abandon: asyncio.Event) -> Attempt:
+        await fail.wait()
+        return Attempt(Outcome.NO_ANSWER, None, "no answer within 30s")
+
+    rig.channel.ring_outcome = ring
+    consult = asyncio.ensure_future(
+        rig.switch.control.consult(call.call_id, TargetKind.EXTENSION, "8002", "a1", 30)
+    )
+    await settle()
+    rig.channel.far_end_hangs_up(agent)
+    fail.set()
+    assert (await asyncio.wait_for(consult, 2)).outcome is Outcome.NO_ANSWER
+    ended = rig.events.of("ended", call.call_id)
+    assert ended["reason"] is EndReason.AGENT_HANGUP
+    assert ended["detail"] == (
+        "the agent left during a consult with 8002 that failed: no answer within 30s"
+    )
+    assert ("hang_up", caller) in rig.channel.actions

@@ -286,14 +286,25 @@ class Control:
             self._hold(call, old, call.caller, "desk")
         attempt = await self._reach_busy(call, f"transfer to {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
-            if call.state == CallState.BRIDGED and call.agent is old and not was_held:
+            if self._agent_left(call, old, f"transfer to {target}", attempt):
+                return attempt
+            if call.state == CallState.BRIDGED and not was_held:
                 self._resume(call)
             return attempt
-        new = attempt.leg
-        if call.agent is not old:  # the agent hung up meanwhile: the target takes the call
-            old = None
-        self._hand_over(call, new, target, by_agent_id, kind, "blind", old, keep_transferor)
+        # an agent who hung up while the target rang has left already: nothing to hang up
+        self._hand_over(call, attempt.leg, target, by_agent_id, kind, "blind", old, keep_transferor)
         return attempt
+
+    def _agent_left(self, call: Call, agent: Leg, what: str, attempt: Attempt) -> bool:
+        """The agent hung up while a transfer or consult rang (the caller waited on music),
+        and it failed: the call ends. True when so."""
+        if not agent.ended or call.state == CallState.ENDED:
+            return False
+        detail = (
+            f"the agent left during a {what} that failed: {attempt.detail or attempt.outcome.value}"
+        )
+        self.switch.end(call, EndReason.AGENT_HANGUP, detail, by=agent)
+        return True
 
     def _hand_over(
         self,
@@ -424,8 +435,13 @@ class Control:
             self._hold(call, agent, call.caller, "desk")
         attempt = await self._reach_busy(call, f"consult with {target}", kind, target, timeout_s)
         if attempt.outcome is not Outcome.ANSWERED or attempt.leg is None:
-            if call.state == CallState.BRIDGED and call.agent is agent:
+            if self._agent_left(call, agent, f"consult with {target}", attempt):
+                return attempt
+            if call.state == CallState.BRIDGED:
                 self._resume(call)
+            return attempt
+        if agent.ended:  # the agent hung up while the target rang: the transfer completes
+            self._hand_over(call, attempt.leg, target, by_agent_id, kind, "attended", agent, True)
             return attempt
         party = Party(attempt.leg, Role.CONSULT, target)
         call.others.append(party)
@@ -632,6 +648,8 @@ class Control:
     def party_left(self, call: Call, leg: Leg) -> bool:
         """A leg other than the caller's is gone; True when the call goes on without it."""
         sw = self.switch
+        if leg is call.agent and call.busy.startswith(("transfer", "consult")):
+            return True  # the caller waits on music; the transfer decides (leg.ended tells)
         party = next((p for p in call.others if p.leg is leg), None)
         if party is not None:
             call.others.remove(party)
