@@ -123,9 +123,10 @@ class CallCommands:
         )
         return reply
 
-    async def hangup(self, call_id: str, reason: str) -> gw.CallReply:
+    async def hangup(self, call_id: str, reason: str, by_agent: bool = False) -> gw.CallReply:
         reply: gw.CallReply = await self._call(
-            self._stub.Hangup, gw.HangupRequest(call_id=call_id, reason=reason)
+            self._stub.Hangup,
+            gw.HangupRequest(call_id=call_id, reason=reason, by_agent=by_agent),
         )
         return reply
 

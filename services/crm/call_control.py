@@ -251,7 +251,11 @@ async def hangup(request: web.Request) -> web.Response:
         request,
         "call.hangup",
         "",
-        lambda u: gateway.hangup(call_id, "agent_hangup" if u.agent_id else "supervisor"),
+        lambda u: (
+            gateway.hangup(call_id, "hung up from the desk", by_agent=True)
+            if u.agent_id
+            else gateway.hangup(call_id, f"released by supervisor {u.username}")
+        ),
     )
     return web.json_response({"call_id": call_id, "state": reply.state})
 

@@ -278,7 +278,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         context: Context,
     ) -> gw.CallReply:
         try:
-            call = self.switch.hangup(request.call_id, request.reason)
+            call = self.switch.hangup(request.call_id, request.reason, by_agent=request.by_agent)
         except CallGone as exc:
             await self._fail(context, exc)
         return gw.CallReply(call_id=call.call_id, state=call.state.value)

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gateway.core.calls import EndReason
 from gateway.core.contracts import Attempt, Outcome
 from gateway.dialplan import DialPlan, DialPlanError
 from gateway.servicer import CallControlServicer
@@ -122,7 +123,20 @@ async def test_connect_answered_reports_the_agent_leg(
     assert (reply.result, reply.leg_id) == (gw.CONNECT_RESULT_ANSWERED, agent.leg_id)
     hung = await stub.Hangup(gw.HangupRequest(call_id=call.call_id, reason="test"))
     assert hung.state == "ended"
+    assert rig.events.of("ended", call.call_id)["reason"] == EndReason.SYSTEM
     await asyncio.sleep(0)
+
+
+async def test_the_agents_own_hangup_from_the_desk_ends_as_agent_hangup(
+    rig: Rig, stub: gateway_pb2_grpc.CallControlStub
+) -> None:
+    _, call = await rig.answered_call()
+    hung = await stub.Hangup(
+        gw.HangupRequest(call_id=call.call_id, reason="hung up from the desk", by_agent=True)
+    )
+    assert hung.state == "ended"
+    ended = rig.events.of("ended", call.call_id)
+    assert (ended["reason"], ended["detail"]) == (EndReason.AGENT_HANGUP, "hung up from the desk")
 
 
 async def test_connect_to_an_ended_call_is_caller_gone_not_an_error(

@@ -522,9 +522,12 @@ class Switch:
 
         self.spawn(later(), f"forget-{leg.leg_id}")
 
-    def hangup(self, call_id: str, detail: str) -> Call:
+    def hangup(self, call_id: str, detail: str, by_agent: bool = False) -> Call:
+        """Ends a call on command: the agent's own hang-up from the desk, or a service's or a
+        supervisor's release."""
         call = self.registry.get(call_id)
-        self.end(call, EndReason.SYSTEM, detail or "hung up by command")
+        reason = EndReason.AGENT_HANGUP if by_agent else EndReason.SYSTEM
+        self.end(call, reason, detail or "hung up by command")
         return call
 
     def end(self, call: Call, reason: EndReason, detail: str, by: Leg | None = None) -> None:
