@@ -122,6 +122,7 @@ class Step:
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     rss_peak_mb: float = 0.0
     quiet_s: float | None = None  # how long until no call and no port was held after the step
+    rss_quiet_mb: dict[str, float] = field(default_factory=dict)  # per process, once quiet
 
 
 @dataclass
@@ -588,6 +589,7 @@ class Bench:
         result.offered = total  # calls SIPp never got to start count as offered and failed
         result.failed = total - result.carried
         result.quiet_s = self.wait_quiet(60)
+        result.rss_quiet_mb = self.rss_each_mb()
         ticks1 = {n: cpu_ticks(p) for n, p in pids.items()}
         gw1 = self.metrics("gateway")
         # every 503 to a new INVITE (admission limits, no media port, draining) is counted here
@@ -716,6 +718,7 @@ def format_step(s: Step) -> str:
     late = "n/a" if s.tick_late_p99_ms is None else f"<= {s.tick_late_p99_ms:g} ms"
     cpu = " ".join(f"{n}={v:.1f}" for n, v in s.cpu_ms_per_call.items())
     quiet = f"{s.quiet_s:.1f}s" if s.quiet_s is not None else "NOT QUIET"
+    rss = " ".join(f"{n}={v:.0f}" for n, v in s.rss_quiet_mb.items())
     return (
         f"  {s.rate:>6g}/s offered {s.offered:>5} carried {s.carried:>5} failed {s.failed:>5} "
         f"shed {s.shed:>5} | INVITE->200 p50/p99 {_ms(s.invite_200_ms)} ms "
@@ -723,6 +726,7 @@ def format_step(s: Step) -> str:
         f"({len(s.ring_ms)}) | peak calls {s.peak_calls} ports {s.peak_ports} | RTP loss {loss} "
         f"| tick lateness p99 {late}, skipped frames {s.skipped_frames:.0f} "
         f"| quiet after {quiet}\n           CPU ms/call: {cpu}"
+        f"\n           RSS once quiet, MB: {rss}"
     )
 
 
