@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := sip-tester chromium espeak-ng sox baresip kamailio
+APT_PACKAGES := sip-tester chromium espeak-ng sox baresip kamailio fonts-wqy-zenhei
 PROTOS := $(wildcard protos/hotline/v1/*.proto)
 GEN := services/common/generated
 
@@ -12,7 +12,7 @@ GEN := services/common/generated
 setup: apt deploy-apt venv proto develop prompts certs crd-models ## everything a fresh machine needs
 	@echo "setup complete"
 
-apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox, baresip, kamailio)
+apt: ## system tools the tests need (SIPp, Chromium, espeak-ng, sox, baresip, kamailio; CJK font for the zh-CN desk)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \
@@ -58,7 +58,7 @@ test-unit:
 test-e2e:
 	$(PY) -m pytest -q tests/e2e
 
-soak: postgres ## fault soak: calls at 20/s with every process killed -9 in turn (minutes)
+soak: postgres ## fault soak, full profile: calls at 20/s with every process killed -9 in turn (minutes; `make test` runs the short one)
 	HOTLINE_SOAK=$${HOTLINE_SOAK:-full} $(PY) -m pytest -q -p no:cacheprovider -s \
 	  --override-ini addopts= tests/soak
 

@@ -35,9 +35,7 @@ RATE = "$__rate_interval"
 #: dashboard uid -> panel titles whose queries need metrics the services do not export yet
 PANELS_AWAITING_METRICS: dict[str, set[str]] = {
     "hotline-wallboard": set(),
-    "hotline-gateway": {
-        "SIP responses by code",
-    },
+    "hotline-gateway": set(),
     "hotline-platform": {},
 }
 

@@ -46,10 +46,12 @@ from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
 from acd.rebuild import Outcome, Plan
 from acd.routing.strategies import Strategy, longest_idle
+from common import tracing
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 HOLD_PROMPT = "hold"
 #: the reason of an agent put on a call by a transfer (their part starts mid-call)
@@ -453,6 +455,16 @@ class Dispatcher:
         return reply.result, reply.detail
 
     async def _offer(self, queue: CallQueue, call: WaitingCall, agent: Agent) -> None:
+        """Offers `call` to `agent` inside the call's trace, so the gateway's ConnectToEndpoint
+        (and what it starts: the bridge, the recording) joins it."""
+        with TRACER.start_as_current_span(
+            "acd.offer",
+            context=tracing.extract(call.trace),
+            attributes={"hotline.agent_id": agent.agent_id, "hotline.queue": queue.name},
+        ):
+            await self._offer_in_trace(queue, call, agent)
+
+    async def _offer_in_trace(self, queue: CallQueue, call: WaitingCall, agent: Agent) -> None:
         await self.notifier.agent_offered(queue.name, call, agent, call.waited())
         result, detail = await self._ring(queue, call, agent)
         log.info(

@@ -20,6 +20,7 @@ class WaitingCall:
     offering: bool = False  # an agent is being rung for it right now
     failures: int = 0  # offers in a row the gateway could not make
     retry_at: float = 0.0  # monotonic time before which it is not offered again
+    trace: dict[str, str] = field(default_factory=dict)  # W3C context of the call's trace
 
     def waited(self, now: float | None = None) -> float:
         return (now if now is not None else time.monotonic()) - self.enqueued

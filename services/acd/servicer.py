@@ -11,6 +11,7 @@ from acd.agents import REQUESTABLE, InvalidTransition, UnknownAgent, state_name
 from acd.dispatcher import Dispatcher, UnknownCall, UnknownQueue
 from acd.queues import WaitingCall
 from acd.snapshots import agent_reply, queue_status
+from common import tracing
 from common.lease import Fenced
 from common.rpc import Context, callers
 from hotline.v1 import acd_pb2, acd_pb2_grpc
@@ -30,6 +31,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             "GetAgent": {"crm"},
             "GetQueue": {"crm", "ivr"},
             "Requeue": {"gateway"},
+            # the supervisor board and the desk's transfer directory (issue 10)
             "ListAgents": {"crm"},
             "ListQueues": {"crm"},
         },
@@ -63,6 +65,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
             request.dnis,
             frozenset(request.skills),
             dict(request.data),
+            trace=tracing.inject(),  # the IVR's Enqueue, within the call's trace
         )
         try:
             position = await self.d.enqueue(call)

@@ -51,7 +51,7 @@ TOPIC_OF: dict[str, str] = {
     "CallBridged": "calls",
     "CallEnded": "calls",
     "TrunkStateChanged": "calls",
-    # call control (issue 10): every step of a call, in order with its other events
+    # call control: keyed by call id, in order with the call's other facts
     "CallHeld": "calls",
     "CallResumed": "calls",
     "CallTransferred": "calls",

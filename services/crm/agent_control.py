@@ -16,8 +16,6 @@ from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
 #: per-call deadline: the desktop must not hang when the ACD is slow.
 TIMEOUT_S = 5.0
 
-#: not-ready reasons of the service standards (示忙 with reason), as the ACD receives them.
-NOT_READY_REASONS = ("meal", "meeting", "training", "restroom", "helping", "break", "other")
 REQUESTABLE_STATES = {
     "ready": events_pb2.AGENT_STATE_READY,
     "not_ready": events_pb2.AGENT_STATE_NOT_READY,

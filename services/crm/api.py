@@ -1,4 +1,5 @@
-"""The REST API of the agent desktop: who am I, my seat in the ACD, customers and CDRs.
+"""The REST API of the agent desktop: who am I, my seat in the ACD, customers and CDRs; the
+call control, wrap-up, history and screen lock routes of their own modules are added here.
 
 Access per route is in `crm.roles.POLICY` (enforced by `crm.auth.access_control`); handlers
 only narrow further what a role may *see* (an agent sees only their own calls).
@@ -11,34 +12,33 @@ from collections.abc import Awaitable
 from aiohttp import web
 from sqlalchemy import select
 
-from crm import audit, auth, hotdesks
-from crm.agent_control import (
-    NOT_READY_REASONS,
-    REQUESTABLE_STATES,
-    AcdError,
-    AgentControl,
-    agent_json,
+from crm import (
+    audit,
+    auth,
+    call_control,
+    history,
+    hotdesks,
+    recordings,
+    screen_lock,
+    wrapup,
 )
+from crm.agent_control import REQUESTABLE_STATES, agent_json
+from crm.app_keys import ACD, CDRS
 from crm.auth import COOKIE, DB, current_user, end_session
-from crm.cdr_store import CdrStore, to_json
+from crm.cdr_store import to_json
 from crm.customers import find_by_phone
 from crm.desk import HUB
+from crm.desk_config import DESK
 from crm.models import HotDesk, User
 from crm.rest import ApiError, json_body, text_field
 from crm.roles import ALL_CDR_READERS
 from crm.supervision import add_routes as add_supervision_routes
 from hotline.v1 import acd_pb2
 
-ACD = web.AppKey("acd", AgentControl)
-CDRS = web.AppKey("cdrs", CdrStore)
+__all__ = ["ACD", "CDRS", "add_routes"]
 
 DEFAULT_CDR_LIMIT = 50
 MAX_CDR_LIMIT = 500
-
-
-async def me(request: web.Request) -> web.Response:
-    """GET /api/me: the logged-in user."""
-    return web.json_response(current_user(request).public())
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -65,22 +65,7 @@ async def _audited(
 ) -> web.Response:
     """Run an ACD command and audit it, whether the ACD accepted it or not."""
     user = current_user(request)
-    try:
-        agent = await call
-    except AcdError as exc:
-        async with request.app[DB].sessions() as session:
-            audit.record(
-                session,
-                user.username,
-                action + ".refused",
-                target,
-                f"{detail}; {exc.code.name}: {exc.message}".lstrip("; "),
-            )
-            await session.commit()
-        raise
-    async with request.app[DB].sessions() as session:
-        audit.record(session, user.username, action, target, detail)
-        await session.commit()
+    agent = await audit.audited(request.app[DB], user.username, action, target, detail, call)
     return web.json_response(agent_json(agent))
 
 
@@ -128,7 +113,8 @@ async def agent_state(request: web.Request) -> web.Response:
     agent_id = _agent_id(current_user(request))
     body = await json_body(request)
     state = text_field(body, "state", choices=tuple(REQUESTABLE_STATES))
-    reason = text_field(body, "reason", required=False, choices=NOT_READY_REASONS) or ""
+    reasons = request.app[DESK].not_ready_reasons
+    reason = text_field(body, "reason", required=False, choices=reasons) or ""
     assert state is not None
     if reason and state != "not_ready":
         raise ApiError(400, "field reason is only allowed with state not_ready")
@@ -182,8 +168,12 @@ async def list_cdrs(request: web.Request) -> web.Response:
         if wanted is not None and wanted != own:
             raise ApiError(403, f"role {user.role} may only list its own calls")
         wanted = own
-    rows = await request.app[CDRS].recent(limit, wanted)
-    return web.json_response({"cdrs": [to_json(row) for row in rows]})
+    store = request.app[CDRS]
+    rows = await store.recent(limit, wanted)
+    dispositions = await store.dispositions([row.call_id for row in rows])
+    return web.json_response(
+        {"cdrs": [to_json(row, dispositions.get(row.call_id)) for row in rows]}
+    )
 
 
 async def get_cdr(request: web.Request) -> web.Response:
@@ -197,7 +187,8 @@ async def get_cdr(request: web.Request) -> web.Response:
     if not visible:
         raise ApiError(404, f"no call {call_id}")
     assert row is not None
-    return web.json_response(to_json(row))
+    disposition = (await request.app[CDRS].dispositions([call_id])).get(call_id)
+    return web.json_response(to_json(row, disposition))
 
 
 # -- hot desks -----------------------------------------------------------------------------
@@ -247,7 +238,6 @@ def add_routes(app: web.Application) -> None:
     """Every REST route; each must have an entry in crm.roles.POLICY."""
     app.router.add_post("/api/login", auth.login)
     app.router.add_post("/api/logout", logout)
-    app.router.add_get("/api/me", me)
     app.router.add_get("/api/agent", agent_status)
     app.router.add_post("/api/agent/login", agent_login)
     app.router.add_post("/api/agent/state", agent_state)
@@ -258,4 +248,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/hotdesks", list_hot_desks)
     app.router.add_post("/api/hotdesks", approve_hot_desk)
     app.router.add_delete("/api/hotdesks/{extension}", withdraw_hot_desk)
+    screen_lock.add_routes(app)
+    call_control.add_routes(app)
+    wrapup.add_routes(app)
+    history.add_routes(app)
+    recordings.add_routes(app)
     add_supervision_routes(app)

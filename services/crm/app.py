@@ -1,4 +1,5 @@
-"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD client."""
+"""Wiring of the CRM service: database, gRPC `Crm`, event consumer, web desktop, ACD, gateway
+and recorder clients."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ from common.health import Readiness
 from common.service import Stop, Wiring
 from crm.agent_control import AgentControl
 from crm.api import ACD, CDRS, add_routes
+from crm.app_keys import GATEWAY, RECORDER
 from crm.auth import ADDRESSES, DB, HASHES, PROXIES, THROTTLE, access_control
+from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
 from crm.csrf import same_origin
 from crm.db import Database, describe, watch
 from crm.desk import HUB, DeskHub, websocket
+from crm.desk_config import DESK, DeskConfig
+from crm.dialplan import parse_table
 from crm.intake import EventIntake
+from crm.recording_archive import RecordingArchive
 from crm.rest import json_errors
 from crm.seed import seed
 from crm.servicer import CrmService
@@ -61,6 +67,9 @@ def web_app(
     hub: DeskHub,
     throttle: LoginThrottle | None = None,
     *,
+    gateway: CallCommands,
+    recorder: RecordingArchive,
+    config: DeskConfig | None = None,
     addresses: AddressLimiter | None = None,
     hashes: HashGate | None = None,
     trusted_proxies: tuple[str, ...] = (),
@@ -74,6 +83,9 @@ def web_app(
     app[HASHES] = hashes or HashGate()
     app[PROXIES] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
     app[ACD] = control
+    app[GATEWAY] = gateway
+    app[RECORDER] = recorder
+    app[DESK] = config or DeskConfig()
     app[CDRS] = cdrs
     app[HUB] = hub
     app[SUPERVISION] = supervision or Supervision(control)
@@ -125,6 +137,14 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     wiring.on_stop(db.dispose, "database")
     wiring.task(watch(db, readiness), "crm-db-watch")
     control = AgentControl(wiring.channel("acd"))
+    gateway = CallCommands(wiring.channel("gateway"))
+    recorder = RecordingArchive(wiring.channel("recorder"))
+    config = DeskConfig(
+        acw_s=settings.acw_s,
+        not_ready_reasons=settings.not_ready_reasons,
+        dial_table=parse_table(settings.dial_classes),
+        ring_timeout_s=settings.dial_ring_timeout_s,
+    )
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
 
@@ -133,6 +153,9 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
         control,
         cdrs,
         hub,
+        gateway=gateway,
+        recorder=recorder,
+        config=config,
         addresses=AddressLimiter(settings.login_attempts_per_minute),
         hashes=HashGate(settings.login_max_hashes),
         trusted_proxies=settings.trusted_proxies,

@@ -30,6 +30,10 @@ COOKIE = "hotline_session"
 SESSION_TTL = timedelta(hours=12)
 #: request key under which handlers find the authenticated `User`.
 USER = web.RequestKey("user", User)
+#: whether the request's session has its screen locked (crm.screen_lock).
+LOCKED = web.RequestKey("locked", bool)
+#: what a locked session may still do: see who it is, unlock, sign out.
+WHILE_LOCKED = frozenset({("GET", "/api/me"), ("POST", "/api/unlock"), ("POST", "/api/logout")})
 DB = web.AppKey("db", Database)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
 ADDRESSES = web.AppKey("login_addresses", AddressLimiter)
@@ -77,18 +81,22 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
-async def authenticate(request: web.Request) -> User | None:
-    """The user behind the request's token, None when absent, unknown or expired."""
+async def authenticate(request: web.Request) -> tuple[User, bool] | None:
+    """The user behind the request's token and whether its screen is locked; None when the
+    token is absent, unknown or expired."""
     token = presented_token(request)
     if not token:
         return None
     query = (
-        select(User)
+        select(User, Session.locked_at)
         .join(Session, Session.username == User.username)
         .where(Session.token_hash == token_hash(token), Session.expires > utcnow())
     )
     async with request.app[DB].sessions() as session:
-        return await session.scalar(query)
+        found = (await session.execute(query)).first()
+    if found is None:
+        return None
+    return found[0], found[1] is not None
 
 
 def current_user(request: web.Request) -> User:
@@ -108,13 +116,17 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         raise ApiError(403, f"no access policy for {request.method} {request.path}")
     if roles == PUBLIC:
         return await handler(request)
-    user = await authenticate(request)
-    if user is None:
+    found = await authenticate(request)
+    if found is None:
         raise ApiError(401, "authentication required: log in first")
+    user, locked = found
+    where = resource.canonical if resource is not None else request.path
     if user.role not in roles:
-        where = resource.canonical if resource is not None else request.path
         raise ApiError(403, f"role {user.role} may not use {request.method} {where}")
+    if locked and (request.method, where) not in WHILE_LOCKED:
+        raise ApiError(423, "the desk is locked: unlock it with your password")
     request[USER] = user
+    request[LOCKED] = locked
     return await handler(request)
 
 

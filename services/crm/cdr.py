@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.events import Envelope, payload_of
+from crm.phone import normalise
 from hotline.v1 import events_pb2
 
 #: event types that describe a call and so belong in its CDR.
@@ -29,6 +30,12 @@ CDR_EVENTS = frozenset(
         "CallEnded",
         "CallAbandoned",
         "RecordingReady",
+        "CallHeld",
+        "CallResumed",
+        "CallTransferred",
+        "ConferenceJoined",
+        "ConferenceLeft",
+        "AgentStateChanged",
     }
 )
 
@@ -53,8 +60,20 @@ COLUMNS = (
     "recording_id",
     "recording_path",
     "recording_status",
+    "caller_number",
+    "hold_ms",
+    "hold_count",
+    "acw_started_at",
+    "acw_ended_at",
+    "acw_ms",
+    "handle_ms",
+    "transfers",
+    "conference",
+    "recordings",
     "facts",
 )
+#: columns holding JSON documents (copied deeply between record and row).
+_JSON_COLUMNS = frozenset({"transfers", "conference", "recordings", "facts"})
 
 
 @dataclass
@@ -82,6 +101,19 @@ class CdrRecord:
     recording_path: str = ""
     #: "complete", or "partial" when the stream broke off (the gateway died mid-call)
     recording_status: str = ""
+    #: the caller's number in normal form (crm.phone), how contact history finds the call
+    caller_number: str = ""
+    hold_ms: int = 0
+    hold_count: int = 0
+    #: after-call work: from the agent's wrap-up for this call to leaving it
+    acw_started_at: datetime | None = None
+    acw_ended_at: datetime | None = None
+    acw_ms: int | None = None
+    #: talk + hold + after-call work, once the call was answered
+    handle_ms: int | None = None
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    conference: list[dict[str, Any]] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)
     #: claims and raw facts behind the derived columns; JSON-serialisable.
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -89,14 +121,17 @@ class CdrRecord:
     def from_row(cls, row: Any) -> CdrRecord:
         """Load from anything with the CDR columns as attributes (the ORM row)."""
         values = {name: getattr(row, name) for name in COLUMNS}
-        values["facts"] = _deep_copy(values["facts"] or {})
+        for name in _JSON_COLUMNS:
+            values[name] = _deep_copy(values[name] or ({} if name == "facts" else []))
+        for name in ("hold_ms", "hold_count"):
+            values[name] = values[name] or 0
         return cls(call_id=row.call_id, **values)
 
     def to_row(self, row: Any) -> None:
         """Write the columns back onto an ORM row (a fresh `facts` so the change is seen)."""
         for name in COLUMNS:
             value = getattr(self, name)
-            setattr(row, name, _deep_copy(value) if name == "facts" else value)
+            setattr(row, name, _deep_copy(value) if name in _JSON_COLUMNS else value)
 
 
 @dataclass(frozen=True)
@@ -114,11 +149,38 @@ def _kind(env: Envelope) -> str | None:
 
 
 def call_id_of(env: Envelope) -> str | None:
-    """The call an envelope is about, or None when it does not belong in a CDR."""
-    if _kind(env) not in CDR_EVENTS:
+    """The call an envelope is about, or None when it does not belong in a CDR.
+
+    Of the agents' events only the start of a call's wrap-up belongs: it starts its ACW.
+    """
+    kind = _kind(env)
+    if kind not in CDR_EVENTS:
         return None
-    call_id: str = getattr(payload_of(env), "call_id", "")
+    payload: Any = payload_of(env)
+    if kind == "AgentStateChanged" and payload.state != events_pb2.AGENT_STATE_WRAP_UP:
+        return None
+    call_id: str = getattr(payload, "call_id", "")
     return call_id or None
+
+
+def leaves_wrap_up(env: Envelope) -> bool:
+    """Whether the envelope is an agent leaving wrap-up (that ends the ACW of their last call;
+    the event names no call, the CDR store finds it)."""
+    if _kind(env) != "AgentStateChanged":
+        return False
+    p = env.agent_state_changed
+    return p.previous == events_pb2.AGENT_STATE_WRAP_UP and p.state != p.previous
+
+
+def end_acw(record: CdrRecord, at: datetime) -> bool:
+    """Close the call's after-call work at `at` (the first close wins); True when changed."""
+    if record.acw_started_at is None or record.acw_ended_at is not None:
+        return False
+    if at < record.acw_started_at:
+        return False
+    record.acw_ended_at = at
+    _derive(record)
+    return True
 
 
 def end_reason_name(reason: events_pb2.EndReason.ValueType) -> str:
@@ -224,6 +286,8 @@ def _call_ended(record: CdrRecord, p: events_pb2.CallEnded, fact: _Fact) -> None
         record.ended_at = fact.at
         record.end_reason = end_reason_name(p.reason)
         record.facts["reported_talk_ms"] = p.talk_ms
+        # The gateway's own count includes a hold still open at hangup: it wins.
+        record.facts["reported_hold"] = [p.hold_ms, p.hold_count]
 
 
 def _call_abandoned(record: CdrRecord, p: events_pb2.CallAbandoned, fact: _Fact) -> None:
@@ -237,6 +301,53 @@ def _recording_ready(record: CdrRecord, p: events_pb2.RecordingReady, fact: _Fac
     if _claim(record, "recording", 1, fact):
         record.recording_id, record.recording_path = p.recording_id, p.path
         record.recording_status = p.status or "complete"
+    if p.recording_id:
+        record.facts.setdefault("recordings", {})[p.recording_id] = {
+            "recording_id": p.recording_id,
+            "path": p.path,
+            "status": p.status or "complete",
+            "at": _iso(fact.at),
+            "at_us": fact.at_us,
+        }
+
+
+def _call_held(record: CdrRecord, p: events_pb2.CallHeld, fact: _Fact) -> None:
+    record.facts.setdefault("held", {})[fact.event_id] = fact.at_us
+
+
+def _call_resumed(record: CdrRecord, p: events_pb2.CallResumed, fact: _Fact) -> None:
+    record.facts.setdefault("resumed", {})[fact.event_id] = max(0, p.held_ms)
+
+
+def _call_transferred(record: CdrRecord, p: events_pb2.CallTransferred, fact: _Fact) -> None:
+    # The agent who has the call after the transfer is the one the record credits.
+    _agent(record, p.to_agent_id, 2, fact)
+    record.facts.setdefault("transfers", {})[fact.event_id] = {
+        "at": _iso(fact.at),
+        "at_us": fact.at_us,
+        "kind": p.kind,
+        "target_kind": p.target_kind,
+        "target": p.target,
+        "from_agent_id": p.from_agent_id,
+        "to_agent_id": p.to_agent_id,
+    }
+
+
+def _conference_joined(record: CdrRecord, p: events_pb2.ConferenceJoined, fact: _Fact) -> None:
+    party = record.facts.setdefault("conference", {}).setdefault(p.leg_id, {})
+    party.update(party=p.party, joined_at=_iso(fact.at), joined_us=fact.at_us)
+
+
+def _conference_left(record: CdrRecord, p: events_pb2.ConferenceLeft, fact: _Fact) -> None:
+    party = record.facts.setdefault("conference", {}).setdefault(p.leg_id, {})
+    party.setdefault("party", p.party)
+    party["left_at"] = _iso(fact.at)
+
+
+def _agent_state(record: CdrRecord, p: events_pb2.AgentStateChanged, fact: _Fact) -> None:
+    # Only the entry into wrap-up reaches here (see call_id_of).
+    if _claim(record, "acw", 1, fact, earliest=True):
+        record.acw_started_at = fact.at
 
 
 _FOLDS: dict[str, Callable[[CdrRecord, Any, _Fact], None]] = {
@@ -247,6 +358,12 @@ _FOLDS: dict[str, Callable[[CdrRecord, Any, _Fact], None]] = {
     "CallEnded": _call_ended,
     "CallAbandoned": _call_abandoned,
     "RecordingReady": _recording_ready,
+    "CallHeld": _call_held,
+    "CallResumed": _call_resumed,
+    "CallTransferred": _call_transferred,
+    "ConferenceJoined": _conference_joined,
+    "ConferenceLeft": _conference_left,
+    "AgentStateChanged": _agent_state,
 }
 assert set(_FOLDS) == CDR_EVENTS
 
@@ -262,13 +379,52 @@ def _derive(record: CdrRecord) -> None:
     record.wait_ms = (
         _ms(waited_until - record.queued_at) if record.queued_at and waited_until else None
     )
+    # The gateway's count at the end includes a hold still open at hang-up; the events seen
+    # count the rest (and a gateway that reports no count, 0, is not believed over them).
+    reported_ms, reported_count = record.facts.get("reported_hold", (0, 0))
+    record.hold_ms = max(int(reported_ms), sum(record.facts.get("resumed", {}).values()))
+    record.hold_count = max(int(reported_count), len(record.facts.get("held", {})))
+    # Talk is the time connected and not on hold.
     if record.answered_at and record.ended_at:
-        record.talk_ms = _ms(record.ended_at - record.answered_at)
+        record.talk_ms = max(0, _ms(record.ended_at - record.answered_at) - record.hold_ms)
     elif record.ended_at:
         # Bridge not seen (yet): trust the gateway's own count, 0 when never bridged.
-        record.talk_ms = int(record.facts.get("reported_talk_ms", 0))
+        reported = int(record.facts.get("reported_talk_ms", 0))
+        record.talk_ms = max(0, reported - record.hold_ms) if reported else 0
     else:
         record.talk_ms = None
+    if record.acw_started_at and record.acw_ended_at:
+        record.acw_ms = _ms(record.acw_ended_at - record.acw_started_at)
+    else:
+        record.acw_ms = None
+    answered = record.answered_at is not None or bool(record.talk_ms)
+    if answered and record.talk_ms is not None:
+        record.handle_ms = record.talk_ms + record.hold_ms + (record.acw_ms or 0)
+    else:
+        record.handle_ms = None
+    record.caller_number = normalise(record.ani)
+    record.transfers = [
+        {k: v for k, v in t.items() if k != "at_us"}
+        for t in sorted(record.facts.get("transfers", {}).values(), key=lambda t: t["at_us"])
+    ]
+    record.recordings = [
+        {k: v for k, v in r.items() if k != "at_us"}
+        for r in sorted(
+            record.facts.get("recordings", {}).values(),
+            key=lambda r: (r["at_us"], r["recording_id"]),
+        )
+    ]
+    record.conference = [
+        {"leg_id": leg, **{k: v for k, v in party.items() if k != "joined_us"}}
+        for leg, party in sorted(
+            record.facts.get("conference", {}).items(),
+            key=lambda item: (item[1].get("joined_us", 0), item[0]),
+        )
+    ]
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _ms(delta: timedelta) -> int:

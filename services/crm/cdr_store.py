@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from common.events import Envelope
-from crm.cdr import COLUMNS, CdrRecord, call_id_of, fold
+from crm.cdr import COLUMNS, CdrRecord, call_id_of, end_acw, fold, leaves_wrap_up
 from crm.db import Database
 from crm.metrics import CDRS_WRITTEN
-from crm.models import Cdr
+from crm.models import CallDisposition, Cdr
 
 #: an insert can only lose a race to one other writer of the same call; then we update theirs.
 _ATTEMPTS = 3
@@ -26,6 +26,8 @@ class CdrStore:
 
     async def apply(self, env: Envelope) -> bool:
         """Fold the envelope into its call's row (created on first sight); True if written."""
+        if leaves_wrap_up(env):
+            return await self._end_acw(env)
         call_id = call_id_of(env)
         if call_id is None:
             return False
@@ -49,6 +51,37 @@ class CdrStore:
             return True
         return False
 
+    async def _end_acw(self, env: Envelope) -> bool:
+        """The agent left wrap-up: close the after-call work of their call still in it.
+
+        The event names no call; the agents topic is keyed by agent, so it arrives after the
+        wrap-up that it ends, whose call is the agent's latest with an open ACW.
+        """
+        at = env.occurred_at.ToDatetime(tzinfo=UTC)
+        query = (
+            select(Cdr)
+            .where(
+                Cdr.agent_id == env.agent_state_changed.agent_id,
+                Cdr.acw_started_at.is_not(None),
+                Cdr.acw_ended_at.is_(None),
+                Cdr.acw_started_at <= at,
+            )
+            .order_by(Cdr.acw_started_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        async with self.db.sessions() as session:
+            row = await session.scalar(query)
+            if row is None:
+                return False
+            record = CdrRecord.from_row(row)
+            if not end_acw(record, at):
+                return False
+            record.to_row(row)
+            await session.commit()
+        CDRS_WRITTEN.inc()
+        return True
+
     async def get(self, call_id: str) -> Cdr | None:
         async with self.db.sessions() as session:
             return await session.get(Cdr, call_id)
@@ -66,15 +99,38 @@ class CdrStore:
         async with self.db.sessions() as session:
             return list(await session.scalars(query))
 
+    async def of_numbers(self, numbers: list[str], call_ids: list[str], limit: int) -> list[Cdr]:
+        """Every call from these numbers (normal form) or with these ids, newest first."""
+        conditions = []
+        if numbers:
+            conditions.append(Cdr.caller_number.in_(numbers))
+        if call_ids:
+            conditions.append(Cdr.call_id.in_(call_ids))
+        if not conditions:
+            return []
+        query = select(Cdr).where(or_(*conditions)).order_by(Cdr.started_at.desc()).limit(limit)
+        async with self.db.sessions() as session:
+            return list(await session.scalars(query))
 
-def to_json(row: Cdr) -> dict[str, Any]:
-    """A CDR as the REST API shows it: ISO-8601 UTC times, no internal claim bookkeeping."""
+    async def dispositions(self, call_ids: list[str]) -> dict[str, CallDisposition]:
+        """The wrap-up forms of these calls, by call id."""
+        if not call_ids:
+            return {}
+        query = select(CallDisposition).where(CallDisposition.call_id.in_(call_ids))
+        async with self.db.sessions() as session:
+            return {d.call_id: d for d in await session.scalars(query)}
+
+
+def to_json(row: Cdr, disposition: CallDisposition | None = None) -> dict[str, Any]:
+    """A CDR as the REST API shows it: ISO-8601 UTC times, no internal claim bookkeeping,
+    the call's wrap-up (disposition) when one was submitted."""
     doc: dict[str, Any] = {"call_id": row.call_id}
     for name in COLUMNS:
         if name == "facts":
             continue
         value = getattr(row, name)
         doc[name] = _iso(value) if isinstance(value, datetime) else value
+    doc["disposition"] = disposition.public() if disposition else None
     return doc
 
 

@@ -44,6 +44,33 @@ SEND_TIMEOUT_S = 2.0
 _REMEMBERED_CALLS = 10_000
 
 
+#: call-control events -> the desk message type they become.
+_CALL_STEPS = {
+    "CallHeld": "held",
+    "CallResumed": "resumed",
+    "CallTransferred": "transferred",
+    "ConsultStarted": "consult_started",
+    "ConsultEnded": "consult_ended",
+    "ConferenceJoined": "party_joined",
+    "ConferenceLeft": "party_left",
+}
+#: payload fields the desk uses, copied when the event has them.
+_STEP_FIELDS = (
+    "leg_id",
+    "consult_leg_id",
+    "by",
+    "held_ms",
+    "kind",
+    "target_kind",
+    "target",
+    "from_agent_id",
+    "to_agent_id",
+    "outcome",
+    "party",
+    "parties",
+)
+
+
 @dataclass(eq=False)
 class DeskClient:
     """One open websocket and whose it is."""
@@ -76,11 +103,13 @@ class DeskHub:
             self._clients.discard(client)
             WS_CLIENTS.dec()
 
-    async def end_session(self, session_hash: str) -> None:
-        """Close the sockets of a session that logged out."""
+    async def end_session(
+        self, session_hash: str, code: int = 4001, why: bytes = b"logged out"
+    ) -> None:
+        """Close the sockets of a session that logged out (or locked its screen: 4003)."""
         for client in [c for c in self._clients if c.session_hash == session_hash]:
             self.leave(client)
-            await client.ws.close(code=4001, message=b"logged out")
+            await client.ws.close(code=code, message=why)
 
     async def close_all(self) -> None:
         for client in list(self._clients):
@@ -137,6 +166,28 @@ class DeskHub:
                         "reason": end_reason_name(p.reason),
                     },
                 )
+
+        elif env.type in _CALL_STEPS:
+            await self._call_step(env)
+
+    async def _call_step(self, env: Envelope) -> None:
+        """Hold, transfer, consult and conference steps, from the desk or the phone: the
+        agent's desk follows them (a phone-driven hold shows the hold timer too)."""
+        p: Any = payload_of(env)
+        agent_id = getattr(p, "agent_id", "") or getattr(p, "from_agent_id", "")
+        agent_id = (
+            agent_id or self._call_agent.get(p.call_id) or await self.cdrs.agent_of(p.call_id)
+        )
+        message: dict[str, Any] = {"type": _CALL_STEPS[env.type], "call_id": p.call_id}
+        for name in _STEP_FIELDS:
+            if hasattr(p, name):
+                message[name] = getattr(p, name)
+        if env.type == "CallTransferred" and p.to_agent_id:
+            self._remember(p.call_id, p.to_agent_id)
+            if p.to_agent_id != agent_id:
+                await self.push(p.to_agent_id, message | {"agent_id": p.to_agent_id})
+        if agent_id:
+            await self.push(agent_id, message | {"agent_id": agent_id})
 
     async def _offered(self, env: Envelope, p: events_pb2.AgentOffered) -> None:
         self._remember(p.call_id, p.agent_id)

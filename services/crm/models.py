@@ -36,6 +36,8 @@ class User(Base):
     agent_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     extension: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    #: the desk's language ("zh-CN", "en"), "" to follow the browser
+    language: Mapped[str] = mapped_column(String(8), default="")
 
     def public(self) -> dict[str, Any]:
         """What the browser may see about a user (never the hash)."""
@@ -45,6 +47,7 @@ class User(Base):
             "role": self.role,
             "agent_id": self.agent_id,
             "extension": self.extension,
+            "language": self.language,
         }
 
 
@@ -101,6 +104,21 @@ class Cdr(Base):
     recording_id: Mapped[str] = mapped_column(String(128), default="")
     recording_path: Mapped[str] = mapped_column(String(512), default="")
     recording_status: Mapped[str] = mapped_column(String(16), default="")
+    #: the caller's number in the customers' normal form (crm.phone), for contact history
+    caller_number: Mapped[str] = mapped_column(String(32), default="", index=True)
+    hold_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    hold_count: Mapped[int] = mapped_column(Integer, default=0)
+    acw_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    acw_ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    acw_ms: Mapped[int | None] = mapped_column(BigInteger)
+    #: talk + hold + after-call work
+    handle_ms: Mapped[int | None] = mapped_column(BigInteger)
+    #: [{at, kind, target_kind, target, from_agent_id, to_agent_id}] in order
+    transfers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: [{leg_id, party, joined_at, left_at}] every party that joined a conference
+    conference: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: [{recording_id, path, status, at}] every recording of the call
+    recordings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -146,3 +164,88 @@ class Session(Base):
     username: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     expires: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    #: set while the desk's screen is locked: the API answers 423 until the password is given
+    locked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class DispositionCode(Base):
+    """A wrap-up code the agent picks for a call (configurable; seeded with common ones)."""
+
+    __tablename__ = "disposition_codes"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label_en: Mapped[str] = mapped_column(String(128))
+    label_zh: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    def public(self) -> dict[str, Any]:
+        return {"code": self.code, "en": self.label_en, "zh-CN": self.label_zh}
+
+
+class CallDisposition(Base):
+    """How a call ended for the business: the agent's wrap-up form, one per call."""
+
+    __tablename__ = "dispositions"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    agent_id: Mapped[str] = mapped_column(String(64), default="")
+    username: Mapped[str] = mapped_column(String(64))
+    submitted_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "notes": self.notes,
+            "agent_id": self.agent_id,
+            "username": self.username,
+            "submitted_at": self.submitted_at.isoformat(timespec="seconds"),
+        }
+
+
+class CallbackTask(Base):
+    """A promise to call a customer back, made in a call's wrap-up ("needs follow-up")."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)
+    customer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    phone: Mapped[str] = mapped_column(String(32))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    agent_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "call_id": self.call_id,
+            "customer_id": self.customer_id,
+            "phone": self.phone,
+            "due_at": self.due_at.isoformat(timespec="seconds"),
+            "notes": self.notes,
+            "agent_id": self.agent_id,
+            "created_by": self.created_by,
+            "status": self.status,
+        }
+
+
+class DialOut(Base):
+    """A click-to-dial the CRM placed: who dialled whom, and the call it became."""
+
+    __tablename__ = "dial_outs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(128), default="", index=True)
+    agent_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(32), index=True)
+    dial_class: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result: Mapped[str] = mapped_column(String(32), default="")
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

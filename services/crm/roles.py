@@ -27,6 +27,9 @@ WATCHERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.ADMIN})
 #: roles that may read every CDR (QA listens to everyone's calls).
 ALL_CDR_READERS = frozenset({Role.TEAM_LEADER, Role.SUPERVISOR, Role.QA, Role.ADMIN})
 
+#: roles that act on calls from the desk: their own (call takers) or anyone's (supervisors).
+CALL_ACTORS = CALL_TAKERS | frozenset({Role.SUPERVISOR})
+
 #: roles that configure the site (hot desks, later users and queues).
 ADMINS = frozenset({Role.ADMIN})
 
@@ -52,6 +55,31 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/hotdesks"): EVERYONE,
     ("POST", "/api/hotdesks"): ADMINS,
     ("DELETE", "/api/hotdesks/{extension}"): ADMINS,
+    ("POST", "/api/lock"): EVERYONE,
+    ("POST", "/api/unlock"): EVERYONE,
+    ("POST", "/api/me/language"): EVERYONE,
+    # the agent desk's call control (crm.call_control); handlers also check the call is theirs
+    ("POST", "/api/calls/{call_id}/hold"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/resume"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/transfer"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/consult/{action}"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/conference"): CALL_ACTORS,
+    ("DELETE", "/api/calls/{call_id}/conference/{leg_id}"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/mute"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/digits"): CALL_ACTORS,
+    ("POST", "/api/calls/{call_id}/hangup"): CALL_ACTORS,
+    ("POST", "/api/dial"): CALL_ACTORS,
+    ("GET", "/api/desk/directory"): CALL_ACTORS,
+    # after-call work (crm.wrapup) and contact history (crm.history)
+    ("GET", "/api/desk/config"): EVERYONE,
+    ("POST", "/api/calls/{call_id}/disposition"): CALL_ACTORS,
+    ("GET", "/api/callbacks"): EVERYONE,
+    ("POST", "/api/callbacks/{callback_id}/done"): CALL_ACTORS | WATCHERS,
+    ("GET", "/api/dispositions"): ADMINS,
+    ("PUT", "/api/dispositions/{code}"): ADMINS,
+    ("GET", "/api/customers/{customer_id}/history"): EVERYONE,
+    # playback; the handler applies the recording rules (crm.history.may_play) and audits
+    ("GET", "/api/cdrs/{call_id}/recordings/{recording_id}"): EVERYONE,
     ("GET", "/ws"): EVERYONE,
     ("GET", "/"): PUBLIC,
     ("GET", "/static"): PUBLIC,

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from crm.db import Database
-from crm.models import Customer, User
+from crm.models import Customer, DispositionCode, User
 from crm.passwords import hash_password
 from crm.phone import normalise
 from crm.roles import Role
@@ -103,15 +103,46 @@ DEMO_CUSTOMERS: tuple[tuple[str, str, str, int, str], ...] = (
 )
 
 
+#: wrap-up codes a fresh site starts with: (code, English, 中文); admins edit the table.
+DISPOSITION_CODES: tuple[tuple[str, str, str], ...] = (
+    ("resolved", "Resolved", "已解决"),
+    ("info_given", "Information given", "咨询已答复"),
+    ("ticket_opened", "Work order opened", "已建工单"),
+    ("complaint", "Complaint", "投诉"),
+    ("sales", "Sale / upgrade", "销售 / 升级"),
+    ("transferred", "Transferred", "已转接"),
+    ("wrong_number", "Wrong number", "打错电话"),
+    ("silent", "Silent / dropped call", "无声 / 掉线"),
+    ("other", "Other", "其他"),
+)
+
+
 async def seed(db: Database) -> None:
-    """Insert demo users and customers into empty tables (safe to call on every start)."""
+    """Insert demo users, customers and wrap-up codes into empty tables (safe on every start)."""
     async with db.sessions() as session:
         have_users = await session.scalar(select(func.count()).select_from(User))
         have_customers = await session.scalar(select(func.count()).select_from(Customer))
+        have_codes = await session.scalar(select(func.count()).select_from(DispositionCode))
     if not have_users:
         await _seed_users(db)
     if not have_customers:
         await _seed_customers(db)
+    if not have_codes:
+        await _seed_codes(db)
+
+
+async def _seed_codes(db: Database) -> None:
+    async with db.sessions() as session:
+        session.add_all(
+            DispositionCode(code=code, label_en=en, label_zh=zh, position=n, active=True)
+            for n, (code, en, zh) in enumerate(DISPOSITION_CODES)
+        )
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()  # another replica seeded them first
+            return
+    log.info("seeded %d disposition codes", len(DISPOSITION_CODES))
 
 
 async def _seed_users(db: Database) -> None:

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.settings import Env, Settings
+from crm.dialplan import DEFAULT_TABLE, DialPlanError, parse_table
+
+#: not-ready reasons of the service standards (示忙 with reason), as the ACD receives them.
+DEFAULT_NOT_READY_REASONS = "meal,meeting,training,restroom,helping,break,other"
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,10 @@ class CrmSettings(Settings):
     login_attempts_per_minute: int = 30  # HOTLINE_LOGIN_ATTEMPTS_PER_MINUTE, per address
     login_max_hashes: int = 2  # HOTLINE_LOGIN_MAX_HASHES: password hashes at once
     trusted_proxies: tuple[str, ...] = ()  # HOTLINE_TRUSTED_PROXIES: X-Forwarded-For from
+    acw_s: int = 60  # HOTLINE_ACW_S: after-call work the desk counts down before Ready
+    not_ready_reasons: tuple[str, ...] = tuple(DEFAULT_NOT_READY_REASONS.split(","))
+    dial_classes: tuple[str, ...] = tuple(DEFAULT_TABLE.split(","))  # HOTLINE_DIAL_CLASSES
+    dial_ring_timeout_s: int = 30  # HOTLINE_DIAL_RING_TIMEOUT_S: give up on the customer
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -28,7 +36,30 @@ class CrmSettings(Settings):
         hashes = env.integer("LOGIN_MAX_HASHES", 2)
         if not 1 <= hashes <= 64:
             raise env.error("LOGIN_MAX_HASHES", str(hashes), "must be 1 to 64")
+        acw = env.integer("ACW_S", 60)
+        if not 0 <= acw <= 600:
+            raise env.error("ACW_S", str(acw), "must be 0 to 600 seconds")
+        reasons = env.items("NOT_READY_REASONS", DEFAULT_NOT_READY_REASONS)
+        if not reasons:
+            raise env.error("NOT_READY_REASONS", "", "must list at least one reason")
+        for reason in reasons:
+            if not reason.replace("_", "").replace("-", "").isalnum() or len(reason) > 32:
+                raise env.error(
+                    "NOT_READY_REASONS", reason, "is not a reason code (letters, digits, _ -)"
+                )
+        dial_classes = env.items("DIAL_CLASSES", DEFAULT_TABLE)
+        try:
+            parse_table(dial_classes)
+        except DialPlanError as exc:
+            raise env.error("DIAL_CLASSES", ",".join(dial_classes), str(exc)) from None
+        ring = env.integer("DIAL_RING_TIMEOUT_S", 30)
+        if not 5 <= ring <= 120:
+            raise env.error("DIAL_RING_TIMEOUT_S", str(ring), "must be 5 to 120 seconds")
         return super().read(env) | {
+            "acw_s": acw,
+            "not_ready_reasons": reasons,
+            "dial_classes": dial_classes,
+            "dial_ring_timeout_s": ring,
             "http_port": env.port("HTTP_PORT", 8080),
             "login_attempts_per_minute": attempts,
             "login_max_hashes": hashes,

@@ -27,8 +27,12 @@ class SpoolingRecorder:
         self.spool = spool
         self.uploader = uploader
 
-    def start(self, call_id: str, agent_id: str, queue: str) -> SpoolWriter:
-        return self.spool.open(call_id, agent_id, queue, on_sealed=self.uploader.submit)
+    def start(
+        self, call_id: str, agent_id: str, queue: str, trace: dict[str, str] | None = None
+    ) -> SpoolWriter:
+        return self.spool.open(
+            call_id, agent_id, queue, on_sealed=self.uploader.submit, trace=trace
+        )
 
 
 class SpoolCollector(Collector):

@@ -96,9 +96,8 @@ def call_info(call: Call) -> gw.CallInfo:
 
 
 class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
-    #: who may call what (enforced by common.rpc): the IVR and the ACD drive calls to their
-    #: agent; the CRM drives what agents and supervisors do in them (for the desk), and may
-    #: force a call's release and list the calls (the supervisor board).
+    #: who may call what (enforced by common.rpc): the IVR and the ACD drive calls; the CRM
+    #: drives call control for the desk (agents and supervisors) and force release.
     CALLERS = callers(
         "hotline.v1.CallControl",
         {
@@ -111,10 +110,10 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
                     "CollectDigits",
                     "ConnectToEndpoint",
                     "Originate",
+                    "ListCalls",
                 )
             },
             "Hangup": {"ivr", "acd", "crm"},
-            "ListCalls": {"ivr", "acd", "crm"},
             **{
                 method: {"crm"}
                 for method in (

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +95,8 @@ class SpoolMeta:
     queue: str
     sample_rate: int
     started_at: float  # wall clock, seconds since the epoch
+    #: W3C context of the call's trace, so the upload (maybe after a restart) joins that trace
+    trace: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, sort_keys=True).encode()
@@ -111,6 +113,7 @@ class SpoolMeta:
                 queue=str(data.get("queue", "")),
                 sample_rate=int(data["sample_rate"]),
                 started_at=float(data["started_at"]),
+                trace={str(k): str(v) for k, v in dict(data.get("trace") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a spool metadata file: {exc}") from None
@@ -209,6 +212,7 @@ class Spool:
         queue: str,
         on_sealed: Callable[[SpoolEntry], None],
         sample_rate: int = SAMPLE_RATE,
+        trace: dict[str, str] | None = None,
     ) -> SpoolWriter:
         """Start spooling a recording; `on_sealed(entry)` runs on the event loop once it is
         sealed and ready for upload (not at all if nothing could be kept)."""
@@ -219,6 +223,7 @@ class Spool:
             queue=queue,
             sample_rate=sample_rate,
             started_at=self.clock(),
+            trace=dict(trace or {}),
         )
         writer = SpoolWriter(self, meta, on_sealed, asyncio.get_running_loop())
         self.live[meta.recording_id] = writer

@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 from prometheus_client import Counter
 
-from common import rpc
+from common import rpc, tracing
 from common.tasks import cancel_and_wait
 from gateway.spool import FAILURES, SAMPLE_BYTES, Spool, SpoolEntry, failure_reason
 from hotline.v1 import recorder_pb2 as rec
@@ -36,6 +36,7 @@ from hotline.v1 import recorder_pb2_grpc
 __all__ = ["UPLOADS", "GrpcRecorderLink", "RecorderLink", "Uploader"]
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 UPLOADS = Counter(
     "hotline_gateway_recording_uploads",
@@ -224,6 +225,16 @@ class Uploader:
         return TIMEOUT_BASE_S + entry.samples * SAMPLE_BYTES / MIN_RATE_BPS
 
     async def _upload(self, sealed: SpoolEntry) -> None:
+        """Uploads one recording inside a span of its call's trace (the gRPC client passes the
+        context on, so the recorder's Ingest joins that trace too)."""
+        with TRACER.start_as_current_span(
+            "gateway.recording.upload",
+            context=tracing.extract(sealed.meta.trace),
+            attributes={"hotline.recording_id": sealed.meta.recording_id},
+        ):
+            await self._upload_entry(sealed)
+
+    async def _upload_entry(self, sealed: SpoolEntry) -> None:
         entry = await self._checked(sealed)
         if entry is None:
             return

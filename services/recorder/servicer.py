@@ -31,12 +31,13 @@ from recorder.ingest import (
     Stream,
     check_start,
 )
+from recorder.playback import NotPlayable, NotStored, open_playback
 from recorder.wav import FrameError
 
 
 class RecorderService(recorder_pb2_grpc.RecorderServicer):
     #: who may call what (enforced by common.rpc): only the gateway streams call audio.
-    CALLERS = callers("hotline.v1.Recorder", {"Ingest": {"gateway"}})
+    CALLERS = callers("hotline.v1.Recorder", {"Ingest": {"gateway"}, "Fetch": {"crm"}})
 
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
@@ -108,6 +109,25 @@ class RecorderService(recorder_pb2_grpc.RecorderServicer):
                 f"recording {row.recording_id} could not be stored: {row.failure}",
             )
         return self._reply(row)
+
+    async def Fetch(
+        self,
+        request: recorder_pb2.FetchRequest,  # noqa: N802
+        context: Context,
+    ) -> AsyncIterator[recorder_pb2.FetchChunk]:
+        """A stored recording's WAV file in chunks (playback for the CRM)."""
+        try:
+            playback = await open_playback(
+                self.ingest.store, self.ingest.catalog, request.recording_id
+            )
+        except NotStored as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except NotPlayable as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        async for data in playback.chunks:
+            yield recorder_pb2.FetchChunk(
+                data=data, total_bytes=playback.size_bytes, status=playback.status
+            )
 
     @staticmethod
     def _reply(row: Recording, already_stored: bool = False) -> recorder_pb2.IngestReply:

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from recorder.settings import RecorderSettings
 from recorder.wav import BLOCK_ALIGN, StereoWavWriter, read_format, seal_orphan
@@ -68,6 +69,10 @@ class RecordingStore(ABC):
     @abstractmethod
     async def commit(self, key: str, writer: StereoWavWriter) -> StoredRecording:
         """Finalise the file and make it visible under `key` in one atomic step."""
+
+    @abstractmethod
+    def open_committed(self, key: str) -> BinaryIO:
+        """The committed file of `key` for reading (playback); FileNotFoundError if none."""
 
     @abstractmethod
     async def salvage(
@@ -124,6 +129,9 @@ class LocalRecordingStore(RecordingStore):
         if replace:
             part.unlink(missing_ok=True)
         return StereoWavWriter(part, sample_rate)
+
+    def open_committed(self, key: str) -> BinaryIO:
+        return self.locate(key).open("rb")
 
     def idle_s(self, key: str) -> float | None:
         try:

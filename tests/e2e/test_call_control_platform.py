@@ -42,14 +42,16 @@ def test_desk_hold_and_resume_over_grpc_as_the_crm(platform: Platform, sipp, age
         },
         extra=["-s", "10000"],
     )
-    channel = platform.grpc_channel("crm", "gateway")
+    channel = platform.grpc_channel("crm", "gateway")  # the desk's call control
     stub = gateway_pb2_grpc.CallControlStub(channel)
+    acd_channel = platform.grpc_channel("acd", "gateway")  # the ACD may list the calls
+    lister = gateway_pb2_grpc.CallControlStub(acd_channel)
     try:
         call = wait_for(
             lambda: next(
                 (
                     c
-                    for c in stub.ListCalls(gw.ListCallsRequest(), timeout=5).calls
+                    for c in lister.ListCalls(gw.ListCallsRequest(), timeout=5).calls
                     if c.ani == "5557001" and c.state == "bridged"
                 ),
                 None,
@@ -65,6 +67,7 @@ def test_desk_hold_and_resume_over_grpc_as_the_crm(platform: Platform, sipp, age
         stub.Resume(gw.HoldRequest(call_id=call.call_id), timeout=10)
     finally:
         channel.close()
+        acd_channel.close()
     assert caller.wait(60) == 0, caller.explain()
     assert phone.wait(30) == 0, phone.explain()  # it saw sendonly, then sendrecv
 

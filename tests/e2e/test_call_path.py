@@ -128,6 +128,23 @@ def test_call_reaches_agent_through_ivr_and_queue(  # noqa: ANN001
     )
     names = {s.name for group in spans.values() for s in group}
     assert "/hotline.v1.CallControl/Answer" in names and "/hotline.v1.Acd/Enqueue" in names, names
+    # The ACD's offer and the gateway's ConnectToEndpoint it asks for, and the recording's upload
+    # (after the call) with the recorder's Ingest, are in the same trace.
+    wanted = {
+        "acd.offer",
+        "/hotline.v1.CallControl/ConnectToEndpoint",
+        "gateway.recording.upload",
+        "/hotline.v1.Recorder/Ingest",
+    }
+
+    def missing() -> set[str]:
+        trace = otlp.trace_of_call(row["call_id"])
+        return wanted - {s.name for group in trace.values() for s in group}
+
+    try:
+        wait_for(lambda: not missing(), timeout_s=20, what="the spans of offer and upload")
+    except AssertionError:
+        raise AssertionError(f"not in the call's trace: {sorted(missing())}") from None
 
 
 def test_caller_hanging_up_in_queue_is_abandoned(platform: Platform, sipp, agents) -> None:  # noqa: ANN001

@@ -36,6 +36,7 @@ from crm import auth as crm_auth
 from crm.agent_control import AgentControl
 from crm.api import CDRS
 from crm.app import web_app
+from crm.call_commands import CallCommands
 from crm.cdr import CdrRecord, fold
 from crm.cdr_store import CdrStore
 from crm.db import Database
@@ -43,6 +44,7 @@ from crm.desk import HUB, DeskHub
 from crm.intake import EventIntake
 from crm.models import AuditEntry, Base, Session, User, utcnow
 from crm.passwords import hash_password
+from crm.recording_archive import RecordingArchive
 from crm.roles import POLICY, PUBLIC, Role
 from crm.seed import seed
 from crm.servicer import CrmService
@@ -50,6 +52,13 @@ from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import acd_pb2, acd_pb2_grpc, crm_pb2, crm_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
+from tests.crm_peers import (
+    FakeCallControl,
+    FakeRecorder,
+    gateway_server,
+    nowhere,
+    recorder_server,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -188,6 +197,20 @@ class FakeAcd(acd_pb2_grpc.AcdServicer):
         await self._gate("GetAgent", request, context)
         return await self._known(request.agent_id, context)
 
+    async def ListAgents(
+        self, request: acd_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.ListAgentsReply:
+        await self._gate("ListAgents", request, context)
+        return acd_pb2.ListAgentsReply(agents=list(self.agents.values()))
+
+    async def ListQueues(
+        self, request: acd_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext
+    ) -> acd_pb2.ListQueuesReply:
+        await self._gate("ListQueues", request, context)
+        return acd_pb2.ListQueuesReply(
+            queues=[acd_pb2.QueueStatus(queue="support"), acd_pb2.QueueStatus(queue="vip")]
+        )
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
@@ -200,16 +223,51 @@ async def acd() -> AsyncIterator[tuple[FakeAcd, str]]:
     await server.stop(None)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway() -> AsyncIterator[tuple[FakeCallControl, int]]:
+    fake = FakeCallControl()
+    server, port = gateway_server(fake)
+    await server.start()
+    yield fake, port
+    await server.stop(None)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def recorder() -> AsyncIterator[tuple[FakeRecorder, int]]:
+    fake = FakeRecorder()
+    server, port = recorder_server(fake)
+    await server.start()
+    yield fake, port
+    await server.stop(None)
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(db: Database, acd: tuple[FakeAcd, str]) -> AsyncIterator[TestClient]:
+async def client(
+    db: Database,
+    acd: tuple[FakeAcd, str],
+    gateway: tuple[FakeCallControl, int],
+    recorder: tuple[FakeRecorder, int],
+) -> AsyncIterator[TestClient]:
     fake, target = acd
     fake.reset()
+    gateway[0].reset()
     channel = rpc.channel(target, test_tls.tls("crm"), "acd")
+    to_gateway = test_tls.channel("crm", "gateway", gateway[1])
+    to_recorder = test_tls.channel("crm", "recorder", recorder[1])
     cdrs = CdrStore(db)
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        DeskHub(db, cdrs),
+        gateway=CallCommands(to_gateway),
+        recorder=RecordingArchive(to_recorder),
+    )
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
     await channel.close()
+    await to_gateway.close()
+    await to_recorder.close()
 
 
 @pytest.fixture(scope="module")
@@ -264,11 +322,19 @@ def event(payload: Any, key: str, seconds_ago: float = 0.0) -> Envelope:
 
 
 def concrete(pattern: str) -> str:
-    return (
-        pattern.replace("{call_id}", "no-such-call")
-        .replace("{extension}", "8999")
-        .replace("{agent_id}", "no-such-agent")
-    )
+    for name, value in (
+        ("{call_id}", "no-such-call"),
+        ("{extension}", "8999"),
+        ("{action}", "cancel"),
+        ("{leg_id}", "leg-0"),
+        ("{customer_id}", "1"),
+        ("{recording_id}", "rec-0"),
+        ("{callback_id}", "1"),
+        ("{code}", "other"),
+        ("{agent_id}", "no-such-agent"),
+    ):
+        pattern = pattern.replace(name, value)
+    return pattern
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
@@ -308,6 +374,7 @@ async def test_login_returns_token_user_and_http_only_cookie(
         "role": "agent",
         "agent_id": "agent1",
         "extension": "8001",
+        "language": "",
     }
     cookie = response.cookies["hotline_session"]
     assert cookie.value == token and cookie["httponly"] and cookie["samesite"] == "Strict"
@@ -398,9 +465,10 @@ async def test_every_endpoint_is_403_for_roles_not_on_its_list(
             assert f"role {role.value} may not" in await error_of(response, 403)
             refused += 1
     # supervisor, qa and admin on GET /api/agent and the three POSTs; every role but admin
-    # on approving and withdrawing hot desks; agent and qa on the supervisor board; agent,
-    # team leader and qa on the five supervisor actions
-    assert refused == 12 + 2 * 4 + 2 + 5 * 3
+    # on approving and withdrawing hot desks; qa and admin on the 12 call-control routes; qa
+    # on closing a callback; every role but admin on listing and editing wrap-up codes; agent
+    # and qa on the supervisor board; agent, team leader and qa on the five supervisor actions
+    assert refused == 12 + 2 * 4 + 2 * 12 + 1 + 2 * 4 + 2 + 5 * 3
 
 
 @pytest.mark.parametrize("username", ["agent1", "lead1", "supervisor", "qa1", "admin"])
@@ -871,7 +939,14 @@ async def test_acd_down_is_503(db: Database, tokens: dict[str, str]) -> None:
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
     channel = rpc.channel(dead, test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs))
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        DeskHub(db, cdrs),
+        gateway=CallCommands(nowhere("crm", "gateway")),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
+    )
     async with TestClient(TestServer(app)) as dead_client:
         headers = await as_user(dead_client, tokens, "agent10")
         response = await dead_client.post(
@@ -999,7 +1074,16 @@ async def test_too_deep_json_is_400_never_500(
 async def security_client(db: Database, acd: tuple[FakeAcd, str], **kw: Any) -> TestClient:
     channel = rpc.channel(acd[1], test_tls.tls("crm"), "acd")
     cdrs = CdrStore(db)
-    app = web_app(db, AgentControl(channel), cdrs, DeskHub(db, cdrs), **kw)
+    # these tests never reach the gateway or the recorder
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        DeskHub(db, cdrs),
+        gateway=CallCommands(nowhere("crm", "gateway")),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
+        **kw,
+    )
     return TestClient(TestServer(app))
 
 

@@ -22,14 +22,17 @@ from acd.servicer import AcdService
 from common.events import envelope
 from crm.agent_control import AgentControl
 from crm.app import web_app
+from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
 from crm.intake import EventIntake
+from crm.recording_archive import RecordingArchive
 from crm.seed import seed
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests import tls as test_tls
+from tests.crm_peers import FakeCallControl, gateway_server, nowhere
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -98,7 +101,18 @@ async def desk_site(
     channel = test_tls.channel("crm", "acd", port)
     cdrs = CdrStore(db)
     hub = DeskHub(db, cdrs)
-    runner = web.AppRunner(web_app(db, AgentControl(channel), cdrs, hub))
+    gateway, gateway_port = gateway_server(FakeCallControl())
+    await gateway.start()
+    to_gateway = test_tls.channel("crm", "gateway", gateway_port)
+    app = web_app(
+        db,
+        AgentControl(channel),
+        cdrs,
+        hub,
+        gateway=CallCommands(to_gateway),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
+    )
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -106,6 +120,8 @@ async def desk_site(
     yield f"http://127.0.0.1:{http_port}", EventIntake(hub, cdrs)
     await runner.cleanup()
     await channel.close()
+    await to_gateway.close()
+    await gateway.stop(None)
     await acd.stop(None)
     await db.dispose()
 
@@ -126,8 +142,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh browser context (no cookies) per test."""
-    context = await browser.new_context()
+    """A fresh browser context (no cookies) per test, in Chinese as at the reference site."""
+    context = await browser.new_context(locale="zh-CN")
     yield await context.new_page()
     await context.close()
 
@@ -142,7 +158,7 @@ async def test_wrong_password_shows_the_error(
     await page.click("#login-btn")
     error = page.locator("#login-error")
     await expect(error).to_be_visible()
-    await expect(error).to_contain_text("Wrong username or password")
+    await expect(error).to_contain_text("用户名或密码错误")
 
 
 async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
@@ -158,7 +174,7 @@ async def test_agent_signs_in_goes_ready_and_sees_the_screen_pop(
     await expect(state).to_have_attribute("data-state", "not_ready")  # phone logged in for us
     await page.click("#ready-btn")
     await expect(state).to_have_attribute("data-state", "ready")
-    await expect(state).to_contain_text("Ready")
+    await expect(state).to_contain_text("就绪")
     await page.select_option("#reason", "meeting")
     await page.click("#notready-btn")
     await expect(state).to_have_attribute("data-state", "not_ready")

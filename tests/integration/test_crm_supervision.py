@@ -26,14 +26,17 @@ from acd.servicer import AcdService
 from common import rpc
 from crm.agent_control import AgentControl
 from crm.app import web_app
+from crm.call_commands import CallCommands
 from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
+from crm.recording_archive import RecordingArchive
 from crm.supervision import CallSupervision, Supervision
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
 from tests import tls as test_tls
+from tests.crm_peers import nowhere
 from tests.integration.test_crm_api import (  # noqa: F401 - fixtures
     as_user,
     audit_entries,
@@ -118,6 +121,8 @@ async def site(
         control,
         cdrs,
         DeskHub(db, cdrs),
+        gateway=CallCommands(to_gateway),
+        recorder=RecordingArchive(nowhere("crm", "recorder")),
         supervision=Supervision(control, CallSupervision(to_gateway)),
     )
     async with TestClient(TestServer(app)) as client:

@@ -83,9 +83,9 @@ EXPECTED = {
     "/hotline.v1.CallControl/ConnectToEndpoint": {"ivr", "acd"},
     "/hotline.v1.CallControl/Originate": {"ivr", "acd"},
     "/hotline.v1.CallControl/Hangup": {"ivr", "acd", "crm"},  # crm: a supervisor's force release
-    "/hotline.v1.CallControl/ListCalls": {"ivr", "acd", "crm"},
+    "/hotline.v1.CallControl/ListCalls": {"ivr", "acd"},
     **{
-        f"/hotline.v1.CallControl/{m}": {"crm"}  # call control from the desk, through the CRM
+        f"/hotline.v1.CallControl/{m}": {"crm"}  # the desk's call control
         for m in (
             "Hold",
             "Resume",
@@ -113,6 +113,7 @@ EXPECTED = {
     "/hotline.v1.Ivr/ListFlows": {"crm"},
     "/hotline.v1.Crm/LookupCustomer": {"ivr"},
     "/hotline.v1.Recorder/Ingest": {"gateway"},
+    "/hotline.v1.Recorder/Fetch": {"crm"},
 }
 
 

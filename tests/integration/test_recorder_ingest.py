@@ -748,3 +748,29 @@ async def test_orphan_of_a_crash_is_taken_over_by_the_retried_upload(
         await channel.close()
         await stop()
         await engine.dispose()
+
+
+async def test_the_crm_plays_a_stored_recording_back(recorder: Recorder) -> None:
+    call_id = f"call-{uuid.uuid4()}"
+    reply = await recorder.stub.Ingest(
+        chunks(start_chunk(call_id), *call_frames(tone(3.0), tone(3.0, 700.0)), end_chunk(3 * RATE))
+    )
+    async with rpc.channel(
+        recorder.settings.grpc_target("recorder"), test_tls.tls("crm"), "recorder"
+    ) as channel:
+        crm = recorder_pb2_grpc.RecorderStub(channel)
+        got = [
+            c async for c in crm.Fetch(recorder_pb2.FetchRequest(recording_id=reply.recording_id))
+        ]
+        stored = (recorder.settings.var_dir / "recordings" / reply.path).read_bytes()
+        assert b"".join(c.data for c in got) == stored and len(got) > 1  # 96 KB in 64 KB chunks
+        assert {(c.total_bytes, c.status) for c in got} == {(len(stored), "complete")}
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await anext(aiter(crm.Fetch(recorder_pb2.FetchRequest(recording_id=str(uuid.uuid4())))))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    # playback is the CRM's (which checks who may listen), never the gateway's
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await anext(
+            aiter(recorder.stub.Fetch(recorder_pb2.FetchRequest(recording_id=reply.recording_id)))
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

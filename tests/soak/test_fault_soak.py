@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sqlite3
 import time
 import urllib.request
@@ -104,6 +105,25 @@ def successful_calls(stat_file: Path) -> int:
     with stat_file.open() as f:
         rows = list(csv.DictReader(f, delimiter=";"))
     return int(rows[-1]["SuccessfulCall(C)"]) if rows else 0
+
+
+def answered_anis(message_log: str) -> set[str]:
+    """The calling numbers of the calls the IVR answered: a 200 to the INVITE reached SIPp. The
+    IVR answers only after the gateway's CallOffered reached it through Kafka, so each of these
+    calls had its facts published; a missing or open CDR means an event was lost on the way."""
+    anis = set()
+    for block in message_log.split("\n-----------------------------------------------"):
+        if "message received" not in block:
+            continue
+        body = block.split("\n\n", 1)[-1]
+        if not body.startswith("SIP/2.0 200") or not re.search(
+            r"^CSeq:\s*\d+\s+INVITE", body, re.M | re.I
+        ):
+            continue
+        found = re.search(rf"^(?:From|f):.*?sip:({PREFIX}\d+)@", body, re.M | re.I)
+        if found:
+            anis.add(found.group(1))
+    return anis
 
 
 def cdrs(var_dir: Path) -> list[dict[str, object]]:
@@ -222,6 +242,11 @@ def test_fault_soak(stack: Platform, profile: Profile, tmp_path: Path) -> None:
     assert len(rows) >= succeeded, f"{len(rows)} CDRs for {succeeded} completed calls"
     reasons = Counter(str(r["end_reason"]) for r in rows)
     assert set(reasons) <= END_REASONS, reasons
+    # No event lost: every call whose facts were produced (the IVR answered it) was folded into
+    # an ended CDR by the CRM.
+    answered_by_ivr = answered_anis(callers.messages())
+    lost = answered_by_ivr - {str(r["ani"]) for r in rows}
+    assert not lost, f"{len(lost)} answered calls without a CDR, e.g. {sorted(lost)[:5]}"
 
     # Every answered call was recorded: complete, or partial only when the gateway died.
     answered = [r for r in rows if r["answered_at"] and r["agent_id"]]
@@ -242,6 +267,7 @@ def test_fault_soak(stack: Platform, profile: Profile, tmp_path: Path) -> None:
     summary = {
         "calls attempted": total,
         "calls completed by SIPp": succeeded,
+        "calls answered by the IVR (events produced)": len(answered_by_ivr),
         "CDRs": len(rows),
         "answered": len(answered),
         "abandoned": sum(1 for r in rows if r["abandoned"]),

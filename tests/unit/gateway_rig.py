@@ -252,7 +252,9 @@ class FakeRecorder:
     def __init__(self) -> None:
         self.started: list[FakeRecording] = []
 
-    def start(self, call_id: str, agent_id: str, queue: str) -> FakeRecording:
+    def start(
+        self, call_id: str, agent_id: str, queue: str, trace: dict[str, str] | None = None
+    ) -> FakeRecording:
         rec = FakeRecording(call_id, agent_id, queue)
         self.started.append(rec)
         return rec

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.events import Envelope, envelope
-from crm.cdr import CdrRecord, call_id_of, end_reason_name, fold
+from crm.cdr import CdrRecord, call_id_of, end_acw, end_reason_name, fold, leaves_wrap_up
 from hotline.v1 import events_pb2 as ev
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
@@ -293,3 +293,113 @@ def test_the_payload_decides_not_a_mislabelled_type() -> None:
     mislabelled.type = "CallOffered"
     r = folded([mislabelled])
     assert (r.end_reason, r.offered_at) == ("far_end", None)
+
+
+# -- call control (issue 10): hold, transfer, conference, after-call work ----------------------
+
+
+def controlled_call() -> list[Envelope]:
+    """The answered call, with two holds (3 s and 2 s), a colleague conferenced in and out, a
+    blind transfer from agent5 to agent7, every recording, and agent7's wrap-up."""
+    return answered_call() + [
+        env(ev.CallHeld(call_id=CALL, agent_id="agent5", by="desk"), 30.0),
+        env(ev.CallResumed(call_id=CALL, agent_id="agent5", held_ms=3000), 33.0),
+        env(ev.CallHeld(call_id=CALL, agent_id="agent5", by="phone"), 40.0),
+        env(ev.CallResumed(call_id=CALL, agent_id="agent5", held_ms=2000), 42.0),
+        env(ev.ConferenceJoined(call_id=CALL, leg_id="leg-c", party="8006", parties=3), 50.0),
+        env(ev.ConferenceLeft(call_id=CALL, leg_id="leg-c", party="8006", parties=2), 60.0),
+        env(
+            ev.CallTransferred(
+                call_id=CALL,
+                from_agent_id="agent5",
+                to_agent_id="agent7",
+                kind="blind",
+                target_kind="extension",
+                target="8007",
+            ),
+            70.0,
+        ),
+        env(
+            ev.RecordingReady(call_id=CALL, recording_id="rec-0", path="p0", agent_id="agent5"),
+            71.0,
+        ),
+        env(
+            ev.AgentStateChanged(
+                agent_id="agent7",
+                state=ev.AGENT_STATE_WRAP_UP,
+                previous=ev.AGENT_STATE_ON_CALL,
+                call_id=CALL,
+            ),
+            119.6,
+            key="agent7",
+        ),
+    ]
+
+
+def test_hold_transfer_conference_and_recordings_are_in_the_record() -> None:
+    r = folded(controlled_call())
+    assert (r.hold_count, r.hold_ms) == (2, 5000)
+    assert r.talk_ms == 95_000 - 5000  # talk is connected time off hold
+    assert r.agent_id == "agent7"  # who has the call after the transfer
+    assert r.transfers == [
+        {
+            "at": "2026-03-01T09:01:10.000Z",
+            "kind": "blind",
+            "target_kind": "extension",
+            "target": "8007",
+            "from_agent_id": "agent5",
+            "to_agent_id": "agent7",
+        }
+    ]
+    assert r.conference == [
+        {
+            "leg_id": "leg-c",
+            "party": "8006",
+            "joined_at": "2026-03-01T09:00:50.000Z",
+            "left_at": "2026-03-01T09:01:00.000Z",
+        }
+    ]
+    assert [x["recording_id"] for x in r.recordings] == ["rec-0", "rec-1"]
+    assert r.recording_id == "rec-1"  # the columns keep the latest
+    assert r.caller_number == "13800138000"
+    assert r.acw_started_at == T0 + timedelta(seconds=119.6) and r.acw_ms is None
+    assert r.handle_ms == 90_000 + 5000  # until the wrap-up ends
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_call_control_folds_in_any_order_with_duplicates(seed: int) -> None:
+    events = controlled_call()
+    expected = folded(events)
+    rng = random.Random(seed)
+    shuffled = events + rng.sample(events, k=rng.randint(1, len(events)))
+    rng.shuffle(shuffled)
+    assert columns(folded(shuffled)) == columns(expected)
+
+
+def test_the_gateways_hold_count_at_the_end_wins() -> None:
+    events = controlled_call()
+    ended = [e for e in events if e.WhichOneof("payload") == "call_ended"][0]
+    ended.call_ended.hold_ms, ended.call_ended.hold_count = 9000, 3  # a hold open at hang-up
+    r = folded(events)
+    assert (r.hold_count, r.hold_ms, r.talk_ms) == (3, 9000, 95_000 - 9000)
+
+
+def test_after_call_work_ends_once_and_counts_in_handle_time() -> None:
+    r = folded(controlled_call())
+    assert end_acw(r, T0 + timedelta(seconds=100)) is False  # before it started
+    assert end_acw(r, T0 + timedelta(seconds=139.6)) is True
+    assert end_acw(r, T0 + timedelta(seconds=150)) is False  # the first end wins
+    assert r.acw_ms == 20_000
+    assert r.handle_ms == 90_000 + 5000 + 20_000
+
+
+def test_only_the_start_of_wrap_up_belongs_in_a_cdr() -> None:
+    def state(new: int, previous: int, call_id: str = CALL) -> Envelope:
+        p = ev.AgentStateChanged(agent_id="agent7", state=new, previous=previous, call_id=call_id)
+        return env(p, 1.0, key="agent7")
+
+    assert call_id_of(state(ev.AGENT_STATE_WRAP_UP, ev.AGENT_STATE_ON_CALL)) == CALL
+    assert call_id_of(state(ev.AGENT_STATE_ON_CALL, ev.AGENT_STATE_RINGING)) is None
+    leaving = state(ev.AGENT_STATE_READY, ev.AGENT_STATE_WRAP_UP, "")
+    assert call_id_of(leaving) is None and leaves_wrap_up(leaving)
+    assert not leaves_wrap_up(state(ev.AGENT_STATE_WRAP_UP, ev.AGENT_STATE_WRAP_UP))

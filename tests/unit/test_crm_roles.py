@@ -13,7 +13,14 @@ class _Unused:
 
 
 def _routes() -> set[tuple[str, str]]:
-    app = web_app(_Unused(), _Unused(), _Unused(), _Unused())  # type: ignore[arg-type]
+    app = web_app(
+        _Unused(),  # type: ignore[arg-type]
+        _Unused(),  # type: ignore[arg-type]
+        _Unused(),  # type: ignore[arg-type]
+        _Unused(),  # type: ignore[arg-type]
+        gateway=_Unused(),  # type: ignore[arg-type]
+        recorder=_Unused(),  # type: ignore[arg-type]
+    )
     return {
         (route.method, route.resource.canonical)
         for route in app.router.routes()

@@ -332,3 +332,26 @@ async def test_force_release_while_a_transfer_rings_ends_everything(rig: Rig) ->
     assert ended["reason"] is EndReason.SYSTEM
     assert ended["detail"] == "forced release by supervisor s1"
     assert ("hang_up", agent) in rig.channel.actions and call.hold_count == 1
+
+
+async def test_refer_with_replaces_moves_the_far_party_of_the_phones_other_call(
+    rig: Rig,
+) -> None:
+    """The agent's phone has call A (a customer) and call B, where the gateway rang it for
+    another caller; REFER with Replaces naming its leg in B joins B's caller to A's customer."""
+    customer, phone_a, call_a = await rig.bridged_call()
+    colleague, phone_b, call_b = await rig.bridged_call()
+    attempt = await rig.switch.refer(phone_a, "extension", "8002", phone_b.leg_id)
+    await settle()
+    assert attempt.outcome is Outcome.ANSWERED and attempt.leg is colleague
+    assert call_a.agent is colleague and call_b.state is CallState.ENDED
+    assert ("hang_up", phone_b) in rig.channel.actions
+    assert ("hang_up", colleague) not in rig.channel.actions
+    customer.media.hear(tone(11))
+    colleague.media.hear(tone(44))
+    rig.clock.tick()
+    assert (heard(customer), heard(colleague)) == (44, 11)
+    moved = [s for s in rig.events.steps if isinstance(s, steps.Transferred)]
+    assert [(m.kind, m.from_leg_id) for m in moved] == [("attended", phone_a.leg_id)]
+    rig.channel.far_end_hangs_up(phone_a)  # the transferor's BYE does not end call A
+    assert call_a.state is CallState.BRIDGED

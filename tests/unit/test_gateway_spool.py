@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway import spool as spool_module
-from gateway.spool import FLUSH_FRAMES, Spool, SpoolEntry, SpoolWriter
+from gateway.spool import FLUSH_FRAMES, Spool, SpoolEntry, SpoolMeta, SpoolWriter
 from tests.unit.spool_rig import FRAME, RID_PATTERN, HeldDisk, InlineDisk, Wall
 
 
@@ -59,7 +59,8 @@ def wall() -> Wall:
 
 async def test_audio_reaches_the_file_about_once_a_second(tmp_path: Path, wall: Wall) -> None:
     spool = Spool(tmp_path, InlineDisk(), clock=wall)
-    writer = spool.open("call-1", "agent1", "sales", Sealed())
+    parent = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    writer = spool.open("call-1", "agent1", "sales", Sealed(), trace=parent)
     assert re.match(RID_PATTERN, writer.recording_id)
     meta = json.loads(spool.meta_path(writer.recording_id).read_bytes())
     assert meta == {
@@ -69,7 +70,9 @@ async def test_audio_reaches_the_file_about_once_a_second(tmp_path: Path, wall: 
         "queue": "sales",
         "sample_rate": 8000,
         "started_at": wall.now,
+        "trace": parent,  # a restarted gateway's upload still joins the call's trace
     }
+    assert SpoolMeta.from_json(spool.meta_path(writer.recording_id).read_bytes()).trace == parent
     for n in range(FLUSH_FRAMES - 1):
         writer.tap(frame(n, 0), frame(n, 1))
     assert spool.pcm_path(writer.recording_id).stat().st_size == 0, "not yet a second"

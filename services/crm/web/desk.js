@@ -1,26 +1,14 @@
 // Hotline agent desktop: plain JS, no build step. Talks to the CRM REST API (/api) and the
 // live feed (/ws). The session is an HttpOnly cookie, so this script never sees the token.
+// This file is the desk's core (sign-in, seat, feed, screen pop, lock); call.js holds the
+// in-call panel and click-to-dial, wrapup.js the after-call work. Strings come from i18n.js.
 "use strict";
-
-const STATES = {
-  logged_out: "未登录 Logged out", ready: "就绪 Ready", not_ready: "示忙 Not Ready",
-  ringing: "振铃 Ringing", on_call: "通话中 On call", wrap_up: "话后处理 Wrap-up",
-  unspecified: "未知 Unknown",
-};
-const REASONS = {
-  meal: "用餐 Meal", meeting: "会议 Meeting", training: "培训 Training",
-  restroom: "洗手间 Restroom", helping: "协助同事 Helping", break: "休息 Break", other: "其他 Other",
-};
-const END_REASONS = {
-  caller_hangup: "客户挂机 Caller hung up", agent_hangup: "座席挂机 Agent hung up",
-  far_end: "对端释放 Far end", system: "系统 System", rejected: "拒绝 Rejected",
-  error: "故障 Error", timeout: "超时 Timeout", unspecified: "结束 Ended",
-};
 
 const $ = (id) => document.getElementById(id);
 const desk = {
-  me: null, socket: null, reconnectMs: 1000, signedOut: true, phoneLoggedIn: false,
-  stateSince: Date.now(), talkStart: null, currentCall: null, board: new Map(),
+  me: null, config: null, socket: null, reconnectMs: 1000, signedOut: true,
+  phoneLoggedIn: false, state: "logged_out", reason: "", stateSince: Date.now(),
+  talkStart: null, currentCall: null, call: null, locked: false,
 };
 
 class ApiError extends Error {
@@ -37,7 +25,12 @@ async function api(method, path, body) {
   let data = null;
   try { data = await response.json(); } catch (_) { data = null; }
   if (!response.ok) {
-    const message = (data && data.error) || `${response.status} ${response.statusText}`;
+    // the server says what was wrong (in English); the desk says what kind of problem it is
+    // in the desk's language first
+    const detail = (data && data.error) || `${response.status} ${response.statusText}`;
+    const kind = label("err", String(response.status));
+    const message = kind === String(response.status) ? detail : `${kind}: ${detail}`;
+    if (response.status === 423 && desk.me && !desk.locked) showLock();
     throw new ApiError(response.status, message);
   }
   return data;
@@ -50,18 +43,24 @@ function clock(ms) {
   const mm = String(Math.floor(s / 60)).padStart(2, "0");
   return `${mm}:${String(s % 60).padStart(2, "0")}`;
 }
-function deskError(message) {
-  const el = $("desk-error");
+function showError(id, message) {
+  const el = $(id);
   el.textContent = message || "";
   show(el, Boolean(message));
+}
+const deskError = (message) => showError("desk-error", message);
+function el(tag, text, attrs) {
+  const node = document.createElement(tag);
+  if (text != null) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
 }
 
 // -- sign-in ------------------------------------------------------------------------------
 
 async function signIn(event) {
   event.preventDefault();
-  const err = $("login-error");
-  show(err, false);
+  showError("login-error", "");
   $("login-btn").disabled = true;
   try {
     const result = await api("POST", "/api/login",
@@ -69,9 +68,8 @@ async function signIn(event) {
     $("password").value = "";
     await enterDesk(result.user, true);
   } catch (e) {
-    err.textContent = e.status === 401 ? "用户名或密码错误 Wrong username or password"
-      : e.status === 429 ? `尝试次数过多 ${e.message}` : e.message;
-    show(err, true);
+    showError("login-error", e.status === 401 ? t("login.wrong")
+      : e.status === 429 ? t("login.throttled", { msg: e.message }) : e.message);
   } finally {
     $("login-btn").disabled = false;
   }
@@ -90,8 +88,11 @@ function leaveDesk() {
   desk.signedOut = true;
   if (desk.socket) desk.socket.close();
   desk.me = null;
+  desk.locked = false;
+  forgetCall();
   show($("desk-view"), false);
   show($("whoami"), false);
+  show($("lock-view"), false);
   show($("login-view"), true);
   $("username").focus();
 }
@@ -99,26 +100,37 @@ function leaveDesk() {
 async function enterDesk(user, freshLogin) {
   desk.me = user;
   desk.signedOut = false;
+  setLanguage(pickLanguage(user.language));
+  $("lang-select").value = currentLanguage;
   setText("agent-name", user.display_name || user.username);
   setText("agent-ext", user.extension);
   show($("login-view"), false);
   show($("whoami"), true);
+  if (user.locked) { showLock(); return; }
   show($("desk-view"), true);
+  desk.config = await api("GET", "/api/desk/config");
+  fillReasons();
   const takesCalls = Boolean(user.agent_id);
   show($("seat-card"), takesCalls);  // supervisors and QA have no seat of their own
-  show($("board-card"), ["supervisor", "team_leader", "admin"].includes(user.role));
+  setupDial();
+  setupWrapUp();
   connectFeed();
   refreshCalls();
+  refreshCallbacks();
   if (takesCalls) await resumeSeat(freshLogin);
 }
 
-// After a web sign-in the phone is logged in at once; after a page reload the seat is
-// resumed as the ACD has it, so a reload during a call does not try to log in again.
+// After a web sign-in the phone is logged in at once; after a page reload (or an unlock) the
+// seat is resumed as the ACD has it, with the call it is on.
 async function resumeSeat(freshLogin) {
   if (!freshLogin) {
     try {
       const agent = await api("GET", "/api/agent");
-      if (agent.state !== "logged_out") { applyAgent(agent); return; }
+      if (agent.state !== "logged_out") {
+        applyAgent(agent);
+        if (agent.call_id) await restoreCall(agent);
+        return;
+      }
     } catch (e) {
       if (e.status !== 404) { deskError(e.message); return; }
     }
@@ -128,12 +140,21 @@ async function resumeSeat(freshLogin) {
 
 // -- the seat in the ACD ------------------------------------------------------------------
 
+function fillReasons() {
+  const select = $("reason");
+  const chosen = select.value;
+  select.replaceChildren(...desk.config.not_ready_reasons.map(
+    (r) => el("option", label("reason", r), { value: r })));
+  if (chosen) select.value = chosen;
+}
+
 function applyAgent(agent) {
-  renderState(agent.state, agent.reason);
+  renderState(agent.state, agent.reason, agent.state_since_ms);
   desk.phoneLoggedIn = agent.state !== "logged_out";
   const btn = $("phone-btn");
   btn.dataset.action = desk.phoneLoggedIn ? "logout" : "login";
-  btn.textContent = desk.phoneLoggedIn ? "登出话机 Log out" : "登录话机 Log in to phone";
+  btn.dataset.i18n = desk.phoneLoggedIn ? "seat.phone_logout" : "seat.phone_login";
+  btn.textContent = t(btn.dataset.i18n);
   if (agent.extension) setText("agent-ext", agent.extension);
 }
 
@@ -153,14 +174,17 @@ const goReady = () => seatCommand("/api/agent/state", { state: "ready" });
 const goNotReady = () => seatCommand("/api/agent/state",
   { state: "not_ready", reason: $("reason").value });
 
-function renderState(state, reason) {
-  const el = $("state");
-  if (el.dataset.state !== state) desk.stateSince = Date.now();
-  el.dataset.state = state;
-  el.textContent = STATES[state] || state;
-  $("state-reason").textContent = reason ? (REASONS[reason] || reason) : "";
+function renderState(state, reason, sinceMs) {
+  const node = $("state");
+  if (node.dataset.state !== state) desk.stateSince = sinceMs || Date.now();
+  desk.state = state;
+  desk.reason = reason || "";
+  node.dataset.state = state;
+  node.textContent = label("state", state);
+  $("state-reason").textContent = reason ? label("reason", reason) : "";
   $("ready-btn").disabled = state === "ready" || state === "logged_out";
   $("notready-btn").disabled = state === "logged_out";
+  onStateForWrapUp(state);
 }
 
 // -- the live feed ------------------------------------------------------------------------
@@ -176,8 +200,9 @@ function connectFeed() {
   };
   socket.onclose = (event) => {
     $("feed-status").dataset.connected = "false";
-    if (desk.signedOut) return;
+    if (desk.signedOut || desk.locked) return;
     if (event.code === 4001) { leaveDesk(); return; }  // logged out or session expired
+    if (event.code === 4003) { showLock(); return; }  // locked in another tab
     setTimeout(connectFeed, desk.reconnectMs);
     desk.reconnectMs = Math.min(desk.reconnectMs * 2, 15000);
   };
@@ -186,18 +211,24 @@ function connectFeed() {
 function mine(msg) { return desk.me && desk.me.agent_id && msg.agent_id === desk.me.agent_id; }
 
 function onFeed(msg) {
-  if (msg.type === "hello" || msg.type === "pong") return;
-  updateBoard(msg);
-  if (!mine(msg)) return;
+  if (msg.type === "hello" || msg.type === "pong" || desk.locked) return;
+  if (!mine(msg)) return;  // watchers get everyone's: their board (board.js) follows those
   if (msg.type === "offer") popCall(msg);
   else if (msg.type === "state") {
-    applyAgent({ state: msg.state, reason: msg.reason, extension: msg.extension });
+    applyAgent({ state: msg.state, reason: msg.reason, extension: msg.extension,
+      state_since_ms: msg.since_ms });
   } else if (msg.type === "connected") callConnected(msg);
   else if (msg.type === "ended") callEnded(msg);
+  else onCallStep(msg);  // call.js: held, resumed, transferred, consult, conference
 }
 
+// -- the call and its customer ------------------------------------------------------------
+
 function popCall(msg) {
+  finishWrapUpForNewCall();
   desk.currentCall = msg.call_id;
+  desk.call = { held: false, muted: false, consult: null, parties: new Map(), holdStart: null,
+    ani: msg.ani || "" };
   desk.talkStart = null;
   const panel = $("call-panel");
   panel.dataset.status = "offered";
@@ -205,72 +236,161 @@ function popCall(msg) {
   // When the ACD offered the call and when this desk showed it: the pop must be within 1 s.
   panel.dataset.offeredAt = msg.offered_at_ms || "";
   panel.dataset.poppedAt = Date.now();
-  $("call-status").textContent = "来电振铃 Incoming call";
+  $("call-status").textContent = t(msg.outbound ? "call.outbound" : "call.incoming");
   show($("talk-timer"), false);
   setText("caller-number", msg.ani);
   setText("queue-name", msg.queue);
   setText("dialled-number", msg.dnis);
-  const c = msg.customer;
+  showCustomer(msg.customer);
+  renderCallControls();
+  show(panel, true);
+}
+
+function showCustomer(c) {
+  desk.customer = c || null;
   $("customer-card").dataset.known = c ? "true" : "false";
-  $("customer-name").textContent = c ? c.name : "未知来电 Unknown caller";
+  $("customer-name").textContent = c ? c.name : t("call.unknown_caller");
   setText("customer-phone", c ? c.phone : "");
-  setText("customer-vip", c ? (c.vip_tier > 0 ? `VIP ${c.vip_tier}` : "普通 Standard") : "");
+  setText("customer-vip", c ? (c.vip_tier > 0 ? `VIP ${c.vip_tier}` : t("customer.standard")) : "");
   setText("customer-email", c ? c.email : "");
   setText("customer-notes", c ? c.notes : "");
-  show(panel, true);
+  show($("customer-dial-btn"), Boolean(c && c.phone && desk.me && desk.me.extension));
+  $("history").replaceChildren();
+  if (c) loadHistory(c.id);
 }
 
 function callConnected(msg) {
   if (desk.currentCall !== msg.call_id) popCall({ call_id: msg.call_id, queue: msg.queue });
   desk.talkStart = Date.now();
   $("call-panel").dataset.status = "connected";
-  $("call-status").textContent = "通话中 Connected";
+  $("call-status").textContent = t("call.connected");
   show($("talk-timer"), true);
+  renderCallControls();
 }
 
 function callEnded(msg) {
   if (desk.currentCall !== msg.call_id) return;
   desk.talkStart = null;
+  if (desk.call) { desk.call.held = false; desk.call.holdStart = null; }
   $("call-panel").dataset.status = "ended";
-  $("call-status").textContent = `已结束 ${END_REASONS[msg.reason] || msg.reason}`;
+  $("call-status").textContent = t("call.ended", { reason: label("end", msg.reason) });
+  renderCallControls();
+  startWrapUp(msg.call_id);  // wrapup.js
   refreshCalls();
 }
 
-function updateBoard(msg) {
-  if ($("board-card").hidden || !msg.agent_id) return;
-  const row = desk.board.get(msg.agent_id) || { agent_id: msg.agent_id };
-  if (msg.type === "state") Object.assign(row, { state: msg.state, reason: msg.reason,
-    extension: msg.extension || row.extension, call: msg.call_id || "" });
-  else if (msg.type === "offer") Object.assign(row, { call: `${msg.ani} → ${msg.queue}` });
-  else if (msg.type === "ended") row.call = "";
-  desk.board.set(msg.agent_id, row);
-  const body = $("agents-board");
-  body.replaceChildren(...[...desk.board.values()]
-    .sort((a, b) => a.agent_id.localeCompare(b.agent_id, undefined, { numeric: true }))
-    .map((r) => tableRow([r.agent_id, r.extension, STATES[r.state] || r.state,
-      r.reason ? (REASONS[r.reason] || r.reason) : "", r.call])));
+// After a reload or an unlock: the call the ACD says we are on, from the CDR and the customer.
+async function restoreCall(agent) {
+  try {
+    const cdr = await api("GET", `/api/cdrs/${encodeURIComponent(agent.call_id)}`);
+    let customer = null;
+    if (cdr.ani) {
+      try {
+        customer = await api("GET", `/api/customers?phone=${encodeURIComponent(cdr.ani)}`);
+      } catch (_) { customer = null; }
+    }
+    popCall({ call_id: agent.call_id, ani: cdr.ani, dnis: cdr.dnis, queue: cdr.queue, customer });
+    if (agent.state === "on_call") {
+      callConnected({ call_id: agent.call_id, queue: cdr.queue });
+      if (cdr.answered_at) desk.talkStart = Date.parse(cdr.answered_at);
+    } else if (agent.state === "wrap_up") {
+      callEnded({ call_id: agent.call_id, reason: cdr.end_reason || "unspecified" });
+    }
+  } catch (e) {
+    deskError(e.message);
+  }
 }
 
-// -- recent calls -------------------------------------------------------------------------
+function forgetCall() {
+  desk.currentCall = null;
+  desk.call = null;
+  desk.customer = null;
+  desk.talkStart = null;
+  for (const id of ["caller-number", "queue-name", "dialled-number", "customer-name",
+    "customer-phone", "customer-vip", "customer-email", "customer-notes"]) $(id).textContent = "";
+  $("history").replaceChildren();
+  $("parties").replaceChildren();
+  show($("call-panel"), false);
+  show($("wrapup-card"), false);
+}
+
+// -- screen lock --------------------------------------------------------------------------
+
+async function lockScreen() {
+  try { await api("POST", "/api/lock"); } catch (e) { deskError(e.message); return; }
+  showLock();
+}
+
+function showLock() {
+  desk.locked = true;
+  if (desk.socket) desk.socket.close();
+  closeTransferDialog();
+  forgetCall();  // nothing of the call or the customer stays in the page
+  $("recent-calls").replaceChildren();
+  $("callbacks").replaceChildren();
+  $("lookup-history").replaceChildren();  // nor of a customer looked up
+  show($("lookup-result"), false);
+  $("lookup-phone").value = "";
+  desk.found = null;
+  show($("desk-view"), false);
+  show($("lock-view"), true);
+  $("lock-hint").textContent = t("lock.hint",
+    { name: desk.me ? (desk.me.display_name || desk.me.username) : "" });
+  $("lock-password").value = "";
+  $("lock-password").focus();
+}
+
+async function unlock(event) {
+  event.preventDefault();
+  showError("lock-error", "");
+  try {
+    await api("POST", "/api/unlock", { password: $("lock-password").value });
+  } catch (e) {
+    if (e.status === 401) { leaveDesk(); return; }
+    showError("lock-error", e.message);
+    return;
+  }
+  $("lock-password").value = "";
+  desk.locked = false;
+  show($("lock-view"), false);
+  await enterDesk(await api("GET", "/api/me"), false);
+}
+
+async function chooseLanguage() {
+  setLanguage($("lang-select").value);
+  if (desk.config) fillReasons();
+  if (desk.state) renderState(desk.state, desk.reason);
+  renderCallControls();
+  refreshCalls();
+  if (desk.me && !desk.locked) {
+    try { await api("POST", "/api/me/language", { language: currentLanguage }); } catch (_) { /* kept locally */ }
+  }
+}
+
+// -- recent calls ------------------------------------------------------------------------
 
 function tableRow(cells) {
   const tr = document.createElement("tr");
-  for (const value of cells) {
-    const td = document.createElement("td");
-    td.textContent = value == null || value === "" ? "—" : String(value);
-    tr.appendChild(td);
-  }
+  for (const value of cells) tr.appendChild(el("td", value == null || value === "" ? "—" : value));
   return tr;
 }
 
+function dispositionLabel(code) {
+  const found = desk.config && desk.config.dispositions.find((d) => d.code === code);
+  return found ? (found[currentLanguage] || found.en) : code;
+}
+
 async function refreshCalls() {
+  if (!desk.me || desk.locked) return;
   try {
     const { cdrs } = await api("GET", "/api/cdrs?limit=20");
     $("recent-calls").replaceChildren(...cdrs.map((c) => tableRow([
-      c.started_at ? new Date(c.started_at).toLocaleString() : "", c.ani, c.queue, c.agent_id,
-      c.wait_ms == null ? "" : clock(c.wait_ms), c.talk_ms == null ? "" : clock(c.talk_ms),
-      c.abandoned ? "放弃 Abandoned" : (END_REASONS[c.end_reason] || c.end_reason ||
-        "进行中 In progress"),
+      c.started_at ? new Date(c.started_at).toLocaleString(currentLanguage) : "", c.ani, c.queue,
+      c.agent_id, c.wait_ms == null ? "" : clock(c.wait_ms),
+      c.talk_ms == null ? "" : clock(c.talk_ms), c.hold_count ? clock(c.hold_ms) : "",
+      c.abandoned ? t("result.abandoned")
+        : (c.end_reason ? label("end", c.end_reason) : t("result.in_progress")),
+      c.disposition ? dispositionLabel(c.disposition.code) : "",
     ])));
   } catch (e) {
     if (e.status === 401) leaveDesk();
@@ -282,17 +402,25 @@ async function refreshCalls() {
 function tick() {
   $("state-timer").textContent = clock(Date.now() - desk.stateSince);
   if (desk.talkStart) $("talk-timer").textContent = clock(Date.now() - desk.talkStart);
+  tickHold();  // call.js
+  tickWrapUp();  // wrapup.js
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
+  setLanguage(pickLanguage(""));
+  $("lang-select").value = currentLanguage;
+  $("lang-select").addEventListener("change", chooseLanguage);
   $("login-form").addEventListener("submit", signIn);
+  $("unlock-form").addEventListener("submit", unlock);
   $("logout-btn").addEventListener("click", signOut);
+  $("lock-btn").addEventListener("click", lockScreen);
   $("ready-btn").addEventListener("click", goReady);
   $("notready-btn").addEventListener("click", goNotReady);
   $("phone-btn").addEventListener("click",
     () => ($("phone-btn").dataset.action === "logout" ? phoneLogout() : phoneLogin()));
   $("refresh-calls").addEventListener("click", refreshCalls);
-  setInterval(tick, 500);
+  setupCallPanel();  // call.js
+  setInterval(tick, 250);
   try {
     await enterDesk(await api("GET", "/api/me"), false);
   } catch (_) {

@@ -369,7 +369,8 @@ class AnalogChannel:
 
 
 class LineStateCollector(Collector):
-    """`hotline_analog_lines{state}`: how many ports are idle, ringing, in use, out of service."""
+    """`hotline_analog_lines{state}`: how many ports are idle, ringing, in use, out of service;
+    `hotline_analog_span_alarm{span,alarm}`: how many of them are out by a hardware alarm."""
 
     NAMES = {
         PortState.IDLE: "idle",
@@ -391,3 +392,12 @@ class LineStateCollector(Collector):
         for state, n in counts.items():
             family.add_metric([state, self.site], n)
         yield family
+        # An analog card is one span; a port in alarm (no line, no battery, card gone) is a red
+        # alarm on it. The value counts the ports in alarm, so `> 0` alerts.
+        alarm = GaugeMetricFamily(
+            "hotline_analog_span_alarm",
+            "Ports of the analog span in alarm (red: line or hardware lost)",
+            labels=["span", "alarm", "site"],
+        )
+        alarm.add_metric(["1", "red", self.site], counts["out_of_service"])
+        yield alarm

@@ -282,4 +282,6 @@ class Recording(Protocol):
 class Recorder(Protocol):
     """Starts recordings of bridged calls."""
 
-    def start(self, call_id: str, agent_id: str, queue: str) -> Recording: ...
+    def start(
+        self, call_id: str, agent_id: str, queue: str, trace: dict[str, str] | None = None
+    ) -> Recording: ...

@@ -386,9 +386,11 @@ class Control:
             return Attempt(Outcome.REJECTED, None, "the replaced call is not a two-party call")
         endpoint = other.agent_endpoint if far is other.agent else other.ani
         far_agent_id = other.agent_id if far is other.agent else ""
-        # the far party moves: the other call lets it go without hanging it up
-        if far is other.agent:
-            other.agent = None
+        # the far party moves: the other call lets it go without hanging it up (when it was
+        # that call's caller, the phone's leg stands in its place until the call ends)
+        if far is other.caller:
+            other.caller = phone_leg
+        other.agent = None
         sw.detach(other, far)
         sw.registry.bind_leg(call, far)
         sw.end_moved(other, f"transferred into call {call.call_id}", keep=far)

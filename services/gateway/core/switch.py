@@ -373,7 +373,7 @@ class Switch:
         self._stop_player(call, completed=False)
         recording = None
         if self.recorder is not None:
-            recording = self.recorder.start(call.call_id, call.agent_id, call.queue)
+            recording = self.recorder.start(call.call_id, call.agent_id, call.queue, call.trace)
         call.recording = recording
         call.agent_endpoint = endpoint
         call.state = CallState.BRIDGED
@@ -474,6 +474,7 @@ class Switch:
         call.others = [p for p in call.others if p.leg is not leg]
         if call.agent is leg:
             call.agent = None
+        leg.media.on_dtmf = None  # its digits were that call's
         self.registry.unbind_leg(call, leg)
 
     def end_moved(self, call: Call, detail: str, keep: Leg) -> None:

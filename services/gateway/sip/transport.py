@@ -39,6 +39,18 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 
+RESPONSES = Counter(
+    "hotline_sip_responses_total",
+    "SIP responses sent and received, by status code",
+    ["code", "direction"],
+)
+
+
+def _count_sent(data: bytes) -> None:
+    """Counts a response by its status line: the serialised bytes are all a transport sees."""
+    if data[:8] == b"SIP/2.0 " and data[8:11].isdigit():
+        RESPONSES.labels(data[8:11].decode(), "sent").inc()
+
 
 @runtime_checkable
 class Transport(Protocol):
@@ -75,6 +87,8 @@ def _deliver(
     addr: Addr,
     raw: bytes,
 ) -> None:
+    if isinstance(msg, SipResponse):
+        RESPONSES.labels(str(msg.status), "received").inc()
     try:
         on_message(msg, transport, addr)
     except SipParseError as exc:  # e.g. a header the TU needed turned out malformed
@@ -155,6 +169,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("UDP transport is closed")
         self._transport.sendto(data, addr)
+        _count_sent(data)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -310,6 +325,7 @@ class TcpTransport(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("TCP connection is closed")
         self._transport.write(data)
+        _count_sent(data)
 
     def close(self) -> None:
         if self._transport is not None:
