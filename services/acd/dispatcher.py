@@ -56,6 +56,8 @@ TRACER = tracing.tracer(__name__)
 HOLD_PROMPT = "hold"
 #: the reason of an agent put on a call by a transfer (their part starts mid-call)
 TRANSFERRED_IN = "transferred in"
+#: the reason of an agent on a call because a colleague on it consults them
+CONSULTED = "consulted"
 #: first and longest pause before offering again a call whose offer the gateway could not make
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 8.0
 #: gRPC codes meaning the gateway did not try the agent's endpoint (not the agent's fault)
@@ -113,6 +115,8 @@ class Dispatcher:
         self._on_call: dict[str, str] = {}  # call_id -> agent_id
         #: calls on agents, as they waited (queue, priority, skills, data): what a requeue keeps
         self._calls: dict[str, WaitingCall] = {}
+        #: call id -> the agent an agent on the call is consulting (their phone is busy too)
+        self._consults: dict[str, str] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # recently ended call ids
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -183,11 +187,13 @@ class Dispatcher:
             await self._abandon(queue.name, call_id, call.waited())
             return
         self._calls.pop(call_id, None)
+        await self.consult_ended(call_id, "ended")
         agent_id = self._on_call.pop(call_id, None)
         if agent_id is not None:
             agent = self.book.agents.get(agent_id)
             if agent is not None and agent.state == ON_CALL and agent.call_id == call_id:
-                if hold_ms and agent.reason != TRANSFERRED_IN:  # the call's hold is all theirs
+                # the call's hold is all theirs unless they joined it midway
+                if hold_ms and agent.reason not in (TRANSFERRED_IN, CONSULTED):
                     agent.hold_s = max(agent.hold_total(time.monotonic()), hold_ms / 1000)
                     agent.held_since = None
                 await self._release(agent, "call ended")
@@ -286,9 +292,38 @@ class Dispatcher:
             return  # our own offer (its answer is handled by _offer), or already known
         await self._on_a_call(agent, call_id, queue, "outbound" if not queue else "answered")
 
+    async def consult_started(self, call_id: str, target_kind: str, target: str) -> None:
+        """An agent on the call consults a colleague (ConsultStarted, once the target answered):
+        the consulted agent is on the call too, so they are offered nothing meanwhile."""
+        if target_kind != "extension" or call_id in self._ended:
+            return
+        agent = self.book.by_extension(target)
+        if agent is None or self._on_call.get(call_id) == agent.agent_id:
+            return
+        had = self._calls.get(call_id)
+        if await self._seat(agent, call_id, had.queue if had else "", CONSULTED):
+            self._consults[call_id] = agent.agent_id
+
+    async def consult_ended(self, call_id: str, outcome: str) -> None:
+        """The consult is over (ConsultEnded): completed, the consulted agent takes the call
+        (the CallTransferred that follows); cancelled or failed, they wrap up their part."""
+        agent_id = self._consults.pop(call_id, None)
+        agent = self.book.agents.get(agent_id) if agent_id else None
+        if outcome == "completed" or agent is None:
+            return
+        if agent.state == ON_CALL and agent.call_id == call_id:
+            await self._release(agent, f"consult {outcome}")
+
     async def _on_a_call(self, agent: Agent, call_id: str, queue: str, reason: str) -> None:
         if agent.state == ON_CALL and agent.call_id == call_id:
+            self._on_call[call_id] = agent.agent_id  # e.g. the consulted agent takes the call
+            self._consults.pop(call_id, None)
             return
+        if await self._seat(agent, call_id, queue, reason):
+            self._on_call[call_id] = agent.agent_id
+
+    async def _seat(self, agent: Agent, call_id: str, queue: str, reason: str) -> bool:
+        """Put an agent on a call the ACD did not offer them; False when their state forbids."""
         if agent.state not in (READY, NOT_READY, WRAP_UP):
             log.warning(
                 "agent %s took call %s while %s: state left as it is",
@@ -296,9 +331,9 @@ class Dispatcher:
                 call_id,
                 state_name(agent.state),
             )
-            return
-        self._on_call[call_id] = agent.agent_id
+            return False
         await self._move(agent, ON_CALL, reason, call_id, queue)
+        return True
 
     def call_held(self, call_id: str, agent_id: str) -> None:
         """The call is on hold: the agent stays on the call, the hold is counted."""

@@ -123,6 +123,12 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             )
             status, seat = agent16.call("GET", "/api/agent")
             assert (status, seat["state"], seat["reason"]) == (200, "not_ready", "meeting")
+            # (the feed can show the change before the request has committed its audit row)
+            wait_for(
+                lambda: audit(platform, "supervision.agent.state", "agent16"),
+                timeout_s=5,
+                what="the state change audited",
+            )
             assert audit(platform, "supervision.agent.state", "agent16") == [
                 ("supervisor", "not_ready (meeting)")
             ]
@@ -130,8 +136,12 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             page.click(f'{row("agent15")} button[data-action="logout"]')
             page.wait_for_selector("#board-note.error")
             assert "on_call" in (page.text_content("#board-note") or "")
-            refused = audit(platform, "supervision.agent.logout.refused", "agent15")
-            assert refused and refused[0][0] == "supervisor"
+            refused = wait_for(
+                lambda: audit(platform, "supervision.agent.logout.refused", "agent15"),
+                timeout_s=5,
+                what="the refused log-out audited",
+            )
+            assert refused[0][0] == "supervisor"
             page.screenshot(path=str(tmp_path / "board-actions.png"))
 
             # an agent's session may not use the supervisor's actions
@@ -166,6 +176,11 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             page.wait_for_selector(f'{row("agent15")} button[data-action="listen"]:not(.active)')
             page.wait_for_selector(f'{row("agent15")} [data-mark="monitored"]', state="detached")
             assert desk_phone.wait(30) == 0, desk_phone.explain()  # BYE when the supervisor left
+            wait_for(
+                lambda: audit(platform, "supervision.monitor.stop", call_id),
+                timeout_s=5,
+                what="the stop audited",
+            )
             assert audit(platform, "supervision.monitor", call_id) == [
                 ("supervisor", "listen from extension 8090"),
                 ("supervisor", "whisper from extension 8090"),

@@ -143,6 +143,62 @@ async def test_transfer_to_an_outside_number_only_frees_the_agent(rig: Rig) -> N
     assert rig.agent("a2").state == READY
 
 
+async def test_a_consulted_agent_is_on_the_call_until_the_consult_ends(rig: Rig) -> None:
+    intake = AcdIntake(rig.d)
+    await on_call(rig, "c1", "a1", "8001")
+    await rig.ready_agent("a2", "8002", queues={"sales"})
+    started = ev.ConsultStarted(
+        call_id="c1", consult_leg_id="l2", agent_id="a1", target_kind="extension", target="8002"
+    )
+    await intake.handle(gw_event(started, "c1"))
+    a2 = rig.agent("a2")
+    assert (a2.state, a2.call_id, a2.queue, a2.reason) == (ON_CALL, "c1", "sales", "consulted")
+    # busy with the consult: a new caller is not offered to a2 (nor to a1, on the call)
+    await rig.enqueue("c2")
+    await settle()
+    assert [c.call_id for c in rig.gateway.connects] == ["c1"]
+    # cancelled: a2 wraps up their part, a1 keeps the caller
+    await intake.handle(
+        gw_event(ev.ConsultEnded(call_id="c1", consult_leg_id="l2", outcome="cancelled"), "c1")
+    )
+    assert (a2.state, a2.reason) == (WRAP_UP, "consult cancelled")
+    assert rig.agent("a1").state == ON_CALL
+
+
+async def test_a_completed_consult_hands_the_call_to_the_consulted_agent(rig: Rig) -> None:
+    intake = AcdIntake(rig.d)
+    await on_call(rig, "c1", "a1", "8001")
+    await rig.d.login("a2", "8002", frozenset({"support"}), frozenset())
+    for payload in (
+        ev.ConsultStarted(call_id="c1", agent_id="a1", target_kind="extension", target="8002"),
+        ev.ConsultEnded(call_id="c1", agent_id="a1", outcome="completed"),
+        ev.CallTransferred(
+            call_id="c1",
+            from_agent_id="a1",
+            kind="attended",
+            target_kind="extension",
+            target="8002",
+        ),
+    ):
+        await intake.handle(gw_event(payload, "c1"))
+    assert rig.agent("a1").state == WRAP_UP
+    a2 = rig.agent("a2")
+    assert (a2.state, a2.call_id) == (ON_CALL, "c1")
+    hold0 = handle_time("sales", "hold")
+    # the call's end is a2's now; the caller's hold during the consult was a1's, not a2's
+    await intake.handle(gw_event(ev.CallEnded(call_id="c1", reason=1, hold_ms=5000), "c1"))
+    assert a2.state == WRAP_UP
+    assert handle_time("sales", "hold")[1] - hold0[1] < 1.0
+
+
+async def test_the_call_ending_during_a_consult_frees_both_agents(rig: Rig) -> None:
+    await on_call(rig, "c1", "a1", "8001")
+    await rig.ready_agent("a2", "8002")
+    await rig.d.consult_started("c1", "extension", "8002")
+    await rig.d.call_ended("c1", 1)
+    assert rig.agent("a1").state == WRAP_UP and rig.agent("a2").state == WRAP_UP
+
+
 # ---- requeue (transfer to a queue) -------------------------------------------------------
 async def test_requeue_puts_the_call_back_with_its_data_and_frees_the_agent(rig: Rig) -> None:
     await on_call(rig, "c1", "a1", "8001")

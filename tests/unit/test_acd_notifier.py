@@ -168,6 +168,12 @@ class FakeDispatcher:
     async def call_bridged(self, call_id: str, agent_id: str, queue: str) -> None:
         self.asked.append(("bridged", call_id, agent_id, queue))
 
+    async def consult_started(self, call_id: str, target_kind: str, target: str) -> None:
+        self.asked.append(("consult", call_id, target_kind, target))
+
+    async def consult_ended(self, call_id: str, outcome: str) -> None:
+        self.asked.append(("consult ended", call_id, outcome))
+
     def call_held(self, call_id: str, agent_id: str) -> None:
         self.asked.append(("held", call_id, agent_id))
 
@@ -183,7 +189,6 @@ async def test_intake_hands_call_events_to_the_dispatcher_and_ignores_the_rest()
         ev.CallAnswered(call_id="c1"),
         ev.CallBridged(call_id="c1", leg_id="l1", endpoint="8001"),  # no agent: nobody to move
         ev.AgentStateChanged(agent_id="a7", state=NOT_READY),
-        ev.ConsultStarted(call_id="c1", agent_id="a7", target="8002"),
         ev.MonitorStarted(call_id="c1", supervisor_id="s1", mode="listen"),
     ):
         await intake.handle(envelope(payload, "c1", SITE, "gateway"))
@@ -191,6 +196,8 @@ async def test_intake_hands_call_events_to_the_dispatcher_and_ignores_the_rest()
     for payload in (
         ev.CallBridged(call_id="c1", agent_id="a7", queue="sales"),
         ev.CallHeld(call_id="c1", agent_id="a7", by="desk"),
+        ev.ConsultStarted(call_id="c1", agent_id="a7", target_kind="extension", target="8002"),
+        ev.ConsultEnded(call_id="c1", agent_id="a7", outcome="cancelled"),
         ev.CallResumed(call_id="c1", agent_id="a7", held_ms=2000),
         ev.CallTransferred(
             call_id="c1",
@@ -206,6 +213,8 @@ async def test_intake_hands_call_events_to_the_dispatcher_and_ignores_the_rest()
     assert dispatcher.asked == [
         ("bridged", "c1", "a7", "sales"),
         ("held", "c1", "a7"),
+        ("consult", "c1", "extension", "8002"),
+        ("consult ended", "c1", "cancelled"),
         ("resumed", "c1", "a7"),
         ("transferred", "c1", "a7", "extension", "8002", "a8"),
         ("ended", "c1", ev.END_REASON_CALLER_HANGUP, 2000),
