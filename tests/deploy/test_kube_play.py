@@ -183,10 +183,33 @@ def wait(predicate, timeout_s: float, what: str, explain=lambda: ""):
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{explain()}")
 
 
+def remove_chart_volumes() -> None:
+    """Every volume the chart's pods made (`hotline-*`: recordings, spool, databases, TLS), so a
+    run starts clean even after one that was killed before its teardown."""
+    names = subprocess.run(
+        [*PODMAN, "volume", "ls", "--format", "{{.Name}}"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.split()
+    for volume in names:
+        if volume.startswith("hotline-"):
+            subprocess.run(
+                [*PODMAN, "volume", "rm", "-f", volume],
+                env=ENV,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+
+
 def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: Path) -> None:
     if shutil.which("podman") is None or shutil.which("sipp") is None:
         pytest.fail("podman and sipp are needed: `make setup` and `make image-apt`")
     podman("image", "exists", IMAGE)
+    remove_chart_volumes()
     started = time.monotonic()
     network = f"hotline-deploy-{os.getpid()}"
     subnet = free_subnet()
@@ -379,14 +402,7 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
                 timeout=60,
                 check=False,
             )
-        for volume in ("hotline-recordings", "hotline-crm-data"):
-            subprocess.run(
-                [*PODMAN, "volume", "rm", "-f", volume],
-                env=ENV,
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+        remove_chart_volumes()
         subprocess.run(
             [*PODMAN, "network", "rm", "-f", network],
             env=ENV,
