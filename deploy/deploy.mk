@@ -38,7 +38,10 @@ dashboards: ## regenerate charts/hotline/dashboards/*.json
 
 build/base.tar:
 	@mkdir -p build
+	# merged /usr set up by mmdebstrap's hook (usr-is-merged), not by the usrmerge package, which
+	# would drag full Perl (~50 MB) into the image
 	mmdebstrap --quiet --format=tar --variant=essential --include=$(BASE_PACKAGES) \
+	  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
 	  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
 	  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
 	  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
