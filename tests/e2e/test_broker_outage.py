@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,17 @@ def test_service_waits_for_broker_and_recovers(tmp_path: Path) -> None:
     stack = Stack(env=env, log_dir=tmp_path / "log", kafka_port=KAFKA_PORT)
     try:
         stack.start(services=("ivr",), broker=False)
-        status, body = wait_for(lambda: (r := readyz())[0] == 503 and r, what="503 from /readyz")
-        check = body["checks"]["kafka-consumer-ivr"]
-        assert not check["ok"] and f"127.0.0.1:{KAFKA_PORT}" in check["detail"]
+        broker = f"127.0.0.1:{KAFKA_PORT}"
+
+        def naming_the_broker() -> tuple[int, dict[str, Any]] | None:
+            """/readyz red, and (once the first attempt failed: "connecting" before) saying
+            which broker the consumer cannot reach."""
+            r = readyz()
+            check = r[1].get("checks", {}).get("kafka-consumer-ivr", {})
+            return r if r[0] == 503 and broker in check.get("detail", "") else None
+
+        status, body = wait_for(naming_the_broker, what="503 from /readyz naming the broker")
+        assert not body["checks"]["kafka-consumer-ivr"]["ok"]
         log = tmp_path / "log" / "ivr.log"
         wait_for(lambda: "retrying" in log.read_text(), what="a retry line in the log")
 

@@ -118,10 +118,14 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             # the supervisor sets agent16 Not Ready (meeting) from the board
             page.select_option(f'{row("agent16")} select[data-role="reason"]', "meeting")
             page.click(f'{row("agent16")} button[data-action="not_ready"]')
-            page.wait_for_function(
-                f"document.querySelector('{row('agent16')}').textContent.includes('会议 Meeting')"
+            # (the row's reason picker always lists "会议 Meeting": wait on the ACD's answer)
+            status, seat = wait_for(
+                lambda: (
+                    (r := agent16.call("GET", "/api/agent"))[1].get("reason") == "meeting" and r
+                ),
+                timeout_s=10,
+                what="agent16 Not Ready (meeting) at the ACD",
             )
-            status, seat = agent16.call("GET", "/api/agent")
             assert (status, seat["state"], seat["reason"]) == (200, "not_ready", "meeting")
             # (the feed can show the change before the request has committed its audit row)
             wait_for(

@@ -30,15 +30,17 @@ from tests.e2e.conftest import DTMF_PCAP, Api, Platform, Sipp, metric, running_p
 pytestmark = pytest.mark.e2e
 
 SCENARIOS = Path(__file__).parent / "scenarios"
+#: listening ports below the kernel's ephemeral range (32768-60999): a port in it can be taken
+#: by any outgoing connection on the machine, and a service then fails to bind it
 PORTS = {
-    "KAFKA": 39392,
+    "KAFKA": 31392,
     "SIP": 27060,
     "HTTP": 28380,
-    "GATEWAY_GRPC_PORT": 54051,
-    "ACD_GRPC_PORT": 54052,
-    "IVR_GRPC_PORT": 54053,
-    "CRM_GRPC_PORT": 54054,
-    "RECORDER_GRPC_PORT": 54055,
+    "GATEWAY_GRPC_PORT": 31051,
+    "ACD_GRPC_PORT": 31052,
+    "IVR_GRPC_PORT": 31053,
+    "CRM_GRPC_PORT": 31054,
+    "RECORDER_GRPC_PORT": 31055,
     "GATEWAY_METRICS_PORT": 29301,
     "ACD_METRICS_PORT": 29302,
     "IVR_METRICS_PORT": 29303,
