@@ -30,7 +30,7 @@ from crm.rest import json_errors
 from crm.seed import seed
 from crm.servicer import CrmService
 from crm.settings import CrmSettings
-from crm.supervision import SUPERVISION, CallSupervision, Supervision
+from crm.supervision import SUPERVISION, Supervision
 from crm.throttle import AddressLimiter, HashGate, LoginThrottle
 from hotline.v1 import crm_pb2_grpc
 
@@ -159,7 +159,7 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
         addresses=AddressLimiter(settings.login_attempts_per_minute),
         hashes=HashGate(settings.login_max_hashes),
         trusted_proxies=settings.trusted_proxies,
-        supervision=Supervision(control, CallSupervision(wiring.channel("gateway"))),
+        supervision=Supervision(control, gateway),
     )
     runner = web.AppRunner(app)
     await runner.setup()

@@ -28,6 +28,13 @@ TARGET_KINDS = {
     "queue": gw.TARGET_KIND_QUEUE,
     "number": gw.TARGET_KIND_NUMBER,
 }
+MONITOR_MODES = {
+    "listen": gw.MONITOR_MODE_LISTEN,
+    "whisper": gw.MONITOR_MODE_WHISPER,
+    "barge": gw.MONITOR_MODE_BARGE,
+}
+#: the supervisor's phone rings this long when they join a call
+MONITOR_RING_S = 20.0
 CONSULT_ACTIONS = {
     "complete": gw.CONSULT_ACTION_COMPLETE,
     "cancel": gw.CONSULT_ACTION_CANCEL,
@@ -128,6 +135,26 @@ class CallCommands:
             self._stub.Hangup,
             gw.HangupRequest(call_id=call_id, reason=reason, by_agent=by_agent),
         )
+        return reply
+
+    async def monitor(
+        self, call_id: str, mode: str, supervisor_id: str, endpoint: str
+    ) -> gw.MonitorReply:
+        """A supervisor joins the call from `endpoint` (rung first): listen, whisper or barge;
+        called again with another mode, it switches."""
+        request = gw.MonitorRequest(
+            call_id=call_id,
+            mode=MONITOR_MODES[mode],
+            supervisor_id=supervisor_id,
+            endpoint=endpoint,
+            ring_timeout_ms=int(MONITOR_RING_S * 1000),
+        )
+        reply: gw.MonitorReply = await self._call(self._stub.Monitor, request, MONITOR_RING_S)
+        return reply
+
+    async def stop_monitor(self, call_id: str, leg_id: str) -> gw.CallReply:
+        request = gw.StopMonitorRequest(call_id=call_id, leg_id=leg_id)
+        reply: gw.CallReply = await self._call(self._stub.StopMonitor, request)
         return reply
 
     async def dial_out(

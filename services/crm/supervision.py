@@ -14,81 +14,22 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import grpc
 from aiohttp import web
 
 from crm import audit, hotdesks
-from crm.agent_control import REQUESTABLE_STATES, TIMEOUT_S, AgentControl, agent_json
+from crm.agent_control import REQUESTABLE_STATES, AgentControl, agent_json
 from crm.auth import DB, current_user
 from crm.board import board_agent, board_queue
-from crm.peer_errors import GATEWAY_STATUS, PeerError
+from crm.call_commands import MONITOR_MODES, CallCommands, connect_result
 from crm.rest import ApiError, json_body, text_field
 from hotline.v1 import gateway_pb2 as gw
-from hotline.v1 import gateway_pb2_grpc
 
 T = TypeVar("T")
 
-MODES = {
-    "listen": gw.MONITOR_MODE_LISTEN,
-    "whisper": gw.MONITOR_MODE_WHISPER,
-    "barge": gw.MONITOR_MODE_BARGE,
-}
-#: the supervisor's phone rings this long when they join a call
-MONITOR_RING_MS = 20_000
 #: a Not Ready reason as the ACD keeps it (the desk's reasons are configurable: meal, meeting…)
 REASON = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-
-
-class GatewayError(PeerError):
-    """The gateway said no (or could not be reached), with its reason ("no call c1")."""
-
-    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
-        super().__init__("gateway", code, detail, GATEWAY_STATUS, TIMEOUT_S)
-
-
-class CallSupervision:
-    """The gateway's call-control methods a supervisor uses, with HTTP-shaped errors."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = gateway_pb2_grpc.CallControlStub(channel)
-
-    async def monitor(
-        self, call_id: str, mode: str, supervisor_id: str, endpoint: str
-    ) -> gw.MonitorReply:
-        reply: gw.MonitorReply = await self._rpc(
-            self._stub.Monitor,
-            gw.MonitorRequest(
-                call_id=call_id,
-                mode=MODES[mode],
-                supervisor_id=supervisor_id,
-                endpoint=endpoint,
-                ring_timeout_ms=MONITOR_RING_MS,
-            ),
-            # ringing the supervisor's phone takes time: wait for it and a little more
-            timeout=MONITOR_RING_MS / 1000 + TIMEOUT_S,
-        )
-        return reply
-
-    async def stop_monitor(self, call_id: str, leg_id: str) -> gw.CallReply:
-        reply: gw.CallReply = await self._rpc(
-            self._stub.StopMonitor, gw.StopMonitorRequest(call_id=call_id, leg_id=leg_id)
-        )
-        return reply
-
-    async def hangup(self, call_id: str, reason: str) -> gw.CallReply:
-        reply: gw.CallReply = await self._rpc(
-            self._stub.Hangup, gw.HangupRequest(call_id=call_id, reason=reason)
-        )
-        return reply
-
-    @staticmethod
-    async def _rpc(method: Any, request: Any, timeout: float = TIMEOUT_S) -> Any:
-        try:
-            return await method(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise GatewayError(exc.code(), exc.details() or "") from None
 
 
 @dataclass(frozen=True)
@@ -97,7 +38,7 @@ class Supervision:
     wired without a gateway channel, where call actions answer 503 saying so)."""
 
     acd: AgentControl
-    calls: CallSupervision | None = None
+    calls: CallCommands | None = None
 
 
 SUPERVISION = web.AppKey("supervision", Supervision)
@@ -107,7 +48,7 @@ def _acd(request: web.Request) -> AgentControl:
     return request.app[SUPERVISION].acd
 
 
-def _calls(request: web.Request) -> CallSupervision:
+def _calls(request: web.Request) -> CallCommands:
     calls = request.app[SUPERVISION].calls
     if calls is None:
         raise ApiError(503, "call control is not available: the CRM has no gateway channel")
@@ -187,7 +128,7 @@ async def monitor(request: web.Request) -> web.Response:
     user = current_user(request)
     call_id = request.match_info["call_id"]
     body = await json_body(request)
-    mode = text_field(body, "mode", choices=tuple(MODES))
+    mode = text_field(body, "mode", choices=tuple(MONITOR_MODES))
     extension = text_field(body, "extension", required=False, max_len=32) or user.extension
     assert mode is not None
     if not extension:
@@ -208,7 +149,7 @@ async def monitor(request: web.Request) -> web.Response:
     async def join() -> gw.MonitorReply:
         reply = await calls.monitor(call_id, mode, user.username, extension)
         if reply.result != gw.CONNECT_RESULT_ANSWERED:
-            outcome = gw.ConnectResult.Name(reply.result).removeprefix("CONNECT_RESULT_").lower()
+            outcome = connect_result(reply.result)
             raise ApiError(
                 409, f"extension {extension} did not join the call: {outcome} {reply.detail}"
             )

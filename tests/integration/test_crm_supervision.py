@@ -31,7 +31,7 @@ from crm.cdr_store import CdrStore
 from crm.db import Database
 from crm.desk import DeskHub
 from crm.recording_archive import RecordingArchive
-from crm.supervision import CallSupervision, Supervision
+from crm.supervision import Supervision
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
@@ -123,7 +123,7 @@ async def site(
         DeskHub(db, cdrs),
         gateway=CallCommands(to_gateway),
         recorder=RecordingArchive(nowhere("crm", "recorder")),
-        supervision=Supervision(control, CallSupervision(to_gateway)),
+        supervision=Supervision(control, CallCommands(to_gateway)),
     )
     async with TestClient(TestServer(app)) as client:
         yield client, d, gateway
