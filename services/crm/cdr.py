@@ -309,8 +309,7 @@ def _recording_ready(record: CdrRecord, p: events_pb2.RecordingReady, fact: _Fac
             "duration_ms": p.duration_ms,
             # where the call was on hold within this recording (ms from its start)
             "holds": [
-                {"start_ms": h.start_ms, "end_ms": h.end_ms, "held_by": h.held_by}
-                for h in p.holds
+                {"start_ms": h.start_ms, "end_ms": h.end_ms, "held_by": h.held_by} for h in p.holds
             ],
             "at": _iso(fact.at),
             "at_us": fact.at_us,
