@@ -306,6 +306,11 @@ def _recording_ready(record: CdrRecord, p: events_pb2.RecordingReady, fact: _Fac
             "recording_id": p.recording_id,
             "path": p.path,
             "status": p.status or "complete",
+            "duration_ms": p.duration_ms,
+            # where the call was on hold within this recording (ms from its start)
+            "holds": [
+                {"start_ms": h.start_ms, "end_ms": h.end_ms, "held_by": h.held_by} for h in p.holds
+            ],
             "at": _iso(fact.at),
             "at_us": fact.at_us,
         }

@@ -9,11 +9,16 @@ uploaded by the next start.
 
 One recording is up to three files in the spool directory:
 
-    <recording_id>.json   what RecordingStart carries (written first, atomically)
+    <recording_id>.json   what RecordingStart carries (written first, atomically; written
+                          again, atomically, whenever a hold of the call starts or ends)
     <recording_id>.pcm    the audio so far: interleaved stereo int16 LE (L R L R ...),
                           left = caller, right = agent; 32 KB per second of call
     <recording_id>.end    {"samples": N}: the call ended normally and the .pcm holds all of
                           it (written after the .pcm was fsynced): the recording is complete
+
+The holds of the call are kept in the .json as offsets from the recording's first sample
+(counted in tapped frames, so they line up with the audio exactly); a hold still open when the
+recording ends is closed at its end, also when a crash ended it.
 
 A spool without `.end` is a recording whose gateway died during the call (or whose disk
 failed): it is uploaded as it is, without the end-of-recording mark, and stored as `partial`.
@@ -23,6 +28,7 @@ Spools the recorder refuses outright are moved to `rejected/` and kept for inspe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import logging
@@ -47,6 +53,7 @@ from gateway.media.audio import SAMPLE_RATE
 __all__ = [
     "FAILURES",
     "FLUSH_FRAMES",
+    "HoldMark",
     "Spool",
     "SpoolEntry",
     "SpoolMeta",
@@ -86,6 +93,31 @@ def failure_reason(exc: OSError) -> str:
 
 
 @dataclass(frozen=True)
+class HoldMark:
+    """One hold of the call within its recording (ms from the first sample); `end_ms` None
+    while the hold is still on."""
+
+    start_ms: int
+    end_ms: int | None
+    leg_id: str  # the leg that held
+    held_by: str  # that leg's role ("agent", "caller", ...)
+
+    def closed(self, at_ms: int) -> HoldMark:
+        """This hold, ended at `at_ms` if it was still open."""
+        if self.end_ms is not None:
+            return self
+        return HoldMark(self.start_ms, max(self.start_ms, at_ms), self.leg_id, self.held_by)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HoldMark:
+        start, end = int(data["start_ms"]), data.get("end_ms")
+        end_ms = None if end is None else int(end)
+        if start < 0 or (end_ms is not None and end_ms < start):
+            raise ValueError(f"bad hold span {start}..{end_ms}")
+        return cls(start, end_ms, str(data.get("leg_id", "")), str(data.get("held_by", "")))
+
+
+@dataclass(frozen=True)
 class SpoolMeta:
     """What the recorder needs to know about a recording (RecordingStart)."""
 
@@ -97,9 +129,24 @@ class SpoolMeta:
     started_at: float  # wall clock, seconds since the epoch
     #: W3C context of the call's trace, so the upload (maybe after a restart) joins that trace
     trace: dict[str, str] = field(default_factory=dict)
+    #: the call's holds so far, oldest first (the last one may still be open)
+    holds: tuple[HoldMark, ...] = ()
 
     def to_json(self) -> bytes:
-        return json.dumps(self.__dict__, sort_keys=True).encode()
+        data = dict(self.__dict__, holds=[h.__dict__ for h in self.holds])
+        return json.dumps(data, sort_keys=True).encode()
+
+    def holds_closed(self, at_ms: int) -> SpoolMeta:
+        """This metadata with its holds cut to a recording that ends at `at_ms`: one still open
+        ends there, one begun after it (audio a crash lost) is dropped."""
+        holds = tuple(
+            HoldMark(h.start_ms, min(at_ms, h.end_ms), h.leg_id, h.held_by)
+            if h.end_ms is not None
+            else h.closed(at_ms)
+            for h in self.holds
+            if h.start_ms < at_ms
+        )
+        return self if holds == self.holds else dataclasses.replace(self, holds=holds)
 
     @classmethod
     def from_json(cls, raw: bytes) -> SpoolMeta:
@@ -114,6 +161,7 @@ class SpoolMeta:
                 sample_rate=int(data["sample_rate"]),
                 started_at=float(data["started_at"]),
                 trace={str(k): str(v) for k, v in dict(data.get("trace") or {}).items()},
+                holds=tuple(HoldMark.from_dict(dict(h)) for h in data.get("holds") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a spool metadata file: {exc}") from None
@@ -350,7 +398,7 @@ class Spool:
             samples = ended
         self._grow(sizes)
         return SpoolEntry(
-            meta=meta,
+            meta=meta.holds_closed(samples * 1000 // meta.sample_rate),
             complete=complete,
             samples=samples,
             waiting_since=max(mtimes, default=self.clock()),
@@ -395,7 +443,10 @@ class SpoolWriter:
         self.finished = False
         self._left: list[bytes] = []
         self._right: list[bytes] = []
+        #: samples per side tapped so far: the clock of the hold marks
+        self._tapped = 0
         # touched only by the disk thread:
+        self._meta_bytes = 0
         self._fd: int | None = None
         self._created = False
         self._written = 0
@@ -419,10 +470,33 @@ class SpoolWriter:
                 a, b = np.pad(a, (0, n - len(a))), np.pad(b, (0, n - len(b)))
             self._left.append(a.tobytes())
             self._right.append(b.tobytes())
+            self._tapped += len(a)
             if len(self._left) >= self.spool.flush_frames:
                 self._flush()
         except Exception as exc:  # a tap that raised would cost the bridge its frame
             self._damage("tap_error", f"frame could not be buffered: {exc!r}")
+
+    def _now_ms(self) -> int:
+        return self._tapped * 1000 // self.meta.sample_rate
+
+    def hold_started(self, leg_id: str, held_by: str) -> None:
+        """The call went on hold here: marked in the spool's metadata (a hold already on is
+        kept)."""
+        holds = self.meta.holds
+        if self.finished or (holds and holds[-1].end_ms is None):
+            return
+        self._remark(holds + (HoldMark(self._now_ms(), None, leg_id, held_by),))
+
+    def hold_ended(self) -> None:
+        """The hold is over: its end is marked (nothing when no hold is on)."""
+        holds = self.meta.holds
+        if self.finished or not holds or holds[-1].end_ms is not None:
+            return
+        self._remark(holds[:-1] + (holds[-1].closed(self._now_ms()),))
+
+    def _remark(self, holds: tuple[HoldMark, ...]) -> None:
+        self.meta = dataclasses.replace(self.meta, holds=holds)
+        self.spool.submit(self._rewrite_meta, self.meta)
 
     def _flush(self) -> None:
         left, right = b"".join(self._left), b"".join(self._right)
@@ -442,6 +516,7 @@ class SpoolWriter:
         once: it waits neither on the disk nor on the recorder."""
         if self.finished:
             return
+        self.hold_ended()  # a hold still on ends with the recording
         if self._left and self.damaged is None:
             self._flush()
         self.finished = True
@@ -477,6 +552,7 @@ class SpoolWriter:
             raw = self.meta.to_json()
             spool.write_atomic(spool.meta_path(rid), raw)
             spool._grow(len(raw))
+            self._meta_bytes = len(raw)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             self._fd = os.open(spool.pcm_path(rid), flags, 0o640)
             self._created = True
@@ -494,6 +570,26 @@ class SpoolWriter:
                 "this recording is lost",
             )
             spool._grow(-spool.remove(rid))
+
+    def _rewrite_meta(self, meta: SpoolMeta) -> None:
+        """The metadata with new hold marks replaces the old (atomically: a crash leaves one
+        or the other); a failure loses the marks, never the recording."""
+        if not self._created:
+            return
+        raw = meta.to_json()
+        try:
+            self.spool.write_atomic(self.spool.meta_path(self.recording_id), raw)
+        except OSError as exc:
+            FAILURES.labels(failure_reason(exc)).inc()
+            log.error(
+                "recording %s of call %s: hold marks could not be spooled: %s",
+                self.recording_id,
+                meta.call_id,
+                exc,
+            )
+            return
+        self.spool._grow(len(raw) - self._meta_bytes)
+        self._meta_bytes = len(raw)
 
     def _append(self, left: bytes, right: bytes, reserved: int) -> None:
         try:

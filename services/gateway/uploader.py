@@ -327,6 +327,15 @@ class Uploader:
             left_label="caller",
             right_label="agent",
             recording_id=meta.recording_id,
+            holds=[
+                rec.HoldMark(
+                    start_ms=h.start_ms,
+                    end_ms=h.end_ms if h.end_ms is not None else h.start_ms,
+                    leg_id=h.leg_id,
+                    held_by=h.held_by,
+                )
+                for h in meta.holds_closed(entry.samples * 1000 // meta.sample_rate).holds
+            ],
         )
         start.started_at.FromNanoseconds(round(meta.started_at * 1e9))
         yield rec.IngestChunk(start=start)

@@ -17,6 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Index,
     Integer,
@@ -79,6 +80,9 @@ class Recording(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
     announced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: the call's holds within the recording, oldest first: {"start_ms", "end_ms", "leg_id",
+    #: "held_by"} (offsets from the first sample), as the gateway marked them
+    holds: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 def open_engine(url: str) -> AsyncEngine:
@@ -159,10 +163,16 @@ class Catalog:
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def restart(self, recording_id: str, *, from_status: str) -> bool:
+    async def restart(
+        self,
+        recording_id: str,
+        *,
+        from_status: str,
+        holds: list[dict[str, Any]] | None = None,
+    ) -> bool:
         """Make a recording `recording` again, for an upload that replaces what was stored
-        under its id (a cut upload, an orphan of a crash); False if its status was no longer
-        `from_status` (another stream got there first)."""
+        under its id (a cut upload, an orphan of a crash), with that upload's `holds`; False
+        if its status was no longer `from_status` (another stream got there first)."""
         async with self._session.begin() as session:
             result = await session.execute(
                 update(Recording)
@@ -175,6 +185,7 @@ class Catalog:
                     sha256=None,
                     failure=None,
                     announced_at=None,
+                    holds=list(holds or []),
                 )
             )
             return bool(getattr(result, "rowcount", 0) == 1)

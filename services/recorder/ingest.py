@@ -20,9 +20,10 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -84,6 +85,8 @@ class Start:
     recording_id: str | None
     #: when the recording began at its source, or None: when the stream started
     started_at: datetime | None
+    #: the call's holds (catalog form), checked: in order, each within itself
+    holds: tuple[dict[str, Any], ...] = ()
 
 
 def check_start(start: recorder_pb2.RecordingStart, now: datetime | None = None) -> Start:
@@ -115,7 +118,31 @@ def check_start(start: recorder_pb2.RecordingStart, now: datetime | None = None)
                 now.isoformat(),
             )
             started_at = now
-    return Start(start.call_id, rate, start.recording_id or None, started_at)
+    return Start(
+        start.call_id, rate, start.recording_id or None, started_at, check_holds(start.holds)
+    )
+
+
+def check_holds(holds: Iterable[recorder_pb2.HoldMark]) -> tuple[dict[str, Any], ...]:
+    """The hold marks of a start, as the catalog keeps them; StartError names a bad one."""
+    out: list[dict[str, Any]] = []
+    last_end = 0
+    for i, mark in enumerate(holds):
+        if mark.start_ms < last_end or mark.end_ms < mark.start_ms:
+            raise StartError(
+                f"RecordingStart.holds[{i}] spans {mark.start_ms}..{mark.end_ms} ms: holds must "
+                "be in order, not overlap and not end before they start"
+            )
+        last_end = mark.end_ms
+        out.append(
+            {
+                "start_ms": mark.start_ms,
+                "end_ms": mark.end_ms,
+                "leg_id": mark.leg_id,
+                "held_by": mark.held_by,
+            }
+        )
+    return tuple(out)
 
 
 @dataclass
@@ -202,7 +229,7 @@ class Ingest:
             row = await self._register(start, checked, recording_id)
             replace = False
         else:
-            row = await self._reclaim(existing)
+            row = await self._reclaim(existing, checked)
             replace = True
         try:
             writer = self.store.create(row.path, row.sample_rate, replace=replace)
@@ -249,6 +276,7 @@ class Ingest:
             started_at=started_at,
             bytes=0,
             status=RECORDING,
+            holds=list(checked.holds),
         )
         try:
             await self.catalog.begin(row)
@@ -261,7 +289,7 @@ class Ingest:
             raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
         return row
 
-    async def _reclaim(self, row: Recording) -> Recording:
+    async def _reclaim(self, row: Recording, checked: Start) -> Recording:
         """An upload of a recording_id the catalog already has: answer with it, refuse, or
         start it over (see SUPERSEDABLE)."""
         reason = (row.failure or "").split(":", 1)[0]
@@ -279,7 +307,9 @@ class Ingest:
         elif reason not in SUPERSEDABLE:
             raise IngestRefused(f"recording {row.recording_id} was refused before: {row.failure}")
         try:
-            restarted = await self.catalog.restart(row.recording_id, from_status=row.status)
+            restarted = await self.catalog.restart(
+                row.recording_id, from_status=row.status, holds=list(checked.holds)
+            )
         except Exception as exc:
             metrics.FAILURES.labels("catalog_error").inc()
             log.exception("cannot restart recording %s", row.recording_id)
@@ -298,6 +328,7 @@ class Ingest:
         )
         row.status, row.failure, row.ended_at, row.announced_at = RECORDING, None, None, None
         row.duration_ms, row.bytes, row.sha256 = 0, 0, None
+        row.holds = list(checked.holds)
         return row
 
     def abandon_opening(self, opening: asyncio.Future[Stream]) -> None:

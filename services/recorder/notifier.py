@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from common.events import Envelope, Publisher
-from hotline.v1 import events_pb2
+from hotline.v1 import events_pb2, recorder_pb2
 from recorder.catalog import Recording
 
 
@@ -26,6 +26,7 @@ class RecorderNotifier:
                 agent_id=rec.agent_id,
                 queue=rec.queue,
                 status=rec.status,
+                holds=[recorder_pb2.HoldMark(**mark) for mark in rec.holds or []],
             ),
             key=rec.call_id,
         )

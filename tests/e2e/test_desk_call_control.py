@@ -13,10 +13,12 @@ disposition.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import time
 import urllib.request
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,7 +161,9 @@ async def sign_out(page: Page) -> None:
     await expect(page.locator("#login-view")).to_be_visible()
 
 
-def cdr(platform: Platform, call_id: str) -> dict:
+def as_supervisor(platform: Platform, path: str) -> bytes:
+    """GET `path` of the CRM as the supervisor (who may read every CDR and play every
+    recording)."""
     req = urllib.request.Request(
         platform.http + "/api/login",
         data=json.dumps({"username": "supervisor", "password": "supervisor-demo"}).encode(),
@@ -168,10 +172,31 @@ def cdr(platform: Platform, call_id: str) -> dict:
     with urllib.request.urlopen(req, timeout=10) as resp:
         token = json.loads(resp.read())["token"]
     req = urllib.request.Request(
-        f"{platform.http}/api/cdrs/{call_id}", headers={"Authorization": f"Bearer {token}"}
+        f"{platform.http}{path}", headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+        return bytes(resp.read())
+
+
+def cdr(platform: Platform, call_id: str) -> dict:
+    return dict(json.loads(as_supervisor(platform, f"/api/cdrs/{call_id}")))
+
+
+async def stored_recording(platform: Platform, call_id: str) -> tuple[dict, np.ndarray]:
+    """The call's one complete recording as the CDR lists it (once the recorder announced
+    it), and its audio (stereo: caller, then what the caller heard)."""
+    recordings: list[dict] = []
+    for _ in range(60):  # uploaded after the call, announced, folded by the CRM: 30 s at most
+        recordings = cdr(platform, call_id)["recordings"]
+        if recordings and recordings[-1]["status"] == "complete":
+            break
+        await asyncio.sleep(0.5)
+    assert len(recordings) == 1 and recordings[0]["status"] == "complete", recordings
+    raw = as_supervisor(platform, f"/api/cdrs/{call_id}/recordings/{recordings[0]['recording_id']}")
+    with wave.open(io.BytesIO(raw), "rb") as w:
+        assert (w.getnchannels(), w.getframerate()) == (2, 8000)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    return recordings[0], pcm.astype(np.float64)
 
 
 async def connected(page: Page) -> str:
@@ -229,6 +254,27 @@ async def test_desk_hold_resume_hang_up_and_wrap_up(
         assert 3000 <= record["hold_ms"] <= 6000, record["hold_ms"]
         assert record["ended_at"] and record["talk_ms"] > 0
         assert record["disposition"]["code"] == "resolved"
+
+        # the recording marks the hold where the caller heard the music: inside the mark the
+        # caller's side of the recording (what the caller heard) is music, not the agent;
+        # around it, the agent's tone
+        stored, pcm = await stored_recording(platform, call_id)
+        [mark] = stored["holds"]
+        assert mark["held_by"] == "agent", mark
+        start, end = mark["start_ms"] * 8, mark["end_ms"] * 8  # samples at 8 kHz
+        assert abs((end - start) / 8000 - on_hold) < 1.0, (mark, heard.describe())
+        heard_by_caller = pcm[:, 1]
+        margin = 2400  # 0.3 s: the switch between talk and music
+        held = heard_by_caller[start + margin : end - margin]
+        assert held.size >= 2 * 8000, mark
+        assert np.sqrt((held**2).mean()) > 300, "the marked span is not the hold music"
+        assert tone_share(held, 8000, AGENT_HZ) < 0.05, "the agent is heard inside the mark"
+        before = heard_by_caller[max(0, start - margin - 8000) : start - margin]
+        after = heard_by_caller[end + margin : end + margin + 8000]
+        for talk in (before, after):
+            assert talk.size == 8000, (mark, len(heard_by_caller))
+            assert tone_share(talk, 8000, AGENT_HZ) > 0.5, "the agent is not heard around it"
+        assert tone_share(pcm[start + margin : end - margin, 0], 8000, CALLER_HZ) > 0.5
     finally:
         await sign_out(page)
 

@@ -38,6 +38,7 @@ from crm.recording_archive import RecordingArchive
 from crm.seed import seed
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
+from hotline.v1.recorder_pb2 import HoldMark
 from tests import tls as test_tls
 from tests.crm_peers import FakeCallControl, FakeRecorder, LiveCall, gateway_server, recorder_server
 from tests.e2e.test_agent_desktop import CHROMIUM_FLAGS
@@ -226,7 +227,12 @@ async def test_consult_conference_hang_up_and_wrap_up_with_a_callback(
     await site.emit(ev.CallBridged(call_id=earlier, agent_id="agent4"), earlier)
     await site.emit(ev.CallEnded(call_id=earlier, reason=ev.END_REASON_CALLER_HANGUP), earlier)
     await site.emit(
-        ev.RecordingReady(call_id=earlier, recording_id=f"rec-{earlier}", agent_id="agent4"),
+        ev.RecordingReady(
+            call_id=earlier,
+            recording_id=f"rec-{earlier}",
+            agent_id="agent4",
+            holds=[HoldMark(start_ms=12_400, end_ms=27_900, leg_id="leg-a", held_by="agent")],
+        ),
         earlier,
     )
     call_id = await answered_call(site, "agent4", "8004", "13912345678")
@@ -240,6 +246,9 @@ async def test_consult_conference_hang_up_and_wrap_up_with_a_callback(
         " a.onerror = () => bad(new Error('cannot play')); a.load(); })"
     )
     assert abs(duration - 0.5) < 0.05
+    # where that call was on hold, beside its player
+    marks = page.locator(f'#history li[data-call-id="{earlier}"] .hold-marks li')
+    await expect(marks).to_have_text(["保持 00:12–00:27"])
 
     # consult agent6 from the directory, then cancel: the caller is back
     await page.click("#transfer-btn")

@@ -774,3 +774,38 @@ async def test_the_crm_plays_a_stored_recording_back(recorder: Recorder) -> None
             aiter(recorder.stub.Fetch(recorder_pb2.FetchRequest(recording_id=reply.recording_id)))
         )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_holds_of_the_call_are_stored_and_announced(recorder: Recorder) -> None:
+    call_id, rid = f"call-{uuid.uuid4()}", str(uuid.uuid4())
+    start = upload_start(call_id, rid, datetime.now(UTC) - timedelta(seconds=5))
+    start.start.holds.add(start_ms=500, end_ms=1500, leg_id="leg-a", held_by="agent")
+    start.start.holds.add(start_ms=1800, end_ms=2000, leg_id="leg-c", held_by="caller")
+    reply = await recorder.stub.Ingest(
+        chunks(start, *call_frames(tone(2.0), tone(2.0, 300.0)), end_chunk(2 * RATE))
+    )
+    assert reply.status == "complete"
+    row = await recorder.catalog.get(rid)
+    assert row is not None
+    assert row.holds == [
+        {"start_ms": 500, "end_ms": 1500, "leg_id": "leg-a", "held_by": "agent"},
+        {"start_ms": 1800, "end_ms": 2000, "leg_id": "leg-c", "held_by": "caller"},
+    ]
+    env = await recording_ready(recorder.settings.kafka_bootstrap, call_id)
+    assert [(h.start_ms, h.end_ms, h.leg_id, h.held_by) for h in env.recording_ready.holds] == [
+        (500, 1500, "leg-a", "agent"),
+        (1800, 2000, "leg-c", "caller"),
+    ]
+
+
+@pytest.mark.parametrize("span", [(900, 800), (100, 600), (-5, 10)], ids=str)
+async def test_hold_marks_out_of_order_are_refused(
+    recorder: Recorder, span: tuple[int, int]
+) -> None:
+    start = start_chunk(f"call-{uuid.uuid4()}")
+    start.start.holds.add(start_ms=200, end_ms=700, held_by="agent")
+    start.start.holds.add(start_ms=span[0], end_ms=span[1], held_by="agent")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await recorder.stub.Ingest(chunks(start))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "RecordingStart.holds[1] spans" in err.value.details()

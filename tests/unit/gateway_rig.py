@@ -238,11 +238,18 @@ class FakeRecording:
     def __init__(self, call_id: str, agent_id: str, queue: str) -> None:
         self.call_id, self.agent_id, self.queue = call_id, agent_id, queue
         self.frames: list[tuple[np.ndarray, np.ndarray]] = []
+        self.marks: list[tuple[str, str, str]] = []
         self.finished = False
 
     def tap(self, left: np.ndarray, right: np.ndarray) -> None:
         assert not self.finished, "tap after finish"
         self.frames.append((left, right))
+
+    def hold_started(self, leg_id: str, held_by: str) -> None:
+        self.marks.append(("held", leg_id, held_by))
+
+    def hold_ended(self) -> None:
+        self.marks.append(("resumed", "", ""))
 
     async def finish(self) -> None:
         self.finished = True

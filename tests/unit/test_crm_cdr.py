@@ -11,6 +11,7 @@ import pytest
 from common.events import Envelope, envelope
 from crm.cdr import CdrRecord, call_id_of, end_acw, end_reason_name, fold, leaves_wrap_up
 from hotline.v1 import events_pb2 as ev
+from hotline.v1.recorder_pb2 import HoldMark
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
 CALL = "call-42"
@@ -320,7 +321,17 @@ def controlled_call() -> list[Envelope]:
             70.0,
         ),
         env(
-            ev.RecordingReady(call_id=CALL, recording_id="rec-0", path="p0", agent_id="agent5"),
+            ev.RecordingReady(
+                call_id=CALL,
+                recording_id="rec-0",
+                path="p0",
+                agent_id="agent5",
+                duration_ms=40_500,
+                holds=[
+                    HoldMark(start_ms=10_000, end_ms=13_000, leg_id="leg-a", held_by="agent"),
+                    HoldMark(start_ms=20_000, end_ms=22_000, leg_id="leg-a", held_by="agent"),
+                ],
+            ),
             71.0,
         ),
         env(
@@ -360,6 +371,11 @@ def test_hold_transfer_conference_and_recordings_are_in_the_record() -> None:
         }
     ]
     assert [x["recording_id"] for x in r.recordings] == ["rec-0", "rec-1"]
+    assert r.recordings[0]["holds"] == [  # the desk's player lists them
+        {"start_ms": 10_000, "end_ms": 13_000, "held_by": "agent"},
+        {"start_ms": 20_000, "end_ms": 22_000, "held_by": "agent"},
+    ]
+    assert (r.recordings[0]["duration_ms"], r.recordings[1]["holds"]) == (40_500, [])
     assert r.recording_id == "rec-1"  # the columns keep the latest
     assert r.caller_number == "13800138000"
     assert r.acw_started_at == T0 + timedelta(seconds=119.6) and r.acw_ms is None

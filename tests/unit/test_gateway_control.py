@@ -67,6 +67,8 @@ async def test_desk_hold_plays_music_to_the_caller_tells_the_phone_and_counts(ri
     assert call.hold_count == 1 and call.hold_ms >= 20
     rec = rig.recorder.started[0]
     assert (11, 500) in [(int(a[0]), int(b[0])) for a, b in rec.frames]  # music recorded
+    # the recording is told where the hold began (by whom) and ended, once each
+    assert rec.marks == [("held", agent.leg_id, "agent"), ("resumed", "", "")]
 
 
 async def test_a_phone_that_holds_by_itself_gives_the_other_party_music(rig: Rig) -> None:
@@ -81,6 +83,17 @@ async def test_a_phone_that_holds_by_itself_gives_the_other_party_music(rig: Rig
     agent.media.hear(tone(22))
     rig.clock.tick()
     assert heard(caller) == 22 and call.hold_count == 1
+    assert rig.recorder.started[0].marks == [
+        ("held", agent.leg_id, "agent"),
+        ("resumed", "", ""),
+    ]
+
+
+async def test_a_hold_still_on_at_hangup_is_ended_in_the_recording(rig: Rig) -> None:
+    _caller, agent, call = await rig.bridged_call()
+    await rig.switch.control.hold(call.call_id)
+    rig.switch.hangup(call.call_id, "done")
+    assert rig.recorder.started[0].marks == [("held", agent.leg_id, "agent"), ("resumed", "", "")]
 
 
 async def test_hold_needs_a_bridged_call_and_unknown_calls_are_gone(rig: Rig) -> None:

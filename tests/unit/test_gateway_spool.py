@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway import spool as spool_module
-from gateway.spool import FLUSH_FRAMES, Spool, SpoolEntry, SpoolMeta, SpoolWriter
+from gateway.spool import FLUSH_FRAMES, HoldMark, Spool, SpoolEntry, SpoolMeta, SpoolWriter
 from tests.unit.spool_rig import FRAME, RID_PATTERN, HeldDisk, InlineDisk, Wall
 
 
@@ -70,6 +70,7 @@ async def test_audio_reaches_the_file_about_once_a_second(tmp_path: Path, wall: 
         "queue": "sales",
         "sample_rate": 8000,
         "started_at": wall.now,
+        "holds": [],
         "trace": parent,  # a restarted gateway's upload still joins the call's trace
     }
     assert SpoolMeta.from_json(spool.meta_path(writer.recording_id).read_bytes()).trace == parent
@@ -261,3 +262,71 @@ async def test_what_a_crashed_run_left_is_found_again(tmp_path: Path, wall: Wall
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rejected"]
     assert new.size_bytes == 0
     assert {p.suffix for p in (tmp_path / "rejected").iterdir()} == {".json", ".pcm"}
+
+
+async def test_hold_marks_are_kept_in_the_metadata_and_survive_a_crash(
+    tmp_path: Path, wall: Wall
+) -> None:
+    spool = Spool(tmp_path, InlineDisk(), clock=wall)
+    sealed = Sealed()
+    writer = spool.open("call-1", "agent1", "sales", sealed)
+    for n in range(50):  # 1 s of talk
+        writer.tap(frame(n, 0), frame(n, 1))
+    writer.hold_started("leg-agent", "agent")
+    writer.hold_started("leg-caller", "caller")  # already held: not a second hold
+    for n in range(25):  # 0.5 s on hold
+        writer.tap(frame(n, 0), frame(n, 1))
+    writer.hold_ended()
+    writer.hold_ended()  # no hold on: nothing
+    for n in range(10):
+        writer.tap(frame(n, 0), frame(n, 1))
+    writer.hold_started("leg-caller", "caller")  # still on when the gateway dies
+    for n in range(35):  # 15 frames to the second flush, 20 only in memory
+        writer.tap(frame(n, 0), frame(n, 1))
+
+    on_disk = SpoolMeta.from_json(spool.meta_path(writer.recording_id).read_bytes())
+    assert on_disk.holds == (
+        HoldMark(1000, 1500, "leg-agent", "agent"),
+        HoldMark(1700, None, "leg-caller", "caller"),
+    )
+    assert SpoolMeta.from_json(on_disk.to_json()) == on_disk
+    assert spool.size_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
+    # the crash: 120 frames tapped, the last 20 only in memory; the open hold ends where
+    # the .pcm ends (2 s), never beyond
+    [entry] = Spool(tmp_path, InlineDisk(), clock=wall).scan()
+    assert entry.samples == 2 * FLUSH_FRAMES * FRAME
+    assert entry.meta.holds == (
+        HoldMark(1000, 1500, "leg-agent", "agent"),
+        HoldMark(1700, 2000, "leg-caller", "caller"),
+    )
+    assert entry.meta.holds_closed(1600).holds == (HoldMark(1000, 1500, "leg-agent", "agent"),)
+
+
+async def test_a_hold_still_on_at_the_end_is_closed_at_the_end(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    writer = spool.open("call-1", "", "", sealed)
+    for n in range(20):
+        writer.tap(frame(n, 0), frame(n, 1))
+    writer.hold_started("leg-a", "agent")
+    for n in range(30):
+        writer.tap(frame(n, 0), frame(n, 1))
+    await writer.finish()
+    writer.hold_started("leg-a", "agent")  # after the end: ignored
+    await settle()
+    [entry] = sealed.entries
+    assert entry.meta.holds == (HoldMark(400, 1000, "leg-a", "agent"),)
+    stored = SpoolMeta.from_json(spool.meta_path(writer.recording_id).read_bytes())
+    assert stored.holds == entry.meta.holds
+
+
+@pytest.mark.parametrize(
+    "holds",
+    [[{"start_ms": -1, "end_ms": 5}], [{"start_ms": 10, "end_ms": 5}], [{"end_ms": 5}]],
+)
+def test_bad_hold_marks_make_the_metadata_unreadable(holds: list[dict[str, int]]) -> None:
+    meta = SpoolMeta("0" * 8 + "-0000-0000-0000-" + "0" * 12, "call-1", "", "", 8000, 1.0)
+    data = json.loads(meta.to_json())
+    data["holds"] = holds
+    with pytest.raises(ValueError, match="not a spool metadata file"):
+        SpoolMeta.from_json(json.dumps(data).encode())

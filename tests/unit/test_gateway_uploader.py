@@ -408,3 +408,22 @@ async def test_an_upload_cancelled_under_the_uploader_is_retried(rig: Rig) -> No
     await rig.until(rig.idle, "uploaded by the retry")
     assert len(rig.recorder.streams) == 2 and rig.files() == []
     assert rig.uploader.failing is None and rig.clock.slept == [1.0]
+
+
+async def test_the_holds_of_the_call_go_with_the_upload(rig: Rig) -> None:
+    writer = rig.open()
+    record(writer, 1.0)
+    writer.hold_started("leg-agent", "agent")
+    record(writer, 2.0, offset=SECOND)
+    writer.hold_ended()
+    record(writer, 0.5, offset=3 * SECOND)
+    writer.hold_started("leg-caller", "caller")  # still on when the call ends
+    record(writer, 0.25, offset=7 * SECOND // 2)
+    await writer.finish()
+    await rig.until(rig.idle, "the upload finished")
+
+    [stream] = rig.recorder.streams
+    assert [(h.start_ms, h.end_ms, h.leg_id, h.held_by) for h in stream.start.holds] == [
+        (1000, 3000, "leg-agent", "agent"),
+        (3500, 3750, "leg-caller", "caller"),
+    ]

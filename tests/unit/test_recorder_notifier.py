@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 
 from common.events import TOPIC_OF, Envelope, envelope, payload_of
-from hotline.v1 import events_pb2
+from hotline.v1 import events_pb2, recorder_pb2
 from recorder.catalog import PARTIAL, Recording
 from recorder.notifier import RecorderNotifier
 
@@ -36,6 +36,7 @@ async def test_recording_ready() -> None:
         started_at=datetime(2025, 1, 2, tzinfo=UTC),
         bytes=976_364,
         status=PARTIAL,
+        holds=[{"start_ms": 1200, "end_ms": 9800, "leg_id": "leg-2", "held_by": "agent"}],
     )
     pub = EnvelopingPublisher()
     returned = await RecorderNotifier(pub).recording_ready(rec)
@@ -57,4 +58,5 @@ async def test_recording_ready() -> None:
         agent_id="agent3",
         queue="support",
         status="partial",
+        holds=[recorder_pb2.HoldMark(start_ms=1200, end_ms=9800, leg_id="leg-2", held_by="agent")],
     )

@@ -208,6 +208,16 @@ async function goTransfer() {
 
 // -- the customer's contact history -----------------------------------------------------------
 
+/** Where a recording's call was on hold (music, not talk): one line per hold, in its times. */
+function holdMarks(holds) {
+  const list = el("ul", null, { class: "hold-marks" });
+  for (const h of holds) {
+    list.appendChild(el("li", t("history.held", { from: clock(h.start_ms), to: clock(h.end_ms) }),
+      { "data-start-ms": String(h.start_ms), "data-end-ms": String(h.end_ms) }));
+  }
+  return list;
+}
+
 async function loadHistory(customerId, target) {
   let doc;
   try {
@@ -230,6 +240,7 @@ async function loadHistory(customerId, target) {
         item.appendChild(el("audio", null, { controls: "", preload: "none",
           "data-recording-id": r.recording_id,
           src: `/api/cdrs/${encodeURIComponent(c.call_id)}/recordings/${encodeURIComponent(r.recording_id)}` }));
+        item.appendChild(holdMarks(r.holds || []));
       }
       li.appendChild(item);
     }

@@ -104,9 +104,14 @@ class Call:
         return next((p for p in self.parties() if p.key == leg_id), None)
 
     def hold_started(self, now: float) -> None:
+        """A hold begins (``held_by`` is set): counted, and marked in the recording."""
         if self.hold_since is None:
             self.hold_since = now
             self.hold_count += 1
+            if self.recording is not None:
+                holder = self.party(self.held_by)
+                role = holder.role.value if holder is not None else ""
+                self.recording.hold_started(self.held_by, role)
 
     def hold_ended(self, now: float) -> int:
         """Ends the current hold; returns its length in ms (0 if none)."""
@@ -115,6 +120,8 @@ class Call:
         held_ms = int((now - self.hold_since) * 1000)
         self.hold_ms += held_ms
         self.hold_since = None
+        if self.recording is not None:
+            self.recording.hold_ended()
         return held_ms
 
     def take_digit(self) -> str | None:

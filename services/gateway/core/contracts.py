@@ -276,6 +276,12 @@ class Recording(Protocol):
 
     def tap(self, left: Frame, right: Frame) -> None: ...
 
+    def hold_started(self, leg_id: str, held_by: str) -> None:
+        """Marks where the call went on hold (by `leg_id`, whose role is `held_by`)."""
+
+    def hold_ended(self) -> None:
+        """Marks where the hold ended."""
+
     async def finish(self) -> None: ...
 
 
