@@ -1153,13 +1153,14 @@ async def test_parallel_logins_for_unknown_users_run_at_most_n_hashes(
             c.post("/api/login", json={"username": f"nobody{i}", "password": "x"})
             for i in range(80)
         ]
-        started = time.monotonic()
         tasks = [asyncio.ensure_future(x) for x in logins]
         await asyncio.sleep(0.05)
         me = await c.get("/api/me", headers={"Authorization": f"Bearer {token}"})
-        me_ms = (time.monotonic() - started) * 1000
+        # responsive meanwhile: the API answered while admitted logins were still hashing
+        # (relative to the hashing itself, not a wall-clock threshold)
+        still_hashing = sum(not t.done() for t in tasks)
         responses = await asyncio.gather(*tasks)
-        assert me.status == 200 and me_ms < 1000
+        assert me.status == 200 and still_hashing > 0
         statuses = [r.status for r in responses]
         assert set(statuses) <= {401, 503} and statuses.count(503) >= 60
         busy = next(r for r in responses if r.status == 503)
