@@ -183,6 +183,9 @@ def base(uid: str, title: str, description: str, queue: bool = False) -> db.Dash
 
 
 def wallboard() -> db.Dashboard:
+    # the same colours for the ACD's rolling figures and the recording rules' daily ones
+    asa_thresholds = green_red((None, "green"), (20, "orange"), (60, "red"))
+    abandon_thresholds = green_red((None, "green"), (0.05, "orange"), (0.1, "red"))
     sl_thresholds = green_red((None, "red"), (0.6, "orange"), (0.8, "green"))
     d = base(
         "hotline-wallboard",
@@ -250,7 +253,7 @@ def wallboard() -> db.Dashboard:
             f"hotline_queue_asa_seconds{{{SQ}}}",
             "s",
             "{{queue}}",
-            green_red((None, "green"), (20, "orange"), (60, "red")),
+            asa_thresholds,
             w=6,
             decimals=0,
         )
@@ -263,7 +266,7 @@ def wallboard() -> db.Dashboard:
             f"hotline_queue_abandon_rate{{{SQ}}}",
             "percentunit",
             "{{queue}}",
-            green_red((None, "green"), (0.05, "orange"), (0.1, "red")),
+            abandon_thresholds,
             w=6,
         )
     )
@@ -300,7 +303,7 @@ def wallboard() -> db.Dashboard:
             f"hotline:queue_asa_seconds:_today{{{SQ}}}",
             "s",
             "{{queue}}",
-            green_red((None, "green"), (20, "orange"), (60, "red")),
+            asa_thresholds,
             w=6,
             decimals=0,
         )
@@ -312,7 +315,7 @@ def wallboard() -> db.Dashboard:
             f"hotline:queue_abandon_rate:ratio_today{{{SQ}}}",
             "percentunit",
             "{{queue}}",
-            green_red((None, "green"), (0.05, "orange"), (0.1, "red")),
+            abandon_thresholds,
             w=6,
         )
     )
