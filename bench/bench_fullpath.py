@@ -622,10 +622,12 @@ class Bench:
         return result
 
     def quantities(self, report: Report) -> None:
-        """What the run left behind: CDRs (one per call that ended) and their recordings."""
+        """What the run left behind: CDRs (one per call that ended) and their recordings,
+        counted once the CRM has handled every event on the broker (its consumer lag is 0)
+        and the counts have stopped moving: a CRM still catching up is not a lost CDR."""
         db = self.var / "crm.sqlite"
         last, stable_since = (-1, -1), time.monotonic()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             conn = sqlite3.connect(db)
             try:
@@ -636,7 +638,8 @@ class Bench:
             finally:
                 conn.close()
             now = (int(rows[0]), int(rows[1]))
-            if now != last:
+            lag = metric(self.metrics("crm"), "hotline_kafka_consumer_lag")
+            if now != last or lag > 0:
                 last, stable_since = now, time.monotonic()
             elif time.monotonic() - stable_since > 5:
                 break

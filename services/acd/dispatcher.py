@@ -118,6 +118,9 @@ class Dispatcher:
         #: call id -> the agent an agent on the call is consulting (their phone is busy too)
         self._consults: dict[str, str] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # recently ended call ids
+        #: calls the last reconcile found gone at the gateway: ended if the next finds them
+        #: gone too (their CallEnded is late, not lost, while the consumer lags behind)
+        self._missing: set[str] = set()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -587,7 +590,10 @@ class Dispatcher:
     async def reconcile(self, live: Collection[str], asked_at: float) -> None:
         """End what the gateway no longer holds: `live` are the ids it listed when asked at
         `asked_at` (monotonic). Only calls waiting, and agents on a call, since before that
-        are judged, so a call that arrived during the question is never taken for gone."""
+        are judged, so a call that arrived during the question is never taken for gone. A
+        call is ended here only when two reconciles in a row find it gone: under load the
+        ACD's consumer lags behind the gateway by seconds, and the call's own CallEnded (with
+        its hold time) then arrives between the two and ends it properly."""
         gone: list[str] = []
         for queue in self.queues.values():
             gone += [
@@ -602,8 +608,16 @@ class Dispatcher:
             and (agent := self.book.agents.get(agent_id)) is not None
             and agent.since < asked_at
         ]
+        missing, self._missing = self._missing, set(gone)
         for call_id in gone:
-            log.warning("call %s is gone at the gateway but its end never reached us", call_id)
+            if call_id not in missing:
+                continue
+            self._missing.discard(call_id)
+            log.warning(
+                "call %s is gone at the gateway and its end has not reached us since the "
+                "last reconcile: ending it here",
+                call_id,
+            )
             await self.call_ended(call_id, 0)
 
     async def restate_agents(self) -> None:

@@ -721,10 +721,27 @@ async def test_reconcile_ends_what_the_gateway_no_longer_holds(rig: Rig) -> None
     asked_at = time.monotonic()
     await rig.enqueue("new")  # arrived while the gateway was answering: not judged
     await rig.d.reconcile(live={"new"}, asked_at=asked_at)
+    # once gone may be a CallEnded still on its way (the consumer lags): nothing ended yet
+    assert rig.pub.of(ev.CallAbandoned) == []
+    assert rig.agent("a1").state == ON_CALL
+    await rig.d.reconcile(live={"new"}, asked_at=asked_at)
     assert [c.call_id for c in rig.pub.of(ev.CallAbandoned)] == ["old"]
     assert [c.call_id for c in rig.d.queues["sales"].calls] == ["new"]
     assert rig.agent("a1").state == WRAP_UP  # its call is gone: wrap-up, then Ready
     await until(lambda: rig.agent("a1").state == READY)
+
+
+async def test_reconcile_leaves_a_late_call_end_to_its_event(rig: Rig) -> None:
+    await rig.ready_agent("a1", "8001", queues={"support"})
+    await rig.enqueue("talking", queue="support")
+    await until(lambda: rig.agent("a1").state == ON_CALL)
+    await rig.d.reconcile(live=set(), asked_at=time.monotonic())
+    # the call's CallEnded arrives after the gateway forgot the call: it ends it, with its hold
+    await rig.d.call_ended("talking", 0, hold_ms=4000)
+    assert rig.agent("a1").state == WRAP_UP and rig.agent("a1").hold_s == 4.0
+    await rig.d.reconcile(live=set(), asked_at=time.monotonic())
+    assert rig.agent("a1").state == WRAP_UP  # not ended a second time
+    assert len([e for e in rig.pub.of(ev.AgentStateChanged) if e.state == WRAP_UP]) == 1
 
 
 async def test_restating_republishes_every_agent_and_waiting_call(rig: Rig) -> None:
