@@ -3,7 +3,12 @@
 The catalog row is the outbox: a recording is stored and committed first, then announced, and
 `announced_at` is set only once the broker has the event. Recordings not yet announced when
 Kafka was down or the recorder stopped are announced at the next start, so none goes unheard
-(at least once: a consumer may see a recording twice and should key on `recording_id`).
+(at least once: a consumer may see a recording twice; the repeat carries the same event id,
+see `notifier.ready_event_id`, and consumers key on `recording_id` besides).
+
+Whatever is queued when the announcer turns to it goes out as one batch: one query reads the
+rows, one pipelined publish sends them, one statement marks them all announced. A batch that
+fails is retried whole, with the same event ids, until the broker has it.
 """
 
 from __future__ import annotations
@@ -12,35 +17,49 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from opentelemetry import context as otel_context
-
+from common import tracing
 from common.tasks import cancel_and_wait
-from recorder.catalog import ANNOUNCED_STATUSES, Catalog
+from recorder.catalog import ANNOUNCED_STATUSES, Catalog, Recording
 from recorder.notifier import RecorderNotifier
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+#: recordings announced together at most
+MAX_BATCH = 100
 
 
 class Announcer:
-    """One background task that publishes RecordingReady for catalog rows, in order, with retry."""
+    """One background task that publishes RecordingReady for catalog rows, in order, in batches,
+    with retry."""
 
     def __init__(self, catalog: Catalog, notifier: RecorderNotifier) -> None:
         self.catalog = catalog
         self.notifier = notifier
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        # trace context of the stream that stored each recording, so the event joins its trace
-        self._contexts: dict[str, otel_context.Context] = {}
+        # trace context (a carrier) of the stream that stored each recording, so the event
+        # joins its trace
+        self._traces: dict[str, dict[str, str]] = {}
+        # rows the writer handed over with their recording id (see `announce`)
+        self._rows: dict[str, Recording] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="recorder-announcer")
 
-    async def announce(self, recording_id: str, wait_s: float = 0.0) -> bool:
-        """Queue a stored recording for announcement; True if it was announced within wait_s."""
-        self._contexts[recording_id] = otel_context.get_current()
+    async def announce(
+        self, recording_id: str, wait_s: float = 0.0, row: Recording | None = None
+    ) -> bool:
+        """Queue a stored recording for announcement; True if it was announced within wait_s.
+
+        `row` is the recording as its writer just committed it to the catalog, if it knows it
+        for sure: it is announced as it is, without reading it back; otherwise the row is read
+        from the catalog, which also skips a recording announced meanwhile.
+        """
+        if row is not None:
+            self._rows[recording_id] = row
+        self._traces[recording_id] = tracing.inject()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(recording_id, []).append(fut)
         self._queue.put_nowait(recording_id)
@@ -74,47 +93,64 @@ class Announcer:
 
     async def _run(self) -> None:
         await self._backlog()
+        batch: list[str] = []
         while True:
-            recording_id = await self._queue.get()
+            if not batch:
+                batch.append(await self._queue.get())
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._announce(recording_id)
+                await self._announce(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception(
-                    "announcing recording %s failed; retrying in %.0fs",
-                    recording_id,
+                    "announcing %d recordings (%s first) failed; retrying in %.0fs",
+                    len(batch),
+                    batch[0],
                     RETRY_S,
-                    extra={"recording_id": recording_id},
+                    extra={"recording_id": batch[0]},
                 )
                 await asyncio.sleep(RETRY_S)
-                self._queue.put_nowait(recording_id)
+                continue  # the same batch again, with whatever was queued meanwhile
+            batch = []
 
-    async def _announce(self, recording_id: str) -> None:
-        rec = await self.catalog.get(recording_id)
-        if rec is not None and rec.announced_at is None and rec.status in ANNOUNCED_STATUSES:
-            trace_ctx = self._contexts.get(recording_id, otel_context.get_current())
-            token = otel_context.attach(trace_ctx)
-            try:
-                env = await self.notifier.recording_ready(rec)
-            finally:
-                otel_context.detach(token)
-            await self.catalog.mark_announced(recording_id, datetime.now(UTC), rec.status)
-            log.info(
-                "announced recording %s of call %s (%s)",
-                recording_id,
-                rec.call_id,
-                rec.status,
-                extra={
-                    "recording_id": recording_id,
-                    "call_id": rec.call_id,
-                    "event_id": env.event_id,
-                },
-            )
-        self._contexts.pop(recording_id, None)
-        for fut in self._waiters.pop(recording_id, []):
-            if not fut.done():
-                fut.set_result(None)
+    async def _announce(self, batch: list[str]) -> None:
+        ids = list(dict.fromkeys(batch))  # queued twice (salvage and a stream): announced once
+        known = {rid: self._rows[rid] for rid in ids if rid in self._rows}
+        found = {
+            rec.recording_id: rec
+            for rec in await self.catalog.unannounced_among([i for i in ids if i not in known])
+        }
+        found.update(known)
+        rows = [  # in the order they were queued
+            found[rid]
+            for rid in ids
+            if rid in found
+            and found[rid].status in ANNOUNCED_STATUSES
+            and found[rid].announced_at is None
+        ]
+        if rows:
+            envs = await self.notifier.recordings_ready(rows, self._traces)
+            await self.catalog.mark_announced(rows, datetime.now(UTC))
+            for rec, env in zip(rows, envs, strict=True):
+                log.info(
+                    "announced recording %s of call %s (%s)",
+                    rec.recording_id,
+                    rec.call_id,
+                    rec.status,
+                    extra={
+                        "recording_id": rec.recording_id,
+                        "call_id": rec.call_id,
+                        "event_id": env.event_id,
+                    },
+                )
+        for recording_id in ids:
+            self._traces.pop(recording_id, None)
+            self._rows.pop(recording_id, None)
+            for fut in self._waiters.pop(recording_id, []):
+                if not fut.done():
+                    fut.set_result(None)
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

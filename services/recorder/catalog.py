@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -22,8 +22,11 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
+    bindparam,
     event,
+    insert,
     select,
     update,
 )
@@ -85,6 +88,10 @@ class Recording(Base):
     holds: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
+#: the table, for the catalog's plain (Core) statements
+RECORDINGS = cast(Table, Recording.__table__)
+
+
 def open_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so concurrent streams do not trip
     over each other's short transactions."""
@@ -126,9 +133,21 @@ class Catalog:
         self._session = async_sessionmaker(engine, expire_on_commit=False)
 
     async def begin(self, recording: Recording) -> None:
-        """Register a recording that is starting (status `recording`)."""
-        async with self._session.begin() as session:
-            session.add(recording)
+        """Register a recording that is starting (status `recording`); IntegrityError if the
+        catalog has its id already.
+
+        The writes here are plain statements on a connection, not ORM sessions: a recording
+        costs a handful of them, and the session machinery around each (unit of work, identity
+        map, its own rollback on close) cost more CPU than the statement (bench_recorder.py).
+        `recording` stays a detached object the caller keeps using.
+        """
+        values = {
+            column.key: value
+            for column in RECORDINGS.columns
+            if (value := getattr(recording, column.key)) is not None
+        }  # unset attributes get the column defaults
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(RECORDINGS), values)
 
     async def finish(
         self,
@@ -148,10 +167,10 @@ class Catalog:
         """
         if status not in STATUSES or status == RECORDING:
             raise ValueError(f"cannot finish a recording as {status!r}")
-        async with self._session.begin() as session:
-            result = await session.execute(
-                update(Recording)
-                .where(Recording.recording_id == recording_id, Recording.status == RECORDING)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(RECORDINGS)
+                .where(RECORDINGS.c.recording_id == recording_id, RECORDINGS.c.status == RECORDING)
                 .values(
                     status=status,
                     ended_at=ended_at,
@@ -190,16 +209,35 @@ class Catalog:
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def mark_announced(
-        self, recording_id: str, at: datetime, status: str | None = None
-    ) -> None:
-        """Note that RecordingReady went out; with `status`, only if the row still has the
-        status that was announced (a re-upload may have replaced it meanwhile)."""
-        stmt = update(Recording).where(Recording.recording_id == recording_id)
-        if status is not None:
-            stmt = stmt.where(Recording.status == status)
-        async with self._session.begin() as session:
-            await session.execute(stmt.values(announced_at=at))
+    async def mark_announced(self, rows: Sequence[Recording], at: datetime) -> int:
+        """Note that RecordingReady went out for each of `rows` (one statement, one commit for
+        the batch); returns how many rows were marked.
+
+        A row is marked only while it is still what was announced: same status and checksum,
+        not marked yet. A re-upload that replaced it meanwhile (`restart`, then a new
+        `finish`) leaves it unmarked, so the new content is announced too.
+        """
+        if not rows:
+            return 0
+        table = RECORDINGS
+        stmt = (
+            update(table)
+            .where(
+                table.c.recording_id == bindparam("rid"),
+                table.c.status == bindparam("was_status"),
+                table.c.sha256.is_not_distinct_from(bindparam("was_sha256")),
+                table.c.announced_at.is_(None),
+            )
+            .values(announced_at=bindparam("at"))
+            .execution_options(synchronize_session=False)
+        )
+        params = [
+            {"rid": r.recording_id, "was_status": r.status, "was_sha256": r.sha256, "at": at}
+            for r in rows
+        ]
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt, params)
+            return int(getattr(result, "rowcount", 0) or 0)
 
     async def _all(self, stmt: Select[Recording]) -> list[Recording]:
         async with self._session() as session:
@@ -248,6 +286,19 @@ class Catalog:
         """Recordings still marked `recording`: live streams, or orphans of a crash."""
         return await self._all(
             select(Recording).where(Recording.status == RECORDING).order_by(Recording.started_at)
+        )
+
+    async def unannounced_among(self, recording_ids: Sequence[str]) -> list[Recording]:
+        """Those of `recording_ids` that are stored and not yet announced (the announcer's
+        batch, read in one query)."""
+        if not recording_ids:
+            return []
+        return await self._all(
+            select(Recording).where(
+                Recording.recording_id.in_(list(recording_ids)),
+                Recording.status.in_(ANNOUNCED_STATUSES),
+                Recording.announced_at.is_(None),
+            )
         )
 
     async def unannounced(self, limit: int = 1000) -> list[Recording]:

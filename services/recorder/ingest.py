@@ -217,20 +217,21 @@ class Ingest:
     async def _open(
         self, start: recorder_pb2.RecordingStart, checked: Start, recording_id: str
     ) -> Stream:
-        existing = None
-        if checked.recording_id is not None:
+        # Register first: almost every upload is a new recording, and the primary key tells
+        # the rare retry apart in the same round trip (no lookup before each insert).
+        row = await self._register(start, checked, recording_id)
+        replace = row is None
+        if row is None:
             try:
                 existing = await self.catalog.get(recording_id)
             except Exception as exc:
                 metrics.FAILURES.labels("catalog_error").inc()
                 log.exception("cannot look up recording %s", recording_id)
                 raise IngestUnavailable(f"recorder catalog unavailable: {exc}") from exc
-        if existing is None:
-            row = await self._register(start, checked, recording_id)
-            replace = False
-        else:
+            if existing is None:  # registered and gone again meanwhile: not ours to decide
+                metrics.REUPLOADS.labels("busy").inc()
+                raise IngestBusy(f"recording {recording_id} changed meanwhile; retry later")
             row = await self._reclaim(existing, checked)
-            replace = True
         try:
             writer = self.store.create(row.path, row.sample_rate, replace=replace)
         except OSError as exc:
@@ -262,7 +263,9 @@ class Ingest:
 
     async def _register(
         self, start: recorder_pb2.RecordingStart, checked: Start, recording_id: str
-    ) -> Recording:
+    ) -> Recording | None:
+        """The new catalog row of the recording; None if the catalog has its id already (an
+        upload of that recording before, or another stream's now)."""
         started_at = checked.started_at or datetime.now(UTC)
         row = Recording(
             recording_id=recording_id,
@@ -280,9 +283,10 @@ class Ingest:
         )
         try:
             await self.catalog.begin(row)
-        except IntegrityError as exc:  # another replica registered the same id just now
-            metrics.REUPLOADS.labels("busy").inc()
-            raise IngestBusy(f"recording {recording_id} is being stored by another stream") from exc
+        except IntegrityError:
+            if checked.recording_id is None:  # an id of our own choosing: a UUID never repeats
+                raise IngestUnavailable(f"recording id {recording_id} is taken") from None
+            return None
         except Exception as exc:  # database unreachable or refusing writes
             metrics.FAILURES.labels("catalog_error").inc()
             log.exception("cannot register a recording for call %s", start.call_id)
@@ -459,7 +463,7 @@ class Ingest:
             else stream.ended_at
         )
         try:
-            await self.catalog.finish(
+            finished = await self.catalog.finish(
                 row.recording_id,
                 status=status,
                 ended_at=row.ended_at or datetime.now(UTC),
@@ -493,7 +497,11 @@ class Ingest:
         )
         if status != FAILED:
             wait = self.announce_wait_s if status == COMPLETE else 0.0
-            await self.announcer.announce(row.recording_id, wait_s=wait)
+            # The row as committed, unless someone else finished it meanwhile (then the
+            # announcer reads what they stored).
+            await self.announcer.announce(
+                row.recording_id, wait_s=wait, row=row if finished else None
+            )
         return row
 
     async def drain(self) -> None:
