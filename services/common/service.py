@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.registry import Collector
 
 from common import logs, rpc, tracing
-from common.events import EventConsumer, EventPublisher, Handler
+from common.events import BatchHandler, EventConsumer, EventPublisher, Handler
 from common.health import Readiness, ReadinessCollector, start_side_server
 from common.settings import Settings, SettingsError
 
@@ -228,11 +228,24 @@ class Wiring:
         self._drains.append((what or getattr(step, "__qualname__", repr(step)), step))
 
     def consumer(
-        self, topics: Iterable[str], handler: Handler, group: str | None = None
+        self,
+        topics: Iterable[str],
+        handler: Handler,
+        group: str | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
     ) -> EventConsumer:
         """A consumer of `topics` in consumer group `group` (default: the service's name);
-        started by `start()`, stopped right after the gRPC server."""
-        consumer = EventConsumer(self.settings, group or self.name, topics, handler, self.readiness)
+        started by `start()`, stopped right after the gRPC server. With `batch_handler`, each
+        fetch's new events go to it at once (`handler` takes them one by one if it fails)."""
+        consumer = EventConsumer(
+            self.settings,
+            group or self.name,
+            topics,
+            handler,
+            self.readiness,
+            batch_handler=batch_handler,
+        )
         self._consumers.append(consumer)
         return consumer
 

@@ -166,7 +166,8 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     wiring.on_stop(runner.cleanup, "web desktop")
     await web.TCPSite(runner, settings.bind_host, settings.http_port).start()
 
-    wiring.consumer(TOPICS, EventIntake(hub, cdrs).handle)
+    intake = EventIntake(hub, cdrs)
+    wiring.consumer(TOPICS, intake.handle, batch_handler=intake.handle_batch)
     wiring.servicer(crm_pb2_grpc.add_CrmServicer_to_server, CrmService(db))
     stop = await wiring.start()
     log.info(

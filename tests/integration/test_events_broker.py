@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from common import events
@@ -38,7 +40,7 @@ def sample(name: str, **labels: str) -> float:
 class Harness:
     """A publisher and a consumer on one broker, the consumer recording what it handled."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, batch: bool = False) -> None:
         self.settings = Settings(kafka_bootstrap=bootstrap, site="it-site")
         self.readiness = Readiness()
         self.group = f"it-{uuid.uuid4().hex[:8]}"
@@ -46,10 +48,27 @@ class Harness:
         self.fail_on: set[str] = set()  # call ids whose events make the handler raise
         self.flaky: set[str] = set()  # call ids whose events fail on the first try
         self.attempts: dict[str, int] = {}  # event id -> handler calls
+        self.batches: list[list[Envelope]] = []  # what each batch_handler call was given
+        self.batch = batch
         self.publisher = EventPublisher(self.settings, "it-test", self.readiness)
-        self.consumer = EventConsumer(
-            self.settings, self.group, ["calls"], self.handle, self.readiness
+        self.consumer = self.new_consumer()
+
+    def new_consumer(self) -> EventConsumer:
+        return EventConsumer(
+            self.settings,
+            self.group,
+            ["calls"],
+            self.handle,
+            self.readiness,
+            batch_handler=self.handle_batch if self.batch else None,
         )
+
+    async def handle_batch(self, envs: Sequence[Envelope]) -> None:
+        """All or nothing, like a transaction: a poison event fails the whole batch."""
+        self.batches.append(list(envs))
+        if any(payload_of(e).call_id in self.fail_on for e in envs):
+            raise RuntimeError("batch blew up")
+        self.handled.extend(envs)
 
     async def handle(self, env: Envelope) -> None:
         self.attempts[env.event_id] = self.attempts.get(env.event_id, 0) + 1
@@ -73,21 +92,31 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(broker: str) -> AsyncIterator[Harness]:
-    h = Harness(broker)
+def own_broker(tmp_path: Path) -> Iterator[str]:
+    """A broker of the test's own: a new consumer group reads the topics from the beginning,
+    so counts of duplicates or failures must not include other tests' records."""
+    with tansu(free_port(), tmp_path / "tansu.log") as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+async def harness(own_broker: str, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """Per-record handling unless parametrized indirectly with "batch"."""
+    h = Harness(own_broker, batch=getattr(request, "param", "per-record") == "batch")
     yield h
     await h.consumer.stop()
     await h.publisher.stop()
 
 
 @pytest.fixture
-async def raw_producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+async def raw_producer(own_broker: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=own_broker, acks="all")
     await producer.start()
     yield producer
     await producer.stop()
 
 
+@pytest.mark.parametrize("harness", ["per-record", "batch"], indirect=True)
 async def test_events_arrive_in_order_with_payloads(harness: Harness) -> None:
     h = harness
     producer_check, consumer_check = "kafka-producer", f"kafka-consumer-{h.group}"
@@ -125,6 +154,7 @@ async def test_events_arrive_in_order_with_payloads(harness: Harness) -> None:
     assert sample("hotline_events_consumed_total", type="CallEnded", group=h.group) >= 1
 
 
+@pytest.mark.parametrize("harness", ["per-record", "batch"], indirect=True)
 async def test_same_envelope_twice_is_handled_once(
     harness: Harness, raw_producer: AIOKafkaProducer
 ) -> None:
@@ -157,6 +187,7 @@ async def test_same_envelope_twice_is_handled_once(
     assert sample("hotline_events_duplicates_total", group=h.group) == 2
 
 
+@pytest.mark.parametrize("harness", ["per-record", "batch"], indirect=True)
 async def test_a_batch_arrives_whole_in_order_and_a_stopped_consumer_keeps_its_place(
     harness: Harness,
 ) -> None:
@@ -177,7 +208,7 @@ async def test_a_batch_arrives_whole_in_order_and_a_stopped_consumer_keeps_its_p
     # that takes over starts after what was handled, nothing handled twice
     await h.consumer.stop()
     handled = len(h.handled)
-    h.consumer = EventConsumer(h.settings, h.group, ["calls"], h.handle, h.readiness)
+    h.consumer = h.new_consumer()
     h.consumer.start()
     marker = await h.publisher.publish(events_pb2.CallEnded(call_id=call_id), call_id)
     got = await h.wait_for(call_id, 201)
@@ -217,6 +248,65 @@ async def test_bad_records_are_skipped_counted_and_consumption_goes_on(
     later = await h.publisher.publish(events_pb2.CallAnswered(call_id=call_id), call_id)
     got = await h.wait_for(call_id, 3)
     assert got[-1].event_id == later.event_id
+
+
+async def test_the_batch_path_hands_over_a_fetch_at_once_and_falls_back_one_by_one(
+    own_broker: str, raw_producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch consumer gets each fetch's new events in one call, in order, without repeats
+    or undecodable records; a batch that keeps failing is handled one event at a time, so
+    the poison event is skipped (logged with its place) and its neighbours are not lost; the
+    offsets of all of it are committed."""
+    monkeypatch.setattr(events, "HANDLER_ATTEMPTS", 2)  # keep the retry back-off short
+    h = Harness(own_broker, batch=True)
+    try:
+        call_id = f"call-{uuid.uuid4().hex[:8]}"
+        poison = f"poison-{uuid.uuid4().hex[:8]}"
+        h.fail_on.add(poison)
+        key = call_id.encode()
+
+        def make(payload: Message) -> Envelope:
+            return envelope(payload, call_id, "it-site", "it-test")
+
+        before = [make(events_pb2.CallAnswered(call_id=call_id)) for _ in range(20)]
+        bad = make(events_pb2.CallOffered(call_id=poison))
+        after = [make(events_pb2.CallAnswered(call_id=call_id)) for _ in range(20)]
+        sent = [*before, bad, after[0], *after]  # after[0] twice: a redelivery
+        await raw_producer.send_and_wait("calls", b"\xff\xfe not an envelope", key=key)
+        for env in sent:  # pipelined, all there before the consumer starts: few fetches
+            await raw_producer.send("calls", env.SerializeToString(), key=key)
+        await raw_producer.flush()
+
+        h.consumer.start()
+        good = before + after
+        got = await h.wait_for(call_id, len(good))
+        assert [e.event_id for e in got] == [e.event_id for e in good], "in order, no repeat"
+        assert h.attempts[bad.event_id] == 2  # handled alone after its batch failed, then skipped
+        assert sample("hotline_events_failed_total", group=h.group, stage="handle") == 1
+        assert sample("hotline_events_failed_total", group=h.group, stage="decode") == 1
+        assert sample("hotline_events_duplicates_total", group=h.group) == 1
+        assert sample("hotline_events_consumed_total", type="CallAnswered", group=h.group) == 40
+        poisoned = [b for b in h.batches if bad in b]
+        assert len(poisoned) == events.BATCH_ATTEMPTS
+        assert len(poisoned[0]) > 1, "the poison event came in a batch with its neighbours"
+        neighbours = {e.event_id for e in poisoned[0]} - {bad.event_id}
+        assert neighbours <= {e.event_id for e in got}, "no neighbour lost"
+        assert all(len({e.event_id for e in b}) == len(b) for b in h.batches), "no repeat"
+
+        # everything fetched was committed: the group's next consumer only sees what is new
+        await h.consumer.stop()
+        handled, tried, batches = len(h.handled), dict(h.attempts), len(h.batches)
+        h.consumer = h.new_consumer()
+        h.consumer.start()
+        marker = make(events_pb2.CallEnded(call_id=call_id))
+        await raw_producer.send_and_wait("calls", marker.SerializeToString(), key=key)
+        got = await h.wait_for(call_id, len(good) + 1)
+        assert got[-1].event_id == marker.event_id
+        assert len(h.handled) == handled + 1 and h.attempts == tried, "nothing redelivered"
+        assert h.batches[batches:] == [[marker]]
+    finally:
+        await h.consumer.stop()
+        await h.publisher.stop()
 
 
 async def test_publisher_without_broker_is_not_ready_and_says_why() -> None:

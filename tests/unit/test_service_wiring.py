@@ -91,7 +91,7 @@ class Gauge:
 def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
     j = Journal()
     monkeypatch.setattr(service, "EventPublisher", lambda *a: FakePublisher(j, *a))
-    monkeypatch.setattr(service, "EventConsumer", lambda *a: FakeConsumer(j, *a))
+    monkeypatch.setattr(service, "EventConsumer", lambda *a, **kw: FakeConsumer(j, *a))
     servers: list[FakeServer] = []
 
     def make_server(host: str, port: int, tls: object, table: object) -> tuple[FakeServer, int]:
