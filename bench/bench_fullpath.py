@@ -55,23 +55,26 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 PASSWORD = "bench-secret"  # every generated extension's SIP password (loopback only)
 
-#: ports of the benchmark's own stack: none shared with `make run`, the e2e suites or the
-#: default RTP range, and all below the ephemeral range (32768-) a client socket may take
+#: ports of the benchmark's own stack, in the block 15100-15199 of the tests' port plan
+#: (tests/ports.py, whose unit test checks these too): none shared with `make run` or a test
+#: stack, and all below the kernel's ephemeral range (32768-60999), where any outgoing
+#: connection may take a port before the service binds it. The bench runs alone; its RTP
+#: range is the gateway's default (20000-25999), which no test stack uses.
 BENCH_PORTS = {
-    "KAFKA": 28492,
-    "SIP": 27160,
-    "HTTP": 28480,
-    "GATEWAY_GRPC_PORT": 28451,
-    "ACD_GRPC_PORT": 28452,
-    "IVR_GRPC_PORT": 28453,
-    "CRM_GRPC_PORT": 28454,
-    "RECORDER_GRPC_PORT": 28455,
-    "GATEWAY_METRICS_PORT": 29401,
-    "ACD_METRICS_PORT": 29402,
-    "IVR_METRICS_PORT": 29403,
-    "CRM_METRICS_PORT": 29404,
-    "RECORDER_METRICS_PORT": 29405,
-    "SIM_CONTROL_PORT": 29410,
+    "KAFKA": 15192,
+    "SIP": 15160,
+    "HTTP": 15180,
+    "GATEWAY_GRPC_PORT": 15151,
+    "ACD_GRPC_PORT": 15152,
+    "IVR_GRPC_PORT": 15153,
+    "CRM_GRPC_PORT": 15154,
+    "RECORDER_GRPC_PORT": 15155,
+    "GATEWAY_METRICS_PORT": 15101,
+    "ACD_METRICS_PORT": 15102,
+    "IVR_METRICS_PORT": 15103,
+    "CRM_METRICS_PORT": 15104,
+    "RECORDER_METRICS_PORT": 15105,
+    "SIM_CONTROL_PORT": 15110,
 }
 
 

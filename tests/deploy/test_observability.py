@@ -1,6 +1,7 @@
 """A real Prometheus (Debian's) scrapes the real local stack (broker + five services on their own
-free ports) with the chart's rules loaded while SIPp and the simulated analog line place calls;
-then every recording rule and every dashboard panel's query must return data.
+ports of the port plan, tests/ports.py) with the chart's rules loaded while SIPp and the
+simulated analog line place calls; then every recording rule and every dashboard panel's query
+must return data.
 
 Excluded, by name, are the rules and panels that need metrics the services do not export yet
 (`AWAITING_METRICS` below and deploy/dashboards.py's PANELS_AWAITING_METRICS): the day those
@@ -24,6 +25,7 @@ import yaml
 from common.stack import Stack
 from tests.deploy.chart import CHART, ROOT, by_kind, render, values_of
 from tests.e2e.conftest import DTMF_PCAP, Api, Sipp
+from tests.ports import DEPLOY_OBSERVABILITY, hotline_env
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +105,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 class Prometheus:
     def __init__(self, workdir: Path, targets: dict[str, int], rules: Path) -> None:
-        self.port = free_ports(1)[0]
+        self.port = DEPLOY_OBSERVABILITY["PROMETHEUS"]
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "2s"},
             "rule_files": [str(rules)],
@@ -170,25 +172,18 @@ def test_every_recording_rule_and_dashboard_query_returns_data(tmp_path: Path) -
         pytest.fail("prompts are missing: run `make setup` (make prompts)")
     var = tmp_path / "var"
     shutil.copytree(prompts, var / "prompts")
-    ports = free_ports(15)
-    names = [f"{s.upper()}_{k}" for s in SERVICES for k in ("GRPC_PORT", "METRICS_PORT")]
-    env = {f"HOTLINE_{n}": str(p) for n, p in zip(names, ports, strict=False)}
-    kafka, sip, http, sim, rtp = ports[10:15]
+    plan = DEPLOY_OBSERVABILITY
+    kafka, sip, http, sim = plan["KAFKA"], plan["SIP"], plan["HTTP"], plan["SIM_CONTROL_PORT"]
+    env = hotline_env(plan)
     env.update(
         {
             "HOTLINE_SITE": SITE,
             "HOTLINE_VAR_DIR": str(var),
-            "HOTLINE_SIP_PORT": str(sip),
-            "HOTLINE_HTTP_PORT": str(http),
-            "HOTLINE_SIM_CONTROL_PORT": str(sim),
-            "HOTLINE_RTP_LOW": "32000",
-            "HOTLINE_RTP_HIGH": "32499",
             "HOTLINE_RING_TIMEOUT_S": "4",
             "HOTLINE_WRAP_UP_S": "2",
             "HOTLINE_ANALOG_CARD": "sim:2",
         }
     )
-    del rtp
     metrics = {s: int(env[f"HOTLINE_{s.upper()}_METRICS_PORT"]) for s in SERVICES}
     rules = tmp_path / "rules.yaml"
     recorded = rules_for_test(rules)

@@ -20,31 +20,17 @@ import pytest
 
 from common.stack import STANDBY_PORT_OFFSET, Stack
 from tests.e2e.otlp_receiver import OtlpReceiver
+from tests.ports import E2E
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp")
 DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{}.pcap"
 
-PORTS = {
-    "KAFKA": 19092,
-    "SIP": 15060,
-    "HTTP": 18080,
-    "GATEWAY_GRPC_PORT": 51051,
-    "ACD_GRPC_PORT": 51052,
-    "IVR_GRPC_PORT": 51053,
-    "CRM_GRPC_PORT": 51054,
-    "RECORDER_GRPC_PORT": 51055,
-    "GATEWAY_METRICS_PORT": 19101,
-    "ACD_METRICS_PORT": 19102,
-    "IVR_METRICS_PORT": 19103,
-    "CRM_METRICS_PORT": 19104,
-    "RECORDER_METRICS_PORT": 19105,
-    "SIM_CONTROL_PORT": 19110,
-}
+PORTS = E2E.ports
 RING_TIMEOUT_S = 4
 WRAP_UP_S = 2
 #: where a second ACD (the hot standby, `acd-standby`) serves when a test starts one
-ACD_STANDBY_GRPC_PORT = PORTS["ACD_GRPC_PORT"] + STANDBY_PORT_OFFSET
+ACD_STANDBY_GRPC_PORT = E2E.standby["ACD_STANDBY_GRPC_PORT"]
 
 
 def secure_channel(var_dir: Path, caller: str, target: str, peer: str) -> grpc.Channel:
@@ -147,9 +133,7 @@ def otlp() -> Iterator[OtlpReceiver]:
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[Platform]:
     env = {"HOTLINE_OTLP_ENDPOINT": otlp.endpoint}
-    with running_platform(
-        tmp_path_factory.mktemp("var"), PORTS, (30000, 30999), extra_env=env
-    ) as p:
+    with running_platform(tmp_path_factory.mktemp("var"), PORTS, E2E.rtp, extra_env=env) as p:
         yield p
 
 

@@ -17,20 +17,12 @@ from common.stack import Stack
 from hotline.v1 import acd_pb2, acd_pb2_grpc
 from hotline.v1 import events_pb2 as ev
 from tests.e2e.conftest import secure_channel, wait_for
+from tests.ports import BROKER_RESTART, hotline_env
 
 pytestmark = pytest.mark.e2e
 
-KAFKA_PORT = 19292
-PORTS = {
-    "GATEWAY_GRPC_PORT": 29251,
-    "ACD_GRPC_PORT": 29252,
-    "GATEWAY_METRICS_PORT": 19301,
-    "ACD_METRICS_PORT": 19302,
-    "SIP_PORT": 15260,
-    "SIM_CONTROL_PORT": 19310,
-    "RTP_LOW": 31000,
-    "RTP_HIGH": 31099,
-}
+KAFKA_PORT = BROKER_RESTART["KAFKA"]
+PORTS = BROKER_RESTART.ports
 
 
 def acd_channel(var_dir: Path) -> grpc.Channel:
@@ -52,7 +44,7 @@ def snapshots() -> dict[str, ev.AgentStateChanged]:
 def test_broker_restart_loses_no_agent_state(tmp_path: Path) -> None:
     repo_prompts = Path(__file__).resolve().parents[2] / "var" / "prompts"
     shutil.copytree(repo_prompts, tmp_path / "prompts")
-    env = {f"HOTLINE_{k}": str(v) for k, v in PORTS.items()} | {"HOTLINE_VAR_DIR": str(tmp_path)}
+    env = hotline_env(BROKER_RESTART) | {"HOTLINE_VAR_DIR": str(tmp_path)}
     stack = Stack(env=env, log_dir=tmp_path / "log", kafka_port=KAFKA_PORT)
     try:
         stack.start(services=("gateway", "acd"))

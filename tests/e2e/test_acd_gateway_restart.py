@@ -26,26 +26,14 @@ from tests.e2e.conftest import (
     secure_channel,
     wait_for,
 )
+from tests.ports import GATEWAY_RESTART, hotline_env
 
 pytestmark = pytest.mark.e2e
 
-KAFKA_PORT = 19392
-SIP_PORT = 15360
-PORTS = {
-    "GATEWAY_GRPC_PORT": 29351,
-    "ACD_GRPC_PORT": 29352,
-    "IVR_GRPC_PORT": 29353,
-    "CRM_GRPC_PORT": 29354,
-    "GATEWAY_METRICS_PORT": 19401,
-    "ACD_METRICS_PORT": 19402,
-    "IVR_METRICS_PORT": 19403,
-    "SIP_PORT": SIP_PORT,
-    "SIM_CONTROL_PORT": 19410,
-    "RTP_LOW": 31100,
-    "RTP_HIGH": 31199,
-    "WRAP_UP_S": 2,
-    "ACD_RECONCILE_S": 2,
-}
+KAFKA_PORT = GATEWAY_RESTART["KAFKA"]
+SIP_PORT = GATEWAY_RESTART["SIP"]
+PORTS = GATEWAY_RESTART.ports
+SETTINGS = {"HOTLINE_WRAP_UP_S": "2", "HOTLINE_ACD_RECONCILE_S": "2"}
 
 
 @pytest.fixture
@@ -53,7 +41,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     if SIPP is None:
         pytest.fail("sipp is not installed: run `make setup`")
     shutil.copytree(Path(__file__).resolve().parents[2] / "var" / "prompts", tmp_path / "prompts")
-    env = {f"HOTLINE_{k}": str(v) for k, v in PORTS.items()} | {"HOTLINE_VAR_DIR": str(tmp_path)}
+    env = hotline_env(GATEWAY_RESTART) | SETTINGS | {"HOTLINE_VAR_DIR": str(tmp_path)}
     s = Stack(env=env, log_dir=tmp_path / "log", kafka_port=KAFKA_PORT)
     try:
         s.start(services=("gateway", "acd", "ivr"))

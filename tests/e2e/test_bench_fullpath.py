@@ -10,25 +10,11 @@ from pathlib import Path
 import pytest
 
 from bench.bench_fullpath import PROCESSES, Config, run
+from tests.ports import BENCH_FULLPATH_TEST
 
 pytestmark = pytest.mark.e2e
 
-PORTS = {
-    "KAFKA": 28592,
-    "SIP": 27260,
-    "HTTP": 28580,
-    "GATEWAY_GRPC_PORT": 28551,
-    "ACD_GRPC_PORT": 28552,
-    "IVR_GRPC_PORT": 28553,
-    "CRM_GRPC_PORT": 28554,
-    "RECORDER_GRPC_PORT": 28555,
-    "GATEWAY_METRICS_PORT": 29501,
-    "ACD_METRICS_PORT": 29502,
-    "IVR_METRICS_PORT": 29503,
-    "CRM_METRICS_PORT": 29504,
-    "RECORDER_METRICS_PORT": 29505,
-    "SIM_CONTROL_PORT": 29510,
-}
+PORTS = BENCH_FULLPATH_TEST.ports
 
 
 def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> None:
@@ -41,7 +27,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
         baseline_step_s=1,
         ports=PORTS,
         sipp_base_port=17700,
-        rtp=(26000, 26999),
+        rtp=BENCH_FULLPATH_TEST.rtp,
         settle_s=1,
         keep_dir=tmp_path,
     )
@@ -59,7 +45,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
     assert step.cpu_ms_per_call["gateway"] > 0
     assert report.held_rate == 2
     assert report.baseline_rate == 20, report.baseline
-    assert report.calls_possible_idle == 250, "26000-26999: 500 even ports, 250 bridged calls"
+    assert report.calls_possible_idle == 250, "1,000 ports: 500 even ports, 250 bridged calls"
     assert 0 < report.rss_idle_mb <= report.rss_peak_mb and report.rss_after_mb > 0
     assert (report.cdrs, report.cdrs_recorded) == (6, 6), "one CDR with a recording per call"
     assert report.events_published > 0 and all(report.events_consumed.values())

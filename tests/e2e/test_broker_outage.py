@@ -13,11 +13,12 @@ import pytest
 
 from common.stack import Stack
 from tests.e2e.conftest import wait_for
+from tests.ports import BROKER_OUTAGE, hotline_env
 
 pytestmark = pytest.mark.e2e
 
-KAFKA_PORT = 19192
-METRICS_PORT = 19203
+KAFKA_PORT = BROKER_OUTAGE["KAFKA"]
+METRICS_PORT = BROKER_OUTAGE["IVR_METRICS_PORT"]
 
 
 def readyz() -> tuple[int, dict]:
@@ -31,11 +32,7 @@ def readyz() -> tuple[int, dict]:
 
 
 def test_service_waits_for_broker_and_recovers(tmp_path: Path) -> None:
-    env = {
-        "HOTLINE_IVR_METRICS_PORT": str(METRICS_PORT),
-        "HOTLINE_IVR_GRPC_PORT": "51153",
-        "HOTLINE_VAR_DIR": str(tmp_path),
-    }
+    env = hotline_env(BROKER_OUTAGE) | {"HOTLINE_VAR_DIR": str(tmp_path)}
     stack = Stack(env=env, log_dir=tmp_path / "log", kafka_port=KAFKA_PORT)
     try:
         stack.start(services=("ivr",), broker=False)

@@ -25,26 +25,12 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.e2e.test_call_path import channel_rms
+from tests.ports import RECORDER_OUTAGE
 
 pytestmark = pytest.mark.e2e
 
-PORTS = {
-    "KAFKA": 29292,
-    "SIP": 26060,
-    "HTTP": 28180,
-    "GATEWAY_GRPC_PORT": 53051,
-    "ACD_GRPC_PORT": 53052,
-    "IVR_GRPC_PORT": 53053,
-    "CRM_GRPC_PORT": 53054,
-    "RECORDER_GRPC_PORT": 53055,
-    "GATEWAY_METRICS_PORT": 29201,
-    "ACD_METRICS_PORT": 29202,
-    "IVR_METRICS_PORT": 29203,
-    "CRM_METRICS_PORT": 29204,
-    "RECORDER_METRICS_PORT": 29205,
-    "SIM_CONTROL_PORT": 29210,
-}
-RTP = (34000, 34499)
+PORTS = RECORDER_OUTAGE.ports
+RTP = RECORDER_OUTAGE.rtp
 
 
 @pytest.fixture(scope="module")

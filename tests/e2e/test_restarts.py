@@ -27,25 +27,11 @@ from tests.e2e.conftest import (
     running_platform,
     wait_for,
 )
+from tests.ports import RESTARTS
 
 pytestmark = pytest.mark.e2e
 
-PORTS = {
-    "KAFKA": 29192,
-    "SIP": 25060,
-    "HTTP": 28080,
-    "GATEWAY_GRPC_PORT": 52051,
-    "ACD_GRPC_PORT": 52052,
-    "IVR_GRPC_PORT": 52053,
-    "CRM_GRPC_PORT": 52054,
-    "RECORDER_GRPC_PORT": 52055,
-    "GATEWAY_METRICS_PORT": 29101,
-    "ACD_METRICS_PORT": 29102,
-    "IVR_METRICS_PORT": 29103,
-    "CRM_METRICS_PORT": 29104,
-    "RECORDER_METRICS_PORT": 29105,
-    "SIM_CONTROL_PORT": 29110,
-}
+PORTS = RESTARTS.ports
 SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 
 
@@ -53,7 +39,7 @@ SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = {"HOTLINE_DRAIN_S": "60"}
     with running_platform(
-        tmp_path_factory.mktemp("restart"), PORTS, (33000, 33499), extra_env=env
+        tmp_path_factory.mktemp("restart"), PORTS, RESTARTS.rtp, extra_env=env
     ) as p:
         yield p
 

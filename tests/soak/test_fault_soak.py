@@ -26,28 +26,12 @@ import pytest
 
 from hotline.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.e2e.conftest import DTMF_PCAP, Api, Platform, Sipp, metric, running_platform, wait_for
+from tests.ports import SOAK
 
 pytestmark = pytest.mark.e2e
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-#: listening ports below the kernel's ephemeral range (32768-60999): a port in it can be taken
-#: by any outgoing connection on the machine, and a service then fails to bind it
-PORTS = {
-    "KAFKA": 31392,
-    "SIP": 27060,
-    "HTTP": 28380,
-    "GATEWAY_GRPC_PORT": 31051,
-    "ACD_GRPC_PORT": 31052,
-    "IVR_GRPC_PORT": 31053,
-    "CRM_GRPC_PORT": 31054,
-    "RECORDER_GRPC_PORT": 31055,
-    "GATEWAY_METRICS_PORT": 29301,
-    "ACD_METRICS_PORT": 29302,
-    "IVR_METRICS_PORT": 29303,
-    "CRM_METRICS_PORT": 29304,
-    "RECORDER_METRICS_PORT": 29305,
-    "SIM_CONTROL_PORT": 29310,
-}
+PORTS = SOAK.ports
 AGENTS = [(f"agent{n}", str(8000 + n)) for n in range(1, 17)]
 AGENT_PORT = 17201
 CALLER_PORT = 17300
@@ -86,9 +70,7 @@ def profile() -> Profile:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = {"HOTLINE_WRAP_UP_S": "1", "HOTLINE_RING_TIMEOUT_S": "6"}
-    with running_platform(
-        tmp_path_factory.mktemp("soak"), PORTS, (40000, 43999), extra_env=env
-    ) as p:
+    with running_platform(tmp_path_factory.mktemp("soak"), PORTS, SOAK.rtp, extra_env=env) as p:
         yield p
 
 

@@ -26,10 +26,11 @@ from gateway.sip.transaction import Timers
 from gateway.sip.transaction_asyncio import TransactionLayer
 from gateway.sip.transport import TcpServer, TcpTransport, UdpTransport
 from tests.e2e.sip.signal import tone_frames
+from tests.ports import SIP_INTEROP
 
 HOST = "127.0.0.1"
-SIP_PORT = 26060
-RTP_LOW, RTP_HIGH = 37000, 37999
+SIP_PORT = SIP_INTEROP["SIP"]
+RTP_LOW, RTP_HIGH = SIP_INTEROP.rtp
 PROMPT_TONE_HZ = 1400.0
 HOLD_TONE_HZ = 500.0  # the test's hold music
 
