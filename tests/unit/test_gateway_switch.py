@@ -4,6 +4,8 @@ hang-up, ringing an endpoint, bridge, recording start/stop, prompts and digits, 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -342,3 +344,25 @@ async def test_drain_gives_up_after_its_budget(rig: Rig) -> None:
     await rig.answered_call()
     await asyncio.wait_for(rig.switch.drain(0.3), 2)  # returns although the call is live
     assert len(rig.switch.list_calls()) == 1
+
+
+# ---- memory: a finished call is not kept alive -------------------------------------------------
+
+
+@pytest.mark.parametrize("answered", [True, False])
+async def test_an_ended_call_is_not_kept_alive_by_its_answer_timeout(
+    rig: Rig, answered: bool
+) -> None:
+    rig.switch.answer_timeout_s = 60.0  # far beyond the test: only its cancellation frees the call
+    leg, call = rig.channel.new_call()
+    if answered:
+        rig.switch.answer(call.call_id)
+    rig.channel.far_end_hangs_up(leg)
+    await asyncio.sleep(0.1)  # the switch's linger (0.01 s), then the call is forgotten
+    assert call.state is CallState.ENDED
+    assert rig.channel.did("release") == [leg]
+    gone = weakref.ref(call)
+    del call, leg
+    rig.channel.actions.clear()  # the fake channel's own log of legs
+    gc.collect()
+    assert gone() is None

@@ -111,6 +111,9 @@ class Switch:
         DRAINING.labels(site).set(0)
         self._playing: set[Call] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: the answer timeout of each offered call, by call id: cancelled once the call is
+        #: answered or ends, so that a finished call is not kept alive until it would fire
+        self._answer_timers: dict[str, asyncio.TimerHandle] = {}
         self._clock_handle = clock.subscribe(self._tick)
 
     # ---- plumbing ----------------------------------------------------------------------
@@ -154,6 +157,9 @@ class Switch:
             self.end(call, EndReason.SYSTEM, "gateway stopping")
         await asyncio.sleep(0.2)
         self.clock.unsubscribe(self._clock_handle)
+        for handle in self._answer_timers.values():
+            handle.cancel()
+        self._answer_timers.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -195,7 +201,9 @@ class Switch:
             self.events.answered(call)
         else:
             leg.signalling.ring(leg)
-            self.spawn(self._answer_timeout(call), f"answer-timeout-{call.call_id}")
+            self._answer_timers[call.call_id] = asyncio.get_running_loop().call_later(
+                self.answer_timeout_s, self._answer_timeout, call.call_id
+            )
         self._update_gauges()
         return call.call_id
 
@@ -224,8 +232,12 @@ class Switch:
     async def refer(self, leg: Leg, kind: str, target: str, replaces: str) -> Attempt:
         return await self.control.refer(leg, kind, target, replaces)
 
-    async def _answer_timeout(self, call: Call) -> None:
-        await asyncio.sleep(self.answer_timeout_s)
+    def _answer_timeout(self, call_id: str) -> None:
+        self._answer_timers.pop(call_id, None)
+        try:
+            call = self.registry.get(call_id)
+        except CallGone:
+            return
         if call.state == CallState.OFFERED:
             log.warning("call %s was never answered by the IVR; releasing", call.call_id)
             self.end(call, EndReason.TIMEOUT, "not answered in time")
@@ -241,6 +253,7 @@ class Switch:
         call = self.registry.get(call_id)
         if call.state != CallState.OFFERED:
             return call  # answering twice is harmless
+        self._cancel_answer_timer(call_id)
         call.caller.signalling.answer(call.caller)
         call.state = CallState.ANSWERED
         call.answered_at = time.monotonic()
@@ -259,6 +272,11 @@ class Switch:
         attempt = await originator.originate(number, policy, timeout_s, diverted_from)
         call = self.registry.call_of(attempt.leg) if attempt.leg is not None else None
         return attempt, call
+
+    def _cancel_answer_timer(self, call_id: str) -> None:
+        handle = self._answer_timers.pop(call_id, None)
+        if handle is not None:
+            handle.cancel()
 
     def _stop_player(self, call: Call, completed: bool) -> None:
         call.player = None
@@ -537,6 +555,7 @@ class Switch:
         was = call.state
         call.state = CallState.ENDED
         call.ended.set()
+        self._cancel_answer_timer(call.call_id)
         self._stop_player(call, completed=False)
         self._stop_media(call)
         now = time.monotonic()

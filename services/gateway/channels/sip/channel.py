@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from gateway.channels.sip.admission import Admission
 from gateway.channels.sip.carrier import CarrierTrunk
-from gateway.channels.sip.leg import SipLeg
+from gateway.channels.sip.leg import FinishedDialog, SipLeg
 from gateway.channels.sip.media import SipMedia
 from gateway.channels.sip.negotiation import MediaNegotiation
 from gateway.channels.sip.outbound import result_for, ring_phone
@@ -112,6 +112,8 @@ class SipChannel:
         self.udp: Transport | None = None
         self._sink: CallSink | None = None
         self._dialogs: dict[str, SipLeg] = {}  # SIP Call-ID -> leg
+        #: SIP Call-ID -> what is left of a released leg, for 64*T1 (late retransmissions)
+        self._finished: dict[str, FinishedDialog] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_out: dict[Addr, TcpTransport] = {}
 
@@ -138,6 +140,7 @@ class SipChannel:
             task.cancel()
         for conn in self._tcp_out.values():
             conn.close()
+        self._finished.clear()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str, leg: SipLeg | None = None) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -198,7 +201,7 @@ class SipChannel:
             raise ConnectionError("the SIP channel has no UDP transport")
         return self.udp, addr
 
-    async def route(self, leg: SipLeg) -> tuple[Transport, Addr]:
+    async def route(self, leg: SipLeg | FinishedDialog) -> tuple[Transport, Addr]:
         """Where a request inside ``leg``'s dialog goes (RFC 3261 12.2.1.1, 18.1.1): over its
         TCP connection while it lives; else to the first Route of the route set; without a
         route set, to the address the peer's requests come from (it reaches NATed phones)."""
@@ -239,7 +242,7 @@ class SipChannel:
         tx = await self.layer.request(req, transport, addr)
         return await tx.final()
 
-    async def send_ack(self, leg: SipLeg, cseq: int, body: bytes = b"") -> None:
+    async def send_ack(self, leg: SipLeg | FinishedDialog, cseq: int, body: bytes = b"") -> None:
         """ACK a 2xx to our INVITE (RFC 3261 13.2.2.4): a new request, along the route set."""
         assert leg.dialog is not None
         try:
@@ -803,8 +806,8 @@ class SipChannel:
 
     def _bye(self, req: SipRequest, tx: ServerTransaction) -> None:
         leg = self._dialogs.get(req.call_id)
-        if leg is None:
-            tx.respond(self.response(req, 481))
+        if leg is None:  # a dialog released a moment ago is over: as that BYE wants
+            tx.respond(self.response(req, 200 if req.call_id in self._finished else 481))
             return
         tx.respond(self.response(req, 200))
         self._released(leg, Release.HANGUP, "BYE from " + ("caller" if leg.inbound else "endpoint"))
@@ -839,7 +842,9 @@ class SipChannel:
             number, method = resp.cseq
         except SipParseError:
             return
-        leg = self._dialogs.get(resp.call_id)
+        leg: SipLeg | FinishedDialog | None = self._dialogs.get(resp.call_id)
+        if leg is None:
+            leg = self._finished.get(resp.call_id)
         if method == "INVITE" and 200 <= resp.status < 300 and leg is not None:
             if leg.dialog is not None and (not leg.inbound or number > 1 or leg.answered):
                 self.spawn(self.send_ack(leg, number), f"ack-{leg.leg_id}")
@@ -1062,8 +1067,22 @@ class SipChannel:
             task.cancel()
         if self._dialogs.get(sip.sip_call_id) is sip:
             del self._dialogs[sip.sip_call_id]
+            self._linger(FinishedDialog.of(sip))
         for carrier in self.carriers:
             carrier.call_ended(sip)
+
+    def _linger(self, finished: FinishedDialog) -> None:
+        """Keep a released leg's dialog routable for 64*T1, as its INVITE transaction keeps
+        absorbing retransmissions (RFC 6026 Timer L); only the small record stays: the leg,
+        its media and its call are no longer reachable from the channel."""
+        call_id = finished.sip_call_id
+        self._finished[call_id] = finished
+
+        def forget() -> None:
+            if self._finished.get(call_id) is finished:
+                del self._finished[call_id]
+
+        asyncio.get_running_loop().call_later(self.layer.timers.b, forget)
 
     def release_later(self, leg: SipLeg) -> None:
         async def later() -> None:

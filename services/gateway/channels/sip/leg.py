@@ -23,7 +23,7 @@ from gateway.sip.transport import Addr, Transport
 if TYPE_CHECKING:
     from gateway.core.contracts import Signalling
 
-__all__ = ["SipLeg"]
+__all__ = ["FinishedDialog", "SipLeg"]
 
 
 @dataclass(eq=False)
@@ -66,3 +66,37 @@ class SipLeg:
     @property
     def local_tag(self) -> str:
         return self.dialog.local_tag if self.dialog is not None else ""
+
+
+@dataclass(eq=False, slots=True)
+class FinishedDialog:
+    """What the channel keeps of a leg once the core released it: its dialog's identifiers
+    and where its requests go, for 64*T1 (RFC 3261 13.3.1.4, RFC 6026 Timer L), and nothing
+    of its call - no media, SDP, transactions, recording or call objects.
+
+    That is enough to answer the other side's late messages: a retransmitted 2xx to our
+    INVITE (our ACK was lost) is ACKed again along the dialog's route, and a BYE that comes
+    after we forgot the call is answered 200 (the dialog is over). Retransmitted requests
+    whose transactions still live (a BYE in Timer J, an INVITE in Timer L) never get here:
+    the transaction layer answers them from the response bytes it kept.
+    """
+
+    sip_call_id: str
+    leg_id: str
+    transport: Transport
+    peer: Addr
+    inbound: bool
+    answered: bool
+    dialog: Dialog | None
+
+    @classmethod
+    def of(cls, leg: SipLeg) -> FinishedDialog:
+        return cls(
+            leg.sip_call_id,
+            leg.leg_id,
+            leg.transport,
+            leg.peer,
+            leg.inbound,
+            leg.answered,
+            leg.dialog,
+        )
