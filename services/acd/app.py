@@ -16,7 +16,7 @@ from acd.servicer import AcdService
 from acd.settings import AcdSettings
 from common.events import ensure_topics
 from common.health import Readiness
-from common.lease import FencedPublisher, fence
+from common.lease import fence
 from common.replay import TopicSizes, TopicTail
 from common.service import Stop, Wiring
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc
@@ -30,7 +30,8 @@ async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
     replica = Replica(lease, readiness)
     await replica.become_active()  # a standby waits here, red in /readyz
     wiring.on_stop(lease.release, "lease")
-    notifier = AcdNotifier(FencedPublisher(publisher, lease))
+    notifier = AcdNotifier(publisher, fence=fence(lease))
+    wiring.on_stop(notifier.stop, "acd outbox")  # after the dispatcher, before the lease
     dispatcher = Dispatcher(
         notifier,
         gateway,

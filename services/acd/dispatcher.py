@@ -216,15 +216,20 @@ class Dispatcher:
         log.info("call %s abandoned in %s after %.1fs", call_id, queue, waited)
         await self.notifier.call_abandoned(call_id, queue, waited)
 
-    async def _answered(self, call: WaitingCall, agent_id: str, waited: float) -> None:
-        """Count and announce that `call`, taken out of its queue, was answered by `agent_id`."""
+    async def _answered(
+        self, call: WaitingCall, agent_id: str, waited: float, *, wait: bool = True
+    ) -> None:
+        """Count and announce that `call`, taken out of its queue, was answered by `agent_id`
+        (with `wait`, return once the broker has it)."""
         if call.queue in self.queues:
             self.answered[call.queue] += 1
             kpis.ANSWERED.labels(call.queue, self.site).inc()
             kpis.WAIT.labels(call.queue, self.site).observe(waited)
             kpis.CONTACTS.labels(call.queue, self.site, "answered").inc()
             self.window.record(call.queue, True, waited)
-        await self.notifier.call_dequeued(call, agent_id, waited)
+        published = self.notifier.call_dequeued(call, agent_id, waited)
+        if wait:
+            await published
 
     async def _wrap_up(self, agent: Agent, call_id: str, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -364,7 +369,12 @@ class Dispatcher:
         reason: str = "",
         call_id: str = "",
         queue: str | None = None,
+        *,
+        wait: bool = True,
     ) -> None:
+        """Move `agent` to `state` and announce it; with `wait`, return once the broker has
+        the announcement (without, the caller's next awaited event covers it: the outbox is in
+        order)."""
         self.fence()
         now, queue_was, since = time.monotonic(), agent.queue or kpis.DIRECT, agent.since
         hold = agent.hold_total(now)
@@ -375,7 +385,9 @@ class Dispatcher:
             handle.labels(queue_was, self.site, "hold").observe(hold)
         elif previous == WRAP_UP and state != WRAP_UP:
             kpis.HANDLE_TIME.labels(queue_was, self.site, "wrap_up").observe(now - since)
-        await self.notifier.agent_state_changed(agent, previous)
+        published = self.notifier.agent_state_changed(agent, previous)
+        if wait:
+            await published
         if state == READY:
             self._wakeup.set()
 
@@ -430,7 +442,11 @@ class Dispatcher:
                     break
                 call.offering = True
                 call.attempts += 1
-                await self._move(agent, RINGING, f"offered {queue.name}", call.call_id, queue.name)
+                # not awaited: the offer awaits its AgentOffered, queued after this, before it
+                # rings the agent; so the matches of a round and their offers share a batch
+                await self._move(
+                    agent, RINGING, f"offered {queue.name}", call.call_id, queue.name, wait=False
+                )
                 self._spawn(self._offer(queue, call, agent), f"offer-{call.call_id}")
 
     async def _ring(
@@ -480,11 +496,13 @@ class Dispatcher:
         self.fence()
         if result == gw.CONNECT_RESULT_ANSWERED:
             # A caller who hung up while the phone was answered was already counted abandoned.
+            ringing = agent.state == RINGING and agent.call_id == call.call_id
             if queue.remove(call.call_id) is not None:
-                await self._answered(call, agent.agent_id, call.waited())
+                # when the agent's ON_CALL follows, one batch with it (awaited, so this too)
+                await self._answered(call, agent.agent_id, call.waited(), wait=not ringing)
             self._on_call[call.call_id] = agent.agent_id
             self._calls[call.call_id] = call
-            if agent.state == RINGING and agent.call_id == call.call_id:
+            if ringing:
                 await self._move(agent, ON_CALL, "answered", call.call_id)
             else:  # a transfer or a call of their own reached their phone first
                 log.warning(

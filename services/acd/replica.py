@@ -5,7 +5,7 @@ A standby serves nothing (no gRPC, no consumer, no dispatching) and says so in /
 (`acd-role`: "standby"), so a Kubernetes Service or a client given every replica's address
 reaches only the active one. Once it holds the lease it rebuilds the state from the broker and
 the gateway (acd.recovery) and serves. An active replica that loses the lease stops acting at
-once: every command and event is fenced (`Dispatcher.fence`, `FencedPublisher`), and the process
+once: every command and event is fenced (`Dispatcher.fence`, `AcdNotifier.fence`), and the process
 exits, so that it comes back as a standby (its orchestrator restarts it) and no two replicas
 ever act at once. docs/reliability.md says why the leases are what they are.
 """

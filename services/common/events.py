@@ -450,6 +450,10 @@ class EventConsumer:
     BATCH_ATTEMPTS is handled again one envelope at a time by `handler` (with its retries), so
     one bad event costs only itself; a handler must therefore tolerate seeing an envelope of a
     failed batch again (the event-id contract every handler already has).
+
+    `fetch_wait_ms` overrides the service-wide HOTLINE_KAFKA_FETCH_WAIT_MS for this consumer:
+    a longer wait gathers more events per fetch (fewer, larger batches) at the cost of that
+    much more latency on each event hop where the broker answers only when the wait runs out.
     """
 
     def __init__(
@@ -463,8 +467,13 @@ class EventConsumer:
         *,
         batch_handler: BatchHandler | None = None,
         batch_max: int = BATCH_MAX,
+        fetch_wait_ms: int | None = None,
     ) -> None:
         self.settings = settings
+        #: how long a fetch waits at the broker for data (None: HOTLINE_KAFKA_FETCH_WAIT_MS)
+        self.fetch_wait_ms = (
+            settings.kafka_fetch_wait_ms if fetch_wait_ms is None else fetch_wait_ms
+        )
         self.group = group
         self.topics = list(topics)
         self.handler = handler
@@ -510,7 +519,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=6_000,
             heartbeat_interval_ms=1_000,
-            fetch_max_wait_ms=self.settings.kafka_fetch_wait_ms,
+            fetch_max_wait_ms=self.fetch_wait_ms,
         )
 
     async def _run(self) -> None:

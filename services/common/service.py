@@ -234,10 +234,13 @@ class Wiring:
         group: str | None = None,
         *,
         batch_handler: BatchHandler | None = None,
+        fetch_wait_ms: int | None = None,
     ) -> EventConsumer:
         """A consumer of `topics` in consumer group `group` (default: the service's name);
         started by `start()`, stopped right after the gRPC server. With `batch_handler`, each
-        fetch's new events go to it at once (`handler` takes them one by one if it fails)."""
+        fetch's new events go to it at once (`handler` takes them one by one if it fails).
+        `fetch_wait_ms`: this consumer's fetch wait at the broker, instead of the service-wide
+        HOTLINE_KAFKA_FETCH_WAIT_MS."""
         consumer = EventConsumer(
             self.settings,
             group or self.name,
@@ -245,6 +248,7 @@ class Wiring:
             handler,
             self.readiness,
             batch_handler=batch_handler,
+            fetch_wait_ms=fetch_wait_ms,
         )
         self._consumers.append(consumer)
         return consumer

@@ -167,7 +167,12 @@ async def main(settings: CrmSettings, readiness: Readiness) -> Stop:
     await web.TCPSite(runner, settings.bind_host, settings.http_port).start()
 
     intake = EventIntake(hub, cdrs)
-    wiring.consumer(TOPICS, intake.handle, batch_handler=intake.handle_batch)
+    wiring.consumer(
+        TOPICS,
+        intake.handle,
+        batch_handler=intake.handle_batch,
+        fetch_wait_ms=settings.crm_fetch_wait_ms,
+    )
     wiring.servicer(crm_pb2_grpc.add_CrmServicer_to_server, CrmService(db))
     stop = await wiring.start()
     log.info(

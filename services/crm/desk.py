@@ -120,6 +120,9 @@ class DeskHub:
 
     async def on_event(self, env: Envelope) -> None:
         """Push whatever the envelope means to the desks concerned (no-op for other types)."""
+        if not self._clients:  # no desk open: only what later pushes need to know
+            self._note(env)
+            return
         if (board := board_message(env)) is not None:
             await self.to_watchers(board)
         if env.type == "AgentOffered":
@@ -189,12 +192,25 @@ class DeskHub:
         if agent_id:
             await self.push(agent_id, message | {"agent_id": agent_id})
 
+    def _note(self, env: Envelope) -> None:
+        """Keep which agent is on which call, as `on_event` does, without pushing anything."""
+        if env.type == "AgentOffered":
+            self._remember(env.agent_offered.call_id, env.agent_offered.agent_id)
+        elif env.type == "CallBridged" and env.call_bridged.agent_id:
+            self._remember(env.call_bridged.call_id, env.call_bridged.agent_id)
+        elif env.type == "CallTransferred" and env.call_transferred.to_agent_id:
+            self._remember(env.call_transferred.call_id, env.call_transferred.to_agent_id)
+        elif env.type == "CallEnded":
+            self._call_agent.pop(env.call_ended.call_id, None)
+
     async def _offered(self, env: Envelope, p: events_pb2.AgentOffered) -> None:
         self._remember(p.call_id, p.agent_id)
         age = time.time() - env.occurred_at.ToNanoseconds() / 1e9
         if age > STALE_OFFER_S:
             log.info("not popping stale offer of %s to %s (%.0f s old)", p.call_id, p.agent_id, age)
             return
+        if not any(c.watcher or c.agent_id == p.agent_id for c in self._clients):
+            return  # nobody would see the card: no customer lookup
         async with self.db.sessions() as session:
             customer = await find_by_phone(session, p.ani)
         await self.push(

@@ -27,6 +27,11 @@ class CrmSettings(Settings):
     not_ready_reasons: tuple[str, ...] = tuple(DEFAULT_NOT_READY_REASONS.split(","))
     dial_classes: tuple[str, ...] = tuple(DEFAULT_TABLE.split(","))  # HOTLINE_DIAL_CLASSES
     dial_ring_timeout_s: int = 30  # HOTLINE_DIAL_RING_TIMEOUT_S: give up on the customer
+    #: HOTLINE_CRM_FETCH_WAIT_MS: the CRM consumer's fetch wait at the broker. Longer than the
+    #: services' HOTLINE_KAFKA_FETCH_WAIT_MS so each fetch brings more events to one CDR
+    #: transaction; the desk's pushes (the screen pop) leave from the same consumer, so this
+    #: is also how late a screen pop may be, at most (docs/configuration.md)
+    crm_fetch_wait_ms: int = 100
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -55,8 +60,12 @@ class CrmSettings(Settings):
         ring = env.integer("DIAL_RING_TIMEOUT_S", 30)
         if not 5 <= ring <= 120:
             raise env.error("DIAL_RING_TIMEOUT_S", str(ring), "must be 5 to 120 seconds")
+        fetch_wait = env.integer("CRM_FETCH_WAIT_MS", 100)
+        if not 1 <= fetch_wait <= 1000:
+            raise env.error("CRM_FETCH_WAIT_MS", str(fetch_wait), "must be 1-1000 (milliseconds)")
         return super().read(env) | {
             "acw_s": acw,
+            "crm_fetch_wait_ms": fetch_wait,
             "not_ready_reasons": reasons,
             "dial_classes": dial_classes,
             "dial_ring_timeout_s": ring,

@@ -61,8 +61,8 @@ class FakePublisher:
     def __init__(self) -> None:
         self.published: list[tuple[object, str]] = []
 
-    async def publish(self, payload, key: str) -> None:  # noqa: ANN001
-        self.published.append((payload, key))
+    async def publish_batch(self, items) -> None:  # noqa: ANN001
+        self.published += [(payload, key) for payload, key, _, _ in items]
 
     def of(self, kind: type) -> list:
         return [p for p, _ in self.published if isinstance(p, kind)]
@@ -200,6 +200,34 @@ async def test_priority_ordering(rig: Rig) -> None:
     await until(lambda: len(rig.gateway.connects) == 2)
     assert rig.gateway.connects[1].call_id == "c1"
     rig.gateway.default.set_result(gw.CONNECT_RESULT_ANSWERED)
+
+
+async def test_an_agent_is_rung_only_once_the_broker_has_the_offer(rig: Rig) -> None:
+    """The ACD's state is rebuilt from its topics: the call, the agent's RINGING and the offer
+    are on the broker before the gateway rings the agent, however they were batched."""
+    await rig.ready_agent("a1", "8001")
+    gate, acked = asyncio.Event(), FakePublisher()
+
+    class Gated:  # the broker takes the call, then holds everything after it
+        async def publish_batch(self, items) -> None:  # noqa: ANN001
+            if acked.published:
+                await gate.wait()
+            await acked.publish_batch(items)
+
+    rig.d.notifier.publisher = Gated()  # type: ignore[assignment]
+    await rig.enqueue("c1")
+    await until(lambda: rig.agent("a1").state == RINGING)
+    await settle()
+    assert rig.gateway.connects == []
+    gate.set()
+    await until(lambda: len(rig.gateway.connects) == 1)
+    await until(lambda: rig.agent("a1").state == ON_CALL)
+    assert [type(p).__name__ for p, _ in acked.published[:3]] == [
+        "CallQueued",
+        "AgentStateChanged",  # RINGING
+        "AgentOffered",
+    ]
+    assert [s.state for s in acked.states("a1")] == [RINGING, ON_CALL]
 
 
 # ---- offers and outcomes ---------------------------------------------------------------

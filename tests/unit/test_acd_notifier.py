@@ -3,10 +3,14 @@ right topic with the right key and fields; only CallEnded moves the dispatcher."
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Mapping, Sequence
 
+import pytest
 from google.protobuf.message import Message
 
+from acd import notifier as notifier_module
 from acd.agents import NOT_READY, READY, RINGING, Agent
 from acd.intake import AcdIntake
 from acd.notifier import AcdNotifier
@@ -23,10 +27,14 @@ class EnvelopingPublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Envelope]] = []
 
-    async def publish(self, payload: Message, key: str, event_id: str | None = None) -> Envelope:
-        env = envelope(payload, key, SITE, "acd", event_id)
-        self.sent.append((TOPIC_OF[env.type], env))
-        return env
+    async def publish_batch(
+        self, items: Sequence[tuple[Message, str, str, Mapping[str, str]]]
+    ) -> list[Envelope]:
+        envs = [
+            envelope(payload, key, SITE, "acd", event_id) for payload, key, event_id, _ in items
+        ]
+        self.sent += [(TOPIC_OF[env.type], env) for env in envs]
+        return envs
 
 
 def call() -> WaitingCall:
@@ -219,3 +227,100 @@ async def test_intake_hands_call_events_to_the_dispatcher_and_ignores_the_rest()
         ("transferred", "c1", "a7", "extension", "8002", "a8"),
         ("ended", "c1", ev.END_REASON_CALLER_HANGUP, 2000),
     ]
+
+
+# ---- the outbox ----------------------------------------------------------------------------
+class HeldPublisher:
+    """Takes batches and acknowledges each only when the test releases it; can fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, str]]] = []  # (type, event id) per batch attempt
+        self.release = asyncio.Event()
+        self.failures = 0
+
+    async def publish_batch(
+        self, items: Sequence[tuple[Message, str, str, Mapping[str, str]]]
+    ) -> None:
+        self.batches.append([(p.DESCRIPTOR.name, event_id) for p, _, event_id, _ in items])
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("not this time")
+        await self.release.wait()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def test_events_queued_together_go_out_as_one_batch_in_order_and_are_done_when_acked() -> (
+    None
+):
+    pub = HeldPublisher()
+    notifier = AcdNotifier(pub)
+    queued = notifier.call_queued(call(), 1)
+    ringing = notifier.agent_state_changed(agent(RINGING), READY)
+    offered = notifier.agent_offered("sales", call(), agent(), 1.0)
+    await until(lambda: len(pub.batches) == 1)
+    assert [t for t, _ in pub.batches[0]] == ["CallQueued", "AgentStateChanged", "AgentOffered"]
+    assert not queued.done() and notifier.pending == 3  # not on the broker yet
+    later = notifier.call_abandoned("c2", "sales", 3.0)  # waits for the next batch
+    pub.release.set()
+    await asyncio.gather(queued, ringing, offered, later)
+    assert [[t for t, _ in b] for b in pub.batches] == [
+        ["CallQueued", "AgentStateChanged", "AgentOffered"],
+        ["CallAbandoned"],
+    ]
+    assert notifier.published == {"queues": 3, "agents": 1} and notifier.pending == 0
+
+
+async def test_a_batch_that_fails_is_published_again_with_the_same_event_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifier_module, "RETRY_FIRST_S", 0.0)
+    pub = HeldPublisher()
+    pub.failures = 1
+    pub.release.set()
+    notifier = AcdNotifier(pub)
+    await asyncio.gather(
+        notifier.call_queued(call(), 1), notifier.agent_state_changed(agent(), READY)
+    )
+    first, again = pub.batches
+    assert first == again and len({event_id for _, event_id in first}) == 2
+    assert notifier.published == {"queues": 1, "agents": 1}
+
+
+async def test_a_fenced_notifier_queues_nothing_and_publishes_nothing_queued() -> None:
+    class Lost(Exception):
+        pass
+
+    held = True
+
+    def fence() -> None:
+        if not held:
+            raise Lost("lease lost")
+
+    pub = HeldPublisher()
+    pub.release.set()
+    notifier = AcdNotifier(pub, fence=fence)
+    queued = notifier.call_queued(call(), 1)
+    held = False  # lost while the event waits in the outbox
+    with pytest.raises(Lost):
+        await queued
+    with pytest.raises(Lost):
+        notifier.call_queued(call(), 1)
+    assert pub.batches == [] and notifier.published == {}
+
+
+async def test_stop_publishes_what_is_queued_first() -> None:
+    pub = HeldPublisher()
+    notifier = AcdNotifier(pub)
+    queued = notifier.call_queued(call(), 1)
+    stopping = asyncio.create_task(notifier.stop())
+    await until(lambda: len(pub.batches) == 1)
+    pub.release.set()
+    await stopping
+    assert queued.done() and notifier.published == {"queues": 1}

@@ -6,6 +6,7 @@ see the exact order; one test serves a real gRPC servicer on a loopback port."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Iterator
@@ -322,3 +323,14 @@ def test_the_development_switch_is_plain_text_and_says_so(
         w = Wiring(NAME, Settings(tls_dir=tmp_path, grpc_insecure=True), Readiness())
     assert w.tls is None
     assert "HOTLINE_GRPC_INSECURE is set: gRPC is plain text" in caplog.text
+
+
+async def test_a_consumer_may_have_its_own_fetch_wait() -> None:
+    """`fetch_wait_ms` reaches the Kafka client; without it the service-wide setting does."""
+    s = dataclasses.replace(settings(), kafka_fetch_wait_ms=20)
+    w = Wiring(NAME, s, Readiness(), CollectorRegistry())
+    own = w.consumer(["calls"], handler=print, group="crm", fetch_wait_ms=100)
+    shared = w.consumer(["calls"], handler=print, group="ivr")
+    assert (own.fetch_wait_ms, shared.fetch_wait_ms) == (100, 20)
+    assert own._make()._fetch_max_wait_ms == 100
+    assert shared._make()._fetch_max_wait_ms == 20

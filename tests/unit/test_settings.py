@@ -859,6 +859,21 @@ def test_kafka_fetch_wait_is_milliseconds_within_bounds() -> None:
         assert str(info.value) == f"HOTLINE_KAFKA_FETCH_WAIT_MS={bad!r} {problem}"
 
 
+def test_crm_fetch_wait_is_its_own_and_bounded_for_the_screen_pop() -> None:
+    assert CrmSettings.from_env(env()).crm_fetch_wait_ms == 100
+    # the services' fetch wait does not change the CRM's, nor the other way round
+    c = CrmSettings.from_env(env(KAFKA_FETCH_WAIT_MS="20", CRM_FETCH_WAIT_MS="250"))
+    assert (c.kafka_fetch_wait_ms, c.crm_fetch_wait_ms) == (20, 250)
+    for bad, problem in (
+        ("0", "must be 1-1000 (milliseconds)"),
+        ("5000", "must be 1-1000 (milliseconds)"),
+        ("soon", "is not an integer"),
+    ):
+        with pytest.raises(SettingsError) as info:
+            CrmSettings.from_env(env(CRM_FETCH_WAIT_MS=bad))
+        assert str(info.value) == f"HOTLINE_CRM_FETCH_WAIT_MS={bad!r} {problem}"
+
+
 def test_event_loop_is_auto_asyncio_or_an_installed_uvloop() -> None:
     assert Settings.from_env(env()).event_loop == "auto"
     assert Settings.from_env(env(EVENT_LOOP="asyncio")).event_loop == "asyncio"
