@@ -43,7 +43,12 @@ async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
         short_abandon_s=settings.short_abandon_s,
     )
     calls = TopicTail(
-        settings.kafka_bootstrap, "calls", AcdIntake(dispatcher).handle, readiness, "acd"
+        settings.kafka_bootstrap,
+        "calls",
+        AcdIntake(dispatcher).handle,
+        readiness,
+        "acd",
+        fetch_wait_ms=settings.kafka_fetch_wait_ms,
     )
     recovery = Recovery(
         settings.kafka_bootstrap,

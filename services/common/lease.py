@@ -33,9 +33,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-from google.protobuf.message import Message
-
-from common.events import Envelope, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +59,6 @@ def fence(lease: Lease) -> Callable[[], None]:
             raise Fenced("this replica does not hold the lease: it is not the active one")
 
     return check
-
-
-class FencedPublisher:
-    """A publisher that refuses to publish once the lease is not held."""
-
-    def __init__(self, publisher: Publisher, lease: Lease) -> None:
-        self.publisher, self._check = publisher, fence(lease)
-
-    async def publish(self, payload: Message, key: str, event_id: str | None = None) -> Envelope:
-        self._check()
-        return await self.publisher.publish(payload, key, event_id)
 
 
 # ---- one machine: flock ----------------------------------------------------------------

@@ -178,10 +178,19 @@ class TopicTail:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, handler: Handler, readiness: Readiness, name: str
+        self,
+        bootstrap: str,
+        topic: str,
+        handler: Handler,
+        readiness: Readiness,
+        name: str,
+        fetch_wait_ms: int = 500,
     ) -> None:
         self.bootstrap, self.topic, self.handler = bootstrap, topic, handler
         self.readiness, self.name = readiness, name
+        #: how long a fetch waits for records (Tansu answers only when this runs out, so it is
+        #: also how late an event can reach the handler; docs/performance.md, section 3)
+        self.fetch_wait_ms = fetch_wait_ms
         self.check = f"kafka-tail-{topic}"
         self.rewound = 0  # partitions found recreated and read again from the beginning
         self._marks: dict[TopicPartition, int] = {}
@@ -206,6 +215,7 @@ class TopicTail:
                 bootstrap_servers=self.bootstrap,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                fetch_max_wait_ms=self.fetch_wait_ms,
             )
             try:
                 await self._consumer.start()

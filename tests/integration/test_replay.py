@@ -106,11 +106,13 @@ async def test_a_tail_follows_from_its_mark_and_survives_a_broker_restart(tmp_pa
             raise RuntimeError("handler failure")
 
     readiness = Readiness()
-    tail = TopicTail(f"127.0.0.1:{port}", "calls", handle, readiness, "it-tail")
+    tail = TopicTail(f"127.0.0.1:{port}", "calls", handle, readiness, "it-tail", fetch_wait_ms=20)
     try:
         with tansu(port, tmp_path / "a.log") as bootstrap:
             with pytest.raises(ReplayError, match="does not exist"):
                 await tail.mark()
+            # the service's fetch wait reaches the client (Tansu holds each fetch that long)
+            assert tail._consumer is not None and tail._consumer._fetch_max_wait_ms == 20
             await ensure_topics(bootstrap)
             await publish_calls(bootstrap, ["before-1", "before-2"])
             await tail.mark()

@@ -20,13 +20,10 @@ import pytest
 from aiohttp import web
 
 from common.lease import (
-    Fenced,
-    FencedPublisher,
     FileLease,
     KubernetesApi,
     KubernetesLease,
 )
-from hotline.v1 import events_pb2 as ev
 
 
 # ---- file lease ----------------------------------------------------------------------------
@@ -85,26 +82,6 @@ async def test_file_lease_is_lost_when_its_file_is_replaced(tmp_path: Path) -> N
     await asyncio.wait_for(lease.lost.wait(), 3)
     assert not lease.held()
     await lease.release()
-
-
-async def test_a_fenced_publisher_refuses_once_the_lease_is_gone(tmp_path: Path) -> None:
-    class Sink:
-        def __init__(self) -> None:
-            self.sent: list[object] = []
-
-        async def publish(self, payload: Any, key: str, event_id: str | None = None) -> Any:
-            self.sent.append(payload)
-
-    lease, sink = FileLease(tmp_path / "l", "a"), Sink()
-    publisher = FencedPublisher(sink, lease)
-    with pytest.raises(Fenced):
-        await publisher.publish(ev.CallAnswered(call_id="c1"), "c1")
-    await lease.acquire()
-    await publisher.publish(ev.CallAnswered(call_id="c1"), "c1")
-    await lease.release()
-    with pytest.raises(Fenced):
-        await publisher.publish(ev.CallAnswered(call_id="c2"), "c2")
-    assert sink.sent == [ev.CallAnswered(call_id="c1")]
 
 
 # ---- Kubernetes lease against a fake API server --------------------------------------------
