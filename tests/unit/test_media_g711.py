@@ -79,3 +79,23 @@ def test_strided_input_encodes_correctly() -> None:
 def test_payload_types() -> None:
     assert PAYLOAD_TYPES == {"PCMU": 0, "PCMA": 8}
     assert set(CODECS) == {"PCMU", "PCMA"}
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA"])
+def test_encode_any_int16_layout_matches_the_contiguous_native_one(name: str) -> None:
+    """The tables are taken with the int16 samples as indices (negative ones counting from the
+    end): strided, 2-D and byte-swapped input must encode as their plain int16 samples do."""
+    enc, _ = CODECS[name]
+    plain = enc(ALL_PCM)
+    assert enc(ALL_PCM.reshape(256, 256)) == plain
+    assert enc(ALL_PCM.astype(">i2")) == plain
+    doubled = np.repeat(ALL_PCM, 2)
+    assert enc(doubled[::2]) == plain
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA"])
+def test_decode_takes_any_buffer(name: str) -> None:
+    _, dec = CODECS[name]
+    want = dec(ALL_BYTES).tobytes()
+    assert dec(bytearray(ALL_BYTES)).tobytes() == want
+    assert dec(memoryview(b"x" + ALL_BYTES)[1:]).tobytes() == want

@@ -2,8 +2,8 @@
 
 Every call leg encodes and decodes 50 frames a second, so both directions are a
 single table lookup: decoding indexes a 256-entry int16 table with the payload
-bytes, encoding indexes a 65536-entry uint8 table with the uint16 view of the
-int16 samples.  The tables are generated once at import time from the reference
+bytes, encoding indexes a 65536-entry uint8 table with the int16 samples (their
+uint16 bit patterns).  The tables are generated once at import time from the reference
 algorithm (the same one CPython's ``audioop`` uses), so output is bit-exact with
 ``audioop.lin2ulaw``/``ulaw2lin``/``lin2alaw``/``alaw2lin`` for all inputs.
 """
@@ -72,7 +72,6 @@ def _build_alaw_decode() -> np.ndarray:
 
 
 _U8 = np.dtype(np.uint8)
-_U16 = np.dtype(np.uint16)
 _I16 = np.dtype(np.int16)
 
 
@@ -87,11 +86,15 @@ _ALAW_ENC = _readonly(_build_alaw_encode())
 _ALAW_DEC = _readonly(_build_alaw_decode())
 
 
-def _as_uint16(pcm: np.ndarray) -> np.ndarray:
-    """uint16 view of the samples; non-int16 input is saturated, not wrapped."""
-    if pcm.dtype != _I16:
-        pcm = np.clip(np.asarray(pcm), -32768, 32767).astype(_I16)
-    return pcm.view(_U16)
+def _saturate(pcm: np.ndarray) -> np.ndarray:
+    """Non-int16 samples as int16, saturated rather than wrapped."""
+    out: np.ndarray = np.clip(np.asarray(pcm), -32768, 32767).astype(_I16)
+    return out
+
+
+# The encode tables are indexed by the uint16 bit pattern of a sample.  ``take`` with the int16
+# samples themselves gives the same entries without a uint16 view: a negative index counts from
+# the end, so -1 reads entry 65535 and -32768 entry 32768, exactly the uint16 patterns.
 
 
 def ulaw_decode(b: bytes) -> np.ndarray:
@@ -101,7 +104,9 @@ def ulaw_decode(b: bytes) -> np.ndarray:
 
 def ulaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 samples to µ-law bytes."""
-    return _ULAW_ENC.take(_as_uint16(pcm)).tobytes()
+    if pcm.dtype != _I16:
+        pcm = _saturate(pcm)
+    return _ULAW_ENC.take(pcm).tobytes()
 
 
 def alaw_decode(b: bytes) -> np.ndarray:
@@ -111,7 +116,9 @@ def alaw_decode(b: bytes) -> np.ndarray:
 
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 samples to A-law bytes."""
-    return _ALAW_ENC.take(_as_uint16(pcm)).tobytes()
+    if pcm.dtype != _I16:
+        pcm = _saturate(pcm)
+    return _ALAW_ENC.take(pcm).tobytes()
 
 
 Encoder = Callable[[np.ndarray], bytes]
