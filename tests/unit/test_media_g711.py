@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import numpy as np
 import pytest
 
+from gateway.media import g711
 from gateway.media.g711 import (
     CODECS,
+    LAW_INDEX,
     PAYLOAD_TYPES,
     alaw_decode,
     alaw_encode,
+    pre_encode,
+    pre_encoded,
     ulaw_decode,
     ulaw_encode,
 )
@@ -99,3 +104,23 @@ def test_decode_takes_any_buffer(name: str) -> None:
     want = dec(ALL_BYTES).tobytes()
     assert dec(bytearray(ALL_BYTES)).tobytes() == want
     assert dec(memoryview(b"x" + ALL_BYTES)[1:]).tobytes() == want
+
+
+def test_pre_encoded_frames_carry_both_laws_until_freed() -> None:
+    frame = np.arange(-80, 80, dtype=np.int16) * 97
+    with pytest.raises(ValueError):
+        pre_encode([frame])  # writable: its samples could change after encoding
+    assert pre_encoded(frame) is None
+    frame.flags.writeable = False
+    pre_encode([frame])
+    payloads = pre_encoded(frame)
+    assert payloads is not None
+    assert payloads[LAW_INDEX["PCMU"]] == ulaw_encode(frame)
+    assert payloads[LAW_INDEX["PCMA"]] == alaw_encode(frame)
+    assert pre_encoded(frame.copy()) is None  # equal samples, another array: not the entry
+    assert pre_encoded(frame[:]) is None  # a view is another object too
+    key = id(frame)
+    del frame, payloads
+    gc.collect()
+    entry = g711._PRE_ENCODED.get(key)  # gone with its frame (unless the id was reused)
+    assert entry is None or entry[0]() is not None

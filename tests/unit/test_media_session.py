@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from gateway.media.g711 import alaw_decode, alaw_encode, pre_encoded, ulaw_decode, ulaw_encode
+from gateway.media.prompts import frames as prompt_frames
 from gateway.media.rfc4733 import Rfc4733Error, event_packets, parse_event
 from gateway.media.rtp import RtpPacket, parse_rtp
 from gateway.media.session import SILENCE_GAP_S, RtpSession
@@ -497,3 +498,36 @@ def test_fast_header_path_leaves_malformed_packets_to_the_parser() -> None:
     assert s.malformed == 5 and s.latched is None
     frames, _ = s.receive_datagram(memoryview(good), NAT, 0.0)
     assert len(frames) == 1 and frames[0].tobytes() == ulaw_decode(good[12:]).tobytes()
+
+
+# --- pre-encoded (prompt) frames ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("codec", "pt"), [("PCMU", 0), ("PCMA", 8)])
+def test_prompt_frames_send_the_same_packets_as_encoding_them(codec: str, pt: int) -> None:
+    """Prompt frames go out as the payloads pre-encoded once; byte for byte what encoding the
+    same samples every time gives, through talkspurts, a silence gap, mute and a key press."""
+    rng = np.random.default_rng(3)
+    prompt = prompt_frames(rng.integers(-32768, 32767, 160 * 30 + 17).astype(np.int16))
+    assert all(pre_encoded(f) is not None for f in prompt)
+    cached, encoded = session(codec, pt), session(codec, pt)
+    now = 0.0
+    out: list[tuple[bytes | None, bytes | None]] = []
+    for i, frame in enumerate(prompt):
+        now += T if i != 10 else 1.0  # a silence gap: timestamp jump and marker
+        if i == 20:
+            cached.muted = encoded.muted = True
+        if i == 23:
+            cached.muted = encoded.muted = False
+        if i == 25:
+            for s in (cached, encoded):
+                s.start_dtmf("7", now, 40)
+        if i == 28:
+            for s in (cached, encoded):
+                s.end_dtmf(now)
+        copy = np.array(frame)  # writable, not pre-encoded: the encode path
+        assert pre_encoded(copy) is None
+        out.append((cached.send_audio(frame, now), encoded.send_audio(copy, now)))
+    assert all(a == b for a, b in out)
+    assert sum(a is not None for a, _ in out) == len(prompt) - 3 - 3
+    assert cached.packets_out == encoded.packets_out and cached.bytes_out == encoded.bytes_out

@@ -10,15 +10,20 @@ algorithm (the same one CPython's ``audioop`` uses), so output is bit-exact with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import numpy as np
 
 __all__ = [
     "CODECS",
+    "LAW_INDEX",
     "PAYLOAD_TYPES",
     "alaw_decode",
     "alaw_encode",
+    "pre_encode",
+    "pre_encoded",
     "ulaw_decode",
     "ulaw_encode",
 ]
@@ -132,3 +137,40 @@ CODECS: dict[str, tuple[Encoder, Decoder]] = {
 
 #: Static RTP payload types from RFC 3551.
 PAYLOAD_TYPES: dict[str, int] = {"PCMU": 0, "PCMA": 8}
+
+#: Codec name -> index of its payload in a :func:`pre_encoded` entry.
+LAW_INDEX: dict[str, int] = {"PCMU": 0, "PCMA": 1}
+
+# Frames encoded once in both laws (prompts and hold music, which every call playing them would
+# otherwise encode again every 20 ms): id(frame) -> (weak reference to the frame, (µ-law, A-law)).
+# An entry is used only while its reference still points at the very frame asked about, and is
+# dropped when the frame is freed, so an id reused by another array never finds it.
+PreEncoded = tuple[weakref.ref[np.ndarray], tuple[bytes, bytes]]
+_PRE_ENCODED: dict[int, PreEncoded] = {}
+
+
+def _forget(key: int, ref: weakref.ref[np.ndarray]) -> None:
+    entry = _PRE_ENCODED.get(key)
+    if entry is not None and entry[0] is ref:
+        del _PRE_ENCODED[key]
+
+
+def pre_encode(frames: Iterable[np.ndarray]) -> None:
+    """Encode read-only frames once in µ-law and A-law; :func:`pre_encoded` hands the bytes
+    out for as long as each frame lives.  Writable arrays are refused (ValueError): their
+    samples could change after encoding."""
+    for frame in frames:
+        if frame.flags.writeable:
+            raise ValueError("only read-only frames can be pre-encoded")
+        key = id(frame)
+        ref = weakref.ref(frame, partial(_forget, key))
+        _PRE_ENCODED[key] = (ref, (ulaw_encode(frame), alaw_encode(frame)))
+
+
+def pre_encoded(frame: np.ndarray) -> tuple[bytes, bytes] | None:
+    """The (µ-law, A-law) payloads :func:`pre_encode` made of this very frame object, else
+    None; :data:`LAW_INDEX` says which is which."""
+    entry = _PRE_ENCODED.get(id(frame))
+    if entry is not None and entry[0]() is frame:
+        return entry[1]
+    return None

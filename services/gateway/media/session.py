@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLES_PER_MS
-from .g711 import CODECS, PAYLOAD_TYPES, Decoder, Encoder
+from .g711 import _PRE_ENCODED, CODECS, LAW_INDEX, PAYLOAD_TYPES, Decoder, Encoder
 from .rfc4733 import DtmfReceiver, encode_events
 from .rtp import RtpError, RtpPacket, RtpStats, parse_rtp
 
@@ -73,6 +73,7 @@ class RtpSession:
         self.payload_type: int | None = None
         self.dtmf_payload_type: int | None = None
         self._encode: Encoder | None = None
+        self._law = 0  # index of our codec's payload in a pre-encoded frame's entry
         self._decoders: dict[int, Decoder] = {}
         self._remote: Address | None = None  # from SDP
         self._latched: Address | None = None  # actual source (symmetric RTP)
@@ -152,6 +153,7 @@ class RtpSession:
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._encode = CODECS[name][0]
+        self._law = LAW_INDEX[name]
         # Static G.711 types are always decodable; the negotiated one wins.
         decoders = {pt: CODECS[n][1] for n, pt in PAYLOAD_TYPES.items()}
         decoders[payload_type] = CODECS[name][1]
@@ -292,8 +294,11 @@ class RtpSession:
             self.timestamp = (self.timestamp + n) & _M32
             self.marker = self.marker or self.muted
             return None
+        # A prompt frame was encoded once for every call (g711.pre_encode): send those bytes.
+        pre = _PRE_ENCODED.get(id(pcm))  # g711.pre_encoded(pcm), inlined
+        payload = pre[1][self._law] if pre is not None and pre[0]() is pcm else encode(pcm)
         b1 = self.payload_type | (0x80 if self.marker else 0)  # type: ignore[operator]
-        data = _pack_hdr(0x80, b1, self.sequence, self.timestamp, self.ssrc) + encode(pcm)
+        data = _pack_hdr(0x80, b1, self.sequence, self.timestamp, self.ssrc) + payload
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + n) & _M32
         self.marker = False
