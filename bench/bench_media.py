@@ -9,6 +9,13 @@ converts to "channels in real time per core" (frames/s / 50).  The last line
 runs the same leg through :class:`RtpSession` (receive one packet, send one
 frame, with latching, stats, sequence checks and talkspurt state), to compare
 with the bare parse+codec+pack line above it.
+
+The "call ticks" section times whole 20 ms ticks the way the gateway runs them,
+without sockets or disk: a bridged call (a packet in on each RtpEndpoint, the
+Bridge tick sending a frame out on each, optionally the recording tap of a
+SpoolWriter), a leg hearing a prompt (one send_audio of a prompt frame, as the
+switch's tick does), and the recording tap alone.  For before/after ratios run
+this file against two trees in turn (``PYTHONPATH=<tree>/services``).
 """
 
 from __future__ import annotations
@@ -16,17 +23,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
 
 from gateway.channels.sip.media import SipMedia  # noqa: E402
+from gateway.media.bridge import Bridge  # noqa: E402
 from gateway.media.endpoint import RtpEndpoint  # noqa: E402
 from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
+from gateway.media.prompts import frames as prompt_frames  # noqa: E402
 from gateway.media.rtp import RtpPacket, parse_rtp  # noqa: E402
 from gateway.media.session import RtpSession  # noqa: E402
+from gateway.spool import Spool  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -45,6 +58,28 @@ def make_frames() -> list[np.ndarray]:
     speech_like = np.sin(2 * np.pi * 300 * t / 8000) * 6000 + rng.normal(0, 1500, t.size)
     pcm = np.clip(speech_like, -32768, 32767).astype(np.int16)
     return list(pcm.reshape(N_FRAMES, 160))
+
+
+class NullTransport:
+    """A socket that sends nothing: the loop-side cost of a leg without the syscall."""
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullDisk:
+    """The spool's disk thread, minus the disk: measures what the event loop pays."""
+
+    def submit(self, fn: Callable[..., object], /, *args: object) -> Future[None]:
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
 
 
 def rate(fn: Callable[[], int], seconds: float) -> float:
@@ -70,6 +105,7 @@ def main() -> None:
     alaw = [alaw_encode(f) for f in frames]
     [f.tobytes() for f in frames]
     packets = [RtpPacket(0, i, i * 160, 0x1234ABCD, p).pack() for i, p in enumerate(ulaw)]
+    alaw_packets = [RtpPacket(8, i, i * 160, 0x5678ABCD, p).pack() for i, p in enumerate(alaw)]
 
     def ours_ulaw() -> int:
         for b in ulaw:
@@ -168,7 +204,73 @@ def main() -> None:
         inband = run("SipMedia datagram in (in-band DTMF)", legs[2])
         return plain, sip, inband
 
+    async def calls() -> None:
+        """Whole call ticks as the gateway runs them (no socket, no disk)."""
+
+        def endpoint(codec: str, pt: int) -> RtpEndpoint:
+            ep = RtpEndpoint(None, "x", 0)
+            ep.configure(peer, codec, pt, 101)
+            ep.connection_made(NullTransport())  # type: ignore[arg-type]
+            return ep
+
+        # NullDisk never releases what a flush reserves: no backlog limit here
+        spool = Spool(
+            Path(tempfile.mkdtemp(prefix="bench-media-")), NullDisk(), max_pending_bytes=1 << 62
+        )
+
+        def bridged(codec_b: str, pt_b: int, recorded: bool) -> Callable[[], int]:
+            a, b = endpoint("PCMU", 0), endpoint(codec_b, pt_b)
+            tap = spool.open("c", "a", "q", lambda e: None).tap if recorded else None
+            bridge = Bridge(a, b, tap=tap)
+            a.on_audio, b.on_audio = bridge.from_a.push, bridge.from_b.push
+            in_a, in_b, tick = a.datagram_received, b.datagram_received, bridge._tick
+            in_b_packets = packets if codec_b == "PCMU" else alaw_packets
+
+            def call() -> int:  # per tick: a packet in on each leg, one frame out on each
+                for da, db in zip(packets, in_b_packets, strict=True):
+                    in_a(da, peer)
+                    in_b(db, peer)
+                    tick()
+                return N_FRAMES
+
+            return call
+
+        prompt = prompt_frames(np.concatenate(frames))
+
+        def prompt_leg(codec: str, pt: int) -> Callable[[], int]:
+            ep = endpoint(codec, pt)
+            send = ep.send_audio
+
+            def leg() -> int:  # the switch's tick for a caller hearing a prompt
+                for f in prompt:
+                    send(f)
+                return N_FRAMES
+
+            return leg
+
+        writer = spool.open("c", "a", "q", lambda e: None)
+
+        def tap() -> int:
+            t = writer.tap
+            for f in frames:
+                t(f, f)
+            return N_FRAMES
+
+        cases = [
+            ("bridged call tick, PCMU both legs", bridged("PCMU", 0, False)),
+            ("bridged call tick, PCMU both legs, recorded", bridged("PCMU", 0, True)),
+            ("bridged call tick, PCMU<->PCMA, recorded", bridged("PCMA", 8, True)),
+            ("prompt leg tick (PCMU)", prompt_leg("PCMU", 0)),
+            ("prompt leg tick (PCMA)", prompt_leg("PCMA", 8)),
+            ("SpoolWriter.tap (one frame pair)", tap),
+        ]
+        print()
+        print("call ticks (one 'frame' = one 20 ms tick of the whole call; ch/core = calls)")
+        for name, fn in cases:
+            run(name, fn)
+
     plain, sip_leg, inband = asyncio.run(adapters())
+    asyncio.run(calls())
 
     print()
     if base is not None and base_np is not None:

@@ -423,6 +423,53 @@ class Spool:
             log.error("recording spool disk work not finished after %.0fs", timeout_s)
 
 
+_LE_I16 = np.dtype("<i2")
+
+
+class _TapError(Exception):
+    """A tapped frame that is not audio; ``samples`` per side were good before it."""
+
+    def __init__(self, cause: Exception, samples: int) -> None:
+        super().__init__(cause)
+        self.cause, self.samples = cause, samples
+
+
+def _sides(lefts: list[Frame], rights: list[Frame]) -> tuple[bytes, bytes]:
+    """The tapped frames of both sides as little-endian int16 bytes of equal length, a short
+    frame padded with silence to its pair's length (raises :class:`_TapError`)."""
+    try:
+        a, b = np.concatenate(lefts), np.concatenate(rights)
+    except (ValueError, TypeError):
+        pass  # 0-d or mixed-rank frames: the general way below says which one is wrong
+    else:
+        # The common case: 1-D int16 frames in pairs of equal length, which the general way
+        # would convert frame by frame into the same bytes.
+        if (
+            a.dtype == _LE_I16
+            and b.dtype == _LE_I16
+            and a.ndim == 1
+            and b.ndim == 1
+            and list(map(len, lefts)) == list(map(len, rights))
+        ):
+            return a.tobytes(), b.tobytes()
+    left: list[bytes] = []
+    right: list[bytes] = []
+    samples = 0
+    for l_frame, r_frame in zip(lefts, rights, strict=True):
+        try:
+            la = np.asarray(l_frame, dtype="<i2").reshape(-1)
+            rb = np.asarray(r_frame, dtype="<i2").reshape(-1)
+            if len(la) != len(rb):  # keep both sides aligned: pad the short one with silence
+                n = max(len(la), len(rb))
+                la, rb = np.pad(la, (0, n - len(la))), np.pad(rb, (0, n - len(rb)))
+        except Exception as exc:
+            raise _TapError(exc, samples) from exc
+        left.append(la.tobytes())
+        right.append(rb.tobytes())
+        samples += len(la)
+    return b"".join(left), b"".join(right)
+
+
 class SpoolWriter:
     """One recording being spooled: the core's `Recording` (`tap` on the 20 ms clock, then
     `finish`). Only `tap` and `finish` run on the event loop; the `_` jobs run on the disk."""
@@ -441,9 +488,10 @@ class SpoolWriter:
         #: why this recording is cut short (a metric reason), once something went wrong
         self.damaged: str | None = None
         self.finished = False
-        self._left: list[bytes] = []
-        self._right: list[bytes] = []
-        #: samples per side tapped so far: the clock of the hold marks
+        #: the frames tapped since the last flush, as given (converted once per flush)
+        self._left: list[Frame] = []
+        self._right: list[Frame] = []
+        #: samples per side flushed so far (with the buffered ones: the clock of the hold marks)
         self._tapped = 0
         # touched only by the disk thread:
         self._meta_bytes = 0
@@ -459,25 +507,25 @@ class SpoolWriter:
     # ---- on the event loop -------------------------------------------------------------------
     def tap(self, left: Frame, right: Frame) -> None:
         """One frame per side (the bridge calls it every 20 ms): buffered, never blocks, never
-        raises."""
+        raises. The frames are kept as they are until the flush (up to `flush_frames` ticks
+        later) converts a second's worth at once, so a caller must not change them afterwards
+        (the bridge and the room pass decoded, copied or read-only frames)."""
         if self.finished or self.damaged is not None:
             return
-        try:
-            a = np.asarray(left, dtype="<i2").reshape(-1)
-            b = np.asarray(right, dtype="<i2").reshape(-1)
-            if len(a) != len(b):  # keep both sides aligned: pad the short one with silence
-                n = max(len(a), len(b))
-                a, b = np.pad(a, (0, n - len(a))), np.pad(b, (0, n - len(b)))
-            self._left.append(a.tobytes())
-            self._right.append(b.tobytes())
-            self._tapped += len(a)
-            if len(self._left) >= self.spool.flush_frames:
-                self._flush()
-        except Exception as exc:  # a tap that raised would cost the bridge its frame
-            self._damage("tap_error", f"frame could not be buffered: {exc!r}")
+        left_frames = self._left
+        left_frames.append(left)
+        self._right.append(right)
+        if len(left_frames) >= self.spool.flush_frames:
+            self._flush()
 
     def _now_ms(self) -> int:
-        return self._tapped * 1000 // self.meta.sample_rate
+        buffered = 0
+        for a, b in zip(self._left, self._right, strict=True):
+            try:
+                buffered += max(np.size(a), np.size(b))
+            except Exception:  # not audio: the flush will cut the recording there
+                break
+        return (self._tapped + buffered) * 1000 // self.meta.sample_rate
 
     def hold_started(self, leg_id: str, held_by: str) -> None:
         """The call went on hold here: marked in the spool's metadata (a hold already on is
@@ -499,9 +547,15 @@ class SpoolWriter:
         self.spool.submit(self._rewrite_meta, self.meta)
 
     def _flush(self) -> None:
-        left, right = b"".join(self._left), b"".join(self._right)
-        self._left.clear()
-        self._right.clear()
+        lefts, rights = self._left, self._right
+        self._left, self._right = [], []
+        try:
+            left, right = _sides(lefts, rights)
+        except _TapError as exc:
+            self._tapped += exc.samples
+            self._damage("tap_error", f"frame could not be buffered: {exc.cause!r}")
+            return
+        self._tapped += len(left) // 2
         size = len(left) + len(right)
         if not self.spool.reserve(size):
             self._damage(

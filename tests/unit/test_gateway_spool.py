@@ -330,3 +330,89 @@ def test_bad_hold_marks_make_the_metadata_unreadable(holds: list[dict[str, int]]
     data["holds"] = holds
     with pytest.raises(ValueError, match="not a spool metadata file"):
         SpoolMeta.from_json(json.dumps(data).encode())
+
+
+def per_frame_pcm(pairs: list[tuple[object, object]]) -> bytes:
+    """The spool's stereo file the way the tap converted every frame pair as it came (the
+    reference for the tap that converts a second of frames at once)."""
+    out = bytearray()
+    for left, right in pairs:
+        a = np.asarray(left, dtype="<i2").reshape(-1)
+        b = np.asarray(right, dtype="<i2").reshape(-1)
+        if len(a) != len(b):
+            n = max(len(a), len(b))
+            a, b = np.pad(a, (0, n - len(a))), np.pad(b, (0, n - len(b)))
+        stereo = np.empty(2 * len(a), dtype="<i2")
+        stereo[0::2], stereo[1::2] = a, b
+        out += stereo.tobytes()
+    return bytes(out)
+
+
+def odd_frames(n: int) -> tuple[object, object]:
+    """Frame pair n of a stream with every kind of frame the tap accepts."""
+    rng = np.random.default_rng(n)
+    full = rng.integers(-32768, 32767, FRAME).astype(np.int16)
+    kind = n % 9
+    if kind == 1:
+        return full, full[: 40 + n % 100]  # a short side
+    if kind == 2:
+        return full[::-1], np.zeros(FRAME, np.int16)[::2]  # strided, short
+    if kind == 3:
+        return full.astype(">i2"), full  # byte-swapped
+    if kind == 4:
+        return full.astype(np.uint8), full  # another integer type
+    if kind == 5:
+        return (full / 3).astype(np.float64), full  # float samples: cast, not scaled
+    if kind == 6:
+        return full.reshape(8, 20), full.tolist()  # 2-D, a plain list
+    return full, frame(n, 1)
+
+
+@pytest.mark.parametrize("kinds", ["int16", "mixed"])
+async def test_batched_tap_writes_what_per_frame_conversion_wrote(
+    tmp_path: Path, kinds: str
+) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    writer = spool.open("call-1", "", "", sealed)
+    pairs: list[tuple[object, object]] = []
+    for n in range(3 * FLUSH_FRAMES + 11):
+        pair = odd_frames(n) if kinds == "mixed" else (frame(n, 0), frame(n, 1))
+        pairs.append(pair)
+        writer.tap(*pair)  # type: ignore[arg-type]
+    await writer.finish()
+    await settle()
+    raw = spool.pcm_path(writer.recording_id).read_bytes()
+    assert raw == per_frame_pcm(pairs)
+    [entry] = sealed.entries
+    assert entry.complete and entry.samples * 4 == len(raw)
+
+
+async def test_a_frame_that_is_not_audio_cuts_the_recording_at_its_second(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    writer = spool.open("call-1", "", "", sealed)
+    before = failures("tap_error")
+    for n in range(FLUSH_FRAMES + 5):
+        writer.tap(frame(n, 0), frame(n, 1))
+    writer.tap(object(), frame(0, 1))  # type: ignore[arg-type]
+    for n in range(2 * FLUSH_FRAMES):
+        writer.tap(frame(n, 0), frame(n, 1))
+    assert writer.damaged == "tap_error" and failures("tap_error") == before + 1
+    await writer.finish()
+    await settle()
+    [entry] = sealed.entries
+    assert not entry.complete and entry.samples == FLUSH_FRAMES * FRAME  # the whole seconds
+    expected = per_frame_pcm([(frame(n, 0), frame(n, 1)) for n in range(FLUSH_FRAMES)])
+    assert spool.pcm_path(writer.recording_id).read_bytes() == expected
+
+
+async def test_hold_marks_count_the_frames_not_yet_flushed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    writer = spool.open("call-1", "", "", Sealed())
+    for n in range(FLUSH_FRAMES + 10):
+        writer.tap(frame(n, 0), frame(n, 1)[:80])
+    writer.hold_started("leg-a", "agent")
+    assert writer.meta.holds == (HoldMark(1200, None, "leg-a", "agent"),)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import numpy as np
 import pytest
 
+from gateway.media import g711
 from gateway.media.g711 import (
     CODECS,
+    LAW_INDEX,
     PAYLOAD_TYPES,
     alaw_decode,
     alaw_encode,
+    pre_encode,
+    pre_encoded,
     ulaw_decode,
     ulaw_encode,
 )
@@ -79,3 +84,43 @@ def test_strided_input_encodes_correctly() -> None:
 def test_payload_types() -> None:
     assert PAYLOAD_TYPES == {"PCMU": 0, "PCMA": 8}
     assert set(CODECS) == {"PCMU", "PCMA"}
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA"])
+def test_encode_any_int16_layout_matches_the_contiguous_native_one(name: str) -> None:
+    """The tables are taken with the int16 samples as indices (negative ones counting from the
+    end): strided, 2-D and byte-swapped input must encode as their plain int16 samples do."""
+    enc, _ = CODECS[name]
+    plain = enc(ALL_PCM)
+    assert enc(ALL_PCM.reshape(256, 256)) == plain
+    assert enc(ALL_PCM.astype(">i2")) == plain
+    doubled = np.repeat(ALL_PCM, 2)
+    assert enc(doubled[::2]) == plain
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA"])
+def test_decode_takes_any_buffer(name: str) -> None:
+    _, dec = CODECS[name]
+    want = dec(ALL_BYTES).tobytes()
+    assert dec(bytearray(ALL_BYTES)).tobytes() == want
+    assert dec(memoryview(b"x" + ALL_BYTES)[1:]).tobytes() == want
+
+
+def test_pre_encoded_frames_carry_both_laws_until_freed() -> None:
+    frame = np.arange(-80, 80, dtype=np.int16) * 97
+    with pytest.raises(ValueError):
+        pre_encode([frame])  # writable: its samples could change after encoding
+    assert pre_encoded(frame) is None
+    frame.flags.writeable = False
+    pre_encode([frame])
+    payloads = pre_encoded(frame)
+    assert payloads is not None
+    assert payloads[LAW_INDEX["PCMU"]] == ulaw_encode(frame)
+    assert payloads[LAW_INDEX["PCMA"]] == alaw_encode(frame)
+    assert pre_encoded(frame.copy()) is None  # equal samples, another array: not the entry
+    assert pre_encoded(frame[:]) is None  # a view is another object too
+    key = id(frame)
+    del frame, payloads
+    gc.collect()
+    entry = g711._PRE_ENCODED.get(key)  # gone with its frame (unless the id was reused)
+    assert entry is None or entry[0]() is not None

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from gateway.media.audio import silence
-from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from gateway.media.g711 import (
+    LAW_INDEX,
+    alaw_decode,
+    alaw_encode,
+    pre_encoded,
+    ulaw_decode,
+    ulaw_encode,
+)
 from gateway.media.prompts import (
     PromptError,
     PromptPlayer,
@@ -147,3 +154,12 @@ def test_silence_is_shared_and_read_only() -> None:
     assert s is silence() and s.shape == (160,) and s.dtype == np.int16 and not s.any()
     with pytest.raises(ValueError):
         s[0] = 1
+
+
+def test_frames_are_pre_encoded_in_both_laws() -> None:
+    cut = frames(PCM)
+    for f in cut:
+        payloads = pre_encoded(f)
+        assert payloads is not None
+        assert payloads[LAW_INDEX["PCMU"]] == ulaw_encode(f)
+        assert payloads[LAW_INDEX["PCMA"]] == alaw_encode(f)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from gateway.media.g711 import alaw_decode, alaw_encode, pre_encoded, ulaw_decode, ulaw_encode
+from gateway.media.prompts import frames as prompt_frames
 from gateway.media.rfc4733 import Rfc4733Error, event_packets, parse_event
 from gateway.media.rtp import RtpPacket, parse_rtp
 from gateway.media.session import SILENCE_GAP_S, RtpSession
@@ -415,3 +416,118 @@ def test_muted_sends_nothing_keeps_time_and_marks_the_resumed_talkspurt() -> Non
     assert resumed.marker
     assert resumed.sequence == (first.sequence + 1) & 0xFFFF
     assert resumed.timestamp == (first.timestamp + 3 * 160) & 0xFFFFFFFF
+
+
+# --- the header fast path ----------------------------------------------------------
+
+
+_COUNTERS = (
+    "packets_in",
+    "malformed",
+    "unknown_pt",
+    "wrong_source",
+    "not_ready",
+    "stale",
+    "late",
+    "cn_packets",
+    "payload_types_in",
+)
+
+
+def _mixed_stream() -> list[RtpPacket]:
+    """Audio in and out of order, duplicates, a restart, a new SSRC, an RFC 4733 key press,
+    comfort noise, a payload type nobody takes, short and long packets, a sequence wrap."""
+    rng = np.random.default_rng(5)
+    out: list[RtpPacket] = []
+    seqs = [65530 + i for i in range(12)] + [3, 2, 2, 9, 8, 40000, 40001, 40002, 11, 12]
+    for i, seq in enumerate(seqs):
+        n = 160 if i % 7 else (80 if i % 2 else 400)
+        pcm = rng.integers(-20000, 20000, n).astype(np.int16)
+        out.append(RtpPacket(0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, 77, ulaw_encode(pcm)))
+    out += event_packets("5", start_ts=1000, first_seq=13, ssrc=77, payload_type=DTMF_PT)
+    out.append(RtpPacket(DTMF_PT, 19, 1800, 77, b"\x01"))  # a malformed event
+    out.append(RtpPacket(13, 20, 5000, 77, b"\x40"))
+    out.append(RtpPacket(18, 21, 5160, 77, b"\x00" * 20))
+    out.append(RtpPacket(8, 22, 5320, 77, alaw_encode(tone())))
+    for i in range(5):
+        out.append(RtpPacket(0, 500 + i, 9000 + 160 * i, 0xBEEF, ulaw_encode(tone()), i == 0))
+    return out
+
+
+def test_fast_header_path_equals_the_general_parser() -> None:
+    """Packets without CSRCs/extension/padding skip parse_rtp(); the same packets with a CSRC
+    go through it. Frames, digits, counters and statistics must not differ."""
+    fast, general = session(), session()
+    now = 0.0
+    digits = []
+    for pkt in _mixed_stream():
+        now += 0.0193
+        plain = pkt.pack()
+        assert plain[0] == 0x80  # takes the fast path
+        extended = RtpPacket(
+            pkt.payload_type, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.payload, pkt.marker, (9,)
+        ).pack()
+        frames_a, digit_a = fast.receive_datagram(plain, NAT, now)
+        frames_b, digit_b = general.receive_datagram(extended, NAT, now)
+        assert digit_a == digit_b
+        digits.append(digit_a)
+        assert [f.tobytes() for f in frames_a] == [f.tobytes() for f in frames_b]
+    for name in _COUNTERS:
+        assert getattr(fast, name) == getattr(general, name), name
+    a, b = fast.stats, general.stats
+    assert (a.packets, a.received, a.expected_total, a.lost, a.ssrc_changes) == (
+        b.packets,
+        b.received,
+        b.expected_total,
+        b.lost,
+        b.ssrc_changes,
+    )
+    assert a.jitter == b.jitter and a.extended_max_seq == b.extended_max_seq
+    assert fast.bytes_in + 4 * fast.packets_in == general.bytes_in
+    assert fast.dtmf.malformed == general.dtmf.malformed
+    # the stream exercised every branch
+    assert "5" in digits and fast.dtmf.malformed == 1
+    assert fast.late and fast.cn_packets and fast.unknown_pt and fast.stats.ssrc_changes
+
+
+def test_fast_header_path_leaves_malformed_packets_to_the_parser() -> None:
+    s = session()
+    good = audio(1)
+    for bad in (b"", b"\x80", good[:11], b"\x40" + good[1:], b"\xa0" + good[1:-1] + b"\x00"):
+        assert s.receive_datagram(bad, NAT, 0.0) == ((), None)
+    assert s.malformed == 5 and s.latched is None
+    frames, _ = s.receive_datagram(memoryview(good), NAT, 0.0)
+    assert len(frames) == 1 and frames[0].tobytes() == ulaw_decode(good[12:]).tobytes()
+
+
+# --- pre-encoded (prompt) frames ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("codec", "pt"), [("PCMU", 0), ("PCMA", 8)])
+def test_prompt_frames_send_the_same_packets_as_encoding_them(codec: str, pt: int) -> None:
+    """Prompt frames go out as the payloads pre-encoded once; byte for byte what encoding the
+    same samples every time gives, through talkspurts, a silence gap, mute and a key press."""
+    rng = np.random.default_rng(3)
+    prompt = prompt_frames(rng.integers(-32768, 32767, 160 * 30 + 17).astype(np.int16))
+    assert all(pre_encoded(f) is not None for f in prompt)
+    cached, encoded = session(codec, pt), session(codec, pt)
+    now = 0.0
+    out: list[tuple[bytes | None, bytes | None]] = []
+    for i, frame in enumerate(prompt):
+        now += T if i != 10 else 1.0  # a silence gap: timestamp jump and marker
+        if i == 20:
+            cached.muted = encoded.muted = True
+        if i == 23:
+            cached.muted = encoded.muted = False
+        if i == 25:
+            for s in (cached, encoded):
+                s.start_dtmf("7", now, 40)
+        if i == 28:
+            for s in (cached, encoded):
+                s.end_dtmf(now)
+        copy = np.array(frame)  # writable, not pre-encoded: the encode path
+        assert pre_encoded(copy) is None
+        out.append((cached.send_audio(frame, now), encoded.send_audio(copy, now)))
+    assert all(a == b for a, b in out)
+    assert sum(a is not None for a, _ in out) == len(prompt) - 3 - 3
+    assert cached.packets_out == encoded.packets_out and cached.bytes_out == encoded.bytes_out

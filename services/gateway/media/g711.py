@@ -2,23 +2,28 @@
 
 Every call leg encodes and decodes 50 frames a second, so both directions are a
 single table lookup: decoding indexes a 256-entry int16 table with the payload
-bytes, encoding indexes a 65536-entry uint8 table with the uint16 view of the
-int16 samples.  The tables are generated once at import time from the reference
+bytes, encoding indexes a 65536-entry uint8 table with the int16 samples (their
+uint16 bit patterns).  The tables are generated once at import time from the reference
 algorithm (the same one CPython's ``audioop`` uses), so output is bit-exact with
 ``audioop.lin2ulaw``/``ulaw2lin``/``lin2alaw``/``alaw2lin`` for all inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import numpy as np
 
 __all__ = [
     "CODECS",
+    "LAW_INDEX",
     "PAYLOAD_TYPES",
     "alaw_decode",
     "alaw_encode",
+    "pre_encode",
+    "pre_encoded",
     "ulaw_decode",
     "ulaw_encode",
 ]
@@ -72,7 +77,6 @@ def _build_alaw_decode() -> np.ndarray:
 
 
 _U8 = np.dtype(np.uint8)
-_U16 = np.dtype(np.uint16)
 _I16 = np.dtype(np.int16)
 
 
@@ -87,11 +91,15 @@ _ALAW_ENC = _readonly(_build_alaw_encode())
 _ALAW_DEC = _readonly(_build_alaw_decode())
 
 
-def _as_uint16(pcm: np.ndarray) -> np.ndarray:
-    """uint16 view of the samples; non-int16 input is saturated, not wrapped."""
-    if pcm.dtype != _I16:
-        pcm = np.clip(np.asarray(pcm), -32768, 32767).astype(_I16)
-    return pcm.view(_U16)
+def _saturate(pcm: np.ndarray) -> np.ndarray:
+    """Non-int16 samples as int16, saturated rather than wrapped."""
+    out: np.ndarray = np.clip(np.asarray(pcm), -32768, 32767).astype(_I16)
+    return out
+
+
+# The encode tables are indexed by the uint16 bit pattern of a sample.  ``take`` with the int16
+# samples themselves gives the same entries without a uint16 view: a negative index counts from
+# the end, so -1 reads entry 65535 and -32768 entry 32768, exactly the uint16 patterns.
 
 
 def ulaw_decode(b: bytes) -> np.ndarray:
@@ -101,7 +109,9 @@ def ulaw_decode(b: bytes) -> np.ndarray:
 
 def ulaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 samples to µ-law bytes."""
-    return _ULAW_ENC.take(_as_uint16(pcm)).tobytes()
+    if pcm.dtype != _I16:
+        pcm = _saturate(pcm)
+    return _ULAW_ENC.take(pcm).tobytes()
 
 
 def alaw_decode(b: bytes) -> np.ndarray:
@@ -111,7 +121,9 @@ def alaw_decode(b: bytes) -> np.ndarray:
 
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 samples to A-law bytes."""
-    return _ALAW_ENC.take(_as_uint16(pcm)).tobytes()
+    if pcm.dtype != _I16:
+        pcm = _saturate(pcm)
+    return _ALAW_ENC.take(pcm).tobytes()
 
 
 Encoder = Callable[[np.ndarray], bytes]
@@ -125,3 +137,40 @@ CODECS: dict[str, tuple[Encoder, Decoder]] = {
 
 #: Static RTP payload types from RFC 3551.
 PAYLOAD_TYPES: dict[str, int] = {"PCMU": 0, "PCMA": 8}
+
+#: Codec name -> index of its payload in a :func:`pre_encoded` entry.
+LAW_INDEX: dict[str, int] = {"PCMU": 0, "PCMA": 1}
+
+# Frames encoded once in both laws (prompts and hold music, which every call playing them would
+# otherwise encode again every 20 ms): id(frame) -> (weak reference to the frame, (µ-law, A-law)).
+# An entry is used only while its reference still points at the very frame asked about, and is
+# dropped when the frame is freed, so an id reused by another array never finds it.
+PreEncoded = tuple[weakref.ref[np.ndarray], tuple[bytes, bytes]]
+_PRE_ENCODED: dict[int, PreEncoded] = {}
+
+
+def _forget(key: int, ref: weakref.ref[np.ndarray]) -> None:
+    entry = _PRE_ENCODED.get(key)
+    if entry is not None and entry[0] is ref:
+        del _PRE_ENCODED[key]
+
+
+def pre_encode(frames: Iterable[np.ndarray]) -> None:
+    """Encode read-only frames once in µ-law and A-law; :func:`pre_encoded` hands the bytes
+    out for as long as each frame lives.  Writable arrays are refused (ValueError): their
+    samples could change after encoding."""
+    for frame in frames:
+        if frame.flags.writeable:
+            raise ValueError("only read-only frames can be pre-encoded")
+        key = id(frame)
+        ref = weakref.ref(frame, partial(_forget, key))
+        _PRE_ENCODED[key] = (ref, (ulaw_encode(frame), alaw_encode(frame)))
+
+
+def pre_encoded(frame: np.ndarray) -> tuple[bytes, bytes] | None:
+    """The (µ-law, A-law) payloads :func:`pre_encode` made of this very frame object, else
+    None; :data:`LAW_INDEX` says which is which."""
+    entry = _PRE_ENCODED.get(id(frame))
+    if entry is not None and entry[0]() is frame:
+        return entry[1]
+    return None

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from .audio import FRAME_SAMPLES, SAMPLE_RATE
-from .g711 import alaw_decode, ulaw_decode
+from .g711 import alaw_decode, pre_encode, ulaw_decode
 
 __all__ = [
     "PromptError",
@@ -92,13 +92,19 @@ def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def frames(pcm: np.ndarray) -> list[np.ndarray]:
-    """Split samples into read-only 160-sample frames, zero-padding the last one."""
+    """Split samples into read-only 160-sample frames, zero-padding the last one.
+
+    Each frame is also encoded once in both G.711 laws (:func:`~.g711.pre_encode`), so the
+    RTP sessions of all the calls hearing it send those bytes instead of encoding it again.
+    """
     pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
     n = -(-len(pcm) // FRAME_SAMPLES)
     buf = np.zeros(n * FRAME_SAMPLES, dtype=np.int16)
     buf[: len(pcm)] = pcm
     buf.flags.writeable = False
-    return list(buf.reshape(n, FRAME_SAMPLES))
+    out = list(buf.reshape(n, FRAME_SAMPLES))
+    pre_encode(out)
+    return out
 
 
 class PromptPlayer:

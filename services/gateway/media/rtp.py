@@ -260,25 +260,37 @@ class RtpStats:
         the media clock (RFC 4733 events keep the event's start timestamp), so
         they count for loss but do not distort jitter.
         """
+        return self.track(pkt.ssrc, pkt.sequence, pkt.timestamp, arrival_time_s, timing)
+
+    def track(
+        self, ssrc: int, sequence: int, timestamp: int, arrival_time_s: float, timing: bool = True
+    ) -> bool:
+        """:meth:`update` from the header fields, for the receive path that builds no packet."""
         self.packets += 1
-        if pkt.ssrc != self.ssrc:
+        if ssrc != self.ssrc:
             if self.ssrc is not None:
                 self.ssrc_changes += 1
                 self._expected_prior += self.expected
                 self._received_prior += self._received
-            self.ssrc = pkt.ssrc
-            self._reset_source(pkt.sequence)
-        if not self._update_seq(pkt.sequence):
+            self.ssrc = ssrc
+            self._reset_source(sequence)
+        max_seq = self._max_seq
+        if not self._probation and (sequence - max_seq) & 0xFFFF < _MAX_DROPOUT:
+            # _update_seq()'s in-order case (nearly every packet), inlined.
+            if sequence < max_seq:
+                self._cycles += _SEQ_MOD
+            self._max_seq = sequence
+            self._received += 1
+        elif not self._update_seq(sequence):
             return False
         if timing:
             # A.8: transit in timestamp units; 32-bit timestamps wrap, so use
             # the signed modular difference against the previous transit.
-            arrival = arrival_time_s * self.clock_rate
-            transit = arrival - pkt.timestamp
-            if self._transit is not None:
-                d = transit - self._transit
+            transit = arrival_time_s * self.clock_rate - timestamp
+            prev = self._transit
+            if prev is not None:
                 # Undo timestamp wraparound (a jump of ~2**32 units).
-                d = (d + 2**31) % 2**32 - 2**31
+                d = (transit - prev + 2**31) % 2**32 - 2**31
                 self._jitter += (abs(d) - self._jitter) / 16.0
             self._transit = transit
         return True

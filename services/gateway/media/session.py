@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from .audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLES_PER_MS
-from .g711 import CODECS, PAYLOAD_TYPES, Decoder, Encoder
+from .g711 import _PRE_ENCODED, CODECS, LAW_INDEX, PAYLOAD_TYPES, Decoder, Encoder
 from .rfc4733 import DtmfReceiver, encode_events
-from .rtp import RtpError, RtpStats, parse_rtp
+from .rtp import RtpError, RtpPacket, RtpStats, parse_rtp
 
 __all__ = ["CN_PAYLOAD_TYPE", "SILENCE_GAP_S", "Address", "Received", "RtpSession"]
 
@@ -44,7 +44,10 @@ CN_PAYLOAD_TYPE = 13  # RFC 3389 comfort noise: ignored, we play nothing instead
 SILENCE_GAP_S = 0.25
 _MAX_MISORDER = 100  # packets this far behind the newest are late, not a restart
 _M32 = 0xFFFFFFFF
-_pack_hdr = struct.Struct("!BBHII").pack  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
+_HDR = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
+_HDR_SIZE = _HDR.size
+_pack_hdr = _HDR.pack
+_unpack_fields = struct.Struct("!xBHII").unpack_from  # M/PT, sequence, timestamp, SSRC
 
 Address = tuple[Any, ...]  # (host, port) or (host, port, flowinfo, scope_id) for IPv6
 #: What one datagram yields: (audio frames, DTMF digit or None).
@@ -70,6 +73,7 @@ class RtpSession:
         self.payload_type: int | None = None
         self.dtmf_payload_type: int | None = None
         self._encode: Encoder | None = None
+        self._law = 0  # index of our codec's payload in a pre-encoded frame's entry
         self._decoders: dict[int, Decoder] = {}
         self._remote: Address | None = None  # from SDP
         self._latched: Address | None = None  # actual source (symmetric RTP)
@@ -149,6 +153,7 @@ class RtpSession:
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._encode = CODECS[name][0]
+        self._law = LAW_INDEX[name]
         # Static G.711 types are always decodable; the negotiated one wins.
         decoders = {pt: CODECS[n][1] for n, pt in PAYLOAD_TYPES.items()}
         decoders[payload_type] = CODECS[name][1]
@@ -175,12 +180,20 @@ class RtpSession:
         """
         self.packets_in += 1
         self.bytes_in += len(data)
-        try:
-            pkt = parse_rtp(data)
-        except RtpError:
-            self.malformed += 1
-            return _NOTHING
-        pt = pkt.payload_type
+        if len(data) >= _HDR_SIZE and data[0] == 0x80:
+            # parse_rtp()'s fast path (version 2, no padding, extension or CSRCs), without
+            # building an RtpPacket: the header fields are all the audio path needs.
+            b1, seq, ts, ssrc = _unpack_fields(data)
+            payload = data[_HDR_SIZE:]
+        else:
+            try:
+                pkt = parse_rtp(data)
+            except RtpError:
+                self.malformed += 1
+                return _NOTHING
+            b1 = pkt.payload_type | (0x80 if pkt.marker else 0)
+            seq, ts, ssrc, payload = pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.payload
+        pt = b1 & 0x7F
         if self._latched is None:
             if self._remote is None:
                 self.not_ready += 1
@@ -188,7 +201,7 @@ class RtpSession:
             if pt not in self._decoders and pt != self.dtmf_payload_type:
                 self.unknown_pt += 1
                 return _NOTHING
-            if self.previous is not None and self._is_stale(addr, pkt.ssrc):
+            if self.previous is not None and self._is_stale(addr, ssrc):
                 self.stale += 1
                 return _NOTHING
             self._latched = self.remote = addr
@@ -199,31 +212,31 @@ class RtpSession:
         counts[pt] = counts.get(pt, 0) + 1
 
         if pt == self.dtmf_payload_type:
-            self.stats.update(pkt, now, timing=False)
-            digit = self.dtmf.feed(pkt)
+            self.stats.track(ssrc, seq, ts, now, False)
+            digit = self.dtmf.feed(RtpPacket(pt, seq, ts, ssrc, payload, bool(b1 & 0x80)))
             return _NOTHING if digit is None else ((), digit)
         decode = self._decoders.get(pt)
         if decode is None:
             if pt == CN_PAYLOAD_TYPE:
                 self.cn_packets += 1
-                self.stats.update(pkt, now)
+                self.stats.track(ssrc, seq, ts, now)
             else:
                 self.unknown_pt += 1
             return _NOTHING
-        self.stats.update(pkt, now)
+        self.stats.track(ssrc, seq, ts, now)
 
         # Playout is a FIFO, so drop duplicates and packets overtaken by newer ones.
-        if pkt.ssrc == self._rx_ssrc:
-            delta = (pkt.sequence - self._rx_seq) & 0xFFFF
+        if ssrc == self._rx_ssrc:
+            delta = (seq - self._rx_seq) & 0xFFFF
             if delta == 0 or (delta >= 0x8000 and 0x10000 - delta <= _MAX_MISORDER):
                 self.late += 1
                 return _NOTHING
         else:
-            self._rx_ssrc = pkt.ssrc
+            self._rx_ssrc = ssrc
             self._pending = None
-        self._rx_seq = pkt.sequence
+        self._rx_seq = seq
 
-        pcm = decode(pkt.payload)
+        pcm = decode(payload)
         pending = self._pending
         if pending is None:
             if len(pcm) == FRAME_SAMPLES:
@@ -281,8 +294,11 @@ class RtpSession:
             self.timestamp = (self.timestamp + n) & _M32
             self.marker = self.marker or self.muted
             return None
+        # A prompt frame was encoded once for every call (g711.pre_encode): send those bytes.
+        pre = _PRE_ENCODED.get(id(pcm))  # g711.pre_encoded(pcm), inlined
+        payload = pre[1][self._law] if pre is not None and pre[0]() is pcm else encode(pcm)
         b1 = self.payload_type | (0x80 if self.marker else 0)  # type: ignore[operator]
-        data = _pack_hdr(0x80, b1, self.sequence, self.timestamp, self.ssrc) + encode(pcm)
+        data = _pack_hdr(0x80, b1, self.sequence, self.timestamp, self.ssrc) + payload
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + n) & _M32
         self.marker = False
