@@ -274,7 +274,9 @@ class CallJournal(Protocol):
 class Recording(Protocol):
     """One call's recording in progress: a frame pair per tick, then finish."""
 
-    def tap(self, left: Frame, right: Frame) -> None: ...
+    def tap(self, left: Frame, right: Frame) -> None:
+        """One frame of each side, every 20 ms. The recording may keep the frames (up to a
+        second, to convert them in one go), so a caller must not change them afterwards."""
 
     def hold_started(self, leg_id: str, held_by: str) -> None:
         """Marks where the call went on hold (by `leg_id`, whose role is `held_by`)."""
