@@ -1,8 +1,9 @@
-"""What a finished call leaves behind in the SIP channel: after hang-up and the switch's linger
-its legs, media, bridge and recording are gone (nothing the transaction layer or the channel
-keeps for late retransmissions refers to them), while the dialog still answers the other
-side's late messages: a retransmitted BYE gets the same 200 OK, a new BYE a 200, and a
-retransmitted 2xx to our INVITE is ACKed again.
+"""What a finished call leaves behind in the SIP channel: right after hang-up (the switch
+releases the legs of an ended call at once, it has no linger of its own) its legs, media,
+bridge and recording are gone (nothing the transaction layer or the channel keeps for late
+retransmissions refers to them), while the dialog still answers the other side's late
+messages: a retransmitted BYE gets the same 200 OK, a new BYE a 200, a late CANCEL of the
+answered INVITE a 200, and a retransmitted 2xx to our INVITE is ACKed again.
 
 A real SIP channel and switch on loopback UDP; the trunk caller and the agent's phone are two
 plain UDP sockets of the test."""
@@ -132,7 +133,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         endpoints=sip,
         trunks={},
         recorder=recorder,
-        linger_s=0.05,
     )
     udp = await UdpTransport.listen("127.0.0.1", 0, sip.layer.receive, lambda *a: None)
     port = udp.local_addr[1]
@@ -243,7 +243,10 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
         f"Call-ID: {bye_ours.call_id}\r\nCSeq: {bye_ours.require('CSeq')}\r\n\r\n",
         r.port,
     )
-    await until(lambda: not r.sip._dialogs)  # the switch's linger is over: legs released
+    # the switch released both legs at once (no linger of its own); our BYE's task ends
+    # with the phone's 200
+    await until(lambda: not r.sip._dialogs and not r.switch._tasks)
+    assert set(r.sip._finished) == {"linger-call@127.0.0.1", inv.call_id}
     del call, caller_leg, agent_leg, connect, ok
     r.recorder.started.clear()  # the fake recorder's own list
     gc.collect()
@@ -259,6 +262,18 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
     r.caller.send(in_dialog(r, "BYE", 3, "z9hG4bKcallerbye2", to_tag), r.port)
     late = await r.caller.next("200")
     assert late.cseq == (3, "BYE")
+    # a late CANCEL of the answered INVITE matches its transaction (Timer L): 200 (RFC 3261
+    # 9.2), and nothing else happens
+    r.caller.send(
+        invite(r)
+        .split("\r\nContact:")[0]
+        .replace("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        + "\r\nMax-Forwards: 70\r\n\r\n",
+        r.port,
+    )
+    cancelled = await r.caller.next("200")
+    assert cancelled.cseq == (1, "CANCEL")
     # a retransmitted INVITE is absorbed by its transaction (Timer L): no new call
     r.caller.send(invite(r), r.port)
     assert await r.caller.quiet("200")

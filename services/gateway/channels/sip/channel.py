@@ -815,11 +815,13 @@ class SipChannel:
     def _cancel(self, req: SipRequest, tx: ServerTransaction) -> None:
         invite_tx = self.layer.find_invite_server_transaction(req)
         leg = self._dialogs.get(req.call_id)
-        if invite_tx is None or leg is None:
+        if invite_tx is None or (leg is None and req.call_id not in self._finished):
             tx.respond(self.response(req, 481))
             return
+        # RFC 3261 9.2: a CANCEL matching a live INVITE transaction gets 200, also when that
+        # INVITE was answered and its call has ended since (its leg released)
         tx.respond(self.response(req, 200))
-        if not leg.answered and not leg.ended:
+        if leg is not None and not leg.answered and not leg.ended:
             leg.ended = True
             leg.prack_done.set()
             if leg.reliable is not None:
