@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.channels.sip import SipChannel, TrunkPolicy
+from gateway.channels.sip.leg import FinishedDialog
 from gateway.core.prompts import PromptLibrary
 from gateway.core.switch import Switch
 from gateway.media.clock import FrameClock
@@ -284,3 +285,43 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
     assert isinstance(again, SipRequest) and isinstance(ack, SipRequest)
     assert again.cseq == ack.cseq == (1, "ACK")
     assert again.call_id == inv.call_id
+
+
+async def test_finished_dialogs_are_forgotten_after_64_t1_by_one_timer(tmp_path: Path) -> None:
+    """Every released leg's record lives 64*T1; one timer (at the oldest record's end) serves
+    them all, and a record that replaced an older one for the same Call-ID is not forgotten
+    at the older one's time."""
+    timers = Timers(t1=0.005)  # 64*T1 = 0.32 s
+    sip = SipChannel(
+        TransactionLayer(timers, lambda req, tx: None),
+        Registrar({}, "hotline"),
+        ("127.0.0.1", 5060),
+        media_host="127.0.0.1",
+        allocator=PortAllocator(26100, 26109),
+        trunk=TrunkPolicy.of("trunk", ("10000",), ("127.0.0.1/32",)),
+        site="unit-site",
+    )
+    udp = await UdpTransport.listen("127.0.0.1", 0, sip.layer.receive, lambda *a: None)
+    try:
+
+        def record(call_id: str) -> FinishedDialog:
+            return FinishedDialog(call_id, "leg", udp, ("127.0.0.1", 5070), True, True, None)
+
+        first, second, again = record("a@h"), record("b@h"), record("a@h")
+        sip._linger(first)
+        sip._linger(second)
+        assert set(sip._finished) == {"a@h", "b@h"} and len(sip._forget_queue) == 2
+        timer = sip._forget_timer
+        assert timer is not None
+        # "a@h" released again (a newer record): the first one's expiry must leave it alone
+        sip._linger(again)
+        assert sip._forget_timer is timer  # still one timer, at the oldest record's end
+        assert sip._finished["a@h"] is again
+        await until(lambda: "b@h" not in sip._finished, timeout=5.0)
+        assert sip._finished.get("a@h") is again or not sip._forget_queue
+        await until(lambda: not sip._finished, timeout=5.0)
+        assert not sip._forget_queue and sip._forget_timer is None
+    finally:
+        sip.stop()
+        sip.layer.close()
+        udp.close()

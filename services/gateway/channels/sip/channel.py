@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -114,6 +115,10 @@ class SipChannel:
         self._dialogs: dict[str, SipLeg] = {}  # SIP Call-ID -> leg
         #: SIP Call-ID -> what is left of a released leg, for 64*T1 (late retransmissions)
         self._finished: dict[str, FinishedDialog] = {}
+        #: the same records in the order they were released, each with when it is forgotten
+        #: (all live 64*T1, so the oldest is always first): one timer for all of them
+        self._forget_queue: deque[tuple[float, FinishedDialog]] = deque()
+        self._forget_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_out: dict[Addr, TcpTransport] = {}
 
@@ -141,6 +146,10 @@ class SipChannel:
         for conn in self._tcp_out.values():
             conn.close()
         self._finished.clear()
+        self._forget_queue.clear()
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str, leg: SipLeg | None = None) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -1077,14 +1086,23 @@ class SipChannel:
         """Keep a released leg's dialog routable for 64*T1, as its INVITE transaction keeps
         absorbing retransmissions (RFC 6026 Timer L); only the small record stays: the leg,
         its media and its call are no longer reachable from the channel."""
-        call_id = finished.sip_call_id
-        self._finished[call_id] = finished
+        self._finished[finished.sip_call_id] = finished
+        loop = asyncio.get_running_loop()
+        self._forget_queue.append((loop.time() + self.layer.timers.b, finished))
+        if self._forget_timer is None:
+            self._forget_timer = loop.call_at(self._forget_queue[0][0], self._forget_finished)
 
-        def forget() -> None:
-            if self._finished.get(call_id) is finished:
-                del self._finished[call_id]
-
-        asyncio.get_running_loop().call_later(self.layer.timers.b, forget)
+    def _forget_finished(self) -> None:
+        """Forget the finished dialogs whose 64*T1 are over; re-arm for the next one."""
+        self._forget_timer = None
+        loop = asyncio.get_running_loop()
+        now, queue = loop.time(), self._forget_queue
+        while queue and queue[0][0] <= now:
+            _, finished = queue.popleft()
+            if self._finished.get(finished.sip_call_id) is finished:
+                del self._finished[finished.sip_call_id]
+        if queue:
+            self._forget_timer = loop.call_at(queue[0][0], self._forget_finished)
 
     def release_later(self, leg: SipLeg) -> None:
         async def later() -> None:
