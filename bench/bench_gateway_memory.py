@@ -125,6 +125,17 @@ def census(label: str, layer: Any, traced: bool) -> Census:
     return Census(label, rss_mb(), total, by_type, lingering, size, snap)
 
 
+def trim_now() -> None:
+    """glibc's malloc_trim(0): free memory back to the system (where libc has it)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if hasattr(libc, "malloc_trim"):
+        gc.collect()
+        libc.malloc_trim(0)
+
+
 def why_alive() -> None:
     """Debugging aid (BENCH_WHY=1): the live tasks, and what refers to a surviving leg."""
     tasks = collections.Counter(
@@ -329,6 +340,9 @@ class Harness:
             )
             await asyncio.sleep(2.0)
             result.censuses.append(census("idle", sip.layer, traced))
+            if a.trim:  # the process trims when quiet: before the load as after it
+                trim_now()
+                result.censuses.append(census("idle trim", sip.layer, traced))
             total = int(a.rate * a.seconds)
             caller = self.render(
                 "fullpath_caller.xml",
@@ -379,15 +393,20 @@ class Harness:
                 await asyncio.sleep(0.25)
             await asyncio.sleep(a.after_s)
             result.censuses.append(census(f"+{a.after_s:g}s", sip.layer, traced))
-            # the last INVITE transactions leave Accepted after Timer L, the legs and calls
-            # go after the switch's linger (or whatever else holds them): then the process
-            # holds no call at all
+            if a.trim:
+                trim_now()
+                result.censuses.append(census(f"+{a.after_s:g}s trim", sip.layer, traced))
+            # the last INVITE transactions leave Accepted after Timer L and the finished
+            # dialogs go after 64*T1 (legs and calls went at hang-up, unless something else
+            # holds them): then the process holds no call at all
             deadline = loop.time() + 64 * Timers().t1 + 60
             while loop.time() < deadline and (
                 sip.layer.server_count or sip.layer.client_count or sip._dialogs or holds_calls()
             ):
                 await asyncio.sleep(1.0)
             await asyncio.sleep(1.0)
+            if a.trim:
+                trim_now()
             result.censuses.append(census("forgotten", sip.layer, traced))
             if os.environ.get("BENCH_WHY"):
                 why_alive()
@@ -414,7 +433,8 @@ def report(a: argparse.Namespace, r: Result) -> None:
     head = f"  {'':24s}" + "".join(f"{c.label:>11s}" for c in r.censuses)
     print(head)
     print(f"  {'RSS MB':24s}" + "".join(f"{c.rss_mb:11.1f}" for c in r.censuses))
-    print(f"  {'  (peak sampled)':24s}{'':11s}{r.rss_peak_mb:11.1f}")
+    at_peak = [c.label for c in r.censuses].index("peak")
+    print(f"  {'  (peak sampled)':24s}" + " " * 11 * at_peak + f"{r.rss_peak_mb:11.1f}")
     print(f"  {'live objects':24s}" + "".join(f"{c.objects:11d}" for c in r.censuses))
     if traced:
         print(f"  {'traced KB':24s}" + "".join(f"{c.traced / 1024:11.0f}" for c in r.censuses))
@@ -426,6 +446,11 @@ def report(a: argparse.Namespace, r: Result) -> None:
     print(f"  RSS {after.label} vs idle: {growth:+.1f}%")
     final = byname["forgotten"]
     print(f"  RSS forgotten vs idle: {(final.rss_mb - idle.rss_mb) / idle.rss_mb * 100:+.1f}%")
+    if a.trim:  # each trimmed look against the trimmed idle
+        base, trimmed = byname["idle trim"], byname[f"+{a.after_s:g}s trim"]
+        for c in (trimmed, final):
+            grew = (c.rss_mb - base.rss_mb) / base.rss_mb * 100
+            print(f"  RSS {c.label} vs idle trim: {grew:+.1f}%" + (" (trimmed)" * (c is final)))
     # the ended calls something still holds: their INVITE transactions linger, or their
     # legs and calls are still alive
     n = max(after.lingering, after.by_type["Call"], after.by_type["SipLeg"] // 2)
@@ -476,6 +501,9 @@ def main() -> None:
     p.add_argument("--after-s", type=float, default=5.0, help="the look after the last call")
     p.add_argument("--mode", choices=("both", "rss", "trace"), default="both")
     p.add_argument("--keep", action="store_true", help="keep the SIPp logs")
+    p.add_argument(
+        "--trim", action="store_true", help="malloc_trim(0) when quiet: at idle, after the load"
+    )
     a = p.parse_args()
     if a.mode != "both":
         os.environ.setdefault("HOTLINE_LOG_LEVEL", "WARNING")
