@@ -198,7 +198,10 @@ async def until(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig: Rig) -> None:
+@pytest.mark.parametrize("phone_answers_bye", [True, False])
+async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(
+    rig: Rig, phone_answers_bye: bool
+) -> None:
     r = rig
     # the caller's INVITE, answered; the agent's phone rung, answered and bridged
     r.caller.send(invite(r), r.port)
@@ -237,16 +240,23 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
     assert first.cseq == (2, "BYE")
     bye_ours = await r.phone.next("BYE")
     assert isinstance(bye_ours, SipRequest)
-    r.phone.send(
-        "SIP/2.0 200 OK\r\n"
-        + "".join(f"Via: {v}\r\n" for v in bye_ours.headers.get_all("Via"))
-        + f"From: {bye_ours.require('From')}\r\nTo: {bye_ours.require('To')}\r\n"
-        f"Call-ID: {bye_ours.call_id}\r\nCSeq: {bye_ours.require('CSeq')}\r\n\r\n",
-        r.port,
-    )
-    # the switch released both legs at once (no linger of its own); our BYE's task ends
-    # with the phone's 200
-    await until(lambda: not r.sip._dialogs and not r.switch._tasks)
+    if phone_answers_bye:
+        r.phone.send(
+            "SIP/2.0 200 OK\r\n"
+            + "".join(f"Via: {v}\r\n" for v in bye_ours.headers.get_all("Via"))
+            + f"From: {bye_ours.require('From')}\r\nTo: {bye_ours.require('To')}\r\n"
+            f"Call-ID: {bye_ours.call_id}\r\nCSeq: {bye_ours.require('CSeq')}\r\n\r\n",
+            r.port,
+        )
+        # the switch released both legs at once (no linger of its own); our BYE's task
+        # ends with the phone's 200
+        await until(lambda: not r.sip._dialogs and not r.switch._tasks)
+    else:
+        # a phone that never answers: our BYE is retransmitted for 64*T1, and waiting for
+        # its answer holds nothing of the leg
+        await until(lambda: not r.sip._dialogs)
+        assert await r.phone.next("BYE")  # Timer E: the BYE again
+        assert r.switch._tasks  # the hang-up still waits for the BYE's final
     assert set(r.sip._finished) == {"linger-call@127.0.0.1", inv.call_id}
     del call, caller_leg, agent_leg, connect, ok
     r.recorder.started.clear()  # the fake recorder's own list

@@ -240,6 +240,19 @@ class SipChannel:
         """Send a request inside the leg's dialog and wait for its final response; when its
         first hop cannot be reached (no connection, no address) a 503 stands for the answer,
         as a transport error does in a transaction (RFC 3261 8.1.3.1)."""
+        sent = await self._start_in_dialog(leg, method, headers=headers, body=body)
+        return sent if isinstance(sent, SipResponse) else await sent.final()
+
+    async def _start_in_dialog(
+        self,
+        leg: SipLeg,
+        method: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> ClientTransaction | SipResponse:
+        """:meth:`request_in_dialog` up to the request sent: its client transaction, or the
+        503 that stands for an unreachable first hop."""
         assert leg.dialog is not None, "no dialog yet"
         try:
             transport, addr = await self.route(leg)
@@ -248,8 +261,7 @@ class SipChannel:
             log.warning("%s on %s: first hop unreachable: %s", method, leg.sip_call_id, exc)
             return make_response(req, 503, "Service Unavailable (first hop unreachable)")
         req = leg.dialog.request(method, self.via(transport), headers=headers, body=body)
-        tx = await self.layer.request(req, transport, addr)
-        return await tx.final()
+        return await self.layer.request(req, transport, addr)
 
     async def send_ack(self, leg: SipLeg | FinishedDialog, cseq: int, body: bytes = b"") -> None:
         """ACK a 2xx to our INVITE (RFC 3261 13.2.2.4): a new request, along the route set."""
@@ -1045,20 +1057,28 @@ class SipChannel:
             return
         sip.ended = True
         self.free_media(sip)
-        await self._send_bye(sip)
+        bye = self._send_bye(sip)
+        del leg, sip  # waiting for the BYE's answer holds nothing of the leg (see _send_bye)
+        await bye
 
     async def _send_bye(self, sip: SipLeg) -> None:
+        """BYE, and log a failed answer. Once the BYE is sent this holds nothing of the leg:
+        a peer that never answers keeps only the BYE's client transaction for 64*T1 (Timer
+        F), not the leg with its media, SDP and INVITE."""
         if sip.ok_retransmitter is not None:
             sip.ok_retransmitter.ack_received()
         if sip.dialog is None:
             return
+        call_id = sip.sip_call_id
         try:
-            final = await self.request_in_dialog(sip, "BYE", headers=[("User-Agent", USER_AGENT)])
+            sent = await self._start_in_dialog(sip, "BYE", headers=[("User-Agent", USER_AGENT)])
         except (OSError, ConnectionError) as exc:
-            log.info("BYE on %s could not be sent: %s", sip.sip_call_id, exc)
+            log.info("BYE on %s could not be sent: %s", call_id, exc)
             return
+        del sip
+        final = sent if isinstance(sent, SipResponse) else await sent.final()
         if final.status >= 300:
-            log.info("BYE on %s answered %d %s", sip.sip_call_id, final.status, final.reason)
+            log.info("BYE on %s answered %d %s", call_id, final.status, final.reason)
 
     def free_media(self, sip: SipLeg) -> None:
         """The leg is over: its RTP quality is recorded and its port is free at once (the next
