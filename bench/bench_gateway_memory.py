@@ -86,6 +86,7 @@ class Census:
     lingering: int = 0  # ended calls whose INVITE server transaction is still in the table
     traced: int = 0  # tracemalloc's traced bytes (0 without it)
     snapshot: Any = None
+    arenas_mb: float = 0.0  # CPython's small-object arenas (pymalloc), allocated
 
 
 @dataclass
@@ -122,7 +123,27 @@ def census(label: str, layer: Any, traced: bool) -> Census:
     )
     snap = tracemalloc.take_snapshot() if traced else None
     size = tracemalloc.get_traced_memory()[0] if traced else 0
-    return Census(label, rss_mb(), total, by_type, lingering, size, snap)
+    return Census(label, rss_mb(), total, by_type, lingering, size, snap, arenas_mb())
+
+
+def arenas_mb() -> float:
+    """What CPython's small-object allocator holds in arenas (sys._debugmallocstats), MB:
+    memory its objects freed stays in an arena until the whole arena is free."""
+    import re
+
+    fd = os.dup(2)
+    try:  # _debugmallocstats writes to the C stderr: catch it through a temporary file
+        with tempfile.TemporaryFile("w+") as tmp:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+            os.dup2(fd, 2)
+            tmp.seek(0)
+            text = tmp.read()
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+    size = re.search(r"(\d+) arenas \* (\d+) bytes/arena\s*=\s*([\d,]+)", text)
+    return int(size.group(3).replace(",", "")) / 2**20 if size else 0.0
 
 
 def trim_now() -> None:
@@ -435,6 +456,7 @@ def report(a: argparse.Namespace, r: Result) -> None:
     print(f"  {'RSS MB':24s}" + "".join(f"{c.rss_mb:11.1f}" for c in r.censuses))
     at_peak = [c.label for c in r.censuses].index("peak")
     print(f"  {'  (peak sampled)':24s}" + " " * 11 * at_peak + f"{r.rss_peak_mb:11.1f}")
+    print(f"  {'pymalloc arenas MB':24s}" + "".join(f"{c.arenas_mb:11.1f}" for c in r.censuses))
     print(f"  {'live objects':24s}" + "".join(f"{c.objects:11d}" for c in r.censuses))
     if traced:
         print(f"  {'traced KB':24s}" + "".join(f"{c.traced / 1024:11.0f}" for c in r.censuses))
