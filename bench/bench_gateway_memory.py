@@ -87,6 +87,8 @@ class Census:
     traced: int = 0  # tracemalloc's traced bytes (0 without it)
     snapshot: Any = None
     arenas_mb: float = 0.0  # CPython's small-object arenas (pymalloc), allocated
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    kinds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,7 +125,24 @@ def census(label: str, layer: Any, traced: bool) -> Census:
     )
     snap = tracemalloc.take_snapshot() if traced else None
     size = tracemalloc.get_traced_memory()[0] if traced else 0
-    return Census(label, rss_mb(), total, by_type, lingering, size, snap, arenas_mb())
+    return Census(
+        label, rss_mb(), total, by_type, lingering, size, snap, arenas_mb(), counts, rss_by_kind()
+    )
+
+
+def rss_by_kind() -> dict[str, float]:
+    """RSS by kind of mapping (/proc/self/smaps), MB: the brk heap (glibc's main arena),
+    anonymous maps (pymalloc arenas, other malloc arenas, large blocks, thread stacks), files."""
+    kinds = {"heap": 0.0, "anon": 0.0, "file": 0.0}
+    kind = "anon"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split(maxsplit=6)
+        if len(first) >= 5 and "-" in first[0] and not line.endswith(":"):
+            name = first[5] if len(first) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+        elif line.startswith("Rss:"):
+            kinds[kind] += int(line.split()[1]) / 1024
+    return kinds
 
 
 def arenas_mb() -> float:
@@ -456,6 +475,11 @@ def report(a: argparse.Namespace, r: Result) -> None:
     print(f"  {'RSS MB':24s}" + "".join(f"{c.rss_mb:11.1f}" for c in r.censuses))
     at_peak = [c.label for c in r.censuses].index("peak")
     print(f"  {'  (peak sampled)':24s}" + " " * 11 * at_peak + f"{r.rss_peak_mb:11.1f}")
+    for kind in ("heap", "anon", "file"):
+        print(
+            f"  {'  RSS ' + kind + ' MB':24s}"
+            + "".join(f"{c.kinds.get(kind, 0.0):11.1f}" for c in r.censuses)
+        )
     print(f"  {'pymalloc arenas MB':24s}" + "".join(f"{c.arenas_mb:11.1f}" for c in r.censuses))
     print(f"  {'live objects':24s}" + "".join(f"{c.objects:11d}" for c in r.censuses))
     if traced:
@@ -473,6 +497,9 @@ def report(a: argparse.Namespace, r: Result) -> None:
         for c in (trimmed, final):
             grew = (c.rss_mb - base.rss_mb) / base.rss_mb * 100
             print(f"  RSS {c.label} vs idle trim: {grew:+.1f}%" + (" (trimmed)" * (c is final)))
+    # what stays once every call is forgotten: each survivor can pin a whole pymalloc arena
+    grown = (final.counts - idle.counts).most_common(8)
+    print("  more objects forgotten vs idle: " + ", ".join(f"{n} {k}" for k, n in grown))
     # the ended calls something still holds: their INVITE transactions linger, or their
     # legs and calls are still alive
     n = max(after.lingering, after.by_type["Call"], after.by_type["SipLeg"] // 2)
