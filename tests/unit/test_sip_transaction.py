@@ -700,6 +700,23 @@ def test_many_transactions_leave_no_residue() -> None:
     assert h.table.get_timer() is None
 
 
+def test_stale_timer_entries_never_outnumber_live_transactions() -> None:
+    """Each answered INVITE moves its deadline (100 Trying, guard, then Timer L) and leaves
+    stale heap entries behind; they are compacted before they outnumber the live ones twice,
+    so a burst of calls in Accepted (64*T1) costs one entry each, not one per timer set."""
+    h = Harness()
+    t = h.transport()
+    for i in range(300):
+        h.receive(wire(make_request("INVITE", branch=new_branch(), cseq=i + 1)), t)
+        tx = h.last_tx()
+        h.respond(tx, make_response(tx.request, 180, to_tag="b"))
+        h.respond(tx, make_response(tx.request, 200, to_tag="b"))
+        assert len(h.table._heap) <= max(64, 2 * h.table.server_count) + 1
+    assert h.table.server_count == 300
+    h.advance(RFC.b + 1)
+    assert h.table.server_count == 0 and h.table.get_timer() is None
+
+
 def test_rfc2543_branchless_retransmission_matching() -> None:
     h = Harness()
     t = h.transport()

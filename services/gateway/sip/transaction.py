@@ -876,7 +876,10 @@ class TransactionTable:
             return
         heapq.heappush(self._heap, (at, next(self._seq), tx))
         live = len(self._server) + len(self._client)
-        if len(self._heap) > 64 and len(self._heap) > 4 * live:
+        # each live transaction has one current entry; a compaction leaves about `live`
+        # entries, so the next one comes after as many pushes again (amortized O(1)) and
+        # stale entries never outnumber the live ones (they are kept 64*T1 under load)
+        if len(self._heap) > 64 and len(self._heap) > 2 * live:
             self._compact()
 
     def _compact(self) -> None:
