@@ -89,6 +89,7 @@ class Census:
     arenas_mb: float = 0.0  # CPython's small-object arenas (pymalloc), allocated
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
     kinds: dict[str, float] = field(default_factory=dict)
+    blocks: int = 0  # sys.getallocatedblocks(): every live pymalloc block, tracked by gc or not
 
 
 @dataclass
@@ -126,7 +127,17 @@ def census(label: str, layer: Any, traced: bool) -> Census:
     snap = tracemalloc.take_snapshot() if traced else None
     size = tracemalloc.get_traced_memory()[0] if traced else 0
     return Census(
-        label, rss_mb(), total, by_type, lingering, size, snap, arenas_mb(), counts, rss_by_kind()
+        label,
+        rss_mb(),
+        total,
+        by_type,
+        lingering,
+        size,
+        snap,
+        arenas_mb(),
+        counts,
+        rss_by_kind(),
+        sys.getallocatedblocks(),
     )
 
 
@@ -481,6 +492,7 @@ def report(a: argparse.Namespace, r: Result) -> None:
             + "".join(f"{c.kinds.get(kind, 0.0):11.1f}" for c in r.censuses)
         )
     print(f"  {'pymalloc arenas MB':24s}" + "".join(f"{c.arenas_mb:11.1f}" for c in r.censuses))
+    print(f"  {'allocated blocks':24s}" + "".join(f"{c.blocks:11d}" for c in r.censuses))
     print(f"  {'live objects':24s}" + "".join(f"{c.objects:11d}" for c in r.censuses))
     if traced:
         print(f"  {'traced KB':24s}" + "".join(f"{c.traced / 1024:11.0f}" for c in r.censuses))
