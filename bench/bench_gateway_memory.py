@@ -1,6 +1,7 @@
 """Gateway memory benchmark: what each finished call keeps alive, and for how long.
 
 Run: .venv/bin/python bench/bench_gateway_memory.py [--rate 20] [--seconds 10] [--talk-ms 2000]
+     [--warmup-s 10] [--trim] [--mode rss|trace]
 
 The gateway's SIP channel and switch run in this process as the gateway wires them (real UDP
 transport and transaction layer, registrar, RTP media on the 20 ms clock, bridging, the
@@ -15,10 +16,13 @@ the last call ended (its calls' INVITE transactions are still in RFC 6026's Acce
 Timer L = 64*T1 = 32 s) and once those transactions are gone: RSS, live objects of the types
 a call is made of (``gc.get_objects``), and how many objects and bytes each ended call still
 holds (live objects and tracemalloc-traced bytes above idle, divided by the ended calls whose
-INVITE transactions still linger). The run is done twice, each in a fresh process: RSS
-without tracemalloc (its traces cost memory), then the same with tracemalloc, whose largest
-differences from idle by source line say what holds the bytes. Loopback only, bounded in
-calls and time.
+INVITE transactions still linger), with where the RSS sits (brk heap, anonymous maps and
+CPython's arenas among them, files). ``--warmup-s`` runs a first round of calls before the
+idle look (steady state: per-seat metrics and other lazily made state exist by then);
+``--trim`` calls glibc's ``malloc_trim(0)`` at each quiet look. The run is done twice,
+each in a fresh process: RSS without tracemalloc (its traces cost memory), then the same
+with tracemalloc, whose largest differences from idle by source line say what holds the
+bytes. Loopback only, bounded in calls and time.
 """
 
 from __future__ import annotations
@@ -390,11 +394,6 @@ class Harness:
                 "agents",
             )
             await asyncio.sleep(2.0)
-            result.censuses.append(census("idle", sip.layer, traced))
-            if a.trim:  # the process trims when quiet: before the load as after it
-                trim_now()
-                result.censuses.append(census("idle trim", sip.layer, traced))
-            total = int(a.rate * a.seconds)
             caller = self.render(
                 "fullpath_caller.xml",
                 service="10000",
@@ -402,29 +401,58 @@ class Harness:
                 dtmf_pcap="/usr/share/sip-tester/dtmf_2833_1.pcap",
                 max_wait_ms=str(a.talk_ms + 15000),
             )
-            callers = self.sipp(
-                [
-                    f"127.0.0.1:{SIP_PORT}",
-                    "-sf",
-                    str(caller),
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    str(caller_port),
-                    "-mp",
-                    str(caller_port + 2),
-                    "-r",
-                    f"{a.rate:g}",
-                    "-m",
-                    str(total),
-                    "-l",
-                    str(int(a.rate * 40) + 10),
-                    "-nostdin",
-                    "-timeout",
-                    f"{int(a.seconds + a.talk_ms / 1000 + 60)}s",
-                ],
-                "callers",
-            )
+
+            def start_callers(seconds: float) -> subprocess.Popen[bytes]:
+                return self.sipp(
+                    [
+                        f"127.0.0.1:{SIP_PORT}",
+                        "-sf",
+                        str(caller),
+                        "-i",
+                        "127.0.0.1",
+                        "-p",
+                        str(caller_port),
+                        "-mp",
+                        str(caller_port + 2),
+                        "-r",
+                        f"{a.rate:g}",
+                        "-m",
+                        str(int(a.rate * seconds)),
+                        "-l",
+                        str(int(a.rate * 40) + 10),
+                        "-nostdin",
+                        "-timeout",
+                        f"{int(seconds + a.talk_ms / 1000 + 60)}s",
+                    ],
+                    "callers",
+                )
+
+            async def quiesce() -> None:
+                """Until the last INVITE transactions left Accepted (Timer L) and the
+                finished dialogs are forgotten (64*T1); legs and calls went at hang-up,
+                unless something else holds them: then the process holds no call at all."""
+                deadline = loop.time() + 64 * Timers().t1 + 60
+                while loop.time() < deadline and (
+                    sip.layer.server_count
+                    or sip.layer.client_count
+                    or sip._dialogs
+                    or sip._finished
+                    or holds_calls()
+                ):
+                    await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)
+
+            if a.warmup_s:  # a first load: per-seat metrics and lazy state exist before idle
+                warm = start_callers(a.warmup_s)
+                while warm.poll() is None or switch.registry.live():
+                    await asyncio.sleep(0.25)
+                await quiesce()
+                driver.calls = driver.bridged_calls = 0
+            result.censuses.append(census("idle", sip.layer, traced))
+            if a.trim:  # the process trims when quiet: before the load as after it
+                trim_now()
+                result.censuses.append(census("idle trim", sip.layer, traced))
+            callers = start_callers(a.seconds)
             start = loop.time()
             peak_taken = False
             while True:
@@ -447,15 +475,7 @@ class Harness:
             if a.trim:
                 trim_now()
                 result.censuses.append(census(f"+{a.after_s:g}s trim", sip.layer, traced))
-            # the last INVITE transactions leave Accepted after Timer L and the finished
-            # dialogs go after 64*T1 (legs and calls went at hang-up, unless something else
-            # holds them): then the process holds no call at all
-            deadline = loop.time() + 64 * Timers().t1 + 60
-            while loop.time() < deadline and (
-                sip.layer.server_count or sip.layer.client_count or sip._dialogs or holds_calls()
-            ):
-                await asyncio.sleep(1.0)
-            await asyncio.sleep(1.0)
+            await quiesce()
             if a.trim:
                 trim_now()
             result.censuses.append(census("forgotten", sip.layer, traced))
@@ -480,6 +500,7 @@ def report(a: argparse.Namespace, r: Result) -> None:
     print(
         f"{'tracemalloc on' if traced else 'RSS run'}: {r.calls} calls offered, {r.bridged} "
         f"bridged, {a.rate:g}/s for {a.seconds:g}s, talk {a.talk_ms} ms"
+        + (f", after a warm-up round of {a.warmup_s:g}s" if a.warmup_s else "")
     )
     head = f"  {'':24s}" + "".join(f"{c.label:>11s}" for c in r.censuses)
     print(head)
@@ -562,6 +583,12 @@ def main() -> None:
     p.add_argument("--after-s", type=float, default=5.0, help="the look after the last call")
     p.add_argument("--mode", choices=("both", "rss", "trace"), default="both")
     p.add_argument("--keep", action="store_true", help="keep the SIPp logs")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="a first round of calls (this long) before the idle look: steady state",
+    )
     p.add_argument(
         "--trim", action="store_true", help="malloc_trim(0) when quiet: at idle, after the load"
     )
