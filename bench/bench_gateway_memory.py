@@ -1,6 +1,7 @@
 """Gateway memory benchmark: what each finished call keeps alive, and for how long.
 
 Run: .venv/bin/python bench/bench_gateway_memory.py [--rate 20] [--seconds 10] [--talk-ms 2000]
+     [--warmup-s 10] [--trim] [--mode rss|trace]
 
 The gateway's SIP channel and switch run in this process as the gateway wires them (real UDP
 transport and transaction layer, registrar, RTP media on the 20 ms clock, bridging, the
@@ -15,10 +16,13 @@ the last call ended (its calls' INVITE transactions are still in RFC 6026's Acce
 Timer L = 64*T1 = 32 s) and once those transactions are gone: RSS, live objects of the types
 a call is made of (``gc.get_objects``), and how many objects and bytes each ended call still
 holds (live objects and tracemalloc-traced bytes above idle, divided by the ended calls whose
-INVITE transactions still linger). The run is done twice, each in a fresh process: RSS
-without tracemalloc (its traces cost memory), then the same with tracemalloc, whose largest
-differences from idle by source line say what holds the bytes. Loopback only, bounded in
-calls and time.
+INVITE transactions still linger), with where the RSS sits (brk heap, anonymous maps and
+CPython's arenas among them, files). ``--warmup-s`` runs a first round of calls before the
+idle look (steady state: per-seat metrics and other lazily made state exist by then);
+``--trim`` calls glibc's ``malloc_trim(0)`` at each quiet look. The run is done twice,
+each in a fresh process: RSS without tracemalloc (its traces cost memory), then the same
+with tracemalloc, whose largest differences from idle by source line say what holds the
+bytes. Loopback only, bounded in calls and time.
 """
 
 from __future__ import annotations
@@ -86,6 +90,10 @@ class Census:
     lingering: int = 0  # ended calls whose INVITE server transaction is still in the table
     traced: int = 0  # tracemalloc's traced bytes (0 without it)
     snapshot: Any = None
+    arenas_mb: float = 0.0  # CPython's small-object arenas (pymalloc), allocated
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    kinds: dict[str, float] = field(default_factory=dict)
+    blocks: int = 0  # sys.getallocatedblocks(): every live pymalloc block, tracked by gc or not
 
 
 @dataclass
@@ -122,7 +130,65 @@ def census(label: str, layer: Any, traced: bool) -> Census:
     )
     snap = tracemalloc.take_snapshot() if traced else None
     size = tracemalloc.get_traced_memory()[0] if traced else 0
-    return Census(label, rss_mb(), total, by_type, lingering, size, snap)
+    return Census(
+        label,
+        rss_mb(),
+        total,
+        by_type,
+        lingering,
+        size,
+        snap,
+        arenas_mb(),
+        counts,
+        rss_by_kind(),
+        sys.getallocatedblocks(),
+    )
+
+
+def rss_by_kind() -> dict[str, float]:
+    """RSS by kind of mapping (/proc/self/smaps), MB: the brk heap (glibc's main arena),
+    anonymous maps (pymalloc arenas, other malloc arenas, large blocks, thread stacks), files."""
+    kinds = {"heap": 0.0, "anon": 0.0, "file": 0.0}
+    kind = "anon"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split(maxsplit=6)
+        if len(first) >= 5 and "-" in first[0] and not line.endswith(":"):
+            name = first[5] if len(first) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+        elif line.startswith("Rss:"):
+            kinds[kind] += int(line.split()[1]) / 1024
+    return kinds
+
+
+def arenas_mb() -> float:
+    """What CPython's small-object allocator holds in arenas (sys._debugmallocstats), MB:
+    memory its objects freed stays in an arena until the whole arena is free."""
+    import re
+
+    fd = os.dup(2)
+    try:  # _debugmallocstats writes to the C stderr: catch it through a temporary file
+        with tempfile.TemporaryFile("w+") as tmp:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+            os.dup2(fd, 2)
+            tmp.seek(0)
+            text = tmp.read()
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+    size = re.search(r"(\d+) arenas \* (\d+) bytes/arena\s*=\s*([\d,]+)", text)
+    return int(size.group(3).replace(",", "")) / 2**20 if size else 0.0
+
+
+def trim_now() -> None:
+    """glibc's malloc_trim(0): free memory back to the system (where libc has it)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if hasattr(libc, "malloc_trim"):
+        gc.collect()
+        libc.malloc_trim(0)
 
 
 def why_alive() -> None:
@@ -328,8 +394,6 @@ class Harness:
                 "agents",
             )
             await asyncio.sleep(2.0)
-            result.censuses.append(census("idle", sip.layer, traced))
-            total = int(a.rate * a.seconds)
             caller = self.render(
                 "fullpath_caller.xml",
                 service="10000",
@@ -337,29 +401,58 @@ class Harness:
                 dtmf_pcap="/usr/share/sip-tester/dtmf_2833_1.pcap",
                 max_wait_ms=str(a.talk_ms + 15000),
             )
-            callers = self.sipp(
-                [
-                    f"127.0.0.1:{SIP_PORT}",
-                    "-sf",
-                    str(caller),
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    str(caller_port),
-                    "-mp",
-                    str(caller_port + 2),
-                    "-r",
-                    f"{a.rate:g}",
-                    "-m",
-                    str(total),
-                    "-l",
-                    str(int(a.rate * 40) + 10),
-                    "-nostdin",
-                    "-timeout",
-                    f"{int(a.seconds + a.talk_ms / 1000 + 60)}s",
-                ],
-                "callers",
-            )
+
+            def start_callers(seconds: float) -> subprocess.Popen[bytes]:
+                return self.sipp(
+                    [
+                        f"127.0.0.1:{SIP_PORT}",
+                        "-sf",
+                        str(caller),
+                        "-i",
+                        "127.0.0.1",
+                        "-p",
+                        str(caller_port),
+                        "-mp",
+                        str(caller_port + 2),
+                        "-r",
+                        f"{a.rate:g}",
+                        "-m",
+                        str(int(a.rate * seconds)),
+                        "-l",
+                        str(int(a.rate * 40) + 10),
+                        "-nostdin",
+                        "-timeout",
+                        f"{int(seconds + a.talk_ms / 1000 + 60)}s",
+                    ],
+                    "callers",
+                )
+
+            async def quiesce() -> None:
+                """Until the last INVITE transactions left Accepted (Timer L) and the
+                finished dialogs are forgotten (64*T1); legs and calls went at hang-up,
+                unless something else holds them: then the process holds no call at all."""
+                deadline = loop.time() + 64 * Timers().t1 + 60
+                while loop.time() < deadline and (
+                    sip.layer.server_count
+                    or sip.layer.client_count
+                    or sip._dialogs
+                    or sip._finished
+                    or holds_calls()
+                ):
+                    await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)
+
+            if a.warmup_s:  # a first load: per-seat metrics and lazy state exist before idle
+                warm = start_callers(a.warmup_s)
+                while warm.poll() is None or switch.registry.live():
+                    await asyncio.sleep(0.25)
+                await quiesce()
+                driver.calls = driver.bridged_calls = 0
+            result.censuses.append(census("idle", sip.layer, traced))
+            if a.trim:  # the process trims when quiet: before the load as after it
+                trim_now()
+                result.censuses.append(census("idle trim", sip.layer, traced))
+            callers = start_callers(a.seconds)
             start = loop.time()
             peak_taken = False
             while True:
@@ -379,15 +472,12 @@ class Harness:
                 await asyncio.sleep(0.25)
             await asyncio.sleep(a.after_s)
             result.censuses.append(census(f"+{a.after_s:g}s", sip.layer, traced))
-            # the last INVITE transactions leave Accepted after Timer L, the legs and calls
-            # go after the switch's linger (or whatever else holds them): then the process
-            # holds no call at all
-            deadline = loop.time() + 64 * Timers().t1 + 60
-            while loop.time() < deadline and (
-                sip.layer.server_count or sip.layer.client_count or sip._dialogs or holds_calls()
-            ):
-                await asyncio.sleep(1.0)
-            await asyncio.sleep(1.0)
+            if a.trim:
+                trim_now()
+                result.censuses.append(census(f"+{a.after_s:g}s trim", sip.layer, traced))
+            await quiesce()
+            if a.trim:
+                trim_now()
             result.censuses.append(census("forgotten", sip.layer, traced))
             if os.environ.get("BENCH_WHY"):
                 why_alive()
@@ -410,11 +500,20 @@ def report(a: argparse.Namespace, r: Result) -> None:
     print(
         f"{'tracemalloc on' if traced else 'RSS run'}: {r.calls} calls offered, {r.bridged} "
         f"bridged, {a.rate:g}/s for {a.seconds:g}s, talk {a.talk_ms} ms"
+        + (f", after a warm-up round of {a.warmup_s:g}s" if a.warmup_s else "")
     )
     head = f"  {'':24s}" + "".join(f"{c.label:>11s}" for c in r.censuses)
     print(head)
     print(f"  {'RSS MB':24s}" + "".join(f"{c.rss_mb:11.1f}" for c in r.censuses))
-    print(f"  {'  (peak sampled)':24s}{'':11s}{r.rss_peak_mb:11.1f}")
+    at_peak = [c.label for c in r.censuses].index("peak")
+    print(f"  {'  (peak sampled)':24s}" + " " * 11 * at_peak + f"{r.rss_peak_mb:11.1f}")
+    for kind in ("heap", "anon", "file"):
+        print(
+            f"  {'  RSS ' + kind + ' MB':24s}"
+            + "".join(f"{c.kinds.get(kind, 0.0):11.1f}" for c in r.censuses)
+        )
+    print(f"  {'pymalloc arenas MB':24s}" + "".join(f"{c.arenas_mb:11.1f}" for c in r.censuses))
+    print(f"  {'allocated blocks':24s}" + "".join(f"{c.blocks:11d}" for c in r.censuses))
     print(f"  {'live objects':24s}" + "".join(f"{c.objects:11d}" for c in r.censuses))
     if traced:
         print(f"  {'traced KB':24s}" + "".join(f"{c.traced / 1024:11.0f}" for c in r.censuses))
@@ -426,6 +525,14 @@ def report(a: argparse.Namespace, r: Result) -> None:
     print(f"  RSS {after.label} vs idle: {growth:+.1f}%")
     final = byname["forgotten"]
     print(f"  RSS forgotten vs idle: {(final.rss_mb - idle.rss_mb) / idle.rss_mb * 100:+.1f}%")
+    if a.trim:  # each trimmed look against the trimmed idle
+        base, trimmed = byname["idle trim"], byname[f"+{a.after_s:g}s trim"]
+        for c in (trimmed, final):
+            grew = (c.rss_mb - base.rss_mb) / base.rss_mb * 100
+            print(f"  RSS {c.label} vs idle trim: {grew:+.1f}%" + (" (trimmed)" * (c is final)))
+    # what stays once every call is forgotten: each survivor can pin a whole pymalloc arena
+    grown = (final.counts - idle.counts).most_common(8)
+    print("  more objects forgotten vs idle: " + ", ".join(f"{n} {k}" for k, n in grown))
     # the ended calls something still holds: their INVITE transactions linger, or their
     # legs and calls are still alive
     n = max(after.lingering, after.by_type["Call"], after.by_type["SipLeg"] // 2)
@@ -476,6 +583,15 @@ def main() -> None:
     p.add_argument("--after-s", type=float, default=5.0, help="the look after the last call")
     p.add_argument("--mode", choices=("both", "rss", "trace"), default="both")
     p.add_argument("--keep", action="store_true", help="keep the SIPp logs")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="a first round of calls (this long) before the idle look: steady state",
+    )
+    p.add_argument(
+        "--trim", action="store_true", help="malloc_trim(0) when quiet: at idle, after the load"
+    )
     a = p.parse_args()
     if a.mode != "both":
         os.environ.setdefault("HOTLINE_LOG_LEVEL", "WARNING")

@@ -309,7 +309,6 @@ async def make_rig(tmp_path: Path) -> Rig:
         trunks={"fake": channel},
         recorder=recorder,
         answer_timeout_s=0.2,
-        linger_s=0.01,
         number_trunk="fake",
     )
     channel.sink = switch

@@ -199,7 +199,7 @@ async def test_agent_hangup_ends_the_call_hangs_up_the_caller_and_finishes_recor
     caller, agent, call = await rig.bridged_call()
     rig.channel.far_end_hangs_up(agent)
     assert rig.events.of("ended", call.call_id)["reason"] is EndReason.AGENT_HANGUP
-    await asyncio.sleep(0.05)  # hang-up task, recording finish, linger
+    await asyncio.sleep(0.05)  # hang-up task, recording finish
     assert rig.channel.did("hang_up") == [caller]
     assert rig.recorder.started[0].finished
     assert set(rig.channel.did("release")) == {caller, agent}
@@ -358,7 +358,7 @@ async def test_an_ended_call_is_not_kept_alive_by_its_answer_timeout(
     if answered:
         rig.switch.answer(call.call_id)
     rig.channel.far_end_hangs_up(leg)
-    await asyncio.sleep(0.1)  # the switch's linger (0.01 s), then the call is forgotten
+    await settle()  # the switch releases the leg and forgets the call at once
     assert call.state is CallState.ENDED
     assert rig.channel.did("release") == [leg]
     gone = weakref.ref(call)
@@ -366,3 +366,37 @@ async def test_an_ended_call_is_not_kept_alive_by_its_answer_timeout(
     rig.channel.actions.clear()  # the fake channel's own log of legs
     gc.collect()
     assert gone() is None
+
+
+async def test_an_ended_bridged_call_is_released_and_forgotten_at_once(rig: Rig) -> None:
+    """No linger in the switch: once the hang-ups have started and the recording is sealed,
+    nothing of the call is left (the channel answers late messages about its legs)."""
+    caller, agent, call = await rig.bridged_call()
+    recording = rig.recorder.started[0]
+    held = {
+        "call": weakref.ref(call),
+        "caller": weakref.ref(caller),
+        "agent": weakref.ref(agent),
+        "bridge": weakref.ref(call.bridge) if call.bridge is not None else None,
+        "recording": weakref.ref(recording),
+    }
+    rig.channel.far_end_hangs_up(caller)
+    assert call.state is CallState.ENDED and not rig.switch.list_calls()
+    await settle()
+    # the other leg is hung up first, then both are released; the call is forgotten
+    assert [(a, leg) for a, leg in rig.channel.actions if a in ("hang_up", "release")] == [
+        ("hang_up", agent),
+        ("release", caller),
+        ("release", agent),
+    ]
+    assert recording.finished
+    assert call.call_id not in rig.switch.registry.calls
+    assert rig.switch.registry.call_of(caller) is None
+    assert rig.switch.registry.call_of(agent) is None
+    assert not rig.switch._tasks
+    del call, caller, agent, recording
+    rig.channel.actions.clear()
+    rig.recorder.started.clear()
+    gc.collect()
+    alive = [name for name, ref in held.items() if ref is not None and ref() is not None]
+    assert alive == [], f"still referenced right after hang-up: {alive}"

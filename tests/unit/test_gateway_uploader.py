@@ -369,7 +369,6 @@ async def test_the_end_of_a_call_never_waits_on_the_recorder(tmp_path: Path) -> 
         trunks={"fake": channel},
         recorder=SpoolingRecorder(rig.spool, rig.uploader),
         answer_timeout_s=0.2,
-        linger_s=0.0,
     )
     channel.sink = switch
     try:

@@ -1,8 +1,9 @@
-"""What a finished call leaves behind in the SIP channel: after hang-up and the switch's linger
-its legs, media, bridge and recording are gone (nothing the transaction layer or the channel
-keeps for late retransmissions refers to them), while the dialog still answers the other
-side's late messages: a retransmitted BYE gets the same 200 OK, a new BYE a 200, and a
-retransmitted 2xx to our INVITE is ACKed again.
+"""What a finished call leaves behind in the SIP channel: right after hang-up (the switch
+releases the legs of an ended call at once, it has no linger of its own) its legs, media,
+bridge and recording are gone (nothing the transaction layer or the channel keeps for late
+retransmissions refers to them), while the dialog still answers the other side's late
+messages: a retransmitted BYE gets the same 200 OK, a new BYE a 200, a late CANCEL of the
+answered INVITE a 200, and a retransmitted 2xx to our INVITE is ACKed again.
 
 A real SIP channel and switch on loopback UDP; the trunk caller and the agent's phone are two
 plain UDP sockets of the test."""
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.channels.sip import SipChannel, TrunkPolicy
+from gateway.channels.sip.leg import FinishedDialog
 from gateway.core.prompts import PromptLibrary
 from gateway.core.switch import Switch
 from gateway.media.clock import FrameClock
@@ -132,7 +134,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         endpoints=sip,
         trunks={},
         recorder=recorder,
-        linger_s=0.05,
     )
     udp = await UdpTransport.listen("127.0.0.1", 0, sip.layer.receive, lambda *a: None)
     port = udp.local_addr[1]
@@ -197,7 +198,10 @@ async def until(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig: Rig) -> None:
+@pytest.mark.parametrize("phone_answers_bye", [True, False])
+async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(
+    rig: Rig, phone_answers_bye: bool
+) -> None:
     r = rig
     # the caller's INVITE, answered; the agent's phone rung, answered and bridged
     r.caller.send(invite(r), r.port)
@@ -236,14 +240,24 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
     assert first.cseq == (2, "BYE")
     bye_ours = await r.phone.next("BYE")
     assert isinstance(bye_ours, SipRequest)
-    r.phone.send(
-        "SIP/2.0 200 OK\r\n"
-        + "".join(f"Via: {v}\r\n" for v in bye_ours.headers.get_all("Via"))
-        + f"From: {bye_ours.require('From')}\r\nTo: {bye_ours.require('To')}\r\n"
-        f"Call-ID: {bye_ours.call_id}\r\nCSeq: {bye_ours.require('CSeq')}\r\n\r\n",
-        r.port,
-    )
-    await until(lambda: not r.sip._dialogs)  # the switch's linger is over: legs released
+    if phone_answers_bye:
+        r.phone.send(
+            "SIP/2.0 200 OK\r\n"
+            + "".join(f"Via: {v}\r\n" for v in bye_ours.headers.get_all("Via"))
+            + f"From: {bye_ours.require('From')}\r\nTo: {bye_ours.require('To')}\r\n"
+            f"Call-ID: {bye_ours.call_id}\r\nCSeq: {bye_ours.require('CSeq')}\r\n\r\n",
+            r.port,
+        )
+        # the switch released both legs at once (no linger of its own); our BYE's task
+        # ends with the phone's 200
+        await until(lambda: not r.sip._dialogs and not r.switch._tasks)
+    else:
+        # a phone that never answers: our BYE is retransmitted for 64*T1, and waiting for
+        # its answer holds nothing of the leg
+        await until(lambda: not r.sip._dialogs)
+        assert await r.phone.next("BYE")  # Timer E: the BYE again
+        assert r.switch._tasks  # the hang-up still waits for the BYE's final
+    assert set(r.sip._finished) == {"linger-call@127.0.0.1", inv.call_id}
     del call, caller_leg, agent_leg, connect, ok
     r.recorder.started.clear()  # the fake recorder's own list
     gc.collect()
@@ -259,6 +273,18 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
     r.caller.send(in_dialog(r, "BYE", 3, "z9hG4bKcallerbye2", to_tag), r.port)
     late = await r.caller.next("200")
     assert late.cseq == (3, "BYE")
+    # a late CANCEL of the answered INVITE matches its transaction (Timer L): 200 (RFC 3261
+    # 9.2), and nothing else happens
+    r.caller.send(
+        invite(r)
+        .split("\r\nContact:")[0]
+        .replace("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        + "\r\nMax-Forwards: 70\r\n\r\n",
+        r.port,
+    )
+    cancelled = await r.caller.next("200")
+    assert cancelled.cseq == (1, "CANCEL")
     # a retransmitted INVITE is absorbed by its transaction (Timer L): no new call
     r.caller.send(invite(r), r.port)
     assert await r.caller.quiet("200")
@@ -269,3 +295,43 @@ async def test_a_finished_call_keeps_only_what_answers_late_retransmissions(rig:
     assert isinstance(again, SipRequest) and isinstance(ack, SipRequest)
     assert again.cseq == ack.cseq == (1, "ACK")
     assert again.call_id == inv.call_id
+
+
+async def test_finished_dialogs_are_forgotten_after_64_t1_by_one_timer(tmp_path: Path) -> None:
+    """Every released leg's record lives 64*T1; one timer (at the oldest record's end) serves
+    them all, and a record that replaced an older one for the same Call-ID is not forgotten
+    at the older one's time."""
+    timers = Timers(t1=0.005)  # 64*T1 = 0.32 s
+    sip = SipChannel(
+        TransactionLayer(timers, lambda req, tx: None),
+        Registrar({}, "hotline"),
+        ("127.0.0.1", 5060),
+        media_host="127.0.0.1",
+        allocator=PortAllocator(26100, 26109),
+        trunk=TrunkPolicy.of("trunk", ("10000",), ("127.0.0.1/32",)),
+        site="unit-site",
+    )
+    udp = await UdpTransport.listen("127.0.0.1", 0, sip.layer.receive, lambda *a: None)
+    try:
+
+        def record(call_id: str) -> FinishedDialog:
+            return FinishedDialog(call_id, "leg", udp, ("127.0.0.1", 5070), True, True, None)
+
+        first, second, again = record("a@h"), record("b@h"), record("a@h")
+        sip._linger(first)
+        sip._linger(second)
+        assert set(sip._finished) == {"a@h", "b@h"} and len(sip._forget_queue) == 2
+        timer = sip._forget_timer
+        assert timer is not None
+        # "a@h" released again (a newer record): the first one's expiry must leave it alone
+        sip._linger(again)
+        assert sip._forget_timer is timer  # still one timer, at the oldest record's end
+        assert sip._finished["a@h"] is again
+        await until(lambda: "b@h" not in sip._finished, timeout=5.0)
+        assert sip._finished.get("a@h") is again or not sip._forget_queue
+        await until(lambda: not sip._finished, timeout=5.0)
+        assert not sip._forget_queue and sip._forget_timer is None
+    finally:
+        sip.stop()
+        sip.layer.close()
+        udp.close()

@@ -511,6 +511,55 @@ def test_2xx_accepted_state_absorbs_retransmissions_and_passes_ack() -> None:
     assert t.statuses() == [200, 200]  # the transaction never retransmits a 2xx
 
 
+@pytest.mark.parametrize(
+    ("method", "status"), [("INVITE", 200), ("INVITE", 486), ("BYE", 200), ("OPTIONS", 404)]
+)
+def test_a_settled_server_transaction_keeps_only_wire_bytes(method: str, status: int) -> None:
+    """After its final response a server transaction waiting out Timer L/G-H/J holds the
+    request's and the response's bytes, not the parsed messages; it still absorbs or answers
+    retransmissions byte for byte, and ``request``/``last_response`` still answer."""
+    h = Harness()
+    t = h.transport()
+    req = make_request(method, branch="z9hG4bKsettle", rport=True)
+    h.receive(wire(req), t, ("198.51.100.7", 40000))
+    tx = h.last_tx()
+    received = tx.request
+    h.respond(tx, make_response(received, status, to_tag="b1"))
+    assert tx._request is None and tx._last_response is None  # the parsed messages let go
+    # the API still answers, from the bytes: the request as received (Via stamped)
+    assert tx.request.to_bytes() == received.to_bytes()
+    assert tx.request.method == method and tx.request.call_id == "call-1@192.0.2.10"
+    assert tx.request.top_via.params["rport"] == "40000"
+    assert tx.last_response is not None and tx.last_response.status == status
+    assert tx.local_tag() == "b1"
+    first = t.sent[-1][1]
+    h.receive(wire(req), t, ("198.51.100.7", 40000))  # a retransmission of the request
+    if method == "INVITE" and status == 200:
+        assert len(t.sent) == 1  # Accepted absorbs it (RFC 6026); the UA core resends 2xx
+        h.respond(tx, make_response(tx.request, 200, to_tag="b1"))  # 2xx pass through
+        assert tx._last_response is None and t.sent[-1][1] == first
+    else:
+        assert t.sent[-1][1] == first and len(t.sent) == 2  # the same bytes again
+    if method == "INVITE" and status >= 300:
+        h.advance(RFC.t1)  # Timer G resends the same bytes too
+        assert t.sent[-1][1] == first and len(t.sent) == 3
+    with pytest.raises(TransactionError):
+        tx.respond_error(500, h.now)
+    assert len(h.requests()) == 1  # no retransmission reached the TU as a new request
+    h.advance(100.0)
+    assert h.table.server_count == 0
+
+
+def test_a_transaction_ended_by_its_final_on_a_reliable_transport_keeps_its_messages() -> None:
+    h = Harness()
+    t = h.transport(reliable=True)
+    h.receive(wire(make_request("BYE", branch="z9hG4bKtcp")), t)
+    tx = h.last_tx()
+    resp = make_response(tx.request, 200, to_tag="b1")
+    h.respond(tx, resp)
+    assert tx.state == "terminated" and tx.last_response is resp  # nothing to settle
+
+
 def test_stray_ack_for_2xx_goes_to_tu_without_transaction() -> None:
     h = Harness()
     h.receive(wire(make_request("ACK", branch="z9hG4bKlonely", to_tag="b1")), h.transport())
@@ -649,6 +698,23 @@ def test_many_transactions_leave_no_residue() -> None:
     h.advance(RFC.invite_guard + 1)
     assert h.table.server_count == 0 and h.table.client_count == 0
     assert h.table.get_timer() is None
+
+
+def test_stale_timer_entries_never_outnumber_live_transactions() -> None:
+    """Each answered INVITE moves its deadline (100 Trying, guard, then Timer L) and leaves
+    stale heap entries behind; they are compacted before they outnumber the live ones twice,
+    so a burst of calls in Accepted (64*T1) costs one entry each, not one per timer set."""
+    h = Harness()
+    t = h.transport()
+    for i in range(300):
+        h.receive(wire(make_request("INVITE", branch=new_branch(), cseq=i + 1)), t)
+        tx = h.last_tx()
+        h.respond(tx, make_response(tx.request, 180, to_tag="b"))
+        h.respond(tx, make_response(tx.request, 200, to_tag="b"))
+        assert len(h.table._heap) <= max(64, 2 * h.table.server_count) + 1
+    assert h.table.server_count == 300
+    h.advance(RFC.b + 1)
+    assert h.table.server_count == 0 and h.table.get_timer() is None
 
 
 def test_rfc2543_branchless_retransmission_matching() -> None:
@@ -949,6 +1015,32 @@ async def test_adapter_server_flow_cancel_and_terminated() -> None:
     assert timeouts == [invite_tx] and invite_tx.timed_out and invite_tx.state == "terminated"
     with pytest.raises(TransactionError):
         invite_tx.respond(make_response(invite, 500))
+    layer.close()
+
+
+async def test_adapter_terminated_event_is_made_on_demand() -> None:
+    """A server transaction's wrapper lives as long as the transaction (64*T1 after a final
+    response); its ``terminated`` event is only made when asked for, and is set when asked
+    for after the end."""
+    seen: list[ServerTransaction] = []
+
+    def on_request(req: SipRequest, tx: ServerTransaction | None) -> None:
+        assert tx is not None
+        seen.append(tx)
+        tx.respond(make_response(req, 200, to_tag="b1"))
+
+    layer = TransactionLayer(FAST, on_request)
+    t = loop_transport()
+    layer.receive(wire(make_request("OPTIONS", branch="z9hG4bKa")), t, PEER)
+    layer.receive(wire(make_request("OPTIONS", branch="z9hG4bKb")), t, PEER)
+    early, late = seen
+    assert early._terminated is None and late._terminated is None
+    waiting = early.terminated  # asked for while the transaction lives
+    assert not waiting.is_set()
+    await asyncio.wait_for(waiting.wait(), 2)  # Timer J
+    assert late._terminated is None and late.state == "terminated"
+    assert late.terminated.is_set()  # asked for after the end: already set
+    assert not hasattr(late, "__dict__")  # slots: a small object per transaction
     layer.close()
 
 

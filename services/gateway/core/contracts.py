@@ -124,8 +124,10 @@ class Signalling(Protocol):
         ...
 
     def release(self, leg: Leg) -> None:
-        """The core is done with the leg: free its media and forget it (after a linger that
-        lets late retransmissions still find it)."""
+        """The core is done with the leg (it calls this as soon as the leg's call ended or
+        the leg left it): free its media and forget it. The core keeps nothing of the leg
+        afterwards; late messages about it are the channel's to answer (the SIP channel
+        keeps a small FinishedDialog for 64*T1)."""
         ...
 
     async def hold(self, leg: Leg, held: bool) -> str:

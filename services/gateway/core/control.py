@@ -80,9 +80,9 @@ class CallSwitch(Protocol):
 
     def require_prompt(self, name: str) -> None: ...
 
-    def release_later(self, leg: Leg) -> None: ...
+    def release_soon(self, leg: Leg) -> None: ...
 
-    def forget_later(self, call: Call, leg: Leg) -> None: ...
+    def forget(self, call: Call, leg: Leg) -> None: ...
 
     def unbridge(self, call: Call) -> None: ...
 
@@ -165,7 +165,7 @@ class Control:
             return attempt
         if call.ended.is_set():
             sw.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
-            sw.release_later(leg)
+            sw.release_soon(leg)
             return Attempt(Outcome.CALLER_GONE, None, "the call ended while the target answered")
         sw.registry.bind_leg(call, leg)
         return attempt
@@ -182,12 +182,12 @@ class Control:
 
     def _drop(self, call: Call, leg: Leg, *, hang_up: bool = True) -> None:
         """A leg leaves the call (we hang it up unless it is gone already or the channel
-        does it); it is released after the linger."""
+        does it); its channel releases it once the hang-up has started."""
         sw = self.switch
         if hang_up and not leg.ended and leg.answered:
             sw.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
-        sw.release_later(leg)
-        sw.forget_later(call, leg)
+        sw.release_soon(leg)
+        sw.forget(call, leg)
 
     # ---- hold ----------------------------------------------------------------------------
     def _hold(self, call: Call, holder: Leg, held: Leg, by: str) -> None:
@@ -695,8 +695,8 @@ class Control:
             call.agent, call.agent_endpoint = heir.leg, heir.endpoint
             call.held.discard(leg.leg_id)
             call.muted.discard(leg.leg_id)
-            sw.forget_later(call, leg)
-            sw.release_later(leg)
+            sw.forget(call, leg)
+            sw.release_soon(leg)
             sw.arrange(call)
             return True
         return False

@@ -57,7 +57,6 @@ DRAINING = Gauge(
 CALLS = Counter("hotline_gateway_calls_total", "Calls by how they ended", ["reason", "site"])
 
 ANSWER_TIMEOUT_S = 60.0
-LEG_LINGER_S = 5.0  # keep ended legs known to their channel for late retransmissions
 
 
 class CallEvents(Protocol):
@@ -93,7 +92,6 @@ class Switch:
         recorder: Recorder | None,
         journal: CallJournal | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
-        linger_s: float = LEG_LINGER_S,
         acd: AcdLink | None = None,
         hold_prompt: str = "hold",
         number_trunk: str = "analog",
@@ -105,7 +103,7 @@ class Switch:
         self.hold_prompt, self.number_trunk = hold_prompt, number_trunk
         self.refer_timeout_s = refer_timeout_s
         self.control = Control(self)
-        self.answer_timeout_s, self.linger_s = answer_timeout_s, linger_s
+        self.answer_timeout_s = answer_timeout_s
         self.registry = CallRegistry()
         self.draining = False
         DRAINING.labels(site).set(0)
@@ -213,7 +211,7 @@ class Switch:
         if call is None or call.state == CallState.ENDED:
             return
         if leg not in call.legs():
-            return  # a leg the call let go of (transferred away), still lingering
+            return  # a leg the call let go of (transferred away)
         if leg is not call.caller and self.control.party_left(call, leg):
             return
         if why is Release.FAR_END:
@@ -379,7 +377,7 @@ class Switch:
         leg = attempt.leg
         if call.ended.is_set():  # the caller left while the channel finished
             self.spawn(leg.signalling.hang_up(leg), f"bye-{leg.leg_id}")
-            self._release_later(leg)
+            self.release_soon(leg)
             return Attempt(Outcome.CALLER_GONE, leg, "caller hung up while connecting")
         call.agent, call.agent_id, call.queue = leg, agent_id, queue
         self.registry.bind_leg(call, leg)
@@ -499,8 +497,15 @@ class Switch:
         """End a call whose far party moved to another call (attended transfer by REFER)."""
         self.end(call, EndReason.SYSTEM, detail, by=keep)
 
-    def release_later(self, leg: Leg) -> None:
-        self._release_later(leg)
+    def release_soon(self, leg: Leg) -> None:
+        """The core is done with a leg that left its call: its channel releases it once the
+        hang-up just spawned has started (the channel answers late retransmissions about it
+        on its own, e.g. the SIP channel's FinishedDialog)."""
+
+        async def release() -> None:
+            leg.signalling.release(leg)
+
+        self.spawn(release(), f"release-{leg.leg_id}")
 
     def place(self, agent_leg: Leg, endpoint: str, number: str, kind: str, trunk: str) -> Call:
         """Click-to-dial: the agent answered, the call exists (outbound) while the customer
@@ -531,14 +536,10 @@ class Switch:
         agent_leg.media.on_dtmf = None
         self._bridge(call, endpoint)
 
-    def forget_later(self, call: Call, leg: Leg) -> None:
-        """A leg that left the call: after the linger the call no longer knows it."""
-
-        async def later() -> None:
-            await asyncio.sleep(self.linger_s)
-            self.registry.unbind_leg(call, leg)
-
-        self.spawn(later(), f"forget-{leg.leg_id}")
+    def forget(self, call: Call, leg: Leg) -> None:
+        """A leg that left the call: the call no longer knows it (a late report about the
+        leg finds no call, which is how it is ignored)."""
+        self.registry.unbind_leg(call, leg)
 
     def hangup(self, call_id: str, detail: str, by_agent: bool = False) -> Call:
         """Ends a call on command: the agent's own hang-up from the desk, or a service's or a
@@ -577,19 +578,20 @@ class Switch:
         self._update_gauges()
 
     async def _finish(self, call: Call) -> None:
-        if call.recording is not None:
-            await call.recording.finish()
-        await asyncio.sleep(self.linger_s)
+        """Release the ended call's legs and forget it, at once: this task runs after the
+        hang-ups :meth:`end` spawned have started, and each channel answers late messages
+        about a released leg by itself (the SIP channel keeps a small FinishedDialog for
+        64*T1), so nothing of the call - legs, media, SDP, transactions' leg state, the
+        call and its recording - outlives its end by more than the recording's sealing.
+        The call is no longer live from :meth:`end` on (ListCalls, commands: CallGone),
+        and CallEnded was announced there."""
         for leg in call.legs():
             leg.signalling.release(leg)
-        self.registry.remove(call)
-
-    def _release_later(self, leg: Leg) -> None:
-        async def later() -> None:
-            await asyncio.sleep(self.linger_s)
-            leg.signalling.release(leg)
-
-        self.spawn(later(), f"release-{leg.leg_id}")
+        try:
+            if call.recording is not None:
+                await call.recording.finish()
+        finally:
+            self.registry.remove(call)
 
     def list_calls(self) -> list[Call]:
         return self.registry.live()

@@ -49,9 +49,11 @@ def _contact_uri(msg: SipRequest | SipResponse) -> str:
     return str(parse_name_addr(raw).uri)
 
 
-@dataclass
+@dataclass(slots=True)
 class Dialog:
-    """One dialog's identifiers, route set, remote target and CSeq counters (RFC 3261 12)."""
+    """One dialog's identifiers, route set, remote target and CSeq counters (RFC 3261 12).
+
+    Slots: a finished dialog's record keeps its Dialog for 64*T1 after the call."""
 
     call_id: str
     local_party: str  # our From (UAC) or To (UAS) header value, with our tag

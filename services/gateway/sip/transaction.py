@@ -32,7 +32,10 @@ broken:
   :func:`response_destination` so responses traverse NAT.
 
 Transactions leave the table the moment they terminate, so memory is bounded by the
-traffic of the last 64*T1 seconds.
+traffic of the last 64*T1 seconds. A server transaction that has sent its final response and
+waits out Timer L, G/H, I or J keeps only the wire bytes of its request and of that response
+(all that absorbing retransmissions needs); ``request`` and ``last_response`` still answer,
+parsed again from those bytes.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .builders import build_ack, make_response, new_tag
-from .message import SipRequest, SipResponse
+from .message import SipRequest, SipResponse, parse_message
 from .uri import NameAddr
 from .via import MAGIC_COOKIE, Via, same_ip
 
@@ -289,13 +292,19 @@ class _Transaction(_Timed):
     ) -> None:
         super().__init__(watcher)
         self.timers = timers
-        self.request = request
+        self._request: SipRequest | None = request
         self.transport = transport
         self.key = key
         self.state = TRYING
         self.timed_out = False
         self.transport_error: Exception | None = None
         self.events: deque[Event] = events if events is not None else deque()
+
+    @property
+    def request(self) -> SipRequest:
+        """The request that created the transaction."""
+        assert self._request is not None
+        return self._request
 
     def start(self, now: float) -> None:  # pragma: no cover - overridden
         """Begin (arm the first timers, send the request); called once, by the creator."""
@@ -337,13 +346,45 @@ class ServerTransactionBase(_Transaction):
         super().__init__(timers, request, transport, key=key, events=events, watcher=watcher)
         self.source_addr = source_addr
         self.method = request.method
-        self.last_response: SipResponse | None = None
+        self._last_response: SipResponse | None = None
         self.response_addr: Addr = (
             source_addr
             if transport.reliable
             else response_destination(request.top_via, source_addr)
         )
         self._last_bytes: bytes | None = None
+        self._request_bytes: bytes | None = None  # once settled (see _settle)
+
+    @property
+    def request(self) -> SipRequest:
+        """The request that created the transaction (parsed again from its wire bytes once
+        the transaction has settled after its final response)."""
+        if self._request is not None:
+            return self._request
+        assert self._request_bytes is not None
+        req = parse_message(self._request_bytes)
+        assert isinstance(req, SipRequest)
+        return req
+
+    @property
+    def last_response(self) -> SipResponse | None:
+        """The last response sent (parsed again from its wire bytes once settled)."""
+        if self._last_response is not None or self._last_bytes is None:
+            return self._last_response
+        resp = parse_message(self._last_bytes)
+        assert isinstance(resp, SipResponse)
+        return resp
+
+    def _settle(self) -> None:
+        """The final response is sent and the transaction only absorbs retransmissions from
+        now on (Timer L, G/H, I, J): keep the request's and the response's wire bytes and
+        drop the parsed messages, a few KB per call while they wait out 64*T1."""
+        if self.state == TERMINATED:
+            return
+        if self._request is not None:
+            self._request_bytes = self._request.to_bytes()
+            self._request = None
+        self._last_response = None
 
     @property
     def can_respond(self) -> bool:
@@ -371,7 +412,7 @@ class ServerTransactionBase(_Transaction):
         self.respond(make_response(self.request, status, reason, to_tag=self.local_tag()), now)
 
     def _send(self, resp: SipResponse) -> None:
-        self.last_response = resp
+        self._last_response = resp
         self._last_bytes = resp.to_bytes()
         self._transmit(self._last_bytes)
 
@@ -420,7 +461,7 @@ class InviteServerTransaction(ServerTransactionBase):
         self._set("guard", now + self.timers.invite_guard, self._invite_guard)
 
     def _auto_trying(self, now: float) -> None:
-        if self.state == PROCEEDING and self.last_response is None:
+        if self.state == PROCEEDING and self._last_bytes is None:
             self._send(make_response(self.request, 100))
 
     def _invite_guard(self, now: float) -> None:
@@ -440,15 +481,18 @@ class InviteServerTransaction(ServerTransactionBase):
             if status < 300:
                 self.state = ACCEPTED
                 self._set("L", now + t.b, self._expire)
+                self._settle()
                 return
             self.state = COMPLETED
             if not self.transport.reliable:
                 self._g_interval = t.t1
                 self._set("G", now + t.t1, self._timer_g)
             self._set("H", now + t.b, self._timer_h)
+            self._settle()
             return
         if self.state == ACCEPTED and 200 <= status < 300:
             self._send(resp)  # RFC 6026 7.1: further 2xx pass straight through
+            self._settle()
             return
         raise self._refuse(status)
 
@@ -515,6 +559,7 @@ class NonInviteServerTransaction(ServerTransactionBase):
             self._terminate()
         else:
             self._set("J", now + self.timers.b, self._expire)
+            self._settle()
 
     def receive_request(self, req: SipRequest, now: float) -> None:
         if req.method == "ACK":
@@ -831,7 +876,10 @@ class TransactionTable:
             return
         heapq.heappush(self._heap, (at, next(self._seq), tx))
         live = len(self._server) + len(self._client)
-        if len(self._heap) > 64 and len(self._heap) > 4 * live:
+        # each live transaction has one current entry; a compaction leaves about `live`
+        # entries, so the next one comes after as many pushes again (amortized O(1)) and
+        # stale entries never outnumber the live ones (they are kept 64*T1 under load)
+        if len(self._heap) > 64 and len(self._heap) > 2 * live:
             self._compact()
 
     def _compact(self) -> None:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .message import SipRequest, SipResponse
 from .transaction import (
+    TERMINATED,
     ClientTransactionBase,
     Event,
     OkRetransmission,
@@ -87,13 +88,26 @@ class ServerTransaction:
 
     Set ``on_timeout`` to learn that Timer H fired (no ACK for a non-2xx final), which
     the UA treats as a failed call leg; ``terminated`` is set when the transaction ends.
+    One of these lives as long as its transaction (64*T1 after a final response), so it is
+    small: slots, and the ``terminated`` event only made when someone asks for it.
     """
+
+    __slots__ = ("_layer", "_machine", "_terminated", "on_timeout")
 
     def __init__(self, layer: TransactionLayer, machine: ServerTransactionBase) -> None:
         self._layer = layer
         self._machine = machine
         self.on_timeout: Callable[[ServerTransaction], None] | None = None
-        self.terminated = asyncio.Event()
+        self._terminated: asyncio.Event | None = None
+
+    @property
+    def terminated(self) -> asyncio.Event:
+        """Set when the transaction has ended."""
+        if self._terminated is None:
+            self._terminated = asyncio.Event()
+            if self._machine.state == TERMINATED:
+                self._terminated.set()
+        return self._terminated
 
     @property
     def request(self) -> SipRequest:
@@ -317,7 +331,8 @@ class TransactionLayer:
             stx = self._servers.pop(machine, None)
             if stx is None:
                 return
-            stx.terminated.set()
+            if stx._terminated is not None:
+                stx._terminated.set()
             if machine.timed_out and stx.on_timeout is not None:
                 try:
                     stx.on_timeout(stx)

@@ -198,7 +198,6 @@ async def start_gateway(
         trunks=trunks,
         recorder=None,
         answer_timeout_s=30.0,
-        linger_s=0.5,
         number_trunk="analog",
     )
     udp = await UdpTransport.listen(

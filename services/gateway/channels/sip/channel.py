@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -114,6 +115,10 @@ class SipChannel:
         self._dialogs: dict[str, SipLeg] = {}  # SIP Call-ID -> leg
         #: SIP Call-ID -> what is left of a released leg, for 64*T1 (late retransmissions)
         self._finished: dict[str, FinishedDialog] = {}
+        #: the same records in the order they were released, each with when it is forgotten
+        #: (all live 64*T1, so the oldest is always first): one timer for all of them
+        self._forget_queue: deque[tuple[float, FinishedDialog]] = deque()
+        self._forget_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_out: dict[Addr, TcpTransport] = {}
 
@@ -141,6 +146,10 @@ class SipChannel:
         for conn in self._tcp_out.values():
             conn.close()
         self._finished.clear()
+        self._forget_queue.clear()
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str, leg: SipLeg | None = None) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -231,6 +240,19 @@ class SipChannel:
         """Send a request inside the leg's dialog and wait for its final response; when its
         first hop cannot be reached (no connection, no address) a 503 stands for the answer,
         as a transport error does in a transaction (RFC 3261 8.1.3.1)."""
+        sent = await self._start_in_dialog(leg, method, headers=headers, body=body)
+        return sent if isinstance(sent, SipResponse) else await sent.final()
+
+    async def _start_in_dialog(
+        self,
+        leg: SipLeg,
+        method: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> ClientTransaction | SipResponse:
+        """:meth:`request_in_dialog` up to the request sent: its client transaction, or the
+        503 that stands for an unreachable first hop."""
         assert leg.dialog is not None, "no dialog yet"
         try:
             transport, addr = await self.route(leg)
@@ -239,8 +261,7 @@ class SipChannel:
             log.warning("%s on %s: first hop unreachable: %s", method, leg.sip_call_id, exc)
             return make_response(req, 503, "Service Unavailable (first hop unreachable)")
         req = leg.dialog.request(method, self.via(transport), headers=headers, body=body)
-        tx = await self.layer.request(req, transport, addr)
-        return await tx.final()
+        return await self.layer.request(req, transport, addr)
 
     async def send_ack(self, leg: SipLeg | FinishedDialog, cseq: int, body: bytes = b"") -> None:
         """ACK a 2xx to our INVITE (RFC 3261 13.2.2.4): a new request, along the route set."""
@@ -815,11 +836,13 @@ class SipChannel:
     def _cancel(self, req: SipRequest, tx: ServerTransaction) -> None:
         invite_tx = self.layer.find_invite_server_transaction(req)
         leg = self._dialogs.get(req.call_id)
-        if invite_tx is None or leg is None:
+        if invite_tx is None or (leg is None and req.call_id not in self._finished):
             tx.respond(self.response(req, 481))
             return
+        # RFC 3261 9.2: a CANCEL matching a live INVITE transaction gets 200, also when that
+        # INVITE was answered and its call has ended since (its leg released)
         tx.respond(self.response(req, 200))
-        if not leg.answered and not leg.ended:
+        if leg is not None and not leg.answered and not leg.ended:
             leg.ended = True
             leg.prack_done.set()
             if leg.reliable is not None:
@@ -1034,20 +1057,28 @@ class SipChannel:
             return
         sip.ended = True
         self.free_media(sip)
-        await self._send_bye(sip)
+        bye = self._send_bye(sip)
+        del leg, sip  # waiting for the BYE's answer holds nothing of the leg (see _send_bye)
+        await bye
 
     async def _send_bye(self, sip: SipLeg) -> None:
+        """BYE, and log a failed answer. Once the BYE is sent this holds nothing of the leg:
+        a peer that never answers keeps only the BYE's client transaction for 64*T1 (Timer
+        F), not the leg with its media, SDP and INVITE."""
         if sip.ok_retransmitter is not None:
             sip.ok_retransmitter.ack_received()
         if sip.dialog is None:
             return
+        call_id = sip.sip_call_id
         try:
-            final = await self.request_in_dialog(sip, "BYE", headers=[("User-Agent", USER_AGENT)])
+            sent = await self._start_in_dialog(sip, "BYE", headers=[("User-Agent", USER_AGENT)])
         except (OSError, ConnectionError) as exc:
-            log.info("BYE on %s could not be sent: %s", sip.sip_call_id, exc)
+            log.info("BYE on %s could not be sent: %s", call_id, exc)
             return
+        del sip
+        final = sent if isinstance(sent, SipResponse) else await sent.final()
         if final.status >= 300:
-            log.info("BYE on %s answered %d %s", sip.sip_call_id, final.status, final.reason)
+            log.info("BYE on %s answered %d %s", call_id, final.status, final.reason)
 
     def free_media(self, sip: SipLeg) -> None:
         """The leg is over: its RTP quality is recorded and its port is free at once (the next
@@ -1075,14 +1106,23 @@ class SipChannel:
         """Keep a released leg's dialog routable for 64*T1, as its INVITE transaction keeps
         absorbing retransmissions (RFC 6026 Timer L); only the small record stays: the leg,
         its media and its call are no longer reachable from the channel."""
-        call_id = finished.sip_call_id
-        self._finished[call_id] = finished
+        self._finished[finished.sip_call_id] = finished
+        loop = asyncio.get_running_loop()
+        self._forget_queue.append((loop.time() + self.layer.timers.b, finished))
+        if self._forget_timer is None:
+            self._forget_timer = loop.call_at(self._forget_queue[0][0], self._forget_finished)
 
-        def forget() -> None:
-            if self._finished.get(call_id) is finished:
-                del self._finished[call_id]
-
-        asyncio.get_running_loop().call_later(self.layer.timers.b, forget)
+    def _forget_finished(self) -> None:
+        """Forget the finished dialogs whose 64*T1 are over; re-arm for the next one."""
+        self._forget_timer = None
+        loop = asyncio.get_running_loop()
+        now, queue = loop.time(), self._forget_queue
+        while queue and queue[0][0] <= now:
+            _, finished = queue.popleft()
+            if self._finished.get(finished.sip_call_id) is finished:
+                del self._finished[finished.sip_call_id]
+        if queue:
+            self._forget_timer = loop.call_at(queue[0][0], self._forget_finished)
 
     def release_later(self, leg: SipLeg) -> None:
         async def later() -> None:
