@@ -921,7 +921,10 @@ async def test_adapter_runs_timers_a_and_b_on_the_loop() -> None:
     assert asyncio.get_running_loop().time() - start >= FAST.b
     assert [r.status async for r in ctx.responses()] == [408]
     gaps = [b - a for a, b in zip(t.times(), t.times()[1:], strict=False)]
-    assert 4 <= len(t.sent) <= 7 and all(gap >= FAST.t1 * 2**i for i, gap in enumerate(gaps))
+    # timers never fire early (each gap at least doubles); how many retransmissions fit before
+    # Timer B depends on how punctual the loop is, so only the bounds that cannot move: Timer A
+    # is due before Timer B (one retransmission at least), and never-early doubling caps the count
+    assert 2 <= len(t.sent) <= 7 and all(gap >= FAST.t1 * 2**i for i, gap in enumerate(gaps))
     assert layer.client_count == 0
 
 
