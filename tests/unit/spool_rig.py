@@ -5,7 +5,8 @@ stream and answers as the test says."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,10 @@ class Stream:
         return np.frombuffer(left, "<i2"), np.frombuffer(right, "<i2")
 
 
-Answer = Callable[[Stream], rec.IngestReply | BaseException | None]
+Answer = Callable[
+    [Stream],
+    rec.IngestReply | BaseException | None | Awaitable[rec.IngestReply | BaseException | None],
+]
 
 
 def stored(stream: Stream) -> rec.IngestReply:
@@ -158,6 +162,8 @@ class FakeLink:
             async for chunk in chunks:
                 stream.chunks.append(chunk)
             outcome = answer(stream)
+            if inspect.isawaitable(outcome):  # an answer that waits for something first
+                outcome = await outcome
             while outcome is None:
                 await self.recorder.release.wait()
                 outcome = stored(stream)

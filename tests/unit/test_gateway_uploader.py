@@ -30,10 +30,12 @@ from tests.unit.spool_rig import (
     FakeRecorder,
     InlineDisk,
     SleepClock,
+    Stream,
     Wall,
     already,
     fail,
     hang,
+    rpc_error,
 )
 
 SECOND = FLUSH_FRAMES * FRAME
@@ -183,7 +185,16 @@ async def test_uploads_failing_together_do_not_lengthen_the_backoff(tmp_path: Pa
         record(writer, 0.2)
         await writer.finish()
     rig = Rig(root)
-    rig.recorder.answers = [fail(grpc.StatusCode.UNAVAILABLE)] * 3
+
+    async def together(stream: Stream) -> BaseException:
+        # every upload has started before the first fails: one round, as on a real clock
+        # (the rig's sleeps move time for all workers at once, so a worker that only started
+        # after the first failure's back-off would look like a new round)
+        while len(rig.recorder.streams) < 3:
+            await asyncio.sleep(0)
+        return rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+    rig.recorder.answers = [together] * 3
     await rig.uploader.start()  # three workers, three failures in the same round
     try:
         await rig.until(rig.idle, "uploaded after one back-off")
