@@ -1,8 +1,9 @@
 """What the CRM does with each event it consumes: desk pushes first, then the CDR.
 
 The desk push goes first so a screen pop is never delayed by a database write. A CDR write
-that fails because the database is unreachable is retried until it succeeds: the consumer
-does not move past the event meanwhile, so no call goes missing from the records.
+that fails because the database is unreachable, or because PostgreSQL made it give way in a
+deadlock with another CRM replica, is retried until it succeeds: the consumer does not move
+past the event meanwhile, so no call goes missing from the records.
 
 The consumer hands over a whole fetch at once (`handle_batch`): every event's desk push, then
 all their CDR changes in one transaction, which costs the database one round trip and one
@@ -17,7 +18,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from common.events import Envelope, handling
 from crm.cdr_store import CdrStore
@@ -30,6 +31,10 @@ RETRY_MAX_S = 10.0
 #: event ids pushed to the desks lately: a batch retried, or handled again one event at a
 #: time, does not push twice
 PUSHED_MEMORY = 10_000
+#: PostgreSQL's "deadlock detected" and "could not serialize access": the transaction was
+#: picked to give way to another one (a second CRM replica writing the same calls, whose rows
+#: a batch locks together); the same write again succeeds
+GIVE_WAY_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 class EventIntake:
@@ -63,14 +68,26 @@ class EventIntake:
             log.exception("desk push failed for %s %s", env.type, env.event_id)
 
 
+def _retryable(exc: BaseException) -> bool:
+    """The database is unreachable, or chose this transaction to give way: write again."""
+    if isinstance(exc, (OperationalError, InterfaceError, OSError)):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        getattr(exc.orig, "sqlstate", None) in GIVE_WAY_SQLSTATES
+    )
+
+
 async def _until_written(write: Callable[[], Awaitable[object]], what: str) -> None:
-    """Run `write` until the database takes it, backing off while it is unreachable."""
+    """Run `write` until the database takes it, backing off while it is unreachable or while
+    it makes this write give way to another (a deadlock between two CRM replicas)."""
     delay = RETRY_FIRST_S
     while True:
         try:
             await write()
             return
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except (DBAPIError, OSError) as exc:
+            if not _retryable(exc):
+                raise
             log.warning("CDR write for %s failed, retrying in %.1f s: %r", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 
 from common.events import Envelope
@@ -272,3 +272,48 @@ async def test_a_batch_waits_out_an_unreachable_database_and_loses_no_event(
             await remote.dispose()
     row = await CdrStore(db).get(call_id)
     assert row is not None and CdrRecord.from_row(row) == folded(call_id, envs)
+
+
+async def test_a_batch_chosen_to_give_way_in_a_deadlock_is_written_again(db: Database) -> None:
+    """Two writers lock the same two rows in opposite orders (here the test, standing in for a
+    second CRM replica): PostgreSQL aborts one of them. The CRM's batch is the one aborted (the
+    other side waits 10 s before looking for deadlocks); it is written again, nothing lost."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has no row locks to deadlock on")
+    store = CdrStore(db)
+    intake = EventIntake(DeskHub(db, store), store)
+    older, mine = ids(2)
+    who = agent()
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    # the agent's older call, in wrap-up still; and a call whose row the batch locks first
+    await store.apply_batch(call_lifecycle(older, agent(), who, t0)[:-1])
+    mine_events = call_lifecycle(mine, agent(), agent(), t0 + timedelta(minutes=10))
+    await store.apply_batch(mine_events[:2])
+    async with db.engine.connect() as other:
+        await other.begin()
+        await other.execute(text("SET LOCAL deadlock_timeout = '10s'"))
+        await other.execute(
+            text("SELECT call_id FROM cdrs WHERE call_id = :c FOR UPDATE"), {"c": older}
+        )
+        # the batch locks its call's row, then waits for the older row to end that ACW
+        end_of_wrap_up = call_lifecycle(older, agent(), who, t0)[-1]
+        task = asyncio.create_task(intake.handle_batch([mine_events[2], end_of_wrap_up]))
+        for _ in range(500):
+            waiting = await other.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the batch never waited for the older row"
+        # now the other side wants the batch's row: a deadlock, and the batch gives way
+        await other.execute(
+            text("SELECT call_id FROM cdrs WHERE call_id = :c FOR UPDATE"), {"c": mine}
+        )
+        await other.rollback()
+    await asyncio.wait_for(task, 30)
+    assert (await columns(store, older) or {})["acw_ms"] == 29_500
+    assert (await columns(store, mine) or {})["agent_id"] != ""
