@@ -116,7 +116,15 @@ def test_board_snapshot_then_live_and_supervisor_actions(
             )
 
             # the supervisor sets agent16 Not Ready (meeting) from the board
-            page.select_option(f'{row("agent16")} select[data-role="reason"]', "meeting")
+            picker = f'{row("agent16")} select[data-role="reason"]'
+            page.select_option(picker, "meeting")
+            # every feed message redraws the rows (here: agent14 logs in); the picked reason
+            # survives it instead of falling back to the first one under the supervisor's hand
+            agent14 = agents("agent14")
+            status, body = agent14.call("POST", "/api/agent/login", {})
+            assert status == 200, body
+            page.wait_for_selector(f'{row("agent14")}[data-state="not_ready"]', timeout=30000)
+            assert page.eval_on_selector(picker, "s => s.value") == "meeting"
             page.click(f'{row("agent16")} button[data-action="not_ready"]')
             # (the row's reason picker always lists "会议 Meeting": wait on the ACD's answer)
             status, seat = wait_for(

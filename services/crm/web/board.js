@@ -41,6 +41,9 @@
   const board = {
     me: null, root: null, socket: null, closed: true, reconnectMs: 1000,
     agents: new Map(), queues: new Map(), calls: new Map(), monitor: null, armed: null,
+    // the Not Ready reason picked in each agent's row: kept across re-renders (every feed
+    // message redraws the rows; a picker reset under the supervisor's hand sends the wrong one)
+    reasons: new Map(),
     refreshTimer: null,
     ticker: null, kpiTimer: null,
   };
@@ -267,8 +270,10 @@
   function actions(a) {
     const out = [];
     if (a.state === "logged_out") return out;
-    const reason = el("select", { "data-role": "reason" }, ...Object.entries(REASON_NAMES)
-      .map(([value, pair]) => el("option", { value, text: both(pair) })));
+    const reason = el("select", { "data-role": "reason",
+      onchange: () => board.reasons.set(a.agent_id, reason.value) },
+      ...Object.entries(REASON_NAMES).map(([value, pair]) => el("option", { value, text: both(pair) })));
+    if (board.reasons.has(a.agent_id)) reason.value = board.reasons.get(a.agent_id);
     out.push(reason, button("notReady", "not_ready",
       () => agentCommand(a.agent_id, "state", { state: "not_ready", reason: reason.value })));
     if (a.state !== "ready") {
