@@ -25,15 +25,14 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
 from google.protobuf.message import Message
 
 from acd.agents import Agent, State
 from acd.queues import WaitingCall
 from common import tracing
-from common.events import TOPIC_OF
+from common.events import TOPIC_OF, BatchPublisher, publish_until_taken
 from common.tasks import cancel_and_wait
 from hotline.v1 import events_pb2 as ev
 
@@ -47,15 +46,7 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.5, 10.0
 STOP_FLUSH_S = 5.0
 
 
-class Publisher(Protocol):
-    """Where the events go (`common.events.EventPublisher`, or a stand-in in tests)."""
-
-    async def publish_batch(
-        self, items: Sequence[tuple[Message, str, str, Mapping[str, str]]]
-    ) -> object:
-        """Publish (payload, key, event id, trace context) in order; return once all are on
-        the broker."""
-        ...
+Publisher = BatchPublisher
 
 
 def wall_ms(mono: float) -> int:
@@ -136,22 +127,9 @@ class AcdNotifier:
 
     async def _send(self, batch: list[_Queued]) -> None:
         items = [(payload, key, event_id, trace) for payload, key, event_id, trace, _ in batch]
-        delay = RETRY_FIRST_S
-        while True:
-            self.fence()
-            try:
-                await self.publisher.publish_batch(items)
-                return
-            except Exception:  # the broker's troubles are retried inside; anything else here
-                log.exception(
-                    "could not publish %d events (first %s for %s); retrying in %.1fs",
-                    len(items),
-                    items[0][0].DESCRIPTOR.name,
-                    items[0][1],
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        await publish_until_taken(
+            self.publisher, items, RETRY_FIRST_S, RETRY_MAX_S, before_attempt=self.fence
+        )
 
     async def stop(self) -> None:
         """Let the outbox publish what is queued (for up to STOP_FLUSH_S), then stop it."""

@@ -413,6 +413,46 @@ class EventPublisher:
         await _stop_quietly(self._producer)
 
 
+class BatchPublisher(Protocol):
+    """Where a service's outbox publishes (`EventPublisher`, or a stand-in in tests)."""
+
+    async def publish_batch(self, items: Sequence[Outgoing]) -> object:
+        """Publish (payload, key, event id, trace context) in order; return once all are on
+        the broker."""
+        ...
+
+
+async def publish_until_taken(
+    publisher: BatchPublisher,
+    items: Sequence[Outgoing],
+    first_s: float,
+    max_s: float,
+    before_attempt: Callable[[], None] | None = None,
+) -> None:
+    """Publish `items` as one ordered batch until the broker has all of them: a failed attempt
+    is logged and made again, whole and with the same event ids, after a back-off doubling
+    from `first_s` to `max_s` (the broker's own troubles are retried inside the publisher;
+    this is for anything else). `before_attempt` runs before every attempt and may raise to
+    give up (the ACD's lease fence)."""
+    delay = first_s
+    while True:
+        if before_attempt is not None:
+            before_attempt()
+        try:
+            await publisher.publish_batch(items)
+            return
+        except Exception:
+            log.exception(
+                "could not publish %d events (first %s for %s); retrying in %.1fs",
+                len(items),
+                items[0][0].DESCRIPTOR.name,
+                items[0][1],
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_s)
+
+
 Handler = Callable[[Envelope], Awaitable[None]]
 #: handles the new envelopes of one fetch in one call (in fetch order; per partition in order)
 BatchHandler = Callable[[Sequence[Envelope]], Awaitable[None]]

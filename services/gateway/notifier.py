@@ -15,11 +15,11 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
 from google.protobuf.message import Message
 
+from common.events import BatchPublisher, publish_until_taken
 from common.tasks import cancel_and_wait
 from gateway.core import steps
 from gateway.core.calls import Call, EndReason
@@ -42,15 +42,7 @@ RETRY_MAX_S = 10.0
 MAX_BATCH = 100  # events published together at most
 
 
-class Publisher(Protocol):
-    """Where events go (common.events.EventPublisher in the service)."""
-
-    async def publish_batch(
-        self, items: Sequence[tuple[Message, str, str, Mapping[str, str]]]
-    ) -> object:
-        """Publish (payload, key, event id, trace context) in order; return once all are on
-        the broker."""
-        ...
+Publisher = BatchPublisher
 
 
 class CallNotifier:
@@ -161,21 +153,7 @@ class CallNotifier:
             while len(batch) < MAX_BATCH and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             items = [(payload, key, str(uuid.uuid4()), trace) for payload, key, trace in batch]
-            delay = RETRY_FIRST_S
-            while True:
-                try:
-                    await self.publisher.publish_batch(items)
-                    break
-                except Exception:
-                    log.exception(
-                        "could not publish %d events (first %s for %s); retrying in %.1fs",
-                        len(items),
-                        items[0][0].DESCRIPTOR.name,
-                        items[0][1],
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
+            await publish_until_taken(self.publisher, items, RETRY_FIRST_S, RETRY_MAX_S)
             if self.on_call_ended is None:
                 continue
             for payload, _, _, _ in items:
