@@ -119,10 +119,15 @@ class DeskHub:
     # -- events ---------------------------------------------------------------------------
 
     async def on_event(self, env: Envelope) -> None:
-        """Push whatever the envelope means to the desks concerned (no-op for other types)."""
-        if not self._clients:  # no desk open: only what later pushes need to know
+        """Push whatever the envelope means to the desks concerned (no-op for other types);
+        with no desk open, only note what later pushes need to know."""
+        try:
+            if self._clients:
+                await self._push_event(env)
+        finally:
             self._note(env)
-            return
+
+    async def _push_event(self, env: Envelope) -> None:
         if (board := board_message(env)) is not None:
             await self.to_watchers(board)
         if env.type == "AgentOffered":
@@ -146,7 +151,6 @@ class DeskHub:
         elif env.type == "CallBridged":
             p = payload_of(env)
             if p.agent_id:
-                self._remember(p.call_id, p.agent_id)
                 await self.push(
                     p.agent_id,
                     {
@@ -158,7 +162,7 @@ class DeskHub:
                 )
         elif env.type == "CallEnded":
             p = payload_of(env)
-            agent_id = self._call_agent.pop(p.call_id, None) or await self.cdrs.agent_of(p.call_id)
+            agent_id = self._call_agent.get(p.call_id) or await self.cdrs.agent_of(p.call_id)
             if agent_id:
                 await self.push(
                     agent_id,
@@ -185,15 +189,14 @@ class DeskHub:
         for name in _STEP_FIELDS:
             if hasattr(p, name):
                 message[name] = getattr(p, name)
-        if env.type == "CallTransferred" and p.to_agent_id:
-            self._remember(p.call_id, p.to_agent_id)
-            if p.to_agent_id != agent_id:
-                await self.push(p.to_agent_id, message | {"agent_id": p.to_agent_id})
+        if env.type == "CallTransferred" and p.to_agent_id and p.to_agent_id != agent_id:
+            await self.push(p.to_agent_id, message | {"agent_id": p.to_agent_id})
         if agent_id:
             await self.push(agent_id, message | {"agent_id": agent_id})
 
     def _note(self, env: Envelope) -> None:
-        """Keep which agent is on which call, as `on_event` does, without pushing anything."""
+        """Keep which agent is on which call (after the event's pushes, which read it as it
+        stood before the event)."""
         if env.type == "AgentOffered":
             self._remember(env.agent_offered.call_id, env.agent_offered.agent_id)
         elif env.type == "CallBridged" and env.call_bridged.agent_id:
@@ -204,7 +207,6 @@ class DeskHub:
             self._call_agent.pop(env.call_ended.call_id, None)
 
     async def _offered(self, env: Envelope, p: events_pb2.AgentOffered) -> None:
-        self._remember(p.call_id, p.agent_id)
         age = time.time() - env.occurred_at.ToNanoseconds() / 1e9
         if age > STALE_OFFER_S:
             log.info("not popping stale offer of %s to %s (%.0f s old)", p.call_id, p.agent_id, age)
