@@ -27,50 +27,9 @@ class CdrStore:
         self.db = db
 
     async def apply(self, env: Envelope) -> bool:
-        """Fold the envelope into its call's row (created on first sight); True if written."""
-        if leaves_wrap_up(env):
-            return await self._end_acw(env)
-        call_id = call_id_of(env)
-        if call_id is None:
-            return False
-        for attempt in range(_ATTEMPTS):
-            async with self.db.sessions() as session:
-                row = await session.get(Cdr, call_id, with_for_update=True)
-                record = CdrRecord.from_row(row) if row is not None else CdrRecord(call_id)
-                if not fold(record, env):
-                    return False
-                if row is None:
-                    row = Cdr(call_id=call_id)
-                    session.add(row)
-                record.to_row(row)
-                try:
-                    await session.commit()
-                except IntegrityError:
-                    if attempt == _ATTEMPTS - 1:
-                        raise
-                    continue
-            CDRS_WRITTEN.inc()
-            return True
-        return False
-
-    async def _end_acw(self, env: Envelope) -> bool:
-        """The agent left wrap-up: close the after-call work of their call still in it.
-
-        The event names no call; the agents topic is keyed by agent, so it arrives after the
-        wrap-up that it ends, whose call is the agent's latest with an open ACW.
-        """
-        at = _at(env)
-        async with self.db.sessions() as session:
-            row = await session.scalar(_open_acw_query(env.agent_state_changed.agent_id, at))
-            if row is None:
-                return False
-            record = CdrRecord.from_row(row)
-            if not end_acw(record, at):
-                return False
-            record.to_row(row)
-            await session.commit()
-        CDRS_WRITTEN.inc()
-        return True
+        """Fold the envelope into its call's row (created on first sight); True if written.
+        A batch of one: the same transaction, insert race and end-of-wrap-up rules."""
+        return await self.apply_batch([env]) > 0
 
     async def apply_batch(self, envs: Sequence[Envelope]) -> int:
         """Fold several envelopes, in order, in one transaction; returns how many of them
@@ -136,10 +95,11 @@ class CdrStore:
         rows: dict[str, Cdr],
         records: dict[str, CdrRecord],
     ) -> str | None:
-        """The call whose ACW an agent leaving wrap-up ends, as `_end_acw` finds it, but over
-        the batch's state: the calls folded so far in this batch (`records`, not yet written)
-        are judged as they now stand, the database answers for every other call. A row found
-        there joins the batch."""
+        """The call whose ACW an agent leaving wrap-up ends: the agent's latest call still in
+        wrap-up that began by then (the event names no call; the agents topic is keyed by
+        agent, so it arrives after the wrap-up it ends). The calls folded so far in this batch
+        (`records`, not yet written) are judged as they now stand, the database answers for
+        every other call; a row found there joins the batch."""
         agent_id, at = env.agent_state_changed.agent_id, _at(env)
         best: tuple[datetime, str] | None = None
         for call_id, record in records.items():
