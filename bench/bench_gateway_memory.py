@@ -1,7 +1,7 @@
 """Gateway memory benchmark: what each finished call keeps alive, and for how long.
 
 Run: .venv/bin/python bench/bench_gateway_memory.py [--rate 20] [--seconds 10] [--talk-ms 2000]
-     [--warmup-s 10] [--trim] [--mode rss|trace]
+     [--warmup-s 10] [--trim] [--mode rss|trace] [--cpu-only]
 
 The gateway's SIP channel and switch run in this process as the gateway wires them (real UDP
 transport and transaction layer, registrar, RTP media on the 20 ms clock, bridging, the
@@ -32,11 +32,13 @@ import asyncio
 import collections
 import gc
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 SIPP = shutil.which("sipp") or "sipp"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: below the ephemeral range and apart from bench_fullpath's, `make run`'s and the e2e ports
 SIP_PORT = 27360
@@ -102,10 +105,34 @@ class Result:
     rss_peak_mb: float = 0.0
     calls: int = 0
     bridged: int = 0
+    #: process CPU seconds (every thread) from the first call until the last one ended, the
+    #: peak census aside, and of that the spool's disk thread
+    cpu_s: float = 0.0
+    spool_cpu_s: float = 0.0
 
 
 def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_KB / 1024
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process so far, user and system, every thread."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def thread_cpu_s(prefix: str) -> float:
+    """CPU seconds so far of this process's threads whose name starts with `prefix`."""
+    total = 0.0
+    for t in threading.enumerate():
+        if t.name.startswith(prefix) and t.native_id is not None:
+            try:
+                fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+            except OSError:
+                continue
+            utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+            total += (int(utime) + int(stime)) / CLOCK_TICKS
+    return total
 
 
 def holds_calls() -> bool:
@@ -454,13 +481,16 @@ class Harness:
                 result.censuses.append(census("idle trim", sip.layer, traced))
             callers = start_callers(a.seconds)
             start = loop.time()
+            cpu_start, spool_start, census_cpu = cpu_s(), thread_cpu_s("recording-spool"), 0.0
             peak_taken = False
             while True:
                 result.rss_peak_mb = max(result.rss_peak_mb, rss_mb())
                 elapsed = loop.time() - start
                 if not peak_taken and elapsed >= a.seconds:
                     peak_taken = True
+                    before = cpu_s()
                     peak = census("peak", sip.layer, traced)
+                    census_cpu = cpu_s() - before
                     result.censuses.append(peak)
                     result.rss_peak_mb = max(result.rss_peak_mb, peak.rss_mb)
                 done = callers.poll() is not None
@@ -470,7 +500,13 @@ class Harness:
                     print("  (gave up waiting for the calls to end)")
                     break
                 await asyncio.sleep(0.25)
-            await asyncio.sleep(a.after_s)
+            await asyncio.sleep(1.0)  # the last seals and deletes on the disk thread
+            result.cpu_s = cpu_s() - cpu_start - census_cpu
+            result.spool_cpu_s = thread_cpu_s("recording-spool") - spool_start
+            result.calls, result.bridged = driver.calls, driver.bridged_calls
+            if a.cpu_only:
+                return result
+            await asyncio.sleep(max(0.0, a.after_s - 1.0))
             result.censuses.append(census(f"+{a.after_s:g}s", sip.layer, traced))
             if a.trim:
                 trim_now()
@@ -492,7 +528,19 @@ class Harness:
         return result
 
 
+def report_cpu(a: argparse.Namespace, r: Result) -> None:
+    per_call = 1000 / max(r.calls, 1)
+    print(
+        f"  CPU per call (every thread, from the first call until the last one ended): "
+        f"{r.cpu_s * per_call:.2f} ms, of which the spool's disk thread "
+        f"{r.spool_cpu_s * per_call:.2f} ms ({r.calls} calls, {r.bridged} bridged)"
+    )
+
+
 def report(a: argparse.Namespace, r: Result) -> None:
+    if a.cpu_only:
+        report_cpu(a, r)
+        return
     idle, *_ = r.censuses
     byname = {c.label: c for c in r.censuses}
     after = byname[f"+{a.after_s:g}s"]
@@ -504,6 +552,7 @@ def report(a: argparse.Namespace, r: Result) -> None:
     )
     head = f"  {'':24s}" + "".join(f"{c.label:>11s}" for c in r.censuses)
     print(head)
+    report_cpu(a, r)
     print(f"  {'RSS MB':24s}" + "".join(f"{c.rss_mb:11.1f}" for c in r.censuses))
     at_peak = [c.label for c in r.censuses].index("peak")
     print(f"  {'  (peak sampled)':24s}" + " " * 11 * at_peak + f"{r.rss_peak_mb:11.1f}")
@@ -584,6 +633,11 @@ def main() -> None:
     p.add_argument("--mode", choices=("both", "rss", "trace"), default="both")
     p.add_argument("--keep", action="store_true", help="keep the SIPp logs")
     p.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="only the CPU per call (one RSS run, no looks after the load)",
+    )
+    p.add_argument(
         "--warmup-s",
         type=float,
         default=0.0,
@@ -593,6 +647,8 @@ def main() -> None:
         "--trim", action="store_true", help="malloc_trim(0) when quiet: at idle, after the load"
     )
     a = p.parse_args()
+    if a.cpu_only:
+        a.mode = "rss"
     if a.mode != "both":
         os.environ.setdefault("HOTLINE_LOG_LEVEL", "WARNING")
         import logging

@@ -28,6 +28,7 @@ Spools the recorder refuses outright are moved to `rejected/` and kept for inspe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import json
@@ -38,6 +39,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -211,6 +213,9 @@ class Spool:
         self._lock = threading.Lock()
         self._bytes = 0
         self._pending = 0
+        #: the directory, open for its fsyncs (disk thread only; closed with the spool)
+        self._dir_fd: int | None = None
+        self._close_dir = weakref.finalize(self, _close_quietly, None)
 
     # ---- paths ----------------------------------------------------------------------------
     def meta_path(self, recording_id: str) -> Path:
@@ -284,19 +289,41 @@ class Spool:
         except RuntimeError:  # the executor is shut down: the gateway is stopping
             log.error("recording spool is closed; %s not run", getattr(fn, "__name__", fn))
 
+    def root_fd(self) -> int:
+        """The spool directory (made if missing), kept open for the fsyncs that make its
+        entries durable: opened once, not twice per recording (disk thread)."""
+        if self._dir_fd is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._close_dir.detach()
+            self._close_dir = weakref.finalize(self, _close_quietly, self._dir_fd)
+        return self._dir_fd
+
+    def reopen_root(self) -> int:
+        """The directory went away (removed by hand while running): made and opened again."""
+        self._close_dir()
+        self._dir_fd = None
+        return self.root_fd()
+
     def write_atomic(self, path: Path, data: bytes) -> None:
-        """Write a small file so that it is either whole or absent, and durable."""
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
+        """Write a small file of the spool directory so that it is either whole or absent, and
+        durable: a temporary file written and fsynced, renamed over `path`, the directory
+        fsynced. A failure leaves `path` as it was and no temporary file."""
+        root = self.root_fd()
+        tmp = f"{path}.tmp"
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.fsync(root)
 
     def remove(self, recording_id: str) -> int:
         """Delete a recording's files (and a leftover temporary); returns the bytes freed."""
@@ -313,8 +340,12 @@ class Spool:
 
     # ---- after the call ----------------------------------------------------------------------
     def delete(self, entry: SpoolEntry) -> None:
-        """The recorder has the recording: forget it (blocking: call in a thread)."""
-        self.remove(entry.recording_id)
+        """The recorder has the recording: forget it (blocking: call in a thread). Its size is
+        the entry's, so this only unlinks (no temporary file is left by a failed write, and
+        a crash's are removed by `scan`)."""
+        for path in self.files(entry.recording_id):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         self._grow(-entry.size_bytes)
 
     def reject(self, entry: SpoolEntry) -> None:
@@ -421,6 +452,20 @@ class Spool:
             await asyncio.wait_for(asyncio.to_thread(self.disk.shutdown, True), timeout_s)
         except TimeoutError:
             log.error("recording spool disk work not finished after %.0fs", timeout_s)
+        else:
+            self._close_dir()
+
+
+def _close_quietly(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 _LE_I16 = np.dtype("<i2")
@@ -602,9 +647,12 @@ class SpoolWriter:
     def _create(self) -> None:
         spool, rid = self.spool, self.recording_id
         try:
-            spool.root.mkdir(parents=True, exist_ok=True)
             raw = self.meta.to_json()
-            spool.write_atomic(spool.meta_path(rid), raw)
+            try:
+                spool.write_atomic(spool.meta_path(rid), raw)
+            except FileNotFoundError:  # the directory was removed while running: made again
+                spool.reopen_root()
+                spool.write_atomic(spool.meta_path(rid), raw)
             spool._grow(len(raw))
             self._meta_bytes = len(raw)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
@@ -652,7 +700,7 @@ class SpoolWriter:
             pcm = np.empty(len(left), dtype="<i2")  # int16 count of both sides together
             pcm[0::2] = np.frombuffer(left, dtype="<i2")
             pcm[1::2] = np.frombuffer(right, dtype="<i2")
-            data = memoryview(pcm.tobytes())
+            data = pcm.data.cast("B")
             try:
                 while data:
                     n = os.write(self._fd, data)
@@ -710,10 +758,7 @@ class SpoolWriter:
             except OSError as exc:
                 self._damage(failure_reason(exc), f"end of recording could not be marked: {exc}")
                 complete = False
-        try:
-            size += spool.meta_path(rid).stat().st_size
-        except OSError:
-            pass
+        size += self._meta_bytes  # the .json as last written (by this thread)
         entry = SpoolEntry(self.meta, complete, samples, spool.clock(), size)
         self._to_loop(self._sealed, entry)
 

@@ -416,3 +416,84 @@ async def test_hold_marks_count_the_frames_not_yet_flushed(tmp_path: Path) -> No
         writer.tap(frame(n, 0), frame(n, 1)[:80])
     writer.hold_started("leg-a", "agent")
     assert writer.meta.holds == (HoldMark(1200, None, "leg-a", "agent"),)
+
+
+# ---- durability: what reaches the disk, and in which order ---------------------------------
+
+
+class DiskLog:
+    """os.fsync and os.replace of the spool, recorded by what they touched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+        self.root, self.ops = root, []
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            self.ops.append(("fsync", "dir" if target == str(root) else Path(target).suffix))
+            real_fsync(fd)
+
+        def replace(src: str, dst: str) -> None:
+            self.ops.append(("rename", Path(dst).suffix))
+            real_replace(src, dst)
+
+        monkeypatch.setattr(spool_module.os, "fsync", fsync)
+        monkeypatch.setattr(spool_module.os, "replace", replace)
+
+
+async def test_a_recording_is_durable_before_it_is_announced_as_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = DiskLog(monkeypatch, tmp_path)
+    spool = Spool(tmp_path, InlineDisk())
+    sealed = Sealed()
+    writer = spool.open("call-1", "agent1", "sales", sealed)
+    # the metadata: whole (written, synced, then renamed into place) and its name durable
+    assert disk.ops == [("fsync", ".tmp"), ("rename", ".json"), ("fsync", "dir")]
+    for n in range(FLUSH_FRAMES + 3):
+        writer.tap(frame(n, 0), frame(n, 1))
+    disk.ops.clear()
+    await writer.finish()
+    # the audio is synced before the end mark exists, and the end mark before the seal
+    assert disk.ops == [("fsync", ".pcm"), ("fsync", ".tmp"), ("rename", ".end"), ("fsync", "dir")]
+    await settle()
+    [entry] = sealed.entries
+    assert entry.complete and entry.samples == (FLUSH_FRAMES + 3) * FRAME
+
+
+async def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, InlineDisk())
+    writer = spool.open("call-1", "agent1", "sales", Sealed())
+    before = spool.meta_path(writer.recording_id).read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(spool_module.os, "fsync", full)
+    writer.hold_started("leg-1", "agent")  # its metadata rewrite fails: the marks are lost
+    assert spool.meta_path(writer.recording_id).read_bytes() == before
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".pcm"]
+
+
+async def test_a_spool_directory_removed_while_running_is_made_again(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    spool = Spool(root, InlineDisk())
+    first = Sealed()
+    writer = spool.open("call-1", "", "", first)
+    await writer.finish()
+    await settle()
+    spool.delete(first.entries[0])
+    os.rmdir(root)  # by hand, between two calls
+    second = Sealed()
+    writer = spool.open("call-2", "", "", second)
+    for n in range(FLUSH_FRAMES):
+        writer.tap(frame(n, 0), frame(n, 1))
+    await writer.finish()
+    await settle()
+    [entry] = second.entries
+    assert entry.complete and entry.samples == FLUSH_FRAMES * FRAME
+    assert sorted(p.suffix for p in root.iterdir()) == [".end", ".json", ".pcm"]
+    spool.delete(entry)
+    assert list(root.iterdir()) == [] and spool.size_bytes == 0

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.core.calls import CallGone, CallState, EndReason
 from gateway.core.contracts import Attempt, Outcome, Release
 from gateway.core.prompts import PromptNotFound
 from gateway.core.switch import CommandError
-from tests.unit.gateway_rig import FakeLeg, Rig, make_rig, settle, tone
+from tests.unit.gateway_rig import SITE, FakeLeg, Rig, make_rig, settle, tone
 
 
 @pytest.fixture
@@ -83,6 +84,43 @@ async def test_a_release_of_an_unknown_or_ended_leg_is_ignored(rig: Rig) -> None
     rig.channel.far_end_hangs_up(leg)  # repeated: still one end
     rig.channel.far_end_hangs_up(FakeLeg(rig.channel))  # never offered
     assert rig.events.kinds(call.call_id).count("ended") == 1
+
+
+def active_gauge() -> dict[str, float | None]:
+    """hotline_active_calls of the rig's site as a scrape sees it, by state."""
+    return {
+        s.value: REGISTRY.get_sample_value("hotline_active_calls", {"state": s.value, "site": SITE})
+        for s in CallState
+        if s is not CallState.ENDED
+    }
+
+
+def recount(rig: Rig) -> dict[str, float | None]:
+    """The live calls by state, counted one by one."""
+    live = rig.switch.registry.live()
+    return {
+        s.value: float(sum(c.state is s for c in live))
+        for s in CallState
+        if s is not CallState.ENDED
+    }
+
+
+async def test_the_active_calls_gauge_is_a_recount_of_the_live_calls(rig: Rig) -> None:
+    assert active_gauge() == {"offered": 0.0, "answered": 0.0, "bridged": 0.0}
+    offered = [rig.channel.new_call()[1] for _ in range(4)]
+    answered = [(await rig.answered_call())[1] for _ in range(3)]
+    bridged = [(await rig.bridged_call())[2] for _ in range(3)]
+    assert active_gauge() == {"offered": 4.0, "answered": 3.0, "bridged": 3.0} == recount(rig)
+    rig.switch.hangup(offered[0].call_id, "test")
+    rig.switch.hangup(answered[0].call_id, "test")
+    rig.switch.hangup(bridged[0].call_id, "test")
+    rig.switch.answer(offered[1].call_id)
+    rig.switch.unbridge(bridged[1])  # a transfer to a queue: answered again
+    assert active_gauge() == {"offered": 2.0, "answered": 4.0, "bridged": 1.0} == recount(rig)
+    await settle()  # the ended calls are forgotten
+    assert active_gauge() == recount(rig)
+    await rig.switch.stop()
+    assert active_gauge() == {"offered": 0.0, "answered": 0.0, "bridged": 0.0}
 
 
 # ---- prompts and digits --------------------------------------------------------------------

@@ -187,6 +187,10 @@ class CallRegistry:
     def live(self) -> list[Call]:
         return [c for c in self.calls.values() if c.state != CallState.ENDED]
 
+    def count(self, state: CallState) -> int:
+        """Calls in `state` now (the active-calls gauge, when scraped)."""
+        return sum(1 for c in tuple(self.calls.values()) if c.state is state)
+
     def remove(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
         for leg in call.legs():
