@@ -59,13 +59,18 @@ class Broker:
         return [env.recording_ready.recording_id for batch in self.batches for env in batch]
 
 
-@pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
+@pytest.fixture(params=["catalog thread", "async engine"])
+async def catalog(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Catalog]:
+    """Both write paths: SQLite's own thread, and the async engine other databases use."""
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'recorder.sqlite'}")
     await migrate(engine)
+    catalog = Catalog(engine)
+    if request.param == "async engine":
+        catalog.write_engine = None
     try:
-        yield Catalog(engine)
+        yield catalog
     finally:
+        await catalog.close()
         await engine.dispose()
 
 
