@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/bench_recorder.py [--recordings 200] [--seconds 2] [--parallel 3]
      [--ack-ms 2] [--rounds 3]
 
-N short recordings (default 2 s of call each, in the gateway's 100 ms `frames` chunks) go
+N short recordings (default 2 s of call each, in the gateway uploader's `frames` chunks) go
 through the real servicer (`RecorderService.Ingest`), `Ingest`, the local store (fsync, rename,
 hash) and a migrated SQLite catalog in a temporary directory, `parallel` uploads at a time (the
 gateway's spool uploader runs three). The real announcer publishes `RecordingReady` through the
@@ -38,6 +38,7 @@ from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.events import TOPIC_OF, Envelope, envelope
+from gateway.uploader import CHUNK_SAMPLES
 from hotline.v1 import recorder_pb2 as rec
 from recorder.announcer import Announcer
 from recorder.catalog import RECORDING, Catalog, Recording, migrate, open_engine
@@ -47,7 +48,7 @@ from recorder.servicer import RecorderService
 from recorder.storage import LocalRecordingStore
 
 RATE = 8000
-CHUNK = 800  # samples per side in one chunk: 100 ms, as the gateway's uploader sends
+CHUNK = CHUNK_SAMPLES  # samples per side in one chunk, as the gateway's uploader sends
 
 
 class RecordingList:
