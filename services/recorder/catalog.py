@@ -150,6 +150,33 @@ async def migrate(engine: AsyncEngine) -> None:
         await conn.run_sync(_upgrade)
 
 
+# The writes every recording makes, built once: building an UPDATE and its cache key cost
+# three times the CPU of running it on SQLite (~290 against ~80 us a transaction).
+_REGISTER = insert(RECORDINGS)
+_FINISH = (
+    update(RECORDINGS)
+    .where(RECORDINGS.c.recording_id == bindparam("rid"), RECORDINGS.c.status == RECORDING)
+    .values(
+        status=bindparam("new_status"),
+        ended_at=bindparam("new_ended_at"),
+        duration_ms=bindparam("new_duration_ms"),
+        bytes=bindparam("new_bytes"),
+        sha256=bindparam("new_sha256"),
+        failure=bindparam("new_failure"),
+    )
+)
+_MARK_ANNOUNCED = (
+    update(RECORDINGS)
+    .where(
+        RECORDINGS.c.recording_id == bindparam("rid"),
+        RECORDINGS.c.status == bindparam("was_status"),
+        RECORDINGS.c.sha256.is_not_distinct_from(bindparam("was_sha256")),
+        RECORDINGS.c.announced_at.is_(None),
+    )
+    .values(announced_at=bindparam("at"))
+)
+
+
 def _rowcount(result: Any) -> int:
     """Rows an UPDATE matched (summed over an executemany)."""
     return int(getattr(result, "rowcount", 0) or 0)
@@ -206,7 +233,7 @@ class Catalog:
             for column in RECORDINGS.columns
             if (value := getattr(recording, column.key)) is not None
         }  # unset attributes get the column defaults
-        await self._write(lambda conn: conn.execute(insert(RECORDINGS), values))
+        await self._write(lambda conn: conn.execute(_REGISTER, values))
 
     async def finish(
         self,
@@ -226,19 +253,16 @@ class Catalog:
         """
         if status not in STATUSES or status == RECORDING:
             raise ValueError(f"cannot finish a recording as {status!r}")
-        stmt = (
-            update(RECORDINGS)
-            .where(RECORDINGS.c.recording_id == recording_id, RECORDINGS.c.status == RECORDING)
-            .values(
-                status=status,
-                ended_at=ended_at,
-                duration_ms=duration_ms,
-                bytes=size_bytes,
-                sha256=sha256,
-                failure=failure,
-            )
-        )
-        return await self._write(lambda conn: _rowcount(conn.execute(stmt)) == 1)
+        params = {
+            "rid": recording_id,
+            "new_status": status,
+            "new_ended_at": ended_at,
+            "new_duration_ms": duration_ms,
+            "new_bytes": size_bytes,
+            "new_sha256": sha256,
+            "new_failure": failure,
+        }
+        return await self._write(lambda conn: _rowcount(conn.execute(_FINISH, params)) == 1)
 
     async def restart(
         self,
@@ -276,23 +300,11 @@ class Catalog:
         """
         if not rows:
             return 0
-        table = RECORDINGS
-        stmt = (
-            update(table)
-            .where(
-                table.c.recording_id == bindparam("rid"),
-                table.c.status == bindparam("was_status"),
-                table.c.sha256.is_not_distinct_from(bindparam("was_sha256")),
-                table.c.announced_at.is_(None),
-            )
-            .values(announced_at=bindparam("at"))
-            .execution_options(synchronize_session=False)
-        )
         params = [
             {"rid": r.recording_id, "was_status": r.status, "was_sha256": r.sha256, "at": at}
             for r in rows
         ]
-        return await self._write(lambda conn: _rowcount(conn.execute(stmt, params)))
+        return await self._write(lambda conn: _rowcount(conn.execute(_MARK_ANNOUNCED, params)))
 
     async def _all(self, stmt: Select[Recording]) -> list[Recording]:
         async with self._session() as session:
