@@ -1,7 +1,7 @@
 """The recorder's ingest path: CPU per stored, catalogued and announced recording.
 
 Run: .venv/bin/python bench/bench_recorder.py [--recordings 200] [--seconds 2] [--parallel 3]
-     [--ack-ms 2] [--rounds 3]
+     [--ack-ms 2] [--rounds 3] [--chunk-ms 1000]
 
 N short recordings (default 2 s of call each, in the gateway uploader's `frames` chunks) go
 through the real servicer (`RecorderService.Ingest`), `Ingest`, the local store (fsync, rename,
@@ -48,7 +48,6 @@ from recorder.servicer import RecorderService
 from recorder.storage import LocalRecordingStore
 
 RATE = 8000
-CHUNK = CHUNK_SAMPLES  # samples per side in one chunk, as the gateway's uploader sends
 
 
 class RecordingList:
@@ -168,7 +167,7 @@ class Result:
         )
 
 
-def upload(call_id: str, pcm: np.ndarray) -> list[rec.IngestChunk]:
+def upload(call_id: str, pcm: np.ndarray, chunk: int) -> list[rec.IngestChunk]:
     start = rec.IngestChunk(
         start=rec.RecordingStart(
             call_id=call_id,
@@ -181,9 +180,9 @@ def upload(call_id: str, pcm: np.ndarray) -> list[rec.IngestChunk]:
     side = pcm.tobytes()
     frames = [
         rec.IngestChunk(
-            frames=rec.StereoFrames(left=side[i : i + 2 * CHUNK], right=side[i : i + 2 * CHUNK])
+            frames=rec.StereoFrames(left=side[i : i + 2 * chunk], right=side[i : i + 2 * chunk])
         )
-        for i in range(0, len(side), 2 * CHUNK)
+        for i in range(0, len(side), 2 * chunk)
     ]
     end = rec.IngestChunk(end=rec.RecordingEnd(samples=len(pcm)))
     return [start, *frames, end]
@@ -203,6 +202,7 @@ async def run_one(
     ack_s: float,
     baseline: bool,
     catalog_class: type[Catalog] = Catalog,
+    chunk: int = CHUNK_SAMPLES,
 ) -> Result:
     engine = open_engine(f"sqlite+aiosqlite:///{root / 'recorder.db'}")
     await migrate(engine)
@@ -227,7 +227,7 @@ async def run_one(
     service = RecorderService(ingest)
     rng = np.random.default_rng(7)
     pcm = rng.integers(-8000, 8000, size=round(seconds * RATE), dtype="<i2")
-    uploads = [upload(f"call-{i}", pcm) for i in range(n + parallel)]
+    uploads = [upload(f"call-{i}", pcm, chunk) for i in range(n + parallel)]
     context: Any = Context()
 
     async def worker(mine: list[list[rec.IngestChunk]]) -> None:
@@ -258,7 +258,7 @@ async def run_one(
     )
 
 
-async def run(n: int, seconds: float, parallel: int, ack_s: float, rounds: int) -> None:
+async def run(n: int, seconds: float, parallel: int, ack_s: float, rounds: int, chunk: int) -> None:
     best: dict[str, Result] = {}
     cases: tuple[tuple[str, bool, type[Catalog]], ...] = (
         ("per-step", True, PerStepCatalog),
@@ -269,13 +269,13 @@ async def run(n: int, seconds: float, parallel: int, ack_s: float, rounds: int) 
         for name, baseline, catalog_class in cases:
             with tempfile.TemporaryDirectory() as tmp:
                 result = await run_one(
-                    Path(tmp), n, seconds, parallel, ack_s, baseline, catalog_class
+                    Path(tmp), n, seconds, parallel, ack_s, baseline, catalog_class, chunk
                 )
             if name not in best or result.cpu_s < best[name].cpu_s:
                 best[name] = result
     print(
         f"recorder ingest: {n} recordings of {seconds:g} s, {parallel} uploads at a time, "
-        f"broker ack {ack_s * 1e3:g} ms, best of {rounds}"
+        f"{chunk * 1000 // RATE} ms chunks, broker ack {ack_s * 1e3:g} ms, best of {rounds}"
     )
     for name, result in best.items():
         print("  " + result.line(name))
@@ -293,8 +293,14 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=3, help="uploads at a time")
     ap.add_argument("--ack-ms", type=float, default=2.0, help="the broker's ack latency")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--chunk-ms", type=int, default=CHUNK_SAMPLES * 1000 // RATE, help="frames per chunk"
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.recordings, args.seconds, args.parallel, args.ack_ms / 1e3, args.rounds))
+    chunk = args.chunk_ms * RATE // 1000
+    asyncio.run(
+        run(args.recordings, args.seconds, args.parallel, args.ack_ms / 1e3, args.rounds, chunk)
+    )
 
 
 if __name__ == "__main__":
