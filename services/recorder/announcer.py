@@ -144,6 +144,9 @@ class Announcer:
         rows, self._unmarked = self._unmarked, []
         try:
             await self.catalog.mark_announced(rows, datetime.now(UTC))
+        except asyncio.CancelledError:  # stopping: `stop` writes them (a mark is idempotent)
+            self._unmarked = rows + self._unmarked
+            raise
         except Exception:
             log.exception(
                 "cannot mark %d announced recordings; retrying in %.0fs", len(rows), RETRY_S
