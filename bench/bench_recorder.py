@@ -1,20 +1,22 @@
 """The recorder's ingest path: CPU per stored, catalogued and announced recording.
 
 Run: .venv/bin/python bench/bench_recorder.py [--recordings 200] [--seconds 2] [--parallel 3]
-     [--ack-ms 2] [--rounds 3]
+     [--ack-ms 2] [--rounds 3] [--chunk-ms 1000]
 
-N short recordings (default 2 s of call each, in the gateway's 100 ms `frames` chunks) go
+N short recordings (default 2 s of call each, in the gateway uploader's `frames` chunks) go
 through the real servicer (`RecorderService.Ingest`), `Ingest`, the local store (fsync, rename,
 hash) and a migrated SQLite catalog in a temporary directory, `parallel` uploads at a time (the
 gateway's spool uploader runs three). The real announcer publishes `RecordingReady` through the
 real notifier into an in-process list that answers after `ack_ms` (the broker's acks=all; its
 own cost is not the recorder's), and every recording must end up announced exactly once.
 
-Prints process CPU (every thread: the event loop, aiosqlite's, the store's) and wall time per
-recording, with SQL statements and commits per recording, for the path as it is ("batched")
-and, in the same run, for the per-step catalog and one-by-one outbox it replaced ("per-step":
-an ORM session per step, a lookup before each insert, and per recording a read, a publish and
-a marking commit), then the ratio.
+Prints process CPU (every thread: the event loop, aiosqlite's, the catalog's, the store's) and
+wall time per recording, with SQL statements and commits per recording, for the path as it is
+("one-hop": each catalog write one hand-off to the catalog's thread and its synchronous SQLite
+connection) and, in the same run, for the paths it replaced: "async" (the same statements
+through the async engine and aiosqlite, several thread hops per statement) and "per-step" (an
+ORM session per step, a lookup before each insert, and per recording a read, a publish and a
+marking commit), then the ratios.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import Message
 from sqlalchemy import event, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.events import TOPIC_OF, Envelope, envelope
+from gateway.uploader import CHUNK_SAMPLES
 from hotline.v1 import recorder_pb2 as rec
 from recorder.announcer import Announcer
 from recorder.catalog import RECORDING, Catalog, Recording, migrate, open_engine
@@ -44,7 +48,6 @@ from recorder.servicer import RecorderService
 from recorder.storage import LocalRecordingStore
 
 RATE = 8000
-CHUNK = 800  # samples per side in one chunk: 100 ms, as the gateway's uploader sends
 
 
 class RecordingList:
@@ -98,6 +101,14 @@ class PerStepCatalog(Catalog):
             )
 
 
+class AsyncWritesCatalog(Catalog):
+    """The same statements through the async engine (aiosqlite), as the catalog wrote before."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.write_engine = None
+
+
 class LookupFirstIngest(Ingest):
     """Looks the gateway's recording id up before registering it, as ingest did before."""
 
@@ -149,14 +160,14 @@ class Result:
     def line(self, name: str) -> str:
         n = self.recordings
         return (
-            f"{name:10s} {self.cpu_s / n * 1e3:6.2f} ms CPU/recording, "
+            f"{name:9s} {self.cpu_s / n * 1e3:6.2f} ms CPU/recording, "
             f"{self.wall_s / n * 1e3:6.2f} ms wall/recording, "
             f"{self.statements / n:4.1f} SQL statements and {self.commits / n:4.1f} commits "
             f"per recording, {n / self.batches:5.1f} recordings per publish"
         )
 
 
-def upload(call_id: str, pcm: np.ndarray) -> list[rec.IngestChunk]:
+def upload(call_id: str, pcm: np.ndarray, chunk: int) -> list[rec.IngestChunk]:
     start = rec.IngestChunk(
         start=rec.RecordingStart(
             call_id=call_id,
@@ -169,9 +180,9 @@ def upload(call_id: str, pcm: np.ndarray) -> list[rec.IngestChunk]:
     side = pcm.tobytes()
     frames = [
         rec.IngestChunk(
-            frames=rec.StereoFrames(left=side[i : i + 2 * CHUNK], right=side[i : i + 2 * CHUNK])
+            frames=rec.StereoFrames(left=side[i : i + 2 * chunk], right=side[i : i + 2 * chunk])
         )
-        for i in range(0, len(side), 2 * CHUNK)
+        for i in range(0, len(side), 2 * chunk)
     ]
     end = rec.IngestChunk(end=rec.RecordingEnd(samples=len(pcm)))
     return [start, *frames, end]
@@ -184,7 +195,14 @@ async def stream(items: list[rec.IngestChunk]) -> AsyncIterator[rec.IngestChunk]
 
 
 async def run_one(
-    root: Path, n: int, seconds: float, parallel: int, ack_s: float, baseline: bool
+    root: Path,
+    n: int,
+    seconds: float,
+    parallel: int,
+    ack_s: float,
+    baseline: bool,
+    catalog_class: type[Catalog] = Catalog,
+    chunk: int = CHUNK_SAMPLES,
 ) -> Result:
     engine = open_engine(f"sqlite+aiosqlite:///{root / 'recorder.db'}")
     await migrate(engine)
@@ -196,9 +214,10 @@ async def run_one(
     def commit(*_: Any) -> None:
         counts["commits"] += 1
 
-    event.listen(engine.sync_engine, "before_cursor_execute", statement)
-    event.listen(engine.sync_engine, "commit", commit)
-    catalog = PerStepCatalog(engine) if baseline else Catalog(engine)
+    catalog = catalog_class(engine)
+    for sync in {engine.sync_engine, catalog.write_engine or engine.sync_engine}:
+        event.listen(sync, "before_cursor_execute", statement)
+        event.listen(sync, "commit", commit)
     publisher = RecordingList(ack_s)
     notifier = RecorderNotifier(publisher)
     announcer = OneByOneAnnouncer(catalog, notifier) if baseline else Announcer(catalog, notifier)
@@ -208,7 +227,7 @@ async def run_one(
     service = RecorderService(ingest)
     rng = np.random.default_rng(7)
     pcm = rng.integers(-8000, 8000, size=round(seconds * RATE), dtype="<i2")
-    uploads = [upload(f"call-{i}", pcm) for i in range(n + parallel)]
+    uploads = [upload(f"call-{i}", pcm, chunk) for i in range(n + parallel)]
     context: Any = Context()
 
     async def worker(mine: list[list[rec.IngestChunk]]) -> None:
@@ -229,6 +248,7 @@ async def run_one(
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     await asyncio.sleep(0.05)
     await announcer.stop()
+    await catalog.close()
     assert not await catalog.unannounced(), "every recording is announced"
     ids = [env.recording_ready.recording_id for env in publisher.sent]
     assert len(ids) == len(set(ids)) == n + parallel, "each recording announced once"
@@ -238,22 +258,32 @@ async def run_one(
     )
 
 
-async def run(n: int, seconds: float, parallel: int, ack_s: float, rounds: int) -> None:
+async def run(n: int, seconds: float, parallel: int, ack_s: float, rounds: int, chunk: int) -> None:
     best: dict[str, Result] = {}
-    for _ in range(rounds):  # interleaved rounds, best of each: a busy host hits both alike
-        for name, baseline in (("per-step", True), ("batched", False)):
+    cases: tuple[tuple[str, bool, type[Catalog]], ...] = (
+        ("per-step", True, PerStepCatalog),
+        ("async", False, AsyncWritesCatalog),
+        ("one-hop", False, Catalog),
+    )
+    for _ in range(rounds):  # interleaved rounds, best of each: a busy host hits all alike
+        for name, baseline, catalog_class in cases:
             with tempfile.TemporaryDirectory() as tmp:
-                result = await run_one(Path(tmp), n, seconds, parallel, ack_s, baseline)
+                result = await run_one(
+                    Path(tmp), n, seconds, parallel, ack_s, baseline, catalog_class, chunk
+                )
             if name not in best or result.cpu_s < best[name].cpu_s:
                 best[name] = result
     print(
         f"recorder ingest: {n} recordings of {seconds:g} s, {parallel} uploads at a time, "
-        f"broker ack {ack_s * 1e3:g} ms, best of {rounds}"
+        f"{chunk * 1000 // RATE} ms chunks, broker ack {ack_s * 1e3:g} ms, best of {rounds}"
     )
     for name, result in best.items():
         print("  " + result.line(name))
-    ratio = best["batched"].cpu_s / best["per-step"].cpu_s
-    print(f"  ratio CPU batched / per-step = {ratio:.2f}")
+    ours = best["one-hop"].cpu_s
+    print(
+        f"  ratio CPU one-hop / async = {ours / best['async'].cpu_s:.2f}, "
+        f"one-hop / per-step = {ours / best['per-step'].cpu_s:.2f}"
+    )
 
 
 def main() -> None:
@@ -263,8 +293,14 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=3, help="uploads at a time")
     ap.add_argument("--ack-ms", type=float, default=2.0, help="the broker's ack latency")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--chunk-ms", type=int, default=CHUNK_SAMPLES * 1000 // RATE, help="frames per chunk"
+    )
     args = ap.parse_args()
-    asyncio.run(run(args.recordings, args.seconds, args.parallel, args.ack_ms / 1e3, args.rounds))
+    chunk = args.chunk_ms * RATE // 1000
+    asyncio.run(
+        run(args.recordings, args.seconds, args.parallel, args.ack_ms / 1e3, args.rounds, chunk)
+    )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ Run: .venv/bin/python bench/bench_recording.py [--seconds 1.0]
    `SpoolWriter.tap` (buffer, and a hand-off to the disk thread every 50 frames, with the real
    disk thread writing to a temporary directory), against the tap it replaced (two `tobytes`
    and an `asyncio.Queue.put_nowait` per frame) in the same run, as "calls per core".
-2. An upload reads the spool back and cuts it into 100 ms chunks: seconds of call per second
-   through the uploader's chunk generator (a fake recorder that only consumes), against
+2. An upload reads the spool back and cuts it into the uploader's chunks: seconds of call per
+   second through the uploader's chunk generator (a fake recorder that only consumes), against
    reading the same file in one go.
 """
 
@@ -131,7 +131,7 @@ async def run(seconds: float) -> None:
         )
         ours, raw = await read_rates(Path(tmp) / "read", 600)
         print(
-            f"upload read: {ours:,.0f} s of call per second through 100 ms chunks; "
+            f"upload read: {ours:,.0f} s of call per second through the uploader's chunks; "
             f"raw file read {raw:,.0f}; ratio {ours / raw:.3f}"
         )
 

@@ -7,10 +7,11 @@ platform dashboard's "Database latency" panel and an SRE chasing a slow CDR writ
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Histogram
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["instrument"]
@@ -23,6 +24,7 @@ QUERY = Histogram(
 )
 _OPERATIONS = frozenset({"select", "insert", "update", "delete"})
 _STARTED = "hotline_query_started"
+_E = TypeVar("_E", AsyncEngine, Engine)
 
 
 def _operation(statement: str) -> str:
@@ -30,8 +32,8 @@ def _operation(statement: str) -> str:
     return word if word in _OPERATIONS else "other"
 
 
-def instrument(engine: AsyncEngine) -> AsyncEngine:
-    """Time every statement of `engine` (its sync engine's cursor events)."""
+def instrument(engine: _E) -> _E:
+    """Time every statement of `engine` (an async engine: its sync engine's cursor events)."""
 
     def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         conn.info.setdefault(_STARTED, []).append(time.perf_counter())
@@ -41,6 +43,7 @@ def instrument(engine: AsyncEngine) -> AsyncEngine:
         if started:
             QUERY.labels(_operation(statement)).observe(time.perf_counter() - started.pop())
 
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
-    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    event.listen(sync, "before_cursor_execute", before)
+    event.listen(sync, "after_cursor_execute", after)
     return engine

@@ -7,8 +7,13 @@ Kafka was down or the recorder stopped are announced at the next start, so none 
 see `notifier.ready_event_id`, and consumers key on `recording_id` besides).
 
 Whatever is queued when the announcer turns to it goes out as one batch: one query reads the
-rows, one pipelined publish sends them, one statement marks them all announced. A batch that
-fails is retried whole, with the same event ids, until the broker has it.
+rows, one pipelined publish sends them. A batch that fails is retried whole, with the same event
+ids, until the broker has it. Marking is bookkeeping, not the promise (the broker has the event
+once the publish returns), so the rows published within `MARK_EVERY_S` are marked together by
+one statement, as consumers commit offsets: under load a recording shares its marking
+transaction with a few dozen others instead of having one of its own. A crash before the marks
+are written announces those recordings again at the next start, with the same event ids, as a
+crash between publishing and marking always could.
 """
 
 from __future__ import annotations
@@ -27,15 +32,23 @@ log = logging.getLogger(__name__)
 RETRY_S = 2.0
 #: recordings announced together at most
 MAX_BATCH = 100
+#: how long a published recording may wait to be marked announced, with those published after it
+MARK_EVERY_S = 0.5
 
 
 class Announcer:
     """One background task that publishes RecordingReady for catalog rows, in order, in batches,
     with retry."""
 
-    def __init__(self, catalog: Catalog, notifier: RecorderNotifier) -> None:
+    def __init__(
+        self, catalog: Catalog, notifier: RecorderNotifier, mark_every_s: float = MARK_EVERY_S
+    ) -> None:
         self.catalog = catalog
         self.notifier = notifier
+        self.mark_every_s = mark_every_s
+        #: published, not yet marked in the catalog, oldest first; and when they must be
+        self._unmarked: list[Recording] = []
+        self._mark_due = 0.0
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # trace context (a carrier) of the stream that stored each recording, so the event
@@ -94,9 +107,20 @@ class Announcer:
     async def _run(self) -> None:
         await self._backlog()
         batch: list[str] = []
+        loop = asyncio.get_running_loop()
         while True:
+            if self._unmarked and loop.time() >= self._mark_due:
+                await self._mark()
             if not batch:
-                batch.append(await self._queue.get())
+                if not self._unmarked:
+                    batch.append(await self._queue.get())
+                else:
+                    try:
+                        batch.append(
+                            await asyncio.wait_for(self._queue.get(), self._mark_due - loop.time())
+                        )
+                    except TimeoutError:
+                        continue  # time to mark
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -115,13 +139,28 @@ class Announcer:
                 continue  # the same batch again, with whatever was queued meanwhile
             batch = []
 
+    async def _mark(self) -> None:
+        """Write the marks of what was published; on failure they wait for the next turn."""
+        rows, self._unmarked = self._unmarked, []
+        try:
+            await self.catalog.mark_announced(rows, datetime.now(UTC))
+        except asyncio.CancelledError:  # stopping: `stop` writes them (a mark is idempotent)
+            self._unmarked = rows + self._unmarked
+            raise
+        except Exception:
+            log.exception(
+                "cannot mark %d announced recordings; retrying in %.0fs", len(rows), RETRY_S
+            )
+            self._unmarked = rows + self._unmarked
+            self._mark_due = asyncio.get_running_loop().time() + RETRY_S
+
     async def _announce(self, batch: list[str]) -> None:
         ids = list(dict.fromkeys(batch))  # queued twice (salvage and a stream): announced once
         known = {rid: self._rows[rid] for rid in ids if rid in self._rows}
-        found = {
-            rec.recording_id: rec
-            for rec in await self.catalog.unannounced_among([i for i in ids if i not in known])
-        }
+        unknown = [i for i in ids if i not in known]
+        if unknown and self._unmarked:  # the catalog must not call them unannounced
+            await self._mark()
+        found = {rec.recording_id: rec for rec in await self.catalog.unannounced_among(unknown)}
         found.update(known)
         rows = [  # in the order they were queued
             found[rid]
@@ -132,7 +171,9 @@ class Announcer:
         ]
         if rows:
             envs = await self.notifier.recordings_ready(rows, self._traces)
-            await self.catalog.mark_announced(rows, datetime.now(UTC))
+            if not self._unmarked:
+                self._mark_due = asyncio.get_running_loop().time() + self.mark_every_s
+            self._unmarked.extend(rows)
             for rec, env in zip(rows, envs, strict=True):
                 log.info(
                     "announced recording %s of call %s (%s)",
@@ -154,6 +195,8 @@ class Announcer:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        if self._unmarked:
+            await self._mark()
         for futs in self._waiters.values():
             for fut in futs:
                 fut.cancel()

@@ -53,6 +53,7 @@ async def main(
 
     wiring = Wiring("recorder", settings, readiness)
     wiring.on_stop(engine.dispose, "catalog database")
+    wiring.on_stop(catalog.close, "catalog writes")  # before the engine, after every writer
 
     store = LocalRecordingStore.from_settings(settings)
     store.root.mkdir(parents=True, exist_ok=True)

@@ -59,13 +59,18 @@ class Broker:
         return [env.recording_ready.recording_id for batch in self.batches for env in batch]
 
 
-@pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[Catalog]:
+@pytest.fixture(params=["catalog thread", "async engine"])
+async def catalog(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Catalog]:
+    """Both write paths: SQLite's own thread, and the async engine other databases use."""
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'recorder.sqlite'}")
     await migrate(engine)
+    catalog = Catalog(engine)
+    if request.param == "async engine":
+        catalog.write_engine = None
     try:
-        yield Catalog(engine)
+        yield catalog
     finally:
+        await catalog.close()
         await engine.dispose()
 
 
@@ -254,3 +259,69 @@ async def test_a_recording_queued_twice_goes_out_once(catalog: Catalog) -> None:
     finally:
         await announcer.stop()
     assert broker.recording_ids == [row.recording_id]
+
+
+async def test_recordings_published_one_by_one_are_marked_together(catalog: Catalog) -> None:
+    """Marking is bookkeeping: each stream hears its recording went out as soon as the broker
+    has it, and what was published within the mark interval is marked by one statement (here
+    at stop, the interval being long)."""
+    await stored(catalog, 1)  # found at start: once it is out, the start is over
+    broker = Broker()
+    announcer = Announcer(catalog, RecorderNotifier(broker), mark_every_s=60.0)
+    announcer.start()
+    try:
+        await until(lambda: _published(broker, 1))
+        for r in await stored(catalog, 3):  # stored and announced one after the other
+            assert await announcer.announce(r.recording_id, wait_s=5.0, row=r)
+        assert [len(b) for b in broker.batches] == [1, 1, 1, 1]
+        assert len(await catalog.unannounced()) == 4  # published, not marked yet
+    finally:
+        await announcer.stop()
+    assert await catalog.unannounced() == []
+    marked = {row.announced_at for row in await catalog.by_agent("")}
+    assert len(marked) == 1 and None not in marked  # one statement marked them all
+
+
+async def test_marks_are_written_once_the_interval_is_up(catalog: Catalog) -> None:
+    [row] = await stored(catalog, 1)
+    announcer = Announcer(catalog, RecorderNotifier(Broker()), mark_every_s=0.05)
+    announcer.start()
+    try:
+        assert await announcer.announce(row.recording_id, wait_s=5.0, row=row)
+        await until(lambda: _none_unannounced(catalog))  # without a stop or another publish
+    finally:
+        await announcer.stop()
+
+
+async def test_marks_that_cannot_be_written_leave_the_recordings_to_the_next_start(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses the marks (down, or the process dies before they are written): the
+    next start announces those recordings again with the same event ids."""
+    rows = await stored(catalog, 2)
+    broker = Broker()
+    first = Announcer(catalog, RecorderNotifier(broker), mark_every_s=0.05)
+    refused = asyncio.Event()
+
+    async def refuse(*_: object) -> int:
+        refused.set()
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(catalog, "mark_announced", refuse)
+    first.start()
+    try:
+        for r in rows:
+            await first.announce(r.recording_id, row=r)
+        await asyncio.wait_for(refused.wait(), 5)
+    finally:
+        await first.stop()
+    monkeypatch.undo()
+    assert len(await catalog.unannounced()) == 2
+
+    second = Announcer(catalog, RecorderNotifier(broker))  # the next start
+    second.start()
+    try:
+        await until(lambda: _none_unannounced(catalog))
+    finally:
+        await second.stop()
+    assert broker.event_ids == expected_ids(rows) * 2

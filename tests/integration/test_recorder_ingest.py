@@ -158,6 +158,18 @@ async def recording_ready(
     return (await recording_events(bootstrap, call_id, 1, timeout_s))[0]
 
 
+async def announced(catalog: Catalog, recording_id: str, timeout_s: float = 5.0) -> Recording:
+    """The row once it is marked announced (the announcer marks what it published together,
+    within MARK_EVERY_S)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        row = await catalog.get(recording_id)
+        if row is not None and row.announced_at is not None:
+            return row
+        assert asyncio.get_running_loop().time() < deadline, f"{recording_id} not marked announced"
+        await asyncio.sleep(0.02)
+
+
 async def wait_ready(readiness: Readiness) -> None:
     for _ in range(200):
         if readiness.ready:
@@ -225,7 +237,7 @@ async def test_tone_call_is_stored_catalogued_and_announced(recorder: Recorder) 
     assert row.bytes == path.stat().st_size == 44 + 3 * RATE * 4
     assert row.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert before <= row.started_at <= row.ended_at <= datetime.now(UTC)
-    assert row.announced_at is not None  # the reply waited for the broker to take the event
+    assert (await announced(recorder.catalog, reply.recording_id)).announced_at is not None
 
     assert [r.recording_id for r in await recorder.catalog.by_agent("agent7")] == [
         reply.recording_id
@@ -560,8 +572,7 @@ async def test_retried_upload_is_answered_without_storing_again(recorder: Record
     first = await recorder.stub.Ingest(
         chunks(upload_start(call_id, rid, started), *audio, end_chunk(RATE))
     )
-    row = await recorder.catalog.get(rid)
-    assert row is not None and row.announced_at is not None
+    row = await announced(recorder.catalog, rid)
     stored = recorder.store.locate(first.path).read_bytes()
     complete_before = metric("hotline_recordings_total", status="complete")
     written_before = metric("hotline_recorder_bytes_written_total")

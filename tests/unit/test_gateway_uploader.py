@@ -1,4 +1,4 @@
-"""The uploader: spooled recordings go to the recorder as one Ingest stream each (start, 100 ms
+"""The uploader: spooled recordings go to the recorder as one Ingest stream each (start, 1 s
 frames, end when complete), are deleted only after the reply, are retried with back-off while
 the recorder is away (told once per outage), and what a crash left is uploaded without end.
 And the switch's end-of-call cleanup never waits on the recorder."""
@@ -130,7 +130,7 @@ async def test_a_recording_is_uploaded_whole_and_deleted_after_the_reply(rig: Ri
     assert (start.left_label, start.right_label) == ("caller", "agent")
     assert start.recording_id == writer.recording_id
     assert start.started_at.ToNanoseconds() == round(rig.wall.now * 1e9)
-    assert [len(f.left) // 2 for f in stream.frames] == [800] * 20 + [400]  # 100 ms chunks
+    assert [len(f.left) // 2 for f in stream.frames] == [8000, 8000, 400]  # 1 s chunks
     got_left, got_right = stream.audio()
     assert np.array_equal(got_left, left) and np.array_equal(got_right, right)
     assert stream.end is not None and stream.end.samples == len(left)
@@ -322,7 +322,7 @@ async def test_a_read_error_cuts_the_upload_instead_of_ending_it(
     monkeypatch.setattr(builtins, "open", real_open)
     [stream] = rig.recorder.streams
     assert stream.cancelled and stream.end is None
-    assert len(stream.frames) == 20  # the first two seconds went, then the read failed
+    assert len(stream.frames) == 2  # the first two seconds went, then the read failed
     assert failures("io_error") == io_before + 1
     assert (rig.spool.root / "rejected" / f"{writer.recording_id}.pcm").exists()
 
