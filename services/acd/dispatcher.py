@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
@@ -47,6 +46,7 @@ from acd.queues import CallQueue, WaitingCall
 from acd.rebuild import Outcome, Plan
 from acd.routing.strategies import Strategy, longest_idle
 from common import tracing
+from common.recent_ids import RecentIds
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
 
@@ -58,6 +58,8 @@ HOLD_PROMPT = "hold"
 TRANSFERRED_IN = "transferred in"
 #: the reason of an agent on a call because a colleague on it consults them
 CONSULTED = "consulted"
+#: ended call ids remembered, so a late enqueue, answer or transfer of one is refused
+ENDED_MEMORY = 10_000
 #: first and longest pause before offering again a call whose offer the gateway could not make
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 8.0
 #: gRPC codes meaning the gateway did not try the agent's endpoint (not the agent's fault)
@@ -117,7 +119,7 @@ class Dispatcher:
         self._calls: dict[str, WaitingCall] = {}
         #: call id -> the agent an agent on the call is consulting (their phone is busy too)
         self._consults: dict[str, str] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()  # recently ended call ids
+        self._ended = RecentIds(ENDED_MEMORY)  # recently ended call ids
         #: calls the last reconcile found gone at the gateway: ended if the next finds them
         #: gone too (their CallEnded is late, not lost, while the consumer lags behind)
         self._missing: set[str] = set()
@@ -180,9 +182,7 @@ class Dispatcher:
     async def call_ended(self, call_id: str, reason: int, hold_ms: int = 0) -> None:
         """A call ended (from the gateway's CallEnded): abandon it or start the agent's wrap-up
         (`hold_ms`: the call's time on hold, all holds together)."""
-        self._ended[call_id] = None
-        if len(self._ended) > 10_000:
-            self._ended.popitem(last=False)
+        self._ended.add(call_id)
         found = self._find(call_id)
         if found is not None:
             queue, call = found
@@ -565,7 +565,7 @@ class Dispatcher:
         for agent, previous in plan.changed:
             await self.notifier.agent_state_changed(agent, previous)
         for queued, waited in plan.abandoned:
-            self._ended[queued.call_id] = None
+            self._ended.add(queued.call_id)
             if queued.queue in self.queues:
                 await self._abandon(queued.queue, queued.call_id, waited)
             else:

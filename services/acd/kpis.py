@@ -105,7 +105,7 @@ class Figures(NamedTuple):
         return self.abandoned / self.ended if self.ended else 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     at: float
     answered: bool
@@ -124,18 +124,26 @@ class QueueWindow:
         self._outcomes: dict[str, deque[_Outcome]] = {}
 
     def record(self, queue: str, answered: bool, waited_s: float, now: float | None = None) -> None:
-        """A call left `queue` (answered or abandoned) after `waited_s`; `now` monotonic."""
+        """A call left `queue` (answered or abandoned) after `waited_s`; `now` monotonic.
+
+        What has aged out is dropped here too, not only when the figures are read: a window
+        nobody scrapes (no Prometheus on a laptop) would otherwise keep every call for ever."""
         at = time.monotonic() if now is None else now
-        self._outcomes.setdefault(queue, deque()).append(_Outcome(at, answered, waited_s))
+        outcomes = self._outcomes.setdefault(queue, deque())
+        outcomes.append(_Outcome(at, answered, waited_s))
+        self._age_out(outcomes, at)
 
     def figures(self, queue: str, now: float | None = None) -> Figures:
         now = time.monotonic() if now is None else now
         outcomes = self._outcomes.get(queue, deque())
-        while outcomes and outcomes[0].at < now - self.window_s:
-            outcomes.popleft()
+        self._age_out(outcomes, now)
         answered = [o.waited_s for o in outcomes if o.answered]
         within = sum(1 for w in answered if w <= self.threshold_s)
         return Figures(len(answered), within, len(outcomes) - len(answered), sum(answered))
+
+    def _age_out(self, outcomes: deque[_Outcome], now: float) -> None:
+        while outcomes and outcomes[0].at < now - self.window_s:
+            outcomes.popleft()
 
     def value(self, queue: str, now: float | None = None) -> float | None:
         """Service level in [0, 1], or None when nothing ended in the window."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,6 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from common import tracing
 from common.health import Readiness
+from common.recent_ids import RecentIds
 from common.settings import Settings
 from common.tasks import cancel_and_wait
 from hotline.v1 import events_pb2
@@ -520,8 +520,7 @@ class EventConsumer:
         self.batch_handler = batch_handler
         self.batch_max = batch_max
         self.readiness = readiness
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
+        self._seen = RecentIds(remember)
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -676,9 +675,7 @@ class EventConsumer:
         )
 
     def _remember_id(self, event_id: str) -> None:
-        self._seen[event_id] = None
-        if len(self._seen) > self._remember:
-            self._seen.popitem(last=False)
+        self._seen.add(event_id)
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         env = self._decode(record)

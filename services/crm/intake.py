@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from common.events import Envelope, handling
+from common.recent_ids import RecentIds
 from crm.cdr_store import CdrStore
 from crm.desk import DeskHub
 
@@ -43,7 +43,7 @@ class EventIntake:
     def __init__(self, hub: DeskHub, cdrs: CdrStore) -> None:
         self.hub = hub
         self.cdrs = cdrs
-        self._pushed: OrderedDict[str, None] = OrderedDict()
+        self._pushed = RecentIds(PUSHED_MEMORY)
 
     async def handle(self, env: Envelope) -> None:
         await self._push(env)
@@ -58,9 +58,7 @@ class EventIntake:
     async def _push(self, env: Envelope) -> None:
         if env.event_id in self._pushed:
             return
-        self._pushed[env.event_id] = None
-        if len(self._pushed) > PUSHED_MEMORY:
-            self._pushed.popitem(last=False)
+        self._pushed.add(env.event_id)
         try:
             await self.hub.on_event(env)
         except Exception:

@@ -4,6 +4,7 @@ outcomes, abandon, wrap-up; plus the queue KPIs and the gRPC servicer's error ma
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -457,6 +458,23 @@ def test_service_level_window() -> None:
     assert sl.value("sales", now=1161.0) is None  # all aged out
     assert sl.value("support", now=1100.0) == 0.0
     assert sl.value("billing", now=1100.0) is None
+
+
+def test_a_window_nobody_reads_keeps_only_its_window() -> None:
+    """Outcomes age out as calls are recorded, not only when the figures are read: without
+    a scrape (no Prometheus) the window would otherwise hold every call ever ended."""
+
+    def held() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "_Outcome")
+
+    before = held()
+    w = kpis.QueueWindow(threshold_s=20, window_s=100)
+    for n in range(2_000):  # 10 calls a second for 200 s: twice the window
+        w.record("sales", True, 5, now=1000.0 + n / 10)
+    assert held() - before <= 1_001  # the last 100 s, not all 2,000
+    f = w.figures("sales", now=1000.0 + 1_999 / 10)
+    assert f.answered == 1_001
 
 
 def test_window_figures_service_level_asa_and_abandon_rate() -> None:
