@@ -295,7 +295,7 @@ async def test_a_read_error_cuts_the_upload_instead_of_ending_it(
     """A stream closed normally is a whole upload to the recorder; one whose file cannot be
     read must be cancelled instead, so the recorder never keeps it as final."""
     writer = rig.open()
-    record(writer, 3.0)
+    record(writer, 12.0)  # more than one read
     real_open = builtins.open
 
     class Failing:
@@ -322,7 +322,7 @@ async def test_a_read_error_cuts_the_upload_instead_of_ending_it(
     monkeypatch.setattr(builtins, "open", real_open)
     [stream] = rig.recorder.streams
     assert stream.cancelled and stream.end is None
-    assert len(stream.frames) == 2  # the first two seconds went, then the read failed
+    assert len(stream.frames) == 10  # the first ten seconds went, then the read failed
     assert failures("io_error") == io_before + 1
     assert (rig.spool.root / "rejected" / f"{writer.recording_id}.pcm").exists()
 
