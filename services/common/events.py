@@ -12,7 +12,15 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -494,6 +502,12 @@ class EventConsumer:
     `fetch_wait_ms` overrides the service-wide HOTLINE_KAFKA_FETCH_WAIT_MS for this consumer:
     a longer wait gathers more events per fetch (fewer, larger batches) at the cost of that
     much more latency on each event hop where the broker answers only when the wait runs out.
+
+    `kinds`, when given, names the payloads (Envelope oneof fields, e.g. `call_offered`) the
+    handlers act on: an envelope of another kind is deduplicated, counted consumed and marked
+    handled like any other, without a consumer span or a handler call. For a service that
+    needs one kind out of a busy topic (the IVR reads CallOffered out of `calls`, a quarter
+    of its records), a span per record it would ignore was most of its consuming cost.
     """
 
     def __init__(
@@ -508,6 +522,7 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         batch_max: int = BATCH_MAX,
         fetch_wait_ms: int | None = None,
+        kinds: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         #: how long a fetch waits at the broker for data (None: HOTLINE_KAFKA_FETCH_WAIT_MS)
@@ -519,7 +534,10 @@ class EventConsumer:
         self.handler = handler
         self.batch_handler = batch_handler
         self.batch_max = batch_max
+        #: payload kinds the handlers see (None: all)
+        self.kinds = None if kinds is None else frozenset(kinds)
         self.readiness = readiness
+        self._consumed: dict[str, Counter] = {}  # event type -> its CONSUMED child
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
         self._task: asyncio.Task[None] | None = None
@@ -675,6 +693,16 @@ class EventConsumer:
             attributes={"messaging.destination.name": record.topic, "hotline.event": env.type},
         )
 
+    def _wanted(self, env: Envelope) -> bool:
+        return self.kinds is None or env.WhichOneof("payload") in self.kinds
+
+    def _count(self, event_type: str) -> None:
+        """One more `event_type` handled (CONSUMED), its labelled child looked up once."""
+        child = self._consumed.get(event_type)
+        if child is None:
+            child = self._consumed[event_type] = CONSUMED.labels(event_type, self.group)
+        child.inc()
+
     def _remember_id(self, event_id: str) -> None:
         self._seen[event_id] = None
         if len(self._seen) > self._remember:
@@ -686,6 +714,10 @@ class EventConsumer:
             return
         if env.event_id in self._seen:
             DUPLICATES.labels(self.group).inc()
+            return
+        if not self._wanted(env):
+            self._count(env.type)
+            self._remember_id(env.event_id)
             return
         span = self._start_span(record, env)
         try:
@@ -724,7 +756,7 @@ class EventConsumer:
                     record.offset,
                 )
             else:
-                CONSUMED.labels(env.type, self.group).inc()
+                self._count(env.type)
             return
 
     async def _handle_fetch(
@@ -741,6 +773,10 @@ class EventConsumer:
                     continue
                 if env.event_id in self._seen or env.event_id in in_batch:
                     DUPLICATES.labels(self.group).inc()
+                    continue
+                if not self._wanted(env):
+                    self._count(env.type)
+                    self._remember_id(env.event_id)
                     continue
                 in_batch.add(env.event_id)
                 new.append((record, env))
@@ -796,7 +832,7 @@ class EventConsumer:
                         )
                         break
                     for env in envs:
-                        CONSUMED.labels(env.type, self.group).inc()
+                        self._count(env.type)
                     return
         finally:
             _BATCH_SPANS.reset(token)
