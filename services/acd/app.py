@@ -48,7 +48,7 @@ async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
         AcdIntake(dispatcher).handle,
         readiness,
         "acd",
-        fetch_wait_ms=settings.kafka_fetch_wait_ms,
+        fetch_wait_ms=settings.acd_fetch_wait_ms,
     )
     recovery = Recovery(
         settings.kafka_bootstrap,

@@ -30,6 +30,11 @@ class AcdSettings(Settings):
     lease_duration_s: int = 3  # HOTLINE_ACD_LEASE_DURATION_S: a standby takes over after it
     max_wait_s: float = 3600.0  # HOTLINE_ACD_MAX_WAIT_S: longest wait; bounds the replay
     reconcile_s: float = 5.0  # HOTLINE_ACD_RECONCILE_S: live calls checked this often
+    #: HOTLINE_ACD_FETCH_WAIT_MS: the fetch wait of the ACD's tail on `calls`; unset, the
+    #: services' HOTLINE_KAFKA_FETCH_WAIT_MS. On the local broker (Tansu) it is how late a
+    #: call's end (abandon, the agent's wrap-up) or a transfer can reach the ACD, and, since
+    #: the tail fetches that often even when idle, most of an idle ACD's CPU
+    acd_fetch_wait_ms: int = 20
     kube_host: str = ""  # KUBERNETES_SERVICE_HOST, set by kubelet in every pod
     kube_port: str = ""  # KUBERNETES_SERVICE_PORT
 
@@ -55,13 +60,18 @@ class AcdSettings(Settings):
                 env.text("ACD_LEASE_DURATION_S", ""),
                 "must be at least 2 (seconds: the holder renews every second)",
             )
+        common = super().read(env)
+        fetch_wait = env.integer("ACD_FETCH_WAIT_MS", common["kafka_fetch_wait_ms"])
+        if not 1 <= fetch_wait <= 1000:
+            raise env.error("ACD_FETCH_WAIT_MS", str(fetch_wait), "must be 1-1000 (milliseconds)")
         kube_host = env.foreign("KUBERNETES_SERVICE_HOST")
         if lease == "kubernetes" and not kube_host:
             raise env.error(
                 "ACD_LEASE", "kubernetes", "needs the API server: KUBERNETES_SERVICE_HOST is unset"
             )
-        return super().read(env) | {
+        return common | {
             "queues": queues,
+            "acd_fetch_wait_ms": fetch_wait,
             "ring_timeout_s": env.number("RING_TIMEOUT_S", 15.0, above=0),
             "wrap_up_s": env.number("WRAP_UP_S", 60.0, minimum=0),
             "short_abandon_s": env.number("SHORT_ABANDON_S", 5.0, minimum=0),

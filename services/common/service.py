@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -235,12 +235,14 @@ class Wiring:
         *,
         batch_handler: BatchHandler | None = None,
         fetch_wait_ms: int | None = None,
+        kinds: Collection[str] | None = None,
     ) -> EventConsumer:
         """A consumer of `topics` in consumer group `group` (default: the service's name);
         started by `start()`, stopped right after the gRPC server. With `batch_handler`, each
         fetch's new events go to it at once (`handler` takes them one by one if it fails).
         `fetch_wait_ms`: this consumer's fetch wait at the broker, instead of the service-wide
-        HOTLINE_KAFKA_FETCH_WAIT_MS."""
+        HOTLINE_KAFKA_FETCH_WAIT_MS. `kinds`: the only payloads the handlers are given (the
+        others are counted and passed over, EventConsumer)."""
         consumer = EventConsumer(
             self.settings,
             group or self.name,
@@ -249,6 +251,7 @@ class Wiring:
             self.readiness,
             batch_handler=batch_handler,
             fetch_wait_ms=fetch_wait_ms,
+            kinds=kinds,
         )
         self._consumers.append(consumer)
         return consumer

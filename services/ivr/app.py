@@ -28,6 +28,6 @@ async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
     )
     intake = IvrIntake(flows, runner)
     wiring.on_stop(intake.stop, "flows in progress")
-    wiring.consumer(["calls"], intake.handle)
+    wiring.consumer(["calls"], intake.handle, kinds=IvrIntake.KINDS)
     wiring.servicer(ivr_pb2_grpc.add_IvrServicer_to_server, IvrService(flows))
     return await wiring.start()

@@ -22,12 +22,15 @@ class Runner(Protocol):
 
 
 class IvrIntake:
+    #: the only payloads `handle` acts on: the consumer passes over the others without a span
+    KINDS = frozenset({"call_offered"})
+
     def __init__(self, flows: dict[str, Flow], runner: Runner) -> None:
         self.flows, self.runner = flows, runner
         self.running: set[asyncio.Task[str]] = set()
 
     async def handle(self, env: Envelope) -> None:
-        if env.WhichOneof("payload") != "call_offered":
+        if env.WhichOneof("payload") not in self.KINDS:
             return
         offered = env.call_offered
         if offered.direction == "outbound":  # placed by us: no inbound flow to run

@@ -30,11 +30,13 @@ class FlowRunner:
         """Answer, greet, ask, enqueue. Returns the outcome (queue name, or why it stopped)."""
         try:
             await self.gateway.Answer(gw.AnswerRequest(call_id=call_id))
+            keyed = False  # the caller keyed a digit over the greeting
             if flow.greeting:
-                await self.gateway.Play(
+                played = await self.gateway.Play(
                     gw.PlayRequest(call_id=call_id, prompt=flow.greeting, barge_in=True)
                 )
-            route, digits = await self._menu(flow, call_id)
+                keyed = not played.completed and bool(played.digit)
+            route, digits = await self._menu(flow, call_id, keyed)
             if route is None:
                 await self.gateway.Hangup(
                     gw.HangupRequest(call_id=call_id, reason="no valid menu choice")
@@ -73,12 +75,16 @@ class FlowRunner:
             )
             return "error"
 
-    async def _menu(self, flow: Flow, call_id: str) -> tuple[Route | None, str]:
+    async def _menu(self, flow: Flow, call_id: str, keyed: bool) -> tuple[Route | None, str]:
+        """The caller's choice. With `keyed` (a digit already waits at the gateway) the first
+        menu prompt is not asked for: the gateway would stop it before its first frame
+        (barge-in with a digit waiting), so the command would cost a round trip for nothing."""
         menu = flow.menu
-        for _ in range(menu.attempts):
-            await self.gateway.Play(
-                gw.PlayRequest(call_id=call_id, prompt=menu.prompt, barge_in=True)
-            )
+        for attempt in range(menu.attempts):
+            if attempt or not keyed:
+                await self.gateway.Play(
+                    gw.PlayRequest(call_id=call_id, prompt=menu.prompt, barge_in=True)
+                )
             got = await self.gateway.CollectDigits(
                 gw.CollectDigitsRequest(call_id=call_id, max_digits=1, timeout_ms=menu.timeout_ms)
             )

@@ -40,7 +40,9 @@ def sample(name: str, **labels: str) -> float:
 class Harness:
     """A publisher and a consumer on one broker, the consumer recording what it handled."""
 
-    def __init__(self, bootstrap: str, batch: bool = False) -> None:
+    def __init__(
+        self, bootstrap: str, batch: bool = False, kinds: frozenset[str] | None = None
+    ) -> None:
         self.settings = Settings(kafka_bootstrap=bootstrap, site="it-site")
         self.readiness = Readiness()
         self.group = f"it-{uuid.uuid4().hex[:8]}"
@@ -50,6 +52,7 @@ class Harness:
         self.attempts: dict[str, int] = {}  # event id -> handler calls
         self.batches: list[list[Envelope]] = []  # what each batch_handler call was given
         self.batch = batch
+        self.kinds = kinds
         self.publisher = EventPublisher(self.settings, "it-test", self.readiness)
         self.consumer = self.new_consumer()
 
@@ -61,6 +64,7 @@ class Harness:
             self.handle,
             self.readiness,
             batch_handler=self.handle_batch if self.batch else None,
+            kinds=self.kinds,
         )
 
     async def handle_batch(self, envs: Sequence[Envelope]) -> None:
@@ -214,6 +218,63 @@ async def test_a_batch_arrives_whole_in_order_and_a_stopped_consumer_keeps_its_p
     got = await h.wait_for(call_id, 201)
     assert got[-1].event_id == marker.event_id
     assert len(h.handled) == handled + 1, "nothing redelivered after a clean stop"
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["per-record", "batch"])
+async def test_kinds_not_wanted_are_counted_and_passed_over_without_a_span(
+    own_broker: str, raw_producer: AIOKafkaProducer, batch: bool
+) -> None:
+    """A consumer told the kinds its handler acts on hands it only those, in order; the others
+    get no consumer span and no handler call, yet are counted consumed (or duplicate) once and
+    committed like the rest."""
+    h = Harness(own_broker, batch=batch, kinds=frozenset({"call_ended"}))
+    spans: list[str] = []
+
+    def watch(consumer: EventConsumer) -> EventConsumer:
+        start = consumer._start_span
+
+        def recorded(record, env):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+            spans.append(env.type)
+            return start(record, env)
+
+        consumer._start_span = recorded  # type: ignore[method-assign]
+        return consumer
+
+    try:
+        call_id = f"call-{uuid.uuid4().hex[:8]}"
+        key = call_id.encode()
+
+        def make(payload: Message) -> Envelope:
+            return envelope(payload, call_id, "it-site", "it-test")
+
+        offered = make(events_pb2.CallOffered(call_id=call_id))
+        answered = make(events_pb2.CallAnswered(call_id=call_id))
+        ended = make(events_pb2.CallEnded(call_id=call_id))
+        for env in (offered, answered, answered, ended):  # `answered` twice: a redelivery
+            await raw_producer.send("calls", env.SerializeToString(), key=key)
+        await raw_producer.flush()
+
+        watch(h.consumer).start()
+        got = await h.wait_for(call_id, 1)
+        assert [e.event_id for e in got] == [ended.event_id]
+        assert spans == ["CallEnded"]
+        for kind in ("CallOffered", "CallAnswered", "CallEnded"):
+            assert sample("hotline_events_consumed_total", type=kind, group=h.group) == 1
+        assert sample("hotline_events_duplicates_total", group=h.group) == 1
+
+        # all of it committed: the group's next consumer sees only what is new
+        await h.consumer.stop()
+        h.consumer = watch(h.new_consumer())
+        h.consumer.start()
+        marker = make(events_pb2.CallEnded(call_id=call_id))
+        await raw_producer.send_and_wait("calls", marker.SerializeToString(), key=key)
+        got = await h.wait_for(call_id, 2)
+        assert [e.event_id for e in got] == [ended.event_id, marker.event_id]
+        assert spans == ["CallEnded", "CallEnded"]
+        assert sample("hotline_events_consumed_total", type="CallOffered", group=h.group) == 1
+    finally:
+        await h.consumer.stop()
+        await h.publisher.stop()
 
 
 async def test_bad_records_are_skipped_counted_and_consumption_goes_on(

@@ -73,6 +73,24 @@ def test_trace_context_is_carried() -> None:
     )
 
 
+def test_a_queued_events_trace_is_the_one_it_was_queued_in() -> None:
+    """An outbox passes the carrier it took when the event was queued: that one goes on the
+    envelope, whatever span is current when it is published (or none)."""
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("the call") as span:
+        ctx = span.get_span_context()
+        carrier = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"}
+    with tracer.start_as_current_span("the outbox"):
+        env = envelope(offered(), "c1", "s", "acd", "id-1", carrier)
+    assert dict(env.trace) == carrier
+    assert dict(envelope(offered(), "c1", "s", "acd", "id-1", {}).trace) == {}
+
+
+def test_occurred_at_has_sub_second_precision() -> None:
+    stamps = {envelope(offered(), "c1", "s", "gw").occurred_at.nanos for _ in range(5)}
+    assert all(0 <= n < 1_000_000_000 for n in stamps) and stamps != {0}
+
+
 def test_no_trace_outside_a_span() -> None:
     assert dict(envelope(offered(), "c1", "s", "gw").trace) == {}
 

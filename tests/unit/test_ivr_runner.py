@@ -23,9 +23,15 @@ def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 class FakeGateway:
     """Records every command in order; CollectDigits replies come from a script."""
 
-    def __init__(self, *digits: tuple[str, str], fail: dict[str, Exception] | None = None) -> None:
+    def __init__(
+        self,
+        *digits: tuple[str, str],
+        fail: dict[str, Exception] | None = None,
+        keyed: dict[str, str] | None = None,
+    ) -> None:
         self.digits = list(digits)  # (digits, reason) per CollectDigits
         self.fail = fail or {}
+        self.keyed = keyed or {}  # prompt -> the digit that interrupts it (barge-in)
         self.log: list[tuple[str, object]] = []
 
     def _record(self, name: str, request: object) -> None:
@@ -39,7 +45,8 @@ class FakeGateway:
 
     async def Play(self, request: gw.PlayRequest) -> gw.PlayReply:  # noqa: N802
         self._record("Play", request)
-        return gw.PlayReply(call_id=request.call_id, completed=True)
+        digit = self.keyed.get(request.prompt, "")
+        return gw.PlayReply(call_id=request.call_id, completed=not digit, digit=digit)
 
     async def CollectDigits(self, request: gw.CollectDigitsRequest) -> gw.CollectDigitsReply:  # noqa: N802
         self._record("CollectDigits", request)
@@ -98,6 +105,36 @@ async def test_digit_chooses_the_queue(digit: str, queue: str) -> None:
     )
     assert dict(req.data) == {"menu": digit, "flow": "human-service"}
     assert outcomes("human-service", "queued") == before + 1
+
+
+async def test_a_digit_over_the_greeting_skips_the_first_menu_prompt() -> None:
+    """The gateway would stop the menu at once for the digit waiting: not asked for."""
+    gateway, acd = FakeGateway(("1", "max_digits"), keyed={"welcome": "1"}), FakeAcd()
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "sales"
+    assert gateway.names() == ["Answer", "Play", "CollectDigits"]
+    assert [p.prompt for p in gateway.requests("Play")] == ["welcome"]
+    assert acd.enqueued[0].data["menu"] == "1"
+
+
+async def test_a_wrong_digit_over_the_greeting_still_gets_the_menu_next() -> None:
+    gateway = FakeGateway(("7", "max_digits"), ("2", "max_digits"), keyed={"welcome": "7"})
+    acd = FakeAcd()
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "support"
+    assert gateway.names() == ["Answer", "Play", "CollectDigits", "Play", "CollectDigits"]
+    assert [p.prompt for p in gateway.requests("Play")] == ["welcome", "menu"]
+
+
+async def test_a_greeting_stopped_without_a_digit_plays_the_menu() -> None:
+    """Not completed but no digit (another command stopped it): nothing waits, ask the menu."""
+
+    class Stopped(FakeGateway):
+        async def Play(self, request: gw.PlayRequest) -> gw.PlayReply:  # noqa: N802
+            self._record("Play", request)
+            return gw.PlayReply(call_id=request.call_id, completed=False, digit="")
+
+    gateway, acd = Stopped(("1", "max_digits")), FakeAcd()
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "sales"
+    assert [p.prompt for p in gateway.requests("Play")] == ["welcome", "menu"]
 
 
 async def test_no_digit_twice_goes_to_the_default() -> None:

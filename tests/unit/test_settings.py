@@ -874,6 +874,21 @@ def test_crm_fetch_wait_is_its_own_and_bounded_for_the_screen_pop() -> None:
         assert str(info.value) == f"HOTLINE_CRM_FETCH_WAIT_MS={bad!r} {problem}"
 
 
+def test_acd_fetch_wait_follows_the_services_unless_set() -> None:
+    assert AcdSettings.from_env(env()).acd_fetch_wait_ms == 20
+    assert AcdSettings.from_env(env(KAFKA_FETCH_WAIT_MS="50")).acd_fetch_wait_ms == 50
+    a = AcdSettings.from_env(env(KAFKA_FETCH_WAIT_MS="20", ACD_FETCH_WAIT_MS="100"))
+    assert (a.kafka_fetch_wait_ms, a.acd_fetch_wait_ms) == (20, 100)
+    for bad, problem in (
+        ("0", "must be 1-1000 (milliseconds)"),
+        ("5000", "must be 1-1000 (milliseconds)"),
+        ("soon", "is not an integer"),
+    ):
+        with pytest.raises(SettingsError) as info:
+            AcdSettings.from_env(env(ACD_FETCH_WAIT_MS=bad))
+        assert str(info.value) == f"HOTLINE_ACD_FETCH_WAIT_MS={bad!r} {problem}"
+
+
 def test_event_loop_is_auto_asyncio_or_an_installed_uvloop() -> None:
     assert Settings.from_env(env()).event_loop == "auto"
     assert Settings.from_env(env(EVENT_LOOP="asyncio")).event_loop == "asyncio"
