@@ -117,11 +117,13 @@ class CdrRecord:
     facts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Any) -> CdrRecord:
-        """Load from anything with the CDR columns as attributes (the ORM row)."""
+    def from_row(cls, row: Any, *, copy: bool = True) -> CdrRecord:
+        """Load from anything with the CDR columns as attributes (the ORM row). `copy=False`
+        for a row nobody else holds (a Core result row): its JSON documents are taken over."""
         values = {name: getattr(row, name) for name in COLUMNS}
         for name in _JSON_COLUMNS:
-            values[name] = _deep_copy(values[name] or ({} if name == "facts" else []))
+            value = values[name] or ({} if name == "facts" else [])
+            values[name] = _deep_copy(value) if copy else value
         for name in ("hold_ms", "hold_count"):
             values[name] = values[name] or 0
         return cls(call_id=row.call_id, **values)
@@ -131,6 +133,12 @@ class CdrRecord:
         for name in COLUMNS:
             value = getattr(self, name)
             setattr(row, name, _deep_copy(value) if name in _JSON_COLUMNS else value)
+
+    def values(self) -> dict[str, Any]:
+        """The row's columns as statement parameters (not copied: written at once)."""
+        values = {name: getattr(self, name) for name in COLUMNS}
+        values["call_id"] = self.call_id
+        return values
 
 
 @dataclass(frozen=True)

@@ -178,8 +178,8 @@ class RacingStore(CdrStore):
         super().__init__(database)
         self.rival, self.rival_events, self.loads = rival, rival_events, 0
 
-    async def _load(self, session: Any, call_ids: Sequence[str]) -> dict[str, Cdr]:
-        rows = await super()._load(session, call_ids)
+    async def _load(self, conn: Any, call_ids: Sequence[str]) -> dict[str, Any]:
+        rows = await super()._load(conn, call_ids)
         self.loads += 1
         if self.rival_events:
             events, self.rival_events = self.rival_events, []
