@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, Table, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,28 +55,30 @@ class CdrStore:
         """Fold several envelopes, in order, in one transaction; returns how many of them
         changed a row (what `apply` one by one would have returned True for).
 
-        The rows of every call named are loaded in one SELECT (FOR UPDATE on PostgreSQL),
+        One SELECT loads and locks (FOR UPDATE on PostgreSQL, in call id order) the rows of
+        every call named and every row an end of wrap-up in the batch could close; they are
         folded in memory and written by one UPDATE and one INSERT (each of many rows) and one
-        commit: the same rows as `apply` per envelope, for a few round trips per batch instead
+        commit: the same rows as `apply` per envelope, for four round trips per batch instead
         of several per event. Plain statements rather than the ORM's unit of work, which cost
         more CPU than the folding itself. An insert that loses the race to another replica
         rolls the whole batch back and folds it again onto their row.
         """
         call_ids = sorted({c for env in envs if (c := call_id_of(env)) is not None})
-        if not call_ids and not any(leaves_wrap_up(env) for env in envs):
+        leaves = [env for env in envs if leaves_wrap_up(env)]
+        if not call_ids and not leaves:
             return 0
         for attempt in range(_ATTEMPTS):
             async with self.db.engine.connect() as conn:
                 records = {
                     c: CdrRecord.from_row(row, copy=False)
-                    for c, row in (await self._load(conn, call_ids)).items()
+                    for c, row in (await self._load(conn, call_ids, leaves)).items()
                 }
                 stored = set(records)
                 changed: set[str] = set()
                 writes = 0
                 for env in envs:
                     if leaves_wrap_up(env):
-                        call_id = await self._open_acw(conn, env, records, stored)
+                        call_id = _open_acw(records, env.agent_state_changed.agent_id, _at(env))
                         if call_id is None or not end_acw(records[call_id], _at(env)):
                             continue
                     else:
@@ -93,48 +108,23 @@ class CdrStore:
             return writes
         return 0
 
-    async def _load(self, conn: AsyncConnection, call_ids: Sequence[str]) -> dict[str, Row[Any]]:
-        """The rows of these calls that exist, locked (in call id order) until the commit."""
-        if not call_ids:
+    async def _load(
+        self, conn: AsyncConnection, call_ids: Sequence[str], leaves: Sequence[Envelope]
+    ) -> dict[str, Row[Any]]:
+        """The rows of these calls that exist and the rows the ends of wrap-up in `leaves`
+        could close (`_acw_candidates`), locked in call id order until the commit."""
+        wanted = [select(_CDRS.c.call_id).where(_CDRS.c.call_id.in_(call_ids))] if call_ids else []
+        if leaves:
+            wanted += _acw_candidates(leaves, call_ids)
+        if not wanted:
             return {}
-        query = _SELECT.where(_CDRS.c.call_id.in_(call_ids)).order_by(_CDRS.c.call_id)
-        return {row.call_id: row for row in await conn.execute(query.with_for_update())}
-
-    async def _open_acw(
-        self,
-        conn: AsyncConnection,
-        env: Envelope,
-        records: dict[str, CdrRecord],
-        stored: set[str],
-    ) -> str | None:
-        """The call whose ACW an agent leaving wrap-up ends: the agent's latest call still in
-        wrap-up that began by then (the event names no call; the agents topic is keyed by
-        agent, so it arrives after the wrap-up it ends). The calls folded so far in this batch
-        (`records`, not yet written) are judged as they now stand, the database answers for
-        every other call; a row found there joins the batch (and `stored`)."""
-        agent_id, at = env.agent_state_changed.agent_id, _at(env)
-        best: tuple[datetime, str] | None = None
-        for call_id, record in records.items():
-            started = record.acw_started_at
-            if (
-                record.agent_id == agent_id
-                and started is not None
-                and record.acw_ended_at is None
-                and started <= at
-                and (best is None or started > best[0])
-            ):
-                best = (started, call_id)
-        query = _open_acw_query(agent_id, at)
-        if records:
-            query = query.where(_CDRS.c.call_id.not_in(list(records)))
-        if best is not None:
-            query = query.where(_CDRS.c.acw_started_at > best[0])
-        row = (await conn.execute(query)).first()
-        if row is None:
-            return best[1] if best is not None else None
-        records[row.call_id] = CdrRecord.from_row(row, copy=False)
-        stored.add(row.call_id)
-        return str(row.call_id)
+        # one IN (… UNION ALL …), never an OR of two: PostgreSQL looks each id up by the key
+        # instead of scanning the table to test the OR on every row
+        query = _SELECT.where(_CDRS.c.call_id.in_(union_all(*wanted)))
+        if leaves:  # checked again on a row another replica changed meanwhile
+            query = query.where(or_(_CDRS.c.call_id.in_(call_ids), and_(*_acw_open())))
+        query = query.order_by(_CDRS.c.call_id).with_for_update()
+        return {row.call_id: row for row in await conn.execute(query)}
 
     async def get(self, call_id: str) -> Cdr | None:
         async with self.db.sessions() as session:
@@ -179,19 +169,50 @@ def _at(env: Envelope) -> datetime:
     return env.occurred_at.ToDatetime(tzinfo=UTC)
 
 
-def _open_acw_query(agent_id: str, at: datetime) -> Select[Any]:
-    """The agent's latest call whose after-call work started by `at` and is still open."""
-    return (
-        _SELECT.where(
-            _CDRS.c.agent_id == agent_id,
-            _CDRS.c.acw_started_at.is_not(None),
-            _CDRS.c.acw_ended_at.is_(None),
-            _CDRS.c.acw_started_at <= at,
+def _open_acw(records: dict[str, CdrRecord], agent_id: str, at: datetime) -> str | None:
+    """The call whose ACW an agent leaving wrap-up at `at` ends: the agent's latest call still
+    in wrap-up that began by then (the event names no call; the agents topic is keyed by
+    agent, so it arrives after the wrap-up it ends). Every call that can be is in `records`
+    (the batch's calls as folded so far, and the candidates `_load` found), as it now stands."""
+    best: tuple[datetime, str] | None = None
+    for call_id, record in records.items():
+        started = record.acw_started_at
+        if (
+            record.agent_id == agent_id
+            and started is not None
+            and record.acw_ended_at is None
+            and started <= at
+            and (best is None or started > best[0])
+        ):
+            best = (started, call_id)
+    return best[1] if best is not None else None
+
+
+def _acw_open() -> tuple[ColumnElement[bool], ...]:
+    return _CDRS.c.acw_started_at.is_not(None), _CDRS.c.acw_ended_at.is_(None)
+
+
+def _acw_candidates(leaves: Sequence[Envelope], exclude: Sequence[str]) -> list[Select[Any]]:
+    """The stored calls, other than `exclude` (the batch's own), whose ACW an end of wrap-up
+    in `leaves` may close: for an agent's n-th end in the batch, at time t, the agent's n
+    latest calls still in wrap-up that began by t. The one it closes is among those: it is
+    the latest still open when it comes, and at most n - 1 were closed before it, each by
+    one of that agent's earlier ends."""
+    nth: Counter[str] = Counter()
+    parts = []
+    for env in leaves:
+        agent_id = env.agent_state_changed.agent_id
+        nth[agent_id] += 1
+        part = (
+            select(_CDRS.c.call_id)
+            .where(_CDRS.c.agent_id == agent_id, *_acw_open(), _CDRS.c.acw_started_at <= _at(env))
+            .order_by(_CDRS.c.acw_started_at.desc(), _CDRS.c.call_id.desc())
+            .limit(nth[agent_id])
         )
-        .order_by(_CDRS.c.acw_started_at.desc())
-        .limit(1)
-        .with_for_update()
-    )
+        if exclude:
+            part = part.where(_CDRS.c.call_id.not_in(exclude))
+        parts.append(select(part.subquery().c.call_id))  # a LIMIT inside UNION ALL needs its own
+    return parts
 
 
 def _keyed(values: dict[str, Any]) -> dict[str, Any]:
