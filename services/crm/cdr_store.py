@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    ColumnElement,
+    BindParameter,
     Row,
     Select,
     Table,
@@ -112,19 +113,18 @@ class CdrStore:
         self, conn: AsyncConnection, call_ids: Sequence[str], leaves: Sequence[Envelope]
     ) -> dict[str, Row[Any]]:
         """The rows of these calls that exist and the rows the ends of wrap-up in `leaves`
-        could close (`_acw_candidates`), locked in call id order until the commit."""
-        wanted = [select(_CDRS.c.call_id).where(_CDRS.c.call_id.in_(call_ids))] if call_ids else []
-        if leaves:
-            wanted += _acw_candidates(leaves, call_ids)
-        if not wanted:
+        could close (see `_load_query`), locked in call id order until the commit."""
+        if not call_ids and not leaves:
             return {}
-        # one IN (… UNION ALL …), never an OR of two: PostgreSQL looks each id up by the key
-        # instead of scanning the table to test the OR on every row
-        query = _SELECT.where(_CDRS.c.call_id.in_(union_all(*wanted)))
-        if leaves:  # checked again on a row another replica changed meanwhile
-            query = query.where(or_(_CDRS.c.call_id.in_(call_ids), and_(*_acw_open())))
-        query = query.order_by(_CDRS.c.call_id).with_for_update()
-        return {row.call_id: row for row in await conn.execute(query)}
+        nth: Counter[str] = Counter()
+        params: dict[str, Any] = {"ids": list(call_ids)}
+        for n, env in enumerate(leaves):
+            agent_id = env.agent_state_changed.agent_id
+            nth[agent_id] += 1
+            params[f"agent_{n}"], params[f"at_{n}"] = agent_id, _at(env)
+            params[f"nth_{n}"] = nth[agent_id]
+        query = _load_query(bool(call_ids), len(leaves))
+        return {row.call_id: row for row in await conn.execute(query, params)}
 
     async def get(self, call_id: str) -> Cdr | None:
         async with self.db.sessions() as session:
@@ -188,31 +188,39 @@ def _open_acw(records: dict[str, CdrRecord], agent_id: str, at: datetime) -> str
     return best[1] if best is not None else None
 
 
-def _acw_open() -> tuple[ColumnElement[bool], ...]:
-    return _CDRS.c.acw_started_at.is_not(None), _CDRS.c.acw_ended_at.is_(None)
-
-
-def _acw_candidates(leaves: Sequence[Envelope], exclude: Sequence[str]) -> list[Select[Any]]:
-    """The stored calls, other than `exclude` (the batch's own), whose ACW an end of wrap-up
-    in `leaves` may close: for an agent's n-th end in the batch, at time t, the agent's n
-    latest calls still in wrap-up that began by t. The one it closes is among those: it is
-    the latest still open when it comes, and at most n - 1 were closed before it, each by
-    one of that agent's earlier ends."""
-    nth: Counter[str] = Counter()
-    parts = []
-    for env in leaves:
-        agent_id = env.agent_state_changed.agent_id
-        nth[agent_id] += 1
+@functools.lru_cache(maxsize=256)
+def _load_query(with_ids: bool, leaves: int) -> Select[Any]:
+    """`_load`'s statement (built once per shape, then only its parameters change): the rows
+    of the calls `ids` and, for each end of wrap-up n in the batch (agent_n leaving at at_n,
+    the agent's nth_n end in it), the calls it may close. Those are the agent's nth_n latest
+    calls still in wrap-up that began by at_n, other than the batch's own: the one it closes
+    is the latest still open when it comes, and at most nth_n - 1 of them were closed before
+    it, each by one of that agent's earlier ends."""
+    # `ids` is left out rather than ever empty: one empty expanding parameter in both an IN
+    # and a NOT IN is rendered as the same empty set, false in both, on PostgreSQL
+    ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+    wanted = [select(_CDRS.c.call_id).where(_CDRS.c.call_id.in_(ids))] if with_ids else []
+    open_acw = and_(_CDRS.c.acw_started_at.is_not(None), _CDRS.c.acw_ended_at.is_(None))
+    for n in range(leaves):
         part = (
             select(_CDRS.c.call_id)
-            .where(_CDRS.c.agent_id == agent_id, *_acw_open(), _CDRS.c.acw_started_at <= _at(env))
+            .where(
+                _CDRS.c.agent_id == bindparam(f"agent_{n}"),
+                open_acw,
+                _CDRS.c.acw_started_at <= bindparam(f"at_{n}", type_=_CDRS.c.acw_started_at.type),
+            )
             .order_by(_CDRS.c.acw_started_at.desc(), _CDRS.c.call_id.desc())
-            .limit(nth[agent_id])
+            .limit(bindparam(f"nth_{n}"))
         )
-        if exclude:
-            part = part.where(_CDRS.c.call_id.not_in(exclude))
-        parts.append(select(part.subquery().c.call_id))  # a LIMIT inside UNION ALL needs its own
-    return parts
+        if with_ids:
+            part = part.where(_CDRS.c.call_id.not_in(ids))
+        wanted.append(select(part.subquery().c.call_id))  # a LIMIT in UNION ALL needs its own
+    # one IN (… UNION ALL …), never an OR of two: PostgreSQL looks each id up by the key
+    # instead of scanning the table to test the OR on every row
+    query = _SELECT.where(_CDRS.c.call_id.in_(union_all(*wanted)))
+    if leaves:  # checked again on a row another replica changed meanwhile
+        query = query.where(or_(_CDRS.c.call_id.in_(ids), open_acw) if with_ids else open_acw)
+    return query.order_by(_CDRS.c.call_id).with_for_update()
 
 
 def _keyed(values: dict[str, Any]) -> dict[str, Any]:
