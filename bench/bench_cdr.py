@@ -10,7 +10,11 @@ from an empty, migrated database: SQLite through aiosqlite as the CRM runs on a 
 with --postgres, PostgreSQL through asyncpg (a throw-away database next to the DSN's).
 CPU is this process's (aiosqlite's thread included; PostgreSQL's own server CPU is not).
 On a shared machine, --repeat R runs every path R times, in turn, and keeps each one's least
-CPU. Run: .venv/bin/python bench/bench_cdr.py [--calls N] [--batch B] [--repeat R]
+CPU. --history N first fills the database with N finished calls of each of the 40 agents, as
+a site that has run a while has (the end of wrap-up looks among an agent's calls), and adds a
+run without the index of calls still in wrap-up (migration 0005) to compare; the ORM batch
+then runs without it too, as it did before.
+Run: .venv/bin/python bench/bench_cdr.py [--calls N] [--batch B] [--repeat R] [--history N]
 [--postgres [DSN]]
 """
 
@@ -30,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -187,13 +191,46 @@ async def fresh_database(backend: str, dsn: str) -> AsyncIterator[Database]:
 
 
 Apply = Callable[[CdrStore, list[Envelope]], Awaitable[None]]
+#: the 40 agents of `workload`
+AGENTS = [f"agent{n}" for n in range(40)]
+
+
+async def fill_history(db: Database, per_agent: int, open_acw_index: bool) -> None:
+    """`per_agent` finished calls (wrap-up ended) of every agent, a day before the workload."""
+    done = datetime.now(UTC) - timedelta(days=2)
+    rows = [
+        {
+            "call_id": f"history-{agent}-{n}",
+            "agent_id": agent,
+            "started_at": done,
+            "acw_started_at": done,
+            "acw_ended_at": done,
+            "facts": {},
+        }
+        for n in range(per_agent)
+        for agent in AGENTS  # interleaved, as calls go round the agents
+    ]
+    async with db.engine.begin() as conn:
+        for i in range(0, len(rows), 5000):
+            await conn.execute(insert(Cdr), rows[i : i + 5000])
+        if not open_acw_index:
+            await conn.execute(text("DROP INDEX ix_cdrs_open_acw"))
+        await conn.execute(text("ANALYZE"))
 
 
 async def run(
-    backend: str, dsn: str, store_type: type[CdrStore], envs: list[Envelope], apply: Apply
+    backend: str,
+    dsn: str,
+    store_type: type[CdrStore],
+    envs: list[Envelope],
+    apply: Apply,
+    history: int = 0,
+    open_acw_index: bool = True,
 ) -> tuple[float, float]:
     """(CPU s, wall s) of applying `envs` to a fresh CDR store."""
     async with fresh_database(backend, dsn) as db:
+        if history:
+            await fill_history(db, history, open_acw_index)
         store = store_type(db)
         await store.apply_batch(workload(1)[:1])  # connections and statement cache warm
         cpu, wall = time.process_time(), time.perf_counter()
@@ -207,6 +244,7 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--history", type=int, default=0, help="finished calls per agent")
     parser.add_argument(
         "--postgres", nargs="?", const=PG_DSN, default=None, help=f"also PostgreSQL ({PG_DSN})"
     )
@@ -221,20 +259,25 @@ async def main() -> None:
         for i in range(0, len(envs), args.batch):
             await store.apply_batch(envs[i : i + args.batch])
 
-    paths: list[tuple[str, type[CdrStore], Apply]] = [
-        ("one at a time", CdrStore, one_by_one),
-        (f"batches of {args.batch}, ORM", OrmBatchStore, batched),
-        (f"batches of {args.batch}", CdrStore, batched),
+    paths: list[tuple[str, type[CdrStore], Apply, bool]] = [
+        ("one at a time", CdrStore, one_by_one, True),
+        (f"batches of {args.batch}, ORM", OrmBatchStore, batched, False),  # as before 0005
+        (f"batches of {args.batch}", CdrStore, batched, True),
     ]
+    if args.history:
+        paths.append((f"batches of {args.batch}, no 0005", CdrStore, batched, False))
     per = 1000 / args.calls
     for backend in ["sqlite"] + (["postgresql"] if args.postgres else []):
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):
-            for name, store, apply in paths:
-                cpu, wall = await run(backend, args.postgres or "", store, envs, apply)
+            for name, store, apply, index in paths:
+                cpu, wall = await run(
+                    backend, args.postgres or "", store, envs, apply, args.history, index
+                )
                 best[name] = min(best.get(name, (cpu, wall)), (cpu, wall))
-        results = [(name, *best[name]) for name, _, _ in paths]
-        print(f"{args.calls} calls, {len(envs)} events, {backend}")
+        results = [(name, *best[name]) for name, *_ in paths]
+        history = f", {args.history} earlier calls per agent" if args.history else ""
+        print(f"{args.calls} calls, {len(envs)} events, {backend}{history}")
         print(f"{'path':>24} {'CPU ms/call':>12} {'wall ms/call':>13} {'CPU x ORM batch':>16}")
         orm_cpu = results[1][1]
         for name, cpu, wall in results:
