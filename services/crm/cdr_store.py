@@ -32,6 +32,9 @@ from crm.models import CallDisposition, Cdr
 
 #: an insert can only lose a race to one other writer of the same call; then we update theirs.
 _ATTEMPTS = 3
+#: ends of wrap-up looked up per SELECT: SQLite allows 500 terms in a compound SELECT and
+#: 32,766 parameters, and repeats the batch's call ids (at most 500) for each end
+_LEAVES_PER_LOAD = 50
 
 _CDRS = cast(Table, Cdr.__table__)
 #: what folding reads of a row (not `updated_at`)
@@ -113,18 +116,27 @@ class CdrStore:
         self, conn: AsyncConnection, call_ids: Sequence[str], leaves: Sequence[Envelope]
     ) -> dict[str, Row[Any]]:
         """The rows of these calls that exist and the rows the ends of wrap-up in `leaves`
-        could close (see `_load_query`), locked in call id order until the commit."""
+        could close (see `_load_query`), locked in call id order until the commit; one
+        SELECT, or one per _LEAVES_PER_LOAD ends of wrap-up."""
         if not call_ids and not leaves:
             return {}
         nth: Counter[str] = Counter()
-        params: dict[str, Any] = {"ids": list(call_ids)}
-        for n, env in enumerate(leaves):
+        ends = []
+        for env in leaves:
             agent_id = env.agent_state_changed.agent_id
             nth[agent_id] += 1
-            params[f"agent_{n}"], params[f"at_{n}"] = agent_id, _at(env)
-            params[f"nth_{n}"] = nth[agent_id]
-        query = _load_query(bool(call_ids), len(leaves))
-        return {row.call_id: row for row in await conn.execute(query, params)}
+            ends.append((agent_id, _at(env), nth[agent_id]))
+        rows: dict[str, Row[Any]] = {}
+        for first in range(0, max(len(ends), 1), _LEAVES_PER_LOAD):
+            chunk = ends[first : first + _LEAVES_PER_LOAD]
+            params: dict[str, Any] = {"ids": list(call_ids)}
+            for n, (agent_id, at, agents_nth) in enumerate(chunk):
+                params[f"agent_{n}"] = agent_id
+                params[f"at_{n}"] = at
+                params[f"nth_{n}"] = agents_nth
+            query = _load_query(bool(call_ids), len(chunk))
+            rows.update((row.call_id, row) for row in await conn.execute(query, params))
+        return rows
 
     async def get(self, call_id: str) -> Cdr | None:
         async with self.db.sessions() as session:

@@ -18,6 +18,7 @@ from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 
 from common.events import Envelope
+from crm import cdr_store
 from crm import intake as crm_intake
 from crm.cdr import COLUMNS, CdrRecord, end_acw, fold, leaves_wrap_up
 from crm.cdr_store import CdrStore
@@ -186,6 +187,29 @@ async def test_several_ends_of_one_agents_wrap_ups_in_a_batch_close_what_one_at_
     minute = [t0 + timedelta(minutes=m) for m in range(60)]
     assert single == [minute[5], minute[26], minute[25], starts[3] + timedelta(seconds=120)]
     assert batched == single and batch_writes == single_writes == 13 + 4
+
+
+async def test_a_batch_with_more_ends_of_wrap_up_than_one_select_takes_loads_them_all(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ends of wrap-up are looked up _LEAVES_PER_LOAD at a time (SQLite's limits on one
+    statement); every one of them still closes its call's ACW, in the database or the batch."""
+    monkeypatch.setattr(cdr_store, "_LEAVES_PER_LOAD", 3)
+    store = CdrStore(db)
+    call_ids = ids(8)
+    t0 = datetime.now(UTC) - timedelta(hours=4)
+    lives = {
+        c: call_lifecycle(c, agent(), agent(), t0 + timedelta(minutes=n))
+        for n, c in enumerate(call_ids)
+    }
+    for c in call_ids[:4]:  # half of them wait in wrap-up in the database already
+        assert await store.apply_batch(lives[c][:-1]) == 13
+    envs = [e for c in call_ids[4:] for e in lives[c][:-1]] + [lives[c][-1] for c in call_ids]
+    assert await store.apply_batch(envs) == 4 * 13 + 8
+    for c in call_ids:
+        row = await store.get(c)
+        assert row is not None and CdrRecord.from_row(row) == folded(c, lives[c])
+        assert row.acw_ms == 29_500
 
 
 async def test_a_duplicate_in_a_batch_changes_nothing_twice(db: Database) -> None:
