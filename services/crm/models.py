@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.dbtypes import UtcDateTime
@@ -75,6 +75,9 @@ class Customer(Base):
         }
 
 
+_OPEN_ACW = "acw_ended_at IS NULL AND acw_started_at IS NOT NULL"
+
+
 class Cdr(Base):
     """One call detail record, folded from the call's events (see crm.cdr).
 
@@ -83,6 +86,16 @@ class Cdr(Base):
     """
 
     __tablename__ = "cdrs"
+    __table_args__ = (
+        # the calls still in after-call work, which an agent leaving wrap-up looks among
+        Index(
+            "ix_cdrs_open_acw",
+            "agent_id",
+            "acw_started_at",
+            postgresql_where=text(_OPEN_ACW),
+            sqlite_where=text(_OPEN_ACW),
+        ),
+    )
 
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     ani: Mapped[str] = mapped_column(String(128), default="")

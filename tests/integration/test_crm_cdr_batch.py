@@ -18,6 +18,7 @@ from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 
 from common.events import Envelope
+from crm import cdr_store
 from crm import intake as crm_intake
 from crm.cdr import COLUMNS, CdrRecord, end_acw, fold, leaves_wrap_up
 from crm.cdr_store import CdrStore
@@ -25,7 +26,7 @@ from crm.db import Database
 from crm.desk import DeskHub
 from crm.intake import EventIntake
 from crm.models import Cdr
-from tests.cdr_events import call_lifecycle
+from tests.cdr_events import at, call_lifecycle
 from tests.integration import test_crm_api as base
 from tests.integration.conftest import free_port
 from tests.integration.test_crm_api import metric
@@ -146,6 +147,71 @@ async def test_the_end_of_wrap_up_closes_the_agents_latest_open_acw_in_or_out_of
     assert await store.apply_batch(end) == 0
 
 
+async def test_several_ends_of_one_agents_wrap_ups_in_a_batch_close_what_one_at_a_time_closes(
+    db: Database,
+) -> None:
+    """An agent with three calls still in wrap-up in the database (their ends lost) and a
+    fourth in the batch; the batch ends wrap-ups out of time order, one of them before any
+    but the oldest began, and once more than there are open. Each end closes the call that
+    the same ends one at a time close (the batch finds them all in its one load)."""
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    starts = [
+        t0,
+        t0 + timedelta(minutes=10),
+        t0 + timedelta(minutes=20),
+        t0 + timedelta(minutes=40),
+    ]
+    ends_at = [25, 5, 26, 27]  # minutes after t0
+
+    async def scenario(store: CdrStore, as_batch: bool) -> tuple[list[Any], int]:
+        calls, who = ids(4), agent()
+        lives = [call_lifecycle(c, agent(), who, s) for c, s in zip(calls, starts, strict=True)]
+        for life in lives[:3]:
+            assert await store.apply_batch(life[:-1]) == 13  # wrap-up begun, never ended
+        ends = []
+        for n, minutes in enumerate(ends_at):
+            end = Envelope()
+            end.CopyFrom(lives[0][-1])  # the agent leaving wrap-up
+            end.event_id = f"{calls[0]}-end-{n}"
+            ends.append(at(end, t0 + timedelta(minutes=minutes)))
+        batch = [*lives[3][:-1], *ends, lives[3][-1]]
+        if as_batch:
+            writes = await store.apply_batch(batch)
+        else:
+            writes = sum([await store.apply(e) for e in batch])
+        return [(await columns(store, c) or {}).get("acw_ended_at") for c in calls], writes
+
+    store = CdrStore(db)
+    single, single_writes = await scenario(store, as_batch=False)
+    batched, batch_writes = await scenario(store, as_batch=True)
+    minute = [t0 + timedelta(minutes=m) for m in range(60)]
+    assert single == [minute[5], minute[26], minute[25], starts[3] + timedelta(seconds=120)]
+    assert batched == single and batch_writes == single_writes == 13 + 4
+
+
+async def test_a_batch_with_more_ends_of_wrap_up_than_one_select_takes_loads_them_all(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ends of wrap-up are looked up _LEAVES_PER_LOAD at a time (SQLite's limits on one
+    statement); every one of them still closes its call's ACW, in the database or the batch."""
+    monkeypatch.setattr(cdr_store, "_LEAVES_PER_LOAD", 3)
+    store = CdrStore(db)
+    call_ids = ids(8)
+    t0 = datetime.now(UTC) - timedelta(hours=4)
+    lives = {
+        c: call_lifecycle(c, agent(), agent(), t0 + timedelta(minutes=n))
+        for n, c in enumerate(call_ids)
+    }
+    for c in call_ids[:4]:  # half of them wait in wrap-up in the database already
+        assert await store.apply_batch(lives[c][:-1]) == 13
+    envs = [e for c in call_ids[4:] for e in lives[c][:-1]] + [lives[c][-1] for c in call_ids]
+    assert await store.apply_batch(envs) == 4 * 13 + 8
+    for c in call_ids:
+        row = await store.get(c)
+        assert row is not None and CdrRecord.from_row(row) == folded(c, lives[c])
+        assert row.acw_ms == 29_500
+
+
 async def test_a_duplicate_in_a_batch_changes_nothing_twice(db: Database) -> None:
     store = CdrStore(db)
     (call_id,) = ids()
@@ -178,8 +244,8 @@ class RacingStore(CdrStore):
         super().__init__(database)
         self.rival, self.rival_events, self.loads = rival, rival_events, 0
 
-    async def _load(self, session: Any, call_ids: Sequence[str]) -> dict[str, Cdr]:
-        rows = await super()._load(session, call_ids)
+    async def _load(self, conn: Any, *args: Any) -> dict[str, Any]:
+        rows = await super()._load(conn, *args)
         self.loads += 1
         if self.rival_events:
             events, self.rival_events = self.rival_events, []
@@ -282,7 +348,8 @@ async def test_a_batch_chosen_to_give_way_in_a_deadlock_is_written_again(db: Dat
         pytest.skip("SQLite has no row locks to deadlock on")
     store = CdrStore(db)
     intake = EventIntake(DeskHub(db, store), store)
-    older, mine = ids(2)
+    # the batch locks its rows in call id order: its own call's row first, then the older one
+    mine, older = sorted(ids(2))
     who = agent()
     t0 = datetime.now(UTC) - timedelta(hours=1)
     # the agent's older call, in wrap-up still; and a call whose row the batch locks first
