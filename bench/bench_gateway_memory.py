@@ -51,9 +51,11 @@ SIPP = shutil.which("sipp") or "sipp"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-#: below the ephemeral range and apart from bench_fullpath's, `make run`'s and the e2e ports
-SIP_PORT = 27360
-RTP_RANGE = (24000, 24999)
+#: below the ephemeral range, in block 15200-15299 of the tests' port plan (tests/ports.py,
+#: whose unit test checks these too): apart from bench_fullpath's, `make run`'s (the gateway's
+#: default RTP range) and every test stack's ports
+SIP_PORT = 15260
+RTP_RANGE = (26000, 26999)
 SIPP_BASE = 17600  # the agents' SIPp at base (media base + 2), the callers' at base + 20
 
 #: the types a call is made of, counted at each point (by class name)

@@ -15,8 +15,9 @@ A stack's listening ports sit in one block of 100 (`block`):
 
 and RTP ranges stay out of 20000-25999 (the gateway's default range: `make run`, `make
 bench`). Ports the peers of a test bind (SIPp, PJSUA, baresip, kamailio) are the tests' own
-and not part of this plan. The benchmark's stack (`make bench`) is declared beside it in
-bench/bench_fullpath.py (it runs alone, without tests/) and checked with this plan."""
+and not part of this plan. The benchmarks' ports (`make bench`) are declared beside them, in
+bench/bench_fullpath.py (block 15100) and bench/bench_gateway_memory.py (block 15200; they
+run alone, without tests/), and checked with this plan."""
 
 from __future__ import annotations
 

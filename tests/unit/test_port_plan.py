@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench import bench_gateway_memory
 from bench.bench_fullpath import BENCH_PORTS
 from gateway.settings import GatewaySettings
 from tests import ports
@@ -22,7 +23,13 @@ PODMAN_VALUES = Path(__file__).resolve().parents[2] / "charts/hotline/ci/podman-
 BENCH = StackPorts(
     "bench (make bench)", BENCH_PORTS, (GatewaySettings.rtp_low, GatewaySettings.rtp_high)
 )
-ALL = (*PLANS, BENCH)
+#: `bench_gateway_memory.py`: the gateway's SIP channel and switch in the bench's own process
+BENCH_GATEWAY_MEMORY = StackPorts(
+    "bench gateway memory (make bench)",
+    {"SIP": bench_gateway_memory.SIP_PORT},
+    bench_gateway_memory.RTP_RANGE,
+)
+ALL = (*PLANS, BENCH, BENCH_GATEWAY_MEMORY)
 
 
 def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
