@@ -53,9 +53,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: below the ephemeral range, in block 15200-15299 of the tests' port plan (tests/ports.py,
 #: whose unit test checks these too): apart from bench_fullpath's, `make run`'s (the gateway's
-#: default RTP range) and every test stack's ports
+#: default RTP range), every test stack's and the ports the tests' SIP peers bind (16xxx, 26xxx)
 SIP_PORT = 15260
-RTP_RANGE = (26000, 26999)
+RTP_RANGE = (32100, 32767)
 SIPP_BASE = 17600  # the agents' SIPp at base (media base + 2), the callers' at base + 20
 
 #: the types a call is made of, counted at each point (by class name)
