@@ -135,7 +135,13 @@ class Uploader:
         self.failing: str | None = None
         self._failing_since = 0.0
         self._delay = backoff_s[0]
-        self._resume_at = self._backoff_began = float("-inf")
+        self._resume_at = float("-inf")
+        #: attempts begun so far; a failure is judged by what happened since its attempt began
+        self._attempts = 0
+        #: attempts begun by the time the current back-off began (they do not lengthen it)
+        self._backoff_upto = 0
+        #: attempts begun by the time an upload last succeeded (their failures are old news)
+        self._recovered_upto = 0
         self._queue: asyncio.Queue[SpoolEntry] = asyncio.Queue()
         self._link: RecorderLink | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -197,7 +203,7 @@ class Uploader:
         while True:
             entry = await self._queue.get()
             await self._gate()
-            started = self.clock()
+            started = self._attempt()
             try:
                 await self._upload(entry)
             except Exception as exc:  # a bug must not stop the uploads: retry it later
@@ -243,7 +249,7 @@ class Uploader:
         if entry is None:
             return
         link = self._current_link()
-        started = self.clock()
+        started = self._attempt()
         read_failed: asyncio.Future[OSError] = asyncio.get_running_loop().create_future()
         call = asyncio.ensure_future(
             link.ingest(self._chunks(entry, read_failed), self._timeout_s(entry))
@@ -379,7 +385,7 @@ class Uploader:
         link: RecorderLink,
         code: grpc.StatusCode,
         details: str,
-        started: float,
+        started: int,
     ) -> None:
         if code in PERMANENT:
             self._recovered()  # the recorder answered: it is up, this recording is the problem
@@ -401,7 +407,17 @@ class Uploader:
         self._failed(code.name, details, started)
         self._queue.put_nowait(entry)
 
-    def _failed(self, state: str, details: str, started: float) -> None:
+    def _attempt(self) -> int:
+        """Number the attempt beginning now (failures compare it with when things happened)."""
+        self._attempts += 1
+        return self._attempts
+
+    def _failed(self, state: str, details: str, started: int) -> None:
+        if started <= self._recovered_upto:
+            # Begun before an upload succeeded: the recorder was up meanwhile, so this is no
+            # news of an outage (it is retried at once; a new attempt that fails is).
+            log.debug("upload begun before the last success failed (%s: %s)", state, details)
+            return
         now = self.clock()
         if state != self.failing:
             log.warning(
@@ -419,8 +435,8 @@ class Uploader:
         else:
             log.debug("upload failed again (%s: %s)", state, details)
         # Attempts that were already running when this back-off began do not lengthen it.
-        if started > self._backoff_began:
-            self._backoff_began = now
+        if started > self._backoff_upto:
+            self._backoff_upto = self._attempts
             self._resume_at = now + self._delay
             self._delay = min(self._delay * 2, self.backoff_s[1])
 
@@ -434,7 +450,8 @@ class Uploader:
             )
         self.failing = None
         self._delay = self.backoff_s[0]
-        self._resume_at = self._backoff_began = float("-inf")
+        self._resume_at = float("-inf")
+        self._recovered_upto = self._attempts
 
     async def _forget(self, entry: SpoolEntry, how: Callable[[SpoolEntry], None]) -> None:
         try:

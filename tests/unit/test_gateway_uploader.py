@@ -36,6 +36,7 @@ from tests.unit.spool_rig import (
     fail,
     hang,
     rpc_error,
+    stored,
 )
 
 SECOND = FLUSH_FRAMES * FRAME
@@ -202,6 +203,46 @@ async def test_uploads_failing_together_do_not_lengthen_the_backoff(tmp_path: Pa
         assert len(rig.recorder.streams) == 6
     finally:
         await rig.uploader.stop(grace_s=0)
+
+
+async def test_a_failure_begun_before_a_success_is_no_new_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload that was already under way when another one succeeded, and then fails, says
+    nothing new about the recorder (it was up meanwhile): retried at once, with no new
+    back-off and no second "cannot take recordings" warning. Before, it started a new outage
+    whenever its failure came in after the success (a matter of scheduling)."""
+    root = tmp_path / "spool"
+    before = Rig(root)
+    for n in range(2):
+        writer = before.spool.open(f"call-{n}", "agent1", "sales", lambda entry: None)
+        record(writer, 0.2)
+        await writer.finish()
+    rig = Rig(root)
+
+    async def together(stream: Stream) -> BaseException:
+        while len(rig.recorder.streams) < 2:
+            await asyncio.sleep(0)
+        return rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+    async def after_the_success(stream: Stream) -> BaseException:
+        # fails only once the other upload of its round was stored and the uploader recovered
+        while len(rig.recorder.streams) < 4 or rig.uploader.failing is not None:
+            await asyncio.sleep(0)
+        return rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+    rig.recorder.answers = [together, together, after_the_success, stored]
+    with caplog.at_level(logging.DEBUG, logger="gateway.uploader"):
+        await rig.uploader.start()
+        try:
+            await rig.until(rig.idle, "both uploaded")
+        finally:
+            await rig.uploader.stop(grace_s=0)
+    assert rig.clock.slept == [1.0]  # the first round's back-off only
+    assert len(rig.recorder.streams) == 5  # 2 failed together, 1 stored, 1 failed late, 1 stored
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "cannot take recordings (UNAVAILABLE" in warnings[0].message
+    assert rig.uploader.failing is None and rig.files() == []
 
 
 async def test_leftovers_of_a_crash_are_uploaded_at_start_without_end(tmp_path: Path) -> None:
