@@ -111,16 +111,27 @@ RECONNECTS = Counter(
     "hotline_kafka_reconnects_total", "Kafka clients rebuilt after a broker failure", ["client"]
 )
 
-_PUBLISHED_OF: dict[str, Counter] = {}
+
+class Children:
+    """A counter's labelled children, each looked up once: a `labels()` call per event was a
+    visible share of a publisher's and a consumer's CPU."""
+
+    __slots__ = ("counter", "_of")
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._of: dict[tuple[str, ...], Counter] = {}
+
+    def __call__(self, *labels: str) -> Counter:
+        child = self._of.get(labels)
+        if child is None:
+            child = self._of[labels] = self.counter.labels(*labels)
+        return child
 
 
-def _published(event_type: str) -> Counter:
-    """PUBLISHED's child for `event_type`, looked up once (a `labels()` call per event was a
-    visible share of a publisher's CPU)."""
-    child = _PUBLISHED_OF.get(event_type)
-    if child is None:
-        child = _PUBLISHED_OF[event_type] = PUBLISHED.labels(event_type)
-    return child
+#: PUBLISHED by event type; CONSUMED by event type and consumer (group or tail)
+PUBLISHED_OF = Children(PUBLISHED)
+CONSUMED_OF = Children(CONSUMED)
 
 
 RETRY_S = 2.0  # between connection attempts while the broker is unreachable
@@ -394,7 +405,7 @@ class EventPublisher:
                 self.readiness.set(self.CHECK, False, f"cannot deliver {env.type}: {exc!r}")
                 await self._reconnect(generation)
                 continue
-            _published(env.type).inc()
+            PUBLISHED_OF(env.type).inc()
             log.debug("published %s key=%s", env.type, key)
             return env
 
@@ -430,7 +441,7 @@ class EventPublisher:
                 await self._reconnect(generation)
                 continue
             for env in envs:
-                _published(env.type).inc()
+                PUBLISHED_OF(env.type).inc()
             return envs
 
     async def stop(self) -> None:
@@ -554,7 +565,6 @@ class EventConsumer:
         #: payload kinds the handlers see (None: all)
         self.kinds = None if kinds is None else frozenset(kinds)
         self.readiness = readiness
-        self._consumed: dict[str, Counter] = {}  # event type -> its CONSUMED child
         self._seen = RecentIds(remember)
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -713,14 +723,8 @@ class EventConsumer:
         return self.kinds is None or env.WhichOneof("payload") in self.kinds
 
     def _count(self, event_type: str) -> None:
-        """One more `event_type` handled (CONSUMED), its labelled child looked up once."""
-        child = self._consumed.get(event_type)
-        if child is None:
-            child = self._consumed[event_type] = CONSUMED.labels(event_type, self.group)
-        child.inc()
-
-    def _remember_id(self, event_id: str) -> None:
-        self._seen.add(event_id)
+        """One more `event_type` handled (CONSUMED)."""
+        CONSUMED_OF(event_type, self.group).inc()
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         env = self._decode(record)
@@ -731,7 +735,7 @@ class EventConsumer:
             return
         if not self._wanted(env):
             self._count(env.type)
-            self._remember_id(env.event_id)
+            self._seen.add(env.event_id)
             return
         span = self._start_span(record, env)
         try:
@@ -739,7 +743,7 @@ class EventConsumer:
                 await self._handle_one(env, record)
         finally:
             span.end()
-        self._remember_id(env.event_id)
+        self._seen.add(env.event_id)
 
     async def _handle_one(self, env: Envelope, record: ConsumerRecord) -> None:
         """`handler(env)`, retried with back-off; given up after HANDLER_ATTEMPTS, logged
@@ -790,7 +794,7 @@ class EventConsumer:
                     continue
                 if not self._wanted(env):
                     self._count(env.type)
-                    self._remember_id(env.event_id)
+                    self._seen.add(env.event_id)
                     continue
                 in_batch.add(env.event_id)
                 new.append((record, env))
@@ -802,7 +806,7 @@ class EventConsumer:
                 for span in spans:
                     span.end()
             for _, env in new:
-                self._remember_id(env.event_id)
+                self._seen.add(env.event_id)
         for tp, records in batches.items():
             if records:
                 self._handled[tp] = records[-1].offset + 1

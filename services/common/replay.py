@@ -21,9 +21,8 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf.message import DecodeError
-from prometheus_client import Counter
 
-from common.events import CONSUMED, FAILED, Envelope, Handler
+from common.events import CONSUMED_OF, FAILED, Envelope, Handler
 from common.health import Readiness
 from common.tasks import cancel_and_wait
 
@@ -197,7 +196,6 @@ class TopicTail:
         self._marks: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._consumed: dict[str, Counter] = {}  # event type -> its CONSUMED child
         readiness.set(self.check, False, "not following yet")
 
     async def mark(self, timeout_s: float = 10.0) -> None:
@@ -302,10 +300,7 @@ class TopicTail:
                 record.offset,
             )
             return
-        child = self._consumed.get(env.type)
-        if child is None:
-            child = self._consumed[env.type] = CONSUMED.labels(env.type, self.name)
-        child.inc()
+        CONSUMED_OF(env.type, self.name).inc()
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
