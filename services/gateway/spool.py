@@ -299,7 +299,7 @@ class Spool:
             self._close_dir = weakref.finalize(self, _close_quietly, self._dir_fd)
         return self._dir_fd
 
-    def reopen_root(self) -> int:
+    def _reopen_root(self) -> int:
         """The directory went away (removed by hand while running): made and opened again."""
         self._close_dir()
         self._dir_fd = None
@@ -308,8 +308,21 @@ class Spool:
     def write_atomic(self, path: Path, data: bytes) -> None:
         """Write a small file of the spool directory so that it is either whole or absent, and
         durable: a temporary file written and fsynced, renamed over `path`, the directory
-        fsynced. A failure leaves `path` as it was and no temporary file."""
+        fsynced. A failure leaves `path` as it was and no temporary file. A spool directory
+        removed while running (by hand) is made again."""
         root = self.root_fd()
+        try:
+            self._replace(path, data)
+        except FileNotFoundError:
+            if self.root.is_dir():
+                raise
+            root = self._reopen_root()
+            self._replace(path, data)
+        os.fsync(root)
+
+    @staticmethod
+    def _replace(path: Path, data: bytes) -> None:
+        """`path` replaced by a temporary file holding `data`, written and fsynced."""
         tmp = f"{path}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
@@ -323,7 +336,6 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        os.fsync(root)
 
     def remove(self, recording_id: str) -> int:
         """Delete a recording's files (and a leftover temporary); returns the bytes freed."""
@@ -648,11 +660,7 @@ class SpoolWriter:
         spool, rid = self.spool, self.recording_id
         try:
             raw = self.meta.to_json()
-            try:
-                spool.write_atomic(spool.meta_path(rid), raw)
-            except FileNotFoundError:  # the directory was removed while running: made again
-                spool.reopen_root()
-                spool.write_atomic(spool.meta_path(rid), raw)
+            spool.write_atomic(spool.meta_path(rid), raw)
             spool._grow(len(raw))
             self._meta_bytes = len(raw)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
