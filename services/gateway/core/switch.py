@@ -578,8 +578,11 @@ class Switch:
         64*T1), so nothing of the call - legs, media, SDP, transactions' leg state, the
         call and its recording - outlives its end by more than the recording's sealing.
         The call is no longer live from :meth:`end` on (ListCalls, commands: CallGone),
-        and CallEnded was announced there."""
+        and CallEnded was announced there. The legs' digit hooks close over the call, which
+        holds the legs: dropped here, the call is freed by reference counting, not left as
+        cyclic garbage for the collector's full (slow, pausing) collections."""
         for leg in call.legs():
+            leg.media.on_dtmf = None
             leg.signalling.release(leg)
         try:
             if call.recording is not None:

@@ -57,9 +57,16 @@ class _Alarm:
     """
 
     def __init__(self, on_fire: Callable[[float], None]) -> None:
-        self._on_fire = on_fire
+        self._on_fire: Callable[[float], None] | None = on_fire
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
+
+    def close(self) -> None:
+        """Disarm for good and let go of `on_fire`: an alarm owned by the object it calls
+        back is a reference cycle, which only the garbage collector's full (slow, paused)
+        collections would free otherwise."""
+        self.update(None)
+        self._on_fire = None
 
     def update(self, at: float | None) -> None:
         if at == self._at:
@@ -76,7 +83,8 @@ class _Alarm:
         self._handle = None
         self._at = None
         assert at is not None
-        self._on_fire(max(at, asyncio.get_running_loop().time()))
+        if self._on_fire is not None:
+            self._on_fire(max(at, asyncio.get_running_loop().time()))
 
 
 def _now() -> float:
@@ -425,18 +433,29 @@ class InviteOkRetransmitter:
     def ack_received(self) -> None:
         """The ACK arrived: stop retransmitting."""
         self._core.ack_received()
-        self._alarm.update(self._core.get_timer())
+        self._finish()
 
     def stop(self) -> None:
         self._core.stop()
-        self._alarm.update(self._core.get_timer())
+        self._finish()
+
+    def _finish(self) -> None:
+        """Done for good: drop the callbacks. `on_timeout` usually closes over the call leg
+        that holds this retransmitter; kept, every ended call would be cyclic garbage (its
+        media, negotiation and recording with it) until a full collection."""
+        self._alarm.close()
+        self.on_timeout = None
 
     def _on_timer(self, now: float) -> None:
         was_timed_out = self._core.timed_out
         self._core.handle_timer(now)
-        self._alarm.update(self._core.get_timer())
-        if self._core.timed_out and not was_timed_out and self.on_timeout is not None:
+        on_timeout = self.on_timeout
+        if self._core.timed_out:
+            self._finish()
+        else:
+            self._alarm.update(self._core.get_timer())
+        if self._core.timed_out and not was_timed_out and on_timeout is not None:
             try:
-                self.on_timeout()
+                on_timeout()
             except Exception:
                 log.exception("2xx retransmission on_timeout failed")
