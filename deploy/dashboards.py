@@ -833,6 +833,22 @@ def platform() -> db.Dashboard:
     )
     d = d.with_panel(
         series_panel(
+            "Garbage collector pauses (p99)",
+            "How long a process stood still in a cyclic garbage collection: "
+            "histogram_quantile(0.99, rate(hotline_gc_pause_seconds_bucket)); a spike in "
+            "call-setup latency beside one here is the collector.",
+            [
+                query(
+                    f"histogram_quantile(0.99, sum by (job, le) "
+                    f"(rate(hotline_gc_pause_seconds_bucket{{{jobs}}}[{RATE}])))",
+                    "{{job}}",
+                )
+            ],
+            "s",
+        )
+    )
+    d = d.with_panel(
+        series_panel(
             "Memory",
             "Resident memory per process: process_resident_memory_bytes.",
             [query(f"process_resident_memory_bytes{{{jobs}}}", "{{job}}")],
