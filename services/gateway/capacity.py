@@ -24,6 +24,7 @@ from gateway.media.endpoint import PortAllocator
 
 __all__ = [
     "CPS_PER_CORE",
+    "USEFUL_CORES",
     "MediaClockCollector",
     "MediaPortCollector",
     "cpu_cores",
@@ -34,6 +35,11 @@ __all__ = [
 #: queue, agent, recording), with headroom: bench/bench_fullpath.py measures it
 #: (docs/performance.md).
 CPS_PER_CORE = 25.0
+#: CPUs past which the default call rate stops growing: the gateway handles calls on one event
+#: loop (one core: SIP, media ticks, RTP syscalls), with only its disk and gRPC threads beside
+#: it, so it saturates at ~60-70 new calls/s however many CPUs the node has (docs/performance.md,
+#: section 14); scaling with every CPU admitted calls on a big node that it could not carry.
+USEFUL_CORES = 2.0
 #: descriptors kept for everything but RTP (SIP, gRPC, Kafka, files, the spool)
 FD_RESERVE = 256
 LEGS_PER_CALL = 2
@@ -53,12 +59,14 @@ def cpu_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
 
 
 def machine_limits(rtp_low: int, rtp_high: int, cores: float | None = None) -> tuple[int, float]:
-    """(concurrent calls, new calls per second) this machine gives the gateway by default."""
+    """(concurrent calls, new calls per second) this machine gives the gateway by default: the
+    calls its RTP ports and descriptors hold, and CPS_PER_CORE per CPU up to USEFUL_CORES."""
     even_ports = len(range(rtp_low + (rtp_low & 1), rtp_high + 1, 2))
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     by_fds = even_ports if soft == resource.RLIM_INFINITY else max(0, soft - FD_RESERVE)
     max_calls = max(1, min(even_ports, by_fds) // LEGS_PER_CALL)
-    return max_calls, round(CPS_PER_CORE * (cpu_cores() if cores is None else cores), 1)
+    usable = min(cpu_cores() if cores is None else cores, USEFUL_CORES)
+    return max_calls, round(CPS_PER_CORE * usable, 1)
 
 
 class MediaPortCollector(Collector):

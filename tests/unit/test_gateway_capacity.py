@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.capacity import (
     CPS_PER_CORE,
+    USEFUL_CORES,
     MediaClockCollector,
     MediaPortCollector,
     cpu_cores,
@@ -27,6 +28,14 @@ def test_calls_follow_the_rtp_range_and_the_rate_the_cpus() -> None:
     assert calls == min(3000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 256) // 2
     assert cps == 2 * CPS_PER_CORE
     assert machine_limits(20000, 20003, cores=0.5) == (1, CPS_PER_CORE / 2)
+
+
+def test_the_rate_stops_growing_past_the_cores_one_gateway_can_use() -> None:
+    """One event loop handles the calls: a 32-CPU node does not make it carry 16x more."""
+    at_most = USEFUL_CORES * CPS_PER_CORE
+    assert machine_limits(20000, 25999, cores=USEFUL_CORES)[1] == at_most
+    assert machine_limits(20000, 25999, cores=32)[1] == at_most
+    assert machine_limits(20000, 25999, cores=1)[1] < at_most
 
 
 def test_descriptors_bound_the_calls(monkeypatch: pytest.MonkeyPatch) -> None:
