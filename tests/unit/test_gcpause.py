@@ -20,11 +20,15 @@ def pauses(generation: int) -> float:
 
 @pytest.fixture
 def watched() -> Iterator[None]:
+    """The pause timer on, and no automatic collection (any thread's allocations could start
+    one) to blur the count."""
     before = list(gc.callbacks)
     gcpause.watch_pauses()
+    gc.disable()
     try:
         yield
     finally:
+        gc.enable()
         gc.callbacks[:] = before
 
 
@@ -43,7 +47,7 @@ def test_what_exists_at_start_is_frozen_and_later_objects_are_not() -> None:
     started = [object() for _ in range(3)]  # containers alive at "start-up"
     try:
         frozen = gcpause.freeze_startup()
-        assert frozen == gc.get_freeze_count() > 0
+        assert frozen > 0  # (reference counting may free a frozen object at any time)
         assert not any(o is started for o in gc.get_objects())  # out of the collector's sight
         later: list[object] = []
         assert any(o is later for o in gc.get_objects())  # new ones are still collected
