@@ -6,7 +6,7 @@ import functools
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     BindParameter,
@@ -127,9 +127,12 @@ class CdrStore:
             nth[agent_id] += 1
             ends.append((agent_id, _at(env), nth[agent_id]))
         rows: dict[str, Row[Any]] = {}
+        ids = _padded(list(call_ids), call_ids[-1] if call_ids else "")
         for first in range(0, max(len(ends), 1), _LEAVES_PER_LOAD):
             chunk = ends[first : first + _LEAVES_PER_LOAD]
-            params: dict[str, Any] = {"ids": list(call_ids)}
+            if chunk:
+                chunk = _padded(chunk, _NO_END, limit=_LEAVES_PER_LOAD)
+            params: dict[str, Any] = {"ids": ids}
             for n, (agent_id, at, agents_nth) in enumerate(chunk):
                 params[f"agent_{n}"] = agent_id
                 params[f"at_{n}"] = at
@@ -200,7 +203,28 @@ def _open_acw(records: dict[str, CdrRecord], agent_id: str, at: datetime) -> str
     return best[1] if best is not None else None
 
 
-@functools.lru_cache(maxsize=256)
+#: an end of wrap-up that closes nothing (no agent, before any call, LIMIT 0): `_load`'s padding
+_NO_END = ("", datetime(1970, 1, 1, tzinfo=UTC), 0)
+
+_T = TypeVar("_T")
+
+
+def _padded(items: list[_T], filler: _T, limit: int = 0) -> list[_T]:
+    """`items` made up to the next power of two (or `limit`) with `filler`: the load statement
+    has a shape per number of ids and of ends of wrap-up, and every shape is prepared and kept
+    by the database driver (SQLite's cache holds 128 per connection, PostgreSQL's per
+    connection too); a few sizes instead of every size keeps that cache small and warm. A
+    repeated id or an end that matches nothing changes no result."""
+    n = len(items)
+    if n <= 1:
+        return items
+    size = 1 << (n - 1).bit_length()
+    if limit:
+        size = min(size, limit)
+    return items + [filler] * (size - n)
+
+
+@functools.lru_cache(maxsize=64)
 def _load_query(with_ids: bool, leaves: int) -> Select[Any]:
     """`_load`'s statement (built once per shape, then only its parameters change): the rows
     of the calls `ids` and, for each end of wrap-up n in the batch (agent_n leaving at at_n,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, event, text
 from sqlalchemy.engine import make_url
 
 from common.events import Envelope
@@ -210,6 +210,36 @@ async def test_a_batch_with_more_ends_of_wrap_up_than_one_select_takes_loads_the
         row = await store.get(c)
         assert row is not None and CdrRecord.from_row(row) == folded(c, lives[c])
         assert row.acw_ms == 29_500
+
+
+async def test_batches_of_every_size_share_a_few_load_statements(db: Database) -> None:
+    """The load statement's shape follows the batch's number of calls and of ends of wrap-up;
+    made up to powers of two, batches ending 1 to 12 wrap-ups at once prepare 5 statements,
+    not 12 (every prepared shape is kept by the driver: the CRM's memory grew with the
+    shapes), and the padding changes no row."""
+    executed: set[str] = set()
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "LIMIT" in statement:  # the load, with ends of wrap-up
+            executed.add(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        store = CdrStore(db)
+        t0 = datetime.now(UTC) - timedelta(hours=5)
+        for n in range(1, 13):
+            calls = ids(n)
+            lives = [call_lifecycle(c, agent(), agent(), t0) for c in calls]
+            for life in lives:  # each call up to its wrap-up, in the database
+                assert await store.apply_batch(life[:-1]) == 13
+            assert await store.apply_batch([life[-1] for life in lives]) == n  # n ends at once
+            for c, life in zip(calls, lives, strict=True):
+                row = await store.get(c)
+                assert row is not None and CdrRecord.from_row(row) == folded(c, life)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    # ends of wrap-up 1, 2, 3-4, 5-8, 9-16 at once: 5 shapes
+    assert len(executed) == 5, f"{len(executed)} shapes of the load with ends of wrap-up"
 
 
 async def test_a_duplicate_in_a_batch_changes_nothing_twice(db: Database) -> None:
