@@ -1,13 +1,14 @@
 """The cyclic garbage collector's pauses: kept short, and shown as a metric.
 
-A full (generation 2) collection walks every container object the process holds. A service's
-startup leaves hundreds of thousands of them that live as long as the process (modules,
-protobuf descriptors, gRPC and SQLAlchemy machinery); walked on every full collection they made
-the gateway stop its event loop for ~100 ms a few times a minute under load, late media ticks
-and a call-setup tail included (docs/performance.md, section 14). `freeze_startup` moves them
-out of the collector's sight once the service has started; `PAUSE` times every collection
-(`hotline_gc_pause_seconds`, by generation) so a pause is a figure on the dashboard instead of
-a guess behind a latency spike.
+A full (generation 2) collection walks every container object the process holds, and while
+it runs the service's event loop stands still: late media ticks, a call-setup tail. A
+service's start leaves 57,000-118,000 of them that live as long as the process (modules,
+protobuf descriptors, gRPC and SQLAlchemy machinery); walked on every full collection, they
+made most of the CRM's 144 ms pause under load (21 ms once frozen; docs/performance.md,
+section 14, where the gateway's longer pauses were ended calls left as cyclic garbage).
+`freeze_startup` moves them out of the collector's sight once the service has started;
+`PAUSE` times every collection (`hotline_gc_pause_seconds`, by generation) so a pause is a
+figure on the dashboard instead of a guess behind a latency spike.
 """
 
 from __future__ import annotations

@@ -212,9 +212,9 @@ _T = TypeVar("_T")
 def _padded(items: list[_T], filler: _T, limit: int = 0) -> list[_T]:
     """`items` made up to the next power of two (or `limit`) with `filler`: the load statement
     has a shape per number of ids and of ends of wrap-up, and every shape is prepared and kept
-    by the database driver (SQLite's cache holds 128 per connection, PostgreSQL's per
-    connection too); a few sizes instead of every size keeps that cache small and warm. A
-    repeated id or an end that matches nothing changes no result."""
+    by the database driver (SQLite's cache holds 128 per connection, asyncpg's 100); a few
+    sizes instead of every size keeps that cache small and warm. A repeated id or an end that
+    matches nothing changes no result."""
     n = len(items)
     if n <= 1:
         return items
