@@ -127,11 +127,9 @@ class CdrStore:
             nth[agent_id] += 1
             ends.append((agent_id, _at(env), nth[agent_id]))
         rows: dict[str, Row[Any]] = {}
-        ids = _padded(list(call_ids), call_ids[-1] if call_ids else "")
+        ids = _padded(list(call_ids), call_ids[-1]) if call_ids else []
         for first in range(0, max(len(ends), 1), _LEAVES_PER_LOAD):
-            chunk = ends[first : first + _LEAVES_PER_LOAD]
-            if chunk:
-                chunk = _padded(chunk, _NO_END, limit=_LEAVES_PER_LOAD)
+            chunk = _padded(ends[first : first + _LEAVES_PER_LOAD], _NO_END, _LEAVES_PER_LOAD)
             params: dict[str, Any] = {"ids": ids}
             for n, (agent_id, at, agents_nth) in enumerate(chunk):
                 params[f"agent_{n}"] = agent_id

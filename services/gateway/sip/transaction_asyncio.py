@@ -57,7 +57,7 @@ class _Alarm:
     """
 
     def __init__(self, on_fire: Callable[[float], None]) -> None:
-        self._on_fire: Callable[[float], None] | None = on_fire
+        self._on_fire = on_fire
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
 
@@ -66,7 +66,7 @@ class _Alarm:
         back is a reference cycle, which only the garbage collector's full (slow, paused)
         collections would free otherwise."""
         self.update(None)
-        self._on_fire = None
+        self._on_fire = _closed
 
     def update(self, at: float | None) -> None:
         if at == self._at:
@@ -83,8 +83,11 @@ class _Alarm:
         self._handle = None
         self._at = None
         assert at is not None
-        if self._on_fire is not None:
-            self._on_fire(max(at, asyncio.get_running_loop().time()))
+        self._on_fire(max(at, asyncio.get_running_loop().time()))
+
+
+def _closed(now: float) -> None:
+    """What a closed `_Alarm` calls back: nothing (it is disarmed, so never, in fact)."""
 
 
 def _now() -> float:
@@ -447,14 +450,13 @@ class InviteOkRetransmitter:
         self.on_timeout = None
 
     def _on_timer(self, now: float) -> None:
-        was_timed_out = self._core.timed_out
         self._core.handle_timer(now)
-        on_timeout = self.on_timeout
-        if self._core.timed_out:
-            self._finish()
-        else:
+        if not self._core.timed_out:
             self._alarm.update(self._core.get_timer())
-        if self._core.timed_out and not was_timed_out and on_timeout is not None:
+            return
+        on_timeout = self.on_timeout
+        self._finish()  # the alarm is closed: this is the only time-out
+        if on_timeout is not None:
             try:
                 on_timeout()
             except Exception:
