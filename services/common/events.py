@@ -257,10 +257,10 @@ async def connect_with_retry(
             await asyncio.wait_for(ensure_topics(bootstrap), CONNECT_TIMEOUT_S)
             await asyncio.wait_for(client.start(), CONNECT_TIMEOUT_S)
         except asyncio.CancelledError:
-            await _stop_quietly(client)
+            await stop_quietly(client)
             raise
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            await _stop_quietly(client)
+            await stop_quietly(client)
             detail = f"broker {bootstrap} unreachable: {exc!r}"
             readiness.set(check, False, detail)
             if attempt == 1:  # once per outage; readiness shows it until it ends
@@ -278,7 +278,7 @@ async def connect_with_retry(
 _stopping: set[asyncio.Task[None]] = set()
 
 
-async def _stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None) -> None:
+async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer | None) -> None:
     """Stop a client that may be half-started or talking to a dead broker, without hanging:
     aiokafka's stop tries to leave the group and commit, and does not give up on a dead
     coordinator, so after STOP_TIMEOUT_S it is left to finish in the background."""
@@ -296,6 +296,15 @@ async def _stop(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
         await client.stop()
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         log.debug("stopping a Kafka client failed: %r", exc)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our own cancellation
+        # aiokafka's consumer stop cancels a fetch that sits in its retry back-off (the broker
+        # gone) and lets that CancelledError out before it closes its connections
+        # (aio-libs/aiokafka#647): close them here so none is left open.
+        log.debug("stopping a Kafka client was cut short by its own cancelled fetch")
+        await client._client.close()
 
 
 #: an event to publish: (payload, key, event id, trace context carrier)
@@ -376,7 +385,7 @@ class EventPublisher:
                 return  # someone else already did
             self._connected.clear()
             old, self._producer = self._producer, None
-            await _stop_quietly(old)
+            await stop_quietly(old)
             self._producer = await connect_with_retry(
                 self._make, self.settings.kafka_bootstrap, self.readiness, self.CHECK
             )
@@ -446,7 +455,7 @@ class EventPublisher:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
-        await _stop_quietly(self._producer)
+        await stop_quietly(self._producer)
 
 
 class BatchPublisher(Protocol):
@@ -625,7 +634,7 @@ class EventConsumer:
             self.readiness.set(self.check, False, problem)
             RECONNECTS.labels(self.check).inc()
             consumer, self._consumer = self._consumer, None
-            await _stop_quietly(consumer)
+            await stop_quietly(consumer)
             await asyncio.sleep(RETRY_S)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> str:
@@ -869,4 +878,4 @@ class EventConsumer:
                 await self._commit(consumer)
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("%s: last offsets not committed at stop: %r", self.group, exc)
-        await _stop_quietly(consumer)
+        await stop_quietly(consumer)

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf.message import DecodeError
 
-from common.events import CONSUMED_OF, FAILED, Envelope, Handler
+from common.events import CONSUMED_OF, FAILED, Envelope, Handler, stop_quietly
 from common.health import Readiness
 from common.tasks import cancel_and_wait
 
@@ -90,7 +90,7 @@ async def read_topic(
     except (KafkaError, OSError) as exc:
         raise ReplayError(f"{topic}: {exc!r}") from exc
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer)
 
 
 async def _read(consumer: AIOKafkaConsumer, topic: str, since_ms: int | None) -> list[Envelope]:
@@ -145,7 +145,7 @@ class TopicSizes:
             try:
                 await consumer.start()
             except BaseException:
-                await consumer.stop()
+                await stop_quietly(consumer)
                 raise
             self._consumer = consumer
         consumer = self._consumer
@@ -161,7 +161,7 @@ class TopicSizes:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_quietly(self._consumer)
             self._consumer = None
 
 
@@ -306,4 +306,4 @@ class TopicTail:
         await cancel_and_wait(self._task)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await stop_quietly(consumer)

@@ -7,15 +7,16 @@ goes on after the broker restarted empty."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from common.events import Envelope, ensure_topics, envelope
+from common.events import Envelope, ensure_topics, envelope, stop_quietly
 from common.health import Readiness
 from common.replay import ReplayError, TopicSizes, TopicTail, read_topic
 from hotline.v1 import events_pb2 as ev
@@ -140,3 +141,29 @@ async def until(predicate: Callable[[], bool], timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+async def test_a_consumer_stopped_while_its_fetch_waits_out_a_dead_broker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiokafka's stop cancels a fetch sleeping in its retry back-off and lets that
+    CancelledError out before closing its connections (aio-libs/aiokafka#647): stopping must
+    neither raise it nor leave the client's tasks running."""
+    port = free_port()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=f"127.0.0.1:{port}", enable_auto_commit=False, retry_backoff_ms=30_000
+    )
+    with tansu(port, tmp_path / "a.log") as bootstrap:
+        await ensure_topics(bootstrap)
+        await consumer.start()
+        consumer.assign([TopicPartition("calls", 0)])
+        await consumer.seek_to_end(TopicPartition("calls", 0))
+        await consumer.getmany(timeout_ms=100)
+    # the broker is gone: the next fetch fails and sleeps out its 30 s back-off
+    with caplog.at_level(logging.ERROR, logger="aiokafka.consumer.fetcher"):
+        await until(lambda: "Failed fetch messages" in caplog.text, 20)
+    before = asyncio.all_tasks()
+    await stop_quietly(consumer)  # raised CancelledError through consumer.stop() before
+    await asyncio.sleep(0)
+    left = [t for t in before if not t.done() and t is not asyncio.current_task()]
+    assert left == [], f"the client's tasks still run: {left}"
