@@ -36,7 +36,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     create_engine,
-    event,
     insert,
     select,
     update,
@@ -48,6 +47,7 @@ from sqlalchemy.sql import Select
 
 from common.dbmetrics import instrument
 from common.dbtypes import UtcDateTime
+from common.sqlite import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +112,7 @@ def open_engine(url: str) -> AsyncEngine:
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = instrument(create_async_engine(url))
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
+    return use_wal(instrument(create_async_engine(url)))
 
 
 def write_engine(engine: AsyncEngine) -> Engine | None:
@@ -132,9 +122,7 @@ def write_engine(engine: AsyncEngine) -> Engine | None:
     url = engine.url
     if engine.dialect.name != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    sync = instrument(create_engine(url.set(drivername="sqlite")))
-    event.listen(sync, "connect", _sqlite_pragmas)
-    return sync
+    return use_wal(instrument(create_engine(url.set(drivername="sqlite"))))
 
 
 def _upgrade(connection: Connection) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -414,3 +415,32 @@ async def test_a_batch_chosen_to_give_way_in_a_deadlock_is_written_again(db: Dat
     await asyncio.wait_for(task, 30)
     assert (await columns(store, older) or {})["acw_ms"] == 29_500
     assert (await columns(store, mine) or {})["agent_id"] != ""
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_a_reader_in_a_long_transaction_does_not_hold_up_cdr_writes_on_sqlite(
+    db: Database,
+) -> None:
+    """A report reading the CRM's SQLite file in one long transaction (another process's
+    connection) while the intake writes: with SQLite's rollback journal the write needs the
+    whole file and fails with "database is locked" once the driver's timeout runs out; with
+    the write-ahead log it commits while the reader goes on seeing its own snapshot."""
+    store = CdrStore(db)
+    (call_id,) = ids()
+    path = make_url(db.url).database
+    assert path is not None
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        reader.execute("BEGIN")
+        before = reader.execute("SELECT count(*) FROM cdrs").fetchone()
+        assert await store.apply_batch(call_lifecycle(call_id, agent(), agent())) == 14
+        assert reader.execute("SELECT count(*) FROM cdrs").fetchone() == before  # its snapshot
+        reader.execute("COMMIT")
+        assert reader.execute(
+            "SELECT count(*) FROM cdrs WHERE call_id = ?", (call_id,)
+        ).fetchone() == (1,)
+    finally:
+        reader.close()
+    row = await columns(store, call_id)
+    assert row is not None and row["hold_ms"] == 6000
