@@ -142,6 +142,26 @@ def test_strimzi_objects_have_what_the_operator_requires() -> None:
         assert env["HOTLINE_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
 
 
+def test_consumers_wait_at_the_broker_as_long_as_the_broker_kind_wants() -> None:
+    """Apache Kafka answers a fetch as soon as data arrives, so its consumers wait 500 ms (an
+    idle one asks twice a second, not fifty times); Tansu answers when the wait runs out, so
+    under podman it stays the services' 20 ms. The services read the rendered value."""
+    from acd.settings import AcdSettings
+    from common.settings import Settings
+
+    for values, wait in (("default-values.yaml", 500), ("podman-values.yaml", 20)):
+        deployments = by_kind(render_ci(values), "Deployment")
+        assert {d["metadata"]["name"].removeprefix("hotline-") for d in deployments} >= set(
+            SERVICES
+        )
+        for deploy in deployments:
+            env = env_of(deploy)
+            assert env["HOTLINE_KAFKA_FETCH_WAIT_MS"] == str(wait), deploy["metadata"]["name"]
+            given = {"HOTLINE_KAFKA_FETCH_WAIT_MS": env["HOTLINE_KAFKA_FETCH_WAIT_MS"] or ""}
+            assert Settings.from_env(given).kafka_fetch_wait_ms == wait
+            assert AcdSettings.from_env(given).acd_fetch_wait_ms == wait  # the ACD's tail
+
+
 def test_cloudnativepg_cluster_has_what_the_operator_requires() -> None:
     docs = render_ci("operators-values.yaml")
     cluster = one(docs, "Cluster", "-pg")
@@ -212,6 +232,7 @@ BAD_VALUES = [
         {"kafka": {"bootstrap": ""}},
         "kafka.bootstrap is required when kafka.strimzi.enabled is false",
     ),
+    ({"kafka": {"fetchWaitMs": 0}}, "at '/kafka/fetchWaitMs': minimum: got 0, want 1"),
     (
         {"database": {"crm": {"url": "postgresql://u@h/db"}}},
         "at '/database/crm/url': 'postgresql://u@h/db' does not match pattern",

@@ -217,7 +217,7 @@ def test_the_chart_under_podman_kube_play_takes_a_call_and_records_it(tmp_path: 
     values = values_of(CHART / "ci" / "podman-values.yaml")
     repo, tag = IMAGE.rsplit(":", 1)
     values["image"].update({"repository": repo, "tag": tag})
-    values["kafka"] = {"bootstrap": f"{broker_ip}:9092"}
+    values["kafka"]["bootstrap"] = f"{broker_ip}:9092"  # its fetchWaitMs kept (Tansu)
     files = {name: tmp_path / f"{name}.yaml" for name in ("broker", "services", "gateway")}
     files["broker"].write_text(broker_manifest(broker_ip))
     played: list[Path] = []

@@ -8,6 +8,7 @@ Call with (list $ "<service>").
 {{- $v := $root.Values -}}
 - {name: HOTLINE_SITE, value: {{ $v.site | quote }}}
 - {name: HOTLINE_KAFKA_BOOTSTRAP, value: {{ include "hotline.kafkaBootstrap" $root | quote }}}
+- {name: HOTLINE_KAFKA_FETCH_WAIT_MS, value: {{ $v.kafka.fetchWaitMs | quote }}}
 - {name: HOTLINE_VAR_DIR, value: /var/lib/hotline}
 - {name: HOTLINE_BIND_HOST, value: {{ (and (eq $svc "gateway") $v.gateway.bindAddress) | default "0.0.0.0" | quote }}}
 - {name: HOTLINE_LOG_LEVEL, value: {{ $v.logLevel | quote }}}
