@@ -9,6 +9,9 @@ saw when it started, so it returns a consistent prefix even while producers keep
 `TopicSizes` asks the broker how many records each topic holds (the sum of its partitions'
 end offsets), which is how a producer notices that a broker restart lost a topic.
 
+Both take a partition's end from its stored records, not from the end offset alone: the local
+broker (Tansu) reports the start of its last record batch as the end (`_stored_ends`).
+
 `TopicTail` follows a topic from a marked point, also without a group: what a service that
 rebuilt its state as of a moment needs next.
 """
@@ -42,6 +45,39 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     """
     cluster = await consumer._client.fetch_all_metadata()
     return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
+async def _stored_ends(
+    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Each partition's end as the offset after its last stored record, from its end offset.
+
+    On Apache Kafka the end offset (high-water mark) is exactly that. The local broker (Tansu
+    0.6) answers the base offset of the partition's last record batch + 1, so the rest of that
+    batch lies past it — and the records of one produce request share a batch (the ACD's outbox
+    publishes many at once). The last batch is fetched to see where it really ends (on Kafka
+    that reads the last record and changes nothing). A partition whose fetch brings nothing
+    keeps its end offset. Leaves the consumer without an assignment."""
+    parts = [tp for tp, end in ends.items() if end > 0]
+    out = dict(ends)
+    if not parts:
+        return out
+    consumer.assign(parts)
+    try:
+        for tp in parts:
+            consumer.seek(tp, ends[tp] - 1)
+        pending = set(parts)
+        for _ in range(3):  # a fetch or two; more only when the broker is slow to answer
+            if not pending:
+                break
+            batches = await consumer.getmany(*pending, timeout_ms=200)
+            for tp, records in batches.items():
+                if records:
+                    out[tp] = max(out[tp], records[-1].offset + 1)
+                    pending.discard(tp)
+    finally:
+        consumer.unsubscribe()
+    return out
 
 
 async def _start_offsets(
@@ -101,6 +137,7 @@ async def _read(consumer: AIOKafkaConsumer, topic: str, since_ms: int | None) ->
     # offsets first: once partitions are assigned, each lookup waits behind a fetch
     ends = await consumer.end_offsets(parts)
     starts, filtering = await _start_offsets(consumer, parts, ends, since_ms)
+    ends = await _stored_ends(consumer, ends)
     consumer.assign(parts)
     for tp, offset in starts.items():
         consumer.seek(tp, offset)
@@ -141,7 +178,11 @@ class TopicSizes:
 
     async def _sizes(self, topics: list[str]) -> dict[str, int | None]:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=20,  # the look at each partition's last batch (Tansu waits)
+            )
             try:
                 await consumer.start()
             except BaseException:
@@ -153,7 +194,11 @@ class TopicSizes:
         try:
             for topic in topics:
                 parts = await _partitions(consumer, topic)
-                out[topic] = sum((await consumer.end_offsets(parts)).values()) if parts else None
+                if not parts:
+                    out[topic] = None
+                    continue
+                ends = await _stored_ends(consumer, await consumer.end_offsets(parts))
+                out[topic] = sum(ends.values())
         except (KafkaError, OSError):
             await self.stop()  # a fresh client next time: the broker may have restarted
             raise

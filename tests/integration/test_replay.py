@@ -167,3 +167,41 @@ async def test_a_consumer_stopped_while_its_fetch_waits_out_a_dead_broker(
     await asyncio.sleep(0)
     left = [t for t in before if not t.done() and t is not asyncio.current_task()]
     assert left == [], f"the client's tasks still run: {left}"
+
+
+async def test_records_produced_as_one_batch_are_all_read_and_counted(broker: str) -> None:
+    """The ACD's outbox publishes many records in one produce request. Tansu reports the end
+    of a partition as the start of its last batch + 1, so reading to that end lost the rest of
+    the batch (an agent's latest state at a rebuild) and the sizes fell short of what was
+    published (the ACD then took its topics for lost and restated everything)."""
+    await ensure_topics(broker)
+    key = f"ag-{time.monotonic_ns()}"
+    sizes = TopicSizes(broker)
+    try:
+        before = (await sizes.sizes(["agents"]))["agents"] or 0
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
+        await producer.start()
+        try:  # sent together: one batch on the wire
+            sent = [
+                await producer.send(
+                    "agents",
+                    envelope(
+                        ev.AgentStateChanged(agent_id=key, reason=str(i)), key, "it", "acd"
+                    ).SerializeToString(),
+                    key=key.encode(),
+                )
+                for i in range(20)
+            ]
+            offsets = [(await f).offset for f in sent]
+        finally:
+            await producer.stop()
+        assert offsets == list(range(offsets[0], offsets[0] + 20))
+        got = [
+            e.agent_state_changed.reason
+            for e in await read_topic(broker, "agents")
+            if e.agent_state_changed.agent_id == key
+        ]
+        assert got == [str(i) for i in range(20)], "the whole batch, in order"
+        assert (await sizes.sizes(["agents"]))["agents"] == before + 20
+    finally:
+        await sizes.stop()
