@@ -271,7 +271,9 @@ class TopicTail:
             parts = await _partitions(self._consumer, self.topic)
             if not parts:
                 raise ReplayError(f"topic {self.topic} does not exist yet")
-            self._marks = await self._consumer.end_offsets(parts)
+            self._marks = await _stored_ends(
+                self._consumer, await self._consumer.end_offsets(parts)
+            )
         except (KafkaError, OSError) as exc:
             raise ReplayError(f"{self.topic}: {exc!r}") from exc
 

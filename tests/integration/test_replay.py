@@ -205,3 +205,41 @@ async def test_records_produced_as_one_batch_are_all_read_and_counted(broker: st
         assert (await sizes.sizes(["agents"]))["agents"] == before + 20
     finally:
         await sizes.stop()
+
+
+async def test_a_tail_marked_after_a_batch_follows_only_what_comes_next(broker: str) -> None:
+    """The mark is where the stored records end: with Tansu's end offset (the start of the last
+    batch + 1) the tail began inside the batch and handled what was there before the mark."""
+    await ensure_topics(broker)
+    call_id = f"tail-{time.monotonic_ns()}"
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
+    await producer.start()
+    try:  # one batch, all on the call's partition
+        sent = [
+            await producer.send(
+                "calls",
+                envelope(
+                    ev.CallEnded(call_id=f"{call_id}-{i}"), call_id, "it", "gateway"
+                ).SerializeToString(),
+                key=call_id.encode(),
+            )
+            for i in range(10)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    seen: list[str] = []
+
+    async def handle(env: Envelope) -> None:
+        seen.append(env.call_ended.call_id)
+
+    tail = TopicTail(broker, "calls", handle, Readiness(), "it-tail-batch", fetch_wait_ms=20)
+    try:
+        await tail.mark()
+        tail.start()
+        await publish_calls(broker, [f"{call_id}-after"])
+        await until(lambda: f"{call_id}-after" in seen, 10)
+        await asyncio.sleep(0.5)  # anything else that would come
+        assert [c for c in seen if c.startswith(call_id)] == [f"{call_id}-after"]
+    finally:
+        await tail.stop()
