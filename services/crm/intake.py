@@ -1,6 +1,9 @@
 """What the CRM does with each event it consumes: desk pushes first, then the CDR.
 
-The desk push goes first so a screen pop is never delayed by a database write. A CDR write
+The desk push goes first so a screen pop is never delayed by a database write — except where
+the push makes the desk read the CDR: a call transferred to an agent is restored on their desk
+from its CDR, which names them only once the transfer is written, so from such an event on the
+pushes wait for the write (in order: nothing after it is pushed before it). A CDR write
 that fails because the database is unreachable, or because PostgreSQL made it give way in a
 deadlock with another CRM replica, is retried until it succeeds: the consumer does not move
 past the event meanwhile, so no call goes missing from the records.
@@ -37,6 +40,11 @@ PUSHED_MEMORY = 10_000
 GIVE_WAY_SQLSTATES = frozenset({"40P01", "40001"})
 
 
+#: events whose desk push has the browser read the call's CDR (`restoreCall`): pushed after
+#: their write, or the desk may read the CDR as it stood before and be refused the call
+PUSHED_AFTER_WRITE = frozenset({"CallTransferred"})
+
+
 class EventIntake:
     """The handler given to the `crm` consumer group (topics calls, queues, agents, recordings)."""
 
@@ -46,14 +54,23 @@ class EventIntake:
         self._pushed = RecentIds(PUSHED_MEMORY)
 
     async def handle(self, env: Envelope) -> None:
-        await self._push(env)
+        late = env.type in PUSHED_AFTER_WRITE
+        if not late:
+            await self._push(env)
         await _until_written(lambda: self.cdrs.apply(env), f"{env.type} {env.event_id}")
+        if late:
+            await self._push(env)
 
     async def handle_batch(self, envs: Sequence[Envelope]) -> None:
+        cut = next((i for i, e in enumerate(envs) if e.type in PUSHED_AFTER_WRITE), len(envs))
+        await self._push_each(envs[:cut])
+        await _until_written(lambda: self.cdrs.apply_batch(envs), f"a batch of {len(envs)} events")
+        await self._push_each(envs[cut:])
+
+    async def _push_each(self, envs: Sequence[Envelope]) -> None:
         for env in envs:
             with handling(env):  # in the event's own trace
                 await self._push(env)
-        await _until_written(lambda: self.cdrs.apply_batch(envs), f"a batch of {len(envs)} events")
 
     async def _push(self, env: Envelope) -> None:
         if env.event_id in self._pushed:

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import delete, event, text
 from sqlalchemy.engine import make_url
 
-from common.events import Envelope
+from common.events import Envelope, payload_of
 from crm import cdr_store
 from crm import intake as crm_intake
 from crm.cdr import COLUMNS, CdrRecord, end_acw, fold, leaves_wrap_up
@@ -444,3 +444,38 @@ async def test_a_reader_in_a_long_transaction_does_not_hold_up_cdr_writes_on_sql
         reader.close()
     row = await columns(store, call_id)
     assert row is not None and row["hold_ms"] == 6000
+
+
+class _SeeingHub(DeskHub):
+    """A desk hub that notes, at each push, the event and whom the CDR names then."""
+
+    def __init__(self, db: Database, store: CdrStore) -> None:
+        super().__init__(db, store)
+        self.seen: list[tuple[str, str]] = []
+
+    async def on_event(self, env: Envelope) -> None:
+        call_id = getattr(payload_of(env), "call_id", "")
+        self.seen.append((env.type, await self.cdrs.agent_of(call_id) if call_id else ""))
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batch"])
+async def test_a_transfer_is_pushed_once_the_cdr_names_the_new_agent(
+    db: Database, batched: bool
+) -> None:
+    """The desk of the agent a call is transferred to restores the call from its CDR, which
+    it may read only once the CDR names that agent: that push waits for the write (it went
+    first, and a busy desk was refused the call: "no call"), and the order of pushes stays."""
+    store = CdrStore(db)
+    hub = _SeeingHub(db, store)
+    intake = EventIntake(hub, store)
+    (call_id,) = ids()
+    first, second = agent(), agent()
+    envs = call_lifecycle(call_id, first, second)
+    if batched:
+        await intake.handle_batch(envs)
+    else:
+        for env in envs:
+            await intake.handle(env)
+    assert [t for t, _ in hub.seen] == [e.type for e in envs], "every push, in order"
+    at_transfer = [who for t, who in hub.seen if t == "CallTransferred"]
+    assert at_transfer == [second]
