@@ -48,6 +48,11 @@ from tests.unit.test_media_endpoint import wait_for
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CHROMIUM = "/usr/bin/chromium"
+#: how long an expectation may wait here (Playwright's default: 5 s): the browser, the CRM and
+#: the peers share two cores with whatever else the machine runs. A bound on waiting, not a
+#: timing figure.
+EXPECT_TIMEOUT_MS = 15_000
+PLAYWRIGHT_DEFAULT_TIMEOUT_MS = 5_000
 
 
 class DirectoryAcd(SeatAcd):
@@ -132,8 +137,12 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(locale="zh-CN")
     new_page = await context.new_page()
     await new_page.clock.install()
-    yield new_page
-    await context.close()
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    try:
+        yield new_page
+    finally:
+        expect.set_options(timeout=PLAYWRIGHT_DEFAULT_TIMEOUT_MS)
+        await context.close()
 
 
 def wav_tone(seconds: float) -> bytes:
@@ -382,13 +391,17 @@ async def test_the_zh_cn_desk_shows_chinese_glyphs_not_boxes(
     assert ready != wrap, "two different characters render alike: boxes, not glyphs"
     assert notdef not in (ready, wrap), "CJK characters render as the missing-glyph box"
     # and the English desk is the same page in the other catalogue
-    await page.select_option("#lang-select", "en")
+    async with page.expect_response("**/api/me/language") as saved:  # before the reload below
+        await page.select_option("#lang-select", "en")
+    assert (await saved.value).ok
     await expect(page.locator("#state")).to_have_text("Ready")
     await expect(page.locator("#ready-btn")).to_have_text("Ready")
     await expect(page.locator("html")).to_have_attribute("lang", "en")
     await page.reload()  # the choice is the user's setting now
     await expect(page.locator("#state")).to_have_text("Ready")
-    await page.select_option("#lang-select", "zh-CN")
+    async with page.expect_response("**/api/me/language") as saved:
+        await page.select_option("#lang-select", "zh-CN")
+    assert (await saved.value).ok
     await expect(page.locator("#notready-btn")).to_have_text("示忙")
 
 
