@@ -190,19 +190,15 @@ class TopicSizes:
                 raise
             self._consumer = consumer
         consumer = self._consumer
-        out: dict[str, int | None] = {}
         try:
-            for topic in topics:
-                parts = await _partitions(consumer, topic)
-                if not parts:
-                    out[topic] = None
-                    continue
-                ends = await _stored_ends(consumer, await consumer.end_offsets(parts))
-                out[topic] = sum(ends.values())
+            parts = {topic: await _partitions(consumer, topic) for topic in topics}
+            every = [tp for tps in parts.values() for tp in tps]
+            # one look at the last batches of all the topics' partitions together
+            ends = await _stored_ends(consumer, await consumer.end_offsets(every)) if every else {}
         except (KafkaError, OSError):
             await self.stop()  # a fresh client next time: the broker may have restarted
             raise
-        return out
+        return {t: sum(ends[tp] for tp in tps) if tps else None for t, tps in parts.items()}
 
     async def stop(self) -> None:
         if self._consumer is not None:
