@@ -169,6 +169,20 @@ async def test_a_consumer_stopped_while_its_fetch_waits_out_a_dead_broker(
     assert left == [], f"the client's tasks still run: {left}"
 
 
+async def send_as_one_batch(broker: str, topic: str, key: str, envs: list[Envelope]) -> list[int]:
+    """`envs` under one key, sent together as a busy producer (the ACD's outbox) sends them:
+    one record batch on the wire. Returns their offsets."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, env.SerializeToString(), key=key.encode()) for env in envs
+        ]
+        return [(await f).offset for f in sent]
+    finally:
+        await producer.stop()
+
+
 async def test_records_produced_as_one_batch_are_all_read_and_counted(broker: str) -> None:
     """The ACD's outbox publishes many records in one produce request. Tansu reports the end
     of a partition as the start of its last batch + 1, so reading to that end lost the rest of
@@ -179,22 +193,15 @@ async def test_records_produced_as_one_batch_are_all_read_and_counted(broker: st
     sizes = TopicSizes(broker)
     try:
         before = (await sizes.sizes(["agents"]))["agents"] or 0
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
-        await producer.start()
-        try:  # sent together: one batch on the wire
-            sent = [
-                await producer.send(
-                    "agents",
-                    envelope(
-                        ev.AgentStateChanged(agent_id=key, reason=str(i)), key, "it", "acd"
-                    ).SerializeToString(),
-                    key=key.encode(),
-                )
+        offsets = await send_as_one_batch(
+            broker,
+            "agents",
+            key,
+            [
+                envelope(ev.AgentStateChanged(agent_id=key, reason=str(i)), key, "it", "acd")
                 for i in range(20)
-            ]
-            offsets = [(await f).offset for f in sent]
-        finally:
-            await producer.stop()
+            ],
+        )
         assert offsets == list(range(offsets[0], offsets[0] + 20))
         got = [
             e.agent_state_changed.reason
@@ -212,22 +219,15 @@ async def test_a_tail_marked_after_a_batch_follows_only_what_comes_next(broker: 
     batch + 1) the tail began inside the batch and handled what was there before the mark."""
     await ensure_topics(broker)
     call_id = f"tail-{time.monotonic_ns()}"
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=200)
-    await producer.start()
-    try:  # one batch, all on the call's partition
-        sent = [
-            await producer.send(
-                "calls",
-                envelope(
-                    ev.CallEnded(call_id=f"{call_id}-{i}"), call_id, "it", "gateway"
-                ).SerializeToString(),
-                key=call_id.encode(),
-            )
+    await send_as_one_batch(
+        broker,
+        "calls",
+        call_id,
+        [
+            envelope(ev.CallEnded(call_id=f"{call_id}-{i}"), call_id, "it", "gateway")
             for i in range(10)
-        ]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
+        ],
+    )
     seen: list[str] = []
 
     async def handle(env: Envelope) -> None:
