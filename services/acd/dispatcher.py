@@ -173,11 +173,25 @@ class Dispatcher:
         return position
 
     async def _hold_music(self, call_id: str) -> None:
+        """Loop the hold prompt to a waiting call (and while its offer rings). A call answered
+        before the prompt reached the gateway is bridged there and refuses it (under load, one
+        call in ten the bench makes at 40/s), so only a call still waiting, with no offer out,
+        is worth a warning."""
         try:
             self.fence()
+            if self._find(call_id) is None:  # answered or gone before the music started
+                return
             await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=HOLD_PROMPT, loop=True))
         except grpc.aio.AioRpcError as exc:
-            log.warning("hold music for %s failed: %s", call_id, exc.details())
+            found = self._find(call_id)
+            waiting = found is not None and not found[1].offering  # an offer may have answered
+            log.log(
+                logging.WARNING if waiting else logging.DEBUG,
+                "hold music for %s failed: %s%s",
+                call_id,
+                exc.details(),
+                "" if waiting else " (it was answered or has left its queue)",
+            )
 
     async def call_ended(self, call_id: str, reason: int, hold_ms: int = 0) -> None:
         """A call ended (from the gateway's CallEnded): abandon it or start the agent's wrap-up

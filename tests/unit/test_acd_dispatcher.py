@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,11 +32,13 @@ WRAP_UP_S = 0.05
 
 
 class FakeGateway:
-    """CallControl stand-in: Play always works; ConnectToEndpoint answers per extension with
-    a ConnectResult, an exception to raise, or a future to wait for (to hold the ring)."""
+    """CallControl stand-in: Play works, or waits for `play_gate` (a future whose result, if an
+    exception, is raised); ConnectToEndpoint answers per extension with a ConnectResult, an
+    exception to raise, or a future to wait for (to hold the ring)."""
 
     def __init__(self) -> None:
         self.plays: list[gw.PlayRequest] = []
+        self.play_gate: asyncio.Future[object] | None = None
         self.connects: list[gw.ConnectRequest] = []
         self.outcomes: dict[str, list[object]] = {}
         self.default: object = gw.CONNECT_RESULT_ANSWERED
@@ -45,6 +48,10 @@ class FakeGateway:
 
     async def Play(self, request: gw.PlayRequest) -> gw.PlayReply:  # noqa: N802
         self.plays.append(request)
+        if self.play_gate is not None:
+            outcome = await self.play_gate
+            if isinstance(outcome, Exception):
+                raise outcome
         return gw.PlayReply(call_id=request.call_id, completed=False)
 
     async def ConnectToEndpoint(self, request: gw.ConnectRequest) -> gw.ConnectReply:  # noqa: N802
@@ -320,6 +327,52 @@ async def test_no_answer_with_nobody_else_keeps_the_call_waiting(rig: Rig) -> No
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+def hold_music_logs(caplog: pytest.LogCaptureFixture) -> list[int]:
+    return [r.levelno for r in caplog.records if r.getMessage().startswith("hold music for")]
+
+
+async def test_hold_music_refused_because_an_agent_answered_is_not_a_warning(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the bench at 40/s: the agent answered and the gateway bridged the call before the hold
+    # music reached it, so the gateway refused the music; one call in ten logged a warning
+    caplog.set_level(logging.DEBUG, logger="acd.dispatcher")
+    gate: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    rig.gateway.play_gate = gate
+    await rig.ready_agent("a1", "8001")
+    await rig.enqueue("c1")
+    await until(lambda: rig.agent("a1").state == ON_CALL)
+    assert [p.call_id for p in rig.gateway.plays] == ["c1"]  # asked for while the offer rang
+    gate.set_result(
+        rpc_error(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "call c1 is bridged; prompts play only to answered calls that are not bridged",
+        )
+    )
+    await until(lambda: bool(hold_music_logs(caplog)))
+    assert hold_music_logs(caplog) == [logging.DEBUG]
+
+
+async def test_hold_music_refused_to_a_waiting_call_is_a_warning(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="acd.dispatcher")
+    gate: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    gate.set_result(rpc_error(grpc.StatusCode.NOT_FOUND, "no prompt 'hold'"))
+    rig.gateway.play_gate = gate
+    await rig.enqueue("c1")  # nobody is ready: the caller waits, and hears nothing
+    await until(lambda: bool(hold_music_logs(caplog)))
+    assert hold_music_logs(caplog) == [logging.WARNING]
+    assert "no prompt 'hold'" in caplog.text
+
+
+async def test_no_hold_music_for_a_call_gone_before_it_started(rig: Rig) -> None:
+    await rig.enqueue("c1")
+    await rig.d.call_ended("c1", 0)  # the caller hung up before the music's task ran
+    await settle()
+    assert not rig.gateway.plays
 
 
 async def test_unreachable_endpoint_counts_as_a_miss(rig: Rig) -> None:
