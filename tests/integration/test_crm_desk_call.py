@@ -10,6 +10,7 @@ is advanced with Playwright's clock, not waited for.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import uuid
@@ -23,7 +24,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Error as PlaywrightError
 
 from acd.servicer import AcdService
 from common.events import envelope
@@ -403,6 +405,32 @@ async def test_the_zh_cn_desk_shows_chinese_glyphs_not_boxes(
         await page.select_option("#lang-select", "zh-CN")
     assert (await saved.value).ok
     await expect(page.locator("#notready-btn")).to_have_text("示忙")
+
+
+async def test_a_language_chosen_just_before_the_page_goes_is_kept(page: Page, site: Site) -> None:
+    await sign_in(page, site, "agent12")
+    await expect(page.locator("#state")).to_have_text("就绪")  # the browser's language
+    saves: list[str] = []
+    delivered = asyncio.Event()
+
+    async def slow_save(route: Route) -> None:  # a slow network: the save outlives the page
+        saves.append(route.request.method)
+        await asyncio.sleep(1)
+        try:
+            await route.continue_()
+        except PlaywrightError as exc:  # the browser dropped it with the page
+            saves.append(f"dropped: {exc.message}")
+        delivered.set()
+
+    await page.route("**/api/me/language", slow_save)
+    await page.select_option("#lang-select", "en")
+    await page.reload()  # at once: the save is still on its way
+    await asyncio.wait_for(delivered.wait(), 15)
+    await page.unroute("**/api/me/language")
+    assert saves == ["POST"]
+    await page.reload()
+    await expect(page.locator("#state")).to_have_text("Ready")
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
 
 
 async def test_a_call_transferred_to_the_agent_pops_with_its_customer(

@@ -15,8 +15,9 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: {} };
+async function api(method, path, body, keepalive = false) {
+  // keepalive: the request outlives the page (a setting saved as the agent reloads or leaves)
+  const init = { method, credentials: "same-origin", headers: {}, keepalive };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -363,7 +364,9 @@ async function chooseLanguage() {
   renderCallControls();
   refreshCalls();
   if (desk.me && !desk.locked) {
-    try { await api("POST", "/api/me/language", { language: currentLanguage }); } catch (_) { /* kept locally */ }
+    try {
+      await api("POST", "/api/me/language", { language: currentLanguage }, true);
+    } catch (_) { /* kept locally */ }
   }
 }
 
