@@ -3,8 +3,12 @@ and concurrent calls, source limits first, so one source's flood leaves the trun
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
+from gateway.channels.sip import admission
 from gateway.channels.sip.admission import Admission, AdmissionLimits
 
 LIMITS = AdmissionLimits(
@@ -134,3 +138,51 @@ def test_the_gateway_ceiling_counts_calls_of_every_trunk_and_frees_on_release() 
 def test_gateway_limits_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="gateway_cps"):
         AdmissionLimits(gateway_max_calls=-1)
+
+
+def flood_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith("admission")]
+
+
+def test_a_flood_is_logged_when_it_starts_once_a_minute_while_it_lasts_and_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the bench at 100 calls/s over the gateway's 50/s: refusals and admissions alternate all
+    # along, and every call let through ended the "flood" in the log: 353 warnings in 30 s
+    caplog.set_level(logging.INFO, logger="gateway.channels.sip.admission")
+    clock = Clock()
+    adm = Admission(LIMITS, clock)
+    refused = 0
+    for i in range(600):  # 4 calls/s for 150 s against a source rate of 2/s
+        clock.now += 0.25
+        if adm.admit(f"flood-{i}", "127.0.0.2", "sip-trunk") is None:
+            adm.release(f"flood-{i}")
+        else:
+            refused += 1
+    assert refused > 250
+    lines = flood_lines(caplog)
+    assert [level for level, _ in lines] == [logging.WARNING] * 3, lines
+    assert "from 127.0.0.2 on sip-trunk refused: Call Rate Exceeded For Source" in lines[0][1]
+    still = [int(m.group(1)) for _, text in lines[1:] if (m := re.search(r"(\d+) refused", text))]
+    assert all("still refused" in text for _, text in lines[1:])
+    assert 1 + sum(still) <= refused and sum(still) > 200  # counted, not one line per refusal
+    caplog.clear()
+    clock.now += 5
+    assert adm.admit("genuine-1", "127.0.0.2", "sip-trunk") is None
+    assert flood_lines(caplog) == []  # 5 s quiet: not over yet
+    clock.now += 6
+    assert adm.admit("genuine-2", "127.0.0.2", "sip-trunk") is None
+    ((level, text),) = flood_lines(caplog)
+    assert level == logging.INFO
+    assert f"127.0.0.2 on sip-trunk admitted again: {refused} refused over" in text
+
+
+def test_the_floods_remembered_for_the_log_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission, "MAX_FLOODS", 8)
+    clock = Clock()
+    adm = Admission(LIMITS, clock)
+    for n in range(40):  # a spray of sources, each over its rate
+        for i in range(6):
+            adm.admit(f"spray-{n}-{i}", f"10.0.0.{n}", "sip-trunk")
+            adm.release(f"spray-{n}-{i}")
+        assert len(adm._floods) <= 8

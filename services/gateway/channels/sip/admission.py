@@ -74,6 +74,25 @@ class Refusal:
         return [("Retry-After", str(self.retry_after_s))]
 
 
+#: a source's flood of refused calls is over once it has had no refusal for this long
+FLOOD_QUIET_S = 10.0
+#: while a flood goes on, how often the log says so again (with the count)
+FLOOD_REPORT_S = 60.0
+#: sources whose floods are remembered for the log at most
+MAX_FLOODS = 10_000
+
+
+@dataclass
+class _Flood:
+    """One source's run of refused calls, as the log tells it."""
+
+    started: float
+    last: float  # the latest refusal
+    reported: float  # the latest line logged
+    refused: int = 1  # in all
+    since_report: int = 0
+
+
 class Admission:
     """Counts calls per source and per trunk; refuses what would pass a limit."""
 
@@ -93,7 +112,7 @@ class Admission:
         self._calls: dict[str, tuple[str, str]] = {}  # call id -> (source, trunk)
         self._per_source: dict[str, int] = {}
         self._per_trunk: dict[str, int] = {}
-        self._flooding: set[str] = set()  # sources whose refusals were logged
+        self._floods: dict[str, _Flood] = {}  # sources being refused, for the log
 
     def admit(self, call_id: str, source: str, trunk: str) -> Refusal | None:
         """Admit a new call, or say why not. Source limits are checked first, so a source
@@ -117,22 +136,57 @@ class Admission:
             limit, refusal = "gateway_rate", Refusal(503, "Call Rate Exceeded For Gateway", 1)
         if refusal is not None:
             REFUSED.labels(limit).inc()
-            if source not in self._flooding:
-                self._flooding.add(source)
-                log.warning(
-                    "new calls from %s on %s refused: %s (logged once until it stops)",
-                    source,
-                    trunk,
-                    refusal.reason,
-                )
+            self._log_refusal(source, trunk, refusal.reason, now)
             return refusal
-        if source in self._flooding:
-            self._flooding.discard(source)
-            log.info("new calls from %s on %s admitted again", source, trunk)
+        flood = self._floods.get(source)
+        if flood is not None and now - flood.last >= FLOOD_QUIET_S:
+            del self._floods[source]
+            log.info(
+                "new calls from %s on %s admitted again: %d refused over %.0f s",
+                source,
+                trunk,
+                flood.refused,
+                flood.last - flood.started,
+            )
         self._calls[call_id] = (source, trunk)
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self._per_trunk[trunk] = self._per_trunk.get(trunk, 0) + 1
         return None
+
+    def _log_refusal(self, source: str, trunk: str, reason: str, now: float) -> None:
+        """A line when a source's refusals start, one a minute with the count while they go on,
+        one when the source is admitted again after `FLOOD_QUIET_S` without a refusal. Under a
+        rate limit refusals and admissions alternate all along, so a flood is over only once
+        its refusals stop, not at the next call let through."""
+        flood = self._floods.get(source)
+        if flood is None or now - flood.last >= FLOOD_QUIET_S:
+            if flood is None and len(self._floods) >= MAX_FLOODS:
+                self._floods = {
+                    k: f for k, f in self._floods.items() if now - f.last < FLOOD_QUIET_S
+                }
+                if len(self._floods) >= MAX_FLOODS:  # a spray of sources: start over
+                    self._floods.clear()
+            self._floods[source] = _Flood(now, now, now)
+            log.warning(
+                "new calls from %s on %s refused: %s (counted here once a minute while it goes on)",
+                source,
+                trunk,
+                reason,
+            )
+            return
+        flood.last = now
+        flood.refused += 1
+        flood.since_report += 1
+        if now - flood.reported >= FLOOD_REPORT_S:
+            log.warning(
+                "new calls from %s on %s still refused: %s; %d refused in the last %.0f s",
+                source,
+                trunk,
+                reason,
+                flood.since_report,
+                now - flood.reported,
+            )
+            flood.reported, flood.since_report = now, 0
 
     def release(self, call_id: str) -> None:
         """The call ended (or was refused after admission): its places are free."""
