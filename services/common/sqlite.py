@@ -12,18 +12,27 @@ because the Kafka offset behind it is committed right after.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["BUSY_TIMEOUT_MS", "use_wal"]
+__all__ = ["BUSY_TIMEOUT_MS", "make_directory", "use_wal"]
 
 #: how long a writer waits for another one before "database is locked"
 BUSY_TIMEOUT_MS = 5000
 
 _E = TypeVar("_E", AsyncEngine, Engine)
+
+
+def make_directory(url: str | URL) -> None:
+    """The directory of a SQLite database file made if it is missing (SQLite makes the file,
+    not its directory); other databases and an in-memory SQLite need nothing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def use_wal(engine: _E) -> _E:

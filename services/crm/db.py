@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
 
 from common.dbmetrics import instrument
 from common.health import Readiness
-from common.sqlite import use_wal
+from common.sqlite import make_directory, use_wal
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        make_directory(url)
         self.engine: AsyncEngine = use_wal(instrument(create_async_engine(url, pool_pre_ping=True)))
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False

@@ -47,7 +47,7 @@ from sqlalchemy.sql import Select
 
 from common.dbmetrics import instrument
 from common.dbtypes import UtcDateTime
-from common.sqlite import use_wal
+from common.sqlite import make_directory, use_wal
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ RECORDINGS = cast(Table, Recording.__table__)
 def open_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so concurrent streams do not trip
     over each other's short transactions."""
-    if url.startswith("sqlite"):
-        database = url.split("///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    make_directory(url)
     return use_wal(instrument(create_async_engine(url)))
 
 
