@@ -84,6 +84,11 @@ class UnknownCall(KeyError):
     """The call named in a request is not one this ACD has on an agent."""
 
 
+class AlreadyQueued(InvalidTransition):
+    """The call is in a queue already: an Enqueue asked again (the IVR retries one whose
+    answer it lost), told apart so the asker knows its call is queued."""
+
+
 def _no_fence() -> None:
     return None
 
@@ -163,7 +168,7 @@ class Dispatcher:
         if call.call_id in self._ended:
             raise InvalidTransition(f"call {call.call_id} has already ended")
         if self._find(call.call_id) is not None:
-            raise InvalidTransition(f"call {call.call_id} is already queued")
+            raise AlreadyQueued(f"call {call.call_id} is already queued")
         self.fence()
         position = queue.add(call)
         kpis.OFFERED.labels(queue.name, self.site).inc()

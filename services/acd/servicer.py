@@ -8,7 +8,7 @@ from typing import NoReturn
 import grpc
 
 from acd.agents import REQUESTABLE, InvalidTransition, UnknownAgent, state_name
-from acd.dispatcher import Dispatcher, UnknownCall, UnknownQueue
+from acd.dispatcher import AlreadyQueued, Dispatcher, UnknownCall, UnknownQueue
 from acd.queues import WaitingCall
 from acd.snapshots import agent_reply, queue_status
 from common import tracing
@@ -44,6 +44,7 @@ class AcdService(acd_pb2_grpc.AcdServicer):
     async def _fail(context: Context, exc: Exception) -> NoReturn:
         code = {
             InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
+            AlreadyQueued: grpc.StatusCode.ALREADY_EXISTS,
             UnknownAgent: grpc.StatusCode.NOT_FOUND,
             UnknownQueue: grpc.StatusCode.NOT_FOUND,
             UnknownCall: grpc.StatusCode.NOT_FOUND,

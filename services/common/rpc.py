@@ -273,6 +273,13 @@ def server(host: str, port: int, tls: Tls | None, table: Callers) -> tuple[grpc.
     return srv, bound
 
 
+#: how a channel whose peer went away tries again: gRPC's default back-off grows to 120 s
+#: (1 s, 1.6 s, 2.6 s, ... between attempts), so a caller waiting for a restarted ACD (the IVR,
+#: `wait_for_ready`) would wait for the next attempt seconds after the ACD was back; peers here
+#: are a few services on one site, so every 2 s at most costs nothing
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
+
+
 def channel(target: str, tls: Tls | None, peer: str) -> grpc.aio.Channel:
     """A client channel to the service `peer` at `target`, presenting our certificate and
     accepting only a server certificate from our CA that names `peer` (its DNS SAN), whatever
@@ -280,9 +287,9 @@ def channel(target: str, tls: Tls | None, peer: str) -> grpc.aio.Channel:
     switch only), plain text."""
     interceptors: Any = [_TracingUnaryClientInterceptor(), _TracingStreamClientInterceptor()]
     if tls is None:
-        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, RECONNECT, interceptors=interceptors)
     creds = grpc.ssl_channel_credentials(
         root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
     )
-    options = [("grpc.ssl_target_name_override", peer)]
+    options = [("grpc.ssl_target_name_override", peer), *RECONNECT]
     return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)

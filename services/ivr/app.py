@@ -25,6 +25,7 @@ async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
     runner = FlowRunner(
         gateway_pb2_grpc.CallControlStub(wiring.channel("gateway")),
         acd_pb2_grpc.AcdStub(wiring.channel("acd")),
+        settings.acd_wait_s,
     )
     intake = IvrIntake(flows, runner)
     wiring.on_stop(intake.stop, "flows in progress")

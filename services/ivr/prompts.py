@@ -21,6 +21,7 @@ SPOKEN = {
     "welcome": "Welcome to the Hotline call center.",
     "menu": "For sales, press 1. For support, press 2.",
     "goodbye": "Thank you for calling. Goodbye.",
+    "unavailable": "We are sorry, we cannot take your call right now. Please call again later.",
 }
 RATE = 8000
 

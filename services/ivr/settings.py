@@ -17,7 +17,13 @@ from ivr.flows import DEFAULT_FLOWS
 @dataclass(frozen=True)
 class IvrSettings(Settings):
     flows_file: Path = DEFAULT_FLOWS  # HOTLINE_IVR_FLOWS: the YAML call flows
+    #: HOTLINE_IVR_ACD_WAIT_S: how long a caller who chose a queue waits (on hold music) for
+    #: an ACD that cannot be reached (restarting, a standby taking over) before being told
+    acd_wait_s: float = 20.0
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
-        return super().read(env) | {"flows_file": env.path("IVR_FLOWS", DEFAULT_FLOWS)}
+        return super().read(env) | {
+            "flows_file": env.path("IVR_FLOWS", DEFAULT_FLOWS),
+            "acd_wait_s": env.number("IVR_ACD_WAIT_S", 20.0, above=0),
+        }

@@ -662,7 +662,8 @@ async def test_service_enqueue(service: AcdService, rig: Rig) -> None:
     assert rig.d.queues["sales"].calls[0].skills == {"en"}
 
     _, ctx = await call(service.Enqueue, acd_pb2.EnqueueRequest(call_id="c1", queue="sales"))
-    assert ctx.code == grpc.StatusCode.FAILED_PRECONDITION and "already queued" in ctx.details
+    # told apart from other refusals: the IVR, retrying, knows its call is queued
+    assert ctx.code == grpc.StatusCode.ALREADY_EXISTS and "already queued" in ctx.details
     _, ctx = await call(service.Enqueue, acd_pb2.EnqueueRequest(call_id="c2", queue="billing"))
     assert ctx.code == grpc.StatusCode.NOT_FOUND and "'billing' does not exist" in ctx.details
     _, ctx = await call(service.Enqueue, acd_pb2.EnqueueRequest(queue="sales"))

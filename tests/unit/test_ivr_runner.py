@@ -3,6 +3,8 @@ back to the default, a hangup stops the flow."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from prometheus_client import REGISTRY
@@ -32,11 +34,12 @@ class FakeGateway:
         self.digits = list(digits)  # (digits, reason) per CollectDigits
         self.fail = fail or {}
         self.keyed = keyed or {}  # prompt -> the digit that interrupts it (barge-in)
+        self.fail_after = 0  # calls of a failing command that succeed first
         self.log: list[tuple[str, object]] = []
 
     def _record(self, name: str, request: object) -> None:
         self.log.append((name, request))
-        if name in self.fail:
+        if name in self.fail and self.names().count(name) > self.fail_after:
             raise self.fail[name]
 
     async def Answer(self, request: gw.AnswerRequest) -> gw.CallReply:  # noqa: N802
@@ -65,14 +68,27 @@ class FakeGateway:
 
 
 class FakeAcd:
-    def __init__(self, fail: Exception | None = None) -> None:
-        self.enqueued: list[acd_pb2.EnqueueRequest] = []
-        self.fail = fail
+    """Enqueue raises `fail` every time, else the scripted `answers` in turn (exceptions
+    raised, a float slept for first), then answers position 1."""
 
-    async def Enqueue(self, request: acd_pb2.EnqueueRequest) -> acd_pb2.EnqueueReply:  # noqa: N802
+    def __init__(self, fail: Exception | None = None, *answers: Exception | float) -> None:
+        self.enqueued: list[acd_pb2.EnqueueRequest] = []
+        self.options: list[dict[str, object]] = []
+        self.fail = fail
+        self.answers = list(answers)
+
+    async def Enqueue(  # noqa: N802
+        self, request: acd_pb2.EnqueueRequest, **options: object
+    ) -> acd_pb2.EnqueueReply:
         self.enqueued.append(request)
+        self.options.append(options)
         if self.fail:
             raise self.fail
+        while self.answers:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            await asyncio.sleep(answer)
         return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue, position=1)
 
 
@@ -213,10 +229,105 @@ async def test_no_choice_and_no_default_hangs_up() -> None:
     assert acd.enqueued == []
 
 
-async def test_acd_failure_is_an_error_not_a_crash() -> None:
+async def test_an_acd_refusal_is_an_error_not_a_crash() -> None:
     before = outcomes("human-service", "error")
     gateway = FakeGateway(("1", "max_digits"))
-    acd = FakeAcd(fail=rpc_error(grpc.StatusCode.UNAVAILABLE, "acd down"))
+    acd = FakeAcd(rpc_error(grpc.StatusCode.INTERNAL, "acd broken"))
     assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "error"
-    assert len(acd.enqueued) == 1
+    assert len(acd.enqueued) == 1  # not asked again: only an unreachable ACD is
     assert outcomes("human-service", "error") == before + 1
+    assert "Hangup" not in gateway.names()
+
+
+async def test_an_unreachable_acd_is_waited_for_with_hold_music() -> None:
+    # the fault soak: 16 callers who chose a queue in the second the ACD restarted were left
+    # on a silent line until they hung up
+    before = outcomes("human-service", "queued")
+    gateway = FakeGateway(("1", "max_digits"))
+    down = rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+    acd = FakeAcd(None, down, 0.6, down, 0.1)  # down, slow while it comes back, down, answers
+    assert await FlowRunner(gateway, acd, acd_wait_s=10).run(HUMAN, "c1", "1", "10000") == "sales"
+    assert len(acd.enqueued) == 3
+    assert all(o["wait_for_ready"] is True for o in acd.options)
+    assert all(0 < o["timeout"] <= 10 for o in acd.options)  # type: ignore[operator]
+    hold = gateway.requests("Play")[-1]
+    assert (hold.call_id, hold.prompt, hold.loop) == ("c1", "hold", True)
+    assert "Hangup" not in gateway.names()
+    assert outcomes("human-service", "queued") == before + 1
+
+
+async def test_a_quick_acd_plays_no_hold_music() -> None:
+    gateway = FakeGateway(("1", "max_digits"))
+    down = rpc_error(grpc.StatusCode.UNAVAILABLE, "not the active replica")
+    assert await FlowRunner(gateway, FakeAcd(None, down)).run(HUMAN, "c1", "1", "10000") == "sales"
+    assert [p.prompt for p in gateway.requests("Play")] == ["welcome", "menu"]
+
+
+async def test_an_enqueue_taken_although_its_answer_was_lost_is_queued() -> None:
+    gateway = FakeGateway(("1", "max_digits"))
+    acd = FakeAcd(
+        None,
+        rpc_error(grpc.StatusCode.UNAVAILABLE, "Connection reset by peer"),
+        rpc_error(grpc.StatusCode.ALREADY_EXISTS, "call c1 is already queued"),
+    )
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "sales"
+    assert "Hangup" not in gateway.names()
+
+
+async def test_already_queued_at_the_first_try_is_an_error() -> None:
+    gateway = FakeGateway(("1", "max_digits"))
+    acd = FakeAcd(rpc_error(grpc.StatusCode.ALREADY_EXISTS, "call c1 is already queued"))
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "error"
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        # refused at once, again and again (the retries run out at the deadline)
+        (rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),) * 99,
+        # waited for until the deadline (wait_for_ready)
+        (0.8, rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")),
+    ],
+)
+async def test_an_acd_that_stays_away_is_told_to_the_caller_and_the_call_ends(
+    answers: tuple[Exception | float, ...],
+) -> None:
+    before = outcomes("human-service", "acd-unavailable")
+    gateway = FakeGateway(("1", "max_digits"))
+    acd = FakeAcd(None, *answers)
+    assert await FlowRunner(gateway, acd, acd_wait_s=1).run(HUMAN, "c1", "1", "10000") == (
+        "acd-unavailable"
+    )
+    assert [p.prompt for p in gateway.requests("Play")][-2:] == ["hold", "unavailable"]
+    (hangup,) = gateway.requests("Hangup")
+    assert (hangup.call_id, hangup.reason) == ("c1", "no ACD could take the call")
+    assert gateway.names()[-1] == "Hangup"
+    assert outcomes("human-service", "acd-unavailable") == before + 1
+
+
+async def test_a_missing_apology_prompt_still_ends_the_call() -> None:
+    gateway = FakeGateway(
+        ("1", "max_digits"),
+        fail={"Play": rpc_error(grpc.StatusCode.NOT_FOUND, "prompt 'hold' not found in /x")},
+    )
+    gateway.fail_after = 2  # the greeting and the menu play
+    acd = FakeAcd(rpc_error(grpc.StatusCode.UNAVAILABLE, "down"))
+    assert await FlowRunner(gateway, acd, acd_wait_s=1).run(HUMAN, "c1", "1", "10000") == (
+        "acd-unavailable"
+    )
+    assert gateway.names()[-1] == "Hangup"
+
+
+async def test_a_caller_who_hangs_up_while_waiting_for_the_acd_is_caller_gone() -> None:
+    gateway = FakeGateway(
+        ("1", "max_digits"),
+        fail={"Play": rpc_error(grpc.StatusCode.NOT_FOUND, "call c1 does not exist or has ended")},
+    )
+    gateway.fail_after = 2
+    acd = FakeAcd(rpc_error(grpc.StatusCode.UNAVAILABLE, "down"))
+    assert await FlowRunner(gateway, acd, acd_wait_s=30).run(HUMAN, "c1", "1", "10000") == (
+        "caller-gone"
+    )
+    await asyncio.sleep(0.3)
+    assert len(acd.enqueued) <= 3  # the attempts stopped with the caller, not 30 s later
+    assert "Hangup" not in gateway.names()

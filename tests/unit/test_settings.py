@@ -254,6 +254,8 @@ def test_service_overrides(tmp_path: Path) -> None:
     )
     flows = tmp_path / "flows.yaml"
     assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
+    assert IvrSettings.from_env(env()).acd_wait_s == 20.0
+    assert IvrSettings.from_env(env(IVR_ACD_WAIT_S="7.5")).acd_wait_s == 7.5
     assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
     assert (
         RecorderSettings.from_env(env(VAR_DIR=str(tmp_path))).recordings_dir
@@ -376,6 +378,19 @@ def test_timer_out_of_range(name: str, value: str, problem: str) -> None:
 def test_bad_acd_takeover_settings(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
         AcdSettings.from_env(env(**{name: value}))
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "HOTLINE_IVR_ACD_WAIT_S='0' must be greater than 0"),
+        ("a while", "HOTLINE_IVR_ACD_WAIT_S='a while' is not a number"),
+    ],
+)
+def test_bad_ivr_acd_wait(value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        IvrSettings.from_env(env(IVR_ACD_WAIT_S=value))
     assert str(info.value) == message
 
 
