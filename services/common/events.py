@@ -870,9 +870,11 @@ class EventConsumer:
             self._progress_at = loop.time()
 
     async def stop(self) -> None:
+        """Stop consuming, commit what was handled and leave the group; a second call (a drain
+        stopped the consumer before the service's stop) does nothing more."""
         await cancel_and_wait(self._watchdog)
         await cancel_and_wait(self._task)
-        consumer = self._consumer
+        consumer, self._consumer = self._consumer, None
         if consumer is not None and self._handled:
             try:  # what was handled since the last commit is not redelivered after a restart
                 await self._commit(consumer)

@@ -29,6 +29,13 @@ async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
     )
     intake = IvrIntake(flows, runner)
     wiring.on_stop(intake.stop, "flows in progress")
-    wiring.consumer(["calls"], intake.handle, kinds=IvrIntake.KINDS)
+    consumer = wiring.consumer(["calls"], intake.handle, kinds=IvrIntake.KINDS)
+
+    async def drain(budget_s: float) -> None:
+        # no new flow here: the offers not yet taken stay on the broker for the next IVR
+        await consumer.stop()
+        await intake.drain(budget_s)
+
+    wiring.on_drain(drain, "flows in progress")
     wiring.servicer(ivr_pb2_grpc.add_IvrServicer_to_server, IvrService(flows))
     return await wiring.start()

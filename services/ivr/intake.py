@@ -2,7 +2,8 @@
 
 An inbound `CallOffered` to a number with a flow starts that flow for the call, in a task of
 its own so calls run side by side; calls we placed (outbound) and numbers without a flow are
-left alone, every other event is ignored. `stop` cancels the flows still running.
+left alone, every other event is ignored. `drain` (SIGTERM) lets the flows still running
+finish; `stop` cancels those still running after it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class IvrIntake:
         )
         self.running.add(task)
         task.add_done_callback(self.running.discard)
+
+    async def drain(self, budget_s: float) -> None:
+        """Let the flows still running finish (SIGTERM; the consumer stopped first, so no
+        new one starts), for at most `budget_s`: a rollout of the IVR then hands every caller
+        in a menu to the ACD instead of leaving them on a silent line."""
+        if self.running:
+            log.info("waiting for %d flows in progress (up to %.0fs)", len(self.running), budget_s)
+            await asyncio.wait(set(self.running), timeout=budget_s)
 
     def stop(self) -> None:
         """Cancel the flows still running (at shutdown, after the consumer stopped)."""

@@ -214,6 +214,10 @@ BAD_VALUES = [
         {"gateway": {"drainSeconds": 3600}},
         "at '/gateway/drainSeconds': maximum: got 3,600, want 840",
     ),
+    (
+        {"ivr": {"drainSeconds": 60}},
+        "at '/ivr/drainSeconds': maximum: got 60, want 25",
+    ),
     ({"image": {"tag": "latest"}}, 'image.tag: "latest" is refused'),
     (
         {"gateway": {"rtp": {"low": 21000, "high": 20000}}},
@@ -387,6 +391,11 @@ def test_drain_is_wired(values: str) -> None:
     c = pod["containers"][0]
     assert env_of(gw)["HOTLINE_DRAIN_S"] == str(drain)
     assert pod["terminationGracePeriodSeconds"] == drain + 30
+    # the IVR lets its flows in progress hand their callers to the ACD, within its grace period
+    ivr = one(docs, "Deployment", "-ivr")
+    ivr_drain = vals.get("ivr", {}).get("drainSeconds", 20)
+    assert env_of(ivr)["HOTLINE_DRAIN_S"] == str(ivr_drain)
+    assert ivr_drain < ivr["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     hook = c["lifecycle"]["preStop"]["exec"]["command"]
     assert hook[0] == "/opt/hotline/venv/bin/python"
     assert "os.kill(1, signal.SIGTERM)" in hook[2] and "draining" in hook[2]

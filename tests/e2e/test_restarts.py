@@ -339,3 +339,67 @@ def test_sigterm_drains_the_gateway(stack: Platform, tmp_path: Path) -> None:
     stack.stack.wait_ready(("gateway",), timeout_s=30)
     phone.stop()
     log_out(agent)
+
+
+def test_sigterm_lets_the_ivr_hand_its_callers_to_the_acd(stack: Platform, tmp_path: Path) -> None:
+    """A rollout of the IVR: a caller in the greeting when SIGTERM arrives is still queued and
+    answered (before, the IVR cancelled the flow and left the caller on a silent line)."""
+
+    def sipp(scenario: str, port: int, **kw: object) -> Sipp:
+        return Sipp(scenario, port, stack.sip_port, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
+
+    phone = sipp("phone_uas.xml", 17111, media_port=17112, timeout_s=60)
+    register_phone(sipp, "8015", 17110, 17111)
+    agent = Api(stack.http)
+    agent.login("agent15", "agent15-demo")
+    agent.agent_ready()
+    sup = Api(stack.http)
+    sup.login("supervisor", "supervisor-demo")
+    caller = sipp(
+        "caller.xml",
+        17120,
+        media_port=17122,
+        keys={
+            "service": "10000",
+            "caller": "5557301",
+            "dtmf_pcap": DTMF_PCAP.format(1),
+            "talk_ms": "3000",
+        },
+        extra=["-s", "10000"],
+        timeout_s=60,
+    )
+    # the IVR answered: the caller hears the greeting and keys 1 only 1.5 s later
+    wait_for(
+        lambda: "SIP/2.0 200" in caller.messages(),
+        timeout_s=30,
+        interval_s=0.02,
+        what="the IVR answering the caller",
+    )
+    ivr = stack.stack.procs["ivr"]
+    ivr.send_signal(signal.SIGTERM)
+    status, body = wait_for(
+        lambda: (r := readyz("ivr"))[0] == 503 and r,
+        timeout_s=10,
+        interval_s=0.05,
+        what="the IVR's /readyz red while draining",
+    )
+    assert "draining" in json.dumps(body), body
+
+    # the flow goes on: the digit picks sales, the ACD rings the agent, they talk
+    wait_for(
+        lambda: agent.call("GET", "/api/agent")[1].get("state") == "on_call",
+        timeout_s=30,
+        what="agent15 on the call the draining IVR handed over",
+    )
+    assert ivr.wait(30) == 0, "the IVR exits cleanly once its flows are done"
+    assert caller.wait(60) == 0, caller.explain()
+    row = wait_for(
+        lambda: (r := cdr(sup, "5557301")) and r.get("ended_at") and r,
+        timeout_s=30,
+        what="the call's CDR",
+    )
+    assert (row["queue"], row["agent_id"]) == ("sales", "agent15"), row
+    stack.stack.restart("ivr")
+    stack.stack.wait_ready(("ivr",), timeout_s=30)
+    phone.stop()
+    log_out(agent)

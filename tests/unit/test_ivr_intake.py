@@ -1,5 +1,6 @@
 """The IVR's intake and servicer: an inbound CallOffered to a number with a flow runs that flow,
-anything else runs nothing; stop cancels the flows in progress; ListFlows lists the flows."""
+anything else runs nothing; a drain lets the flows in progress finish, stop cancels them;
+ListFlows lists the flows."""
 
 from __future__ import annotations
 
@@ -87,6 +88,31 @@ async def test_stop_cancels_the_flows_in_progress() -> None:
     intake.stop()
     await settle()
     assert runner.cancelled == ["c1"] and intake.running == set()
+
+
+async def test_a_drain_lets_the_flows_in_progress_finish() -> None:
+    runner = HeldRunner()
+    intake = IvrIntake(FLOWS, runner)
+    await intake.handle(envelope(offered("c1", "10000"), "c1", "s", "gateway"))
+    await settle()
+    draining = asyncio.create_task(intake.drain(30))
+    await asyncio.sleep(0.05)
+    assert not draining.done()  # the caller is still in the menu
+    runner.release.set()
+    await asyncio.wait_for(draining, 5)
+    assert runner.cancelled == [] and not intake.running
+
+
+async def test_a_drain_gives_up_after_its_budget_and_stop_cancels_the_rest() -> None:
+    runner = HeldRunner()
+    intake = IvrIntake(FLOWS, runner)
+    await intake.handle(envelope(offered("c1", "10000"), "c1", "s", "gateway"))
+    await settle()
+    await asyncio.wait_for(intake.drain(0.05), 5)
+    assert runner.cancelled == [] and len(intake.running) == 1
+    intake.stop()
+    await settle()
+    assert runner.cancelled == ["c1"]
 
 
 async def test_list_flows() -> None:

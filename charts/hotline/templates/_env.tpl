@@ -12,6 +12,11 @@ Call with (list $ "<service>").
 - {name: HOTLINE_VAR_DIR, value: /var/lib/hotline}
 - {name: HOTLINE_BIND_HOST, value: {{ (and (eq $svc "gateway") $v.gateway.bindAddress) | default "0.0.0.0" | quote }}}
 - {name: HOTLINE_LOG_LEVEL, value: {{ $v.logLevel | quote }}}
+{{- /* SIGTERM's drain: the gateway's live calls, the IVR's flows in progress */ -}}
+{{- $drain := dict "gateway" $v.gateway.drainSeconds "ivr" $v.ivr.drainSeconds }}
+{{- if hasKey $drain $svc }}
+- {name: HOTLINE_DRAIN_S, value: {{ index $drain $svc | quote }}}
+{{- end }}
 {{- range $peer := list "gateway" "acd" "ivr" "crm" "recorder" }}
 - {name: {{ printf "HOTLINE_%s_GRPC_PORT" (upper $peer) }}, value: {{ index $v.ports.grpc $peer | quote }}}
 - {name: {{ printf "HOTLINE_%s_METRICS_PORT" (upper $peer) }}, value: {{ index $v.ports.metrics $peer | quote }}}
@@ -81,7 +86,6 @@ Call with (list $ "<service>").
 - {name: HOTLINE_ANALOG_DID, value: {{ $v.gateway.analog.did | quote }}}
 - {name: HOTLINE_ANALOG_LAW, value: {{ $v.gateway.analog.law | quote }}}
 - {name: HOTLINE_SIM_CONTROL_PORT, value: {{ $v.gateway.analog.simControlPort | quote }}}
-- {name: HOTLINE_DRAIN_S, value: {{ $v.gateway.drainSeconds | quote }}}
 {{- else if eq $svc "acd" }}
 - name: HOTLINE_ACD_QUEUES
   valueFrom: {configMapKeyRef: {name: {{ include "hotline.name" (list $root "acd") }}, key: queues}}
