@@ -22,6 +22,10 @@ from ivr.flows import Flow, Route
 log = logging.getLogger(__name__)
 
 CALLS = Counter("hotline_ivr_calls_total", "Calls taken by a flow", ["flow", "outcome"])
+WAITED = Counter(
+    "hotline_ivr_acd_waits_total",
+    "Calls whose hand-off to the ACD took longer than HOLD_AFTER_S (the caller heard hold music)",
+)
 
 #: what a caller waiting for the ACD hears (the ACD's own hold music, built by `ivr.prompts`)
 WAIT_PROMPT = "hold"
@@ -106,10 +110,12 @@ class FlowRunner:
         try:
             done, _ = await asyncio.wait({attempts}, timeout=HOLD_AFTER_S)
             if not done:
-                log.warning(
-                    "call %s: the ACD does not answer yet; the caller waits on hold music "
-                    "for up to %.0f s",
+                WAITED.inc()
+                log.info(
+                    "call %s: the ACD has not answered in %.1f s; hold music while it waits "
+                    "(up to %.0f s)",
                     request.call_id,
+                    HOLD_AFTER_S,
                     self.acd_wait_s,
                 )
                 try:
@@ -117,9 +123,17 @@ class FlowRunner:
                         gw.PlayRequest(call_id=request.call_id, prompt=WAIT_PROMPT, loop=True)
                     )
                 except grpc.aio.AioRpcError as exc:
-                    if not _prompt_missing(exc):
-                        raise
-                    log.error("call %s: no hold music: %s", request.call_id, exc.details())
+                    gone = exc.code() == grpc.StatusCode.NOT_FOUND and not _prompt_missing(exc)
+                    if gone and not attempts.done():
+                        raise  # the caller hung up: nothing left to hand over
+                    # otherwise never the hand-off's failure: the ACD may have taken the call
+                    # and had it bridged before the music reached the gateway ("is bridged")
+                    log.log(
+                        logging.ERROR if _prompt_missing(exc) else logging.DEBUG,
+                        "call %s: no hold music while the ACD is waited for: %s",
+                        request.call_id,
+                        exc.details(),
+                    )
             return await attempts
         finally:
             attempts.cancel()  # the caller hung up meanwhile (or we were stopped)

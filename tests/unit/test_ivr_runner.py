@@ -318,6 +318,26 @@ async def test_a_missing_apology_prompt_still_ends_the_call() -> None:
     assert gateway.names()[-1] == "Hangup"
 
 
+async def test_hold_music_refused_because_the_acd_was_quicker_is_no_failure() -> None:
+    # the bench at 100/s: the ACD took the call and had it bridged while the IVR's hold music
+    # was on its way; the gateway refused the music and the flow was counted an error
+    before = outcomes("human-service", "queued")
+    gateway = FakeGateway(
+        ("1", "max_digits"),
+        fail={
+            "Play": rpc_error(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "call c1 is bridged; prompts play only to answered calls that are not bridged",
+            )
+        },
+    )
+    gateway.fail_after = 2  # the greeting and the menu play
+    acd = FakeAcd(None, 0.8)  # slow, then queued
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "sales"
+    assert [p.prompt for p in gateway.requests("Play")][-1] == "hold"
+    assert outcomes("human-service", "queued") == before + 1
+
+
 async def test_a_caller_who_hangs_up_while_waiting_for_the_acd_is_caller_gone() -> None:
     gateway = FakeGateway(
         ("1", "max_digits"),
