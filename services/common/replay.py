@@ -22,7 +22,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from google.protobuf.message import DecodeError
 
 from common.events import CONSUMED_OF, FAILED, Envelope, Handler, stop_quietly
@@ -47,8 +47,14 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
 
+#: how long the look at the partitions' last batches may take before it fails
+LAST_BATCH_BUDGET_S = 5.0
+
+
 async def _stored_ends(
-    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+    consumer: AIOKafkaConsumer,
+    ends: dict[TopicPartition, int],
+    budget_s: float = LAST_BATCH_BUDGET_S,
 ) -> dict[TopicPartition, int]:
     """Each partition's end as the offset after its last stored record, from its end offset.
 
@@ -56,21 +62,29 @@ async def _stored_ends(
     0.6) answers the base offset of the partition's last record batch + 1, so the rest of that
     batch lies past it — and the records of one produce request share a batch (the ACD's outbox
     publishes many at once). The last batch is fetched to see where it really ends (on Kafka
-    that reads the last record and changes nothing). A partition whose fetch brings nothing
-    keeps its end offset. Leaves the consumer without an assignment."""
+    that reads the last record and changes nothing). A batch that cannot be read within
+    `budget_s` fails the look (KafkaTimeoutError) rather than answer the short end: on a
+    saturated machine three fetches of 200 ms were not always enough, and the ACD took the
+    short count for a lost topic. Leaves the consumer without an assignment."""
     parts = [tp for tp, end in ends.items() if end > 0]
     out = dict(ends)
     if not parts:
         return out
     consumer.assign(parts)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
     try:
         for tp in parts:
             consumer.seek(tp, ends[tp] - 1)
         pending = set(parts)
-        for _ in range(3):  # a fetch or two; more only when the broker is slow to answer
-            if not pending:
-                break
-            batches = await consumer.getmany(*pending, timeout_ms=200)
+        while pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                names = ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in pending))
+                raise KafkaTimeoutError(
+                    f"the last record batch of {names} not read in {budget_s:g} s"
+                )
+            batches = await consumer.getmany(*pending, timeout_ms=int(min(left, 0.2) * 1000) + 1)
             for tp, records in batches.items():
                 if records:
                     out[tp] = max(out[tp], records[-1].offset + 1)
