@@ -141,7 +141,6 @@ class FlowRunner:
     async def _enqueue_until(self, request: acd_pb2.EnqueueRequest) -> acd_pb2.EnqueueReply | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.acd_wait_s
-        retried = False
         while True:
             try:
                 # wait_for_ready: while the channel reconnects to a restarting ACD the call
@@ -151,9 +150,11 @@ class FlowRunner:
                 )
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if code == grpc.StatusCode.ALREADY_EXISTS and retried:
-                    # an attempt the ACD took although its answer was lost (the connection
-                    # dropped): the call is in its queue
+                if code == grpc.StatusCode.ALREADY_EXISTS:
+                    # the call is in a queue already: an attempt the ACD took although its
+                    # answer was lost (the connection dropped), or a flow run again for a call
+                    # it had queued (an offer redelivered after the IVR died): done either way
+                    log.info("call %s: %s", request.call_id, exc.details())
                     return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue)
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     return None
@@ -164,7 +165,6 @@ class FlowRunner:
                 log.info(
                     "call %s: ACD unavailable (%s); asking again", request.call_id, exc.details()
                 )
-                retried = True
                 await asyncio.sleep(RETRY_S)
 
     async def _turn_away(self, call_id: str) -> None:

@@ -274,10 +274,15 @@ async def test_an_enqueue_taken_although_its_answer_was_lost_is_queued() -> None
     assert "Hangup" not in gateway.names()
 
 
-async def test_already_queued_at_the_first_try_is_an_error() -> None:
+async def test_a_flow_run_again_for_a_queued_call_ends_queued() -> None:
+    # an offer redelivered after the IVR died: the call went through the menu before and the
+    # ACD has it; the flow's job is done, not an error
+    before = outcomes("human-service", "queued")
     gateway = FakeGateway(("1", "max_digits"))
     acd = FakeAcd(rpc_error(grpc.StatusCode.ALREADY_EXISTS, "call c1 is already queued"))
-    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "error"
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "sales"
+    assert len(acd.enqueued) == 1 and "Hangup" not in gateway.names()
+    assert outcomes("human-service", "queued") == before + 1
 
 
 @pytest.mark.parametrize(
