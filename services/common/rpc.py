@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -138,6 +139,16 @@ def callers(service: str, table: Mapping[str, Iterable[str]]) -> dict[str, froze
     return {f"/{service}/{method}": frozenset(who) for method, who in table.items()}
 
 
+#: the service whose call is being handled (set by the server's guard; None in plain text)
+_CALLER: ContextVar[str | None] = ContextVar("hotline_grpc_caller", default=None)
+
+
+def calling_service() -> str | None:
+    """The service whose gRPC call the current task handles, as its certificate names it
+    (None outside a call, or with the plain-text development switch)."""
+    return _CALLER.get()
+
+
 def peer_service(ctx: Context, trust_domain: str) -> str | None:
     """The calling service named by the peer certificate's identity URI, or None."""
     prefix = f"spiffe://{trust_domain}/"
@@ -203,6 +214,7 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"service {caller} may not call {method} (allowed: {who})",
                 )
+            _CALLER.set(caller)  # each call runs in a task of its own: this stays with it
 
         def count(code: str) -> None:
             counter = handled.get(code)

@@ -6,13 +6,14 @@ call's state is FAILED_PRECONDITION, a bad argument is INVALID_ARGUMENT - with a
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, Protocol
 
 import grpc
 
-from common.rpc import Context, callers
+from common.rpc import Context, callers, calling_service
 from gateway.core.calls import Call, CallGone
 from gateway.core.contracts import Attempt, Outcome
 from gateway.core.control import TargetKind
@@ -92,6 +93,7 @@ def call_info(call: Call) -> gw.CallInfo:
         bridged_to=call.agent_id,
         started_at_ms=int(call.offered_wall * 1000),
         endpoint=call.agent_endpoint if call.agent is not None else "",
+        flow_owner=call.flow_owner,
     )
 
 
@@ -155,6 +157,13 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         raise AssertionError("abort returned")  # grpc's abort always raises
 
+    def _acd_took(self, call_id: str) -> None:
+        """A command of the ACD's: the IVR's flow is over for this call (its hold music or
+        the ring of an agent), so a restarted IVR must not take it up again."""
+        if calling_service() == "acd":
+            with contextlib.suppress(CallGone):  # the command itself says so
+                self.switch.registry.get(call_id).flow_owner = ""
+
     @staticmethod
     async def _invalid(context: Context, message: str) -> NoReturn:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -166,7 +175,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         context: Context,
     ) -> gw.CallReply:
         try:
-            call = self.switch.answer(request.call_id)
+            call = self.switch.answer(request.call_id, request.flow_owner)
         except (CallGone, CommandError) as exc:
             await self._fail(context, exc)
         return gw.CallReply(call_id=call.call_id, state=call.state.value)
@@ -178,6 +187,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     ) -> gw.PlayReply:
         if not request.prompt:
             await self._invalid(context, "prompt is required")
+        self._acd_took(request.call_id)
         try:
             completed, digit = await self.switch.play(
                 request.call_id, request.prompt, request.barge_in, request.loop
@@ -224,6 +234,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         if not request.endpoint:
             await self._invalid(context, "endpoint is required")
         timeout_s = (request.ring_timeout_ms or 20000) / 1000
+        self._acd_took(request.call_id)
         try:
             attempt = await self.switch.connect(
                 request.call_id, request.endpoint, timeout_s, request.agent_id, request.queue

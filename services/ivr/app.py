@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import grpc
+
 from common.health import Readiness
 from common.service import Stop, Wiring
 from hotline.v1 import acd_pb2_grpc, gateway_pb2_grpc, ivr_pb2_grpc
+from hotline.v1 import gateway_pb2 as gw
 from ivr.flows import load_flows
 from ivr.intake import IvrIntake
 from ivr.runner import FlowRunner
@@ -15,6 +18,9 @@ from ivr.settings import IvrSettings
 
 log = logging.getLogger(__name__)
 
+#: how long the IVR waits at start for the gateway to list the calls its previous run had
+TAKE_UP_WAIT_S = 30.0
+
 
 async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
     flows = load_flows(settings.flows_file)
@@ -22,10 +28,9 @@ async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
         "loaded %d flows: %s", len(flows), ", ".join(f"{d}={f.name}" for d, f in flows.items())
     )
     wiring = Wiring("ivr", settings, readiness)
+    gateway = gateway_pb2_grpc.CallControlStub(wiring.channel("gateway"))
     runner = FlowRunner(
-        gateway_pb2_grpc.CallControlStub(wiring.channel("gateway")),
-        acd_pb2_grpc.AcdStub(wiring.channel("acd")),
-        settings.acd_wait_s,
+        gateway, acd_pb2_grpc.AcdStub(wiring.channel("acd")), settings.acd_wait_s, settings.instance
     )
     intake = IvrIntake(flows, runner)
     wiring.on_stop(intake.stop, "flows in progress")
@@ -37,5 +42,18 @@ async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
         await intake.drain(budget_s)
 
     wiring.on_drain(drain, "flows in progress")
+
+    async def take_up() -> None:
+        # the calls whose flows died with this IVR's previous run (kill -9, OOM)
+        try:
+            reply = await gateway.ListCalls(
+                gw.ListCallsRequest(), timeout=TAKE_UP_WAIT_S, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("cannot ask the gateway for calls left in this IVR's flows: %s", exc)
+            return
+        intake.take_up(reply.calls, settings.instance)
+
+    wiring.task(take_up(), "take up calls")
     wiring.servicer(ivr_pb2_grpc.add_IvrServicer_to_server, IvrService(flows))
     return await wiring.start()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Protocol
 
 from common.events import Envelope
+from hotline.v1 import gateway_pb2 as gw
 from ivr.flows import Flow
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class IvrIntake:
     def __init__(self, flows: dict[str, Flow], runner: Runner) -> None:
         self.flows, self.runner = flows, runner
         self.running: set[asyncio.Task[str]] = set()
+        self._by_call: dict[str, asyncio.Task[str]] = {}  # one flow per call at a time
 
     async def handle(self, env: Envelope) -> None:
         if env.WhichOneof("payload") not in self.KINDS:
@@ -40,12 +43,44 @@ class IvrIntake:
         if flow is None:
             log.warning("call %s to %s: no flow for this number", offered.call_id, offered.dnis)
             return
+        self._start(flow, offered.call_id, offered.ani, offered.dnis)
+
+    def _start(self, flow: Flow, call_id: str, ani: str, dnis: str) -> bool:
+        if call_id in self._by_call:  # taken up after a crash, and its offer redelivered
+            return False
         task = asyncio.create_task(
-            self.runner.run(flow, offered.call_id, offered.ani, offered.dnis),
-            name=f"flow-{offered.call_id}",
+            self.runner.run(flow, call_id, ani, dnis), name=f"flow-{call_id}"
         )
         self.running.add(task)
-        task.add_done_callback(self.running.discard)
+        self._by_call[call_id] = task
+
+        def done(t: asyncio.Task[str]) -> None:
+            self.running.discard(t)
+            if self._by_call.get(call_id) is t:
+                del self._by_call[call_id]
+
+        task.add_done_callback(done)
+        return True
+
+    def take_up(self, calls: Iterable[gw.CallInfo], instance: str) -> int:
+        """Run the flow again for each live call this IVR instance had answered and the ACD
+        has not commanded since (`flow_owner`): its flow died with the previous process (kill
+        -9, OOM). Another instance's calls are never touched: a sibling replica may be running
+        them. Returns how many were taken up."""
+        taken = 0
+        for call in calls:
+            if call.flow_owner != instance or call.state != "answered" or call.bridged_to:
+                continue
+            flow = self.flows.get(call.dnis)
+            if flow is not None and self._start(flow, call.call_id, call.ani, call.dnis):
+                taken += 1
+        if taken:
+            log.warning(
+                "took up %d calls whose flows stopped with this IVR's previous run (%s)",
+                taken,
+                instance,
+            )
+        return taken
 
     async def drain(self, budget_s: float) -> None:
         """Let the flows still running finish (SIGTERM; the consumer stopped first, so no

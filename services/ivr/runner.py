@@ -47,14 +47,17 @@ class FlowRunner:
         gateway: gateway_pb2_grpc.CallControlAsyncStub,
         acd: acd_pb2_grpc.AcdAsyncStub,
         acd_wait_s: float = 20.0,
+        instance: str = "",
     ) -> None:
         self.gateway, self.acd = gateway, acd
         self.acd_wait_s = acd_wait_s
+        #: this IVR's name, given to the gateway with each answer (CallInfo.flow_owner)
+        self.instance = instance
 
     async def run(self, flow: Flow, call_id: str, ani: str, dnis: str) -> str:
         """Answer, greet, ask, enqueue. Returns the outcome (queue name, or why it stopped)."""
         try:
-            await self.gateway.Answer(gw.AnswerRequest(call_id=call_id))
+            await self.gateway.Answer(gw.AnswerRequest(call_id=call_id, flow_owner=self.instance))
             keyed = False  # the caller keyed a digit over the greeting
             if flow.greeting:
                 played = await self.gateway.Play(

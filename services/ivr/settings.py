@@ -6,7 +6,8 @@ every variable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,15 @@ class IvrSettings(Settings):
     #: HOTLINE_IVR_ACD_WAIT_S: how long a caller who chose a queue waits (on hold music) for
     #: an ACD that cannot be reached (restarting, a standby taking over) before being told
     acd_wait_s: float = 20.0
+    #: HOTLINE_IVR_INSTANCE (default: the host name, a pod's name in Kubernetes): names this
+    #: IVR to the gateway on each call it answers, so after a crash it takes up its own calls
+    instance: str = field(default_factory=socket.gethostname)
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
         return super().read(env) | {
             "flows_file": env.path("IVR_FLOWS", DEFAULT_FLOWS),
             "acd_wait_s": env.number("IVR_ACD_WAIT_S", 20.0, above=0),
+            "instance": env.text("IVR_INSTANCE", socket.gethostname()).strip()
+            or socket.gethostname(),
         }

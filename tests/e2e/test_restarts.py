@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -341,40 +342,73 @@ def test_sigterm_drains_the_gateway(stack: Platform, tmp_path: Path) -> None:
     log_out(agent)
 
 
-def test_sigterm_lets_the_ivr_hand_its_callers_to_the_acd(stack: Platform, tmp_path: Path) -> None:
-    """A rollout of the IVR: a caller in the greeting when SIGTERM arrives is still queued and
-    answered (before, the IVR cancelled the flow and left the caller on a silent line)."""
+@dataclass
+class InIvr:
+    """An agent Ready on a registered phone, and a caller (digit 1: sales) the IVR has just
+    answered: they hear the greeting and key the digit 1.5 s after the answer."""
 
+    phone: Sipp
+    agent: Api
+    supervisor: Api
+    caller: Sipp
+    ani: str
+
+
+def caller_in_the_ivr(
+    stack: Platform, tmp_path: Path, n: int, ani: str, phone_port: int, caller_port: int
+) -> InIvr:
     def sipp(scenario: str, port: int, **kw: object) -> Sipp:
         return Sipp(scenario, port, stack.sip_port, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
 
-    phone = sipp("phone_uas.xml", 17111, media_port=17112, timeout_s=60)
-    register_phone(sipp, "8015", 17110, 17111)
+    phone = sipp("phone_uas.xml", phone_port + 1, media_port=phone_port + 2, timeout_s=60)
+    register_phone(sipp, f"80{n:02d}", phone_port, phone_port + 1)
     agent = Api(stack.http)
-    agent.login("agent15", "agent15-demo")
+    agent.login(f"agent{n}", f"agent{n}-demo")
     agent.agent_ready()
     sup = Api(stack.http)
     sup.login("supervisor", "supervisor-demo")
     caller = sipp(
         "caller.xml",
-        17120,
-        media_port=17122,
+        caller_port,
+        media_port=caller_port + 2,
         keys={
             "service": "10000",
-            "caller": "5557301",
+            "caller": ani,
             "dtmf_pcap": DTMF_PCAP.format(1),
             "talk_ms": "3000",
         },
         extra=["-s", "10000"],
         timeout_s=60,
     )
-    # the IVR answered: the caller hears the greeting and keys 1 only 1.5 s later
     wait_for(
         lambda: "SIP/2.0 200" in caller.messages(),
         timeout_s=30,
         interval_s=0.02,
         what="the IVR answering the caller",
     )
+    return InIvr(phone, agent, sup, caller, ani)
+
+
+def served_by(call: InIvr, stack: Platform, agent_id: str, what: str) -> None:
+    """The caller reaches the agent, talks, hangs up; the CDR says so; the IVR is back."""
+    wait_for(
+        lambda: call.agent.call("GET", "/api/agent")[1].get("state") == "on_call",
+        timeout_s=40,
+        what=f"{agent_id} on the call {what}",
+    )
+    assert call.caller.wait(60) == 0, call.caller.explain()
+    row = wait_for(
+        lambda: (r := cdr(call.supervisor, call.ani)) and r.get("ended_at") and r,
+        timeout_s=30,
+        what="the call's CDR",
+    )
+    assert (row["queue"], row["agent_id"]) == ("sales", agent_id), row
+
+
+def test_sigterm_lets_the_ivr_hand_its_callers_to_the_acd(stack: Platform, tmp_path: Path) -> None:
+    """A rollout of the IVR: a caller in the greeting when SIGTERM arrives is still queued and
+    answered (before, the IVR cancelled the flow and left the caller on a silent line)."""
+    call = caller_in_the_ivr(stack, tmp_path, 15, "5557301", 17110, 17120)
     ivr = stack.stack.procs["ivr"]
     ivr.send_signal(signal.SIGTERM)
     status, body = wait_for(
@@ -384,22 +418,28 @@ def test_sigterm_lets_the_ivr_hand_its_callers_to_the_acd(stack: Platform, tmp_p
         what="the IVR's /readyz red while draining",
     )
     assert "draining" in json.dumps(body), body
-
     # the flow goes on: the digit picks sales, the ACD rings the agent, they talk
-    wait_for(
-        lambda: agent.call("GET", "/api/agent")[1].get("state") == "on_call",
-        timeout_s=30,
-        what="agent15 on the call the draining IVR handed over",
-    )
+    served_by(call, stack, "agent15", "the draining IVR handed over")
     assert ivr.wait(30) == 0, "the IVR exits cleanly once its flows are done"
-    assert caller.wait(60) == 0, caller.explain()
-    row = wait_for(
-        lambda: (r := cdr(sup, "5557301")) and r.get("ended_at") and r,
-        timeout_s=30,
-        what="the call's CDR",
-    )
-    assert (row["queue"], row["agent_id"]) == ("sales", "agent15"), row
     stack.stack.restart("ivr")
     stack.stack.wait_ready(("ivr",), timeout_s=30)
-    phone.stop()
-    log_out(agent)
+    call.phone.stop()
+    log_out(call.agent)
+
+
+def test_an_ivr_killed_in_a_callers_menu_takes_the_call_up_again(
+    stack: Platform, tmp_path: Path
+) -> None:
+    """kill -9 (an OOM, a crash) while a caller hears the greeting: the flow died with the
+    process and the offer was committed, but the gateway knows which IVR answered the call,
+    and the IVR started again takes it up: the caller reaches an agent."""
+    call = caller_in_the_ivr(stack, tmp_path, 16, "5557401", 17130, 17140)
+    time.sleep(1.0)  # the offer's offset committed (every 0.5 s); the digit comes at 1.5 s
+    stack.stack.kill("ivr")
+    stack.stack.restart("ivr")
+    served_by(call, stack, "agent16", "the restarted IVR took up")
+    log = (stack.stack.log_dir / "ivr.log").read_text(errors="replace")
+    assert "took up 1 calls" in log
+    stack.stack.wait_ready(("ivr",), timeout_s=30)
+    call.phone.stop()
+    log_out(call.agent)

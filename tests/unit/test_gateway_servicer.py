@@ -18,6 +18,7 @@ from gateway.dialplan import DialPlan, DialPlanError
 from gateway.servicer import CallControlServicer
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
+from tests import tls as test_tls
 from tests.unit.gateway_rig import FakeLeg, Rig, call_control_stub, code_of, make_rig, settle
 
 
@@ -353,3 +354,37 @@ async def test_dial_out_customer_busy_ends_the_call_and_hangs_up_the_agent(
     assert rig.events.kinds(reply.call_id)[-1] == "ended"
     assert [r[0] for r in rig.channel.rung] == ["8001", "8002"]
     assert len(rig.channel.did("hang_up")) == 1
+
+
+async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig: Rig) -> None:
+    # behind the real mTLS guard: the gateway knows who calls from the client certificate
+    srv, port = test_tls.server(
+        "gateway",
+        gateway_pb2_grpc.add_CallControlServicer_to_server,
+        CallControlServicer(rig.switch),
+    )
+    await srv.start()
+    ivr_channel = test_tls.channel("ivr", "gateway", port)
+    acd_channel = test_tls.channel("acd", "gateway", port)
+    try:
+        ivr = gateway_pb2_grpc.CallControlStub(ivr_channel)
+        acd = gateway_pb2_grpc.CallControlStub(acd_channel)
+        _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
+
+        async def owner() -> str:
+            (listed,) = (await acd.ListCalls(gw.ListCallsRequest())).calls
+            return listed.flow_owner
+
+        await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-7d9f-x2"))
+        assert await owner() == "ivr-7d9f-x2"
+        await ivr.Play(gw.PlayRequest(call_id=call.call_id, prompt="welcome", loop=True))
+        assert await owner() == "ivr-7d9f-x2"  # the IVR's own commands keep it
+        await acd.Play(gw.PlayRequest(call_id=call.call_id, prompt="hold", loop=True))
+        assert await owner() == ""  # queued: the flow is over
+        # a flow run again for the call (an IVR that restarted) owns it again
+        await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-7d9f-x2"))
+        assert await owner() == "ivr-7d9f-x2"
+    finally:
+        await ivr_channel.close()
+        await acd_channel.close()
+        await srv.stop(None)

@@ -11,6 +11,7 @@ import pytest
 
 from common.events import envelope
 from hotline.v1 import events_pb2 as ev
+from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import ivr_pb2
 from ivr.flows import Flow, load_flows
 from ivr.intake import IvrIntake
@@ -113,6 +114,48 @@ async def test_a_drain_gives_up_after_its_budget_and_stop_cancels_the_rest() -> 
     intake.stop()
     await settle()
     assert runner.cancelled == ["c1"]
+
+
+def info(call_id: str, owner: str, state: str = "answered", **kw: str) -> gw.CallInfo:
+    return gw.CallInfo(
+        call_id=call_id,
+        state=state,
+        ani="5551234",
+        dnis=kw.pop("dnis", "10000"),
+        flow_owner=owner,
+        **kw,
+    )
+
+
+async def test_an_ivr_that_restarts_takes_up_its_own_calls_only() -> None:
+    # killed -9 while callers were in its menus: their flows died with the process, their
+    # offers were committed; the gateway still knows which IVR answered them
+    runner = HeldRunner()
+    intake = IvrIntake(FLOWS, runner)
+    calls = [
+        info("mine", "ivr-a"),
+        info("mine-too", "ivr-a", dnis="10001"),
+        info("sibling", "ivr-b"),  # a live replica may be running it
+        info("queued", ""),  # the ACD has commanded it since
+        info("bridged", "ivr-a", state="bridged", bridged_to="agent1"),
+        info("ringing", "ivr-a", state="offered"),
+        info("no-flow", "ivr-a", dnis="99999"),
+    ]
+    assert intake.take_up(calls, "ivr-a") == 2
+    await settle()
+    assert sorted(runner.runs) == [
+        ("human-service", "mine", "5551234", "10000"),
+        ("self-service", "mine-too", "5551234", "10001"),
+    ]
+    # the offer of a call taken up, redelivered by the broker, starts no second flow
+    await intake.handle(envelope(offered("mine", "10000"), "mine", "s", "gateway"))
+    await settle()
+    assert len(runner.runs) == 2 and len(intake.running) == 2
+    runner.release.set()
+    await settle()
+    assert not intake.running
+    # once its flow is over, the same call may be run again (the next offer or take-up)
+    assert intake.take_up([info("mine", "ivr-a")], "ivr-a") == 1
 
 
 async def test_list_flows() -> None:

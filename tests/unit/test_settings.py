@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,8 @@ def test_service_overrides(tmp_path: Path) -> None:
     flows = tmp_path / "flows.yaml"
     assert IvrSettings.from_env(env(IVR_FLOWS=str(flows))).flows_file == flows
     assert IvrSettings.from_env(env()).acd_wait_s == 20.0
+    assert IvrSettings.from_env(env()).instance == socket.gethostname()
+    assert IvrSettings.from_env(env(IVR_INSTANCE="ivr-7d9f-x2")).instance == "ivr-7d9f-x2"
     assert IvrSettings.from_env(env(IVR_ACD_WAIT_S="7.5")).acd_wait_s == 7.5
     assert CrmSettings.from_env(env(HTTP_PORT="18080")).http_port == 18080
     assert (

@@ -88,6 +88,9 @@ class Call:
     consult: Party | None = None  # the consult target while a consult is on
     busy: str = ""  # a transfer, consult or join in progress (one at a time)
     agent_endpoint: str = ""
+    #: the IVR instance whose flow has the call (it answered it), until the ACD commands it:
+    #: an IVR that restarts takes up its own calls again (ListCalls)
+    flow_owner: str = ""
 
     def legs(self) -> tuple[Leg, ...]:
         base = (self.caller,) if self.agent is None else (self.caller, self.agent)

@@ -245,8 +245,12 @@ class Switch:
             self._stop_player(call, completed=False)
 
     # ---- commands ----------------------------------------------------------------------
-    def answer(self, call_id: str) -> Call:
+    def answer(self, call_id: str, flow_owner: str = "") -> Call:
+        """Answer the call (twice is harmless); `flow_owner`: the IVR instance whose flow has
+        it now (Call.flow_owner)."""
         call = self.registry.get(call_id)
+        if flow_owner:
+            call.flow_owner = flow_owner
         if call.state != CallState.OFFERED:
             return call  # answering twice is harmless
         self._cancel_answer_timer(call_id)
