@@ -158,6 +158,7 @@ class FlowRunner:
                     # answer was lost (the connection dropped), or a flow run again for a call
                     # it had queued (an offer redelivered after the IVR died): done either way
                     log.info("call %s: %s", request.call_id, exc.details())
+                    await self._hold_again(request.call_id)
                     return acd_pb2.EnqueueReply(call_id=request.call_id, queue=request.queue)
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     return None
@@ -169,6 +170,15 @@ class FlowRunner:
                     "call %s: ACD unavailable (%s); asking again", request.call_id, exc.details()
                 )
                 await asyncio.sleep(RETRY_S)
+
+    async def _hold_again(self, call_id: str) -> None:
+        """A call run through the flow again while queued: the greeting and the menu stopped
+        the ACD's hold music, which the ACD started only once; the caller hears it again
+        (best effort: a call the ACD has had bridged meanwhile refuses it)."""
+        try:
+            await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=WAIT_PROMPT, loop=True))
+        except grpc.aio.AioRpcError as exc:
+            log.debug("call %s: hold music not started again: %s", call_id, exc.details())
 
     async def _turn_away(self, call_id: str) -> None:
         """No ACD could take the call: say so to the caller and end it."""

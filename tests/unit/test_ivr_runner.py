@@ -283,6 +283,9 @@ async def test_a_flow_run_again_for_a_queued_call_ends_queued() -> None:
     assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "sales"
     assert len(acd.enqueued) == 1 and "Hangup" not in gateway.names()
     assert outcomes("human-service", "queued") == before + 1
+    # the greeting and the menu stopped the ACD's hold music: the caller hears it again
+    hold = gateway.requests("Play")[-1]
+    assert (hold.call_id, hold.prompt, hold.loop) == ("c1", "hold", True)
 
 
 @pytest.mark.parametrize(
