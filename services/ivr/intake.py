@@ -30,8 +30,12 @@ class IvrIntake:
 
     def __init__(self, flows: dict[str, Flow], runner: Runner) -> None:
         self.flows, self.runner = flows, runner
-        self.running: set[asyncio.Task[str]] = set()
         self._by_call: dict[str, asyncio.Task[str]] = {}  # one flow per call at a time
+
+    @property
+    def running(self) -> set[asyncio.Task[str]]:
+        """The flows in progress."""
+        return set(self._by_call.values())
 
     async def handle(self, env: Envelope) -> None:
         if env.WhichOneof("payload") not in self.KINDS:
@@ -51,15 +55,8 @@ class IvrIntake:
         task = asyncio.create_task(
             self.runner.run(flow, call_id, ani, dnis), name=f"flow-{call_id}"
         )
-        self.running.add(task)
         self._by_call[call_id] = task
-
-        def done(t: asyncio.Task[str]) -> None:
-            self.running.discard(t)
-            if self._by_call.get(call_id) is t:
-                del self._by_call[call_id]
-
-        task.add_done_callback(done)
+        task.add_done_callback(lambda _: self._by_call.pop(call_id, None))
         return True
 
     def take_up(self, calls: Iterable[gw.CallInfo], instance: str) -> int:
@@ -88,7 +85,7 @@ class IvrIntake:
         in a menu to the ACD instead of leaving them on a silent line."""
         if self.running:
             log.info("waiting for %d flows in progress (up to %.0fs)", len(self.running), budget_s)
-            await asyncio.wait(set(self.running), timeout=budget_s)
+            await asyncio.wait(self.running, timeout=budget_s)
 
     def stop(self) -> None:
         """Cancel the flows still running (at shutdown, after the consumer stopped)."""
