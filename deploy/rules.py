@@ -402,6 +402,29 @@ sum by (site) (
         "{{ $labels.site }} lost or cut short a recording.",
     ),
     alert(
+        "HotlineIvrTurnsCallersAway",
+        """
+sum by (site) (
+  increase(hotline_ivr_calls_total{outcome=~"acd-refused|acd-unavailable|error"}[10m])
+) > 0""",
+        "0m",
+        "page",
+        "The IVR at {{ $labels.site }} turns callers away",
+        "In the last 10 minutes the IVR at site {{ $labels.site }} ended calls it could not hand "
+        "to the ACD (unreachable, or refusing: a flow naming a queue the ACD does not have) or "
+        "failed a flow.",
+    ),
+    alert(
+        "HotlineIvrPromptMissing",
+        "sum by (site, flow, prompt) (increase(hotline_ivr_prompts_missing_total[10m])) > 0",
+        "0m",
+        "ticket",
+        "Flow {{ $labels.flow }} at {{ $labels.site }} names a missing prompt",
+        "In the last 10 minutes the IVR at site {{ $labels.site }} skipped prompt "
+        "{{ $labels.prompt }} of flow {{ $labels.flow }}: the gateway does not have it. Callers "
+        "still reach a queue, after silence where the prompt should be.",
+    ),
+    alert(
         "HotlineRecordingsWaitingAtGateway",
         "max by (site) (hotline_gateway_recording_spool_oldest_seconds) > 900",
         "5m",

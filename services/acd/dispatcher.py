@@ -45,7 +45,7 @@ from acd.notifier import AcdNotifier
 from acd.queues import CallQueue, WaitingCall
 from acd.rebuild import Outcome, Plan
 from acd.routing.strategies import Strategy, longest_idle
-from common import tracing
+from common import error_info, tracing
 from common.recent_ids import RecentIds
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
@@ -181,7 +181,8 @@ class Dispatcher:
         """Loop the hold prompt to a waiting call (and while its offer rings). A call answered
         before the prompt reached the gateway is bridged there and refuses it (under load, one
         call in ten the bench makes at 40/s), so only a call still waiting, with no offer out,
-        is worth a warning."""
+        is worth a warning; a prompt the gateway does not have is an error whatever the call
+        did meanwhile."""
         try:
             self.fence()
             if self._find(call_id) is None:  # answered or gone before the music started
@@ -190,8 +191,9 @@ class Dispatcher:
         except grpc.aio.AioRpcError as exc:
             found = self._find(call_id)
             waiting = found is not None and not found[1].offering  # an offer may have answered
+            missing = error_info.reason_of(exc) == error_info.PROMPT_NOT_FOUND  # misconfigured
             log.log(
-                logging.WARNING if waiting else logging.DEBUG,
+                logging.ERROR if missing else logging.WARNING if waiting else logging.DEBUG,
                 "hold music for %s failed: %s%s",
                 call_id,
                 exc.details(),

@@ -13,6 +13,7 @@ from typing import NoReturn, Protocol
 
 import grpc
 
+from common import error_info
 from common.rpc import Context, callers, calling_service
 from gateway.core.calls import Call, CallGone
 from gateway.core.contracts import Attempt, Outcome
@@ -148,12 +149,28 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
 
     @staticmethod
     async def _fail(context: Context, exc: Exception) -> NoReturn:
+        """NOT_FOUND says which thing is missing in its ErrorInfo (common.error_info)."""
         if isinstance(exc, CallGone):
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"call {exc.args[0]} does not exist or has ended"
+            call_id = str(exc.args[0])
+            await error_info.abort(
+                context,
+                error_info.status(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"call {call_id} does not exist or has ended",
+                    error_info.CALL_NOT_FOUND,
+                    call_id=call_id,
+                ),
             )
         if isinstance(exc, PromptNotFound):
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            await error_info.abort(
+                context,
+                error_info.status(
+                    grpc.StatusCode.NOT_FOUND,
+                    str(exc),
+                    error_info.PROMPT_NOT_FOUND,
+                    prompt=exc.prompt,
+                ),
+            )
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         raise AssertionError("abort returned")  # grpc's abort always raises
 

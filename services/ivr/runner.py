@@ -15,6 +15,7 @@ import logging
 import grpc
 from prometheus_client import Counter
 
+from common import error_info
 from hotline.v1 import acd_pb2, acd_pb2_grpc, gateway_pb2_grpc
 from hotline.v1 import gateway_pb2 as gw
 from ivr.flows import Flow, Route
@@ -25,6 +26,11 @@ CALLS = Counter("hotline_ivr_calls_total", "Calls taken by a flow", ["flow", "ou
 WAITED = Counter(
     "hotline_ivr_acd_waits_total",
     "Calls whose hand-off to the ACD took longer than HOLD_AFTER_S (the caller heard hold music)",
+)
+PROMPTS_MISSING = Counter(
+    "hotline_ivr_prompts_missing_total",
+    "Prompts a flow named that the gateway does not have (skipped: the flow went on)",
+    ["flow", "prompt"],
 )
 
 #: what a caller waiting for the ACD hears (the ACD's own hold music, built by `ivr.prompts`)
@@ -39,6 +45,10 @@ RETRY_S = 0.25
 
 class CallerGone(Exception):
     """The caller hung up while the flow was running."""
+
+
+class AcdRefused(Exception):
+    """The ACD answered the hand-off with an error no retry mends (an unknown queue, say)."""
 
 
 class FlowRunner:
@@ -60,9 +70,7 @@ class FlowRunner:
             await self.gateway.Answer(gw.AnswerRequest(call_id=call_id, flow_owner=self.instance))
             keyed = False  # the caller keyed a digit over the greeting
             if flow.greeting:
-                played = await self.gateway.Play(
-                    gw.PlayRequest(call_id=call_id, prompt=flow.greeting, barge_in=True)
-                )
+                played = await self._play(flow, call_id, flow.greeting)
                 keyed = not played.completed and bool(played.digit)
             route, digits = await self._menu(flow, call_id, keyed)
             if route is None:
@@ -79,9 +87,16 @@ class FlowRunner:
                 dnis=dnis,
                 data={"menu": digits, "flow": flow.name},
             )
-            reply = await self._enqueue(request)
+            try:
+                reply = await self._enqueue(request)
+            except AcdRefused as exc:
+                await self._turn_away(call_id, f"the ACD refused the call: {exc}")
+                CALLS.labels(flow.name, "acd-refused").inc()
+                return "acd-refused"
             if reply is None:
-                await self._turn_away(call_id)
+                await self._turn_away(
+                    call_id, f"no ACD could take the call within {self.acd_wait_s:.0f} s"
+                )
                 CALLS.labels(flow.name, "acd-unavailable").inc()
                 return "acd-unavailable"
             log.info(
@@ -97,7 +112,7 @@ class FlowRunner:
             CALLS.labels(flow.name, "caller-gone").inc()
             return "caller-gone"
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:  # the call ended between commands
+            if _call_gone(exc):  # the call ended between commands
                 CALLS.labels(flow.name, "caller-gone").inc()
                 return "caller-gone"
             CALLS.labels(flow.name, "error").inc()
@@ -126,8 +141,7 @@ class FlowRunner:
                         gw.PlayRequest(call_id=request.call_id, prompt=WAIT_PROMPT, loop=True)
                     )
                 except grpc.aio.AioRpcError as exc:
-                    gone = exc.code() == grpc.StatusCode.NOT_FOUND and not _prompt_missing(exc)
-                    if gone and not attempts.done():
+                    if _call_gone(exc) and not attempts.done():
                         raise  # the caller hung up: nothing left to hand over
                     # otherwise never the hand-off's failure: the ACD may have taken the call
                     # and had it bridged before the music reached the gateway ("is bridged")
@@ -163,7 +177,7 @@ class FlowRunner:
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     return None
                 if code != grpc.StatusCode.UNAVAILABLE:
-                    raise
+                    raise AcdRefused(f"{code.name} {exc.details()}") from exc
                 if deadline - loop.time() <= RETRY_S:
                     return None
                 log.info(
@@ -180,23 +194,34 @@ class FlowRunner:
         except grpc.aio.AioRpcError as exc:
             log.debug("call %s: hold music not started again: %s", call_id, exc.details())
 
-    async def _turn_away(self, call_id: str) -> None:
-        """No ACD could take the call: say so to the caller and end it."""
-        log.error(
-            "call %s: no ACD could take the call within %.0f s; the caller is told and the "
-            "call ended",
-            call_id,
-            self.acd_wait_s,
-        )
+    async def _turn_away(self, call_id: str, why: str) -> None:
+        """No ACD took the call (`why`): say so to the caller and end the call, never leave
+        them on a silent line."""
+        log.error("call %s: %s; the caller is told and the call ended", call_id, why)
         try:
             await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=UNAVAILABLE_PROMPT))
         except grpc.aio.AioRpcError as exc:
             if not _prompt_missing(exc):
                 raise
             log.error("call %s: the apology could not be played: %s", call_id, exc.details())
-        await self.gateway.Hangup(
-            gw.HangupRequest(call_id=call_id, reason="no ACD could take the call")
-        )
+        await self.gateway.Hangup(gw.HangupRequest(call_id=call_id, reason=why))
+
+    async def _play(self, flow: Flow, call_id: str, prompt: str) -> gw.PlayReply:
+        """A flow's prompt, barge-in allowed. One the gateway does not have is the operator's
+        mistake, not the caller's: logged, counted and skipped, so the caller still reaches
+        the menu and a queue instead of a silent line."""
+        try:
+            return await self.gateway.Play(
+                gw.PlayRequest(call_id=call_id, prompt=prompt, barge_in=True)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if not _prompt_missing(exc):
+                raise
+            PROMPTS_MISSING.labels(flow.name, prompt).inc()
+            log.error(
+                "call %s: flow %s: %s; going on without it", call_id, flow.name, exc.details()
+            )
+            return gw.PlayReply(call_id=call_id, completed=True)
 
     async def _menu(self, flow: Flow, call_id: str, keyed: bool) -> tuple[Route | None, str]:
         """The caller's choice. With `keyed` (a digit already waits at the gateway) the first
@@ -205,9 +230,7 @@ class FlowRunner:
         menu = flow.menu
         for attempt in range(menu.attempts):
             if attempt or not keyed:
-                await self.gateway.Play(
-                    gw.PlayRequest(call_id=call_id, prompt=menu.prompt, barge_in=True)
-                )
+                await self._play(flow, call_id, menu.prompt)
             got = await self.gateway.CollectDigits(
                 gw.CollectDigitsRequest(call_id=call_id, max_digits=1, timeout_ms=menu.timeout_ms)
             )
@@ -220,9 +243,11 @@ class FlowRunner:
 
 
 def _prompt_missing(exc: grpc.aio.AioRpcError) -> bool:
-    """The gateway has no such prompt (its NOT_FOUND names the prompt; a call that is gone
-    is NOT_FOUND too, and names the call)."""
-    details = (exc.details() or "").lower()
-    return exc.code() == grpc.StatusCode.NOT_FOUND and details.startswith(
-        ("prompt", "invalid prompt")
-    )
+    """The gateway has no such prompt (NOT_FOUND about a prompt: common.error_info)."""
+    return error_info.reason_of(exc) == error_info.PROMPT_NOT_FOUND
+
+
+def _call_gone(exc: grpc.aio.AioRpcError) -> bool:
+    """The gateway no longer has the call: the caller hung up (NOT_FOUND about the call; the
+    ACD's NOT_FOUND for an unknown queue is not this)."""
+    return error_info.reason_of(exc) == error_info.CALL_NOT_FOUND

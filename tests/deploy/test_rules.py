@@ -325,6 +325,56 @@ CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str
             "2m",
         ),
     ),
+    "HotlineIvrTurnsCallersAway": (
+        (
+            [
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="acd-refused"}}',
+                    "values": "0 0 0 1 1 1 1 1",
+                }
+            ],
+            "2m",
+            [{"site": "main"}],
+        ),
+        (  # queued callers and callers who hang up are the IVR's normal day
+            [
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="queued"}}',
+                    "values": "0+5x8",
+                },
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="caller-gone"}}',
+                    "values": "0+1x8",
+                },
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="error"}}',
+                    "values": "2x8",
+                },
+            ],
+            "2m",
+        ),
+    ),
+    "HotlineIvrPromptMissing": (
+        (
+            [
+                {
+                    "series": f'hotline_ivr_prompts_missing_total{{{SITE},flow="main",prompt="x"}}',
+                    "values": "0 0 2 2 2 2 2 2",
+                }
+            ],
+            "2m",
+            [{"site": "main", "flow": "main", "prompt": "x"}],
+        ),
+        (  # skipped once, long ago
+            [
+                {
+                    "series": f'hotline_ivr_prompts_missing_total{{{SITE},flow="main",prompt="x"}}',
+                    "values": "0 1" + " 1" * 40,
+                }
+            ],
+            "20m",
+        ),
+    ),
     "HotlineRecordingsWaitingAtGateway": (
         (
             [

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 
 from hotline.v1 import recorder_pb2 as rec
+from tests.unit.rpc_errors import rpc_error
 
 FRAME = 160
 RID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -81,10 +82,6 @@ class SleepClock:
         self.slept.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
-
-
-def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 @dataclass

@@ -21,11 +21,13 @@ from acd.notifier import AcdNotifier
 from acd.queues import WaitingCall
 from acd.rebuild import LiveCall, Outcome, fold_agents, fold_queues, plan
 from acd.servicer import AcdService
+from common import error_info
 from common.events import envelope
 from common.lease import Fenced
 from hotline.v1 import acd_pb2
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
+from tests.unit.rpc_errors import rpc_error
 
 SITE = "unit-site"
 WRAP_UP_S = 0.05
@@ -325,19 +327,38 @@ async def test_no_answer_with_nobody_else_keeps_the_call_waiting(rig: Rig) -> No
     assert [o.attempt for o in rig.pub.of(ev.AgentOffered)] == [1, 2]
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
-
-
 def hold_music_logs(caplog: pytest.LogCaptureFixture) -> list[int]:
     return [r.levelno for r in caplog.records if r.getMessage().startswith("hold music for")]
 
 
-async def test_hold_music_refused_because_an_agent_answered_is_not_a_warning(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("refusal", "level"),
+    [
+        # the bench at 40/s: the agent answered and the gateway bridged the call before the
+        # hold music reached it, so the gateway refused the music; one call in ten logged a
+        # warning
+        (
+            rpc_error(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "call c1 is bridged; prompts play only to answered calls that are not bridged",
+            ),
+            logging.DEBUG,
+        ),
+        # a prompt the gateway does not have is the operator's mistake, whatever the call did
+        # meanwhile: every caller who waits hears silence
+        (
+            rpc_error(
+                grpc.StatusCode.NOT_FOUND,
+                "prompt 'hold' not found in /x",
+                error_info.PROMPT_NOT_FOUND,
+            ),
+            logging.ERROR,
+        ),
+    ],
+)
+async def test_hold_music_refused_after_an_agent_answered(
+    rig: Rig, caplog: pytest.LogCaptureFixture, refusal: grpc.aio.AioRpcError, level: int
 ) -> None:
-    # the bench at 40/s: the agent answered and the gateway bridged the call before the hold
-    # music reached it, so the gateway refused the music; one call in ten logged a warning
     caplog.set_level(logging.DEBUG, logger="acd.dispatcher")
     gate: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     rig.gateway.play_gate = gate
@@ -345,14 +366,9 @@ async def test_hold_music_refused_because_an_agent_answered_is_not_a_warning(
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a1").state == ON_CALL)
     assert [p.call_id for p in rig.gateway.plays] == ["c1"]  # asked for while the offer rang
-    gate.set_result(
-        rpc_error(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "call c1 is bridged; prompts play only to answered calls that are not bridged",
-        )
-    )
+    gate.set_result(refusal)
     await until(lambda: bool(hold_music_logs(caplog)))
-    assert hold_music_logs(caplog) == [logging.DEBUG]
+    assert hold_music_logs(caplog) == [level]
 
 
 async def test_hold_music_refused_to_a_waiting_call_is_a_warning(

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common import error_info
 from gateway.core.calls import EndReason
 from gateway.core.contracts import Attempt, Outcome
 from gateway.dialplan import DialPlan, DialPlanError
@@ -52,16 +53,21 @@ async def test_answer_and_list_calls(
 async def test_unknown_call_is_not_found_and_wrong_state_is_failed_precondition(
     rig: Rig, stub: gateway_pb2_grpc.CallControlStub
 ) -> None:
-    code, details = await code_of(stub.Answer(gw.AnswerRequest(call_id="nope")))
-    assert code is grpc.StatusCode.NOT_FOUND and "nope" in details
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.Answer(gw.AnswerRequest(call_id="nope"))
+    assert gone.value.code() is grpc.StatusCode.NOT_FOUND and "nope" in gone.value.details()
+    assert error_info.reason_of(gone.value) == error_info.CALL_NOT_FOUND
     _, call = rig.channel.new_call()
     code, details = await code_of(stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="welcome")))
     assert code is grpc.StatusCode.FAILED_PRECONDITION and "offered" in details
     await stub.Answer(gw.AnswerRequest(call_id=call.call_id))
-    code, details = await code_of(
-        stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="no-such-prompt"))
-    )
-    assert code is grpc.StatusCode.NOT_FOUND and "no-such-prompt" in details
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="no-such-prompt"))
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "no-such-prompt" in missing.value.details()
+    # NOT_FOUND either way: the ErrorInfo says which (the IVR skips a missing prompt, and
+    # ends the flow quietly for a caller who hung up)
+    assert error_info.reason_of(missing.value) == error_info.PROMPT_NOT_FOUND
 
 
 async def test_bad_arguments_are_invalid_argument_with_a_reason(

@@ -25,6 +25,7 @@ from gateway.recording import SpoolCollector, SpoolingRecorder
 from gateway.spool import FLUSH_FRAMES, Spool, SpoolEntry, SpoolWriter
 from gateway.uploader import Uploader
 from tests.unit.gateway_rig import FakeChannel, FakeClock, FakeEvents, FakeLeg, write_prompt
+from tests.unit.rpc_errors import rpc_error
 from tests.unit.spool_rig import (
     FRAME,
     FakeRecorder,
@@ -35,7 +36,6 @@ from tests.unit.spool_rig import (
     already,
     fail,
     hang,
-    rpc_error,
     stored,
 )
 

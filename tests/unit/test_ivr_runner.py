@@ -9,17 +9,31 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from common import error_info
 from hotline.v1 import acd_pb2
 from hotline.v1 import gateway_pb2 as gw
 from ivr.flows import load_flows, parse_flows
 from ivr.runner import FlowRunner
+from tests.unit.rpc_errors import rpc_error
 
 FLOWS = load_flows()
 HUMAN = FLOWS["10000"]
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+def call_gone(call_id: str = "c1") -> grpc.aio.AioRpcError:
+    return rpc_error(
+        grpc.StatusCode.NOT_FOUND,
+        f"call {call_id} does not exist or has ended",
+        error_info.CALL_NOT_FOUND,
+    )
+
+
+def prompt_missing(prompt: str) -> grpc.aio.AioRpcError:
+    return rpc_error(
+        grpc.StatusCode.NOT_FOUND,
+        f"prompt {prompt!r} not found in /x",
+        error_info.PROMPT_NOT_FOUND,
+    )
 
 
 class FakeGateway:
@@ -204,7 +218,7 @@ async def test_hangup_during_the_menu_is_caller_gone() -> None:
 
 
 async def test_call_gone_at_the_gateway_is_caller_gone() -> None:
-    gateway = FakeGateway(fail={"Answer": rpc_error(grpc.StatusCode.NOT_FOUND, "no call c1")})
+    gateway = FakeGateway(fail={"Answer": call_gone()})
     acd = FakeAcd()
     assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "caller-gone"
     assert gateway.names() == ["Answer"] and acd.enqueued == []
@@ -229,14 +243,58 @@ async def test_no_choice_and_no_default_hangs_up() -> None:
     assert acd.enqueued == []
 
 
-async def test_an_acd_refusal_is_an_error_not_a_crash() -> None:
-    before = outcomes("human-service", "error")
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        rpc_error(grpc.StatusCode.INTERNAL, "acd broken"),
+        # the flow names a queue the ACD does not have: NOT_FOUND, but not a call that is gone
+        rpc_error(grpc.StatusCode.NOT_FOUND, "queue 'sales' does not exist (have: support)"),
+    ],
+)
+async def test_an_acd_refusal_is_told_to_the_caller_and_the_call_ends(
+    refusal: grpc.aio.AioRpcError,
+) -> None:
+    # before, the flow ended "error" (or "caller-gone" for an unknown queue, silently) and the
+    # caller was left on an answered, silent line until they hung up
+    before = outcomes("human-service", "acd-refused")
     gateway = FakeGateway(("1", "max_digits"))
-    acd = FakeAcd(rpc_error(grpc.StatusCode.INTERNAL, "acd broken"))
-    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "error"
+    acd = FakeAcd(refusal)
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "5551234", "10000") == "acd-refused"
     assert len(acd.enqueued) == 1  # not asked again: only an unreachable ACD is
-    assert outcomes("human-service", "error") == before + 1
-    assert "Hangup" not in gateway.names()
+    assert outcomes("human-service", "acd-refused") == before + 1
+    assert [p.prompt for p in gateway.requests("Play")][-1] == "unavailable"
+    (hangup,) = gateway.requests("Hangup")
+    assert hangup.reason == f"the ACD refused the call: {refusal.code().name} {refusal.details()}"
+    assert gateway.names()[-1] == "Hangup"
+
+
+def prompts_missing(prompt: str) -> float:
+    labels = {"flow": "human-service", "prompt": prompt}
+    return REGISTRY.get_sample_value("hotline_ivr_prompts_missing_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("missing", ["welcome", "menu"])
+async def test_a_missing_flow_prompt_is_skipped_and_the_caller_still_reaches_a_queue(
+    missing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # before, the gateway's NOT_FOUND for the prompt was taken for a caller who had hung up:
+    # the flow stopped quietly ("caller-gone") and the caller sat on a silent line
+    before = prompts_missing(missing)
+
+    class Gateway(FakeGateway):
+        async def Play(self, request: gw.PlayRequest) -> gw.PlayReply:  # noqa: N802
+            if request.prompt == missing:
+                self.log.append(("Play", request))
+                raise prompt_missing(missing)
+            return await super().Play(request)
+
+    gateway, acd = Gateway(("2", "max_digits")), FakeAcd()
+    assert await FlowRunner(gateway, acd).run(HUMAN, "c1", "1", "10000") == "support"
+    assert [p.prompt for p in gateway.requests("Play")] == ["welcome", "menu"]
+    assert [r.queue for r in acd.enqueued] == ["support"]
+    assert prompts_missing(missing) == before + 1
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert f"prompt {missing!r} not found" in error.getMessage()
 
 
 async def test_an_unreachable_acd_is_waited_for_with_hold_music() -> None:
@@ -308,7 +366,7 @@ async def test_an_acd_that_stays_away_is_told_to_the_caller_and_the_call_ends(
     )
     assert [p.prompt for p in gateway.requests("Play")][-2:] == ["hold", "unavailable"]
     (hangup,) = gateway.requests("Hangup")
-    assert (hangup.call_id, hangup.reason) == ("c1", "no ACD could take the call")
+    assert (hangup.call_id, hangup.reason) == ("c1", "no ACD could take the call within 1 s")
     assert gateway.names()[-1] == "Hangup"
     assert outcomes("human-service", "acd-unavailable") == before + 1
 
@@ -316,7 +374,7 @@ async def test_an_acd_that_stays_away_is_told_to_the_caller_and_the_call_ends(
 async def test_a_missing_apology_prompt_still_ends_the_call() -> None:
     gateway = FakeGateway(
         ("1", "max_digits"),
-        fail={"Play": rpc_error(grpc.StatusCode.NOT_FOUND, "prompt 'hold' not found in /x")},
+        fail={"Play": prompt_missing("hold")},
     )
     gateway.fail_after = 2  # the greeting and the menu play
     acd = FakeAcd(rpc_error(grpc.StatusCode.UNAVAILABLE, "down"))
@@ -349,7 +407,7 @@ async def test_hold_music_refused_because_the_acd_was_quicker_is_no_failure() ->
 async def test_a_caller_who_hangs_up_while_waiting_for_the_acd_is_caller_gone() -> None:
     gateway = FakeGateway(
         ("1", "max_digits"),
-        fail={"Play": rpc_error(grpc.StatusCode.NOT_FOUND, "call c1 does not exist or has ended")},
+        fail={"Play": call_gone()},
     )
     gateway.fail_after = 2
     acd = FakeAcd(rpc_error(grpc.StatusCode.UNAVAILABLE, "down"))

@@ -13,6 +13,10 @@ __all__ = ["PromptLibrary", "PromptNotFound"]
 class PromptNotFound(Exception):
     """No usable prompt file by that name."""
 
+    def __init__(self, prompt: str, message: str) -> None:
+        super().__init__(message)
+        self.prompt = prompt
+
 
 class PromptLibrary:
     """Prompts are `<name>.wav` files (8 kHz mono) in one directory, cut into 20 ms frames
@@ -27,13 +31,13 @@ class PromptLibrary:
         if cached is not None:
             return cached
         if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise PromptNotFound(f"invalid prompt name {name!r}")
+            raise PromptNotFound(name, f"invalid prompt name {name!r}")
         path = self.directory / f"{name}.wav"
         if not path.exists():
-            raise PromptNotFound(f"prompt {name!r} not found in {self.directory}")
+            raise PromptNotFound(name, f"prompt {name!r} not found in {self.directory}")
         try:
             loaded = frames(load_wav(path))
         except PromptError as exc:
-            raise PromptNotFound(f"prompt {name!r} is unusable: {exc}") from exc
+            raise PromptNotFound(name, f"prompt {name!r} is unusable: {exc}") from exc
         self._cache[name] = loaded
         return loaded
