@@ -73,3 +73,27 @@ async def test_an_acd_that_does_not_come_back_is_told_to_the_caller() -> None:
         await channel.close()
     assert [p.prompt for p in ivr_gateway.requests("Play")][-2:] == ["hold", "unavailable"]
     assert ivr_gateway.names()[-1] == "Hangup"
+
+
+async def test_a_flow_naming_a_queue_the_acd_lacks_tells_the_caller_and_ends_the_call() -> None:
+    # the real ACD's NOT_FOUND for an unknown queue: before, the IVR took it for a caller who
+    # had hung up ("caller-gone") and left the caller on a silent line
+    port = free_port()
+    dispatcher = Dispatcher(
+        AcdNotifier(FakePublisher()), AcdGateway(), ["sales"], "site", ring_timeout_s=5, wrap_up_s=1
+    )
+    srv, _ = rpc.server("127.0.0.1", port, test_tls.tls("acd"), AcdService.CALLERS)
+    acd_pb2_grpc.add_AcdServicer_to_server(AcdService(dispatcher), srv)
+    await srv.start()
+    ivr_gateway = IvrGateway(("2", "max_digits"))  # "2": support, a queue this ACD lacks
+    channel = rpc.channel(f"127.0.0.1:{port}", test_tls.tls("ivr"), "acd")
+    try:
+        runner = FlowRunner(ivr_gateway, acd_pb2_grpc.AcdStub(channel), acd_wait_s=WAIT_S)
+        assert await runner.run(HUMAN, "c3", "5551234", "10000") == "acd-refused"
+    finally:
+        await channel.close()
+        await srv.stop(None)
+    assert [p.prompt for p in ivr_gateway.requests("Play")][-1] == "unavailable"
+    (hangup,) = ivr_gateway.requests("Hangup")
+    assert hangup.reason.startswith("the ACD refused the call: NOT_FOUND queue 'support'")
+    assert dispatcher.queues["sales"].calls == []
