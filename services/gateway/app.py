@@ -149,7 +149,12 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     wiring.on_drain(switch.drain, "live calls")
     wiring.servicer(
         gateway_pb2_grpc.add_CallControlServicer_to_server,
-        CallControlServicer(switch, settings.dial_plan, settings.dialout_ring_timeout_ms),
+        CallControlServicer(
+            switch,
+            settings.dial_plan,
+            settings.dialout_ring_timeout_ms,
+            settings.flow_owner_timeout_s,
+        ),
     )
     return await wiring.start()
 

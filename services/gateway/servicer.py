@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, Protocol
 
@@ -18,12 +20,15 @@ from common.rpc import Context, callers, calling_service
 from gateway.core.calls import Call, CallGone
 from gateway.core.contracts import Attempt, Outcome
 from gateway.core.control import TargetKind
+from gateway.core.flow_owners import FlowOwners
 from gateway.core.parties import MonitorMode, Role
 from gateway.core.prompts import PromptNotFound
 from gateway.core.switch import CommandError, Switch
 from gateway.dialplan import CLASSES, DialPlan
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CallControlServicer"]
 
@@ -116,6 +121,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
                     "ListCalls",
                 )
             },
+            "AdoptOrphans": {"ivr"},
             "Hangup": {"ivr", "acd", "crm"},
             **{
                 method: {"crm"}
@@ -142,10 +148,14 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         switch: Switch,
         dial_plan: DialPlan | None = None,
         dialout_ring_timeout_ms: int = 30000,
+        flow_owner_timeout_s: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.switch = switch
         self.dial_plan = dial_plan or DialPlan()
         self.dialout_ring_timeout_ms = dialout_ring_timeout_ms
+        self.clock = clock
+        self.flow_owners = FlowOwners(flow_owner_timeout_s, clock())
 
     @staticmethod
     async def _fail(context: Context, exc: Exception) -> NoReturn:
@@ -195,6 +205,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
             call = self.switch.answer(request.call_id, request.flow_owner)
         except (CallGone, CommandError) as exc:
             await self._fail(context, exc)
+        self.flow_owners.seen(request.flow_owner, self.clock())
         return gw.CallReply(call_id=call.call_id, state=call.state.value)
 
     async def Play(
@@ -317,6 +328,23 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         context: Context,
     ) -> gw.ListCallsReply:
         return gw.ListCallsReply(calls=[call_info(c) for c in self.switch.list_calls()])
+
+    async def AdoptOrphans(
+        self,
+        request: gw.AdoptOrphansRequest,  # noqa: N802
+        context: Context,
+    ) -> gw.ListCallsReply:
+        if not request.instance:
+            await self._invalid(context, "instance is required")
+        adopted = self.flow_owners.adopt(self.switch.list_calls(), request.instance, self.clock())
+        for call in adopted:
+            log.warning(
+                "call %s: its IVR has been silent for %.0f s; handed to IVR %s",
+                call.call_id,
+                self.flow_owners.timeout_s,
+                request.instance,
+            )
+        return gw.ListCallsReply(calls=[call_info(c) for c in adopted])
 
     # ---- call control for agents and supervisors (issue 10) ---------------------------------
 

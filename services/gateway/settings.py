@@ -71,6 +71,9 @@ class GatewaySettings(Settings):
     carrier: CarrierConfig | None = None  # HOTLINE_SIP_TRUNK_*; None: no carrier trunk
     dial_plan: DialPlan = DialPlan()  # HOTLINE_DIAL_<CLASS>: click-to-dial number classes
     dialout_ring_timeout_ms: int = 30000  # HOTLINE_DIALOUT_RING_TIMEOUT_MS: customer give-up
+    #: HOTLINE_GATEWAY_FLOW_OWNER_TIMEOUT_S: an IVR silent this long has lost its calls in
+    #: menus to the live IVRs (core/flow_owners.py); they say they are alive every 5 s
+    flow_owner_timeout_s: float = 20.0
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -136,6 +139,7 @@ class GatewaySettings(Settings):
             "carrier": _carrier(env),
             "dial_plan": _dial_plan(env),
             "dialout_ring_timeout_ms": _at_least(env, "DIALOUT_RING_TIMEOUT_MS", 30000, 1000),
+            "flow_owner_timeout_s": env.number("GATEWAY_FLOW_OWNER_TIMEOUT_S", 20.0, minimum=1),
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -20,6 +21,33 @@ log = logging.getLogger(__name__)
 
 #: how long the IVR waits at start for the gateway to list the calls its previous run had
 TAKE_UP_WAIT_S = 30.0
+#: how often the IVR tells the gateway it is alive (and asks for orphaned calls); the
+#: gateway's HOTLINE_GATEWAY_FLOW_OWNER_TIMEOUT_S (20 s) is several of these
+HEARTBEAT_S = 5.0
+
+
+async def adopt_orphans(
+    gateway: gateway_pb2_grpc.CallControlAsyncStub, intake: IvrIntake, instance: str
+) -> None:
+    """Says every `HEARTBEAT_S` that this IVR is alive, and runs the flows of the calls the
+    gateway hands it: those of an IVR silent for the gateway's owner timeout (its pod was
+    replaced, so no restart under its name takes them up)."""
+    failing = False
+    while True:
+        try:
+            reply = await gateway.AdoptOrphans(
+                gw.AdoptOrphansRequest(instance=instance), timeout=HEARTBEAT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            if not failing:  # once per outage, not every 5 s
+                log.warning("cannot tell the gateway this IVR is alive: %s", exc.details())
+            failing = True
+        else:
+            if failing:
+                log.info("the gateway hears this IVR again")
+            failing = False
+            intake.take_up(reply.calls, instance, "an IVR that is gone")
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
@@ -51,8 +79,10 @@ async def main(settings: IvrSettings, readiness: Readiness) -> Stop:
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("cannot ask the gateway for calls left in this IVR's flows: %s", exc)
-            return
-        intake.take_up(reply.calls, settings.instance)
+        else:
+            intake.take_up(reply.calls, settings.instance)
+        # then, for as long as it runs: alive, and the calls of an IVR that is gone
+        await adopt_orphans(gateway, intake, settings.instance)
 
     wiring.task(take_up(), "take up calls")
     wiring.servicer(ivr_pb2_grpc.add_IvrServicer_to_server, IvrService(flows))

@@ -59,11 +59,17 @@ class IvrIntake:
         task.add_done_callback(lambda _: self._by_call.pop(call_id, None))
         return True
 
-    def take_up(self, calls: Iterable[gw.CallInfo], instance: str) -> int:
+    def take_up(
+        self,
+        calls: Iterable[gw.CallInfo],
+        instance: str,
+        whose: str = "this IVR's previous run",
+    ) -> int:
         """Run the flow again for each live call this IVR instance had answered and the ACD
         has not commanded since (`flow_owner`): its flow died with the previous process (kill
-        -9, OOM). Another instance's calls are never touched: a sibling replica may be running
-        them. Returns how many were taken up."""
+        -9, OOM), or the gateway handed it over from an IVR that is gone (`whose`). Another
+        instance's calls are never touched: a sibling replica may be running them. Returns
+        how many were taken up."""
         taken = 0
         for call in calls:
             if call.flow_owner != instance or call.state != "answered" or call.bridged_to:
@@ -73,9 +79,7 @@ class IvrIntake:
                 taken += 1
         if taken:
             log.warning(
-                "took up %d calls whose flows stopped with this IVR's previous run (%s)",
-                taken,
-                instance,
+                "took up %d calls whose flows stopped with %s (now %s's)", taken, whose, instance
             )
         return taken
 

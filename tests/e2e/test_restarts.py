@@ -38,7 +38,8 @@ SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    env = {"HOTLINE_DRAIN_S": "60"}
+    # the owner timeout short, so a replaced IVR's callers are adopted within seconds
+    env = {"HOTLINE_DRAIN_S": "60", "HOTLINE_GATEWAY_FLOW_OWNER_TIMEOUT_S": "3"}
     with running_platform(
         tmp_path_factory.mktemp("restart"), PORTS, RESTARTS.rtp, extra_env=env
     ) as p:
@@ -355,7 +356,13 @@ class InIvr:
 
 
 def caller_in_the_ivr(
-    stack: Platform, tmp_path: Path, n: int, ani: str, phone_port: int, caller_port: int
+    stack: Platform,
+    tmp_path: Path,
+    n: int,
+    ani: str,
+    phone_port: int,
+    caller_port: int,
+    talk_ms: int = 3000,
 ) -> InIvr:
     def sipp(scenario: str, port: int, **kw: object) -> Sipp:
         return Sipp(scenario, port, stack.sip_port, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
@@ -375,7 +382,7 @@ def caller_in_the_ivr(
             "service": "10000",
             "caller": ani,
             "dtmf_pcap": DTMF_PCAP.format(1),
-            "talk_ms": "3000",
+            "talk_ms": str(talk_ms),
         },
         extra=["-s", "10000"],
         timeout_s=60,
@@ -440,6 +447,33 @@ def test_an_ivr_killed_in_a_callers_menu_takes_the_call_up_again(
     served_by(call, stack, "agent16", "the restarted IVR took up")
     log = (stack.stack.log_dir / "ivr.log").read_text(errors="replace")
     assert "took up 1 calls" in log
+    stack.stack.wait_ready(("ivr",), timeout_s=30)
+    call.phone.stop()
+    log_out(call.agent)
+
+
+def test_the_callers_of_an_ivr_replaced_under_a_new_name_are_adopted(
+    stack: Platform, tmp_path: Path
+) -> None:
+    """kill -9 and a new pod: the IVR comes back under another name (its node died, it was
+    evicted), so no restart takes up the old one's calls; once the old one has been silent for
+    the gateway's owner timeout (3 s here, 20 s by default) the live IVR's heartbeat adopts
+    them: the caller reaches an agent instead of a silent line."""
+    # the caller stays on the line 15 s after the digit: the adoption takes up to the timeout
+    # and one heartbeat (5 s) after the IVR's restart
+    call = caller_in_the_ivr(stack, tmp_path, 14, "5557501", 17150, 17160, talk_ms=15000)
+    time.sleep(1.0)  # the offer's offset committed (every 0.5 s); the digit comes at 1.5 s
+    stack.stack.kill("ivr")
+    stack.stack.env["HOTLINE_IVR_INSTANCE"] = "ivr-on-another-node"
+    try:
+        stack.stack.restart("ivr")
+    finally:
+        del stack.stack.env["HOTLINE_IVR_INSTANCE"]
+    served_by(call, stack, "agent14", "the new IVR adopted")
+    ivr_log = (stack.stack.log_dir / "ivr.log").read_text(errors="replace")
+    assert "took up 1 calls whose flows stopped with an IVR that is gone" in ivr_log
+    gateway_log = (stack.stack.log_dir / "gateway.log").read_text(errors="replace")
+    assert "handed to IVR ivr-on-another-node" in gateway_log
     stack.stack.wait_ready(("ivr",), timeout_s=30)
     call.phone.stop()
     log_out(call.agent)

@@ -84,6 +84,7 @@ EXPECTED = {
     "/hotline.v1.CallControl/Originate": {"ivr", "acd"},
     "/hotline.v1.CallControl/Hangup": {"ivr", "acd", "crm"},  # crm: a supervisor's force release
     "/hotline.v1.CallControl/ListCalls": {"ivr", "acd"},
+    "/hotline.v1.CallControl/AdoptOrphans": {"ivr"},  # the IVR's heartbeat
     **{
         f"/hotline.v1.CallControl/{m}": {"crm"}  # the desk's call control
         for m in (

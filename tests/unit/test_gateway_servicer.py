@@ -394,3 +394,42 @@ async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig
         await ivr_channel.close()
         await acd_channel.close()
         await srv.stop(None)
+
+
+async def test_a_call_left_in_a_gone_ivrs_menu_is_handed_to_a_live_ivr(rig: Rig) -> None:
+    """An IVR whose pod was replaced (a new name) never takes up its calls; once it has been
+    silent for the owner timeout, the next live IVR's heartbeat adopts them, and only it."""
+    now = [1000.0]
+    servicer = CallControlServicer(rig.switch, flow_owner_timeout_s=20, clock=lambda: now[0])
+    srv, port = test_tls.server(
+        "gateway", gateway_pb2_grpc.add_CallControlServicer_to_server, servicer
+    )
+    await srv.start()
+    ivr_channel = test_tls.channel("ivr", "gateway", port)
+    crm_channel = test_tls.channel("crm", "gateway", port)
+    try:
+        ivr = gateway_pb2_grpc.CallControlStub(ivr_channel)
+        _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
+        await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-old"))
+        now[0] += 15
+        assert not (await ivr.AdoptOrphans(gw.AdoptOrphansRequest(instance="ivr-new"))).calls
+        now[0] += 10  # ivr-old silent 25 s
+        (adopted,) = (await ivr.AdoptOrphans(gw.AdoptOrphansRequest(instance="ivr-new"))).calls
+        assert (adopted.call_id, adopted.flow_owner, adopted.dnis, adopted.ani) == (
+            call.call_id,
+            "ivr-new",
+            "10000",
+            "13800138000",
+        )
+        now[0] += 1
+        assert not (await ivr.AdoptOrphans(gw.AdoptOrphansRequest(instance="ivr-3"))).calls
+        code, details = await code_of(ivr.AdoptOrphans(gw.AdoptOrphansRequest()))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "instance" in details
+        # only the IVR may adopt calls
+        crm = gateway_pb2_grpc.CallControlStub(crm_channel)
+        code, _ = await code_of(crm.AdoptOrphans(gw.AdoptOrphansRequest(instance="x")))
+        assert code is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await ivr_channel.close()
+        await crm_channel.close()
+        await srv.stop(None)

@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
 import pytest
 
 from common.events import envelope
 from hotline.v1 import events_pb2 as ev
 from hotline.v1 import gateway_pb2 as gw
 from hotline.v1 import ivr_pb2
+from ivr import app as ivr_app
 from ivr.flows import Flow, load_flows
 from ivr.intake import IvrIntake
 from ivr.servicer import IvrService
+from tests.unit.rpc_errors import rpc_error
 
 FLOWS = load_flows()
 
@@ -163,4 +166,45 @@ async def test_list_flows() -> None:
     assert [(f.dnis, f.name, list(f.queues)) for f in reply.flows] == [
         ("10000", "human-service", ["sales", "support"]),
         ("10001", "self-service", ["sales", "support"]),
+    ]
+
+
+class HeartbeatGateway:
+    """AdoptOrphans answers from a script: a list of calls, or an error to raise."""
+
+    def __init__(self, *answers: list[gw.CallInfo] | Exception) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def AdoptOrphans(  # noqa: N802
+        self, request: gw.AdoptOrphansRequest, timeout: float
+    ) -> gw.ListCallsReply:
+        self.asked.append(request.instance)
+        answer = self.answers.pop(0) if self.answers else []
+        if isinstance(answer, Exception):
+            raise answer
+        return gw.ListCallsReply(calls=answer)
+
+
+async def test_the_heartbeat_runs_the_flows_of_calls_adopted_from_a_gone_ivr(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ivr_app, "HEARTBEAT_S", 0.01)
+    runner = HeldRunner()
+    intake = IvrIntake(FLOWS, runner)
+    down = rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+    gateway = HeartbeatGateway(down, down, [info("orphan", "ivr-new")], [])
+    beat = asyncio.ensure_future(ivr_app.adopt_orphans(gateway, intake, "ivr-new"))  # type: ignore[arg-type]
+    try:
+        while len(gateway.asked) < 5:
+            await asyncio.sleep(0.01)
+    finally:
+        beat.cancel()
+    assert set(gateway.asked) == {"ivr-new"}  # it names itself: alive
+    assert runner.runs == [("human-service", "orphan", "5551234", "10000")]
+    # a gateway away is said once, not at every beat, and its return too
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage().split(":")[0] for r in warnings] == [
+        "cannot tell the gateway this IVR is alive",
+        "took up 1 calls whose flows stopped with an IVR that is gone (now ivr-new's)",
     ]

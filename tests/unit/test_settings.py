@@ -190,6 +190,13 @@ def test_gateway_dial_plan_and_dialout_timeout() -> None:
         GatewaySettings.from_env(env(DIALOUT_RING_TIMEOUT_MS="10"))
 
 
+def test_gateway_flow_owner_timeout() -> None:
+    assert GatewaySettings.from_env(env()).flow_owner_timeout_s == 20.0
+    assert GatewaySettings.from_env(env(GATEWAY_FLOW_OWNER_TIMEOUT_S="3")).flow_owner_timeout_s == 3
+    with pytest.raises(SettingsError, match="HOTLINE_GATEWAY_FLOW_OWNER_TIMEOUT_S"):
+        GatewaySettings.from_env(env(GATEWAY_FLOW_OWNER_TIMEOUT_S="0.5"))
+
+
 def test_gateway_prompts_follow_var_dir_unless_set(tmp_path: Path) -> None:
     assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path))).prompt_dir == tmp_path / "prompts"
     assert GatewaySettings.from_env(
