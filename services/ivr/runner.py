@@ -116,10 +116,31 @@ class FlowRunner:
                 CALLS.labels(flow.name, "caller-gone").inc()
                 return "caller-gone"
             CALLS.labels(flow.name, "error").inc()
-            log.error(
-                "call %s: flow %s failed: %s %s", call_id, flow.name, exc.code().name, exc.details()
-            )
+            why = f"the IVR's flow failed: {exc.code().name} {exc.details()}"
+            log.error("call %s: flow %s: %s", call_id, flow.name, why)
+            await self._end_if_still_ours(call_id, why)
             return "error"
+
+    async def _end_if_still_ours(self, call_id: str, why: str) -> None:
+        """A flow that failed must not leave its caller on a silent line: if the call is still
+        this IVR's (answered, unbridged, naming it: the ACD has not commanded it), the caller
+        hears the apology and the call ends. A call the ACD has since taken, or a gateway that
+        cannot say, is left alone."""
+        try:
+            calls = (await self.gateway.ListCalls(gw.ListCallsRequest(), timeout=5)).calls
+            call = next((c for c in calls if c.call_id == call_id), None)
+            if (
+                call is None
+                or not self.instance
+                or call.flow_owner != self.instance
+                or call.state != "answered"
+                or call.bridged_to
+            ):
+                return
+            await self._turn_away(call_id, why)
+        except grpc.aio.AioRpcError as exc:
+            # the flow's failure is logged already (a dead gateway ends its calls anyway)
+            log.info("call %s: not ended after its flow failed: %s", call_id, exc.details())
 
     async def _enqueue(self, request: acd_pb2.EnqueueRequest) -> acd_pb2.EnqueueReply | None:
         """The ACD's answer, or None if no ACD could take the call within `acd_wait_s`; the

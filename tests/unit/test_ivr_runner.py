@@ -4,6 +4,7 @@ back to the default, a hangup stops the flow."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import pytest
@@ -49,6 +50,7 @@ class FakeGateway:
         self.fail = fail or {}
         self.keyed = keyed or {}  # prompt -> the digit that interrupts it (barge-in)
         self.fail_after = 0  # calls of a failing command that succeed first
+        self.calls: list[gw.CallInfo] = []  # what ListCalls answers
         self.log: list[tuple[str, object]] = []
 
     def _record(self, name: str, request: object) -> None:
@@ -73,6 +75,12 @@ class FakeGateway:
     async def Hangup(self, request: gw.HangupRequest) -> gw.CallReply:  # noqa: N802
         self._record("Hangup", request)
         return gw.CallReply(call_id=request.call_id, state="ended")
+
+    async def ListCalls(  # noqa: N802
+        self, request: gw.ListCallsRequest, timeout: float | None = None
+    ) -> gw.ListCallsReply:
+        self._record("ListCalls", request)
+        return gw.ListCallsReply(calls=self.calls)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.log]
@@ -417,3 +425,57 @@ async def test_a_caller_who_hangs_up_while_waiting_for_the_acd_is_caller_gone() 
     await asyncio.sleep(0.3)
     assert len(acd.enqueued) <= 3  # the attempts stopped with the caller, not 30 s later
     assert "Hangup" not in gateway.names()
+
+
+BROKEN = rpc_error(grpc.StatusCode.INTERNAL, "unexpected error in CollectDigits")
+
+
+@pytest.mark.parametrize(
+    ("listed", "ended"),
+    [
+        # still in this IVR's hands: the caller hears the apology and the call ends
+        (gw.CallInfo(call_id="c1", state="answered", flow_owner="ivr-a"), True),
+        # the ACD has taken it meanwhile (it cleared the owner), or it is bridged, or another
+        # IVR runs it, or it is gone: left alone
+        (gw.CallInfo(call_id="c1", state="answered", flow_owner=""), False),
+        (
+            gw.CallInfo(call_id="c1", state="bridged", flow_owner="ivr-a", bridged_to="agent1"),
+            False,
+        ),
+        (gw.CallInfo(call_id="c1", state="answered", flow_owner="ivr-b"), False),
+        (None, False),
+    ],
+)
+async def test_a_failed_flow_ends_a_call_still_its_own(
+    listed: gw.CallInfo | None, ended: bool
+) -> None:
+    # before, a flow that failed (a gateway error other than "call gone") left the caller on
+    # an answered, silent line until they hung up
+    before = outcomes("human-service", "error")
+    gateway = FakeGateway(fail={"CollectDigits": BROKEN})
+    gateway.calls = [listed] if listed is not None else []
+    runner = FlowRunner(gateway, FakeAcd(), instance="ivr-a")
+    assert await runner.run(HUMAN, "c1", "1", "10000") == "error"
+    assert outcomes("human-service", "error") == before + 1
+    if ended:
+        assert [p.prompt for p in gateway.requests("Play")][-1] == "unavailable"
+        (hangup,) = gateway.requests("Hangup")
+        assert hangup.reason == (
+            "the IVR's flow failed: INTERNAL unexpected error in CollectDigits"
+        )
+    else:
+        assert "Hangup" not in gateway.names()
+        assert [p.prompt for p in gateway.requests("Play")] == ["welcome", "menu"]
+
+
+async def test_a_failed_flow_whose_call_the_gateway_cannot_list_is_left_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ivr.runner")
+    gateway = FakeGateway(
+        fail={"CollectDigits": BROKEN, "ListCalls": rpc_error(grpc.StatusCode.UNAVAILABLE, "down")}
+    )
+    runner = FlowRunner(gateway, FakeAcd(), instance="ivr-a")
+    assert await runner.run(HUMAN, "c1", "1", "10000") == "error"
+    assert "Hangup" not in gateway.names()
+    assert "not ended after its flow failed: down" in caplog.text
