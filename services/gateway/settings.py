@@ -115,6 +115,7 @@ class GatewaySettings(Settings):
             trunk_max_calls=_at_least(env, "TRUNK_MAX_CALLS", 100, 1),
             gateway_cps=env.number("GATEWAY_MAX_CPS", 0.0, minimum=0),
             gateway_max_calls=_at_least(env, "GATEWAY_MAX_CALLS", 0, 0),
+            max_answer_delay_s=env.number("GATEWAY_MAX_ANSWER_DELAY_S", 2.0, minimum=0),
         )
         return base | {
             "sip_host": env.text("SIP_HOST", "127.0.0.1"),
@@ -167,6 +168,7 @@ def _admission(
     trunk_max_calls: int = 100,
     gateway_cps: float = 0.0,
     gateway_max_calls: int = 0,
+    max_answer_delay_s: float = 2.0,
 ) -> AdmissionLimits:
     """New-call limits; the gateway's own (0: unset) are sized from the machine: the RTP
     range, the descriptor limit and the CPUs (`gateway.capacity.machine_limits`)."""
@@ -182,6 +184,7 @@ def _admission(
         gateway_cps=gateway_cps,
         gateway_burst=max(1, math.ceil(2 * gateway_cps)),
         gateway_max_calls=gateway_max_calls or machine_calls,
+        max_answer_delay_s=max_answer_delay_s,
     )
 
 

@@ -704,6 +704,7 @@ def test_sip_limits_defaults_and_overrides() -> None:
             TRUNK_MAX_CALLS="8",
             GATEWAY_MAX_CALLS="40",
             GATEWAY_MAX_CPS="2.5",
+            GATEWAY_MAX_ANSWER_DELAY_S="0",
             SIM_CONTROL_HOST="::1",
             BIND_HOST="0.0.0.0",
         )
@@ -714,6 +715,8 @@ def test_sip_limits_defaults_and_overrides() -> None:
     assert (g.admission.trunk_burst, g.admission.trunk_max_calls) == (8, 8)
     assert (g.admission.gateway_max_calls, g.admission.gateway_cps) == (40, 2.5)
     assert g.admission.gateway_burst == 5
+    assert g.admission.max_answer_delay_s == 0
+    assert GatewaySettings.from_env(env()).admission.max_answer_delay_s == 2.0
     assert (g.sim_control_host, g.bind_host) == ("::1", "0.0.0.0")
 
 
@@ -731,6 +734,7 @@ def test_sip_limits_defaults_and_overrides() -> None:
         ("GATEWAY_MAX_CALLS", "-1", "must be at least 0"),
         ("GATEWAY_MAX_CPS", "lots", "is not a number"),
         ("GATEWAY_MAX_CPS", "-2", "must be at least 0"),
+        ("GATEWAY_MAX_ANSWER_DELAY_S", "-1", "must be at least 0"),
     ],
 )
 def test_bad_sip_limit_names_the_variable(name: str, value: str, problem: str) -> None:

@@ -135,6 +135,46 @@ def test_the_gateway_ceiling_counts_calls_of_every_trunk_and_frees_on_release() 
     assert Admission(AdmissionLimits()).headroom() is None, "no ceiling configured"
 
 
+def test_calls_are_refused_while_the_platform_answers_late_and_admitted_once_it_catches_up() -> (
+    None
+):
+    # the bench at 40/s on a slow machine: the caps (sized for the gateway) let every call in,
+    # the IVR answered them 3 s late on average, and 186 of 1,200 failed instead of being
+    # refused up front
+    clock = Clock()
+    limits = AdmissionLimits(
+        source_cps=1000, source_burst=1000, trunk_cps=1000, trunk_burst=1000,
+        max_answer_delay_s=2.0,
+    )  # fmt: skip
+    adm = Admission(limits, clock)
+    for i in range(6):
+        assert adm.admit(f"c{i}", "127.0.0.1", "t") is None
+    for i in range(4):
+        adm.answered(f"c{i}", 3.0)
+    assert adm.admit("early", "127.0.0.1", "t") is None, "too few answers yet to judge"
+    adm.answered("c4", 3.0)
+    adm.answered("stranger", 60.0)  # not a call it admitted: ignored
+    refusal = adm.admit("late", "127.0.0.1", "t")
+    assert refusal is not None and (refusal.status, refusal.reason, refusal.retry_after_s) == (
+        503,
+        "Platform Overloaded",
+        2,
+    )
+    clock.now += 1.0
+    for i in range(5):  # caught up: answers are quick again
+        adm.answered("c5" if i == 0 else "early", 0.1)
+    assert adm.answer_delay(clock.now) == pytest.approx((5 * 3.0 + 5 * 0.1) / 10)
+    clock.now += 1.5  # the late answers are out of the window
+    assert adm.admit("after", "127.0.0.1", "t") is None
+    clock.now += 10  # no answers at all: nothing to judge on, calls are admitted
+    assert adm.answer_delay(clock.now) == 0.0
+    off = Admission(AdmissionLimits(max_answer_delay_s=0), clock)
+    assert off.admit("x", "127.0.0.1", "t") is None
+    for _ in range(10):
+        off.answered("x", 30.0)
+    assert off.admit("y", "127.0.0.1", "t") is None, "0: no limit"
+
+
 def test_gateway_limits_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="gateway_cps"):
         AdmissionLimits(gateway_max_calls=-1)

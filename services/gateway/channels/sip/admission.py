@@ -7,8 +7,12 @@ bucket) and its own ceiling of concurrent calls, both below the trunk's, so one 
 reaching its limit leaves the rest of the trunk to the others. Above them the gateway's own
 capacity (`gateway_cps`, `gateway_max_calls`, sized from the machine by the settings) sheds
 load over every trunk at once, early and cheaply, rather than letting calls in that would
-run out of media ports or CPU half-way (docs/performance.md). A refused INVITE is answered
-503 with Retry-After and a reason naming the limit; it costs a dictionary lookup.
+run out of media ports or CPU half-way (docs/performance.md). And whatever the caps, calls
+are refused while the platform is behind: when the calls answered in the last 2 s waited
+longer than `max_answer_delay_s` on average for the IVR's answer (a machine slower than the
+caps assume, an IVR or broker catching up), new calls would only queue behind them. A refused
+INVITE is answered 503 with Retry-After and a reason naming the limit; it costs a dictionary
+lookup.
 
 The SIP channel calls `admit(call_id, source_ip, trunk)` for a new INVITE once it knows the
 call is for a trunk number from an allowed source, and `release(call_id)` when the call's leg
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +54,9 @@ class AdmissionLimits:
     gateway_cps: float = 0.0  # new calls per second over every trunk; 0: no limit
     gateway_burst: int = 1
     gateway_max_calls: int = 0  # concurrent calls over every trunk; 0: no limit
+    #: the platform is behind: the calls answered in the last ANSWER_WINDOW_S waited longer
+    #: than this on average for their answer (the IVR's); 0: no limit
+    max_answer_delay_s: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("source_cps", "trunk_cps"):
@@ -59,6 +67,8 @@ class AdmissionLimits:
                 raise ValueError(f"{name} must be at least 1")
         if self.gateway_cps < 0 or self.gateway_max_calls < 0 or self.gateway_burst < 1:
             raise ValueError("gateway_cps and gateway_max_calls must be >= 0, gateway_burst >= 1")
+        if self.max_answer_delay_s < 0:
+            raise ValueError("max_answer_delay_s must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,11 @@ FLOOD_QUIET_S = 10.0
 FLOOD_REPORT_S = 60.0
 #: sources whose floods are remembered for the log at most
 MAX_FLOODS = 10_000
+#: the answers the platform's delay is judged on: those of the last ANSWER_WINDOW_S, and only
+#: with at least ANSWER_MIN_SAMPLES of them (one late answer after an outage is no overload;
+#: with no answers at all the window empties and calls are admitted again)
+ANSWER_WINDOW_S = 2.0
+ANSWER_MIN_SAMPLES = 5
 
 
 @dataclass
@@ -113,6 +128,7 @@ class Admission:
         self._per_source: dict[str, int] = {}
         self._per_trunk: dict[str, int] = {}
         self._floods: dict[str, _Flood] = {}  # sources being refused, for the log
+        self._answers: deque[tuple[float, float]] = deque()  # (when, how long it waited)
 
     def admit(self, call_id: str, source: str, trunk: str) -> Refusal | None:
         """Admit a new call, or say why not. Source limits are checked first, so a source
@@ -134,6 +150,8 @@ class Admission:
             limit, refusal = "gateway_calls", Refusal(503, "Gateway At Capacity", 5)
         elif self._gateway_rate is not None and not self._gateway_rate.allow("", now):
             limit, refusal = "gateway_rate", Refusal(503, "Call Rate Exceeded For Gateway", 1)
+        elif lim.max_answer_delay_s and self.answer_delay(now) > lim.max_answer_delay_s:
+            limit, refusal = "answer_delay", Refusal(503, "Platform Overloaded", 2)
         if refusal is not None:
             REFUSED.labels(limit).inc()
             self._log_refusal(source, trunk, refusal.reason, now)
@@ -187,6 +205,20 @@ class Admission:
                 now - flood.reported,
             )
             flood.reported, flood.since_report = now, 0
+
+    def answered(self, call_id: str, waited_s: float) -> None:
+        """An admitted call was answered after `waited_s` (from its INVITE)."""
+        if call_id in self._calls:
+            self._answers.append((self._clock(), waited_s))
+
+    def answer_delay(self, now: float) -> float:
+        """How long the calls answered lately waited on average (0: too few to say)."""
+        answers = self._answers
+        while answers and now - answers[0][0] > ANSWER_WINDOW_S:
+            answers.popleft()
+        if len(answers) < ANSWER_MIN_SAMPLES:
+            return 0.0
+        return sum(waited for _, waited in answers) / len(answers)
 
     def release(self, call_id: str) -> None:
         """The call ended (or was refused after admission): its places are free."""

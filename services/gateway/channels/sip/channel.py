@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import Any
@@ -916,6 +917,7 @@ class SipChannel:
         if tx is None or not tx.can_respond or sip.answered:
             return
         sip.answered = True
+        self.admission.answered(sip.sip_call_id, time.monotonic() - sip.created_at)
         if sip.prack_done.is_set():
             self._send_ok(sip, tx)
         else:  # RFC 3262 3: no 2xx while a reliable 1xx awaits its PRACK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -62,6 +63,7 @@ class SipLeg:
     timer_changed: asyncio.Event = field(default_factory=asyncio.Event)
     reinvite_pending: bool = False  # an INVITE of ours inside the dialog awaits its final
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    created_at: float = field(default_factory=time.monotonic)  # its INVITE, for answer delays
 
     @property
     def local_tag(self) -> str:
