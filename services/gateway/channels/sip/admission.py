@@ -129,6 +129,7 @@ class Admission:
         self._per_trunk: dict[str, int] = {}
         self._floods: dict[str, _Flood] = {}  # sources being refused, for the log
         self._answers: deque[tuple[float, float]] = deque()  # (when, how long it waited)
+        self._answers_total = 0.0  # of the waits in `_answers`: no sum per INVITE
 
     def admit(self, call_id: str, source: str, trunk: str) -> Refusal | None:
         """Admit a new call, or say why not. Source limits are checked first, so a source
@@ -210,15 +211,18 @@ class Admission:
         """An admitted call was answered after `waited_s` (from its INVITE)."""
         if call_id in self._calls:
             self._answers.append((self._clock(), waited_s))
+            self._answers_total += waited_s
 
     def answer_delay(self, now: float) -> float:
         """How long the calls answered lately waited on average (0: too few to say)."""
         answers = self._answers
         while answers and now - answers[0][0] > ANSWER_WINDOW_S:
-            answers.popleft()
+            self._answers_total -= answers.popleft()[1]
+        if not answers:
+            self._answers_total = 0.0  # no rounding left over from what was subtracted
         if len(answers) < ANSWER_MIN_SAMPLES:
             return 0.0
-        return sum(waited for _, waited in answers) / len(answers)
+        return self._answers_total / len(answers)
 
     def release(self, call_id: str) -> None:
         """The call ended (or was refused after admission): its places are free."""
