@@ -41,6 +41,11 @@ UNAVAILABLE_PROMPT = "unavailable"
 HOLD_AFTER_S = 0.5
 #: pause between two attempts when the ACD itself answers UNAVAILABLE (not the active replica)
 RETRY_S = 0.25
+#: how long the answer to an offered call waits for a gateway the IVR cannot reach yet: a
+#: gateway that has just restarted offers calls before this IVR's channel to it has tried
+#: again (every 2 s at most, common.rpc.RECONNECT); without waiting, the Answer failed at once
+#: and the caller was left unanswered until the gateway gave up (39 callers in a fault soak)
+GATEWAY_WAIT_S = 10.0
 
 
 class CallerGone(Exception):
@@ -67,7 +72,11 @@ class FlowRunner:
     async def run(self, flow: Flow, call_id: str, ani: str, dnis: str) -> str:
         """Answer, greet, ask, enqueue. Returns the outcome (queue name, or why it stopped)."""
         try:
-            await self.gateway.Answer(gw.AnswerRequest(call_id=call_id, flow_owner=self.instance))
+            await self.gateway.Answer(
+                gw.AnswerRequest(call_id=call_id, flow_owner=self.instance),
+                timeout=GATEWAY_WAIT_S,
+                wait_for_ready=True,
+            )
             keyed = False  # the caller keyed a digit over the greeting
             if flow.greeting:
                 played = await self._play(flow, call_id, flow.greeting)

@@ -58,7 +58,9 @@ class FakeGateway:
         if name in self.fail and self.names().count(name) > self.fail_after:
             raise self.fail[name]
 
-    async def Answer(self, request: gw.AnswerRequest) -> gw.CallReply:  # noqa: N802
+    async def Answer(  # noqa: N802
+        self, request: gw.AnswerRequest, timeout: float | None = None, wait_for_ready: bool = False
+    ) -> gw.CallReply:
         self._record("Answer", request)
         return gw.CallReply(call_id=request.call_id, state="answered")
 
