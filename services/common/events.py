@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import (
     Awaitable,
     Callable,
@@ -29,6 +30,7 @@ from typing import Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
@@ -107,6 +109,12 @@ LAG = Gauge(
     "Events on the broker not yet handled, per consumer group and topic",
     ["site", "group", "topic"],
 )
+REPUBLISHED = Counter(
+    "hotline_events_republished_total",
+    "Events published again because the broker lost them after acknowledging them "
+    "(a broker that keeps its log in memory restarted)",
+    ["source"],
+)
 RECONNECTS = Counter(
     "hotline_kafka_reconnects_total", "Kafka clients rebuilt after a broker failure", ["client"]
 )
@@ -153,6 +161,13 @@ HANDLER_ATTEMPTS = 4
 BATCH_ATTEMPTS = 2
 #: envelopes a batch handler gets at most in one call (the fetch is capped at this)
 BATCH_MAX = 500
+#: acknowledged events a publisher that restores them keeps (`EventPublisher(keep=...)`): the
+#: events a broker loses by restarting empty are those it acknowledged in the last moments
+#: before, which no consumer had fetched yet; 2,048 is many seconds of a site's call facts
+KEEP = 2048
+
+#: an acknowledged record as it went to the broker: topic, value, key, headers
+Sent = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 
 
 def envelope(
@@ -330,14 +345,34 @@ class EventPublisher:
     turns red even when nothing is being published, and lost topics are re-created before the
     next event (a broker that auto-creates them would give them the wrong partitions and no
     compaction).
+
+    With `keep`, the last `keep` acknowledged events are kept and published again, in their
+    order and with their event ids, when the broker shows it lost records it had acknowledged:
+    a partition answers an offset below one it gave before (a broker that keeps its log in
+    memory restarted empty; an event it acknowledged that no consumer had fetched yet was
+    lost with it: a CDR never ended in a fault soak). Consumers drop the repeats by event id;
+    the restored events arrive after the few published since the broker came back, which
+    order-independent consumers (the CRM's CDR fold) and idempotent ones (the IVR, the ACD's
+    tail) accept. Only for topics whose readers do not take the last record of a key as the
+    state (not the compacted `agents`; the ACD restates its own topics instead). A publisher
+    that publishes nothing after the loss restores at its next event.
     """
 
     CHECK = "kafka-producer"
 
-    def __init__(self, settings: Settings, source: str, readiness: Readiness) -> None:
+    def __init__(
+        self, settings: Settings, source: str, readiness: Readiness, *, keep: int = 0
+    ) -> None:
         self.settings = settings
         self.source = source
         self.readiness = readiness
+        #: the last acknowledged records, restored after a loss (keep=0: none kept)
+        self._kept: deque[Sent] = deque(maxlen=keep)
+        #: partition -> the offset after the last record the broker acknowledged to us
+        self._acked: dict[tuple[str, int], int] = {}
+        self._lost = False  # an acknowledgement showed the broker lost records
+        self._restore_lock = asyncio.Lock()
+        self.restores = 0
         self._producer: AIOKafkaProducer | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -404,8 +439,10 @@ class EventPublisher:
             await self._connected.wait()
             producer, generation = self._producer, self._generation
             assert producer is not None
+            # the offsets the broker must give beyond (unless it lost records since)
+            floor = dict(self._acked) if self._kept.maxlen else self._acked
             try:
-                await asyncio.wait_for(
+                meta = await asyncio.wait_for(
                     producer.send_and_wait(topic, value, key=key.encode(), headers=headers),
                     SEND_TIMEOUT_S,
                 )
@@ -416,6 +453,8 @@ class EventPublisher:
                 continue
             PUBLISHED_OF(env.type).inc()
             log.debug("published %s key=%s", env.type, key)
+            if self._kept.maxlen:
+                await self._acknowledged([(topic, value, key.encode(), headers)], [meta], floor)
             return env
 
     async def publish_batch(self, items: Sequence[Outgoing]) -> list[Envelope]:
@@ -437,12 +476,16 @@ class EventPublisher:
             await self._connected.wait()
             producer, generation = self._producer, self._generation
             assert producer is not None
+            sent: list[Sent] = []
+            # the offsets the broker must give beyond (unless it lost records since)
+            floor = dict(self._acked) if self._kept.maxlen else self._acked
             try:
                 acks = []
                 for topic, value, key_bytes, env in records:
                     headers = [(k, v.encode()) for k, v in env.trace.items()]
+                    sent.append((topic, value, key_bytes, headers))
                     acks.append(await producer.send(topic, value, key=key_bytes, headers=headers))
-                await asyncio.wait_for(asyncio.gather(*acks), SEND_TIMEOUT_S)
+                metas = await asyncio.wait_for(asyncio.gather(*acks), SEND_TIMEOUT_S)
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 for env in envs:
                     FAILED_PUBLISH.labels(env.type).inc()
@@ -451,7 +494,64 @@ class EventPublisher:
                 continue
             for env in envs:
                 PUBLISHED_OF(env.type).inc()
+            if self._kept.maxlen:
+                await self._acknowledged(sent, metas, floor)
             return envs
+
+    async def _acknowledged(
+        self,
+        sent: Sequence[Sent],
+        metas: Sequence[RecordMetadata],
+        floor: Mapping[tuple[str, int], int],
+    ) -> None:
+        """Keep what the broker acknowledged. A record sent after the broker had acknowledged
+        offset n of its partition gets an offset above n, unless the broker lost its records
+        since: then the kept ones are published again (once, whoever noticed). `floor` is
+        what had been acknowledged when these were sent (acks of concurrent sends may be
+        handled here in any order, so the latest acknowledged offset would not do)."""
+        for record, meta in zip(sent, metas, strict=True):
+            tp = (meta.topic, meta.partition)
+            if meta.offset < floor.get(tp, 0):
+                self._lost = True
+            self._acked[tp] = max(self._acked.get(tp, 0), meta.offset + 1)
+            self._kept.append(record)
+        if self._lost:
+            await self._restore()
+
+    async def _restore(self) -> None:
+        """Publish the kept records again, in their order, until the broker has them all."""
+        async with self._restore_lock:
+            if not self._lost:
+                return  # another publisher restored them meanwhile
+            records = list(self._kept)
+            # what the broker holds now: offsets only grow from here
+            self._acked.clear()
+            log.warning(
+                "the broker lost events it had acknowledged (restarted empty?): publishing "
+                "the last %d again, same event ids",
+                len(records),
+            )
+            while True:
+                await self._connected.wait()
+                producer, generation = self._producer, self._generation
+                assert producer is not None
+                try:
+                    acks = [
+                        await producer.send(topic, value, key=key, headers=headers)
+                        for topic, value, key, headers in records
+                    ]
+                    metas = await asyncio.wait_for(asyncio.gather(*acks), SEND_TIMEOUT_S)
+                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                    self.readiness.set(self.CHECK, False, f"cannot restore lost events: {exc!r}")
+                    await self._reconnect(generation)
+                    continue
+                break
+            for meta in metas:
+                tp = (meta.topic, meta.partition)
+                self._acked[tp] = max(self._acked.get(tp, 0), meta.offset + 1)
+            self._lost = False
+            self.restores += 1
+            REPUBLISHED.labels(self.source).inc(len(records))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -192,9 +192,11 @@ class Wiring:
         self._stopped = False
 
     # ---- declarations --------------------------------------------------------------------
-    def publisher(self) -> EventPublisher:
-        """The service's event publisher, connecting now (source = the service's name)."""
-        publisher = EventPublisher(self.settings, self.name, self.readiness)
+    def publisher(self, keep: int = 0) -> EventPublisher:
+        """The service's event publisher, connecting now (source = the service's name); with
+        `keep`, it restores that many of its last events when the broker loses them
+        (`EventPublisher`)."""
+        publisher = EventPublisher(self.settings, self.name, self.readiness, keep=keep)
         publisher.start()
         self.on_stop(publisher.stop, "event publisher")
         return publisher

@@ -10,6 +10,7 @@ from functools import partial
 
 from aiohttp import web
 
+from common.events import KEEP
 from common.health import Readiness
 from common.service import Stop, Wiring
 from gateway.acd_link import GrpcAcdLink
@@ -47,7 +48,8 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     wiring = Wiring("gateway", settings, readiness)
     state = GatewayState(settings.state_file)
     wiring.on_stop(state.close, "state file")
-    notifier = CallNotifier(wiring.publisher(), on_call_ended=state.call_ended)
+    # a call's facts the broker lost by restarting empty are published again (CDRs end)
+    notifier = CallNotifier(wiring.publisher(keep=KEEP), on_call_ended=state.call_ended)
     for held in state.held_calls():  # what a previous run left: its end is announced now
         notifier.lost_in_restart(held.call_id, held.offered_at)
     notifier.start()

@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy.engine import make_url
 
+from common.events import KEEP
 from common.health import Readiness
 from common.service import Stop, Wiring
 from hotline.v1 import recorder_pb2_grpc
@@ -58,7 +59,8 @@ async def main(
     store = LocalRecordingStore.from_settings(settings)
     store.root.mkdir(parents=True, exist_ok=True)
 
-    announcer = Announcer(catalog, RecorderNotifier(wiring.publisher()))
+    # a RecordingReady the broker lost by restarting empty is published again
+    announcer = Announcer(catalog, RecorderNotifier(wiring.publisher(keep=KEEP)))
     announcer.start()
     wiring.on_stop(announcer.stop, "announcer")
 

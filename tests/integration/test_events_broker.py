@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from common import events
 from common.events import Envelope, EventConsumer, EventPublisher, envelope, payload_of
 from common.health import Readiness
+from common.replay import read_topic
 from common.settings import Settings
 from hotline.v1 import events_pb2
 from tests.integration.conftest import free_port, tansu  # noqa: F401
@@ -417,3 +418,38 @@ async def test_consumer_without_broker_is_not_ready_and_says_why() -> None:
     finally:
         await consumer.stop()
     assert consumer._task.done()
+
+
+async def test_events_a_broker_lost_after_acknowledging_them_are_published_again(
+    tmp_path: Path,
+) -> None:
+    """A broker that keeps its log in memory restarts empty: events it had acknowledged, which
+    no consumer had fetched yet, are gone with it. A publisher that keeps its last events sees
+    the loss at its next acknowledgement (an offset below one the partition gave before) and
+    publishes them again, same event ids, in their order."""
+    port = free_port()
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", site="it-site")
+    publisher = EventPublisher(settings, "it-keeper", Readiness(), keep=100)
+    before = sample("hotline_events_republished_total", source="it-keeper")
+    publisher.start()
+    try:
+        with tansu(port, tmp_path / "a.log"):
+            sent = [
+                await publisher.publish(
+                    events_pb2.CallHeld(call_id="c1", leg_id=f"leg-{i}"), "c1", f"ev-{i}"
+                )
+                for i in range(12)
+            ]
+            assert publisher.restores == 0
+        with tansu(port, tmp_path / "b.log") as bootstrap:  # back, empty
+            later = await asyncio.wait_for(
+                publisher.publish(events_pb2.CallHeld(call_id="c1", leg_id="later"), "c1"), 60
+            )
+            assert publisher.restores == 1
+            on_broker = [e.event_id for e in await read_topic(bootstrap, "calls")]
+    finally:
+        await publisher.stop()
+    restored = [i for i in on_broker if i.startswith("ev-")]
+    assert restored == [e.event_id for e in sent], "every acknowledged event again, in order"
+    assert later.event_id in on_broker
+    assert sample("hotline_events_republished_total", source="it-keeper") - before == 13
