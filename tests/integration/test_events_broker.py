@@ -453,3 +453,49 @@ async def test_events_a_broker_lost_after_acknowledging_them_are_published_again
     assert restored == [e.event_id for e in sent], "every acknowledged event again, in order"
     assert later.event_id in on_broker
     assert sample("hotline_events_republished_total", source="it-keeper") - before == 13
+
+
+async def test_a_consumer_rides_out_a_broker_that_came_back_empty(tmp_path: Path) -> None:
+    """The broker forgets the group and its members: the consumer's next commit fails
+    (CommitFailedError) while aiokafka joins the group again by itself. That consumer goes on
+    and reads what is published after the restart; before, the failed commit rebuilt it, and
+    the new one waited out its stale predecessor in the group (16 s without consuming)."""
+    port = free_port()
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", site="it-site")
+    readiness = Readiness()
+    seen: list[str] = []
+
+    async def handle(env: Envelope) -> None:
+        seen.append(env.key)
+
+    publisher = EventPublisher(settings, "it-test", readiness)
+    consumer = EventConsumer(settings, "it-rides", ["calls"], handle, readiness)
+    check = consumer.check
+    try:
+        with tansu(port, tmp_path / "a.log") as bootstrap:
+            await events.ensure_topics(bootstrap)
+            publisher.start()
+            consumer.start()
+            for i in range(30):
+                await publisher.publish(events_pb2.CallHeld(call_id=f"old-{i}"), f"old-{i}")
+            await until(lambda: len(seen) == 30, JOIN_TIMEOUT_S, "the events before")
+            client = consumer._consumer
+            rebuilt = sample("hotline_kafka_reconnects_total", client=check)
+        await asyncio.sleep(0.5)  # down for less than a probe's timeout
+        with tansu(port, tmp_path / "b.log") as bootstrap:  # back, empty
+            await events.ensure_topics(bootstrap)
+            for i in range(6):
+                await asyncio.wait_for(
+                    publisher.publish(events_pb2.CallHeld(call_id=f"new-{i}"), f"new-{i}"), 30
+                )
+            await until(
+                lambda: len([k for k in seen if k.startswith("new-")]) == 6,
+                JOIN_TIMEOUT_S,
+                "the events after the restart",
+            )
+            assert consumer._consumer is client, "the consumer was rebuilt"
+            assert sample("hotline_kafka_reconnects_total", client=check) == rebuilt
+            assert sorted(k for k in seen if k.startswith("new-")) == [f"new-{i}" for i in range(6)]
+    finally:
+        await consumer.stop()
+        await publisher.stop()
