@@ -24,6 +24,9 @@ DETAILS_KEY = "grpc-status-details-bin"
 CALL_NOT_FOUND = "CALL_NOT_FOUND"
 #: the prompt named is not in the gateway's prompt directory, or is unusable (NOT_FOUND)
 PROMPT_NOT_FOUND = "PROMPT_NOT_FOUND"
+#: an IVR flow's command for a call that is no longer that flow's: another IVR adopted it, or
+#: the ACD took it (FAILED_PRECONDITION)
+FLOW_TAKEN_OVER = "FLOW_TAKEN_OVER"
 
 
 def status(code: grpc.StatusCode, message: str, reason: str, **metadata: str) -> grpc.Status:

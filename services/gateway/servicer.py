@@ -191,6 +191,30 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
             with contextlib.suppress(CallGone):  # the command itself says so
                 self.switch.registry.get(call_id).flow_owner = ""
 
+    async def _still_the_flows(self, context: Context, call_id: str, flow_owner: str) -> None:
+        """An IVR flow's command (`flow_owner` set) for a call that flow no longer has is
+        refused: another IVR adopted the call while this one was silent (a loop stalled past
+        the owner timeout, then woke up), or the ACD took it. Obeyed, both flows would play
+        and collect on the one call."""
+        if not flow_owner:
+            return
+        try:
+            owner = self.switch.registry.get(call_id).flow_owner
+        except CallGone:
+            return  # the command itself says so
+        if owner != flow_owner:
+            await error_info.abort(
+                context,
+                error_info.status(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"call {call_id} is no longer in IVR {flow_owner}'s flow: "
+                    + (f"IVR {owner} adopted it" if owner else "the ACD has it"),
+                    error_info.FLOW_TAKEN_OVER,
+                    call_id=call_id,
+                    owner=owner,
+                ),
+            )
+
     @staticmethod
     async def _invalid(context: Context, message: str) -> NoReturn:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -215,6 +239,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     ) -> gw.PlayReply:
         if not request.prompt:
             await self._invalid(context, "prompt is required")
+        await self._still_the_flows(context, request.call_id, request.flow_owner)
         self._acd_took(request.call_id)
         try:
             completed, digit = await self.switch.play(
@@ -242,6 +267,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
     ) -> gw.CollectDigitsReply:
         if request.max_digits < 0 or request.timeout_ms < 0 or request.inter_digit_timeout_ms < 0:
             await self._invalid(context, "max_digits and timeouts must not be negative")
+        await self._still_the_flows(context, request.call_id, request.flow_owner)
         try:
             digits, reason = await self.switch.collect(
                 request.call_id,
@@ -316,6 +342,7 @@ class CallControlServicer(gateway_pb2_grpc.CallControlServicer):
         request: gw.HangupRequest,  # noqa: N802
         context: Context,
     ) -> gw.CallReply:
+        await self._still_the_flows(context, request.call_id, request.flow_owner)
         try:
             call = self.switch.hangup(request.call_id, request.reason, by_agent=request.by_agent)
         except CallGone as exc:

@@ -84,7 +84,9 @@ class FlowRunner:
             route, digits = await self._menu(flow, call_id, keyed)
             if route is None:
                 await self.gateway.Hangup(
-                    gw.HangupRequest(call_id=call_id, reason="no valid menu choice")
+                    gw.HangupRequest(
+                        call_id=call_id, reason="no valid menu choice", flow_owner=self.instance
+                    )
                 )
                 CALLS.labels(flow.name, "no-choice").inc()
                 return "no-choice"
@@ -124,6 +126,12 @@ class FlowRunner:
             if _call_gone(exc):  # the call ended between commands
                 CALLS.labels(flow.name, "caller-gone").inc()
                 return "caller-gone"
+            if error_info.reason_of(exc) == error_info.FLOW_TAKEN_OVER:
+                # this IVR was silent past the owner timeout (a stalled loop) and another
+                # adopted the call, or the ACD has it: that flow goes on, this one stops
+                log.warning("call %s: flow %s stopped: %s", call_id, flow.name, exc.details())
+                CALLS.labels(flow.name, "taken-over").inc()
+                return "taken-over"
             CALLS.labels(flow.name, "error").inc()
             why = f"the IVR's flow failed: {exc.code().name} {exc.details()}"
             log.error("call %s: flow %s: %s", call_id, flow.name, why)
@@ -168,7 +176,12 @@ class FlowRunner:
                 )
                 try:
                     await self.gateway.Play(
-                        gw.PlayRequest(call_id=request.call_id, prompt=WAIT_PROMPT, loop=True)
+                        gw.PlayRequest(
+                            call_id=request.call_id,
+                            prompt=WAIT_PROMPT,
+                            loop=True,
+                            flow_owner=self.instance,
+                        )
                     )
                 except grpc.aio.AioRpcError as exc:
                     if _call_gone(exc) and not attempts.done():
@@ -220,7 +233,11 @@ class FlowRunner:
         the ACD's hold music, which the ACD started only once; the caller hears it again
         (best effort: a call the ACD has had bridged meanwhile refuses it)."""
         try:
-            await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=WAIT_PROMPT, loop=True))
+            await self.gateway.Play(
+                gw.PlayRequest(
+                    call_id=call_id, prompt=WAIT_PROMPT, loop=True, flow_owner=self.instance
+                )
+            )
         except grpc.aio.AioRpcError as exc:
             log.debug("call %s: hold music not started again: %s", call_id, exc.details())
 
@@ -229,12 +246,16 @@ class FlowRunner:
         them on a silent line."""
         log.error("call %s: %s; the caller is told and the call ended", call_id, why)
         try:
-            await self.gateway.Play(gw.PlayRequest(call_id=call_id, prompt=UNAVAILABLE_PROMPT))
+            await self.gateway.Play(
+                gw.PlayRequest(call_id=call_id, prompt=UNAVAILABLE_PROMPT, flow_owner=self.instance)
+            )
         except grpc.aio.AioRpcError as exc:
             if not _prompt_missing(exc):
                 raise
             log.error("call %s: the apology could not be played: %s", call_id, exc.details())
-        await self.gateway.Hangup(gw.HangupRequest(call_id=call_id, reason=why))
+        await self.gateway.Hangup(
+            gw.HangupRequest(call_id=call_id, reason=why, flow_owner=self.instance)
+        )
 
     async def _play(self, flow: Flow, call_id: str, prompt: str) -> gw.PlayReply:
         """A flow's prompt, barge-in allowed. One the gateway does not have is the operator's
@@ -242,7 +263,9 @@ class FlowRunner:
         the menu and a queue instead of a silent line."""
         try:
             return await self.gateway.Play(
-                gw.PlayRequest(call_id=call_id, prompt=prompt, barge_in=True)
+                gw.PlayRequest(
+                    call_id=call_id, prompt=prompt, barge_in=True, flow_owner=self.instance
+                )
             )
         except grpc.aio.AioRpcError as exc:
             if not _prompt_missing(exc):
@@ -262,7 +285,12 @@ class FlowRunner:
             if attempt or not keyed:
                 await self._play(flow, call_id, menu.prompt)
             got = await self.gateway.CollectDigits(
-                gw.CollectDigitsRequest(call_id=call_id, max_digits=1, timeout_ms=menu.timeout_ms)
+                gw.CollectDigitsRequest(
+                    call_id=call_id,
+                    max_digits=1,
+                    timeout_ms=menu.timeout_ms,
+                    flow_owner=self.instance,
+                )
             )
             if got.reason == "hangup":
                 raise CallerGone(call_id)

@@ -6,6 +6,7 @@ plan and PERMISSION_DENIED) and who may call them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -396,19 +397,31 @@ async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig
         await srv.stop(None)
 
 
-async def test_a_call_left_in_a_gone_ivrs_menu_is_handed_to_a_live_ivr(rig: Rig) -> None:
-    """An IVR whose pod was replaced (a new name) never takes up its calls; once it has been
-    silent for the owner timeout, the next live IVR's heartbeat adopts them, and only it."""
-    now = [1000.0]
+@contextlib.asynccontextmanager
+async def served_on_a_clock(
+    rig: Rig, now: list[float], *peers: str
+) -> AsyncIterator[list[gateway_pb2_grpc.CallControlStub]]:
+    """The servicer on a clock the test moves (`now[0]`), behind the real mTLS guard (owner
+    timeout 20 s); a stub per peer service, in order."""
     servicer = CallControlServicer(rig.switch, flow_owner_timeout_s=20, clock=lambda: now[0])
     srv, port = test_tls.server(
         "gateway", gateway_pb2_grpc.add_CallControlServicer_to_server, servicer
     )
     await srv.start()
-    ivr_channel = test_tls.channel("ivr", "gateway", port)
-    crm_channel = test_tls.channel("crm", "gateway", port)
+    channels = [test_tls.channel(peer, "gateway", port) for peer in peers]
     try:
-        ivr = gateway_pb2_grpc.CallControlStub(ivr_channel)
+        yield [gateway_pb2_grpc.CallControlStub(c) for c in channels]
+    finally:
+        for c in channels:
+            await c.close()
+        await srv.stop(None)
+
+
+async def test_a_call_left_in_a_gone_ivrs_menu_is_handed_to_a_live_ivr(rig: Rig) -> None:
+    """An IVR whose pod was replaced (a new name) never takes up its calls; once it has been
+    silent for the owner timeout, the next live IVR's heartbeat adopts them, and only it."""
+    now = [1000.0]
+    async with served_on_a_clock(rig, now, "ivr", "crm") as (ivr, crm):
         _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
         await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-old"))
         now[0] += 15
@@ -426,10 +439,43 @@ async def test_a_call_left_in_a_gone_ivrs_menu_is_handed_to_a_live_ivr(rig: Rig)
         code, details = await code_of(ivr.AdoptOrphans(gw.AdoptOrphansRequest()))
         assert code is grpc.StatusCode.INVALID_ARGUMENT and "instance" in details
         # only the IVR may adopt calls
-        crm = gateway_pb2_grpc.CallControlStub(crm_channel)
         code, _ = await code_of(crm.AdoptOrphans(gw.AdoptOrphansRequest(instance="x")))
         assert code is grpc.StatusCode.PERMISSION_DENIED
-    finally:
-        await ivr_channel.close()
-        await crm_channel.close()
-        await srv.stop(None)
+
+
+async def test_an_ivr_that_wakes_up_after_its_call_was_adopted_is_refused(rig: Rig) -> None:
+    """An IVR whose loop stalled past the owner timeout had its call adopted by another; when
+    it wakes up, its flow's commands are refused (FLOW_TAKEN_OVER), the new flow's are obeyed,
+    and so are commands that name no flow (the ACD's, the CRM's)."""
+    now = [1000.0]
+    async with served_on_a_clock(rig, now, "ivr", "acd") as (ivr, acd):
+        _, call = rig.channel.new_call()
+        cid = call.call_id
+        await ivr.Answer(gw.AnswerRequest(call_id=cid, flow_owner="ivr-stalled"))
+        await ivr.Play(
+            gw.PlayRequest(call_id=cid, prompt="hold", loop=True, flow_owner="ivr-stalled")
+        )
+        now[0] += 25
+        (adopted,) = (await ivr.AdoptOrphans(gw.AdoptOrphansRequest(instance="ivr-live"))).calls
+        assert adopted.flow_owner == "ivr-live"
+
+        for command in (
+            ivr.Play(gw.PlayRequest(call_id=cid, prompt="welcome", flow_owner="ivr-stalled")),
+            ivr.CollectDigits(
+                gw.CollectDigitsRequest(call_id=cid, max_digits=1, flow_owner="ivr-stalled")
+            ),
+            ivr.Hangup(gw.HangupRequest(call_id=cid, reason="late", flow_owner="ivr-stalled")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await command
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert error_info.reason_of(refused.value) == error_info.FLOW_TAKEN_OVER
+            assert "IVR ivr-live adopted it" in (refused.value.details() or "")
+        assert call.state.value == "answered" and not rig.channel.did("hang_up")
+
+        await ivr.Play(gw.PlayRequest(call_id=cid, prompt="hold", loop=True, flow_owner="ivr-live"))
+        await acd.Play(gw.PlayRequest(call_id=cid, prompt="hold", loop=True))  # names no flow
+        assert call.flow_owner == ""  # the ACD's music: the flow is over for every IVR
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ivr.Hangup(gw.HangupRequest(call_id=cid, reason="x", flow_owner="ivr-live"))
+        assert "the ACD has it" in (refused.value.details() or "")

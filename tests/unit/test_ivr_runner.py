@@ -234,6 +234,25 @@ async def test_call_gone_at_the_gateway_is_caller_gone() -> None:
     assert gateway.names() == ["Answer"] and acd.enqueued == []
 
 
+async def test_a_flow_whose_call_was_taken_over_stops_without_touching_the_call() -> None:
+    """Another IVR adopted the call while this one stalled: the gateway refuses this flow's
+    commands (FLOW_TAKEN_OVER); the flow stops, no apology, no hang-up, no enqueue."""
+    taken = rpc_error(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "call c1 is no longer in IVR ivr-a's flow: IVR ivr-b adopted it",
+        error_info.FLOW_TAKEN_OVER,
+    )
+    gateway = FakeGateway(fail={"CollectDigits": taken})
+    acd = FakeAcd()
+    before = outcomes("human-service", "taken-over")
+    runner = FlowRunner(gateway, acd, instance="ivr-a")
+    assert await runner.run(HUMAN, "c1", "5551234", "10000") == "taken-over"
+    assert gateway.names() == ["Answer", "Play", "Play", "CollectDigits"]
+    assert {r.flow_owner for n, r in gateway.log if n != "Answer"} == {"ivr-a"}
+    assert acd.enqueued == []
+    assert outcomes("human-service", "taken-over") == before + 1
+
+
 async def test_no_choice_and_no_default_hangs_up() -> None:
     flow = parse_flows(
         {
