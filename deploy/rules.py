@@ -425,6 +425,28 @@ sum by (site) (
         "still reach a queue, after silence where the prompt should be.",
     ),
     alert(
+        "HotlineIvrFlowsTakenOver",
+        'sum by (site) (increase(hotline_ivr_calls_total{outcome="taken-over"}[10m])) > 0',
+        "0m",
+        "ticket",
+        "An IVR at {{ $labels.site }} stalled long enough to lose its callers",
+        "In the last 10 minutes an IVR at site {{ $labels.site }} was silent to the gateway for "
+        "longer than its owner timeout while it ran flows (a stalled event loop, CPU "
+        "starvation, a partition): another IVR took its callers over, who heard their menu "
+        "start again, and the stalled IVR's flows were stopped when it woke up.",
+    ),
+    alert(
+        "HotlineBrokerLostEvents",
+        "sum by (site, source) (increase(hotline_events_republished_total[10m])) > 0",
+        "0m",
+        "ticket",
+        "The event broker at {{ $labels.site }} lost events it had acknowledged",
+        "In the last 10 minutes the {{ $labels.source }} at site {{ $labels.site }} published "
+        "again events the broker had acknowledged and then lost: the broker came back without "
+        "its log. The recent events were restored; the history before them is gone from the "
+        "broker (the CRM keeps its CDRs).",
+    ),
+    alert(
         "HotlineRecordingsWaitingAtGateway",
         "max by (site) (hotline_gateway_recording_spool_oldest_seconds) > 900",
         "5m",

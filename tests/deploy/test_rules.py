@@ -375,6 +375,52 @@ CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str
             "20m",
         ),
     ),
+    "HotlineIvrFlowsTakenOver": (
+        (
+            [
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="taken-over"}}',
+                    "values": "0 0 3 3 3 3 3 3",
+                },
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="queued"}}',
+                    "values": "0 10 20 30 40 50 60 70",
+                },
+            ],
+            "2m",
+            [{"site": "main"}],
+        ),
+        (  # flows queue their callers; none taken over
+            [
+                {
+                    "series": f'hotline_ivr_calls_total{{{SITE},flow="main",outcome="queued"}}',
+                    "values": "0 10 20 30 40 50 60 70",
+                }
+            ],
+            "5m",
+        ),
+    ),
+    "HotlineBrokerLostEvents": (
+        (
+            [
+                {
+                    "series": f'hotline_events_republished_total{{{SITE},source="gateway"}}',
+                    "values": "0 0 2048 2048 2048 2048",
+                }
+            ],
+            "2m",
+            [{"site": "main", "source": "gateway"}],
+        ),
+        (  # restored once, long ago
+            [
+                {
+                    "series": f'hotline_events_republished_total{{{SITE},source="gateway"}}',
+                    "values": "0 40" + " 40" * 40,
+                }
+            ],
+            "20m",
+        ),
+    ),
     "HotlineRecordingsWaitingAtGateway": (
         (
             [
