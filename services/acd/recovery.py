@@ -167,8 +167,12 @@ class TopicWatch:
         restate: Mapping[str, Callable[[], Awaitable[None]]],
         create: Callable[[], Awaitable[None]],
         period_s: float = 2.0,
+        after_loss: Callable[[str], None] | None = None,
     ) -> None:
         self.sizes, self.notifier, self.restate, self.period_s = sizes, notifier, restate, period_s
+        #: told (with why) when a look found topics lost: the broker lost its other topics
+        #: too, so the ACD's tail of `calls` reads that one again from its beginning
+        self.after_loss = after_loss
         #: creates the topics that are missing (common.events.ensure_topics)
         self.create = create
         #: topic -> (its size, records we had published by the time that size was read)
@@ -220,6 +224,8 @@ class TopicWatch:
             lost.append(topic)
             await self.restate[topic]()
             self._baseline.pop(topic, None)  # the next look sets it again
+        if lost and self.after_loss is not None:
+            self.after_loss(f"the broker lost topics {', '.join(lost)}")
         return lost
 
     async def run(self) -> None:

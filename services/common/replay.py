@@ -338,6 +338,20 @@ class TopicTail:
                 self.rewound += 1
                 consumer.seek(tp, 0)
 
+    def rewind(self, why: str) -> None:
+        """Read the topic again from the beginning of every partition: the broker lost it
+        (`why`) and the new one may already have grown past our position before
+        `_rewind_recreated` looked, which would skip its first records. The handler sees
+        what it had already handled again, so it must be idempotent."""
+        consumer = self._consumer
+        if consumer is None or self._task is None:
+            return
+        parts = consumer.assignment()
+        log.warning("%s; reading %s again from its beginning", why, self.topic)
+        for tp in parts:
+            consumer.seek(tp, 0)
+        self.rewound += len(parts)
+
     async def _handle(self, record: ConsumerRecord) -> None:
         try:
             env = Envelope.FromString(record.value or b"")

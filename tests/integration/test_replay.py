@@ -135,6 +135,38 @@ async def test_a_tail_follows_from_its_mark_and_survives_a_broker_restart(tmp_pa
         await tail.stop()
 
 
+async def test_a_tail_told_of_a_lost_broker_reads_the_new_topic_from_its_beginning(
+    tmp_path: Path,
+) -> None:
+    """The new topic can grow past the tail's old position before the tail looks (the
+    gateway restores its last events at once after a broker restart): the tail's own look
+    then sees nothing wrong and the first records of each partition are skipped. Told by the
+    ACD's topic watch, the tail reads the topic again from its beginning."""
+    port = free_port()
+    seen: list[str] = []
+
+    async def handle(env: Envelope) -> None:
+        seen.append(env.call_ended.call_id)
+
+    tail = TopicTail(f"127.0.0.1:{port}", "calls", handle, Readiness(), "it-tail", fetch_wait_ms=20)
+    try:
+        with tansu(port, tmp_path / "a.log") as bootstrap:
+            await ensure_topics(bootstrap)
+            await tail.mark()
+            tail.start()
+            await publish_calls(bootstrap, ["a-1", "a-2", "a-3"])
+            await until(lambda: len(seen) == 3, 10)
+        with tansu(port, tmp_path / "b.log") as bootstrap:  # restarted empty
+            await ensure_topics(bootstrap)
+            new = [f"b-{i}" for i in range(30)]  # every partition past the old position
+            await publish_calls(bootstrap, new)
+            tail.rewind("the broker lost topics agents, queues")
+            await until(lambda: set(new) <= set(seen), 20)
+            assert tail.rewound >= 3
+    finally:
+        await tail.stop()
+
+
 async def until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

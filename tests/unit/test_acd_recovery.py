@@ -160,11 +160,13 @@ async def test_topic_watch_restates_a_topic_the_broker_lost_and_only_then() -> N
         if sizes.recreate:
             sizes.now = {"agents": 0, "queues": 0}
 
+    told: list[str] = []
     watch = TopicWatch(
         sizes,  # type: ignore[arg-type]
         notifier,  # type: ignore[arg-type]
         {"agents": restate_agents, "queues": restate_queues},
         create,
+        after_loss=told.append,
     )
     sizes.now = {"agents": 40, "queues": 100}
     assert await watch.check() == []  # the first look sets the baseline
@@ -178,17 +180,18 @@ async def test_topic_watch_restates_a_topic_the_broker_lost_and_only_then() -> N
     sizes.recreate = True  # now they can: created, then restated
     assert await watch.check() == ["agents", "queues"]
     assert restated == ["agents", "queues"] and created == [False, True]
+    assert told == ["the broker lost topics agents, queues"]  # the calls tail reads again
     sizes.now = {"agents": 8, "queues": 2}  # the restatements are in: new baseline
     assert await watch.check() == []
     notifier.published.update({"agents": 2})
     sizes.now = {"agents": 1, "queues": 2}  # recreated empty by someone else: fewer records
     assert await watch.check() == []  # short once: looked at again
     assert await watch.check() == ["agents"]  # still short: lost
-    assert restated == ["agents", "queues", "agents"]
+    assert restated == ["agents", "queues", "agents"] and len(told) == 2
     sizes.now = {"agents": 10, "queues": 3}  # the restatements are in: new baseline
     assert await watch.check() == []
     assert await watch.check() == []
-    assert restated == ["agents", "queues", "agents"]
+    assert restated == ["agents", "queues", "agents"] and len(told) == 2
 
 
 async def test_a_replica_that_loses_its_lease_goes_unready_and_exits(tmp_path: Path) -> None:
