@@ -91,7 +91,7 @@ class Gauge:
 @pytest.fixture
 def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
     j = Journal()
-    monkeypatch.setattr(service, "EventPublisher", lambda *a: FakePublisher(j, *a))
+    monkeypatch.setattr(service, "EventPublisher", lambda *a, **kw: FakePublisher(j, *a))
     monkeypatch.setattr(service, "EventConsumer", lambda *a, **kw: FakeConsumer(j, *a))
     servers: list[FakeServer] = []
 
