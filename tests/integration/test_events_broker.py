@@ -459,6 +459,9 @@ async def test_events_a_broker_lost_after_acknowledging_them_are_published_again
             ]
             assert publisher.restores == 0
         with tansu(port, tmp_path / "b.log") as bootstrap:  # back, empty
+            # the topics as the first service to reconnect makes them (not auto-created by
+            # the publish, with the broker's own partition count)
+            await events.ensure_topics(bootstrap)
             later = await asyncio.wait_for(
                 publisher.publish(events_pb2.CallHeld(call_id="c1", leg_id="later"), "c1"), 60
             )
