@@ -70,9 +70,9 @@ async def main(settings: AcdSettings, readiness: Readiness) -> Stop:
     wiring.on_stop(sizes.stop, "topic sizes")
     restate = {"agents": dispatcher.restate_agents, "queues": dispatcher.restate_queues}
     create = partial(ensure_topics, settings.kafka_bootstrap)
-    # a broker that lost the ACD's topics lost `calls` too: the tail reads it again from its
-    # beginning (its own look misses the first records of a new topic grown past its position)
-    watch = TopicWatch(sizes, notifier, restate, create, after_loss=calls.rewind)
+    # a broker that lost the ACD's topics may have lost `calls` too: the tail reads it again
+    # from its beginning if so (its own look misses a new topic grown past its position)
+    watch = TopicWatch(sizes, notifier, restate, create, after_loss=calls.rewind_if_recreated)
     wiring.task(watch.run(), "acd-topic-watch")
     wiring.collector(QueueKpiCollector(dispatcher, settings.site))
     wiring.servicer(acd_pb2_grpc.add_AcdServicer_to_server, AcdService(dispatcher))

@@ -167,7 +167,7 @@ class TopicWatch:
         restate: Mapping[str, Callable[[], Awaitable[None]]],
         create: Callable[[], Awaitable[None]],
         period_s: float = 2.0,
-        after_loss: Callable[[str], None] | None = None,
+        after_loss: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.sizes, self.notifier, self.restate, self.period_s = sizes, notifier, restate, period_s
         #: told (with why) when a look found topics lost: the broker lost its other topics
@@ -225,7 +225,7 @@ class TopicWatch:
             await self.restate[topic]()
             self._baseline.pop(topic, None)  # the next look sets it again
         if lost and self.after_loss is not None:
-            self.after_loss(f"the broker lost topics {', '.join(lost)}")
+            await self.after_loss(f"the broker lost topics {', '.join(lost)}")
         return lost
 
     async def run(self) -> None:

@@ -173,6 +173,29 @@ async def _read(consumer: AIOKafkaConsumer, topic: str, since_ms: int | None) ->
     return [env for tp in parts for env in out[tp] if env.WhichOneof("payload")]
 
 
+async def _holds(
+    probe: AIOKafkaConsumer, tp: TopicPartition, offset: int, event_id: str, budget_s: float
+) -> bool:
+    """Whether partition `tp` still holds, at `offset`, the record of event `event_id` (or
+    has deleted it by retention: its log starts after it, where a recreated one starts at 0)."""
+    probe.assign([tp])
+    if (await probe.beginning_offsets([tp]))[tp] > offset:
+        return True
+    probe.seek(tp, offset)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    while loop.time() < deadline:
+        for record in (await probe.getmany(tp, timeout_ms=200)).get(tp, []):
+            if record.offset == offset:
+                try:
+                    return Envelope.FromString(record.value or b"").event_id == event_id
+                except DecodeError:
+                    return False
+            if record.offset > offset:
+                return False
+    return False  # nothing there (the new partition ends before it)
+
+
 class TopicSizes:
     """How many records each topic holds, asked of the broker (no consumer group)."""
 
@@ -248,6 +271,9 @@ class TopicTail:
         self.fetch_wait_ms = fetch_wait_ms
         self.check = f"kafka-tail-{topic}"
         self.rewound = 0  # partitions found recreated and read again from the beginning
+        #: (topic, partition) -> offset and event id of the first record handled from it (since
+        #: the start or the last rewind): a partition that no longer holds it was recreated
+        self._first: dict[tuple[str, int], tuple[int, str]] = {}
         self._marks: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -338,23 +364,52 @@ class TopicTail:
                 self.rewound += 1
                 consumer.seek(tp, 0)
 
-    def rewind(self, why: str) -> None:
-        """Read the topic again from the beginning of every partition: the broker lost it
-        (`why`) and the new one may already have grown past our position before
-        `_rewind_recreated` looked, which would skip its first records. The handler sees
-        what it had already handled again, so it must be idempotent."""
+    async def rewind_if_recreated(self, why: str, budget_s: float = 5.0) -> int:
+        """Told that the broker lost topics (`why`): read again from its beginning every
+        partition that no longer holds, at its offset, the first record handled from it. A new
+        partition can grow past our position before `_rewind_recreated` looks (the gateway
+        restores its last events at once after a broker restart), which would skip its first
+        records; a notice that was wrong (the topic is intact) costs one look per partition,
+        not a re-read of the topic's whole retention. Partitions read again are seen again by
+        the handler, which must be idempotent. Returns how many were rewound."""
         consumer = self._consumer
-        if consumer is None or self._task is None:
-            return
-        parts = consumer.assignment()
-        log.warning("%s; reading %s again from its beginning", why, self.topic)
-        for tp in parts:
+        if consumer is None or self._task is None or not self._first:
+            return 0
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20
+        )
+        try:
+            await probe.start()
+            recreated = [
+                tp
+                for tp in consumer.assignment()
+                if (tp.topic, tp.partition) in self._first
+                and not await _holds(probe, tp, *self._first[tp.topic, tp.partition], budget_s)
+            ]
+        except (KafkaError, OSError) as exc:
+            log.warning("%s; cannot look at %s (%r): reading it again", why, self.topic, exc)
+            recreated = list(consumer.assignment())
+        finally:
+            await stop_quietly(probe)
+        if recreated:
+            log.warning(
+                "%s; %s no longer holds what we read: reading %s from the beginning",
+                why,
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in recreated),
+                "it" if len(recreated) == 1 else "them",
+            )
+        for tp in recreated:
             consumer.seek(tp, 0)
-        self.rewound += len(parts)
+            self._first.pop((tp.topic, tp.partition), None)
+        self.rewound += len(recreated)
+        return len(recreated)
 
     async def _handle(self, record: ConsumerRecord) -> None:
         try:
             env = Envelope.FromString(record.value or b"")
+            key = (record.topic, record.partition)
+            if key not in self._first:
+                self._first[key] = (record.offset, env.event_id)
         except DecodeError as exc:
             FAILED.labels(self.name, "decode").inc()
             log.error("undecodable record on %s@%d skipped: %s", self.topic, record.offset, exc)

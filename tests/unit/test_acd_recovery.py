@@ -161,12 +161,16 @@ async def test_topic_watch_restates_a_topic_the_broker_lost_and_only_then() -> N
             sizes.now = {"agents": 0, "queues": 0}
 
     told: list[str] = []
+
+    async def tell(why: str) -> None:
+        told.append(why)
+
     watch = TopicWatch(
         sizes,  # type: ignore[arg-type]
         notifier,  # type: ignore[arg-type]
         {"agents": restate_agents, "queues": restate_queues},
         create,
-        after_loss=told.append,
+        after_loss=tell,
     )
     sizes.now = {"agents": 40, "queues": 100}
     assert await watch.check() == []  # the first look sets the baseline
