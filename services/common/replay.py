@@ -363,6 +363,7 @@ class TopicTail:
                 )
                 self.rewound += 1
                 consumer.seek(tp, 0)
+                self._first.pop((tp.topic, tp.partition), None)  # its anchor went with it
 
     async def rewind_if_recreated(self, why: str, budget_s: float = 5.0) -> int:
         """Told that the broker lost topics (`why`): read again from its beginning every
@@ -393,10 +394,11 @@ class TopicTail:
             await stop_quietly(probe)
         if recreated:
             log.warning(
-                "%s; %s no longer holds what we read: reading %s from the beginning",
+                "%s; %s: reading again from the beginning",
                 why,
-                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in recreated),
-                "it" if len(recreated) == 1 else "them",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in recreated)
+                + (" no longer holds" if len(recreated) == 1 else " no longer hold")
+                + " what was read from it",
             )
         for tp in recreated:
             consumer.seek(tp, 0)
