@@ -164,8 +164,11 @@ async def test_a_tail_told_of_a_lost_broker_reads_the_new_topic_from_its_beginni
             await ensure_topics(bootstrap)
             new = [f"b-{i}" for i in range(60)]  # every partition past the old position
             await publish_calls(bootstrap, new)
-            assert await tail.rewind_if_recreated("the broker lost topics agents, queues") >= 1
+            await tail.rewind_if_recreated("the broker lost topics agents, queues")
             await until(lambda: set(new) <= set(seen), 20)
+            # read again from the beginning: by this notice, or by the tail's own look when it
+            # came before the new partitions grew past its position (a loaded machine)
+            assert tail.rewound >= 1
     finally:
         await tail.stop()
 
