@@ -469,23 +469,23 @@ class EventPublisher:
             envelope(payload, key, site, source, event_id, carrier)
             for payload, key, event_id, carrier in items
         ]
-        records = [
-            (TOPIC_OF[env.type], env.SerializeToString(), env.key.encode(), env) for env in envs
+        sent: list[Sent] = [
+            (
+                TOPIC_OF[env.type],
+                env.SerializeToString(),
+                env.key.encode(),
+                [(k, v.encode()) for k, v in env.trace.items()],
+            )
+            for env in envs
         ]
         while True:
             await self._connected.wait()
             producer, generation = self._producer, self._generation
             assert producer is not None
-            sent: list[Sent] = []
             # the offsets the broker must give beyond (unless it lost records since)
             floor = dict(self._acked) if self._kept.maxlen else self._acked
             try:
-                acks = []
-                for topic, value, key_bytes, env in records:
-                    headers = [(k, v.encode()) for k, v in env.trace.items()]
-                    sent.append((topic, value, key_bytes, headers))
-                    acks.append(await producer.send(topic, value, key=key_bytes, headers=headers))
-                metas = await asyncio.wait_for(asyncio.gather(*acks), SEND_TIMEOUT_S)
+                metas = await _send_all(producer, sent)
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 for env in envs:
                     FAILED_PUBLISH.labels(env.type).inc()
@@ -536,11 +536,7 @@ class EventPublisher:
                 producer, generation = self._producer, self._generation
                 assert producer is not None
                 try:
-                    acks = [
-                        await producer.send(topic, value, key=key, headers=headers)
-                        for topic, value, key, headers in records
-                    ]
-                    metas = await asyncio.wait_for(asyncio.gather(*acks), SEND_TIMEOUT_S)
+                    metas = await _send_all(producer, records)
                 except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                     self.readiness.set(self.CHECK, False, f"cannot restore lost events: {exc!r}")
                     await self._reconnect(generation)
@@ -556,6 +552,16 @@ class EventPublisher:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         await stop_quietly(self._producer)
+
+
+async def _send_all(producer: AIOKafkaProducer, records: Sequence[Sent]) -> list[RecordMetadata]:
+    """Hand every record to the producer before awaiting the first acknowledgement (a burst
+    shares produce requests), then wait until the broker has them all (acks=all)."""
+    acks = [
+        await producer.send(topic, value, key=key, headers=headers)
+        for topic, value, key, headers in records
+    ]
+    return list(await asyncio.wait_for(asyncio.gather(*acks), SEND_TIMEOUT_S))
 
 
 class BatchPublisher(Protocol):
