@@ -22,6 +22,7 @@ SIPp baseline as a ratio. Every run is bounded in calls and in time; loopback on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import csv
 import os
@@ -41,6 +42,8 @@ from pathlib import Path
 import grpc
 import yaml
 
+from common.events import TOPICS
+from common.replay import TopicSizes
 from common.stack import Stack
 from gateway.sip.digest import ha1
 from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
@@ -126,6 +129,10 @@ class Step:
     rss_peak_mb: float = 0.0
     quiet_s: float | None = None  # how long until no call and no port was held after the step
     rss_quiet_mb: dict[str, float] = field(default_factory=dict)  # per process, once quiet
+    #: records the broker held when the step began: the local broker's cost per event grows
+    #: with them (docs/performance.md section 19), so a later step's broker CPU is not a
+    #: fresh stack's
+    broker_records: int = 0
 
 
 @dataclass
@@ -305,6 +312,18 @@ class Bench:
 
     def rss_each_mb(self) -> dict[str, float]:
         return {name: rss_kb(pid) / 1024 for name, pid in self.pids().items()}
+
+    def broker_records(self) -> int:
+        """Records on the broker's topics now (the offset after each partition's last)."""
+
+        async def count() -> int:
+            sizes = TopicSizes(f"127.0.0.1:{self.c.ports['KAFKA']}")
+            try:
+                return sum(n or 0 for n in (await sizes.sizes(list(TOPICS))).values())
+            finally:
+                await sizes.stop()
+
+        return asyncio.run(count())
 
     def rss_mb(self) -> float:
         return sum(rss_kb(pid) for pid in self.pids().values()) / 1024
@@ -525,6 +544,7 @@ class Bench:
             dtmf_pcap=DTMF_PCAP,
             max_wait_ms=str(self.max_wait_ms),
         )
+        result.broker_records = self.broker_records()
         gw0 = self.metrics("gateway")
         pids = self.pids()
         ticks0 = {n: cpu_ticks(p) for n, p in pids.items()}
@@ -731,7 +751,8 @@ def format_step(s: Step) -> str:
         f"({len(s.invite_200_ms)}) | digit->agent ring p50/p99 {_ms(s.ring_ms)} ms "
         f"({len(s.ring_ms)}) | peak calls {s.peak_calls} ports {s.peak_ports} | RTP loss {loss} "
         f"| tick lateness p99 {late}, skipped frames {s.skipped_frames:.0f} "
-        f"| quiet after {quiet}\n           CPU ms/call: {cpu}"
+        f"| quiet after {quiet}\n           CPU ms/call: {cpu} "
+        f"(the broker held {s.broker_records} records at the start)"
         f"\n           RSS once quiet, MB: {rss}"
     )
 

@@ -50,10 +50,14 @@ TRACER = trace.get_tracer("hotline.events")
 Envelope = events_pb2.Envelope
 
 #: topic -> (partitions, config). `agents` is compacted: the latest state per agent survives.
+#: The partitions are the chart's (values.yaml `kafka.topics`, a test keeps them equal): the
+#: local broker (Tansu 0.6, memory) spends on each fetch that returns records time in
+#: proportion to the record batches stored in that partition, and keeps every batch, so
+#: shorter partitions slow its growth (docs/performance.md section 19).
 TOPICS: dict[str, tuple[int, dict[str, str]]] = {
-    "calls": (3, {}),
-    "queues": (3, {}),
-    "agents": (3, {"cleanup.policy": "compact"}),
+    "calls": (6, {}),
+    "queues": (6, {}),
+    "agents": (6, {"cleanup.policy": "compact"}),
     "recordings": (3, {}),
 }
 

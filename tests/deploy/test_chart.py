@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from common.events import TOPICS
 from tests.deploy.chart import (
     CHART,
     CI_VALUES,
@@ -137,6 +138,11 @@ def test_strimzi_objects_have_what_the_operator_requires() -> None:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", topic["metadata"]["name"])
     assert topics["agents"]["spec"]["config"]["cleanup.policy"] == "compact"
     assert topics["calls"]["spec"]["config"]["cleanup.policy"] == "delete"
+    # the local stack makes its topics as the cluster's are: what runs locally (partition
+    # assignment, the broker's per-partition cost) is what runs in the cluster
+    assert {name: t["spec"]["partitions"] for name, t in topics.items()} == {
+        name: parts for name, (parts, _) in TOPICS.items()
+    }
     for deploy in by_kind(docs, "Deployment"):
         env = env_of(deploy)
         assert env["HOTLINE_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
