@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from common import error_info
+from common import error_info, rpc
 from gateway.core.calls import EndReason
 from gateway.core.contracts import Attempt, Outcome
 from gateway.dialplan import DialPlan, DialPlanError
@@ -363,6 +363,12 @@ async def test_dial_out_customer_busy_ends_the_call_and_hangs_up_the_agent(
     assert len(rig.channel.did("hang_up")) == 1
 
 
+async def flow_owner_of(stub: gateway_pb2_grpc.CallControlStub) -> str:
+    """The flow owner of the one live call, as the gateway lists it."""
+    (listed,) = (await stub.ListCalls(gw.ListCallsRequest())).calls
+    return str(listed.flow_owner)
+
+
 async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig: Rig) -> None:
     # behind the real mTLS guard: the gateway knows who calls from the client certificate
     srv, port = test_tls.server(
@@ -379,8 +385,7 @@ async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig
         _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
 
         async def owner() -> str:
-            (listed,) = (await acd.ListCalls(gw.ListCallsRequest())).calls
-            return listed.flow_owner
+            return await flow_owner_of(acd)
 
         await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-7d9f-x2"))
         assert await owner() == "ivr-7d9f-x2"
@@ -394,6 +399,38 @@ async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig
     finally:
         await ivr_channel.close()
         await acd_channel.close()
+        await srv.stop(None)
+
+
+async def test_over_plain_text_a_command_outside_any_flow_ends_the_ivrs_flow(rig: Rig) -> None:
+    """The development switch serves plain text: no caller is known, so the gateway cannot
+    tell the ACD's hold music and agent ring from an IVR's command. A command that names no
+    flow (the ACD's; every IVR flow names itself) ends the flow, as the ACD's does over mTLS:
+    a restarted IVR must not take the call up again, and the old flow's commands are
+    refused."""
+    srv, port = rpc.server("127.0.0.1", 0, None, CallControlServicer.CALLERS)
+    gateway_pb2_grpc.add_CallControlServicer_to_server(CallControlServicer(rig.switch), srv)
+    await srv.start()
+    channel = rpc.channel(f"127.0.0.1:{port}", None, "gateway")
+    try:
+        stub = gateway_pb2_grpc.CallControlStub(channel)
+        _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
+
+        async def owner() -> str:
+            return await flow_owner_of(stub)
+
+        await stub.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-a"))
+        await stub.Play(
+            gw.PlayRequest(call_id=call.call_id, prompt="welcome", loop=True, flow_owner="ivr-a")
+        )
+        assert await owner() == "ivr-a"  # the flow's own commands keep it
+        await stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="hold", loop=True))
+        assert await owner() == ""  # queued: the flow is over
+        refused = stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="menu", flow_owner="ivr-a"))
+        code, details = await code_of(refused)
+        assert code is grpc.StatusCode.FAILED_PRECONDITION and "the ACD has it" in details
+    finally:
+        await channel.close()
         await srv.stop(None)
 
 
