@@ -280,6 +280,7 @@ async def test_answered_puts_agent_on_call_and_empties_queue(rig: Rig) -> None:
     await rig.ready_agent("a1", "8001")
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a1").state == ON_CALL)
+    await until(lambda: [s.state for s in rig.pub.states("a1")][-1:] == [ON_CALL])  # outbox
     a1 = rig.agent("a1")
     assert a1.call_id == "c1" and a1.reason == "answered"
     assert rig.d.answered == {"sales": 1, "support": 0}
@@ -414,6 +415,8 @@ async def test_an_offer_the_gateway_could_not_make_is_not_the_agents_fault(
     await rig.enqueue("c1")
     await until(lambda: len(rig.gateway.connects) == 2)  # tried again, the same agent first
     await until(lambda: rig.agent("a1").state == ON_CALL)
+    # the state goes out through the notifier's outbox, a moment after it changed
+    await until(lambda: [s.state for s in rig.pub.states("a1")][-1:] == [ON_CALL])
     assert [s.state for s in rig.pub.states("a1")][-4:] == [RINGING, READY, RINGING, ON_CALL]
     assert rig.pub.states("a1")[-3].reason == "offer not made"
     assert rig.agent("a1").idle_since == idle_since
