@@ -70,6 +70,8 @@ async def on_call(rig: Rig, call_id: str, agent_id: str, ext: str, queue: str = 
     await rig.ready_agent(agent_id, ext, queues={queue}, skills={"zh"})
     await rig.enqueue(call_id, queue=queue, priority=2, skills={"zh"})
     await until(lambda: rig.agent(agent_id).state == ON_CALL)
+    # and announced: the state changes before its event leaves the outbox
+    await until(lambda: [s.state for s in rig.pub.states(agent_id)][-1:] == [ON_CALL])
 
 
 # ---- transfers ---------------------------------------------------------------------------
