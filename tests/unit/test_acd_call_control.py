@@ -34,6 +34,7 @@ from tests.unit.test_acd_dispatcher import (
     counter,
     settle,
     until,
+    until_announced,
 )
 
 WRAP_S = 0.3  # long enough to look at the wrap-up, short enough for a unit test
@@ -70,8 +71,7 @@ async def on_call(rig: Rig, call_id: str, agent_id: str, ext: str, queue: str = 
     await rig.ready_agent(agent_id, ext, queues={queue}, skills={"zh"})
     await rig.enqueue(call_id, queue=queue, priority=2, skills={"zh"})
     await until(lambda: rig.agent(agent_id).state == ON_CALL)
-    # and announced: the state changes before its event leaves the outbox
-    await until(lambda: [s.state for s in rig.pub.states(agent_id)][-1:] == [ON_CALL])
+    await until_announced(rig.pub, agent_id, ON_CALL)
 
 
 # ---- transfers ---------------------------------------------------------------------------

@@ -128,6 +128,12 @@ async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
         await asyncio.sleep(0.001)
 
 
+async def until_announced(pub: FakePublisher, agent_id: str, state: int) -> None:
+    """Until `agent_id`'s last published state is `state`: a state changes at once, its
+    event leaves the notifier's outbox a moment later."""
+    await until(lambda: [s.state for s in pub.states(agent_id)][-1:] == [state])
+
+
 async def settle() -> None:
     """Let the dispatch loop and its offer tasks run everything that is runnable."""
     for _ in range(20):
@@ -239,7 +245,7 @@ async def test_an_agent_is_rung_only_once_the_broker_has_the_offer(rig: Rig) -> 
     gate.set()
     await until(lambda: len(rig.gateway.connects) == 1)
     await until(lambda: rig.agent("a1").state == ON_CALL)
-    await until(lambda: [s.state for s in acked.states("a1")][-1:] == [ON_CALL])  # outbox
+    await until_announced(acked, "a1", ON_CALL)
     assert [type(p).__name__ for p, _ in acked.published[:3]] == [
         "CallQueued",
         "AgentStateChanged",  # RINGING
@@ -288,7 +294,7 @@ async def test_answered_puts_agent_on_call_and_empties_queue(rig: Rig) -> None:
     await rig.ready_agent("a1", "8001")
     await rig.enqueue("c1")
     await until(lambda: rig.agent("a1").state == ON_CALL)
-    await until(lambda: [s.state for s in rig.pub.states("a1")][-1:] == [ON_CALL])  # outbox
+    await until_announced(rig.pub, "a1", ON_CALL)
     a1 = rig.agent("a1")
     assert a1.call_id == "c1" and a1.reason == "answered"
     assert rig.d.answered == {"sales": 1, "support": 0}
@@ -423,8 +429,7 @@ async def test_an_offer_the_gateway_could_not_make_is_not_the_agents_fault(
     await rig.enqueue("c1")
     await until(lambda: len(rig.gateway.connects) == 2)  # tried again, the same agent first
     await until(lambda: rig.agent("a1").state == ON_CALL)
-    # the state goes out through the notifier's outbox, a moment after it changed
-    await until(lambda: [s.state for s in rig.pub.states("a1")][-1:] == [ON_CALL])
+    await until_announced(rig.pub, "a1", ON_CALL)
     assert [s.state for s in rig.pub.states("a1")][-4:] == [RINGING, READY, RINGING, ON_CALL]
     assert rig.pub.states("a1")[-3].reason == "offer not made"
     assert rig.agent("a1").idle_since == idle_since

@@ -384,18 +384,15 @@ async def test_the_ivr_that_answered_owns_the_call_until_the_acd_commands_it(rig
         acd = gateway_pb2_grpc.CallControlStub(acd_channel)
         _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
 
-        async def owner() -> str:
-            return await flow_owner_of(acd)
-
         await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-7d9f-x2"))
-        assert await owner() == "ivr-7d9f-x2"
+        assert await flow_owner_of(acd) == "ivr-7d9f-x2"
         await ivr.Play(gw.PlayRequest(call_id=call.call_id, prompt="welcome", loop=True))
-        assert await owner() == "ivr-7d9f-x2"  # the IVR's own commands keep it
+        assert await flow_owner_of(acd) == "ivr-7d9f-x2"  # the IVR's own commands keep it
         await acd.Play(gw.PlayRequest(call_id=call.call_id, prompt="hold", loop=True))
-        assert await owner() == ""  # queued: the flow is over
+        assert await flow_owner_of(acd) == ""  # queued: the flow is over
         # a flow run again for the call (an IVR that restarted) owns it again
         await ivr.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-7d9f-x2"))
-        assert await owner() == "ivr-7d9f-x2"
+        assert await flow_owner_of(acd) == "ivr-7d9f-x2"
     finally:
         await ivr_channel.close()
         await acd_channel.close()
@@ -416,16 +413,13 @@ async def test_over_plain_text_a_command_outside_any_flow_ends_the_ivrs_flow(rig
         stub = gateway_pb2_grpc.CallControlStub(channel)
         _, call = rig.channel.new_call(ani="13800138000", dnis="10000")
 
-        async def owner() -> str:
-            return await flow_owner_of(stub)
-
         await stub.Answer(gw.AnswerRequest(call_id=call.call_id, flow_owner="ivr-a"))
         await stub.Play(
             gw.PlayRequest(call_id=call.call_id, prompt="welcome", loop=True, flow_owner="ivr-a")
         )
-        assert await owner() == "ivr-a"  # the flow's own commands keep it
+        assert await flow_owner_of(stub) == "ivr-a"  # the flow's own commands keep it
         await stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="hold", loop=True))
-        assert await owner() == ""  # queued: the flow is over
+        assert await flow_owner_of(stub) == ""  # queued: the flow is over
         refused = stub.Play(gw.PlayRequest(call_id=call.call_id, prompt="menu", flow_owner="ivr-a"))
         code, details = await code_of(refused)
         assert code is grpc.StatusCode.FAILED_PRECONDITION and "the ACD has it" in details
