@@ -575,6 +575,64 @@ def gateway() -> db.Dashboard:
     )
     d = d.with_panel(
         series_panel(
+            "Capacity",
+            "New calls the gateway can still take (hotline_gateway_calls_possible: free RTP "
+            "ports per bridged call, within its ceiling) against the most it takes "
+            "(hotline_gateway_calls_max); HotlineGatewayNearCapacity under a fifth.",
+            [
+                query(f"sum(hotline_gateway_calls_possible{{{SITE}}})", "calls possible"),
+                query(f"sum(hotline_gateway_calls_max{{{SITE}}})", "calls max"),
+                query(f'sum(hotline_rtp_ports{{state="in_use", {SITE}}})', "RTP ports in use"),
+            ],
+            "short",
+            w=8,
+        )
+    )
+    d = d.with_panel(
+        series_panel(
+            "New calls refused by limit",
+            "503s given to new calls by admission, by limit: "
+            "rate(hotline_sip_admission_refused_total) (0 when none). gateway_* and trunk_* are "
+            "capacity, answer_delay the platform behind the gateway, source_* one caller's "
+            "flood; HotlineGatewayRefusingCalls.",
+            [
+                query(
+                    f"sum by (limit) (rate(hotline_sip_admission_refused_total{{{job}}}[{RATE}])) "
+                    f"or vector(0)",
+                    "{{limit}}",
+                )
+            ],
+            "reqps",
+            w=8,
+        )
+    )
+    d = d.with_panel(
+        series_panel(
+            "Media clock lateness",
+            "How late the 20 ms media clock fires (p50, p99 of "
+            "hotline_media_tick_lateness_seconds): the jitter the gateway adds to every frame "
+            "it sends; and frames skipped after a stall (rate(hotline_media_skipped_frames_total), "
+            "a frame = 20 ms). HotlineGatewayMediaLate over 5 ms p99.",
+            [
+                query(
+                    f"histogram_quantile({q}, sum by (le) "
+                    f"(rate(hotline_media_tick_lateness_seconds_bucket{{{SITE}}}[{RATE}])))",
+                    f"p{round(q * 100)}",
+                )
+                for q in (0.5, 0.99)
+            ]
+            + [
+                query(
+                    f"sum(rate(hotline_media_skipped_frames_total{{{SITE}}}[{RATE}])) * 0.02",
+                    "skipped (s of audio per s)",
+                )
+            ],
+            "s",
+            w=8,
+        )
+    )
+    d = d.with_panel(
+        series_panel(
             "SIP responses by code",
             "Every SIP response sent and received, by code: rate(hotline_sip_responses_total).",
             [

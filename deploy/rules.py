@@ -457,6 +457,50 @@ sum by (site) (
         "uploads. Nothing is lost yet, but the recordings cannot be played and the spool grows.",
     ),
     alert(
+        "HotlineGatewayRefusingCalls",
+        """
+sum by (site, limit) (
+  increase(hotline_sip_admission_refused_total{limit=~"gateway_calls|gateway_rate|trunk_calls|trunk_rate|answer_delay"}[5m])
+) > 5""",
+        "5m",
+        "page",
+        "The gateway at {{ $labels.site }} turns callers away ({{ $labels.limit }})",
+        "For 5 minutes the gateway at site {{ $labels.site }} has answered more than 5 new "
+        "calls in every 5 minutes with 503 "
+        "because of its {{ $labels.limit }} limit: the site takes more calls than it was sized "
+        "for (gateway_calls, gateway_rate: the gateway's ceiling; trunk_calls, trunk_rate: a "
+        "trunk's; answer_delay: the IVR and the services behind it answer late). Callers hear "
+        "busy and the carrier retries.",
+    ),
+    alert(
+        "HotlineGatewayNearCapacity",
+        """
+max by (site) (hotline_gateway_calls_possible)
+  < 0.2 * max by (site) (hotline_gateway_calls_max)""",
+        "15m",
+        "ticket",
+        "The gateway at {{ $labels.site }} runs near its capacity",
+        "For 15 minutes the gateway at site {{ $labels.site }} could take fewer than a fifth "
+        "of its most concurrent calls more (hotline_gateway_calls_possible against "
+        "hotline_gateway_calls_max): a busier hour will find it full and callers will be "
+        "refused.",
+    ),
+    alert(
+        "HotlineGatewayMediaLate",
+        """
+histogram_quantile(0.99,
+  sum by (site, le) (rate(hotline_media_tick_lateness_seconds_bucket[10m]))
+) > 0.005
+or
+sum by (site) (increase(hotline_media_skipped_frames_total[10m])) > 50""",
+        "10m",
+        "ticket",
+        "The gateway at {{ $labels.site }} sends audio late",
+        "For 10 minutes the gateway at site {{ $labels.site }} has sent 1 frame in 100 more "
+        "than 5 ms late, or skipped more than a second of audio, because its event loop "
+        "is starved of CPU: every bridged call hears the added jitter or gaps.",
+    ),
+    alert(
         "HotlinePoorMediaQuality",
         """
 histogram_quantile(0.1, sum by (site, le) (rate(hotline_rtp_mos_bucket[10m]))) < 3.6

@@ -70,17 +70,24 @@ def machine_limits(rtp_low: int, rtp_high: int, cores: float | None = None) -> t
 
 
 class MediaPortCollector(Collector):
-    """`hotline_rtp_ports{state="in_use"|"free"}` of the gateway's RTP range, and
+    """`hotline_rtp_ports{state="in_use"|"free"}` of the gateway's RTP range;
     `hotline_gateway_calls_possible`: the new calls it can still take, the lesser of the
-    bridged calls the free ports hold and the admission ceiling's headroom."""
+    bridged calls the free ports hold and the admission ceiling's headroom; and what it takes at
+    most, `hotline_gateway_calls_max` (concurrent calls: the ceiling, within the bridged calls the
+    whole range holds) and `hotline_gateway_calls_per_second_max` (its rate cap, when it has one),
+    so that a dashboard or an alert can say how near the site runs to its capacity."""
 
     def __init__(
         self,
         allocator: PortAllocator,
         site: str,
         headroom: Callable[[], int | None] = lambda: None,
+        *,
+        max_calls: int = 0,
+        max_cps: float = 0.0,
     ) -> None:
         self.allocator, self.site, self.headroom = allocator, site, headroom
+        self.max_calls, self.max_cps = max_calls, max_cps
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -105,6 +112,24 @@ class MediaPortCollector(Collector):
         )
         calls.add_metric([self.site], possible)
         yield calls
+        by_ports = self.allocator.capacity // LEGS_PER_CALL
+        most = GaugeMetricFamily(
+            "hotline_gateway_calls_max",
+            "Concurrent calls the gateway takes at most: its ceiling (HOTLINE_GATEWAY_MAX_CALLS "
+            "or sized from the machine), within the bridged calls its RTP range holds",
+            labels=["site"],
+        )
+        most.add_metric([self.site], min(by_ports, self.max_calls) if self.max_calls else by_ports)
+        yield most
+        if self.max_cps:
+            rate = GaugeMetricFamily(
+                "hotline_gateway_calls_per_second_max",
+                "New calls per second the gateway admits at most (HOTLINE_GATEWAY_MAX_CPS or "
+                "sized from the machine)",
+                labels=["site"],
+            )
+            rate.add_metric([self.site], self.max_cps)
+            yield rate
 
 
 class MediaClockCollector(Collector):

@@ -73,6 +73,30 @@ def handle_series(label: str, talk: str, hold: str, wrap: str, calls: str) -> li
     return out
 
 
+def _refused(limit: str) -> str:
+    return f'hotline_sip_admission_refused_total{{{SITE},limit="{limit}"}}'
+
+
+def _capacity(possible: str) -> list[dict]:
+    """Calls possible (these values) out of 100 calls max."""
+    return [
+        {"series": f"hotline_gateway_calls_possible{{{SITE}}}", "values": possible},
+        {"series": f"hotline_gateway_calls_max{{{SITE}}}", "values": "100x60"},
+    ]
+
+
+def _lateness(per_step: dict[str, int]) -> list[dict]:
+    """hotline_media_tick_lateness_seconds growing by these cumulative bucket counts each 30 s
+    step (1,500 ticks: 20 ms ticks for 30 s)."""
+    metric = "hotline_media_tick_lateness_seconds"
+    out = [
+        {"series": f'{metric}_bucket{{{SITE},le="{le}"}}', "values": f"0+{n}x60"}
+        for le, n in per_step.items()
+    ]
+    out.append({"series": f"{metric}_count{{{SITE}}}", "values": f"0+{per_step['+Inf']}x60"})
+    return out
+
+
 #: alert -> (firing case, quiet case); a case is (input series, eval time, firing labels)
 CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str]]] = {
     "HotlineServiceLevelBurnFast": (
@@ -440,6 +464,37 @@ CASES: dict[str, tuple[tuple[list[dict], str, list[dict]], tuple[list[dict], str
                 }
             ],
             "22m",
+        ),
+    ),
+    "HotlineGatewayRefusingCalls": (
+        (  # 10 calls refused by the gateway's rate cap every 30 s
+            [{"series": _refused("gateway_rate"), "values": "0+10x60"}],
+            "15m",
+            [{"site": "main", "limit": "gateway_rate"}],
+        ),
+        (  # a flood from one source (not capacity) and a burst of 3 at the cap, then none
+            [
+                {"series": _refused("source_rate"), "values": "0+10x60"},
+                {"series": _refused("gateway_rate"), "values": "0 0 3x58"},
+            ],
+            "15m",
+        ),
+    ),
+    "HotlineGatewayNearCapacity": (
+        (_capacity("10x60"), "20m", [{"site": "main"}]),
+        # a quarter free, and a dip under a fifth shorter than 15 minutes
+        (_capacity("25x20 5x20 25x20"), "25m"),
+    ),
+    "HotlineGatewayMediaLate": (
+        (  # 1 tick in 10 between 5 and 10 ms late
+            _lateness({"0.001": 1350, "0.005": 1350, "0.01": 1500, "+Inf": 1500}),
+            "25m",
+            [{"site": "main"}],
+        ),
+        (  # every tick within 5 ms, most within 1, and a frame skipped now and then
+            _lateness({"0.001": 1490, "0.005": 1500, "0.01": 1500, "+Inf": 1500})
+            + [{"series": f"hotline_media_skipped_frames_total{{{SITE}}}", "values": "0+1x60"}],
+            "25m",
         ),
     ),
     "HotlinePoorMediaQuality": (

@@ -72,17 +72,36 @@ def test_calls_possible_is_free_ports_per_bridged_call_within_the_ceiling() -> N
     assert 'hotline_gateway_calls_possible{site="hq"} 5.0' in _metrics(no_ceiling)
 
 
+def test_the_most_the_gateway_takes_is_exported_beside_what_it_can_still_take() -> None:
+    """The ceiling within the range's bridged calls, and the rate cap only when there is one:
+    an SRE divides calls possible by calls max to see how near capacity the site runs."""
+    allocator = PortAllocator(31200, 31219)  # 10 even ports: 5 bridged calls
+    under = MediaPortCollector(allocator, "hq", max_calls=3, max_cps=12.5)
+    text = _metrics(under)
+    assert 'hotline_gateway_calls_max{site="hq"} 3.0' in text
+    assert 'hotline_gateway_calls_per_second_max{site="hq"} 12.5' in text
+    over = _metrics(MediaPortCollector(allocator, "hq", max_calls=400))
+    assert 'hotline_gateway_calls_max{site="hq"} 5.0' in over  # the ports bound it
+    assert "hotline_gateway_calls_per_second_max" not in over
+    unset = _metrics(MediaPortCollector(allocator, "hq"))
+    assert 'hotline_gateway_calls_max{site="hq"} 5.0' in unset
+
+
 def test_tick_lateness_and_skipped_frames_are_exported() -> None:
     clock = FrameClock()
-    clock.lateness[0] += 98  # on time (under 1 ms)
-    clock.lateness[2] += 2  # 2-5 ms late
-    clock.lateness_sum = 0.008
+    clock.lateness[0] += 97  # on time (under 1 ms)
+    clock.lateness[3] += 2  # 3-4 ms late
+    clock.lateness[5] += 1  # 5-10 ms late
+    clock.lateness_sum = 0.014
     clock.skipped_frames = 3
     registry = CollectorRegistry()
     registry.register(MediaClockCollector(clock, "hq"))
     text = generate_latest(registry).decode()
-    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.001",site="hq"} 98.0' in text
-    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.005",site="hq"} 100.0' in text
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.001",site="hq"} 97.0' in text
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.003",site="hq"} 97.0' in text
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.004",site="hq"} 99.0' in text
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.005",site="hq"} 99.0' in text
+    assert 'hotline_media_tick_lateness_seconds_bucket{le="0.01",site="hq"} 100.0' in text
     assert 'hotline_media_tick_lateness_seconds_count{site="hq"} 100.0' in text
     assert 'hotline_media_skipped_frames_total{site="hq"} 3.0' in text
 

@@ -89,25 +89,25 @@ def test_ticks_land_on_the_absolute_grid() -> None:
 def test_lateness_does_not_accumulate_when_every_tick_fires_late() -> None:
     loop = ManualLoop()
     clock, stamps = started(loop)
-    loop.run_until(1.0 + FRAME / 2, late=0.003)  # each tick 3 ms late
+    loop.run_until(1.0 + FRAME / 2, late=0.0035)  # each tick 3.5 ms late
     # tick k still fires at k * 20 ms + 3 ms: the next tick is scheduled on the grid, not
     # 20 ms after a late one (which would put the 50th at 50 * 23 ms)
-    assert stamps == pytest.approx([FRAME * k + 0.003 for k in range(1, 51)], abs=1e-9)
+    assert stamps == pytest.approx([FRAME * k + 0.0035 for k in range(1, 51)], abs=1e-9)
     assert (clock.ticks, clock.late_ticks, clock.skipped_frames) == (50, 0, 0)
-    assert clock.lateness[bucket(0.003)] == 50 and sum(clock.lateness) == 50
-    assert clock.lateness_sum == pytest.approx(50 * 0.003)
+    assert clock.lateness[bucket(0.0035)] == 50 and sum(clock.lateness) == 50
+    assert clock.lateness_sum == pytest.approx(50 * 0.0035)
 
 
 def test_lateness_buckets_count_each_tick() -> None:
     loop = ManualLoop()
     clock, _ = started(loop)
-    lates = (0.0, 0.0015, 0.004, 0.008, 0.015, 0.03, 0.07, 0.099)
+    lates = (0.0, 0.0015, 0.0025, 0.0035, 0.0045, 0.008, 0.015, 0.03, 0.07, 0.099)
     for k, late in enumerate(lates, start=1):
         loop.run_until(FRAME * k, late=late)
     expected = [0] * (len(LATENESS_BUCKETS_S) + 1)
     for late in lates:
         expected[bucket(late)] += 1
-    assert clock.lateness == expected == [1, 1, 1, 1, 1, 1, 2, 0]
+    assert clock.lateness == expected == [1, 1, 1, 1, 1, 1, 1, 1, 2, 0]
     assert clock.lateness_sum == pytest.approx(sum(lates))
     assert clock.late_ticks == 0, "up to max_late_frames late: no skip"
 

@@ -26,8 +26,10 @@ __all__ = ["LATENESS_BUCKETS_S", "FrameClock", "SubscriptionHandle"]
 log = logging.getLogger(__name__)
 
 MAX_LATE_FRAMES = 5
-#: upper bounds of the tick-lateness buckets (seconds); one more bucket holds the rest
-LATENESS_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+#: upper bounds of the tick-lateness buckets (seconds); one more bucket holds the rest. Steps of
+#: 1 ms up to 5 ms, the added jitter HotlineGatewayMediaLate alerts on, so that a p99 just under
+#: it is told from one just over it
+LATENESS_BUCKETS_S = (0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 SubscriptionHandle = int
 
