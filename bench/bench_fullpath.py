@@ -27,6 +27,7 @@ import contextlib
 import csv
 import os
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
 import yaml
 
 from common.events import TOPICS
@@ -49,9 +51,19 @@ from gateway.sip.digest import ha1
 from hotline.v1 import acd_pb2, acd_pb2_grpc, events_pb2
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the tests' SIPp helpers are beside it
+    sys.path.insert(0, str(REPO))
+from tests.e2e.sip.pcap import write_rtp_pcap  # noqa: E402
+
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 SIPP = shutil.which("sipp") or "sipp"
 DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_1.pcap"  # digit 1: the sales queue
+#: what each side says (a tone each, at -12 dBFS) and in which law: the caller A-law, the agent
+#: µ-law, so the gateway transcodes every frame it bridges, as between a carrier and a phone
+CALLER_VOICE_HZ, CALLER_PT = 1000.0, 8
+AGENT_VOICE_HZ, AGENT_PT = 600.0, 0
+#: the caller talks this much longer than `talk_ms`: from the digit to the agent's answer
+CALLER_EXTRA_MS = 5000
 SERVICES = ("gateway", "acd", "ivr", "crm", "recorder")
 PROCESSES = ("broker", *SERVICES)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -126,6 +138,9 @@ class Step:
     tick_late_p99_ms: float | None = None  # jitter the gateway added to the frames it sent
     skipped_frames: float = 0.0  # frames the media clock skipped (event loop stalls)
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    #: the load generator's (both SIPps': callers and agent phones) CPU per call: on one
+    #: machine it takes from the stack's CPU
+    sipp_cpu_ms_per_call: float = 0.0
     rss_peak_mb: float = 0.0
     quiet_s: float | None = None  # how long until no call and no port was held after the step
     rss_quiet_mb: dict[str, float] = field(default_factory=dict)  # per process, once quiet
@@ -273,6 +288,7 @@ class Bench:
         self.var = work / "var"
         self.max_wait_ms = config.max_wait_ms or config.talk_ms + 15000
         self.sipp_procs: list[subprocess.Popen[bytes]] = []
+        self.phones: subprocess.Popen[bytes] | None = None  # the agent phones' SIPp
         p = config.sipp_base_port
         # SIPp takes its -mp port and the two above it (audio, video)
         self.agent_port, self.reg_port, self.caller_port = p, p + 10, p + 20
@@ -351,6 +367,22 @@ class Bench:
         out = self.work / scenario
         out.write_text(text)
         return out
+
+    def sipp_cpu_s(self) -> float:
+        """CPU seconds of the SIPps so far: the agent phones' (running) and every SIPp this
+        process has waited for (the callers of the steps before, once each step ends)."""
+        done = resource.getrusage(resource.RUSAGE_CHILDREN)
+        phones = 0.0 if self.phones is None else cpu_ticks(self.phones.pid) / TICK
+        return done.ru_utime + done.ru_stime + phones
+
+    def voice(self, who: str, hz: float, payload_type: int, ms: int) -> Path:
+        """A pcap of `ms` of one side's voice for SIPp to play: a tone, every 20 ms frame
+        sent, so the gateway bridges, transcodes and records audio for the whole call (Debian's
+        sample pcap holds only 4.7 s of audio)."""
+        t = np.arange(ms * 8) / 8000
+        path = self.work / f"{who}_voice.pcap"
+        write_rtp_pcap(path, (8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16), payload_type)
+        return path
 
     def stop_sipp(self) -> None:
         for proc in self.sipp_procs:
@@ -436,9 +468,12 @@ class Bench:
         self.say(f"  stack ready ({', '.join(f'{n}={p}' for n, p in self.pids().items())})")
 
         agent = self.render(
-            "fullpath_agent.xml", talk_ms=str(self.c.talk_ms), ring_ms=str(self.c.ring_ms)
+            "fullpath_agent.xml",
+            talk_ms=str(self.c.talk_ms),
+            ring_ms=str(self.c.ring_ms),
+            voice_pcap=str(self.voice("agent", AGENT_VOICE_HZ, AGENT_PT, self.c.talk_ms)),
         )
-        phones = self.sipp(
+        phones = self.phones = self.sipp(
             [
                 f"127.0.0.1:{self.c.ports['SIP']}",
                 "-sf",
@@ -543,11 +578,15 @@ class Bench:
             prefix=prefix,
             dtmf_pcap=DTMF_PCAP,
             max_wait_ms=str(self.max_wait_ms),
+            voice_pcap=str(
+                self.voice("caller", CALLER_VOICE_HZ, CALLER_PT, c.talk_ms + CALLER_EXTRA_MS)
+            ),
         )
         result.broker_records = self.broker_records()
         gw0 = self.metrics("gateway")
         pids = self.pids()
         ticks0 = {n: cpu_ticks(p) for n, p in pids.items()}
+        sipp0 = self.sipp_cpu_s()
         stats = step_dir / "callers.csv"
         budget = c.step_s + self.max_wait_ms / 1000 + 60
         start = time.monotonic()
@@ -614,6 +653,7 @@ class Bench:
         result.quiet_s = self.wait_quiet(60)
         result.rss_quiet_mb = self.rss_each_mb()
         ticks1 = {n: cpu_ticks(p) for n, p in pids.items()}
+        sipp1 = self.sipp_cpu_s()
         gw1 = self.metrics("gateway")
         # every 503 to a new INVITE (admission limits, no media port, draining) is counted here
         result.shed = int(
@@ -636,6 +676,7 @@ class Bench:
         result.cpu_ms_per_call = {
             n: (ticks1[n] - ticks0[n]) * 1000 / TICK / calls for n in pids if n in ticks1
         }
+        result.sipp_cpu_ms_per_call = (sipp1 - sipp0) * 1000 / calls
         result.invite_200_ms = rtt_ms(step_dir)
         digits = read_log(step_dir / "callers.log", "DIGIT")
         rings = read_log(self.work / "agents.log", "RING")
@@ -752,7 +793,8 @@ def format_step(s: Step) -> str:
         f"({len(s.ring_ms)}) | peak calls {s.peak_calls} ports {s.peak_ports} | RTP loss {loss} "
         f"| tick lateness p99 {late}, skipped frames {s.skipped_frames:.0f} "
         f"| quiet after {quiet}\n           CPU ms/call: {cpu} "
-        f"(the broker held {s.broker_records} records at the start)"
+        f"(the broker held {s.broker_records} records at the start; "
+        f"the load generator SIPp {s.sipp_cpu_ms_per_call:.1f})"
         f"\n           RSS once quiet, MB: {rss}"
     )
 

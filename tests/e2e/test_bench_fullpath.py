@@ -43,6 +43,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
     assert step.quiet_s is not None, "every call and media port released after the step"
     assert set(step.cpu_ms_per_call) == set(PROCESSES)
     assert step.cpu_ms_per_call["gateway"] > 0
+    assert step.sipp_cpu_ms_per_call > 0, "the load generator's own CPU, counted apart"
     assert step.broker_records > 0, "the agents' states were on the broker before the calls"
     assert report.held_rate == 2
     assert report.baseline_rate == 20, report.baseline

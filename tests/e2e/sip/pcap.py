@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.media.g711 import ulaw_encode
+from gateway.media.g711 import CODECS, PAYLOAD_TYPES
+
+_ENCODERS = {pt: CODECS[name][0] for name, pt in PAYLOAD_TYPES.items()}
 
 
 def _checksum(data: bytes) -> int:
@@ -21,13 +23,15 @@ def _checksum(data: bytes) -> int:
 
 
 def write_rtp_pcap(path: Path, samples: np.ndarray, payload_type: int = 0) -> None:
-    """u-law RTP, 20 ms per packet, from 127.0.0.1:6000 to 127.0.0.1:6002."""
+    """G.711 RTP (payload type 0: µ-law, 8: A-law), 20 ms per packet, from 127.0.0.1:6000 to
+    127.0.0.1:6002."""
+    encode = _ENCODERS[payload_type]
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # Ethernet
     ssrc, seq, ts = 0x5150AA01, 1, 0
     for i in range(0, samples.size - 159, 160):
         frame = samples[i : i + 160].astype(np.int16)
         rtp = struct.pack("!BBHII", 0x80, payload_type | (0x80 if i == 0 else 0), seq, ts, ssrc)
-        rtp += ulaw_encode(frame)
+        rtp += encode(frame)
         udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
         ip = struct.pack(
             "!BBHHHBBH4s4s",
