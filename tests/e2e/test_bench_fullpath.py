@@ -35,6 +35,7 @@ def test_full_path_bench_at_a_tiny_rate_measures_everything(tmp_path: Path) -> N
 
     (step,) = report.steps
     assert (step.offered, step.carried, step.failed, step.shed) == (6, 6, 0, 0), step
+    assert step.placed_at_rate, f"SIPp placed the calls at {step.placed_rate}/s"
     assert len(step.invite_200_ms) == 6, "INVITE -> 200 of every call"
     assert len(step.ring_ms) == 6, "digit -> agent ring of every call"
     assert step.peak_calls >= 1 and step.peak_ports >= 2
