@@ -48,8 +48,8 @@ postgres: ## make sure the local PostgreSQL the tests use is running
 	@if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; fi
 
-test: postgres ## the full suite: unit, integration, end-to-end (no tests collected = failure)
-	@$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+test: postgres ## the full suite: unit, integration, end-to-end (no tests collected = failure); lists the 25 slowest (budget ~20 min on 2 cores)
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-unit:
