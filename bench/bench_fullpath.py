@@ -123,7 +123,71 @@ class Config:
     #: (`Step.placed_rate` tells). 0 keeps the rate steps comparable with earlier runs; 19 is
     #: for measuring how many calls one gateway holds (docs/performance.md, section 20).
     sipp_nice: int = 0
+    #: seconds of each step's plateau to measure the media path on (0: none): from
+    #: PLATEAU_AFTER_S after the step's last call was placed, when no call starts and, with
+    #: talk_ms long enough, none ends (`Plateau`)
+    plateau_s: float = 0.0
     keep_dir: Path | None = None  # where logs go (default: a temporary directory, removed)
+
+
+#: after the step's last call is placed, its IVR menu and agent ring are over by then
+PLATEAU_AFTER_S = 6.0
+LATENESS = "hotline_media_tick_lateness_seconds"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What the plateau is measured from, at one moment."""
+
+    at: float  # monotonic
+    gateway_metrics: str
+    gateway_cpu_s: float
+    sipp_cpu_s: float
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """The media path while calls only talk (none set up): how many were live, what the
+    gateway and the load generator spent, and how late the gateway's media clock ran."""
+
+    seconds: float
+    calls: tuple[int, int]  # live calls at the start and at the end
+    gateway_core: float  # share of one core
+    sipp_core: float
+    on_time: float  # share of the ticks at most 5 ms late
+    late_p99_ms: float | None
+    skipped_frames: float
+
+    @classmethod
+    def between(cls, a: Sample, b: Sample) -> Plateau:
+        dt = b.at - a.at
+        ga, gb = a.gateway_metrics, b.gateway_metrics
+        before, after = buckets(ga, LATENESS), buckets(gb, LATENESS)
+        ticks = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+        within = after.get(0.005, 0.0) - before.get(0.005, 0.0)
+        p99 = histogram_p99(before, after)
+        skipped = "hotline_media_skipped_frames_total"
+        return cls(
+            seconds=dt,
+            calls=(
+                int(metric(ga, "hotline_active_calls")),
+                int(metric(gb, "hotline_active_calls")),
+            ),
+            gateway_core=(b.gateway_cpu_s - a.gateway_cpu_s) / dt,
+            sipp_core=(b.sipp_cpu_s - a.sipp_cpu_s) / dt,
+            on_time=within / ticks if ticks else 0.0,
+            late_p99_ms=None if p99 is None else p99 * 1000,
+            skipped_frames=metric(gb, skipped) - metric(ga, skipped),
+        )
+
+    def __str__(self) -> str:
+        late = "n/a" if self.late_p99_ms is None else f"<= {self.late_p99_ms:g} ms"
+        return (
+            f"plateau {self.seconds:.0f}s, live calls {self.calls[0]} -> {self.calls[1]}: "
+            f"gateway {self.gateway_core:.0%} of a core, SIPp {self.sipp_core:.0%}; ticks <= 5 ms "
+            f"late {self.on_time:.1%}, lateness p99 {late}, skipped frames "
+            f"{self.skipped_frames:.0f}"
+        )
 
 
 @dataclass
@@ -158,6 +222,7 @@ class Step:
     #: with them (docs/performance.md section 19), so a later step's broker CPU is not a
     #: fresh stack's
     broker_records: int = 0
+    plateau: Plateau | None = None  # with Config.plateau_s
 
     @property
     def placed_at_rate(self) -> bool:
@@ -414,6 +479,16 @@ class Bench:
         phones = 0.0 if self.phones is None else cpu_ticks(self.phones.pid) / TICK
         return done.ru_utime + done.ru_stime + phones
 
+    def sample(self, callers: subprocess.Popen[bytes]) -> Sample:
+        """The gateway's metrics and CPU, and the running SIPps' CPU, now."""
+        sipps = [callers] + ([self.phones] if self.phones is not None else [])
+        return Sample(
+            time.monotonic(),
+            self.metrics("gateway"),
+            cpu_ticks(self.pids()["gateway"]) / TICK,
+            sum(cpu_ticks(p.pid) for p in sipps) / TICK,
+        )
+
     def voice(self, who: str, hz: float, payload_type: int, ms: int) -> Path:
         """A pcap of `ms` of one side's voice for SIPp to play: a tone, every 20 ms frame
         sent, so the gateway bridges, transcodes and records audio for the whole call (Debian's
@@ -664,7 +739,16 @@ class Bench:
             f"callers-{index:02d}",
         )
         # the -trace_rtt file is written in SIPp's working directory: move it per step
+        plateau_at = start + c.step_s + PLATEAU_AFTER_S if c.plateau_s else None
+        plateau_start: Sample | None = None
         while proc.poll() is None and time.monotonic() - start < budget + 30:
+            if plateau_at is not None and time.monotonic() >= plateau_at:
+                if plateau_start is None:
+                    plateau_start = self.sample(proc)
+                    plateau_at += c.plateau_s
+                else:
+                    result.plateau = Plateau.between(plateau_start, self.sample(proc))
+                    plateau_at = None
             text = self.metrics("gateway")
             result.peak_calls = max(result.peak_calls, int(metric(text, "hotline_active_calls")))
             result.peak_ports = max(
@@ -838,6 +922,7 @@ def format_step(s: Step) -> str:
         f"(the broker held {s.broker_records} records at the start; "
         f"the load generator SIPp {s.sipp_cpu_ms_per_call:.1f})"
         f"\n           RSS once quiet, MB: {rss}"
+        + (f"\n           {s.plateau}" if s.plateau is not None else "")
     )
 
 
@@ -912,6 +997,13 @@ def main() -> None:
         help="HOTLINE_GATEWAY_MAX_CPS for the run (0: the gateway's default, from the machine)",
     )
     parser.add_argument(
+        "--plateau-s",
+        type=float,
+        default=d.plateau_s,
+        help="measure the media path on this many seconds of each step's plateau, once every "
+        "call is placed and talking (make --talk-ms long enough)",
+    )
+    parser.add_argument(
         "--sipp-nice",
         type=int,
         default=d.sipp_nice,
@@ -928,6 +1020,7 @@ def main() -> None:
         stop_at_failure=not args.no_stop,
         env={"HOTLINE_GATEWAY_MAX_CPS": f"{args.gateway_cps:g}"},
         sipp_nice=args.sipp_nice,
+        plateau_s=args.plateau_s,
     )
     report = run(config, lambda line: print(line, flush=True))
     print_report(report)

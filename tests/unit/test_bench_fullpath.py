@@ -18,7 +18,9 @@ from bench.bench_fullpath import (
     CALLER_VOICE_HZ,
     Bench,
     Config,
+    Plateau,
     Report,
+    Sample,
     Step,
     sipp_placing_s,
 )
@@ -85,3 +87,29 @@ def test_a_step_sipp_placed_slower_than_asked_is_not_held(tmp_path: Path) -> Non
     assert not Step(rate=5, offered=30, carried=30).placed_at_rate, "placing unknown"
     report = Report(config=Config(), steps=[held, Step(10, 60, 60, placed_rate=4.0)])
     assert report.held_rate == 5, "10/s carried everything, but SIPp offered it at 4/s"
+
+
+def _gateway(calls: int, buckets: dict[str, int], skipped: int) -> str:
+    """The gateway's /metrics as far as the plateau reads it."""
+    lines = [f'hotline_active_calls{{site="local",state="bridged"}} {calls}.0']
+    lines += [
+        f'hotline_media_tick_lateness_seconds_bucket{{le="{le}",site="local"}} {n}.0'
+        for le, n in buckets.items()
+    ]
+    lines.append(f'hotline_media_skipped_frames_total{{site="local"}} {skipped}.0')
+    return "\n".join(lines) + "\n"
+
+
+def test_the_plateau_is_what_happened_between_its_two_samples() -> None:
+    start = Sample(
+        100.0, _gateway(150, {"0.001": 900, "0.005": 990, "0.1": 1000, "+Inf": 1000}, 3), 50, 20
+    )
+    end = Sample(
+        120.0, _gateway(149, {"0.001": 1700, "0.005": 1980, "0.1": 2000, "+Inf": 2000}, 3), 62, 26
+    )
+    plateau = Plateau.between(start, end)
+    assert plateau.seconds == 20 and plateau.calls == (150, 149)
+    assert plateau.gateway_core == 0.6 and plateau.sipp_core == 0.3
+    assert plateau.on_time == 0.99, "990 of the 1,000 ticks in between were at most 5 ms late"
+    assert plateau.late_p99_ms == 5.0 and plateau.skipped_frames == 0
+    assert "gateway 60% of a core" in str(plateau) and "lateness p99 <= 5 ms" in str(plateau)
