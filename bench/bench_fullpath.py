@@ -133,6 +133,7 @@ class Config:
 #: after the step's last call is placed, its IVR menu and agent ring are over by then
 PLATEAU_AFTER_S = 6.0
 LATENESS = "hotline_media_tick_lateness_seconds"
+SKIPPED = "hotline_media_skipped_frames_total"
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,6 @@ class Plateau:
         ticks = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
         within = after.get(0.005, 0.0) - before.get(0.005, 0.0)
         p99 = histogram_p99(before, after)
-        skipped = "hotline_media_skipped_frames_total"
         return cls(
             seconds=dt,
             calls=(
@@ -177,7 +177,7 @@ class Plateau:
             sipp_core=(b.sipp_cpu_s - a.sipp_cpu_s) / dt,
             on_time=within / ticks if ticks else 0.0,
             late_p99_ms=None if p99 is None else p99 * 1000,
-            skipped_frames=metric(gb, skipped) - metric(ga, skipped),
+            skipped_frames=metric(gb, SKIPPED) - metric(ga, SKIPPED),
         )
 
     def __str__(self) -> str:
@@ -791,12 +791,9 @@ class Bench:
         result.rtp_expected = metric(gw1, "hotline_rtp_packets_expected_total") - metric(
             gw0, "hotline_rtp_packets_expected_total"
         )
-        late = "hotline_media_tick_lateness_seconds"
-        p99 = histogram_p99(buckets(gw0, late), buckets(gw1, late))
+        p99 = histogram_p99(buckets(gw0, LATENESS), buckets(gw1, LATENESS))
         result.tick_late_p99_ms = None if p99 is None else p99 * 1000
-        result.skipped_frames = metric(gw1, "hotline_media_skipped_frames_total") - metric(
-            gw0, "hotline_media_skipped_frames_total"
-        )
+        result.skipped_frames = metric(gw1, SKIPPED) - metric(gw0, SKIPPED)
         calls = max(1, result.carried)
         result.cpu_ms_per_call = {
             n: (ticks1[n] - ticks0[n]) * 1000 / TICK / calls for n in pids if n in ticks1

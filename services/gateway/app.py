@@ -73,14 +73,13 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     registrar = Registrar(load_directory(realm, settings.extensions_file), realm, bindings=bindings)
     allocator = PortAllocator(settings.rtp_low, settings.rtp_high)
     admission = Admission(settings.admission)
-    limits = settings.admission
     wiring.collector(
         MediaPortCollector(
             allocator,
             settings.site,
             admission.headroom,
-            max_calls=limits.gateway_max_calls,
-            max_cps=limits.gateway_cps,
+            max_calls=admission.limits.gateway_max_calls,
+            max_cps=admission.limits.gateway_cps,
         )
     )
     sip = SipChannel(
