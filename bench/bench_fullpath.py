@@ -928,7 +928,8 @@ def print_report(r: Report, say: Callable[[str], None] = print) -> None:
     say("")
     say(
         f"full path: {c.agents} agents, talk {c.talk_ms} ms, ring {c.ring_ms} ms, wrap-up "
-        f"{c.wrap_up_s:g} s, {c.step_s:g} s per rate, SIPp at nice {c.sipp_nice}; load average "
+        f"{c.wrap_up_s:g} s, {c.step_s:g} s per rate, SIPp at nice {c.sipp_nice}, the "
+        f"gateway's loop at {_loop_scheduling(c)}; load average "
         f"before "
         f"{r.load_before[0]:.2f} after {r.load_after[0]:.2f} on {os.cpu_count()} CPUs"
     )
@@ -973,6 +974,11 @@ def print_report(r: Report, say: Callable[[str], None] = print) -> None:
         )
 
 
+def _loop_scheduling(c: Config) -> str:
+    priority = int(c.env.get("HOTLINE_GATEWAY_REALTIME_PRIORITY", "0"))
+    return f"SCHED_RR {priority}" if priority else "normal priority"
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
 
@@ -992,6 +998,13 @@ def main() -> None:
         type=float,
         default=0.0,
         help="HOTLINE_GATEWAY_MAX_CPS for the run (0: the gateway's default, from the machine)",
+    )
+    parser.add_argument(
+        "--gateway-priority",
+        type=int,
+        default=0,
+        help="HOTLINE_GATEWAY_REALTIME_PRIORITY for the run: its event loop at SCHED_RR with "
+        "this priority (needs root; 0: normal scheduling, as every other process)",
     )
     parser.add_argument(
         "--plateau-s",
@@ -1015,7 +1028,10 @@ def main() -> None:
         baseline_rates=args.baseline_rates,
         keep_dir=args.keep,
         stop_at_failure=not args.no_stop,
-        env={"HOTLINE_GATEWAY_MAX_CPS": f"{args.gateway_cps:g}"},
+        env={
+            "HOTLINE_GATEWAY_MAX_CPS": f"{args.gateway_cps:g}",
+            "HOTLINE_GATEWAY_REALTIME_PRIORITY": str(args.gateway_priority),
+        },
         sipp_nice=args.sipp_nice,
         plateau_s=args.plateau_s,
     )

@@ -136,6 +136,11 @@ DEPLOY_KUBE_PLAY = _stack(
     http=False,
 )
 
+#: a gateway whose event loop runs at real-time priority (tests/e2e/test_gateway_priority.py)
+GATEWAY_PRIORITY = _stack(
+    "gateway priority", 15300, (28400, 28499), services=("gateway",), http=False
+)
+
 PLANS: tuple[StackPorts, ...] = (
     E2E,
     RESTARTS,
@@ -148,6 +153,7 @@ PLANS: tuple[StackPorts, ...] = (
     SIP_INTEROP,
     DEPLOY_OBSERVABILITY,
     DEPLOY_KUBE_PLAY,
+    GATEWAY_PRIORITY,
 )
 
 

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 Drain = Callable[[float], Awaitable[object]]
 
 
+class StartupError(RuntimeError):
+    """The machine refuses what the settings ask for (a message naming the setting): the
+    service stops with it, as with a bad variable."""
+
+
 class Stop(Protocol):
     """What a service's `main` returns: stop it, after draining for up to `drain_s` seconds."""
 
@@ -113,7 +118,7 @@ def run(
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             runner.run(_serve(name, main, settings))
-    except rpc.TlsError as exc:
+    except (rpc.TlsError, StartupError) as exc:
         raise SystemExit(f"{name}: {exc}") from None
 
 

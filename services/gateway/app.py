@@ -13,6 +13,7 @@ from aiohttp import web
 from common.events import KEEP
 from common.health import Readiness
 from common.service import Stop, Wiring
+from gateway import priority
 from gateway.acd_link import GrpcAcdLink
 from gateway.analog.config import open_card
 from gateway.analog.port import LineCard
@@ -45,6 +46,12 @@ log = logging.getLogger(__name__)
 
 
 async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
+    # before any file is opened: what the gateway writes belongs to the user it runs as
+    if settings.realtime_priority:
+        priority.raise_loop_priority(settings.realtime_priority)
+        log.info("event loop at real-time priority SCHED_RR %d", settings.realtime_priority)
+    if settings.user is not None:
+        priority.become(*settings.user)
     wiring = Wiring("gateway", settings, readiness)
     state = GatewayState(settings.state_file)
     wiring.on_stop(state.close, "state file")
@@ -66,7 +73,7 @@ async def main(settings: GatewaySettings, readiness: Readiness) -> Stop:
     clock = FrameClock()
     clock.start()
     wiring.on_stop(clock.stop, "media clock")
-    wiring.collector(MediaClockCollector(clock, settings.site))
+    wiring.collector(MediaClockCollector(clock, settings.site, priority.loop_priority()))
 
     realm = settings.sip_realm
     bindings = PersistentBindings(state.save_binding, state.delete_binding)

@@ -135,12 +135,16 @@ class MediaPortCollector(Collector):
 class MediaClockCollector(Collector):
     """How late the 20 ms media clock fires (`hotline_media_tick_lateness_seconds`, the jitter
     the gateway adds to every frame it sends) and the frames it skipped after a stall
-    (`hotline_media_skipped_frames_total`): the gateway's own share of frame loss and jitter."""
+    (`hotline_media_skipped_frames_total`): the gateway's own share of frame loss and jitter;
+    and the real-time priority its event loop runs at (`hotline_media_loop_realtime_priority`,
+    0: normal scheduling), which decides how much of that jitter other processes cause."""
 
-    def __init__(self, clock: FrameClock, site: str) -> None:
-        self.clock, self.site = clock, site
+    def __init__(self, clock: FrameClock, site: str, realtime_priority: int = 0) -> None:
+        self.clock, self.site, self.realtime_priority = clock, site, realtime_priority
 
-    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily]:
         counts, cumulative, buckets = self.clock.lateness, 0, []
         for bound, n in zip((*map(str, LATENESS_BUCKETS_S), "+Inf"), counts, strict=True):
             cumulative += n
@@ -159,3 +163,10 @@ class MediaClockCollector(Collector):
         )
         skipped.add_metric([self.site], self.clock.skipped_frames)
         yield skipped
+        priority = GaugeMetricFamily(
+            "hotline_media_loop_realtime_priority",
+            "SCHED_RR priority of the event loop sending every frame (0: normal scheduling)",
+            labels=["site"],
+        )
+        priority.add_metric([self.site], self.realtime_priority)
+        yield priority

@@ -24,6 +24,7 @@ from gateway.sip.transport import TcpLimits
 _NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
 _TRUNK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,253}$")
+_USER = re.compile(r"^([0-9]{1,10}):([0-9]{1,10})$")
 CODECS = ("PCMU", "PCMA")
 
 
@@ -74,6 +75,11 @@ class GatewaySettings(Settings):
     #: HOTLINE_GATEWAY_FLOW_OWNER_TIMEOUT_S: an IVR silent this long has lost its calls in
     #: menus to the live IVRs (core/flow_owners.py); they say they are alive every 5 s
     flow_owner_timeout_s: float = 20.0
+    #: HOTLINE_GATEWAY_REALTIME_PRIORITY: SCHED_RR priority (1-99) of the event loop that sends
+    #: every frame; 0: normal scheduling (gateway/priority.py)
+    realtime_priority: int = 0
+    #: HOTLINE_GATEWAY_USER: uid:gid a gateway started as root becomes once it has its priority
+    user: tuple[int, int] | None = None
 
     @classmethod
     def read(cls, env: Env) -> dict[str, Any]:
@@ -141,7 +147,30 @@ class GatewaySettings(Settings):
             "dial_plan": _dial_plan(env),
             "dialout_ring_timeout_ms": _at_least(env, "DIALOUT_RING_TIMEOUT_MS", 30000, 1000),
             "flow_owner_timeout_s": env.number("GATEWAY_FLOW_OWNER_TIMEOUT_S", 20.0, minimum=1),
+            "realtime_priority": _realtime_priority(env),
+            "user": _user(env),
         }
+
+
+def _realtime_priority(env: Env) -> int:
+    value = env.integer("GATEWAY_REALTIME_PRIORITY", 0)
+    if not 0 <= value <= 99:
+        raise env.error(
+            "GATEWAY_REALTIME_PRIORITY",
+            str(value),
+            "must be 0 (normal scheduling) or a SCHED_RR priority 1-99",
+        )
+    return value
+
+
+def _user(env: Env) -> tuple[int, int] | None:
+    raw = env.text("GATEWAY_USER", "").strip()
+    if not raw:
+        return None
+    match = _USER.match(raw)
+    if match is None:
+        raise env.error("GATEWAY_USER", raw, "is not uid:gid (two numbers, e.g. 10001:10001)")
+    return int(match[1]), int(match[2])
 
 
 def _dial_plan(env: Env) -> DialPlan:

@@ -272,6 +272,7 @@ BAD_VALUES = [
         {"database": {"mode": "sqlite"}, "crm": {"replicas": 3}},
         "at '/crm/replicas': value must be 1",
     ),
+    ({"gateway": {"realtimePriority": 100}}, "at '/gateway/realtimePriority'"),
 ]
 
 
@@ -385,6 +386,42 @@ def test_device_modes() -> None:
         "volumes"
     ]
     assert pod["securityContext"]["supplementalGroups"] == [20]
+
+
+def test_realtime_priority_starts_the_gateway_as_root_with_only_what_it_needs() -> None:
+    base = values_of(CHART / "ci" / "default-values.yaml")
+    normal = one(render(base), "Deployment", "-gateway")
+    assert env_of(normal)["HOTLINE_GATEWAY_REALTIME_PRIORITY"] == "0"
+    assert "HOTLINE_GATEWAY_USER" not in env_of(normal)
+    docs = render(merge(base, {"gateway": {"realtimePriority": 10}}))
+    gw = one(docs, "Deployment", "-gateway")
+    env = env_of(gw)
+    assert (env["HOTLINE_GATEWAY_REALTIME_PRIORITY"], env["HOTLINE_GATEWAY_USER"]) == (
+        "10",
+        "10001:10001",  # the image's user, and the pod's fsGroup owns its volumes
+    )
+    sc = gw["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "capabilities": {"drop": ["ALL"], "add": ["SYS_NICE", "SETUID", "SETGID"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert gw["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
+    for doc in docs:  # nothing else changes: every other container stays non-root
+        if doc["kind"] in WORKLOADS and doc is not gw:
+            for c in containers(doc):
+                assert c["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
+    hostpath = merge(
+        values_of(CHART / "ci" / "dahdi-hostpath-values.yaml"),
+        {"gateway": {"realtimePriority": 10}},
+    )
+    sc = one(render(hostpath), "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["securityContext"]
+    assert (sc["privileged"], sc["runAsUser"], sc["runAsNonRoot"]) == (True, 0, False)
 
 
 @pytest.mark.parametrize("values", CI)

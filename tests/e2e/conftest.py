@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -295,6 +296,22 @@ def agents(platform: Platform):
                 break
             client.call("POST", "/api/agent/state", {"state": "not_ready", "reason": "other"})
             time.sleep(0.5)
+
+
+def options(port: int, local_port: int = 17099) -> str:
+    """Send an OPTIONS from `local_port` to the gateway's SIP `port`; the answer."""
+    msg = (
+        f"OPTIONS sip:hotline@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bKdrain1;rport\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:hotline@127.0.0.1>\r\n"
+        "Call-ID: drain-probe@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.bind(("127.0.0.1", local_port))
+        s.sendto(msg, ("127.0.0.1", port))
+        return s.recv(65535).decode(errors="replace")
 
 
 def wait_for(predicate, timeout_s: float = 20, interval_s: float = 0.2, what: str = "condition"):  # noqa: ANN001

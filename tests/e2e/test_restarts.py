@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from tests.e2e.conftest import (
     Platform,
     Sipp,
     metric,
+    options,
     register_phone,
     running_platform,
     wait_for,
@@ -257,22 +257,6 @@ def test_gateway_restart_ends_its_calls_and_keeps_registrations(
     )
     assert row["agent_id"] == "agent12" and row["end_reason"] == "caller_hangup", row
     log_out(agent)
-
-
-def options(port: int) -> str:
-    """Send an OPTIONS and return the status line of the answer."""
-    msg = (
-        f"OPTIONS sip:hotline@127.0.0.1:{port} SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:17099;branch=z9hG4bKdrain1;rport\r\n"
-        "From: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:hotline@127.0.0.1>\r\n"
-        "Call-ID: drain-probe@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(3)
-        s.bind(("127.0.0.1", 17099))
-        s.sendto(msg, ("127.0.0.1", port))
-        return s.recv(65535).decode(errors="replace")
 
 
 def test_sigterm_drains_the_gateway(stack: Platform, tmp_path: Path) -> None:

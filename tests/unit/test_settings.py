@@ -197,6 +197,19 @@ def test_gateway_flow_owner_timeout() -> None:
         GatewaySettings.from_env(env(GATEWAY_FLOW_OWNER_TIMEOUT_S="0.5"))
 
 
+def test_gateway_realtime_priority_and_user() -> None:
+    g = GatewaySettings.from_env(env())
+    assert (g.realtime_priority, g.user) == (0, None)
+    g = GatewaySettings.from_env(env(GATEWAY_REALTIME_PRIORITY="10", GATEWAY_USER="10001:20"))
+    assert (g.realtime_priority, g.user) == (10, (10001, 20))
+    for bad in ("-1", "100", "high"):
+        with pytest.raises(SettingsError, match="HOTLINE_GATEWAY_REALTIME_PRIORITY"):
+            GatewaySettings.from_env(env(GATEWAY_REALTIME_PRIORITY=bad))
+    for bad in ("hotline", "10001", "10001:", "-1:0", "1:2:3"):
+        with pytest.raises(SettingsError, match="HOTLINE_GATEWAY_USER.*uid:gid"):
+            GatewaySettings.from_env(env(GATEWAY_USER=bad))
+
+
 def test_gateway_prompts_follow_var_dir_unless_set(tmp_path: Path) -> None:
     assert GatewaySettings.from_env(env(VAR_DIR=str(tmp_path))).prompt_dir == tmp_path / "prompts"
     assert GatewaySettings.from_env(

@@ -49,6 +49,10 @@ Call with (list $ "<service>").
 - {name: HOTLINE_RTP_HIGH, value: {{ $v.gateway.rtp.high | quote }}}
 - {name: HOTLINE_GATEWAY_MAX_CALLS, value: {{ $v.gateway.capacity.maxCalls | quote }}}
 - {name: HOTLINE_GATEWAY_MAX_CPS, value: {{ $v.gateway.capacity.maxCallsPerSecond | quote }}}
+- {name: HOTLINE_GATEWAY_REALTIME_PRIORITY, value: {{ $v.gateway.realtimePriority | quote }}}
+{{- if gt (int $v.gateway.realtimePriority) 0 }}
+- {name: HOTLINE_GATEWAY_USER, value: "10001:10001"}
+{{- end }}
 - {name: HOTLINE_TRUNK_DIDS, value: {{ join "," $v.gateway.trunk.dids | quote }}}
 - {name: HOTLINE_TRUNK_ALLOW, value: {{ join "," $v.gateway.trunk.allow | quote }}}
 - {name: HOTLINE_TRUNK_TRUST_PAI, value: {{ $v.gateway.trunk.trustPai | default false | quote }}}
