@@ -91,7 +91,8 @@ def loop_priority() -> int:
 
 
 def become(uid: int, gid: int) -> None:
-    """Drop from root to `uid`:`gid` (no supplementary groups) for good; PriorityError says
+    """Drop from root to `uid`:`gid` for good, keeping the supplementary groups it was started
+    with but root's (what the pod grants, e.g. the DAHDI devices' group); PriorityError says
     why not. A scheduling policy taken before stays."""
     if (os.getuid(), os.getgid()) == (uid, gid) and os.geteuid() == uid:
         return
@@ -102,7 +103,7 @@ def become(uid: int, gid: int) -> None:
             "(leave it empty otherwise)"
         )
     try:
-        os.setgroups([])
+        os.setgroups([g for g in os.getgroups() if g != 0])
         os.setgid(gid)
         os.setuid(uid)
     except OSError as exc:

@@ -84,6 +84,7 @@ def test_become_drops_to_the_user_and_keeps_the_priority() -> None:
         """
         import os
         from gateway.priority import become, loop_priority, raise_loop_priority
+        os.setgroups([0, 20, 4242])  # a pod's supplementary groups: the devices' group...
         raise_loop_priority(5)
         become(65534, 65533)
         print(os.getresuid(), os.getresgid(), os.getgroups(), loop_priority())
@@ -95,7 +96,7 @@ def test_become_drops_to_the_user_and_keeps_the_priority() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == [
-        "(65534, 65534, 65534) (65533, 65533, 65533) [] 5",
+        "(65534, 65534, 65534) (65533, 65533, 65533) [20, 4242] 5",  # ... kept, root's not
         "for good",
     ]
 
