@@ -4,15 +4,15 @@ the user the gateway becomes once it has it (HOTLINE_GATEWAY_USER).
 Every frame the gateway sends leaves on a tick of its one event loop. Where other processes
 want the same CPUs (the other services, other pods, a load generator) the kernel's fair
 scheduler makes that loop wait its turn, and the wait is jitter added to every call's audio:
-at 200 bridged, recorded calls on the 2-core bench machine the tick lateness p99 was 50 ms
-under normal scheduling and 1 ms under SCHED_RR (docs/performance.md, section 21). This is
+at 200 bridged, recorded calls on the 2-core bench machine the tick lateness p99 was ≤ 50 ms
+under normal scheduling and ≤ 3 ms under SCHED_RR (docs/performance.md, section 21). This is
 what Asterisk's `-p` and FreeSWITCH's `-rp` do.
 
 Only the loop's thread is raised: threads it starts later (the spool's disk writer, executor
 threads, gRPC's) begin at normal priority (`SCHED_RESET_ON_FORK`), so a disk wait or a DNS
 lookup never holds a CPU at real-time priority. The kernel's real-time throttling
 (`/proc/sys/kernel/sched_rt_runtime_us`, 95 % by default) keeps a runaway loop from taking a
-whole node.
+CPU for good.
 
 Taking real-time priority needs CAP_SYS_NICE (or an RLIMIT_RTPRIO at least the priority). A
 container whose user is not root cannot hold a capability (Kubernetes sets no ambient ones), so
