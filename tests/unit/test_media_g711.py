@@ -1,4 +1,5 @@
-"""G.711 tables must be bit-exact with the reference implementation (CPython audioop)."""
+"""G.711 must be bit-exact with the reference implementation (CPython audioop), both the
+audioop path the gateway runs and the numpy tables it falls back to without audioop."""
 
 from __future__ import annotations
 
@@ -27,6 +28,32 @@ with warnings.catch_warnings():
 
 ALL_PCM = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.int16)
 ALL_BYTES = bytes(range(256))
+
+
+def test_the_gateway_decodes_with_audioop_and_encodes_by_table() -> None:
+    assert g711.ulaw_decode is not g711.table_ulaw_decode
+    assert g711.alaw_decode is not g711.table_alaw_decode
+    assert (g711.ulaw_encode, g711.alaw_encode) == (g711.table_ulaw_encode, g711.table_alaw_encode)
+
+
+@pytest.mark.parametrize(
+    ("encode", "reference"),
+    [(g711.table_ulaw_encode, audioop.lin2ulaw), (g711.table_alaw_encode, audioop.lin2alaw)],
+)
+def test_table_encoders_bit_exact_all_inputs(encode, reference) -> None:  # noqa: ANN001
+    assert encode(ALL_PCM) == reference(ALL_PCM.tobytes(), 2)
+    stereo = np.arange(-320, 320, dtype=np.int16).reshape(320, 2)
+    assert encode(stereo[:, 1]) == reference(stereo[:, 1].copy().tobytes(), 2)
+
+
+@pytest.mark.parametrize(
+    ("decode", "reference"),
+    [(g711.table_ulaw_decode, audioop.ulaw2lin), (g711.table_alaw_decode, audioop.alaw2lin)],
+)
+def test_table_decoders_bit_exact_all_codes(decode, reference) -> None:  # noqa: ANN001
+    out = decode(ALL_BYTES)
+    assert out.dtype == np.int16 and out.flags.writeable
+    assert out.tobytes() == reference(ALL_BYTES, 2)
 
 
 def test_ulaw_encode_bit_exact_all_inputs() -> None:
@@ -63,10 +90,13 @@ def test_roundtrip_is_idempotent_and_close(name: str) -> None:
     assert err.max() <= 0.04 * np.abs(frame.astype(np.int32)).max() + 16
 
 
-def test_decode_returns_writable_copy() -> None:
-    out = ulaw_decode(b"\xff" * 160)
-    out[0] = 1  # must not touch the shared table
-    assert ulaw_decode(b"\xff")[0] == 0
+@pytest.mark.parametrize("decode", [ulaw_decode, alaw_decode])
+def test_decode_returns_writable_copy(decode) -> None:  # noqa: ANN001
+    payload = b"\xff" * 160
+    out = decode(payload)
+    first = int(out[0])
+    out[0] = first + 1  # must touch neither a shared table nor the payload
+    assert decode(payload)[0] == first and payload == b"\xff" * 160
 
 
 def test_non_int16_input_saturates_instead_of_wrapping() -> None:
