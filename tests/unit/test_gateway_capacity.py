@@ -104,6 +104,12 @@ def test_tick_lateness_and_skipped_frames_are_exported() -> None:
     assert 'hotline_media_tick_lateness_seconds_bucket{le="0.01",site="hq"} 100.0' in text
     assert 'hotline_media_tick_lateness_seconds_count{site="hq"} 100.0' in text
     assert 'hotline_media_skipped_frames_total{site="hq"} 3.0' in text
+    assert 'hotline_media_loop_realtime_priority{site="hq"} 0.0' in text  # normal scheduling
+    registry = CollectorRegistry()
+    registry.register(MediaClockCollector(clock, "hq", realtime_priority=10))
+    assert (
+        'hotline_media_loop_realtime_priority{site="hq"} 10.0' in generate_latest(registry).decode()
+    )
 
 
 async def test_the_clock_counts_how_late_each_tick_fires() -> None:
