@@ -3,8 +3,9 @@
 Run: .venv/bin/python bench/bench_media.py [--seconds 1.0]
 
 Measures frames/second for µ-law decode+encode of 160-sample frames (the
-per-frame work of a bridged call leg) with the gateway's codec (audioop with int16
-arrays) and with its numpy tables, and RTP parse+pack, against CPython's C
+per-frame work of a bridged call leg) with the gateway's codec (audioop decoding into
+int16 arrays, table encoding) and with its numpy tables both ways, and RTP parse+pack,
+against CPython's C
 ``audioop`` (ulaw2lin/lin2ulaw) on the same frames in the same run, and
 converts to "channels in real time per core" (frames/s / 50).  The last line
 runs the same leg through :class:`RtpSession` (receive one packet, send one
